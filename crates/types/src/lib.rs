@@ -1,0 +1,17 @@
+//! corral's domain model and job spec. No IO and no async here: every other
+//! crate depends on this one, and it must stay cheap to test.
+//!
+//! - [`spec`]: what users write (seed and full form), parsing and validation.
+//! - [`model`]: what the control plane stores (jobs, allocations, nodes,
+//!   evaluations, plans), with desired and observed state kept apart.
+//! - [`units`]: durations, sizes and cpu quantities as written in specs.
+
+pub mod model;
+pub mod spec;
+pub mod units;
+
+pub use model::*;
+pub use spec::{
+    Constraint, ConstraintOp, DriverKind, GroupSpec, JobSpec, NetworkMode, PullPolicy,
+    Resources, RestartMode, RestartPolicy, SecuritySpec, Spread, TaskSpec, UpdatePolicy,
+};

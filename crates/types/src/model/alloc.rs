@@ -1,0 +1,150 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Index, UnixMillis};
+use crate::spec::Resources;
+
+/// One instance of a group placed on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub id: String,
+    pub job: String,
+    pub job_version: u64,
+    pub group: String,
+    /// Stable slot number within the group (`web[0]`, `web[1]`, ...); a
+    /// replacement keeps the index of the allocation it replaces.
+    pub index: u32,
+    pub node_id: String,
+    pub resources: Resources,
+    /// Host ports assigned by the scheduler, by `task.port` name.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+    /// The allocation this one replaces, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+
+    // Desired state: written by the server only.
+    pub desired: DesiredStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub desired_reason: String,
+
+    // Observed state: written by the agent only (and by the server when the
+    // node is lost, as Nomad does).
+    pub client: ClientStatus,
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskState>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_message: String,
+
+    pub created_at: UnixMillis,
+    pub modified_at: UnixMillis,
+    pub create_index: Index,
+    pub modify_index: Index,
+}
+
+impl Allocation {
+    /// `job.group[index]`, the name people read.
+    pub fn name(&self) -> String {
+        format!("{}.{}[{}]", self.job, self.group, self.index)
+    }
+
+    /// Whether the allocation still holds (or will hold) node resources.
+    pub fn is_live(&self) -> bool {
+        self.desired == DesiredStatus::Run && !self.client.is_terminal()
+    }
+
+    /// Whether the allocation's process could still be running on its node.
+    pub fn may_run(&self) -> bool {
+        !self.client.is_terminal()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredStatus {
+    Run,
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientStatus {
+    Pending,
+    Running,
+    Complete,
+    Failed,
+    Lost,
+}
+
+impl ClientStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ClientStatus::Complete | ClientStatus::Failed | ClientStatus::Lost
+        )
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientStatus::Pending => "pending",
+            ClientStatus::Running => "running",
+            ClientStatus::Complete => "complete",
+            ClientStatus::Failed => "failed",
+            ClientStatus::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for ClientStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TaskState {
+    pub state: TaskLifecycle,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<UnixMillis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<UnixMillis>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskLifecycle {
+    #[default]
+    Pending,
+    Running,
+    /// Exited and waiting for its restart delay.
+    Restarting,
+    Dead,
+}
+
+impl TaskLifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskLifecycle::Pending => "pending",
+            TaskLifecycle::Running => "running",
+            TaskLifecycle::Restarting => "restarting",
+            TaskLifecycle::Dead => "dead",
+        }
+    }
+}
+
+/// What an agent reports about one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocUpdate {
+    pub id: String,
+    pub client: ClientStatus,
+    pub tasks: BTreeMap<String, TaskState>,
+    #[serde(default)]
+    pub message: String,
+}

@@ -1,0 +1,39 @@
+use serde::{Deserialize, Serialize};
+
+use super::{Index, UnixMillis};
+use crate::spec::JobSpec;
+
+/// One stored version of a job. Every version is kept; the job's current
+/// version is the highest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub name: String,
+    pub version: u64,
+    pub spec: JobSpec,
+    /// Desired: the user asked to stop the job.
+    pub stopped: bool,
+    pub submitted_at: UnixMillis,
+    pub create_index: Index,
+    pub modify_index: Index,
+}
+
+/// Derived for display: what the job's allocations add up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Allocations still being placed or started.
+    Pending,
+    Running,
+    /// Stopped by the user, or every allocation ended.
+    Dead,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Dead => "dead",
+        }
+    }
+}

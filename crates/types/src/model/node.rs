@@ -1,0 +1,99 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Index, UnixMillis};
+use crate::spec::Resources;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    /// Where the server reaches the agent (logs), `http://host:port`.
+    pub address: String,
+    pub status: NodeStatus,
+    /// Operator's switch: an ineligible node keeps its allocations but gets
+    /// no new ones.
+    pub eligible: bool,
+    pub draining: bool,
+    /// What the node offers to allocations.
+    pub resources: Resources,
+    /// Detected facts: `os`, `arch`, `hostname`, `kernel`, `cores`.
+    pub attributes: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// Drivers that work on this node (`exec`, `container`).
+    pub drivers: Vec<String>,
+    /// Host ports the scheduler may hand out (inclusive).
+    pub port_range: (u16, u16),
+    pub last_heartbeat: UnixMillis,
+    pub registered_at: UnixMillis,
+    pub create_index: Index,
+    pub modify_index: Index,
+}
+
+impl Node {
+    /// Where a constraint's `attr` points: `node.name`, `node.id`,
+    /// `node.labels.X`, `node.attr.X` (and `node.X` as a short form of
+    /// `node.attr.X`).
+    pub fn lookup(&self, attr: &str) -> Option<&str> {
+        let rest = attr.strip_prefix("node.").unwrap_or(attr);
+        match rest {
+            "name" => Some(&self.name),
+            "id" => Some(&self.id),
+            _ => {
+                if let Some(l) = rest.strip_prefix("labels.") {
+                    self.labels.get(l).map(String::as_str)
+                } else if let Some(a) = rest.strip_prefix("attr.") {
+                    self.attributes.get(a).map(String::as_str)
+                } else {
+                    self.attributes.get(rest).map(String::as_str)
+                }
+            }
+        }
+    }
+
+    /// Whether new allocations may be placed here.
+    pub fn schedulable(&self) -> bool {
+        self.status == NodeStatus::Ready && self.eligible && !self.draining
+    }
+
+    /// Status as users see it (`ready|down|draining|ineligible`).
+    pub fn display_status(&self) -> &'static str {
+        match (self.status, self.draining, self.eligible) {
+            (NodeStatus::Down, _, _) => "down",
+            (NodeStatus::Initializing, _, _) => "initializing",
+            (NodeStatus::Ready, true, _) => "draining",
+            (NodeStatus::Ready, false, false) => "ineligible",
+            (NodeStatus::Ready, false, true) => "ready",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Initializing,
+    Ready,
+    Down,
+}
+
+/// What an agent sends when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    /// Kept in the agent's data dir so a restarted agent is the same node.
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub resources: Resources,
+    pub attributes: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub drivers: Vec<String>,
+    pub port_range: (u16, u16),
+}
+
+/// The server's answer to a registration or heartbeat: when to beat next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub heartbeat_ttl_ms: u64,
+    pub index: Index,
+}

@@ -1,0 +1,48 @@
+use serde::{Deserialize, Serialize};
+
+use super::{Allocation, Index, PlacementFailure};
+
+/// What a scheduler worker proposes for one evaluation. The plan applier
+/// re-checks it against the latest state before committing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Plan {
+    pub eval_id: String,
+    pub job: String,
+    /// The state index the plan was computed on.
+    pub snapshot_index: Index,
+    /// New allocations (fresh ids, desired run).
+    pub place: Vec<Allocation>,
+    /// Allocations to stop, with the reason.
+    pub stop: Vec<StopAlloc>,
+    /// Allocations whose job version moves forward in place (count-only or
+    /// policy-only changes): (alloc id, new job version).
+    pub in_place: Vec<(String, u64)>,
+    /// Groups that could not be fully placed.
+    pub failed: Vec<PlacementFailure>,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.place.is_empty() && self.stop.is_empty() && self.in_place.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAlloc {
+    pub id: String,
+    pub reason: String,
+    /// Set when the server itself decides the observed state (node lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<super::ClientStatus>,
+}
+
+/// Plan applier's verdict per plan: what was committed, what was refused
+/// because the state changed under the worker (the worker retries those).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PlanResult {
+    pub index: Index,
+    pub placed: usize,
+    pub stopped: usize,
+    /// Node ids whose part of the plan no longer fit.
+    pub refused_nodes: Vec<String>,
+}

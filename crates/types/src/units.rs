@@ -1,0 +1,220 @@
+//! Quantities as users write them: `10s`, `5m`, `256M`, `50G`, `512MiB`,
+//! `500m` cpu. Stored as plain integers (milliseconds, bytes, millicores) so
+//! the scheduler does integer arithmetic only.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A duration in milliseconds. Parsed from `250ms`, `10s`, `5m`, `1h`, `1h30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    pub const fn from_secs(s: u64) -> Self {
+        Millis(s * 1000)
+    }
+    pub fn as_std(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+}
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        if ms == 0 {
+            return write!(f, "0s");
+        }
+        if ms % 3_600_000 == 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+/// Parse a duration such as `10s`, `5m`, `1h30m`, `250ms`. A bare number is
+/// refused: `10` could mean seconds or milliseconds, and guessing is worse
+/// than asking.
+pub fn parse_duration(s: &str) -> Result<Millis, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration; write e.g. 10s, 5m or 1h".into());
+    }
+    let mut total: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {s:?}; write e.g. 10s, 5m or 1h"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("duration {s:?} is too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let mult = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(format!(
+                    "duration {s:?} has no unit; write e.g. {n}s or {n}ms"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?} in {s:?}; use ms, s, m, h or d"
+                ));
+            }
+        };
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration {s:?} is too large"))?;
+    }
+    Ok(Millis(total))
+}
+
+/// A size in bytes, parsed from `256M`, `50G`, `512MiB`, `1024` (bytes).
+/// `M`/`G` follow Kubernetes and are decimal; `Mi`/`MiB` are binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{}", self.0 / size, name);
+            }
+        }
+        for (name, size) in [("G", 1_000_000_000), ("M", 1_000_000), ("K", 1000)] {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{}", self.0 / size, name);
+            }
+        }
+        if self.0 >= 1 << 20 {
+            return write!(f, "{:.1}MiB", self.0 as f64 / (1u64 << 20) as f64);
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+pub fn parse_size(s: &str) -> Result<Bytes, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("invalid size {s:?}; write e.g. 256M, 1G or 512MiB"));
+    }
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KB" | "kB" => 1000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "T" | "TB" => 1_000_000_000_000,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        "Ti" | "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}; use K, M, G, T or Ki, Mi, Gi, Ti"
+            ));
+        }
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}; write e.g. 256M, 1G or 512MiB"))?;
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(format!("size {s:?} is too large"));
+    }
+    Ok(Bytes(bytes.round() as u64))
+}
+
+/// CPU in millicores: `500m` is half a core, `2` or `2.5` are cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MilliCpu(pub u64);
+
+impl fmt::Display for MilliCpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 % 1000 == 0 {
+            write!(f, "{}", self.0 / 1000)
+        } else {
+            write!(f, "{}m", self.0)
+        }
+    }
+}
+
+pub fn parse_cpu(s: &str) -> Result<MilliCpu, String> {
+    let t = s.trim();
+    if let Some(m) = t.strip_suffix('m') {
+        return m
+            .parse::<u64>()
+            .map(MilliCpu)
+            .map_err(|_| format!("invalid cpu {s:?}; write millicores like 500m or cores like 2"));
+    }
+    let cores: f64 = t
+        .parse()
+        .map_err(|_| format!("invalid cpu {s:?}; write millicores like 500m or cores like 2"))?;
+    if !cores.is_finite() || cores < 0.0 || cores > 1_000_000.0 {
+        return Err(format!("cpu {s:?} is out of range"));
+    }
+    Ok(MilliCpu((cores * 1000.0).round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Millis(10_000)));
+        assert_eq!(parse_duration("5m"), Ok(Millis(300_000)));
+        assert_eq!(parse_duration("1h30m"), Ok(Millis(5_400_000)));
+        assert_eq!(parse_duration("250ms"), Ok(Millis(250)));
+        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+        assert!(parse_duration("10x").unwrap_err().contains("unknown duration unit"));
+        assert!(parse_duration("").is_err());
+        assert_eq!(Millis(300_000).to_string(), "5m");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M"), Ok(Bytes(256_000_000)));
+        assert_eq!(parse_size("50G"), Ok(Bytes(50_000_000_000)));
+        assert_eq!(parse_size("512MiB"), Ok(Bytes(512 << 20)));
+        assert_eq!(parse_size("1024"), Ok(Bytes(1024)));
+        assert_eq!(parse_size("1.5Gi"), Ok(Bytes(3 << 29)));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+        assert_eq!(Bytes(512 << 20).to_string(), "512MiB");
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpu("500m"), Ok(MilliCpu(500)));
+        assert_eq!(parse_cpu("2"), Ok(MilliCpu(2000)));
+        assert_eq!(parse_cpu("0.25"), Ok(MilliCpu(250)));
+        assert!(parse_cpu("lots").is_err());
+        assert!(parse_cpu("-1").is_err());
+    }
+}
