@@ -1,1 +1,25 @@
-//! corral-agent
+//! The node agent: registers the node, heartbeats, watches its
+//! allocations, runs their tasks through drivers, reports what it sees.
+//!
+//! - [`agent`]: the node loop (register, heartbeat, watch, report).
+//! - [`alloc_runner`] / [`task_runner`]: one allocation / one task.
+//! - [`driver`]: the `Driver` trait and its implementations (`exec`).
+//! - [`cgroup`]: cgroup v1/v2 behind a trait.
+//! - [`restart`]: the restart policy, as a pure state machine.
+//! - [`persist`]: what survives an agent restart.
+//! - [`logs`], [`http`]: task log files and the endpoint that serves them.
+
+pub mod agent;
+pub mod alloc_runner;
+pub mod cgroup;
+pub mod config;
+pub mod driver;
+pub mod fingerprint;
+pub mod http;
+pub mod logs;
+pub mod persist;
+pub mod restart;
+pub mod task_runner;
+
+pub use agent::{Agent, AgentError};
+pub use config::AgentConfig;

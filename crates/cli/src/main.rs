@@ -1,1 +1,220 @@
-fn main() {}
+//! `corral`: the one binary. Server, agent and `dev` roles, and the CLI
+//! client that talks to `$CORRAL_ADDR`.
+
+mod cmd;
+mod output;
+mod shutdown;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use corral_client::Client;
+
+#[derive(Parser)]
+#[command(name = "corral", version, about = "container scheduling without the hype")]
+struct Cli {
+    /// The server's API address (client commands).
+    #[arg(long = "api", global = true, env = "CORRAL_ADDR", default_value = "http://127.0.0.1:7070")]
+    addr: String,
+    /// API token, when the server requires one.
+    #[arg(long, global = true, env = "CORRAL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a server and an agent in one process (one machine).
+    Dev {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where the API listens.
+        #[arg(long = "addr", default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+    },
+    /// Run the control plane.
+    Server {
+        #[arg(long, default_value = "/var/lib/corral/server")]
+        data_dir: PathBuf,
+        /// Where the API listens.
+        #[arg(long = "addr", default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+    },
+    /// Run a node agent.
+    Agent(AgentArgs),
+    /// Submit a job file and wait until it runs.
+    Run {
+        file: PathBuf,
+        /// Return once submitted.
+        #[arg(long)]
+        detach: bool,
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this long (e.g. 5m).
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+    },
+    /// Show what a job file would change, storing nothing.
+    Plan { file: PathBuf, #[arg(long)] json: bool },
+    /// List jobs, or show one.
+    Status { job: Option<String>, #[arg(long)] json: bool },
+    /// Stop a job (and with --purge forget it).
+    Stop { job: String, #[arg(long)] purge: bool, #[arg(long)] json: bool },
+    /// Show a job's (or an allocation's) task output.
+    Logs {
+        job: String,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        alloc: Option<String>,
+        #[arg(long)]
+        stderr: bool,
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// Allocations.
+    #[command(subcommand)]
+    Alloc(AllocCmd),
+    /// Nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// The server's address.
+    #[arg(long, env = "CORRAL_SERVER", default_value = "http://127.0.0.1:7070")]
+    server: String,
+    #[arg(long, default_value = "/var/lib/corral/agent")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    name: Option<String>,
+    /// Node label, `key=value`; repeat for more.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Where the agent's HTTP endpoint (logs) listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    http_addr: SocketAddr,
+}
+
+#[derive(Subcommand)]
+enum AllocCmd {
+    /// List allocations.
+    Ls { #[arg(long)] job: Option<String>, #[arg(long)] json: bool },
+    /// Show one allocation.
+    Status { id: String, #[arg(long)] json: bool },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List nodes.
+    Ls { #[arg(long)] json: bool },
+    /// Show one node (id, id prefix or name).
+    Status { id: String, #[arg(long)] json: bool },
+    /// Allow or forbid new placements on a node.
+    Eligibility {
+        id: String,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.addr, cli.token.clone());
+    match cli.cmd {
+        Cmd::Dev { data_dir, listen } => {
+            init_logging();
+            let dir = data_dir.unwrap_or_else(cmd::dev::default_data_dir);
+            cmd::dev::run(dir, listen, shutdown::on_signals()).await
+        }
+        Cmd::Server { data_dir, listen } => {
+            init_logging();
+            cmd::server::run(data_dir, listen, cli.token, shutdown::on_signals()).await
+        }
+        Cmd::Agent(a) => {
+            init_logging();
+            let mut config = corral_agent::AgentConfig::new(&a.server, a.data_dir);
+            config.token = cli.token;
+            config.name = a.name;
+            config.http_addr = a.http_addr;
+            config.labels = parse_labels(&a.labels)?;
+            cmd::agent::run(config, shutdown::on_signals()).await
+        }
+        Cmd::Run { file, detach, json, timeout } => {
+            let t = corral_types::units::parse_duration(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+            cmd::run::run(&client, &file, detach, json, Duration::from_millis(t.0)).await
+        }
+        Cmd::Plan { file, json } => cmd::run::plan(&client, &file, json).await,
+        Cmd::Status { job: None, json } => cmd::status::list(&client, json).await,
+        Cmd::Status { job: Some(j), json } => cmd::status::job(&client, &j, json).await,
+        Cmd::Stop { job, purge, json } => {
+            let r = client.stop(&job, purge).await?;
+            if json {
+                return output::print_json(&r);
+            }
+            println!("job {job} {}", if purge { "stopped and purged" } else { "stopped" });
+            Ok(())
+        }
+        Cmd::Logs { job, task, alloc, stderr, follow, tail } => {
+            cmd::logs::logs(&client, cmd::logs::LogsArgs { job, alloc, task, stderr, follow, tail }).await
+        }
+        Cmd::Alloc(AllocCmd::Ls { job, json }) => cmd::alloc::list(&client, job.as_deref(), json).await,
+        Cmd::Alloc(AllocCmd::Status { id, json }) => cmd::alloc::status(&client, &id, json).await,
+        Cmd::Node(NodeCmd::Ls { json }) => cmd::node::list(&client, json).await,
+        Cmd::Node(NodeCmd::Status { id, json }) => cmd::node::status(&client, &id, json).await,
+        Cmd::Node(NodeCmd::Eligibility { id, enable, disable, json }) => {
+            if enable == disable {
+                bail!("say --enable or --disable");
+            }
+            cmd::node::eligibility(&client, &id, enable, json).await
+        }
+    }
+}
+
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("--label {l:?}: write key=value");
+        };
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}

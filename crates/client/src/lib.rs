@@ -1,1 +1,275 @@
-//! corral-client
+//! A typed client for corral's HTTP API v1. Errors say what to do next:
+//! an unreachable server names the address and how to start one.
+
+use std::time::Duration;
+
+use corral_types::api::{
+    AllocUpdates, AllocView, ApiError, EvalView, JobListEntry, JobVersionView, JobView,
+    NodeAllocations, NodeView, PlanResponse, SubmitResponse,
+};
+use corral_types::{HeartbeatResponse, Index, NodeRegistration};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server at {addr}: is `corral dev` (or `corral server`) running? set CORRAL_ADDR if it listens elsewhere ({source})")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{}", render_api_error(.status, .error))]
+    Api { status: u16, error: ApiError },
+    #[error("unexpected answer from {url}: {message}")]
+    Protocol { url: String, message: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+}
+
+fn render_api_error(_status: &u16, e: &ApiError) -> String {
+    let mut s = e.error.clone();
+    for se in &e.spec_errors {
+        s.push_str(&format!("\n  {se}"));
+    }
+    if let Some(h) = &e.hint {
+        s.push_str(&format!("\n{h}"));
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    addr: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Options for reading logs.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub task: Option<String>,
+    /// `stdout`, `stderr` or `both` (default stdout).
+    pub stream: Option<String>,
+    pub follow: bool,
+    pub tail: Option<usize>,
+}
+
+impl Client {
+    pub fn new(addr: &str, token: Option<String>) -> Client {
+        Client {
+            addr: addr.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.addr));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = rb.send().await.map_err(|source| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let url = resp.url().to_string();
+        let body = resp.bytes().await.unwrap_or_default();
+        let error = serde_json::from_slice::<ApiError>(&body).unwrap_or_else(|_| ApiError {
+            error: format!(
+                "{url} answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            ),
+            hint: None,
+            spec_errors: vec![],
+        });
+        Err(ClientError::Api { status, error })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let resp = self.send(rb).await?;
+        let url = resp.url().to_string();
+        let bytes = resp.bytes().await.map_err(|source| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    // Jobs.
+
+    pub async fn submit(&self, text: &str, filename: &str) -> Result<SubmitResponse, ClientError> {
+        self.json(
+            self.req(reqwest::Method::POST, "/v1/jobs")
+                .query(&[("filename", filename)])
+                .body(text.to_string()),
+        )
+        .await
+    }
+
+    pub async fn plan(&self, text: &str, filename: &str) -> Result<PlanResponse, ClientError> {
+        self.json(
+            self.req(reqwest::Method::POST, "/v1/jobs")
+                .query(&[("filename", filename), ("plan", "true")])
+                .body(text.to_string()),
+        )
+        .await
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<JobListEntry>, ClientError> {
+        self.json(self.req(reqwest::Method::GET, "/v1/jobs")).await
+    }
+
+    /// The job; with `index`, blocks until something newer (or `wait`).
+    pub async fn job(&self, name: &str, index: Option<(Index, Duration)>) -> Result<JobView, ClientError> {
+        let mut rb = self.req(reqwest::Method::GET, &format!("/v1/jobs/{name}"));
+        if let Some((i, wait)) = index {
+            rb = rb.query(&[("index", i.to_string()), ("wait", format!("{}ms", wait.as_millis()))]);
+        }
+        self.json(rb).await
+    }
+
+    pub async fn job_versions(&self, name: &str) -> Result<Vec<JobVersionView>, ClientError> {
+        self.json(self.req(reqwest::Method::GET, &format!("/v1/jobs/{name}/versions")))
+            .await
+    }
+
+    pub async fn stop(&self, name: &str, purge: bool) -> Result<serde_json::Value, ClientError> {
+        self.json(
+            self.req(reqwest::Method::DELETE, &format!("/v1/jobs/{name}"))
+                .query(&[("purge", purge)]),
+        )
+        .await
+    }
+
+    // Allocations and evaluations.
+
+    pub async fn allocs(&self, job: Option<&str>) -> Result<Vec<AllocView>, ClientError> {
+        let mut rb = self.req(reqwest::Method::GET, "/v1/allocations");
+        if let Some(j) = job {
+            rb = rb.query(&[("job", j)]);
+        }
+        self.json(rb).await
+    }
+
+    pub async fn alloc(&self, id: &str) -> Result<AllocView, ClientError> {
+        self.json(self.req(reqwest::Method::GET, &format!("/v1/allocations/{id}")))
+            .await
+    }
+
+    /// A streaming response of log bytes.
+    pub async fn logs(&self, alloc: &str, q: &LogQuery) -> Result<reqwest::Response, ClientError> {
+        let mut params: Vec<(&str, String)> = vec![];
+        if let Some(t) = &q.task {
+            params.push(("task", t.clone()));
+        }
+        if let Some(s) = &q.stream {
+            params.push(("stream", s.clone()));
+        }
+        if q.follow {
+            params.push(("follow", "true".into()));
+        }
+        if let Some(n) = q.tail {
+            params.push(("tail", n.to_string()));
+        }
+        self.send(
+            self.req(reqwest::Method::GET, &format!("/v1/allocations/{alloc}/logs"))
+                .query(&params),
+        )
+        .await
+    }
+
+    pub async fn evals(&self, job: Option<&str>) -> Result<Vec<EvalView>, ClientError> {
+        let mut rb = self.req(reqwest::Method::GET, "/v1/evaluations");
+        if let Some(j) = job {
+            rb = rb.query(&[("job", j)]);
+        }
+        self.json(rb).await
+    }
+
+    pub async fn eval(&self, id: &str) -> Result<EvalView, ClientError> {
+        self.json(self.req(reqwest::Method::GET, &format!("/v1/evaluations/{id}")))
+            .await
+    }
+
+    // Nodes.
+
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        self.json(self.req(reqwest::Method::GET, "/v1/nodes")).await
+    }
+
+    pub async fn node(&self, id: &str) -> Result<NodeView, ClientError> {
+        self.json(self.req(reqwest::Method::GET, &format!("/v1/nodes/{id}")))
+            .await
+    }
+
+    pub async fn set_eligibility(&self, id: &str, eligible: bool) -> Result<NodeView, ClientError> {
+        self.json(
+            self.req(reqwest::Method::POST, &format!("/v1/nodes/{id}/eligibility"))
+                .json(&serde_json::json!({ "eligible": eligible })),
+        )
+        .await
+    }
+
+    // Agent side.
+
+    pub async fn register(&self, reg: &NodeRegistration) -> Result<HeartbeatResponse, ClientError> {
+        self.json(self.req(reqwest::Method::POST, "/v1/nodes/register").json(reg))
+            .await
+    }
+
+    pub async fn heartbeat(&self, node: &str) -> Result<HeartbeatResponse, ClientError> {
+        self.json(self.req(reqwest::Method::POST, &format!("/v1/nodes/{node}/heartbeat")))
+            .await
+    }
+
+    pub async fn node_allocations(
+        &self,
+        node: &str,
+        index: Index,
+        wait: Duration,
+    ) -> Result<NodeAllocations, ClientError> {
+        self.json(
+            self.req(reqwest::Method::GET, &format!("/v1/nodes/{node}/allocations"))
+                .query(&[("index", index.to_string()), ("wait", format!("{}ms", wait.as_millis()))])
+                .timeout(wait + Duration::from_secs(10)),
+        )
+        .await
+    }
+
+    pub async fn update_allocations(&self, node: &str, updates: &AllocUpdates) -> Result<(), ClientError> {
+        self.send(
+            self.req(reqwest::Method::POST, &format!("/v1/nodes/{node}/allocations"))
+                .json(updates),
+        )
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,12 +1,36 @@
 //! The scheduler: a pure function from a read-only state snapshot and an
 //! evaluation to a plan (Nomad's `Scheduler.Process(eval)`). No IO, no
-//! tokio, no clock: ids and time come in through [`PlanContext`].
+//! tokio, no clock, no OS randomness: ids and time come in through
+//! [`PlanContext`], and every "random" choice is a hash of the eval id.
 //!
-//! - `reconcile`: desired (job spec) against actual (allocations).
-//! - `feasible`: which nodes can take an allocation, and why not.
-//! - `rank`: which feasible node is best (bin-pack, spread, anti-affinity).
+//! - [`reconcile`]: desired (job spec) against actual (allocations).
+//! - [`feasible`]: which nodes can take an allocation, and why not.
+//! - [`rank`]: which feasible node is best (bin-pack, spread, anti-affinity).
+//! - [`select`]: walks the nodes for each placement, with per-plan
+//!   accounting ([`usage`]) so placements of one plan see each other.
+//! - [`fits`]: the plan applier's re-check against the latest state.
 
-use corral_types::{Allocation, Index, Job, Node, UnixMillis};
+use corral_types::{Allocation, Evaluation, Index, Job, Node, Plan, UnixMillis};
+
+pub mod config;
+pub mod failure;
+pub mod feasible;
+mod fits;
+mod hash;
+pub mod ports;
+pub mod rank;
+pub mod reconcile;
+pub mod select;
+pub mod usage;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{Algorithm, SchedulerConfig};
+pub use fits::fits;
 
 /// The read-only view of cluster state the scheduler works on. The store's
 /// immutable snapshot implements it; tests implement it over plain vectors.
@@ -31,4 +55,35 @@ pub struct PlanContext<'a> {
     /// Fresh allocation ids.
     pub new_id: &'a mut dyn FnMut() -> String,
     pub now: UnixMillis,
+}
+
+/// Compute the plan for one evaluation with the default configuration
+/// (bin-pack).
+pub fn schedule(state: &dyn StateView, eval: &Evaluation, ctx: &mut PlanContext) -> Plan {
+    schedule_with(&SchedulerConfig::default(), state, eval, ctx)
+}
+
+/// Compute the plan for one evaluation: reconcile the job's allocations
+/// with its latest version, then place what is missing.
+pub fn schedule_with(
+    config: &SchedulerConfig,
+    state: &dyn StateView,
+    eval: &Evaluation,
+    ctx: &mut PlanContext,
+) -> Plan {
+    let rec = reconcile::reconcile(state, &eval.job);
+    let mut plan = Plan {
+        eval_id: eval.id.clone(),
+        job: eval.job.clone(),
+        snapshot_index: state.index(),
+        stop: rec.stops,
+        in_place: rec.in_place,
+        ..Plan::default()
+    };
+    if let Some(job) = state.job(&eval.job)
+        && !rec.places.is_empty()
+    {
+        select::place_all(config, state, job, &eval.id, rec.places, ctx, &mut plan);
+    }
+    plan
 }

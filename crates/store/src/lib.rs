@@ -1,1 +1,24 @@
-//! corral-store
+//! corral's state.
+//!
+//! - [`kv`]: the [`Store`] trait, shaped like etcd (revisions, compare-and-
+//!   swap transactions, changes from a revision) so an etcd backend fits.
+//! - [`sqlite`]: the single-server backend (WAL, `synchronous=FULL`,
+//!   migrations).
+//! - [`state`]: the in-memory indexed [`State`]; cloning it is O(1)
+//!   (persistent maps), so the scheduler reads immutable snapshots.
+//! - [`db`]: [`StateStore`], which writes typed records through a `Store`
+//!   and then publishes the new `State`. It is the only writer.
+
+pub mod db;
+pub mod error;
+pub mod kv;
+pub mod memory;
+pub mod sqlite;
+pub mod state;
+
+pub use db::{StateStore, Write};
+pub use error::StoreError;
+pub use kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome, WatchEvent};
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+pub use state::State;

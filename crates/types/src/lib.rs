@@ -4,8 +4,10 @@
 //! - [`spec`]: what users write (seed and full form), parsing and validation.
 //! - [`model`]: what the control plane stores (jobs, allocations, nodes,
 //!   evaluations, plans), with desired and observed state kept apart.
+//! - [`api`]: the HTTP API's request and response shapes.
 //! - [`units`]: durations, sizes and cpu quantities as written in specs.
 
+pub mod api;
 pub mod model;
 pub mod spec;
 pub mod units;

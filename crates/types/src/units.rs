@@ -26,11 +26,11 @@ impl fmt::Display for Millis {
         if ms == 0 {
             return write!(f, "0s");
         }
-        if ms % 3_600_000 == 0 {
+        if ms.is_multiple_of(3_600_000) {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 {
+        } else if ms.is_multiple_of(60_000) {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -100,14 +100,17 @@ impl fmt::Display for Bytes {
             ("KiB", 1 << 10),
         ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{}", self.0 / size, name);
             }
         }
-        for (name, size) in [("G", 1_000_000_000), ("M", 1_000_000), ("K", 1000)] {
-            if self.0 >= size && self.0 % size == 0 {
+        for (name, size) in [("G", 1_000_000_000u64), ("M", 1_000_000), ("K", 1000)] {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{}", self.0 / size, name);
             }
+        }
+        if self.0 >= 1 << 30 {
+            return write!(f, "{:.1}GiB", self.0 as f64 / (1u64 << 30) as f64);
         }
         if self.0 >= 1 << 20 {
             return write!(f, "{:.1}MiB", self.0 as f64 / (1u64 << 20) as f64);
@@ -156,7 +159,7 @@ pub struct MilliCpu(pub u64);
 
 impl fmt::Display for MilliCpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)
@@ -175,13 +178,14 @@ pub fn parse_cpu(s: &str) -> Result<MilliCpu, String> {
     let cores: f64 = t
         .parse()
         .map_err(|_| format!("invalid cpu {s:?}; write millicores like 500m or cores like 2"))?;
-    if !cores.is_finite() || cores < 0.0 || cores > 1_000_000.0 {
+    if !cores.is_finite() || !(0.0..=1_000_000.0).contains(&cores) {
         return Err(format!("cpu {s:?} is out of range"));
     }
     Ok(MilliCpu((cores * 1000.0).round() as u64))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -109,6 +109,10 @@ pub struct TaskState {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub oom_killed: bool,
+    /// Dead because the restart policy gave up (not because it was asked
+    /// to stop).
+    #[serde(default)]
+    pub failed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<UnixMillis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

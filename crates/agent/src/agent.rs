@@ -1,0 +1,459 @@
+//! The node agent: register, heartbeat, watch this node's allocations with
+//! a blocking query, run each through an [`AllocRunner`], and report their
+//! observed state back. After a restart it adopts the allocations it finds
+//! on disk before it asks the server anything, so nothing runs twice.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral_client::Client;
+use corral_types::api::AllocUpdates;
+use corral_types::{AllocUpdate, DesiredStatus, DriverKind, NodeRegistration};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alloc_runner::{AllocRunner, RunnerEnv};
+use crate::config::AgentConfig;
+use crate::driver::Driver;
+use crate::driver::exec::ExecDriver;
+use crate::{fingerprint, http, persist};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("agent data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} for the agent's HTTP endpoint: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no task driver works on this node: {0}")]
+    NoDrivers(String),
+}
+
+/// State shared by the agent loop, the alloc runners and the HTTP endpoint.
+pub struct Shared {
+    pub data_dir: PathBuf,
+    active: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    pub fn alloc_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("allocs").join(id)
+    }
+
+    /// Whether an allocation still has a runner on this node.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.active.lock().map(|a| a.contains(id)).unwrap_or(false)
+    }
+
+    pub(crate) fn set_active(&self, id: &str, on: bool) {
+        if let Ok(mut a) = self.active.lock() {
+            if on {
+                a.insert(id.to_string());
+            } else {
+                a.remove(id);
+            }
+        }
+    }
+}
+
+pub type Drivers = HashMap<DriverKind, Arc<dyn Driver>>;
+
+/// A running agent.
+pub struct Agent {
+    pub node_id: String,
+    /// The address the server reaches this agent at.
+    pub address: String,
+    tasks: TaskTracker,
+}
+
+impl Agent {
+    /// Start the agent: detect the node, bind the HTTP endpoint, adopt
+    /// what runs, then register and follow the server until `shutdown`.
+    pub async fn start(
+        config: AgentConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Agent, AgentError> {
+        let drivers = default_drivers(&config).await?;
+        Self::start_with(config, drivers, shutdown).await
+    }
+
+    pub async fn start_with(
+        config: AgentConfig,
+        drivers: Drivers,
+        shutdown: CancellationToken,
+    ) -> Result<Agent, AgentError> {
+        let dir_err = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| AgentError::DataDir { path, source }
+        };
+        std::fs::create_dir_all(config.data_dir.join("allocs"))
+            .map_err(dir_err(&config.data_dir))?;
+        let node_id = persist::node_id(&config.data_dir).map_err(dir_err(&config.data_dir))?;
+        let facts = fingerprint::detect();
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| AgentError::Listen {
+                addr: config.http_addr,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| AgentError::Listen {
+            addr: config.http_addr,
+            source,
+        })?;
+        let address = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"));
+        let shared = Arc::new(Shared {
+            data_dir: config.data_dir.clone(),
+            active: Mutex::new(HashSet::new()),
+        });
+        let tasks = TaskTracker::new();
+        {
+            let app = http::router(shared.clone());
+            let sd = shutdown.clone();
+            tasks.spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { sd.cancelled().await })
+                    .await;
+            });
+        }
+        let mut resources = facts.resources;
+        resources.cpu.0 = resources.cpu.0.saturating_sub(config.reserved_cpu_millis);
+        resources.memory.0 = resources
+            .memory
+            .0
+            .saturating_sub(config.reserved_memory_bytes);
+        let mut driver_names: Vec<String> =
+            drivers.keys().map(|k| k.as_str().to_string()).collect();
+        driver_names.sort();
+        let registration = NodeRegistration {
+            id: node_id.clone(),
+            name: config.name.clone().unwrap_or(facts.hostname),
+            address: address.clone(),
+            resources,
+            attributes: facts.attributes,
+            labels: config.labels.clone(),
+            drivers: driver_names,
+            port_range: config.port_range,
+        };
+        let client = Client::new(&config.server, config.token.clone());
+        let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+        let env = Arc::new(RunnerEnv {
+            shared: shared.clone(),
+            drivers,
+            updates: updates_tx,
+            node_id: node_id.clone(),
+        });
+        let runners_cancel = CancellationToken::new();
+        let runners = TaskTracker::new();
+        // Adopt what a previous agent process left running.
+        let mut adopted = HashMap::new();
+        for rec in persist::load_allocs(&shared) {
+            let id = rec.alloc.id.clone();
+            tracing::info!(alloc = %id, "adopting allocation from disk");
+            adopted.insert(
+                id,
+                AllocRunner::spawn(
+                    &runners,
+                    env.clone(),
+                    rec.alloc,
+                    rec.group,
+                    true,
+                    runners_cancel.child_token(),
+                ),
+            );
+        }
+        let loop_ = NodeLoop {
+            config,
+            client,
+            registration,
+            env,
+            runners: adopted,
+            tracker: runners,
+            runners_cancel,
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(report(
+            loop_.client.clone(),
+            node_id.clone(),
+            updates_rx,
+            shutdown.clone(),
+        ));
+        tasks.spawn(loop_.run());
+        tasks.close();
+        Ok(Agent {
+            node_id,
+            address,
+            tasks,
+        })
+    }
+
+    /// Wait until the agent has shut down.
+    pub async fn wait(self) {
+        self.tasks.wait().await;
+    }
+}
+
+/// The drivers whose fingerprint passes on this node.
+pub async fn default_drivers(config: &AgentConfig) -> Result<Drivers, AgentError> {
+    let mut drivers: Drivers = HashMap::new();
+    let mut why = Vec::new();
+    for name in &config.drivers {
+        let d: Arc<dyn Driver> = match name.as_str() {
+            "exec" => match ExecDriver::detect() {
+                Ok(d) => Arc::new(d),
+                Err(e) => {
+                    why.push(format!("exec: {e}"));
+                    continue;
+                }
+            },
+            other => {
+                why.push(format!("{other}: unknown driver"));
+                continue;
+            }
+        };
+        match d.fingerprint().await {
+            Ok(()) => {
+                drivers.insert(d.kind(), d);
+            }
+            Err(e) => {
+                tracing::warn!(driver = %name, error = %e, "driver not available");
+                why.push(e.to_string());
+            }
+        }
+    }
+    if drivers.is_empty() {
+        return Err(AgentError::NoDrivers(why.join("; ")));
+    }
+    Ok(drivers)
+}
+
+struct NodeLoop {
+    config: AgentConfig,
+    client: Client,
+    registration: NodeRegistration,
+    env: Arc<RunnerEnv>,
+    runners: HashMap<String, AllocRunner>,
+    tracker: TaskTracker,
+    runners_cancel: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+impl NodeLoop {
+    async fn run(mut self) {
+        let ttl = self.register().await;
+        let node = self.registration.id.clone();
+        let beats = tokio::spawn(heartbeat(
+            self.client.clone(),
+            self.registration.clone(),
+            ttl,
+            self.shutdown.clone(),
+        ));
+        let mut index = 0;
+        loop {
+            let wait = self.config.watch_wait;
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = self.client.node_allocations(&node, index, wait) => match r {
+                    Ok(resp) => {
+                        let new = resp.index;
+                        if new != index {
+                            self.sync(resp);
+                        }
+                        index = new;
+                    }
+                    Err(e) if e.is_not_found() => {
+                        self.register().await;
+                        index = 0;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch allocations; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = self.shutdown.cancelled() => break,
+                        }
+                    }
+                },
+            }
+        }
+        let _ = beats.await;
+        if self.config.stop_on_shutdown {
+            for r in self.runners.values() {
+                r.stop();
+            }
+        } else {
+            // Runners detach and leave their tasks running: a restarted
+            // agent adopts them.
+            self.runners_cancel.cancel();
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Register until it works (or shutdown); returns the heartbeat TTL.
+    async fn register(&self) -> Duration {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.client.register(&self.registration).await {
+                Ok(r) => {
+                    tracing::info!(node = %self.registration.id, "registered with the server");
+                    return Duration::from_millis(r.heartbeat_ttl_ms);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.cancelled() => return Duration::from_secs(10),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Make the runners match the server's view of this node.
+    fn sync(&mut self, resp: corral_types::api::NodeAllocations) {
+        let mut wanted = HashSet::new();
+        for alloc in resp.allocations {
+            let id = alloc.id.clone();
+            if alloc.desired == DesiredStatus::Stop {
+                if let Some(r) = self.runners.get(&id) {
+                    r.stop();
+                }
+                // A stop for an allocation we never ran: report it done so
+                // the server stops waiting.
+                else {
+                    let _ = self.env.updates.send(AllocUpdate {
+                        id: id.clone(),
+                        client: corral_types::ClientStatus::Complete,
+                        tasks: Default::default(),
+                        message: "stopped before it started on this node".into(),
+                    });
+                }
+                wanted.insert(id);
+                continue;
+            }
+            wanted.insert(id.clone());
+            if let Some(r) = self.runners.get(&id) {
+                r.update(alloc);
+                continue;
+            }
+            let Some(job) = resp
+                .jobs
+                .iter()
+                .find(|j| j.name == alloc.job && j.version == alloc.job_version)
+            else {
+                tracing::error!(alloc = %id, "server sent no job spec for the allocation");
+                continue;
+            };
+            let Some(group) = job
+                .spec
+                .groups
+                .iter()
+                .find(|g| g.name == alloc.group)
+                .cloned()
+            else {
+                tracing::error!(alloc = %id, group = %alloc.group, "group missing from the job spec");
+                continue;
+            };
+            let runner = AllocRunner::spawn(
+                &self.tracker,
+                self.env.clone(),
+                alloc,
+                group,
+                false,
+                self.runners_cancel.child_token(),
+            );
+            self.runners.insert(id, runner);
+        }
+        // Anything we run that the server no longer lists was replaced
+        // (node lost) or garbage-collected: stop it.
+        for (id, r) in &self.runners {
+            if !wanted.contains(id) {
+                tracing::info!(alloc = %id, "allocation no longer wanted here: stopping it");
+                r.stop();
+            }
+        }
+        self.runners.retain(|_, r| !r.is_finished());
+    }
+}
+
+/// Beat within the TTL the server hands out; register again when the
+/// server no longer knows us (it marked us down, or lost its state).
+async fn heartbeat(
+    client: Client,
+    reg: NodeRegistration,
+    mut ttl: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 2) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let r = match client.heartbeat(&reg.id).await {
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(
+                    "the server does not know this node (marked down?): registering again"
+                );
+                client.register(&reg).await
+            }
+            r => r,
+        };
+        match r {
+            Ok(r) => ttl = Duration::from_millis(r.heartbeat_ttl_ms.max(200)),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Send observed state to the server in batches; keep the newest per
+/// allocation and retry until it is accepted.
+async fn report(
+    client: Client,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<AllocUpdate>,
+    shutdown: CancellationToken,
+) {
+    let mut pending: HashMap<String, AllocUpdate> = HashMap::new();
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                u = rx.recv() => match u {
+                    Some(u) => { pending.insert(u.id.clone(), u); }
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        // Gather what arrives in the next moment into the same request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while let Ok(u) = rx.try_recv() {
+            pending.insert(u.id.clone(), u);
+        }
+        let batch = AllocUpdates {
+            updates: pending.values().cloned().collect(),
+        };
+        match client.update_allocations(&node, &batch).await {
+            Ok(()) => pending.clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot report allocation status; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! [`AllocRunner`]: one allocation on this node. It prepares the
+//! allocation with its driver(s), runs one [`TaskRunner`] per task, folds
+//! their states into the allocation's observed status, persists them (so
+//! restart counters survive an agent restart) and reports every change.
+//!
+//! Two ways to end: `stop()` stops the tasks (the server asked); the
+//! `detach` token drops the runner and leaves the tasks running (the agent
+//! is shutting down and its successor adopts them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use corral_types::{AllocUpdate, Allocation, ClientStatus, GroupSpec, TaskLifecycle, TaskState};
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::{Drivers, Shared};
+use crate::driver::{AllocContext, TaskContext, TaskHandle};
+use crate::logs;
+use crate::persist::{self, PersistedAlloc};
+use crate::task_runner::{HandleSink, TaskOutcome, TaskRunner};
+
+/// What every runner needs from the agent.
+pub struct RunnerEnv {
+    pub shared: Arc<Shared>,
+    pub drivers: Drivers,
+    pub updates: mpsc::UnboundedSender<AllocUpdate>,
+    pub node_id: String,
+}
+
+pub struct AllocRunner {
+    stop: CancellationToken,
+    done: Arc<AtomicBool>,
+    alloc: watch::Sender<Allocation>,
+}
+
+impl AllocRunner {
+    pub fn spawn(
+        tracker: &TaskTracker,
+        env: Arc<RunnerEnv>,
+        alloc: Allocation,
+        group: GroupSpec,
+        recovering: bool,
+        detach: CancellationToken,
+    ) -> AllocRunner {
+        let stop = CancellationToken::new();
+        let done = Arc::new(AtomicBool::new(false));
+        let (alloc_tx, alloc_rx) = watch::channel(alloc.clone());
+        env.shared.set_active(&alloc.id, true);
+        let d = done.clone();
+        let s = stop.clone();
+        tracker.spawn(async move {
+            let id = alloc.id.clone();
+            tokio::select! {
+                _ = run(env.clone(), alloc, group, recovering, s, alloc_rx) => {}
+                // Dropping the run future leaves the tasks running.
+                _ = detach.cancelled() => {}
+            }
+            env.shared.set_active(&id, false);
+            d.store(true, Ordering::SeqCst);
+        });
+        AllocRunner {
+            stop,
+            done,
+            alloc: alloc_tx,
+        }
+    }
+
+    /// Stop the allocation's tasks (kill_timeout honoured) and clean up.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// The server changed the allocation in place (e.g. a new job version
+    /// that only changed `count`): record it, the tasks keep running.
+    pub fn update(&self, alloc: Allocation) {
+        self.alloc.send_if_modified(|cur| {
+            let changed = *cur != alloc;
+            *cur = alloc;
+            changed
+        });
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+}
+
+/// Persists each task's handle next to the allocation record.
+struct DiskSink {
+    dir: std::path::PathBuf,
+    task: String,
+}
+
+#[async_trait]
+impl HandleSink for DiskSink {
+    async fn save(&self, handle: &TaskHandle) -> std::io::Result<()> {
+        persist::save_handle(&self.dir, &self.task, handle)
+    }
+    async fn remove(&self, _handle: &TaskHandle) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The environment a task sees: its spec's env plus `CORRAL_*` facts.
+pub fn task_env(
+    alloc: &Allocation,
+    group: &GroupSpec,
+    task: &str,
+    env: &BTreeMap<String, String>,
+    alloc_dir: &Path,
+) -> BTreeMap<String, String> {
+    let mut out = env.clone();
+    out.insert("CORRAL_JOB".into(), alloc.job.clone());
+    out.insert("CORRAL_GROUP".into(), alloc.group.clone());
+    out.insert("CORRAL_TASK".into(), task.to_string());
+    out.insert("CORRAL_ALLOC_ID".into(), alloc.id.clone());
+    out.insert("CORRAL_ALLOC_INDEX".into(), alloc.index.to_string());
+    out.insert("CORRAL_ALLOC_NAME".into(), alloc.name());
+    out.insert("CORRAL_NODE_ID".into(), alloc.node_id.clone());
+    out.insert("CORRAL_ALLOC_DIR".into(), alloc_dir.display().to_string());
+    for (t, name, _) in group.ports() {
+        if let Some(p) = alloc.ports.get(&format!("{t}.{name}")) {
+            let var = name.to_uppercase().replace('-', "_");
+            out.insert(format!("CORRAL_PORT_{var}"), p.to_string());
+        }
+    }
+    out
+}
+
+async fn run(
+    env: Arc<RunnerEnv>,
+    alloc: Allocation,
+    group: GroupSpec,
+    recovering: bool,
+    stop: CancellationToken,
+    mut alloc_rx: watch::Receiver<Allocation>,
+) {
+    let dir = env.shared.alloc_dir(&alloc.id);
+    let report = |client: ClientStatus, tasks: BTreeMap<String, TaskState>, message: String| {
+        let _ = env.updates.send(AllocUpdate {
+            id: alloc.id.clone(),
+            client,
+            tasks,
+            message,
+        });
+    };
+    let record = PersistedAlloc {
+        alloc: alloc.clone(),
+        group: group.clone(),
+    };
+    if let Err(e) = persist::save_alloc(&dir, &record) {
+        report(
+            ClientStatus::Failed,
+            BTreeMap::new(),
+            format!(
+                "cannot write the allocation directory {}: {e}",
+                dir.display()
+            ),
+        );
+        return;
+    }
+    let actx = AllocContext {
+        alloc_id: alloc.id.clone(),
+        job: alloc.job.clone(),
+        group: alloc.group.clone(),
+        index: alloc.index,
+        node_id: env.node_id.clone(),
+        alloc_dir: dir.clone(),
+        ports: alloc.ports.clone(),
+    };
+    let kinds: BTreeSet<_> = group.tasks.iter().map(|t| t.driver).collect();
+    for k in &kinds {
+        let Some(driver) = env.drivers.get(k) else {
+            report(
+                ClientStatus::Failed,
+                BTreeMap::new(),
+                format!("driver {k} is not available on this node"),
+            );
+            let _ = persist::remove_alloc(&dir);
+            return;
+        };
+        if !recovering {
+            if let Err(e) = driver.prepare_alloc(&actx).await {
+                report(
+                    ClientStatus::Failed,
+                    BTreeMap::new(),
+                    format!("cannot prepare the allocation: {e}"),
+                );
+                let _ = driver.cleanup_alloc(&actx).await;
+                let _ = persist::remove_alloc(&dir);
+                return;
+            }
+        }
+    }
+
+    // One runner per task. Dropping the JoinSet (detach) aborts the runner
+    // futures, not the tasks they run.
+    let mut states: BTreeMap<String, watch::Receiver<TaskState>> = BTreeMap::new();
+    let mut joins = tokio::task::JoinSet::new();
+    for task in &group.tasks {
+        let Some(driver) = env.drivers.get(&task.driver).cloned() else {
+            continue;
+        };
+        let task_dir = dir.join(&task.name);
+        let _ = std::fs::create_dir_all(&task_dir);
+        let _ = std::fs::create_dir_all(logs::log_dir(&dir));
+        let ctx = TaskContext {
+            alloc: actx.clone(),
+            task: task.clone(),
+            env: task_env(&alloc, &group, &task.name, &task.env, &dir),
+            task_dir,
+            stdout_path: logs::log_path(&dir, &task.name, "stdout"),
+            stderr_path: logs::log_path(&dir, &task.name, "stderr"),
+        };
+        let sink = Arc::new(DiskSink {
+            dir: dir.clone(),
+            task: task.name.clone(),
+        });
+        let mut runner = TaskRunner::new(driver, ctx, group.restart, sink, stop.child_token());
+        if recovering {
+            let previous = persist::load_task_state(&dir, &task.name).unwrap_or_default();
+            if previous.state == TaskLifecycle::Dead {
+                // Finished before the agent went away: nothing to run.
+                let (tx, rx) = watch::channel(previous);
+                drop(tx);
+                states.insert(task.name.clone(), rx);
+                continue;
+            }
+            if let Some(h) = persist::load_handle(&dir, &task.name) {
+                runner = runner.recovering(h, previous);
+            }
+        }
+        states.insert(task.name.clone(), runner.subscribe());
+        let name = task.name.clone();
+        joins.spawn(async move { (name, runner.run().await) });
+    }
+
+    let mut last_sent: Option<(ClientStatus, BTreeMap<String, TaskState>)> = None;
+    let mut failure: Option<String> = None;
+    let mut send = |states: &BTreeMap<String, watch::Receiver<TaskState>>,
+                    failure: &Option<String>,
+                    finished: bool| {
+        let tasks: BTreeMap<String, TaskState> = states
+            .iter()
+            .map(|(k, v)| (k.clone(), v.borrow().clone()))
+            .collect();
+        for (name, s) in &tasks {
+            let _ = persist::save_task_state(&dir, name, s);
+        }
+        let client = fold(&tasks, failure.is_some(), finished);
+        if last_sent.as_ref() != Some(&(client, tasks.clone())) {
+            report(client, tasks.clone(), failure.clone().unwrap_or_default());
+            last_sent = Some((client, tasks));
+        }
+    };
+    send(&states, &failure, false);
+    let mut changes = futures::stream::select_all(
+        states
+            .values()
+            .map(|rx| tokio_stream::wrappers::WatchStream::from_changes(rx.clone())),
+    );
+    loop {
+        let changed = changes.next();
+        tokio::select! {
+            _ = changed => {
+                send(&states, &failure, false);
+            }
+            r = joins.join_next(), if !joins.is_empty() => {
+                match r {
+                    Some(Ok((name, TaskOutcome::Failed { reason }))) => {
+                        // One task gave up: the allocation failed; stop the rest.
+                        failure.get_or_insert(format!("task {name}: {reason}"));
+                        stop.cancel();
+                    }
+                    Some(Ok((_, TaskOutcome::Stopped))) => {}
+                    Some(Err(e)) => {
+                        failure.get_or_insert(format!("task runner crashed: {e}"));
+                        stop.cancel();
+                    }
+                    None => {}
+                }
+                send(&states, &failure, false);
+            }
+            r = alloc_rx.changed() => {
+                if r.is_ok() {
+                    let a = alloc_rx.borrow().clone();
+                    let _ = persist::save_alloc(&dir, &PersistedAlloc { alloc: a, group: group.clone() });
+                }
+            }
+        }
+        if joins.is_empty() {
+            break;
+        }
+    }
+    for k in &kinds {
+        if let Some(d) = env.drivers.get(k) {
+            if let Err(e) = d.cleanup_alloc(&actx).await {
+                tracing::warn!(alloc = %alloc.id, error = %e, "allocation cleanup failed");
+            }
+        }
+    }
+    send(&states, &failure, true);
+    if let Err(e) = persist::remove_alloc(&dir) {
+        tracing::warn!(alloc = %alloc.id, error = %e, "cannot remove the allocation record");
+    }
+}
+
+/// The allocation's observed status from its tasks' states.
+pub fn fold(tasks: &BTreeMap<String, TaskState>, failed: bool, finished: bool) -> ClientStatus {
+    if finished || tasks.values().all(|t| t.state == TaskLifecycle::Dead) {
+        return if failed || tasks.values().any(|t| t.failed) {
+            ClientStatus::Failed
+        } else {
+            ClientStatus::Complete
+        };
+    }
+    if tasks.values().any(|t| t.state == TaskLifecycle::Pending) {
+        ClientStatus::Pending
+    } else {
+        ClientStatus::Running
+    }
+}

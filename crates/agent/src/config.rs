@@ -1,0 +1,53 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Agent settings. Defaults are documented in docs/CONFIG.md.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The server's API address, `http://host:port`.
+    pub server: String,
+    pub token: Option<String>,
+    pub data_dir: PathBuf,
+    /// Node name; defaults to the hostname.
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Where the agent's own HTTP endpoint (logs) listens.
+    pub http_addr: SocketAddr,
+    /// The address the server uses to reach this agent; defaults to the
+    /// bound `http_addr`.
+    pub advertise: Option<String>,
+    /// Host ports the scheduler may assign here (inclusive).
+    pub port_range: (u16, u16),
+    /// Kept back from the node's capacity for the OS and the agent.
+    pub reserved_cpu_millis: u64,
+    pub reserved_memory_bytes: u64,
+    /// Drivers to try; each is advertised only if its fingerprint passes.
+    pub drivers: Vec<String>,
+    /// How long a blocking query for allocations waits.
+    pub watch_wait: Duration,
+    /// Stop every task when the agent shuts down (`corral dev`); otherwise
+    /// tasks keep running and the next agent process adopts them.
+    pub stop_on_shutdown: bool,
+}
+
+impl AgentConfig {
+    pub fn new(server: &str, data_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            server: server.to_string(),
+            token: None,
+            data_dir,
+            name: None,
+            labels: BTreeMap::new(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            port_range: (20000, 32000),
+            reserved_cpu_millis: 0,
+            reserved_memory_bytes: 0,
+            drivers: vec!["exec".into()],
+            watch_wait: Duration::from_secs(30),
+            stop_on_shutdown: false,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+use anyhow::Result;
+use corral_client::Client;
+
+use crate::output::{ago, print_json, short, table};
+
+pub async fn list(c: &Client, json: bool) -> Result<()> {
+    let nodes = c.nodes().await?;
+    if json {
+        return print_json(&nodes);
+    }
+    if nodes.is_empty() {
+        println!("no nodes; start an agent with `corral agent --server URL` (or use `corral dev`)");
+        return Ok(());
+    }
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                short(&n.id).to_string(),
+                n.name.clone(),
+                n.status.clone(),
+                n.address.clone(),
+                n.drivers.join(","),
+                n.allocations.to_string(),
+                format!("{}/{}", n.allocated.cpu, n.resources.cpu),
+                format!("{}/{}", n.allocated.memory, n.resources.memory),
+                ago(n.last_heartbeat),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["id", "name", "status", "address", "drivers", "allocs", "cpu", "memory", "registered"],
+            rows
+        )
+    );
+    Ok(())
+}
+
+pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
+    let n = c.node(id).await?;
+    if json {
+        return print_json(&n);
+    }
+    println!("id          {}", n.id);
+    println!("name        {}", n.name);
+    println!("status      {}", n.status);
+    println!("address     {}", n.address);
+    println!("eligible    {}", n.eligible);
+    println!("drivers     {}", n.drivers.join(", "));
+    println!("cpu         {} of {} allocated", n.allocated.cpu, n.resources.cpu);
+    println!("memory      {} of {} allocated", n.allocated.memory, n.resources.memory);
+    println!("allocations {}", n.allocations);
+    println!("registered  {}", ago(n.registered_at));
+    for (k, v) in &n.attributes {
+        println!("attr.{k} = {v}");
+    }
+    for (k, v) in &n.labels {
+        println!("labels.{k} = {v}");
+    }
+    Ok(())
+}
+
+pub async fn eligibility(c: &Client, id: &str, eligible: bool, json: bool) -> Result<()> {
+    let n = c.set_eligibility(id, eligible).await?;
+    if json {
+        return print_json(&n);
+    }
+    println!("node {} is now {}", n.name, n.status);
+    Ok(())
+}

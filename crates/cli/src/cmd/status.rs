@@ -1,0 +1,105 @@
+use anyhow::Result;
+use corral_client::Client;
+use corral_types::DesiredStatus;
+use corral_types::api::JobView;
+
+use crate::output::{ago, print_json, short, table};
+
+pub async fn list(c: &Client, json: bool) -> Result<()> {
+    let jobs = c.jobs().await?;
+    if json {
+        return print_json(&jobs);
+    }
+    if jobs.is_empty() {
+        println!("no jobs; submit one with `corral run FILE`");
+        return Ok(());
+    }
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            let running: u32 = j.groups.iter().map(|g| g.running).sum();
+            let desired: u32 = j.groups.iter().map(|g| g.count).sum();
+            vec![
+                j.name.clone(),
+                j.version.to_string(),
+                j.status.as_str().to_string(),
+                format!("{running}/{desired}"),
+                ago(j.submitted_at),
+            ]
+        })
+        .collect();
+    println!("{}", table(&["name", "version", "status", "running", "submitted"], rows));
+    Ok(())
+}
+
+pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
+    let j = c.job(name, None).await?;
+    if json {
+        return print_json(&json_view(&j));
+    }
+    println!("job      {}", j.name);
+    println!("version  {}", j.version);
+    println!("status   {}{}", j.status.as_str(), if j.stopped { " (stopped)" } else { "" });
+    println!("submitted {}", ago(j.submitted_at));
+    if let Some(e) = &j.latest_eval {
+        for f in &e.failures {
+            println!("placement: {f}");
+        }
+    }
+    println!();
+    let rows = j
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.count.to_string(),
+                g.running.to_string(),
+                g.pending.to_string(),
+                g.failed.to_string(),
+                g.lost.to_string(),
+                g.complete.to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["group", "desired", "running", "pending", "failed", "lost", "complete"], rows)
+    );
+    println!();
+    let rows = j
+        .allocations
+        .iter()
+        .map(|a| {
+            let restarts: u32 = a.tasks.values().map(|t| t.restarts).sum();
+            vec![
+                short(&a.id).to_string(),
+                a.name.clone(),
+                a.node.clone(),
+                a.job_version.to_string(),
+                desired(a.desired).to_string(),
+                a.status.as_str().to_string(),
+                restarts.to_string(),
+                ago(a.modified_at),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["id", "name", "node", "version", "desired", "status", "restarts", "modified"], rows)
+    );
+    Ok(())
+}
+
+/// The documented `status --json` shape: the job view, whose allocations
+/// carry id, node, group, status and tasks{state, restarts, exit_code}.
+fn json_view(j: &JobView) -> &JobView {
+    j
+}
+
+pub fn desired(d: DesiredStatus) -> &'static str {
+    match d {
+        DesiredStatus::Run => "run",
+        DesiredStatus::Stop => "stop",
+    }
+}

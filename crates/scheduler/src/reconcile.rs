@@ -1,0 +1,227 @@
+//! Desired (the job's latest version) against actual (its allocations):
+//! what to stop, what to update in place, which slots to fill.
+//!
+//! Slot rules, per group and index `0..count`:
+//! - a live allocation (desired run, not terminal) on a healthy node holds
+//!   its slot; duplicates are stopped, the preferred one is kept;
+//! - a live allocation on a down or missing node is stopped as lost and its
+//!   slot filled again;
+//! - a failed allocation of the same spec holds its slot: the restart
+//!   policy gave up, and placing the same spec again would loop (rescheduling
+//!   is a later policy). A spec change frees it: the new version may fix it;
+//! - complete and lost allocations free their slot: a service should run.
+
+use std::collections::BTreeMap;
+
+use corral_types::{
+    Allocation, ClientStatus, DesiredStatus, GroupSpec, Job, NodeStatus, StopAlloc,
+};
+
+use crate::StateView;
+
+/// One slot to fill.
+#[derive(Debug, Clone)]
+pub struct PlaceRequest<'a> {
+    pub group: &'a GroupSpec,
+    pub index: u32,
+    pub previous: Option<String>,
+    /// A live allocation replaced for a spec change. It is stopped only if
+    /// the replacement finds a node (as Nomad does), so a full cluster keeps
+    /// the old version running instead of nothing.
+    pub replaces: Option<&'a Allocation>,
+    /// Stop reason for `replaces`.
+    pub reason: String,
+}
+
+/// The reconciler's verdict; placements are ordered by group (spec order)
+/// then index.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciled<'a> {
+    pub stops: Vec<StopAlloc>,
+    pub in_place: Vec<(String, u64)>,
+    pub places: Vec<PlaceRequest<'a>>,
+}
+
+impl Reconciled<'_> {
+    /// Stop `a`; marked lost when its node is gone, since no agent will
+    /// ever report on it.
+    fn stop(&mut self, state: &dyn StateView, a: &Allocation, reason: &str) {
+        self.stops.push(StopAlloc {
+            id: a.id.clone(),
+            reason: reason.to_owned(),
+            client: node_lost(state, a).map(|_| ClientStatus::Lost),
+        });
+    }
+}
+
+/// Why the allocation's node can no longer run it, if it cannot.
+pub fn node_lost(state: &dyn StateView, a: &Allocation) -> Option<&'static str> {
+    match state.node(&a.node_id) {
+        None => Some("node missing"),
+        Some(n) if n.status == NodeStatus::Down => Some("node down"),
+        Some(_) => None,
+    }
+}
+
+pub fn reconcile<'a>(state: &'a dyn StateView, job_name: &str) -> Reconciled<'a> {
+    let mut allocs = state.allocs_by_job(job_name);
+    allocs.sort_by(|a, b| {
+        (&a.group, a.index, a.create_index, &a.id).cmp(&(&b.group, b.index, b.create_index, &b.id))
+    });
+    let mut out = Reconciled::default();
+
+    // Already stopped but still possibly running on a node that is gone:
+    // record them as lost so they stop showing as running.
+    for a in allocs.iter().filter(|a| !a.is_live() && a.may_run()) {
+        if node_lost(state, a).is_some() {
+            let reason = if a.desired_reason.is_empty() {
+                node_lost(state, a).unwrap_or_default()
+            } else {
+                &a.desired_reason
+            };
+            out.stop(state, a, reason);
+        }
+    }
+
+    let job = match state.job(job_name) {
+        Some(j) if !j.stopped => j,
+        _ => {
+            for a in allocs.iter().filter(|a| a.is_live()) {
+                out.stop(state, a, "job stopped");
+            }
+            return out;
+        }
+    };
+
+    for a in allocs.iter().filter(|a| a.is_live()) {
+        if !job.spec.groups.iter().any(|g| g.name == a.group) {
+            out.stop(state, a, "group removed");
+        }
+    }
+    for g in &job.spec.groups {
+        let mine: Vec<&'a Allocation> = allocs
+            .iter()
+            .copied()
+            .filter(|a| a.group == g.name)
+            .collect();
+        reconcile_group(state, job, g, &mine, &mut out);
+    }
+    out
+}
+
+/// What one slot (index) of a group holds.
+#[derive(Default)]
+struct Slot<'a> {
+    live: Vec<&'a Allocation>,
+    lost: Vec<&'a Allocation>,
+    failed: Vec<&'a Allocation>,
+    complete: Vec<&'a Allocation>,
+}
+
+fn reconcile_group<'a>(
+    state: &'a dyn StateView,
+    job: &'a Job,
+    g: &'a GroupSpec,
+    allocs: &[&'a Allocation],
+    out: &mut Reconciled<'a>,
+) {
+    let mut slots: BTreeMap<u32, Slot<'a>> = BTreeMap::new();
+    for &a in allocs {
+        let slot = slots.entry(a.index).or_default();
+        if a.is_live() {
+            if let Some(why) = node_lost(state, a) {
+                out.stop(state, a, why);
+                slot.lost.push(a);
+            } else {
+                slot.live.push(a);
+            }
+        } else if a.desired == DesiredStatus::Run && a.client == ClientStatus::Failed {
+            slot.failed.push(a);
+        } else if a.desired == DesiredStatus::Run && a.client == ClientStatus::Complete {
+            slot.complete.push(a);
+        }
+    }
+    let updated = format!("job updated to version {}", job.version);
+    let mut specs = SpecCache::default();
+
+    for (_, slot) in slots.range(g.count..) {
+        for a in &slot.live {
+            out.stop(state, a, "scaled down");
+        }
+    }
+    for index in 0..g.count {
+        let empty = Slot::default();
+        let slot = slots.get(&index).unwrap_or(&empty);
+        let place = |previous: Option<&Allocation>| PlaceRequest {
+            group: g,
+            index,
+            previous: previous.map(|a| a.id.clone()),
+            replaces: None,
+            reason: String::new(),
+        };
+        if let Some(keep) = preferred(job, &slot.live) {
+            for a in slot.live.iter().filter(|a| a.id != keep.id) {
+                out.stop(state, a, "duplicate index");
+            }
+            if keep.job_version != job.version {
+                if specs.changed(state, job, g, keep) {
+                    out.places.push(PlaceRequest {
+                        replaces: Some(keep),
+                        reason: updated.clone(),
+                        ..place(Some(keep))
+                    });
+                } else {
+                    out.in_place.push((keep.id.clone(), job.version));
+                }
+            }
+        } else if !slot.failed.is_empty() {
+            if slot.failed.iter().all(|a| specs.changed(state, job, g, a)) {
+                for a in &slot.failed {
+                    out.stop(state, a, &updated);
+                }
+                out.places.push(place(slot.failed.last().copied()));
+            }
+        } else {
+            let previous = slot.lost.last().or(slot.complete.last()).copied();
+            out.places.push(place(previous));
+        }
+    }
+}
+
+/// Which of several live allocations sharing a slot to keep: the current
+/// version, then running over pending, then the oldest.
+fn preferred<'a>(job: &Job, live: &[&'a Allocation]) -> Option<&'a Allocation> {
+    let key = |a: &Allocation| {
+        (
+            a.job_version != job.version,
+            a.client != ClientStatus::Running,
+            a.create_index,
+        )
+    };
+    live.iter()
+        .copied()
+        .min_by(|a, b| key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id)))
+}
+
+/// Whether an allocation's version of the group differs from the current
+/// one enough to need a new allocation, memoised per version.
+#[derive(Default)]
+struct SpecCache {
+    by_version: BTreeMap<u64, bool>,
+}
+
+impl SpecCache {
+    fn changed(&mut self, state: &dyn StateView, job: &Job, g: &GroupSpec, a: &Allocation) -> bool {
+        if a.job_version == job.version {
+            return false;
+        }
+        *self.by_version.entry(a.job_version).or_insert_with(|| {
+            // A version that is gone cannot be compared: replace, so the
+            // allocation surely runs the current spec.
+            state
+                .job_version(&job.name, a.job_version)
+                .and_then(|old| old.spec.groups.iter().find(|x| x.name == g.name))
+                .is_none_or(|old| old.needs_replacement(g))
+        })
+    }
+}

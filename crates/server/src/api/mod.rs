@@ -1,0 +1,136 @@
+//! HTTP/JSON API v1. Handlers validate, then either read a snapshot or
+//! commit through `Core::write`; nothing is stored when validation fails.
+
+mod allocs;
+mod evals;
+mod jobs;
+mod nodes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use corral_types::Index;
+use serde::Deserialize;
+
+use crate::ServerError;
+use crate::core::Core;
+
+pub fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .route("/v1/jobs", get(jobs::list).post(jobs::submit))
+        .route("/v1/jobs/{name}", get(jobs::get).delete(jobs::stop))
+        .route("/v1/jobs/{name}/versions", get(jobs::versions))
+        .route("/v1/allocations", get(allocs::list))
+        .route("/v1/allocations/{id}", get(allocs::get))
+        .route("/v1/allocations/{id}/logs", get(allocs::logs))
+        .route("/v1/evaluations", get(evals::list))
+        .route("/v1/evaluations/{id}", get(evals::get))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/register", post(nodes::register))
+        .route("/v1/nodes/{id}", get(nodes::get))
+        .route("/v1/nodes/{id}/heartbeat", post(nodes::heartbeat))
+        .route("/v1/nodes/{id}/eligibility", post(nodes::eligibility))
+        .route(
+            "/v1/nodes/{id}/allocations",
+            get(nodes::allocations).post(nodes::update_allocations),
+        )
+        .route("/v1/status", get(status))
+        .layer(middleware::from_fn_with_state(core.clone(), auth))
+        .with_state(core)
+}
+
+async fn status(State(core): State<Arc<Core>>) -> axum::Json<serde_json::Value> {
+    let s = core.store.snapshot();
+    axum::Json(serde_json::json!({
+        "index": s.index(),
+        "pending_evaluations": core.broker.pending_count(),
+        "blocked_evaluations": core.broker.blocked_count(),
+    }))
+}
+
+/// Require the API token when one is configured.
+async fn auth(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &core.config.api_token {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return ServerError::Unauthorized("missing or wrong API token".into()).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// `?index=N&wait=30s`: Nomad-style blocking query parameters.
+#[derive(Debug, Deserialize, Default)]
+pub struct Blocking {
+    #[serde(default)]
+    pub index: Option<Index>,
+    #[serde(default)]
+    pub wait: Option<String>,
+}
+
+impl Blocking {
+    fn wait(&self, max: Duration) -> Duration {
+        let asked = self
+            .wait
+            .as_deref()
+            .and_then(|w| corral_types::units::parse_duration(w).ok())
+            .map(|m| m.as_std())
+            .unwrap_or(Duration::from_secs(30));
+        asked.min(max)
+    }
+}
+
+/// Wait until `changed(snapshot_index)` reports an index above the one the
+/// caller has seen, or the wait runs out. Returns the last seen index.
+pub async fn block_until<F>(core: &Arc<Core>, q: &Blocking, mut current: F) -> Index
+where
+    F: FnMut() -> Index,
+{
+    let Some(seen) = q.index else {
+        return current();
+    };
+    let deadline = tokio::time::Instant::now() + q.wait(core.config.max_query_wait);
+    let mut rx = core.index.subscribe();
+    loop {
+        let idx = current();
+        if idx > seen {
+            return idx;
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return idx },
+            _ = tokio::time::sleep_until(deadline) => return idx,
+            _ = core.shutdown.cancelled() => return idx,
+        }
+    }
+}
+
+/// Find a record by exact id, else by a unique id prefix (as Nomad's CLI
+/// accepts short ids).
+pub fn by_prefix<'a, T>(
+    what: &'static str,
+    id: &str,
+    exact: Option<&'a T>,
+    all: impl Iterator<Item = (&'a str, &'a T)>,
+) -> Result<&'a T, ServerError> {
+    if let Some(t) = exact {
+        return Ok(t);
+    }
+    let matches: Vec<&T> = all.filter(|(k, _)| k.starts_with(id)).map(|(_, t)| t).collect();
+    match matches.len() {
+        1 => Ok(matches[0]),
+        0 => Err(ServerError::not_found(what, id)),
+        n => Err(ServerError::BadRequest(format!(
+            "{what} id prefix {id:?} matches {n} {what}s; give more characters"
+        ))),
+    }
+}

@@ -1,0 +1,127 @@
+//! The one plan applier. Workers plan on snapshots that may be stale; this
+//! loop re-checks every node's part of a plan against the latest state
+//! (resources, ports, node still schedulable) and commits the plan and the
+//! evaluation's new status in one transaction: optimistic concurrency, as
+//! Nomad's plan_apply.go does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use corral_store::{State, Write};
+use corral_types::{Allocation, ClientStatus, DesiredStatus, Evaluation, Plan, PlanResult};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ServerError;
+use crate::core::{Core, now_ms};
+
+pub struct PlanRequest {
+    pub plan: Plan,
+    pub eval: Evaluation,
+    /// Commit the parts that fit even if some nodes were refused.
+    pub partial_ok: bool,
+    pub reply: oneshot::Sender<Result<PlanResult, ServerError>>,
+}
+
+pub async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<PlanRequest>) {
+    loop {
+        let req = tokio::select! {
+            r = rx.recv() => match r { Some(r) => r, None => return },
+            _ = core.shutdown.cancelled() => return,
+        };
+        let result = apply(&core, req.plan, req.eval, req.partial_ok).await;
+        let _ = req.reply.send(result);
+    }
+}
+
+async fn apply(
+    core: &Arc<Core>,
+    plan: Plan,
+    eval: Evaluation,
+    partial_ok: bool,
+) -> Result<PlanResult, ServerError> {
+    let now = now_ms();
+    let (index, mut result) = core
+        .write(move |state, _index| {
+            Ok::<_, ServerError>(evaluate(state, &plan, eval, now, partial_ok))
+        })
+        .await?;
+    result.index = index;
+    if result.stopped > 0 {
+        core.capacity_changed();
+    }
+    Ok(result)
+}
+
+/// Decide what of `plan` still holds on `state`; pure, so it is tested
+/// without a store.
+pub fn evaluate(
+    state: &State,
+    plan: &Plan,
+    mut eval: Evaluation,
+    now: u64,
+    partial_ok: bool,
+) -> (Vec<Write>, PlanResult) {
+    let mut result = PlanResult::default();
+    let mut by_node: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
+    for a in &plan.place {
+        by_node.entry(a.node_id.as_str()).or_default().push(a);
+    }
+    let stopped_ids: Vec<&str> = plan.stop.iter().map(|s| s.id.as_str()).collect();
+    let mut writes = Vec::new();
+    let mut accepted: Vec<&Allocation> = Vec::new();
+    for (node_id, allocs) in &by_node {
+        let Some(node) = state.node_by_id(node_id) else {
+            result.refused_nodes.push(node_id.to_string());
+            continue;
+        };
+        match corral_scheduler::fits(state, node, allocs, &stopped_ids) {
+            Ok(()) => accepted.extend(allocs.iter().copied()),
+            Err(reason) => {
+                tracing::debug!(node = %node_id, %reason, "plan refused for node");
+                result.refused_nodes.push(node_id.to_string());
+            }
+        }
+    }
+    if !result.refused_nodes.is_empty() && !partial_ok {
+        // Nothing of this plan is committed: the worker re-plans on the
+        // newer state (the eval stays pending).
+        return (Vec::new(), result);
+    }
+    for a in accepted {
+        writes.push(Write::Alloc(a.clone()));
+        result.placed += 1;
+    }
+    for s in &plan.stop {
+        let Some(cur) = state.alloc(&s.id) else {
+            continue;
+        };
+        let mut a = (**cur).clone();
+        if a.desired == DesiredStatus::Stop && s.client.is_none() {
+            continue;
+        }
+        a.desired = DesiredStatus::Stop;
+        a.desired_reason = s.reason.clone();
+        if let Some(c) = s.client {
+            if !a.client.is_terminal() {
+                a.client = c;
+                if c == ClientStatus::Lost {
+                    a.client_message = "node down: allocation lost".into();
+                }
+            }
+        }
+        a.modified_at = now;
+        writes.push(Write::Alloc(a));
+        result.stopped += 1;
+    }
+    for (id, version) in &plan.in_place {
+        if let Some(cur) = state.alloc(id) {
+            let mut a = (**cur).clone();
+            a.job_version = *version;
+            a.modified_at = now;
+            writes.push(Write::Alloc(a));
+        }
+    }
+    eval.modified_at = now;
+    writes.push(Write::Eval(eval));
+    (writes, result)
+}

@@ -1,0 +1,166 @@
+//! The evaluation broker: a queue of evaluations with at most one in
+//! flight per job (two workers never reconcile the same job at once), and
+//! the set of blocked evaluations waiting for capacity.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+
+use corral_types::{EvalStatus, Evaluation};
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct Inner {
+    ready: VecDeque<Evaluation>,
+    inflight: HashSet<String>,
+    /// Evaluations of a job that is in flight, in arrival order.
+    waiting: HashMap<String, VecDeque<Evaluation>>,
+    /// Latest blocked evaluation per job.
+    blocked: HashMap<String, Evaluation>,
+    closed: bool,
+}
+
+#[derive(Default)]
+pub struct Broker {
+    inner: Mutex<Inner>,
+    notify: Notify,
+}
+
+impl Broker {
+    pub fn new() -> Broker {
+        Broker::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn enqueue(&self, eval: Evaluation) {
+        let mut inner = self.lock();
+        // A newer evaluation of the job supersedes a blocked one: the worker
+        // reconciles the whole job anyway.
+        inner.blocked.remove(&eval.job);
+        if inner.inflight.contains(&eval.job) {
+            inner
+                .waiting
+                .entry(eval.job.clone())
+                .or_default()
+                .push_back(eval);
+        } else {
+            inner.ready.push_back(eval);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    /// The next evaluation whose job is not in flight; `None` once closed.
+    pub async fn dequeue(&self) -> Option<Evaluation> {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut inner = self.lock();
+                if inner.closed {
+                    return None;
+                }
+                if let Some(pos) = inner
+                    .ready
+                    .iter()
+                    .position(|e| !inner.inflight.contains(&e.job))
+                {
+                    if let Some(e) = inner.ready.remove(pos) {
+                        inner.inflight.insert(e.job.clone());
+                        if !inner.ready.is_empty() {
+                            self.notify.notify_one();
+                        }
+                        return Some(e);
+                    }
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The worker is done with `job`: release its next evaluation.
+    pub fn ack(&self, job: &str) {
+        let mut inner = self.lock();
+        inner.inflight.remove(job);
+        let next = inner.waiting.get_mut(job).and_then(VecDeque::pop_front);
+        if inner.waiting.get(job).is_some_and(VecDeque::is_empty) {
+            inner.waiting.remove(job);
+        }
+        if let Some(e) = next {
+            inner.ready.push_back(e);
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    pub fn block(&self, eval: Evaluation) {
+        let mut inner = self.lock();
+        inner.blocked.insert(eval.job.clone(), eval);
+    }
+
+    /// Re-queue every blocked evaluation (capacity changed).
+    pub fn unblock_all(&self) {
+        let blocked: Vec<Evaluation> = {
+            let mut inner = self.lock();
+            inner.blocked.drain().map(|(_, e)| e).collect()
+        };
+        for mut e in blocked {
+            e.status = EvalStatus::Pending;
+            self.enqueue(e);
+        }
+    }
+
+    pub fn blocked_count(&self) -> usize {
+        self.lock().blocked.len()
+    }
+
+    pub fn pending_count(&self) -> usize {
+        let inner = self.lock();
+        inner.ready.len() + inner.waiting.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Core;
+    use corral_types::EvalTrigger;
+
+    #[tokio::test]
+    async fn one_eval_in_flight_per_job() {
+        let b = Broker::new();
+        b.enqueue(Core::new_eval("a", EvalTrigger::JobRegister, 0));
+        b.enqueue(Core::new_eval("a", EvalTrigger::JobRegister, 0));
+        b.enqueue(Core::new_eval("b", EvalTrigger::JobRegister, 0));
+        let first = b.dequeue().await.unwrap();
+        assert_eq!(first.job, "a");
+        // The second "a" waits for the first to be acked; "b" goes ahead.
+        let second = b.dequeue().await.unwrap();
+        assert_eq!(second.job, "b");
+        assert_eq!(b.pending_count(), 1);
+        b.ack("a");
+        let third = b.dequeue().await.unwrap();
+        assert_eq!(third.job, "a");
+    }
+
+    #[tokio::test]
+    async fn blocked_evals_come_back_on_capacity() {
+        let b = Broker::new();
+        b.block(Core::new_eval("a", EvalTrigger::JobRegister, 0));
+        assert_eq!(b.blocked_count(), 1);
+        b.unblock_all();
+        assert_eq!(b.blocked_count(), 0);
+        assert_eq!(b.dequeue().await.unwrap().status, EvalStatus::Pending);
+        b.close();
+        assert!(b.dequeue().await.is_none());
+    }
+}

@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Server settings. Defaults are documented in docs/CONFIG.md.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// Scheduler workers; one per core keeps both cores busy without
+    /// contention on the plan applier.
+    pub workers: usize,
+    /// Smallest heartbeat TTL handed to agents.
+    pub heartbeat_min_ttl: Duration,
+    /// The TTL grows so the whole cluster sends at most this many
+    /// heartbeats per second (Nomad's max_heartbeats_per_second).
+    pub max_heartbeats_per_second: f64,
+    /// Extra time after a missed TTL before a node is marked down.
+    pub heartbeat_grace: Duration,
+    /// After a server start, how long every node gets before it can be
+    /// marked down (agents need time to notice and reconnect).
+    pub failover_grace: Duration,
+    /// Longest wait a blocking query may ask for.
+    pub max_query_wait: Duration,
+    /// When set, every API request must carry `Authorization: Bearer T`.
+    pub api_token: Option<String>,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            data_dir,
+            workers: 2,
+            heartbeat_min_ttl: Duration::from_secs(5),
+            max_heartbeats_per_second: 50.0,
+            heartbeat_grace: Duration::from_secs(5),
+            failover_grace: Duration::from_secs(15),
+            max_query_wait: Duration::from_secs(60),
+            api_token: None,
+        }
+    }
+}

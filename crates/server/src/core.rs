@@ -1,0 +1,197 @@
+//! The server's shared core and its lifecycle: open the store, start the
+//! background loops (workers, applier, heartbeat monitor), serve the API,
+//! and stop all of them on one shutdown signal.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use corral_store::{SqliteStore, State, StateStore, StoreError, Write};
+use corral_types::{EvalStatus, EvalTrigger, Evaluation, Index, UnixMillis};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::applier::{self, PlanRequest};
+use crate::broker::Broker;
+use crate::heartbeat::Heartbeats;
+use crate::{ServerConfig, ServerError, api, worker};
+
+/// Everything request handlers and background loops share.
+pub struct Core {
+    pub config: ServerConfig,
+    pub store: StateStore,
+    pub broker: Broker,
+    pub heartbeats: Heartbeats,
+    /// The latest committed index; blocking queries wait on it.
+    pub index: watch::Sender<Index>,
+    pub(crate) applier: mpsc::Sender<PlanRequest>,
+    pub(crate) http: reqwest::Client,
+    pub shutdown: CancellationToken,
+}
+
+pub fn now_ms() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Core {
+    /// Commit a batch built from the latest state on a blocking thread,
+    /// then wake blocking queries.
+    pub async fn write<T, F>(self: &Arc<Self>, build: F) -> Result<(Index, T), ServerError>
+    where
+        F: FnOnce(&State, Index) -> Result<(Vec<Write>, T), ServerError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let core = self.clone();
+        let r = tokio::task::spawn_blocking(move || core.store.write(build))
+            .await
+            .map_err(|e| ServerError::Internal(format!("write task: {e}")))???;
+        let i = r.0;
+        self.index.send_if_modified(|cur| {
+            let newer = i > *cur;
+            if newer {
+                *cur = i;
+            }
+            newer
+        });
+        Ok(r)
+    }
+
+    /// Commit a fixed batch.
+    pub async fn commit(self: &Arc<Self>, writes: Vec<Write>) -> Result<Index, ServerError> {
+        self.write(move |_, _| Ok((writes, ())))
+            .await
+            .map(|(i, ())| i)
+    }
+
+    /// A new pending evaluation for a job.
+    pub fn new_eval(job: &str, trigger: EvalTrigger, now: UnixMillis) -> Evaluation {
+        Evaluation {
+            id: new_id(),
+            job: job.to_string(),
+            trigger,
+            status: EvalStatus::Pending,
+            status_description: String::new(),
+            failed_placements: vec![],
+            snapshot_index: 0,
+            created_at: now,
+            modified_at: now,
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    /// Hand committed evaluations to the workers.
+    pub fn enqueue(&self, evals: impl IntoIterator<Item = Evaluation>) {
+        for e in evals {
+            self.broker.enqueue(e);
+        }
+    }
+
+    /// Capacity appeared (a node joined, an allocation ended): blocked
+    /// evaluations get another try.
+    pub fn capacity_changed(&self) {
+        self.broker.unblock_all();
+    }
+}
+
+/// A running server: the API router plus its background loops.
+pub struct Server {
+    pub core: Arc<Core>,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// Open the state in `config.data_dir` and start the background loops.
+    pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServerError::Internal(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let path = config.data_dir.join("state.db");
+        let store = tokio::task::spawn_blocking(move || -> Result<StateStore, StoreError> {
+            StateStore::open(Box::new(SqliteStore::open(&path)?))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+        Self::start_with(config, store, shutdown).await
+    }
+
+    /// Start on an already opened store (tests, the simulator).
+    pub async fn start_with(
+        config: ServerConfig,
+        store: StateStore,
+        shutdown: CancellationToken,
+    ) -> Result<Server, ServerError> {
+        let snapshot = store.snapshot();
+        let (index, _) = watch::channel(snapshot.index());
+        let (plan_tx, plan_rx) = mpsc::channel(256);
+        let heartbeats = Heartbeats::new(&config);
+        let core = Arc::new(Core {
+            broker: Broker::new(),
+            heartbeats,
+            index,
+            applier: plan_tx,
+            http: reqwest::Client::new(),
+            shutdown: shutdown.clone(),
+            store,
+            config,
+        });
+        // Nodes known before a restart get a grace period before they can
+        // be marked down: their agents need time to find us again.
+        core.heartbeats.restore(&snapshot, &core.config);
+        // Evaluations that were pending or blocked when we stopped.
+        for e in snapshot.open_evals() {
+            if e.status == EvalStatus::Blocked {
+                core.broker.block((*e).clone());
+            } else {
+                core.broker.enqueue((*e).clone());
+            }
+        }
+        core.broker.unblock_all();
+
+        let tasks = TaskTracker::new();
+        tasks.spawn(applier::run(core.clone(), plan_rx));
+        for n in 0..core.config.workers.max(1) {
+            tasks.spawn(worker::run(core.clone(), n));
+        }
+        tasks.spawn(crate::heartbeat::monitor(core.clone()));
+        tasks.close();
+        Ok(Server { core, tasks })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(self.core.clone())
+    }
+
+    /// Serve the API on `listener` until shutdown, then wait for the
+    /// background loops to finish.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), ServerError> {
+        let shutdown = self.core.shutdown.clone();
+        let app = self.router();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .map_err(|e| ServerError::Internal(format!("http server: {e}")))?;
+        self.core.broker.close();
+        self.tasks.wait().await;
+        Ok(())
+    }
+
+    /// Wait for the background loops after shutdown was signalled (when
+    /// the router is served elsewhere).
+    pub async fn wait(self) {
+        self.core.shutdown.cancelled().await;
+        self.core.broker.close();
+        self.tasks.wait().await;
+    }
+}

@@ -1,0 +1,134 @@
+//! Node liveness. Heartbeats only touch memory (10,000 nodes beating must
+//! not mean 10,000 disk writes); only a status change is written. A node
+//! whose TTL plus grace passes is marked down, its allocations become lost
+//! and their jobs get evaluations, which place replacements elsewhere.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral_store::{State, Write};
+use corral_types::{EvalTrigger, NodeStatus};
+
+use crate::ServerConfig;
+use crate::ServerError;
+use crate::core::{Core, now_ms};
+
+pub struct Heartbeats {
+    deadlines: Mutex<HashMap<String, Instant>>,
+    min_ttl: Duration,
+    per_second: f64,
+    grace: Duration,
+}
+
+impl Heartbeats {
+    pub fn new(config: &ServerConfig) -> Heartbeats {
+        Heartbeats {
+            deadlines: Mutex::new(HashMap::new()),
+            min_ttl: config.heartbeat_min_ttl,
+            per_second: config.max_heartbeats_per_second,
+            grace: config.heartbeat_grace,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        match self.deadlines.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The TTL handed to agents: at least `min_ttl`, longer as the cluster
+    /// grows so the server sees at most `per_second` heartbeats a second.
+    pub fn ttl(&self) -> Duration {
+        let nodes = self.lock().len().max(1) as f64;
+        let spread = Duration::from_secs_f64(nodes / self.per_second.max(1.0));
+        self.min_ttl.max(spread)
+    }
+
+    /// Record a heartbeat; returns the TTL the agent should beat within.
+    pub fn beat(&self, node: &str) -> Duration {
+        let ttl = self.ttl();
+        self.lock()
+            .insert(node.to_string(), Instant::now() + ttl + self.grace);
+        ttl
+    }
+
+    pub fn forget(&self, node: &str) {
+        self.lock().remove(node);
+    }
+
+    /// After a server start every known ready node gets the failover grace.
+    pub fn restore(&self, state: &State, config: &ServerConfig) {
+        let until = Instant::now() + config.failover_grace + self.ttl() + self.grace;
+        let mut d = self.lock();
+        for n in state.nodes_iter() {
+            if n.status != NodeStatus::Down {
+                d.insert(n.id.clone(), until);
+            }
+        }
+    }
+
+    /// Nodes whose deadline passed.
+    pub fn expired(&self, now: Instant) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+pub async fn monitor(core: Arc<Core>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = core.shutdown.cancelled() => return,
+        }
+        for node in core.heartbeats.expired(Instant::now()) {
+            core.heartbeats.forget(&node);
+            if let Err(e) = mark_down(&core, &node).await {
+                tracing::error!(node = %node, error = %e, "cannot mark node down");
+            }
+        }
+    }
+}
+
+/// Mark a node down and create an evaluation for every job with work on it.
+pub async fn mark_down(core: &Arc<Core>, node_id: &str) -> Result<(), crate::ServerError> {
+    let id = node_id.to_string();
+    let now = now_ms();
+    let (_, evals) = core
+        .write(move |state, _| {
+            let Some(node) = state.node_by_id(&id) else {
+                return Ok::<_, ServerError>((vec![], vec![]));
+            };
+            if node.status == NodeStatus::Down {
+                return Ok((vec![], vec![]));
+            }
+            let mut n = (**node).clone();
+            n.status = NodeStatus::Down;
+            let mut writes = vec![Write::Node(n)];
+            let evals = jobs_on_node(state, &id)
+                .into_iter()
+                .map(|job| Core::new_eval(&job, EvalTrigger::NodeUpdate, now))
+                .collect::<Vec<_>>();
+            writes.extend(evals.iter().cloned().map(Write::Eval));
+            Ok((writes, evals))
+        })
+        .await?;
+    tracing::warn!(node = %node_id, jobs = evals.len(), "node missed its heartbeat: marked down");
+    core.enqueue(evals);
+    Ok(())
+}
+
+/// Jobs with allocations that may still run on a node.
+pub fn jobs_on_node(state: &State, node: &str) -> BTreeSet<String> {
+    state
+        .node_allocs(node)
+        .into_iter()
+        .filter(|a| a.may_run())
+        .map(|a| a.job.clone())
+        .collect()
+}

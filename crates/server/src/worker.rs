@@ -1,0 +1,78 @@
+//! Scheduler workers: take an evaluation, compute a plan on an immutable
+//! snapshot with the pure scheduler, hand it to the plan applier, and try
+//! again on fresher state when the applier refused part of it.
+
+use std::sync::Arc;
+
+use corral_scheduler::PlanContext;
+use corral_types::{EvalStatus, Evaluation};
+use tokio::sync::oneshot;
+
+use crate::applier::PlanRequest;
+use crate::core::{Core, new_id, now_ms};
+
+/// How often a worker re-plans after the applier refused nodes (the state
+/// moved under it) before it leaves the rest to a blocked evaluation.
+const MAX_ATTEMPTS: usize = 5;
+
+pub async fn run(core: Arc<Core>, worker: usize) {
+    while let Some(eval) = core.broker.dequeue().await {
+        let job = eval.job.clone();
+        if let Err(e) = process(&core, eval).await {
+            tracing::error!(worker, job = %job, error = %e, "evaluation failed");
+        }
+        core.broker.ack(&job);
+    }
+}
+
+async fn process(core: &Arc<Core>, mut eval: Evaluation) -> Result<(), crate::ServerError> {
+    for attempt in 1..=MAX_ATTEMPTS {
+        let snapshot = core.store.snapshot();
+        let now = now_ms();
+        let plan = {
+            let mut next_id = new_id;
+            let mut ctx = PlanContext {
+                new_id: &mut next_id,
+                now,
+            };
+            corral_scheduler::schedule(snapshot.as_ref(), &eval, &mut ctx)
+        };
+        let last = attempt == MAX_ATTEMPTS;
+        let (tx, rx) = oneshot::channel();
+        let failed = plan.failed.clone();
+        eval.modified_at = now;
+        eval.snapshot_index = snapshot.index();
+        eval.failed_placements = failed.clone();
+        eval.status = if failed.is_empty() {
+            EvalStatus::Complete
+        } else {
+            EvalStatus::Blocked
+        };
+        eval.status_description = if failed.is_empty() {
+            String::new()
+        } else {
+            "waiting for capacity: retried when nodes or resources change".into()
+        };
+        core.applier
+            .send(PlanRequest {
+                plan,
+                eval: eval.clone(),
+                // On the last attempt the applier commits what fits and
+                // blocks the evaluation for the rest.
+                partial_ok: last,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| crate::ServerError::ShuttingDown)?;
+        let result = rx.await.map_err(|_| crate::ServerError::ShuttingDown)??;
+        if result.refused_nodes.is_empty() || last {
+            if eval.status == EvalStatus::Blocked || !result.refused_nodes.is_empty() {
+                eval.status = EvalStatus::Blocked;
+                core.broker.block(eval);
+            }
+            return Ok(());
+        }
+        tracing::debug!(attempt, refused = ?result.refused_nodes, "plan partly refused; re-planning");
+    }
+    Ok(())
+}

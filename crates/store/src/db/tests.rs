@@ -1,0 +1,122 @@
+use std::collections::BTreeMap;
+
+use corral_scheduler::StateView;
+use corral_types::*;
+
+use super::*;
+use crate::SqliteStore;
+
+fn job(name: &str, version: u64, count: u32) -> Job {
+    Job {
+        name: name.into(),
+        version,
+        spec: JobSpec {
+            name: name.into(),
+            groups: vec![GroupSpec {
+                name: name.into(),
+                count,
+                restart: RestartPolicy::default(),
+                constraints: vec![],
+                spread: None,
+                update: UpdatePolicy::default(),
+                network: NetworkMode::Bridge,
+                tasks: vec![],
+            }],
+            update: UpdatePolicy::default(),
+        },
+        stopped: false,
+        submitted_at: 1000,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn alloc(id: &str, job: &str, node: &str) -> Allocation {
+    Allocation {
+        id: id.into(),
+        job: job.into(),
+        job_version: 1,
+        group: job.into(),
+        index: 0,
+        node_id: node.into(),
+        resources: Resources::default(),
+        ports: BTreeMap::new(),
+        previous: None,
+        desired: DesiredStatus::Run,
+        desired_reason: String::new(),
+        client: ClientStatus::Pending,
+        tasks: BTreeMap::new(),
+        client_message: String::new(),
+        created_at: 1,
+        modified_at: 1,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+#[test]
+fn writes_survive_reopen_with_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+        let i1 = s.commit(vec![Write::Job(job("web", 1, 3))]).unwrap();
+        let i2 = s
+            .commit(vec![
+                Write::Job(job("web", 2, 5)),
+                Write::Alloc(alloc("a1", "web", "n1")),
+            ])
+            .unwrap();
+        assert_eq!((i1, i2), (1, 2));
+    }
+    let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    let snap = s.snapshot();
+    assert_eq!(snap.index(), 2);
+    let web = snap.job("web").unwrap();
+    assert_eq!(web.version, 2, "latest version is the current one");
+    assert_eq!(web.create_index, 2);
+    assert_eq!(snap.job_versions("web").len(), 2, "every version is kept");
+    assert_eq!(snap.job_version("web", 1).unwrap().spec.groups[0].count, 3);
+    let a = snap.alloc("a1").unwrap();
+    assert_eq!((a.create_index, a.modify_index), (2, 2));
+    assert_eq!(StateView::allocs_by_node(&*snap, "n1").len(), 1);
+}
+
+#[test]
+fn snapshots_do_not_change_under_readers() {
+    let s = StateStore::open(Box::new(crate::MemoryStore::new())).unwrap();
+    s.commit(vec![Write::Alloc(alloc("a1", "web", "n1"))]).unwrap();
+    let before = s.snapshot();
+    let mut moved = alloc("a1", "web", "n2");
+    moved.client = ClientStatus::Running;
+    s.commit(vec![Write::Alloc(moved)]).unwrap();
+    assert_eq!(before.alloc("a1").unwrap().node_id, "n1");
+    let after = s.snapshot();
+    assert_eq!(after.alloc("a1").unwrap().node_id, "n2");
+    assert!(StateView::allocs_by_node(&*after, "n1").is_empty());
+    assert_eq!(after.alloc("a1").unwrap().create_index, 1);
+    assert_eq!(after.alloc("a1").unwrap().modify_index, 2);
+}
+
+#[test]
+fn a_refused_build_writes_nothing() {
+    let s = StateStore::open(Box::new(crate::MemoryStore::new())).unwrap();
+    let r = s
+        .write(|_, _| Err::<(Vec<Write>, ()), _>("no"))
+        .unwrap();
+    assert_eq!(r, Err("no"));
+    assert_eq!(s.snapshot().index(), 0);
+    assert_eq!(s.backend().revision().unwrap(), 0);
+}
+
+#[test]
+fn purge_removes_every_version() {
+    let s = StateStore::open(Box::new(crate::MemoryStore::new())).unwrap();
+    s.commit(vec![Write::Job(job("web", 1, 1)), Write::Job(job("web", 2, 1))])
+        .unwrap();
+    s.commit(vec![Write::PurgeJob("web".into())]).unwrap();
+    let snap = s.snapshot();
+    assert!(snap.job("web").is_none());
+    assert!(snap.job_versions("web").is_empty());
+    assert!(s.backend().range("jobs/").unwrap().is_empty());
+}

@@ -1,0 +1,297 @@
+//! The SQLite backend of [`Store`]: WAL journal, `synchronous=FULL` (an
+//! acknowledged transaction survives power loss), schema versions in
+//! `PRAGMA user_version`, one connection behind a mutex (one writer).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::StoreError;
+use crate::kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome, WatchEvent};
+
+/// Each entry upgrades the schema by one version; never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the key space and the change feed.
+    "CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        create_rev INTEGER NOT NULL,
+        mod_rev INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE changes (
+        rev INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB,
+        PRIMARY KEY (rev, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (name, value) VALUES ('revision', 0);",
+];
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        migrate(&mut conn, path)?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let current: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(StoreError::sqlite("read schema version"))?;
+    let supported = MIGRATIONS.len() as u32;
+    if current > supported {
+        return Err(StoreError::TooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as u32 + 1;
+        let err = |source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            version,
+            source,
+        };
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn revision(&self) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        conn.query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|v| v as u64)
+        .map_err(StoreError::sqlite("read revision"))
+    }
+
+    fn range(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, value, create_rev, mod_rev FROM kv
+                 WHERE key >= ?1 AND key < ?2 ORDER BY key",
+            )
+            .map_err(StoreError::sqlite("range"))?;
+        let end = prefix_end(prefix);
+        let rows = stmt
+            .query_map(params![prefix, end], |r| {
+                Ok(KeyValue {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                    create_revision: r.get::<_, i64>(2)? as u64,
+                    mod_revision: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(StoreError::sqlite("range"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::sqlite("range"))
+    }
+
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT key, value, create_rev, mod_rev FROM kv WHERE key = ?1",
+            params![key],
+            |r| {
+                Ok(KeyValue {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                    create_revision: r.get::<_, i64>(2)? as u64,
+                    mod_revision: r.get::<_, i64>(3)? as u64,
+                })
+            },
+        )
+        .optional()
+        .map_err(StoreError::sqlite("get"))
+    }
+
+    fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(StoreError::sqlite("begin"))?;
+        for cmp in &txn.compares {
+            let Compare::ModRevision { key, revision } = cmp;
+            let found: Option<i64> = tx
+                .query_row("SELECT mod_rev FROM kv WHERE key = ?1", params![key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(StoreError::sqlite("compare"))?;
+            if found.unwrap_or(0) as u64 != *revision {
+                return Ok(TxnOutcome::CompareFailed { key: key.clone() });
+            }
+        }
+        let rev: i64 = tx
+            .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(StoreError::sqlite("read revision"))?
+            + 1;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO kv (key, value, create_rev, mod_rev) VALUES (?1, ?2, ?3, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, mod_rev = excluded.mod_rev",
+                )
+                .map_err(StoreError::sqlite("put"))?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM kv WHERE key = ?1")
+                .map_err(StoreError::sqlite("delete"))?;
+            let mut change = tx
+                .prepare_cached("INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(StoreError::sqlite("record change"))?;
+            for (seq, op) in txn.ops.iter().enumerate() {
+                match op {
+                    Op::Put { key, value } => {
+                        put.execute(params![key, value, rev])
+                            .map_err(StoreError::sqlite("put"))?;
+                        change
+                            .execute(params![rev, seq as i64, key, value])
+                            .map_err(StoreError::sqlite("record change"))?;
+                    }
+                    Op::Delete { key } => {
+                        del.execute(params![key])
+                            .map_err(StoreError::sqlite("delete"))?;
+                        change
+                            .execute(params![rev, seq as i64, key, Option::<Vec<u8>>::None])
+                            .map_err(StoreError::sqlite("record change"))?;
+                    }
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'revision'",
+            params![rev],
+        )
+        .map_err(StoreError::sqlite("write revision"))?;
+        tx.commit().map_err(StoreError::sqlite("commit"))?;
+        Ok(TxnOutcome::Committed {
+            revision: rev as u64,
+        })
+    }
+
+    fn changes_since(&self, revision: u64, limit: usize) -> Result<Vec<WatchEvent>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT rev, key, value FROM changes WHERE rev > ?1 ORDER BY rev, seq LIMIT ?2",
+            )
+            .map_err(StoreError::sqlite("changes"))?;
+        let rows = stmt
+            .query_map(params![revision as i64, limit as i64], |r| {
+                Ok(WatchEvent {
+                    revision: r.get::<_, i64>(0)? as u64,
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                })
+            })
+            .map_err(StoreError::sqlite("changes"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::sqlite("changes"))
+    }
+
+    fn compact(&self, revision: u64) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM changes WHERE rev <= ?1", params![revision as i64])
+            .map_err(StoreError::sqlite("compact"))?;
+        Ok(())
+    }
+}
+
+/// The smallest string greater than every string with this prefix.
+fn prefix_end(prefix: &str) -> String {
+    // Keys are ASCII paths; U+10FFFF sorts after any of their characters.
+    format!("{prefix}\u{10FFFF}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::tests::conformance;
+
+    #[test]
+    fn sqlite_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        conformance(&store);
+    }
+
+    #[test]
+    fn reopen_keeps_data_and_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.txn(&Txn {
+                compares: vec![],
+                ops: vec![Op::Put {
+                    key: "a".into(),
+                    value: b"1".to_vec(),
+                }],
+            })
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.revision().unwrap(), 1);
+        assert_eq!(s.get("a").unwrap().unwrap().value, b"1");
+        let conn = s.conn().unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous must be FULL");
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        match SqliteStore::open(&path) {
+            Err(StoreError::TooNew { found: 99, .. }) => {}
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a newer schema"),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The HTTP API's public shapes, kept apart from the stored model so the
+//! two can evolve separately (Nomad's `api/` vs `structs/`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    AllocUpdate, Allocation, ClientStatus, DesiredStatus, Evaluation, Index, Job, JobStatus, Node,
+    TaskState, UnixMillis,
+};
+use crate::spec::{JobSpec, Resources, SpecError};
+
+/// Error body of every failed request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: String,
+    /// What to do about it, when we know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Spec validation errors, each with file, line, column and field path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spec_errors: Vec<SpecError>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubmitResponse {
+    pub index: Index,
+    pub jobs: Vec<SubmittedJob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubmittedJob {
+    pub name: String,
+    pub version: u64,
+    /// False when the spec equals the current version (nothing new stored).
+    pub changed: bool,
+    pub eval_id: String,
+}
+
+/// `?plan=true`: what a submission would do, nothing stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlanResponse {
+    pub jobs: Vec<JobPlan>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobPlan {
+    pub name: String,
+    /// The version the job would get (the current one if unchanged).
+    pub version: u64,
+    pub changed: bool,
+    pub place: Vec<PlannedAlloc>,
+    pub stop: Vec<PlannedStop>,
+    pub in_place: u32,
+    /// Placement failures, as sentences.
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlannedAlloc {
+    pub name: String,
+    pub node: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlannedStop {
+    pub id: String,
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub name: String,
+    pub count: u32,
+    pub pending: u32,
+    pub running: u32,
+    pub complete: u32,
+    pub failed: u32,
+    pub lost: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobListEntry {
+    pub name: String,
+    pub version: u64,
+    pub status: JobStatus,
+    pub stopped: bool,
+    pub submitted_at: UnixMillis,
+    pub groups: Vec<GroupSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobView {
+    pub name: String,
+    pub version: u64,
+    pub status: JobStatus,
+    pub stopped: bool,
+    pub submitted_at: UnixMillis,
+    pub spec: JobSpec,
+    pub groups: Vec<GroupSummary>,
+    pub allocations: Vec<AllocView>,
+    /// The newest evaluation of the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_eval: Option<EvalView>,
+    pub index: Index,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobVersionView {
+    pub version: u64,
+    pub stopped: bool,
+    pub submitted_at: UnixMillis,
+    pub spec: JobSpec,
+}
+
+impl From<&Job> for JobVersionView {
+    fn from(j: &Job) -> Self {
+        JobVersionView {
+            version: j.version,
+            stopped: j.stopped,
+            submitted_at: j.submitted_at,
+            spec: j.spec.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AllocView {
+    pub id: String,
+    pub name: String,
+    pub job: String,
+    pub job_version: u64,
+    pub group: String,
+    pub index: u32,
+    /// Node name (the id when the node is gone).
+    pub node: String,
+    pub node_id: String,
+    /// Observed state: pending|running|complete|failed|lost.
+    pub status: ClientStatus,
+    pub desired: DesiredStatus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub desired_reason: String,
+    pub tasks: BTreeMap<String, TaskState>,
+    /// `task.port` -> `host:port` to reach it.
+    pub ports: BTreeMap<String, String>,
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub created_at: UnixMillis,
+    pub modified_at: UnixMillis,
+}
+
+impl AllocView {
+    pub fn new(a: &Allocation, node: Option<&Node>) -> AllocView {
+        let host = node
+            .and_then(|n| {
+                n.address
+                    .split("://")
+                    .nth(1)
+                    .and_then(|h| h.rsplit_once(':').map(|(h, _)| h.to_string()))
+            })
+            .unwrap_or_else(|| "127.0.0.1".into());
+        AllocView {
+            id: a.id.clone(),
+            name: a.name(),
+            job: a.job.clone(),
+            job_version: a.job_version,
+            group: a.group.clone(),
+            index: a.index,
+            node: node
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| a.node_id.clone()),
+            node_id: a.node_id.clone(),
+            status: a.client,
+            desired: a.desired,
+            desired_reason: a.desired_reason.clone(),
+            tasks: a.tasks.clone(),
+            ports: a
+                .ports
+                .iter()
+                .map(|(k, p)| (k.clone(), format!("{host}:{p}")))
+                .collect(),
+            resources: a.resources,
+            message: a.client_message.clone(),
+            previous: a.previous.clone(),
+            created_at: a.created_at,
+            modified_at: a.modified_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EvalView {
+    pub id: String,
+    pub status: String,
+    pub trigger: String,
+    pub description: String,
+    pub failures: Vec<String>,
+    pub modify_index: Index,
+}
+
+impl From<&Evaluation> for EvalView {
+    fn from(e: &Evaluation) -> Self {
+        EvalView {
+            id: e.id.clone(),
+            status: e.status.as_str().to_string(),
+            trigger: serde_json::to_value(e.trigger)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            description: e.status_description.clone(),
+            failures: e.failed_placements.iter().map(|f| f.to_string()).collect(),
+            modify_index: e.modify_index,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    /// ready|down|draining|ineligible|initializing
+    pub status: String,
+    pub eligible: bool,
+    pub draining: bool,
+    pub resources: Resources,
+    pub allocated: Resources,
+    pub allocations: u32,
+    pub attributes: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub drivers: Vec<String>,
+    pub last_heartbeat: UnixMillis,
+    pub registered_at: UnixMillis,
+}
+
+/// An agent's blocking query answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeAllocations {
+    pub index: Index,
+    pub allocations: Vec<Allocation>,
+    /// Job specs the allocations need, by (name, version).
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AllocUpdates {
+    pub updates: Vec<AllocUpdate>,
+}

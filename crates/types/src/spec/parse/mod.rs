@@ -1,0 +1,116 @@
+//! Parsing and validation of job specs (YAML or JSON) with locations.
+//!
+//! JSON is parsed by the same YAML 1.2 parser (serde-saphyr), so both give
+//! line:column. The source becomes a tree of nodes with positions
+//! ([`tree`]), which is walked by hand into the validated types ([`job`],
+//! [`policy`]) collecting every error rather than stopping at the first.
+
+mod ctx;
+mod job;
+mod policy;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
+use super::{JobSpec, SpecErrors};
+use ctx::Ctx;
+use tree::Pos;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    Yaml,
+    Json,
+}
+
+impl SourceFormat {
+    /// JSON when the file name ends in `.json` or the text starts with `{`.
+    pub fn detect(file: &str, text: &str) -> SourceFormat {
+        if file.ends_with(".json") || text.trim_start().starts_with('{') {
+            SourceFormat::Json
+        } else {
+            SourceFormat::Yaml
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SourceFormat::Yaml => "YAML",
+            SourceFormat::Json => "JSON",
+        }
+    }
+}
+
+/// The default job name: the file name without directory and extension.
+fn file_stem(file: &str) -> &str {
+    let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
+    match base.rfind('.') {
+        Some(dot) if dot > 0 => &base[..dot],
+        _ => base,
+    }
+}
+
+/// Parse every job in `text`. `file` names the source in errors and gives
+/// the default job name (file name without directory and extension).
+pub fn parse_jobs(
+    text: &str,
+    file: &str,
+    format: SourceFormat,
+) -> Result<Vec<JobSpec>, SpecErrors> {
+    let mut ctx = Ctx::new(file);
+    let docs = match tree::load(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            ctx.error(
+                e.pos,
+                "",
+                format!("invalid {}: {}; fix the syntax", format.name(), e.message),
+            );
+            return Err(SpecErrors { errors: ctx.errors });
+        }
+    };
+    if docs.is_empty() {
+        ctx.error(
+            Pos { line: 1, column: 1 },
+            "",
+            "the file has no job; write one, e.g. `image: org/app:1.0`",
+        );
+        return Err(SpecErrors { errors: ctx.errors });
+    }
+    let stem = file_stem(file);
+    let mut jobs: Vec<job::Named<JobSpec>> = Vec::with_capacity(docs.len());
+    for doc in &docs {
+        if let tree::Value::Seq(_) = doc.value {
+            let instead = match format {
+                SourceFormat::Yaml => "put each job in its own document, separated by `---`",
+                SourceFormat::Json => "write one job per JSON file",
+            };
+            ctx.error(
+                doc.pos,
+                "",
+                format!(
+                    "a job is a mapping of fields like `image: org/app:1.0`, found a list; {instead}"
+                ),
+            );
+            continue;
+        }
+        let j = job::job(&mut ctx, doc, stem);
+        if let Some(n) = &j.name
+            && jobs.iter().any(|o| o.name.as_ref() == Some(n))
+        {
+            ctx.error(
+                j.name_pos,
+                &j.name_path,
+                format!("duplicate job name `{n}`; give each document its own `name:`"),
+            );
+        }
+        jobs.push(j);
+    }
+    if ctx.errors.is_empty() {
+        Ok(jobs.into_iter().map(|j| j.spec).collect())
+    } else {
+        // Source order; errors at one place keep the order they were found.
+        ctx.errors.sort_by_key(|e| (e.line, e.column));
+        Err(SpecErrors { errors: ctx.errors })
+    }
+}
