@@ -69,16 +69,19 @@ pub fn evaluate(
     let stopped_ids: Vec<&str> = plan.stop.iter().map(|s| s.id.as_str()).collect();
     let mut writes = Vec::new();
     let mut accepted: Vec<&Allocation> = Vec::new();
+    // A replacement that is refused keeps the allocation it would replace.
+    let mut keep: Vec<&str> = Vec::new();
     for (node_id, allocs) in &by_node {
-        let Some(node) = state.node_by_id(node_id) else {
-            result.refused_nodes.push(node_id.to_string());
-            continue;
+        let verdict = match state.node_by_id(node_id) {
+            None => Err(format!("node {node_id} is gone")),
+            Some(node) => corral_scheduler::fits(state, node, allocs, &stopped_ids),
         };
-        match corral_scheduler::fits(state, node, allocs, &stopped_ids) {
+        match verdict {
             Ok(()) => accepted.extend(allocs.iter().copied()),
             Err(reason) => {
                 tracing::debug!(node = %node_id, %reason, "plan refused for node");
                 result.refused_nodes.push(node_id.to_string());
+                keep.extend(allocs.iter().filter_map(|a| a.previous.as_deref()));
             }
         }
     }
@@ -95,6 +98,11 @@ pub fn evaluate(
         let Some(cur) = state.alloc(&s.id) else {
             continue;
         };
+        // Lost allocations are stopped whatever happens to their
+        // replacement: their node is gone.
+        if keep.contains(&s.id.as_str()) && s.client.is_none() {
+            continue;
+        }
         let mut a = (**cur).clone();
         if a.desired == DesiredStatus::Stop && s.client.is_none() {
             continue;

@@ -49,7 +49,7 @@ pub struct GroupSpec {
 impl GroupSpec {
     /// Total resources one allocation of this group asks for.
     pub fn resources(&self) -> Resources {
-        let mut r = Resources::default();
+        let mut r = Resources::ZERO;
         for t in &self.tasks {
             r.cpu.0 += t.resources.cpu.0;
             r.memory.0 += t.resources.memory.0;
