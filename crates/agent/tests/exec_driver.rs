@@ -635,3 +635,66 @@ async fn cgroup_v2_placement_kill_and_removal() {
     assert!(!v2.exists(&name));
     let _ = std::fs::remove_dir(v2.parent_dir());
 }
+
+/// Recover a task this process is not the parent of (as after a real agent
+/// restart): the exit is seen by polling, and its code is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_a_task_that_is_not_our_child() {
+    let Some(cg) = cgroups_or_skip("recover_a_task_that_is_not_our_child") else {
+        return;
+    };
+    let f = fixture(&["unused"], small());
+    let name = cgroup_name(&f.ctx.alloc.alloc_id, "app");
+    cg.create(&name, &CgroupLimits::from_resources(&small()))
+        .expect("create");
+    // The shell starts sleep in the background and exits: sleep is then
+    // an orphan, adopted by PID 1.
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.args(["-c", "sleep 300 >/dev/null 2>&1 & echo $!"])
+        .stdout(std::process::Stdio::piped())
+        .process_group(0);
+    join_on_exec(&mut cmd, cg.open_procs(&name).expect("open"));
+    let out = cmd.output().await.expect("run sh");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
+    let stat = procfs::read_stat(pid).expect("stat");
+    assert_ne!(stat.ppid, std::process::id() as i32);
+    let h = TaskHandle {
+        driver: DriverKind::Exec,
+        task: "app".into(),
+        alloc_id: f.ctx.alloc.alloc_id.clone(),
+        id: format!("{name}.{pid}"),
+        started_at_ms: 0,
+        state: serde_json::to_value(ExecState {
+            pid,
+            start_time: stat.start_time,
+            pgid: stat.pgrp,
+            cgroup: name.clone(),
+        })
+        .expect("json"),
+    };
+    let d = Arc::new(ExecDriver::new(cg.clone()));
+    assert!(d.recover(&h).await.expect("recover"));
+    let waiter = {
+        let (d, h) = (d.clone(), h.clone());
+        tokio::spawn(async move { d.wait(&h).await })
+    };
+    d.stop(&h, Duration::from_secs(5)).await.expect("stop");
+    let exit = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("wait ends after the stop")
+        .expect("join")
+        .expect("wait");
+    assert_eq!(exit.exit_code, None);
+    assert_eq!(exit.signal, None);
+    assert!(
+        exit.message.contains("exit code unknown"),
+        "{}",
+        exit.message
+    );
+    assert_dead(pid);
+    d.destroy(&h).await.expect("destroy");
+    assert_no_cgroup(cg.as_ref(), &name);
+}

@@ -13,10 +13,11 @@
 //!
 //! The handle state ([`ExecState`]) holds the pid, the process start time
 //! from `/proc/PID/stat` (so a reused pid is never mistaken for the task),
-//! the process group and the cgroup name. `recover` re-attaches with a
-//! pidfd (or by polling `/proc` where pidfds are missing); the agent is then
-//! usually no longer the parent, so the exit code of a recovered task is
-//! generally unknown.
+//! the process group and the cgroup name. `recover` re-attaches: the agent
+//! is then usually no longer the parent, so the exit is noticed by polling
+//! `/proc` every 250 ms (a zombie counts as exited), and the exit code is
+//! known only when `waitid` on a pidfd opened at recovery can still collect
+//! it (this process is the parent); otherwise it is reported as unknown.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -73,8 +74,7 @@ struct Tracked {
 pub struct ExecDriver {
     cgroups: Arc<dyn Cgroups>,
     tasks: Mutex<HashMap<String, Tracked>>,
-    /// How often a recovered task without pidfd, and a stopping task, are
-    /// polled.
+    /// How often `/proc` is polled for the exit of a recovered task.
     poll_interval: Duration,
 }
 

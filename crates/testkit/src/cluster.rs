@@ -1,0 +1,177 @@
+//! An in-process cluster: one server, any number of agents with the exec
+//! driver, each with its own data dir, all on loopback.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::Duration;
+
+use corral_agent::{Agent, AgentConfig};
+use corral_client::Client;
+use corral_server::{Server, ServerConfig};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub client: Client,
+    server_stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
+    pub agents: Vec<TestAgent>,
+}
+
+pub struct TestAgent {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    stop: CancellationToken,
+    agent: Option<Agent>,
+}
+
+impl TestAgent {
+    /// Stop the agent; with `stop_tasks` its tasks go too.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(a) = self.agent.take() {
+            a.wait().await;
+        }
+    }
+}
+
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+impl TestCluster {
+    /// A server with fast heartbeats; no agents yet.
+    pub async fn start() -> TestCluster {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, stop, handle) = start_server(dir.path().join("server"), None).await;
+        TestCluster {
+            client: Client::new(&format!("http://{addr}"), None),
+            dir,
+            addr,
+            server_stop: stop,
+            server: Some(handle),
+            agents: Vec::new(),
+        }
+    }
+
+    /// A server and one exec agent.
+    pub async fn with_agent() -> TestCluster {
+        let mut c = Self::start().await;
+        c.add_agent("node-0", BTreeMap::new()).await;
+        c
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn add_agent(&mut self, name: &str, labels: BTreeMap<String, String>) -> &TestAgent {
+        let data_dir = self.dir.path().join(format!("agent-{name}"));
+        let agent = start_agent(&self.url(), data_dir, name, labels, true).await;
+        let id = agent.node_id.clone();
+        let c = self.client.clone();
+        crate::eventually(&format!("node {name} ready"), Duration::from_secs(20), || {
+            let c = c.clone();
+            let id = id.clone();
+            async move {
+                match c.node(&id).await {
+                    Ok(n) if n.status == "ready" => Ok(()),
+                    Ok(n) => Err(n.status),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        self.agents.push(agent);
+        self.agents.last().expect("just pushed")
+    }
+
+    /// Restart the server on the same port and data dir (its state comes
+    /// back from SQLite).
+    pub async fn restart_server(&mut self) {
+        self.server_stop.cancel();
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+        let (_, stop, handle) = start_server(self.dir.path().join("server"), Some(self.addr)).await;
+        self.server_stop = stop;
+        self.server = Some(handle);
+    }
+
+    /// Stop everything; agents stop their tasks.
+    pub async fn shutdown(mut self) {
+        for a in self.agents.drain(..) {
+            a.shutdown().await;
+        }
+        self.server_stop.cancel();
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+pub async fn start_agent(
+    server: &str,
+    data_dir: PathBuf,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    stop_on_shutdown: bool,
+) -> TestAgent {
+    let mut config = AgentConfig::new(server, data_dir.clone());
+    config.name = Some(name.to_string());
+    config.labels = labels;
+    config.stop_on_shutdown = stop_on_shutdown;
+    config.watch_wait = Duration::from_secs(5);
+    let stop = CancellationToken::new();
+    let agent = Agent::start(config, stop.clone()).await.expect("agent starts");
+    TestAgent {
+        node_id: agent.node_id.clone(),
+        data_dir,
+        stop,
+        agent: Some(agent),
+    }
+}
+
+async fn start_server(
+    data_dir: PathBuf,
+    addr: Option<SocketAddr>,
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    let mut config = ServerConfig::new(data_dir);
+    config.heartbeat_min_ttl = Duration::from_secs(2);
+    config.heartbeat_grace = Duration::from_secs(2);
+    config.failover_grace = Duration::from_secs(2);
+    let stop = CancellationToken::new();
+    let server = Server::start(config, stop.clone()).await.expect("server starts");
+    let bind = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listener = bind_retry(bind).await;
+    let bound = listener.local_addr().expect("local addr");
+    let handle = tokio::spawn(async move {
+        if let Err(e) = server.serve(listener).await {
+            tracing::error!(error = %e, "test server failed");
+        }
+    });
+    (bound, stop, handle)
+}
+
+/// A port just released may linger for a moment.
+async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..50 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot bind {addr}");
+}

@@ -1,0 +1,260 @@
+//! End to end with a real server (SQLite) and a real agent running exec
+//! tasks as real processes in real cgroups. Needs root (cgroups).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use corral_client::{Client, LogQuery};
+use corral_testkit::procs::{is_root, live_with_marker};
+use corral_testkit::{TestCluster, eventually};
+use corral_types::api::JobView;
+use corral_types::{ClientStatus, DesiredStatus};
+
+const D: Duration = Duration::from_secs(30);
+
+fn job(name: &str, marker: &str, count: u32, foo: &str) -> String {
+    format!(
+        "name: {name}
+driver: exec
+command: [/bin/sh, -c, 'echo \"FOO=$FOO index=$CORRAL_ALLOC_INDEX\"; while true; do sleep 1; done', {marker}]
+env:
+  FOO: {foo}
+count: {count}
+resources: {{cpu: 50m, memory: 32M}}
+kill_timeout: 2s
+"
+    )
+}
+
+fn running(j: &JobView) -> Vec<String> {
+    j.allocations
+        .iter()
+        .filter(|a| a.desired == DesiredStatus::Run && a.status == ClientStatus::Running && a.job_version == j.version)
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+async fn wait_running(c: &Client, name: &str, n: usize) -> JobView {
+    eventually(&format!("{n} allocations of {name} running"), D, || async {
+        let j = c.job(name, None).await.map_err(|e| e.to_string())?;
+        let r = running(&j);
+        let stopping = j
+            .allocations
+            .iter()
+            .filter(|a| a.desired == DesiredStatus::Stop && !a.status.is_terminal())
+            .count();
+        if r.len() == n && stopping == 0 {
+            Ok(j)
+        } else {
+            Err(format!("{} running, {stopping} stopping: {:?}", r.len(), j.allocations.iter().map(|a| (&a.name, a.status, a.desired)).collect::<Vec<_>>()))
+        }
+    })
+    .await
+}
+
+async fn wait_procs(marker: &str, n: usize) {
+    eventually(&format!("{n} processes"), D, || async {
+        let p = live_with_marker(marker);
+        if p.len() == n { Ok(()) } else { Err(format!("{} live: {p:?}", p.len())) }
+    })
+    .await
+}
+
+async fn log_of(c: &Client, alloc: &str) -> String {
+    eventually("log output", D, || async {
+        let r = c.logs(alloc, &LogQuery::default()).await.map_err(|e| e.to_string())?;
+        let text = r.text().await.map_err(|e| e.to_string())?;
+        if text.is_empty() { Err("empty log".into()) } else { Ok(text) }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_scale_env_change_and_stop() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let cluster = TestCluster::with_agent().await;
+    let c = &cluster.client;
+    let marker = format!("marker-{}", std::process::id());
+
+    // count: 3 -> three processes, each with its env.
+    c.submit(&job("web", &marker, 3, "bar"), "web.yaml").await.unwrap();
+    let j = wait_running(c, "web", 3).await;
+    wait_procs(&marker, 3).await;
+    for id in running(&j) {
+        let log = log_of(c, &id).await;
+        assert!(log.contains("FOO=bar"), "{log}");
+    }
+    let first: BTreeSet<String> = running(&j).into_iter().collect();
+
+    // Scale to 5: the three survivors are untouched.
+    c.submit(&job("web", &marker, 5, "bar"), "web.yaml").await.unwrap();
+    let j = wait_running(c, "web", 5).await;
+    let now: BTreeSet<String> = running(&j).into_iter().collect();
+    assert!(first.is_subset(&now), "survivors replaced: {first:?} vs {now:?}");
+    wait_procs(&marker, 5).await;
+
+    // Scale to 1: index 0 stays, the rest stop.
+    c.submit(&job("web", &marker, 1, "bar"), "web.yaml").await.unwrap();
+    let j = wait_running(c, "web", 1).await;
+    let idx0 = j.allocations.iter().find(|a| a.index == 0 && a.desired == DesiredStatus::Run).unwrap();
+    assert!(first.contains(&idx0.id), "index 0 must survive a scale-down");
+    wait_procs(&marker, 1).await;
+
+    // Change env: the allocation is replaced and the new one sees it.
+    c.submit(&job("web", &marker, 1, "baz"), "web.yaml").await.unwrap();
+    let j = wait_running(c, "web", 1).await;
+    let new_id = running(&j)[0].clone();
+    assert_ne!(new_id, idx0.id, "an env change replaces the allocation");
+    assert!(log_of(c, &new_id).await.contains("FOO=baz"));
+    wait_procs(&marker, 1).await;
+    let replaced = j.allocations.iter().find(|a| a.id == idx0.id).unwrap();
+    assert_eq!(replaced.desired, DesiredStatus::Stop);
+
+    // Stop: nothing of the job is left running, no cgroup left behind.
+    c.stop("web", false).await.unwrap();
+    wait_procs(&marker, 0).await;
+    eventually("allocations complete", D, || async {
+        let j = c.job("web", None).await.map_err(|e| e.to_string())?;
+        if j.allocations.iter().all(|a| a.status.is_terminal()) { Ok(()) } else { Err(format!("{:?}", j.allocations.iter().map(|a| a.status).collect::<Vec<_>>())) }
+    })
+    .await;
+    let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/memory/corral")
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| j.allocations.iter().any(|a| n.starts_with(&a.id))).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "cgroups left behind: {leftovers:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policy_attempts_then_failed() {
+    let cluster = TestCluster::with_agent().await;
+    let c = &cluster.client;
+    let spec = "name: crash
+driver: exec
+command: [/bin/sh, -c, 'echo crashing >&2; exit 3']
+restart: {attempts: 2, interval: 1m, delay: 200ms, mode: fail}
+resources: {cpu: 50m, memory: 16M}
+";
+    c.submit(spec, "crash.yaml").await.unwrap();
+    let a = eventually("allocation failed", D, || async {
+        let j = c.job("crash", None).await.map_err(|e| e.to_string())?;
+        match j.allocations.first() {
+            Some(a) if a.status == ClientStatus::Failed => Ok(a.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let t = &a.tasks["crash"];
+    assert_eq!(t.restarts, 2, "attempts: 2 means two restarts: {t:?}");
+    assert_eq!(t.exit_code, Some(3));
+    // It stays failed: no further restarts, no replacement.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let j = c.job("crash", None).await.unwrap();
+    assert_eq!(j.allocations.len(), 1);
+    assert_eq!(j.allocations[0].tasks["crash"].restarts, 2);
+    let stderr = c
+        .logs(&a.id, &LogQuery { stream: Some("stderr".into()), ..Default::default() })
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(stderr.matches("crashing").count(), 3, "three runs: {stderr}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_placement_says_why_and_resumes_when_a_node_joins() {
+    let mut cluster = TestCluster::start().await;
+    let c = cluster.client.clone();
+    let marker = format!("blocked-{}", std::process::id());
+    c.submit(&job("late", &marker, 2, "bar"), "late.yaml").await.unwrap();
+    let e = eventually("evaluation blocked", D, || async {
+        let j = c.job("late", None).await.map_err(|e| e.to_string())?;
+        match j.latest_eval {
+            Some(e) if e.status == "blocked" => Ok(e),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(e.failures[0].contains("no nodes are registered"), "{:?}", e.failures);
+
+    // Too big for any node: the reason names the resource.
+    let big = "name: big\ndriver: exec\ncommand: [/bin/true]\nresources: {cpu: 500m, memory: 100000G}\n";
+    cluster.add_agent("node-0", Default::default()).await;
+    wait_running(&c, "late", 2).await;
+    c.submit(big, "big.yaml").await.unwrap();
+    let e = eventually("big blocked", D, || async {
+        let j = c.job("big", None).await.map_err(|e| e.to_string())?;
+        match j.latest_eval {
+            Some(e) if e.status == "blocked" => Ok(e),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        e.failures,
+        vec!["group \"big\": 1 allocation not placed (1 node: memory exhausted)".to_string()]
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_specs_store_nothing_through_the_api() {
+    let cluster = TestCluster::start().await;
+    let c = &cluster.client;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../types/tests/bad");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
+        if ext != "yaml" && ext != "json" {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let err = c.submit(&text, &name).await.expect_err(&name);
+        assert_eq!(err.status(), Some(400), "{name}: {err}");
+        let expected = std::fs::read_to_string(path.with_extension("err")).unwrap();
+        let first = expected.lines().next().unwrap();
+        assert!(err.to_string().contains(first), "{name}: {err}\nexpected {first}");
+        n += 1;
+    }
+    assert!(n >= 30, "corpus too small: {n}");
+    assert!(c.jobs().await.unwrap().is_empty(), "a bad spec stored a job");
+    assert!(c.evals(None).await.unwrap().is_empty(), "a bad spec stored an evaluation");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_changes_and_stores_nothing() {
+    let cluster = TestCluster::with_agent().await;
+    let c = &cluster.client;
+    let p = c.plan(&job("p", "plan-marker", 3, "bar"), "p.yaml").await.unwrap();
+    assert_eq!(p.jobs[0].place.len(), 3);
+    assert_eq!(p.jobs[0].version, 1);
+    assert!(p.jobs[0].failures.is_empty());
+    assert!(c.jobs().await.unwrap().is_empty());
+    assert!(c.allocs(None).await.unwrap().is_empty());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_loses_nothing_and_tasks_keep_running() {
+    let mut cluster = TestCluster::with_agent().await;
+    let c = cluster.client.clone();
+    let marker = format!("restart-{}", std::process::id());
+    c.submit(&job("keep", &marker, 2, "bar"), "keep.yaml").await.unwrap();
+    let before = wait_running(&c, "keep", 2).await;
+    let pids = live_with_marker(&marker);
+    cluster.restart_server().await;
+    let after = wait_running(&c, "keep", 2).await;
+    assert_eq!(running(&before), running(&after));
+    assert_eq!(after.version, 1);
+    assert_eq!(live_with_marker(&marker), pids, "tasks were restarted");
+    let versions = c.job_versions("keep").await.unwrap();
+    assert_eq!(versions.len(), 1);
+    cluster.shutdown().await;
+}
