@@ -185,17 +185,15 @@ async fn run(
             let _ = persist::remove_alloc(&dir);
             return;
         };
-        if !recovering {
-            if let Err(e) = driver.prepare_alloc(&actx).await {
-                report(
-                    ClientStatus::Failed,
-                    BTreeMap::new(),
-                    format!("cannot prepare the allocation: {e}"),
-                );
-                let _ = driver.cleanup_alloc(&actx).await;
-                let _ = persist::remove_alloc(&dir);
-                return;
-            }
+        if !recovering && let Err(e) = driver.prepare_alloc(&actx).await {
+            report(
+                ClientStatus::Failed,
+                BTreeMap::new(),
+                format!("cannot prepare the allocation: {e}"),
+            );
+            let _ = driver.cleanup_alloc(&actx).await;
+            let _ = persist::remove_alloc(&dir);
+            return;
         }
     }
 
@@ -299,10 +297,10 @@ async fn run(
         }
     }
     for k in &kinds {
-        if let Some(d) = env.drivers.get(k) {
-            if let Err(e) = d.cleanup_alloc(&actx).await {
-                tracing::warn!(alloc = %alloc.id, error = %e, "allocation cleanup failed");
-            }
+        if let Some(d) = env.drivers.get(k)
+            && let Err(e) = d.cleanup_alloc(&actx).await
+        {
+            tracing::warn!(alloc = %alloc.id, error = %e, "allocation cleanup failed");
         }
     }
     send(&states, &failure, true);

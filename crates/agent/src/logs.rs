@@ -78,11 +78,11 @@ pub fn stream_file(
                 continue;
             }
             // A file that shrank was truncated or replaced: start over.
-            if let Ok(m) = tokio::fs::metadata(&path).await {
-                if m.len() < pos {
-                    pos = 0;
-                    continue;
-                }
+            if let Ok(m) = tokio::fs::metadata(&path).await
+                && m.len() < pos
+            {
+                pos = 0;
+                continue;
             }
             if !follow || done() {
                 return;

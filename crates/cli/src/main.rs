@@ -16,10 +16,19 @@ use clap::{Args, Parser, Subcommand};
 use corral_client::Client;
 
 #[derive(Parser)]
-#[command(name = "corral", version, about = "container scheduling without the hype")]
+#[command(
+    name = "corral",
+    version,
+    about = "container scheduling without the hype"
+)]
 struct Cli {
     /// The server's API address (client commands).
-    #[arg(long = "api", global = true, env = "CORRAL_ADDR", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long = "api",
+        global = true,
+        env = "CORRAL_ADDR",
+        default_value = "http://127.0.0.1:7070"
+    )]
     addr: String,
     /// API token, when the server requires one.
     #[arg(long, global = true, env = "CORRAL_TOKEN", hide_env_values = true)]
@@ -61,11 +70,25 @@ enum Cmd {
         timeout: String,
     },
     /// Show what a job file would change, storing nothing.
-    Plan { file: PathBuf, #[arg(long)] json: bool },
+    Plan {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// List jobs, or show one.
-    Status { job: Option<String>, #[arg(long)] json: bool },
+    Status {
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a job (and with --purge forget it).
-    Stop { job: String, #[arg(long)] purge: bool, #[arg(long)] json: bool },
+    Stop {
+        job: String,
+        #[arg(long)]
+        purge: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a job's (or an allocation's) task output.
     Logs {
         job: String,
@@ -108,17 +131,33 @@ struct AgentArgs {
 #[derive(Subcommand)]
 enum AllocCmd {
     /// List allocations.
-    Ls { #[arg(long)] job: Option<String>, #[arg(long)] json: bool },
+    Ls {
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one allocation.
-    Status { id: String, #[arg(long)] json: bool },
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum NodeCmd {
     /// List nodes.
-    Ls { #[arg(long)] json: bool },
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one node (id, id prefix or name).
-    Status { id: String, #[arg(long)] json: bool },
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Allow or forbid new placements on a node.
     Eligibility {
         id: String,
@@ -133,7 +172,10 @@ enum NodeCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -152,7 +194,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
@@ -176,7 +221,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             config.labels = parse_labels(&a.labels)?;
             cmd::agent::run(config, shutdown::on_signals()).await
         }
-        Cmd::Run { file, detach, json, timeout } => {
+        Cmd::Run {
+            file,
+            detach,
+            json,
+            timeout,
+        } => {
             let t = corral_types::units::parse_duration(&timeout)
                 .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
             cmd::run::run(&client, &file, detach, json, Duration::from_millis(t.0)).await
@@ -189,17 +239,49 @@ async fn dispatch(cli: Cli) -> Result<()> {
             if json {
                 return output::print_json(&r);
             }
-            println!("job {job} {}", if purge { "stopped and purged" } else { "stopped" });
+            println!(
+                "job {job} {}",
+                if purge {
+                    "stopped and purged"
+                } else {
+                    "stopped"
+                }
+            );
             Ok(())
         }
-        Cmd::Logs { job, task, alloc, stderr, follow, tail } => {
-            cmd::logs::logs(&client, cmd::logs::LogsArgs { job, alloc, task, stderr, follow, tail }).await
+        Cmd::Logs {
+            job,
+            task,
+            alloc,
+            stderr,
+            follow,
+            tail,
+        } => {
+            cmd::logs::logs(
+                &client,
+                cmd::logs::LogsArgs {
+                    job,
+                    alloc,
+                    task,
+                    stderr,
+                    follow,
+                    tail,
+                },
+            )
+            .await
         }
-        Cmd::Alloc(AllocCmd::Ls { job, json }) => cmd::alloc::list(&client, job.as_deref(), json).await,
+        Cmd::Alloc(AllocCmd::Ls { job, json }) => {
+            cmd::alloc::list(&client, job.as_deref(), json).await
+        }
         Cmd::Alloc(AllocCmd::Status { id, json }) => cmd::alloc::status(&client, &id, json).await,
         Cmd::Node(NodeCmd::Ls { json }) => cmd::node::list(&client, json).await,
         Cmd::Node(NodeCmd::Status { id, json }) => cmd::node::status(&client, &id, json).await,
-        Cmd::Node(NodeCmd::Eligibility { id, enable, disable, json }) => {
+        Cmd::Node(NodeCmd::Eligibility {
+            id,
+            enable,
+            disable,
+            json,
+        }) => {
             if enable == disable {
                 bail!("say --enable or --disable");
             }

@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the server at {addr}: is `corral dev` (or `corral server`) running? set CORRAL_ADDR if it listens elsewhere ({source})")]
+    #[error(
+        "cannot reach the server at {addr}: is `corral dev` (or `corral server`) running? set CORRAL_ADDR if it listens elsewhere"
+    )]
     Unreachable {
         addr: String,
         #[source]
@@ -110,13 +112,19 @@ impl Client {
         Err(ClientError::Api { status, error })
     }
 
-    async fn json<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
         let resp = self.send(rb).await?;
         let url = resp.url().to_string();
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Unreachable {
-            addr: self.addr.clone(),
-            source,
-        })?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                addr: self.addr.clone(),
+                source,
+            })?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
             url,
             message: e.to_string(),
@@ -148,10 +156,17 @@ impl Client {
     }
 
     /// The job; with `index`, blocks until something newer (or `wait`).
-    pub async fn job(&self, name: &str, index: Option<(Index, Duration)>) -> Result<JobView, ClientError> {
+    pub async fn job(
+        &self,
+        name: &str,
+        index: Option<(Index, Duration)>,
+    ) -> Result<JobView, ClientError> {
         let mut rb = self.req(reqwest::Method::GET, &format!("/v1/jobs/{name}"));
         if let Some((i, wait)) = index {
-            rb = rb.query(&[("index", i.to_string()), ("wait", format!("{}ms", wait.as_millis()))]);
+            rb = rb.query(&[
+                ("index", i.to_string()),
+                ("wait", format!("{}ms", wait.as_millis())),
+            ]);
         }
         self.json(rb).await
     }
@@ -200,8 +215,11 @@ impl Client {
             params.push(("tail", n.to_string()));
         }
         self.send(
-            self.req(reqwest::Method::GET, &format!("/v1/allocations/{alloc}/logs"))
-                .query(&params),
+            self.req(
+                reqwest::Method::GET,
+                &format!("/v1/allocations/{alloc}/logs"),
+            )
+            .query(&params),
         )
         .await
     }
@@ -232,8 +250,11 @@ impl Client {
 
     pub async fn set_eligibility(&self, id: &str, eligible: bool) -> Result<NodeView, ClientError> {
         self.json(
-            self.req(reqwest::Method::POST, &format!("/v1/nodes/{id}/eligibility"))
-                .json(&serde_json::json!({ "eligible": eligible })),
+            self.req(
+                reqwest::Method::POST,
+                &format!("/v1/nodes/{id}/eligibility"),
+            )
+            .json(&serde_json::json!({ "eligible": eligible })),
         )
         .await
     }
@@ -241,13 +262,19 @@ impl Client {
     // Agent side.
 
     pub async fn register(&self, reg: &NodeRegistration) -> Result<HeartbeatResponse, ClientError> {
-        self.json(self.req(reqwest::Method::POST, "/v1/nodes/register").json(reg))
-            .await
+        self.json(
+            self.req(reqwest::Method::POST, "/v1/nodes/register")
+                .json(reg),
+        )
+        .await
     }
 
     pub async fn heartbeat(&self, node: &str) -> Result<HeartbeatResponse, ClientError> {
-        self.json(self.req(reqwest::Method::POST, &format!("/v1/nodes/{node}/heartbeat")))
-            .await
+        self.json(self.req(
+            reqwest::Method::POST,
+            &format!("/v1/nodes/{node}/heartbeat"),
+        ))
+        .await
     }
 
     pub async fn node_allocations(
@@ -257,17 +284,30 @@ impl Client {
         wait: Duration,
     ) -> Result<NodeAllocations, ClientError> {
         self.json(
-            self.req(reqwest::Method::GET, &format!("/v1/nodes/{node}/allocations"))
-                .query(&[("index", index.to_string()), ("wait", format!("{}ms", wait.as_millis()))])
-                .timeout(wait + Duration::from_secs(10)),
+            self.req(
+                reqwest::Method::GET,
+                &format!("/v1/nodes/{node}/allocations"),
+            )
+            .query(&[
+                ("index", index.to_string()),
+                ("wait", format!("{}ms", wait.as_millis())),
+            ])
+            .timeout(wait + Duration::from_secs(10)),
         )
         .await
     }
 
-    pub async fn update_allocations(&self, node: &str, updates: &AllocUpdates) -> Result<(), ClientError> {
+    pub async fn update_allocations(
+        &self,
+        node: &str,
+        updates: &AllocUpdates,
+    ) -> Result<(), ClientError> {
         self.send(
-            self.req(reqwest::Method::POST, &format!("/v1/nodes/{node}/allocations"))
-                .json(updates),
+            self.req(
+                reqwest::Method::POST,
+                &format!("/v1/nodes/{node}/allocations"),
+            )
+            .json(updates),
         )
         .await
         .map(|_| ())

@@ -109,12 +109,12 @@ pub fn evaluate(
         }
         a.desired = DesiredStatus::Stop;
         a.desired_reason = s.reason.clone();
-        if let Some(c) = s.client {
-            if !a.client.is_terminal() {
-                a.client = c;
-                if c == ClientStatus::Lost {
-                    a.client_message = "node down: allocation lost".into();
-                }
+        if let Some(c) = s.client
+            && !a.client.is_terminal()
+        {
+            a.client = c;
+            if c == ClientStatus::Lost {
+                a.client_message = "node down: allocation lost".into();
             }
         }
         a.modified_at = now;

@@ -68,14 +68,13 @@ impl Broker {
                     .ready
                     .iter()
                     .position(|e| !inner.inflight.contains(&e.job))
+                    && let Some(e) = inner.ready.remove(pos)
                 {
-                    if let Some(e) = inner.ready.remove(pos) {
-                        inner.inflight.insert(e.job.clone());
-                        if !inner.ready.is_empty() {
-                            self.notify.notify_one();
-                        }
-                        return Some(e);
+                    inner.inflight.insert(e.job.clone());
+                    if !inner.ready.is_empty() {
+                        self.notify.notify_one();
                     }
+                    return Some(e);
                 }
             }
             notified.await;

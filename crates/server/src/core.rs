@@ -110,7 +110,10 @@ pub struct Server {
 
 impl Server {
     /// Open the state in `config.data_dir` and start the background loops.
-    pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> Result<Server, ServerError> {
+    pub async fn start(
+        config: ServerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Server, ServerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             ServerError::Internal(format!(
                 "cannot create data dir {}: {e}",

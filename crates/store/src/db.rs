@@ -125,7 +125,13 @@ impl StateStore {
     }
 }
 
-fn apply(txn: &mut Txn, next: &mut State, base: &State, w: Write, index: Index) -> Result<(), StoreError> {
+fn apply(
+    txn: &mut Txn,
+    next: &mut State,
+    base: &State,
+    w: Write,
+    index: Index,
+) -> Result<(), StoreError> {
     match w {
         Write::Job(mut job) => {
             let prev = base.job_versions.get(&(job.name.clone(), job.version));

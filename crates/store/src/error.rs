@@ -21,7 +21,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("state database is newer (schema {found}) than this corral (schema {supported}); upgrade corral")]
+    #[error(
+        "state database is newer (schema {found}) than this corral (schema {supported}); upgrade corral"
+    )]
     TooNew { found: u32, supported: u32 },
     #[error("corrupt record {key}: {source}")]
     Decode {

@@ -45,9 +45,13 @@ pub struct Txn {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOutcome {
-    Committed { revision: u64 },
+    Committed {
+        revision: u64,
+    },
     /// The first compare that failed.
-    CompareFailed { key: String },
+    CompareFailed {
+        key: String,
+    },
 }
 
 /// One change in the feed; `value: None` is a deletion.
@@ -125,7 +129,12 @@ pub(crate) mod tests {
                     key: "jobs/a".into(),
                     revision: 1,
                 }],
-                ops: vec![put("jobs/a", "3"), Op::Delete { key: "jobs/b".into() }],
+                ops: vec![
+                    put("jobs/a", "3"),
+                    Op::Delete {
+                        key: "jobs/b".into(),
+                    },
+                ],
             })
             .unwrap();
         assert_eq!(r2, TxnOutcome::Committed { revision: 2 });

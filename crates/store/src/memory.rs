@@ -27,7 +27,11 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn revision(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.lock().map_err(|_| StoreError::Poisoned)?.revision)
+        Ok(self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .revision)
     }
 
     fn range(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
@@ -57,7 +61,11 @@ impl Store for MemoryStore {
         for op in &txn.ops {
             match op {
                 Op::Put { key, value } => {
-                    let create = inner.kv.get(key).map(|kv| kv.create_revision).unwrap_or(rev);
+                    let create = inner
+                        .kv
+                        .get(key)
+                        .map(|kv| kv.create_revision)
+                        .unwrap_or(rev);
                     inner.kv.insert(
                         key.clone(),
                         KeyValue {

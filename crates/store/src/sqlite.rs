@@ -84,7 +84,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         };
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
         tx.commit().map_err(err)?;
     }
     Ok(())
@@ -173,7 +174,9 @@ impl Store for SqliteStore {
                 .prepare_cached("DELETE FROM kv WHERE key = ?1")
                 .map_err(StoreError::sqlite("delete"))?;
             let mut change = tx
-                .prepare_cached("INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, ?4)",
+                )
                 .map_err(StoreError::sqlite("record change"))?;
             for (seq, op) in txn.ops.iter().enumerate() {
                 match op {
@@ -227,8 +230,11 @@ impl Store for SqliteStore {
 
     fn compact(&self, revision: u64) -> Result<(), StoreError> {
         let conn = self.conn()?;
-        conn.execute("DELETE FROM changes WHERE rev <= ?1", params![revision as i64])
-            .map_err(StoreError::sqlite("compact"))?;
+        conn.execute(
+            "DELETE FROM changes WHERE rev <= ?1",
+            params![revision as i64],
+        )
+        .map_err(StoreError::sqlite("compact"))?;
         Ok(())
     }
 }

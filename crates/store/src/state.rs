@@ -112,10 +112,10 @@ impl State {
     }
 
     pub(crate) fn put_alloc(&mut self, alloc: Allocation) {
-        if let Some(old) = self.allocs.get(&alloc.id).cloned() {
-            if old.node_id != alloc.node_id {
-                remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
-            }
+        if let Some(old) = self.allocs.get(&alloc.id).cloned()
+            && old.node_id != alloc.node_id
+        {
+            remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
         }
         self.allocs_by_job
             .entry(alloc.job.clone())
@@ -181,7 +181,10 @@ impl StateView for State {
     }
 
     fn allocs_by_job(&self, job: &str) -> Vec<&Allocation> {
-        self.job_allocs(job).into_iter().map(|a| a.as_ref()).collect()
+        self.job_allocs(job)
+            .into_iter()
+            .map(|a| a.as_ref())
+            .collect()
     }
 
     fn allocs_by_node(&self, node_id: &str) -> Vec<&Allocation> {

@@ -82,17 +82,21 @@ impl TestCluster {
         let agent = start_agent(&self.url(), data_dir, name, labels, true).await;
         let id = agent.node_id.clone();
         let c = self.client.clone();
-        crate::eventually(&format!("node {name} ready"), Duration::from_secs(20), || {
-            let c = c.clone();
-            let id = id.clone();
-            async move {
-                match c.node(&id).await {
-                    Ok(n) if n.status == "ready" => Ok(()),
-                    Ok(n) => Err(n.status),
-                    Err(e) => Err(e.to_string()),
+        crate::eventually(
+            &format!("node {name} ready"),
+            Duration::from_secs(20),
+            || {
+                let c = c.clone();
+                let id = id.clone();
+                async move {
+                    match c.node(&id).await {
+                        Ok(n) if n.status == "ready" => Ok(()),
+                        Ok(n) => Err(n.status),
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         self.agents.push(agent);
         self.agents.last().expect("just pushed")
@@ -135,7 +139,9 @@ pub async fn start_agent(
     config.stop_on_shutdown = stop_on_shutdown;
     config.watch_wait = Duration::from_secs(5);
     let stop = CancellationToken::new();
-    let agent = Agent::start(config, stop.clone()).await.expect("agent starts");
+    let agent = Agent::start(config, stop.clone())
+        .await
+        .expect("agent starts");
     TestAgent {
         node_id: agent.node_id.clone(),
         data_dir,
@@ -153,7 +159,9 @@ async fn start_server(
     config.heartbeat_grace = Duration::from_secs(2);
     config.failover_grace = Duration::from_secs(2);
     let stop = CancellationToken::new();
-    let server = Server::start(config, stop.clone()).await.expect("server starts");
+    let server = Server::start(config, stop.clone())
+        .await
+        .expect("server starts");
     let bind = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let listener = bind_retry(bind).await;
     let bound = listener.local_addr().expect("local addr");

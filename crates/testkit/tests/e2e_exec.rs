@@ -1,6 +1,8 @@
 //! End to end with a real server (SQLite) and a real agent running exec
 //! tasks as real processes in real cgroups. Needs root (cgroups).
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -12,13 +14,13 @@ use corral_types::{ClientStatus, DesiredStatus};
 
 const D: Duration = Duration::from_secs(30);
 
-fn job(name: &str, marker: &str, count: u32, foo: &str) -> String {
+fn job(name: &str, marker: &str, count: u32, foo_value: &str) -> String {
     format!(
         "name: {name}
 driver: exec
 command: [/bin/sh, -c, 'echo \"FOO=$FOO index=$CORRAL_ALLOC_INDEX\"; while true; do sleep 1; done', {marker}]
 env:
-  FOO: {foo}
+  FOO: {foo_value}
 count: {count}
 resources: {{cpu: 50m, memory: 32M}}
 kill_timeout: 2s
@@ -29,7 +31,11 @@ kill_timeout: 2s
 fn running(j: &JobView) -> Vec<String> {
     j.allocations
         .iter()
-        .filter(|a| a.desired == DesiredStatus::Run && a.status == ClientStatus::Running && a.job_version == j.version)
+        .filter(|a| {
+            a.desired == DesiredStatus::Run
+                && a.status == ClientStatus::Running
+                && a.job_version == j.version
+        })
         .map(|a| a.id.clone())
         .collect()
 }
@@ -46,7 +52,14 @@ async fn wait_running(c: &Client, name: &str, n: usize) -> JobView {
         if r.len() == n && stopping == 0 {
             Ok(j)
         } else {
-            Err(format!("{} running, {stopping} stopping: {:?}", r.len(), j.allocations.iter().map(|a| (&a.name, a.status, a.desired)).collect::<Vec<_>>()))
+            Err(format!(
+                "{} running, {stopping} stopping: {:?}",
+                r.len(),
+                j.allocations
+                    .iter()
+                    .map(|a| (&a.name, a.status, a.desired))
+                    .collect::<Vec<_>>()
+            ))
         }
     })
     .await
@@ -55,16 +68,27 @@ async fn wait_running(c: &Client, name: &str, n: usize) -> JobView {
 async fn wait_procs(marker: &str, n: usize) {
     eventually(&format!("{n} processes"), D, || async {
         let p = live_with_marker(marker);
-        if p.len() == n { Ok(()) } else { Err(format!("{} live: {p:?}", p.len())) }
+        if p.len() == n {
+            Ok(())
+        } else {
+            Err(format!("{} live: {p:?}", p.len()))
+        }
     })
     .await
 }
 
 async fn log_of(c: &Client, alloc: &str) -> String {
     eventually("log output", D, || async {
-        let r = c.logs(alloc, &LogQuery::default()).await.map_err(|e| e.to_string())?;
+        let r = c
+            .logs(alloc, &LogQuery::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let text = r.text().await.map_err(|e| e.to_string())?;
-        if text.is_empty() { Err("empty log".into()) } else { Ok(text) }
+        if text.is_empty() {
+            Err("empty log".into())
+        } else {
+            Ok(text)
+        }
     })
     .await
 }
@@ -79,7 +103,9 @@ async fn count_scale_env_change_and_stop() {
     let marker = format!("marker-{}", std::process::id());
 
     // count: 3 -> three processes, each with its env.
-    c.submit(&job("web", &marker, 3, "bar"), "web.yaml").await.unwrap();
+    c.submit(&job("web", &marker, 3, "bar"), "web.yaml")
+        .await
+        .unwrap();
     let j = wait_running(c, "web", 3).await;
     wait_procs(&marker, 3).await;
     for id in running(&j) {
@@ -89,21 +115,37 @@ async fn count_scale_env_change_and_stop() {
     let first: BTreeSet<String> = running(&j).into_iter().collect();
 
     // Scale to 5: the three survivors are untouched.
-    c.submit(&job("web", &marker, 5, "bar"), "web.yaml").await.unwrap();
+    c.submit(&job("web", &marker, 5, "bar"), "web.yaml")
+        .await
+        .unwrap();
     let j = wait_running(c, "web", 5).await;
     let now: BTreeSet<String> = running(&j).into_iter().collect();
-    assert!(first.is_subset(&now), "survivors replaced: {first:?} vs {now:?}");
+    assert!(
+        first.is_subset(&now),
+        "survivors replaced: {first:?} vs {now:?}"
+    );
     wait_procs(&marker, 5).await;
 
     // Scale to 1: index 0 stays, the rest stop.
-    c.submit(&job("web", &marker, 1, "bar"), "web.yaml").await.unwrap();
+    c.submit(&job("web", &marker, 1, "bar"), "web.yaml")
+        .await
+        .unwrap();
     let j = wait_running(c, "web", 1).await;
-    let idx0 = j.allocations.iter().find(|a| a.index == 0 && a.desired == DesiredStatus::Run).unwrap();
-    assert!(first.contains(&idx0.id), "index 0 must survive a scale-down");
+    let idx0 = j
+        .allocations
+        .iter()
+        .find(|a| a.index == 0 && a.desired == DesiredStatus::Run)
+        .unwrap();
+    assert!(
+        first.contains(&idx0.id),
+        "index 0 must survive a scale-down"
+    );
     wait_procs(&marker, 1).await;
 
     // Change env: the allocation is replaced and the new one sees it.
-    c.submit(&job("web", &marker, 1, "baz"), "web.yaml").await.unwrap();
+    c.submit(&job("web", &marker, 1, "baz"), "web.yaml")
+        .await
+        .unwrap();
     let j = wait_running(c, "web", 1).await;
     let new_id = running(&j)[0].clone();
     assert_ne!(new_id, idx0.id, "an env change replaces the allocation");
@@ -117,11 +159,23 @@ async fn count_scale_env_change_and_stop() {
     wait_procs(&marker, 0).await;
     eventually("allocations complete", D, || async {
         let j = c.job("web", None).await.map_err(|e| e.to_string())?;
-        if j.allocations.iter().all(|a| a.status.is_terminal()) { Ok(()) } else { Err(format!("{:?}", j.allocations.iter().map(|a| a.status).collect::<Vec<_>>())) }
+        if j.allocations.iter().all(|a| a.status.is_terminal()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}",
+                j.allocations.iter().map(|a| a.status).collect::<Vec<_>>()
+            ))
+        }
     })
     .await;
     let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/memory/corral")
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| j.allocations.iter().any(|a| n.starts_with(&a.id))).collect())
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| j.allocations.iter().any(|a| n.starts_with(&a.id)))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "cgroups left behind: {leftovers:?}");
     cluster.shutdown().await;
@@ -155,13 +209,23 @@ resources: {cpu: 50m, memory: 16M}
     assert_eq!(j.allocations.len(), 1);
     assert_eq!(j.allocations[0].tasks["crash"].restarts, 2);
     let stderr = c
-        .logs(&a.id, &LogQuery { stream: Some("stderr".into()), ..Default::default() })
+        .logs(
+            &a.id,
+            &LogQuery {
+                stream: Some("stderr".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert_eq!(stderr.matches("crashing").count(), 3, "three runs: {stderr}");
+    assert_eq!(
+        stderr.matches("crashing").count(),
+        3,
+        "three runs: {stderr}"
+    );
     cluster.shutdown().await;
 }
 
@@ -170,7 +234,9 @@ async fn blocked_placement_says_why_and_resumes_when_a_node_joins() {
     let mut cluster = TestCluster::start().await;
     let c = cluster.client.clone();
     let marker = format!("blocked-{}", std::process::id());
-    c.submit(&job("late", &marker, 2, "bar"), "late.yaml").await.unwrap();
+    c.submit(&job("late", &marker, 2, "bar"), "late.yaml")
+        .await
+        .unwrap();
     let e = eventually("evaluation blocked", D, || async {
         let j = c.job("late", None).await.map_err(|e| e.to_string())?;
         match j.latest_eval {
@@ -179,10 +245,15 @@ async fn blocked_placement_says_why_and_resumes_when_a_node_joins() {
         }
     })
     .await;
-    assert!(e.failures[0].contains("no nodes are registered"), "{:?}", e.failures);
+    assert!(
+        e.failures[0].contains("no nodes are registered"),
+        "{:?}",
+        e.failures
+    );
 
     // Too big for any node: the reason names the resource.
-    let big = "name: big\ndriver: exec\ncommand: [/bin/true]\nresources: {cpu: 500m, memory: 100000G}\n";
+    let big =
+        "name: big\ndriver: exec\ncommand: [/bin/true]\nresources: {cpu: 500m, memory: 100000G}\n";
     cluster.add_agent("node-0", Default::default()).await;
     wait_running(&c, "late", 2).await;
     c.submit(big, "big.yaml").await.unwrap();
@@ -219,12 +290,21 @@ async fn bad_specs_store_nothing_through_the_api() {
         assert_eq!(err.status(), Some(400), "{name}: {err}");
         let expected = std::fs::read_to_string(path.with_extension("err")).unwrap();
         let first = expected.lines().next().unwrap();
-        assert!(err.to_string().contains(first), "{name}: {err}\nexpected {first}");
+        assert!(
+            err.to_string().contains(first),
+            "{name}: {err}\nexpected {first}"
+        );
         n += 1;
     }
     assert!(n >= 30, "corpus too small: {n}");
-    assert!(c.jobs().await.unwrap().is_empty(), "a bad spec stored a job");
-    assert!(c.evals(None).await.unwrap().is_empty(), "a bad spec stored an evaluation");
+    assert!(
+        c.jobs().await.unwrap().is_empty(),
+        "a bad spec stored a job"
+    );
+    assert!(
+        c.evals(None).await.unwrap().is_empty(),
+        "a bad spec stored an evaluation"
+    );
     cluster.shutdown().await;
 }
 
@@ -232,7 +312,10 @@ async fn bad_specs_store_nothing_through_the_api() {
 async fn plan_shows_changes_and_stores_nothing() {
     let cluster = TestCluster::with_agent().await;
     let c = &cluster.client;
-    let p = c.plan(&job("p", "plan-marker", 3, "bar"), "p.yaml").await.unwrap();
+    let p = c
+        .plan(&job("p", "plan-marker", 3, "bar"), "p.yaml")
+        .await
+        .unwrap();
     assert_eq!(p.jobs[0].place.len(), 3);
     assert_eq!(p.jobs[0].version, 1);
     assert!(p.jobs[0].failures.is_empty());
@@ -246,7 +329,9 @@ async fn server_restart_loses_nothing_and_tasks_keep_running() {
     let mut cluster = TestCluster::with_agent().await;
     let c = cluster.client.clone();
     let marker = format!("restart-{}", std::process::id());
-    c.submit(&job("keep", &marker, 2, "bar"), "keep.yaml").await.unwrap();
+    c.submit(&job("keep", &marker, 2, "bar"), "keep.yaml")
+        .await
+        .unwrap();
     let before = wait_running(&c, "keep", 2).await;
     let pids = live_with_marker(&marker);
     cluster.restart_server().await;

@@ -14,6 +14,6 @@ pub mod units;
 
 pub use model::*;
 pub use spec::{
-    Constraint, ConstraintOp, DriverKind, GroupSpec, JobSpec, NetworkMode, PullPolicy,
-    Resources, RestartMode, RestartPolicy, SecuritySpec, Spread, TaskSpec, UpdatePolicy,
+    Constraint, ConstraintOp, DriverKind, GroupSpec, JobSpec, NetworkMode, PullPolicy, Resources,
+    RestartMode, RestartPolicy, SecuritySpec, Spread, TaskSpec, UpdatePolicy,
 };

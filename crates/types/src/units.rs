@@ -7,7 +7,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A duration in milliseconds. Parsed from `250ms`, `10s`, `5m`, `1h`, `1h30m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Millis(pub u64);
 
@@ -49,7 +51,9 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
     let mut total: u64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration {s:?}; write e.g. 10s, 5m or 1h"));
         }
@@ -57,7 +61,9 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
             .parse()
             .map_err(|_| format!("duration {s:?} is too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let mult = match unit {
@@ -87,7 +93,9 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
 
 /// A size in bytes, parsed from `256M`, `50G`, `512MiB`, `1024` (bytes).
 /// `M`/`G` follow Kubernetes and are decimal; `Mi`/`MiB` are binary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Bytes(pub u64);
 
@@ -121,7 +129,9 @@ impl fmt::Display for Bytes {
 
 pub fn parse_size(s: &str) -> Result<Bytes, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
         return Err(format!("invalid size {s:?}; write e.g. 256M, 1G or 512MiB"));
@@ -153,7 +163,9 @@ pub fn parse_size(s: &str) -> Result<Bytes, String> {
 }
 
 /// CPU in millicores: `500m` is half a core, `2` or `2.5` are cores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MilliCpu(pub u64);
 
@@ -196,7 +208,11 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Millis(5_400_000)));
         assert_eq!(parse_duration("250ms"), Ok(Millis(250)));
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
-        assert!(parse_duration("10x").unwrap_err().contains("unknown duration unit"));
+        assert!(
+            parse_duration("10x")
+                .unwrap_err()
+                .contains("unknown duration unit")
+        );
         assert!(parse_duration("").is_err());
         assert_eq!(Millis(300_000).to_string(), "5m");
     }

@@ -25,7 +25,12 @@ pub async fn list(c: &Client, job: Option<&str>, json: bool) -> Result<()> {
         .collect();
     println!(
         "{}",
-        table(&["id", "name", "node", "version", "desired", "status", "modified"], rows)
+        table(
+            &[
+                "id", "name", "node", "version", "desired", "status", "modified"
+            ],
+            rows
+        )
     );
     Ok(())
 }
@@ -39,16 +44,31 @@ pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
     println!("name      {}", a.name);
     println!("node      {} ({})", a.node, short(&a.node_id));
     println!("version   {}", a.job_version);
-    println!("desired   {}{}", desired(a.desired), if a.desired_reason.is_empty() { String::new() } else { format!(" ({})", a.desired_reason) });
+    println!(
+        "desired   {}{}",
+        desired(a.desired),
+        if a.desired_reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", a.desired_reason)
+        }
+    );
     println!("status    {}", a.status.as_str());
     if !a.message.is_empty() {
         println!("message   {}", a.message);
     }
-    println!("resources cpu {} memory {}", a.resources.cpu, a.resources.memory);
+    println!(
+        "resources cpu {} memory {}",
+        a.resources.cpu, a.resources.memory
+    );
     println!("created   {}", ago(a.created_at));
     if !a.ports.is_empty() {
         println!();
-        let rows = a.ports.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+        let rows = a
+            .ports
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .collect();
         println!("{}", table(&["port", "address"], rows));
     }
     println!();
@@ -60,8 +80,14 @@ pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
                 name.clone(),
                 t.state.as_str().to_string(),
                 t.restarts.to_string(),
-                t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                if t.oom_killed { "yes".into() } else { "no".into() },
+                t.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if t.oom_killed {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
                 t.started_at.map(ago).unwrap_or_else(|| "-".into()),
                 t.message.clone(),
             ]
@@ -69,7 +95,12 @@ pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
         .collect();
     println!(
         "{}",
-        table(&["task", "state", "restarts", "exit", "oom", "started", "message"], rows)
+        table(
+            &[
+                "task", "state", "restarts", "exit", "oom", "started", "message"
+            ],
+            rows
+        )
     );
     Ok(())
 }

@@ -27,8 +27,14 @@ pub async fn run(data_dir: PathBuf, addr: SocketAddr, shutdown: CancellationToke
     let agent = Agent::start(config, shutdown.clone())
         .await
         .context("cannot start the agent")?;
-    eprintln!("corral dev: API on http://{bound}, data in {}", data_dir.display());
-    eprintln!("corral dev: node {} ready; submit a job with `corral run FILE`", agent.node_id);
+    eprintln!(
+        "corral dev: API on http://{bound}, data in {}",
+        data_dir.display()
+    );
+    eprintln!(
+        "corral dev: node {} ready; submit a job with `corral run FILE`",
+        agent.node_id
+    );
     agent.wait().await;
     server_task.await.context("server task")??;
     Ok(())
@@ -39,6 +45,8 @@ pub fn default_data_dir() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from("/var/lib/corral/dev");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/corral/dev")
 }

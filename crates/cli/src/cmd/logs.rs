@@ -58,7 +58,11 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<()> {
         }
     };
     match targets.len() {
-        0 => bail!("job {} has no allocations yet; see `corral status {}`", a.job, a.job),
+        0 => bail!(
+            "job {} has no allocations yet; see `corral status {}`",
+            a.job,
+            a.job
+        ),
         1 => one(c, &targets[0].0, &q, None).await,
         _ => {
             let width = targets.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
@@ -97,11 +101,11 @@ async fn one(c: &Client, alloc: &str, q: &LogQuery, prefix: Option<String>) -> R
         }
         out.flush().await?;
     }
-    if let Some(p) = prefix {
-        if !pending.is_empty() {
-            out.write_all(format!("{p}{}\n", String::from_utf8_lossy(&pending)).as_bytes())
-                .await?;
-        }
+    if let Some(p) = prefix
+        && !pending.is_empty()
+    {
+        out.write_all(format!("{p}{}\n", String::from_utf8_lossy(&pending)).as_bytes())
+            .await?;
     }
     out.flush().await?;
     Ok(())

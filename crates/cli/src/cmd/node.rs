@@ -31,7 +31,17 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
     println!(
         "{}",
         table(
-            &["id", "name", "status", "address", "drivers", "allocs", "cpu", "memory", "registered"],
+            &[
+                "id",
+                "name",
+                "status",
+                "address",
+                "drivers",
+                "allocs",
+                "cpu",
+                "memory",
+                "registered"
+            ],
             rows
         )
     );
@@ -49,8 +59,14 @@ pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
     println!("address     {}", n.address);
     println!("eligible    {}", n.eligible);
     println!("drivers     {}", n.drivers.join(", "));
-    println!("cpu         {} of {} allocated", n.allocated.cpu, n.resources.cpu);
-    println!("memory      {} of {} allocated", n.allocated.memory, n.resources.memory);
+    println!(
+        "cpu         {} of {} allocated",
+        n.allocated.cpu, n.resources.cpu
+    );
+    println!(
+        "memory      {} of {} allocated",
+        n.allocated.memory, n.resources.memory
+    );
     println!("allocations {}", n.allocations);
     println!("registered  {}", ago(n.registered_at));
     for (k, v) in &n.attributes {

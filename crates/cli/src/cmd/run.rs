@@ -49,7 +49,10 @@ pub fn assess(j: &JobView, eval_id: &str) -> Progress {
     let mut parts = Vec::new();
     for g in &j.groups {
         let mine: Vec<_> = current.iter().filter(|a| a.group == g.name).collect();
-        let running = mine.iter().filter(|a| a.status == ClientStatus::Running).count();
+        let running = mine
+            .iter()
+            .filter(|a| a.status == ClientStatus::Running)
+            .count();
         if j.groups.len() == 1 {
             parts.push(format!("{running}/{} running", g.count));
         } else {
@@ -80,7 +83,17 @@ pub fn assess(j: &JobView, eval_id: &str) -> Progress {
     Progress::Waiting(parts.join(", "))
 }
 
-pub async fn run(c: &Client, file: &Path, detach: bool, json: bool, timeout: Duration) -> Result<()> {
+/// How long every allocation must keep running, without a restart, before
+/// `corral run` calls the job up (a crashing task runs for a moment too).
+pub const HEALTHY_FOR: Duration = Duration::from_secs(3);
+
+pub async fn run(
+    c: &Client,
+    file: &Path,
+    detach: bool,
+    json: bool,
+    timeout: Duration,
+) -> Result<()> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read job file {}", file.display()))?;
     let filename = file
@@ -124,7 +137,10 @@ async fn watch(c: &Client, name: &str, eval_id: &str, timeout: Duration) -> Resu
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {
         let b = ProgressBar::new_spinner();
-        b.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         b.enable_steady_tick(Duration::from_millis(120));
         Some(b)
     } else {
@@ -133,15 +149,25 @@ async fn watch(c: &Client, name: &str, eval_id: &str, timeout: Duration) -> Resu
     let start = Instant::now();
     let mut index = 0;
     let mut last = String::new();
+    // (allocation ids and restart counts, since when) of the last all-running view.
+    let mut stable: Option<(Vec<(String, u32)>, Instant)> = None;
     loop {
         let left = timeout.saturating_sub(start.elapsed());
         if left.is_zero() {
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
-            bail!("job {name}: not running after {}s: {last}; see `corral status {name}`", timeout.as_secs());
+            bail!(
+                "job {name}: not running after {}s: {last}; see `corral status {name}`",
+                timeout.as_secs()
+            );
         }
-        let j = c.job(name, Some((index, left.min(Duration::from_secs(5))))).await?;
+        let wait = if stable.is_some() {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        };
+        let j = c.job(name, Some((index, left.min(wait)))).await?;
         index = j.index;
         let p = assess(&j, eval_id);
         let line = match &p {
@@ -155,8 +181,20 @@ async fn watch(c: &Client, name: &str, eval_id: &str, timeout: Duration) -> Resu
             last = line;
         }
         match p {
-            Progress::Waiting(_) => {}
+            Progress::Waiting(_) => stable = None,
             Progress::Done(s) => {
+                let sig = signature(&j);
+                match &stable {
+                    Some((prev, since)) if *prev == sig => {
+                        if since.elapsed() < HEALTHY_FOR {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        stable = Some((sig, Instant::now()));
+                        continue;
+                    }
+                }
                 if let Some(b) = &bar {
                     b.finish_and_clear();
                 }
@@ -171,6 +209,15 @@ async fn watch(c: &Client, name: &str, eval_id: &str, timeout: Duration) -> Resu
             }
         }
     }
+}
+
+/// Which allocations run and how often their tasks restarted.
+fn signature(j: &JobView) -> Vec<(String, u32)> {
+    j.allocations
+        .iter()
+        .filter(|a| a.desired == DesiredStatus::Run && a.job_version == j.version)
+        .map(|a| (a.id.clone(), a.tasks.values().map(|t| t.restarts).sum()))
+        .collect()
 }
 
 #[cfg(test)]

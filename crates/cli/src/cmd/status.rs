@@ -28,7 +28,10 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
             ]
         })
         .collect();
-    println!("{}", table(&["name", "version", "status", "running", "submitted"], rows));
+    println!(
+        "{}",
+        table(&["name", "version", "status", "running", "submitted"], rows)
+    );
     Ok(())
 }
 
@@ -39,7 +42,11 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
     }
     println!("job      {}", j.name);
     println!("version  {}", j.version);
-    println!("status   {}{}", j.status.as_str(), if j.stopped { " (stopped)" } else { "" });
+    println!(
+        "status   {}{}",
+        j.status.as_str(),
+        if j.stopped { " (stopped)" } else { "" }
+    );
     println!("submitted {}", ago(j.submitted_at));
     if let Some(e) = &j.latest_eval {
         for f in &e.failures {
@@ -64,7 +71,12 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
         .collect();
     println!(
         "{}",
-        table(&["group", "desired", "running", "pending", "failed", "lost", "complete"], rows)
+        table(
+            &[
+                "group", "desired", "running", "pending", "failed", "lost", "complete"
+            ],
+            rows
+        )
     );
     println!();
     let rows = j
@@ -86,7 +98,12 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
         .collect();
     println!(
         "{}",
-        table(&["id", "name", "node", "version", "desired", "status", "restarts", "modified"], rows)
+        table(
+            &[
+                "id", "name", "node", "version", "desired", "status", "restarts", "modified"
+            ],
+            rows
+        )
     );
     Ok(())
 }

@@ -20,7 +20,10 @@ pub struct ListQuery {
     node: Option<String>,
 }
 
-pub async fn list(State(core): State<Arc<Core>>, Query(q): Query<ListQuery>) -> Json<Vec<AllocView>> {
+pub async fn list(
+    State(core): State<Arc<Core>>,
+    Query(q): Query<ListQuery>,
+) -> Json<Vec<AllocView>> {
     let s = core.store.snapshot();
     let mut out: Vec<AllocView> = match &q.job {
         Some(job) => s
@@ -33,11 +36,16 @@ pub async fn list(State(core): State<Arc<Core>>, Query(q): Query<ListQuery>) -> 
     if let Some(node) = &q.node {
         out.retain(|a| &a.node_id == node || &a.node == node);
     }
-    out.sort_by(|a, b| (&a.job, &a.group, a.index, a.created_at).cmp(&(&b.job, &b.group, b.index, b.created_at)));
+    out.sort_by(|a, b| {
+        (&a.job, &a.group, a.index, a.created_at).cmp(&(&b.job, &b.group, b.index, b.created_at))
+    });
     Json(out)
 }
 
-pub async fn get(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<Json<AllocView>, ServerError> {
+pub async fn get(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+) -> Result<Json<AllocView>, ServerError> {
     let s = core.store.snapshot();
     let a = by_prefix(
         "allocation",
@@ -71,10 +79,15 @@ pub async fn logs(
         a.id,
         query.unwrap_or_default()
     );
-    let resp = core.http.get(&url).send().await.map_err(|e| ServerError::Agent {
-        node: node.name.clone(),
-        message: format!("cannot reach the agent at {}: {e}", node.address),
-    })?;
+    let resp = core
+        .http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| ServerError::Agent {
+            node: node.name.clone(),
+            message: format!("cannot reach the agent at {}: {e}", node.address),
+        })?;
     let status = resp.status();
     let mut builder = Response::builder().status(status.as_u16());
     if let Some(ct) = resp.headers().get(reqwest::header::CONTENT_TYPE) {

@@ -15,18 +15,34 @@ pub struct ListQuery {
     job: Option<String>,
 }
 
-pub async fn list(State(core): State<Arc<Core>>, Query(q): Query<ListQuery>) -> Json<Vec<EvalView>> {
+pub async fn list(
+    State(core): State<Arc<Core>>,
+    Query(q): Query<ListQuery>,
+) -> Json<Vec<EvalView>> {
     let s = core.store.snapshot();
     let mut evals: Vec<_> = s
         .evals()
         .filter(|e| q.job.as_ref().is_none_or(|j| &e.job == j))
         .collect();
     evals.sort_by_key(|e| e.create_index);
-    Json(evals.into_iter().map(|e| EvalView::from(e.as_ref())).collect())
+    Json(
+        evals
+            .into_iter()
+            .map(|e| EvalView::from(e.as_ref()))
+            .collect(),
+    )
 }
 
-pub async fn get(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<Json<EvalView>, ServerError> {
+pub async fn get(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+) -> Result<Json<EvalView>, ServerError> {
     let s = core.store.snapshot();
-    let e = by_prefix("evaluation", &id, s.eval(&id), s.evals().map(|e| (e.id.as_str(), e)))?;
+    let e = by_prefix(
+        "evaluation",
+        &id,
+        s.eval(&id),
+        s.evals().map(|e| (e.id.as_str(), e)),
+    )?;
     Ok(Json(EvalView::from(e.as_ref())))
 }

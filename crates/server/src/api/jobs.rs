@@ -304,5 +304,7 @@ pub async fn stop(
         .await?;
     let eval_id = eval.id.clone();
     core.enqueue([eval]);
-    Ok(Json(serde_json::json!({"index": index, "eval_id": eval_id})))
+    Ok(Json(
+        serde_json::json!({"index": index, "eval_id": eval_id}),
+    ))
 }

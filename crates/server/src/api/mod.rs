@@ -125,7 +125,10 @@ pub fn by_prefix<'a, T>(
     if let Some(t) = exact {
         return Ok(t);
     }
-    let matches: Vec<&T> = all.filter(|(k, _)| k.starts_with(id)).map(|(_, t)| t).collect();
+    let matches: Vec<&T> = all
+        .filter(|(k, _)| k.starts_with(id))
+        .map(|(_, t)| t)
+        .collect();
     match matches.len() {
         1 => Ok(matches[0]),
         0 => Err(ServerError::not_found(what, id)),

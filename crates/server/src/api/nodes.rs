@@ -24,7 +24,10 @@ pub async fn list(State(core): State<Arc<Core>>) -> Json<Vec<NodeView>> {
 }
 
 /// By id, unique id prefix, or name.
-pub async fn get(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Result<Json<NodeView>, ServerError> {
+pub async fn get(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ServerError> {
     let s = core.store.snapshot();
     let by_name = s.nodes_iter().find(|n| n.name == id);
     let n = by_prefix(
@@ -43,7 +46,9 @@ pub async fn register(
     Json(reg): Json<NodeRegistration>,
 ) -> Result<Json<HeartbeatResponse>, ServerError> {
     if reg.id.is_empty() || reg.name.is_empty() {
-        return Err(ServerError::BadRequest("node registration needs `id` and `name`".into()));
+        return Err(ServerError::BadRequest(
+            "node registration needs `id` and `name`".into(),
+        ));
     }
     let now = now_ms();
     let id = reg.id.clone();
@@ -214,7 +219,8 @@ pub async fn update_allocations(
                 if cur.node_id != node || cur.client.is_terminal() {
                     continue;
                 }
-                if cur.client == u.client && cur.tasks == u.tasks && cur.client_message == u.message {
+                if cur.client == u.client && cur.tasks == u.tasks && cur.client_message == u.message
+                {
                     continue;
                 }
                 let mut a = (**cur).clone();

@@ -85,7 +85,8 @@ fn writes_survive_reopen_with_indexes() {
 #[test]
 fn snapshots_do_not_change_under_readers() {
     let s = StateStore::open(Box::new(crate::MemoryStore::new())).unwrap();
-    s.commit(vec![Write::Alloc(alloc("a1", "web", "n1"))]).unwrap();
+    s.commit(vec![Write::Alloc(alloc("a1", "web", "n1"))])
+        .unwrap();
     let before = s.snapshot();
     let mut moved = alloc("a1", "web", "n2");
     moved.client = ClientStatus::Running;
@@ -101,9 +102,7 @@ fn snapshots_do_not_change_under_readers() {
 #[test]
 fn a_refused_build_writes_nothing() {
     let s = StateStore::open(Box::new(crate::MemoryStore::new())).unwrap();
-    let r = s
-        .write(|_, _| Err::<(Vec<Write>, ()), _>("no"))
-        .unwrap();
+    let r = s.write(|_, _| Err::<(Vec<Write>, ()), _>("no")).unwrap();
     assert_eq!(r, Err("no"));
     assert_eq!(s.snapshot().index(), 0);
     assert_eq!(s.backend().revision().unwrap(), 0);
@@ -112,8 +111,11 @@ fn a_refused_build_writes_nothing() {
 #[test]
 fn purge_removes_every_version() {
     let s = StateStore::open(Box::new(crate::MemoryStore::new())).unwrap();
-    s.commit(vec![Write::Job(job("web", 1, 1)), Write::Job(job("web", 2, 1))])
-        .unwrap();
+    s.commit(vec![
+        Write::Job(job("web", 1, 1)),
+        Write::Job(job("web", 2, 1)),
+    ])
+    .unwrap();
     s.commit(vec![Write::PurgeJob("web".into())]).unwrap();
     let snap = s.snapshot();
     assert!(snap.job("web").is_none());

@@ -44,7 +44,11 @@ fn view(eval_status: &str, allocs: Vec<(u64, ClientStatus, DesiredStatus)>) -> J
                 tasks: BTreeMap::from([(
                     "web".to_string(),
                     TaskState {
-                        message: if s == ClientStatus::Failed { "exited with code 3".into() } else { String::new() },
+                        message: if s == ClientStatus::Failed {
+                            "exited with code 3".into()
+                        } else {
+                            String::new()
+                        },
                         ..TaskState::default()
                     },
                 )]),
@@ -61,7 +65,9 @@ fn view(eval_status: &str, allocs: Vec<(u64, ClientStatus, DesiredStatus)>) -> J
             status: eval_status.into(),
             trigger: "job-register".into(),
             description: String::new(),
-            failures: vec!["group \"web\": 2 allocations not placed (1 node: memory exhausted)".into()],
+            failures: vec![
+                "group \"web\": 2 allocations not placed (1 node: memory exhausted)".into(),
+            ],
             modify_index: 1,
         }),
         index: 1,
@@ -70,7 +76,10 @@ fn view(eval_status: &str, allocs: Vec<(u64, ClientStatus, DesiredStatus)>) -> J
 
 #[test]
 fn waits_for_the_scheduler() {
-    assert!(matches!(assess(&view("pending", vec![]), "e1"), Progress::Waiting(_)));
+    assert!(matches!(
+        assess(&view("pending", vec![]), "e1"),
+        Progress::Waiting(_)
+    ));
 }
 
 #[test]
