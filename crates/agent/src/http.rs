@@ -75,6 +75,16 @@ async fn alloc_logs(
             );
         }
     };
+    // Container tasks log through CRI, both streams in one file.
+    if let Ok(rd) = std::fs::read_dir(dir.join("cri")) {
+        tasks.extend(rd.filter_map(|e| e.ok()).filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .map(str::to_string)
+        }));
+    }
+    tasks.dedup();
     tasks.sort();
     let task = match p.task {
         Some(t) => {
@@ -100,17 +110,25 @@ async fn alloc_logs(
             );
         }
     };
-    let path = logs::log_path(&alloc_dir, &task, stream);
-    let offset = match p.tail {
-        Some(n) => logs::tail_offset(&path, n).await.unwrap_or(0),
-        None => 0,
-    };
     let s2 = shared.clone();
     let id2 = id.clone();
-    let body = logs::stream_file(path, offset, p.follow, move || !s2.is_active(&id2))
-        .map(|r| r.map(axum::body::Bytes::from));
+    let done = move || !s2.is_active(&id2);
+    let cri = logs::cri_log_path(&alloc_dir, &task);
+    let body = if cri.exists() {
+        match logs::stream_cri(cri, stream.to_string(), p.tail, p.follow, done).await {
+            Ok(s) => Body::from_stream(s.map(|r| r.map(axum::body::Bytes::from))),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the log of task {task}: {e}")),
+        }
+    } else {
+        let path = logs::log_path(&alloc_dir, &task, stream);
+        let offset = match p.tail {
+            Some(n) => logs::tail_offset(&path, n).await.unwrap_or(0),
+            None => 0,
+        };
+        Body::from_stream(logs::stream_file(path, offset, p.follow, done).map(|r| r.map(axum::body::Bytes::from)))
+    };
     Response::builder()
         .header("content-type", "text/plain; charset=utf-8")
-        .body(Body::from_stream(body))
+        .body(body)
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }

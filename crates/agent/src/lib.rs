@@ -16,6 +16,7 @@ pub mod config;
 pub mod driver;
 pub mod fingerprint;
 pub mod http;
+pub mod image;
 pub mod logs;
 pub mod persist;
 pub mod restart;

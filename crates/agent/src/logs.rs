@@ -136,3 +136,118 @@ mod tests {
         assert!(s.next().await.is_none());
     }
 }
+
+/// The CRI log file of a container task (both streams in one file).
+pub fn cri_log_path(alloc_dir: &Path, task: &str) -> PathBuf {
+    log_dir(alloc_dir).join("cri").join(format!("{task}.log"))
+}
+
+/// Turns CRI log lines (`<time> <stream> <P|F> <message>`) back into the
+/// task's output for one stream: partial lines (`P`) are joined up to
+/// their final (`F`) part.
+#[derive(Debug, Default)]
+pub struct CriParser {
+    want: String,
+    buf: Vec<u8>,
+}
+
+impl CriParser {
+    pub fn new(stream: &str) -> CriParser {
+        CriParser {
+            want: stream.to_string(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Feed raw bytes; returns the output bytes they complete.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<u8> {
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=pos).collect();
+            let line = &line[..line.len() - 1];
+            let mut parts = line.splitn(4, |b| *b == b' ');
+            let (Some(_time), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let msg = parts.next().unwrap_or_default();
+            if stream != self.want.as_bytes() {
+                continue;
+            }
+            out.extend_from_slice(msg);
+            if tag == b"F" {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+}
+
+/// Read a task's CRI log for one stream: the last `tail` lines (all when
+/// `None`), then, with `follow`, what comes next.
+pub async fn stream_cri(
+    path: PathBuf,
+    stream: String,
+    tail: Option<usize>,
+    follow: bool,
+    done: impl Fn() -> bool + Send + 'static,
+) -> std::io::Result<impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send> {
+    use futures::StreamExt;
+    let len = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+    let mut head = Vec::new();
+    if let Some(n) = tail {
+        // Both streams share the file: read generously, keep the last n.
+        let from = tail_offset(&path, n.saturating_mul(4).max(n)).await.unwrap_or(0);
+        let mut f = tokio::fs::File::open(&path).await?;
+        f.seek(SeekFrom::Start(from)).await?;
+        let mut raw = vec![0u8; (len - from) as usize];
+        f.read_exact(&mut raw).await?;
+        let text = CriParser::new(&stream).feed(&raw);
+        let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+        let skip = lines.len().saturating_sub(n);
+        head = lines[skip..].concat();
+    }
+    let start = if tail.is_some() { len } else { 0 };
+    let mut parser = CriParser::new(&stream);
+    let rest = stream_file(path, start, follow || tail.is_none(), move || !follow || done())
+        .map(move |chunk| chunk.map(|c| parser.feed(&c)));
+    let first = futures::stream::iter(if head.is_empty() { vec![] } else { vec![Ok(head)] });
+    Ok(first.chain(rest).filter(|c| {
+        let keep = !matches!(c, Ok(v) if v.is_empty());
+        async move { keep }
+    }))
+}
+
+#[cfg(test)]
+mod cri_tests {
+    use super::*;
+
+    #[test]
+    fn cri_lines_become_output() {
+        let mut p = CriParser::new("stdout");
+        let out = p.feed(b"2026-11-25T20:32:05.036626141Z stdout F hello\n2026-11-25T20:32:05.1Z stderr F oops\n2026-11-25T20:32:05.2Z stdout P par");
+        assert_eq!(out, b"hello\n");
+        let out = p.feed(b"t\n2026-11-25T20:32:05.3Z stdout F ial\n");
+        assert_eq!(out, b"partial\n");
+        let mut e = CriParser::new("stderr");
+        assert_eq!(e.feed(b"2026-11-25T20:32:05.1Z stderr F oops\n"), b"oops\n");
+    }
+
+    #[tokio::test]
+    async fn tail_of_a_cri_file() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.log");
+        let mut text = String::new();
+        for i in 0..10 {
+            text.push_str(&format!("2026-11-25T20:32:05Z stdout F line {i}\n2026-11-25T20:32:05Z stderr F err {i}\n"));
+        }
+        std::fs::write(&p, text).unwrap();
+        let s = stream_cri(p.clone(), "stdout".into(), Some(2), false, || true).await.unwrap();
+        let out: Vec<u8> = s.map(|c| c.unwrap()).collect::<Vec<_>>().await.concat();
+        assert_eq!(String::from_utf8(out).unwrap(), "line 8\nline 9\n");
+        let s = stream_cri(p, "stderr".into(), None, false, || true).await.unwrap();
+        let out: Vec<u8> = s.map(|c| c.unwrap()).collect::<Vec<_>>().await.concat();
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 10);
+    }
+}
