@@ -6,19 +6,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use corral_scheduler::{PlanContext, StateView};
-use corral_store::Write;
 use corral_types::api::{
     JobListEntry, JobPlan, JobVersionView, JobView, PlanResponse, PlannedAlloc, PlannedStop,
-    SubmitResponse, SubmittedJob,
 };
 use corral_types::spec::{SourceFormat, parse_jobs};
 use corral_types::{Allocation, EvalTrigger, Index, Job, JobSpec, Node};
 use serde::Deserialize;
 
 use super::{Blocking, block_until};
-use crate::ServerError;
 use crate::core::{Core, now_ms};
 use crate::views;
+use crate::{ServerError, ops};
 
 #[derive(Debug, Deserialize)]
 pub struct SubmitQuery {
@@ -54,48 +52,9 @@ pub async fn submit(
     if q.plan {
         return Ok(Json(plan(&core, &specs)).into_response());
     }
-    let now = now_ms();
-    let (index, jobs) = core
-        .write(move |state, _| {
-            let mut writes = Vec::new();
-            let mut out = Vec::new();
-            for spec in specs {
-                let latest = state.job(&spec.name);
-                let unchanged = latest.is_some_and(|j| j.spec == spec && !j.stopped);
-                let version = match latest {
-                    Some(j) if unchanged => j.version,
-                    Some(j) => j.version + 1,
-                    None => 1,
-                };
-                let eval = Core::new_eval(&spec.name, EvalTrigger::JobRegister, now);
-                out.push((
-                    SubmittedJob {
-                        name: spec.name.clone(),
-                        version,
-                        changed: !unchanged,
-                        eval_id: eval.id.clone(),
-                    },
-                    eval.clone(),
-                ));
-                if !unchanged {
-                    writes.push(Write::Job(Job {
-                        name: spec.name.clone(),
-                        version,
-                        spec,
-                        stopped: false,
-                        submitted_at: now,
-                        create_index: 0,
-                        modify_index: 0,
-                    }));
-                }
-                writes.push(Write::Eval(eval));
-            }
-            Ok::<_, ServerError>((writes, out))
-        })
-        .await?;
-    let (jobs, evals): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
-    core.enqueue(evals);
-    Ok(Json(SubmitResponse { index, jobs }).into_response())
+    ops::jobs::submit(&core, specs)
+        .await
+        .map(|r| Json(r).into_response())
 }
 
 /// The scheduler's answer for the submitted specs, on the current state,
@@ -282,28 +241,7 @@ pub async fn stop(
     Path(name): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> Result<Json<serde_json::Value>, ServerError> {
-    let now = now_ms();
-    let n = name.clone();
-    let (index, eval) = core
-        .write(move |state, _| {
-            let Some(job) = state.job(&n) else {
-                return Err(ServerError::not_found("job", &n));
-            };
-            let eval = Core::new_eval(&n, EvalTrigger::JobDeregister, now);
-            let mut writes = Vec::new();
-            if q.purge {
-                writes.push(Write::PurgeJob(n.clone()));
-            } else if !job.stopped {
-                let mut j = (**job).clone();
-                j.stopped = true;
-                writes.push(Write::Job(j));
-            }
-            writes.push(Write::Eval(eval.clone()));
-            Ok((writes, eval))
-        })
-        .await?;
-    let eval_id = eval.id.clone();
-    core.enqueue([eval]);
+    let (index, eval_id) = ops::jobs::stop(&core, &name, q.purge).await?;
     Ok(Json(
         serde_json::json!({"index": index, "eval_id": eval_id}),
     ))

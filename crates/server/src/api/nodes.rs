@@ -1,22 +1,20 @@
 //! Node endpoints, for operators (list, status, eligibility) and for
 //! agents (register, heartbeat, their allocations, status updates).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use corral_store::Write;
 use corral_types::api::{AllocUpdates, NodeAllocations, NodeView};
-use corral_types::{
-    DesiredStatus, EvalTrigger, HeartbeatResponse, Node, NodeRegistration, NodeStatus,
-};
+use corral_types::{DesiredStatus, HeartbeatResponse, NodeRegistration};
 use serde::Deserialize;
 
 use super::{Blocking, block_until, by_prefix};
-use crate::ServerError;
-use crate::core::{Core, now_ms};
+use crate::core::Core;
 use crate::views;
+use crate::{ServerError, ops};
 
 pub async fn list(State(core): State<Arc<Core>>) -> Json<Vec<NodeView>> {
     let s = core.store.snapshot();
@@ -39,83 +37,19 @@ pub async fn get(
     Ok(Json(views::node_view(&s, n)))
 }
 
-/// An agent (re)joins. The node keeps its eligibility across restarts;
-/// its status becomes ready, which may unblock evaluations.
+/// An agent (re)joins.
 pub async fn register(
     State(core): State<Arc<Core>>,
     Json(reg): Json<NodeRegistration>,
 ) -> Result<Json<HeartbeatResponse>, ServerError> {
-    if reg.id.is_empty() || reg.name.is_empty() {
-        return Err(ServerError::BadRequest(
-            "node registration needs `id` and `name`".into(),
-        ));
-    }
-    let now = now_ms();
-    let id = reg.id.clone();
-    let (index, evals) = core
-        .write(move |state, _| {
-            let prev = state.node_by_id(&reg.id);
-            let was_down = prev.is_some_and(|n| n.status == NodeStatus::Down);
-            let node = Node {
-                id: reg.id.clone(),
-                name: reg.name,
-                address: reg.address,
-                status: NodeStatus::Ready,
-                eligible: prev.is_none_or(|n| n.eligible),
-                draining: prev.is_some_and(|n| n.draining),
-                resources: reg.resources,
-                attributes: reg.attributes,
-                labels: reg.labels,
-                drivers: reg.drivers,
-                port_range: reg.port_range,
-                last_heartbeat: now,
-                registered_at: prev.map(|n| n.registered_at).unwrap_or(now),
-                create_index: 0,
-                modify_index: 0,
-            };
-            let mut writes = vec![Write::Node(node)];
-            // A node back from the dead may still run allocations that were
-            // replaced; an evaluation per job lets the scheduler settle them.
-            let evals: Vec<_> = if was_down {
-                crate::heartbeat::jobs_on_node(state, &reg.id)
-                    .into_iter()
-                    .map(|j| Core::new_eval(&j, EvalTrigger::NodeUpdate, now))
-                    .collect()
-            } else {
-                vec![]
-            };
-            writes.extend(evals.iter().cloned().map(Write::Eval));
-            Ok::<_, ServerError>((writes, evals))
-        })
-        .await?;
-    let ttl = core.heartbeats.beat(&id);
-    core.enqueue(evals);
-    core.capacity_changed();
-    tracing::info!(node = %id, "node registered");
-    Ok(Json(HeartbeatResponse {
-        heartbeat_ttl_ms: ttl.as_millis() as u64,
-        index,
-    }))
+    ops::nodes::register(&core, reg).await.map(Json)
 }
 
 pub async fn heartbeat(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
 ) -> Result<Json<HeartbeatResponse>, ServerError> {
-    let s = core.store.snapshot();
-    let node = s
-        .node_by_id(&id)
-        .ok_or_else(|| ServerError::not_found("node", &id))?;
-    if node.status == NodeStatus::Down {
-        // Marked down while it was away: it must register again so the
-        // server re-evaluates what it still runs.
-        return Err(ServerError::not_found("node", &id));
-    }
-    let ttl = core.heartbeats.beat(&id);
-    Ok(Json(HeartbeatResponse {
-        heartbeat_ttl_ms: ttl.as_millis() as u64,
-        index: s.index(),
-    }))
+    ops::nodes::heartbeat(&core, &id).map(Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,47 +129,12 @@ pub async fn allocations(
     }))
 }
 
-/// Observed state from the agent. Terminal states the server decided
-/// (lost) are not overwritten; allocations on other nodes are refused.
+/// Observed state from the agent.
 pub async fn update_allocations(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
     Json(body): Json<AllocUpdates>,
 ) -> Result<Json<serde_json::Value>, ServerError> {
-    let now = now_ms();
-    let node = id.clone();
-    let (index, freed) = core
-        .write(move |state, _| {
-            let mut writes = Vec::new();
-            let mut freed = false;
-            let mut seen = BTreeMap::new();
-            for u in body.updates {
-                seen.insert(u.id.clone(), u);
-            }
-            for (_, u) in seen {
-                let Some(cur) = state.alloc(&u.id) else {
-                    continue;
-                };
-                if cur.node_id != node || cur.client.is_terminal() {
-                    continue;
-                }
-                if cur.client == u.client && cur.tasks == u.tasks && cur.client_message == u.message
-                {
-                    continue;
-                }
-                let mut a = (**cur).clone();
-                a.client = u.client;
-                a.tasks = u.tasks;
-                a.client_message = u.message;
-                a.modified_at = now;
-                freed |= a.client.is_terminal();
-                writes.push(Write::Alloc(a));
-            }
-            Ok::<_, ServerError>((writes, freed))
-        })
-        .await?;
-    if freed {
-        core.capacity_changed();
-    }
+    let index = ops::nodes::update_allocations(&core, &id, body.updates).await?;
     Ok(Json(serde_json::json!({ "index": index })))
 }

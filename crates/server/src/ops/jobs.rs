@@ -1,0 +1,89 @@
+//! Job operations shared by the HTTP handlers and in-process callers.
+
+use std::sync::Arc;
+
+use corral_store::Write;
+use corral_types::api::{SubmitResponse, SubmittedJob};
+use corral_types::{EvalTrigger, Index, Job, JobSpec};
+
+use crate::ServerError;
+use crate::core::{Core, now_ms};
+
+/// Store the new versions of `specs` and their evaluations in one
+/// transaction (all or nothing), then queue the evaluations.
+pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitResponse, ServerError> {
+    let now = now_ms();
+    let (index, jobs) = core
+        .write(move |state, _| {
+            let mut writes = Vec::new();
+            let mut out = Vec::new();
+            for spec in specs {
+                let latest = state.job(&spec.name);
+                let unchanged = latest.is_some_and(|j| j.spec == spec && !j.stopped);
+                let version = match latest {
+                    Some(j) if unchanged => j.version,
+                    Some(j) => j.version + 1,
+                    None => 1,
+                };
+                let eval = Core::new_eval(&spec.name, EvalTrigger::JobRegister, now);
+                out.push((
+                    SubmittedJob {
+                        name: spec.name.clone(),
+                        version,
+                        changed: !unchanged,
+                        eval_id: eval.id.clone(),
+                    },
+                    eval.clone(),
+                ));
+                if !unchanged {
+                    writes.push(Write::Job(Job {
+                        name: spec.name.clone(),
+                        version,
+                        spec,
+                        stopped: false,
+                        submitted_at: now,
+                        create_index: 0,
+                        modify_index: 0,
+                    }));
+                }
+                writes.push(Write::Eval(eval));
+            }
+            Ok::<_, ServerError>((writes, out))
+        })
+        .await?;
+    let (jobs, evals): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+    core.enqueue(evals);
+    Ok(SubmitResponse { index, jobs })
+}
+
+/// Stop (keep the job and its history) or purge (forget every version);
+/// either way an evaluation stops its allocations.
+pub async fn stop(
+    core: &Arc<Core>,
+    name: &str,
+    purge: bool,
+) -> Result<(Index, String), ServerError> {
+    let now = now_ms();
+    let n = name.to_string();
+    let (index, eval) = core
+        .write(move |state, _| {
+            let Some(job) = state.job(&n) else {
+                return Err(ServerError::not_found("job", &n));
+            };
+            let eval = Core::new_eval(&n, EvalTrigger::JobDeregister, now);
+            let mut writes = Vec::new();
+            if purge {
+                writes.push(Write::PurgeJob(n.clone()));
+            } else if !job.stopped {
+                let mut j = (**job).clone();
+                j.stopped = true;
+                writes.push(Write::Job(j));
+            }
+            writes.push(Write::Eval(eval.clone()));
+            Ok((writes, eval))
+        })
+        .await?;
+    let eval_id = eval.id.clone();
+    core.enqueue([eval]);
+    Ok((index, eval_id))
+}

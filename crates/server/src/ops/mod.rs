@@ -1,0 +1,6 @@
+//! What the API does, as functions on the core: the HTTP handlers are
+//! thin wrappers, and in-process callers (tests, the simulator) use the
+//! same code paths.
+
+pub mod jobs;
+pub mod nodes;
