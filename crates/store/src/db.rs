@@ -37,6 +37,15 @@ pub struct StateStore {
     store: Box<dyn Store>,
     current: RwLock<Arc<State>>,
     writer: Mutex<()>,
+    queue: Mutex<Vec<Request>>,
+}
+
+type Build = Box<dyn FnOnce(&State, Index) -> Vec<Write> + Send>;
+
+/// One caller's part of a group commit.
+struct Request {
+    build: Build,
+    done: Arc<Mutex<Option<Result<Index, StoreError>>>>,
 }
 
 impl StateStore {
@@ -62,6 +71,7 @@ impl StateStore {
             store,
             current: RwLock::new(Arc::new(state)),
             writer: Mutex::new(()),
+            queue: Mutex::new(Vec::new()),
         })
     }
 
@@ -78,63 +88,138 @@ impl StateStore {
     }
 
     /// Commit a batch built from the latest state. `build` runs under the
-    /// writer lock with the state as of the last commit and the index this
-    /// commit will get; it returns the writes and a value for the caller
-    /// (or an error, and nothing is written). Returns the new index (the
-    /// current one if `build` produced no writes) and that value.
+    /// writer lock with the state as of the last commit (plus the writes of
+    /// any request committed together with it) and the index this commit
+    /// will get; it returns the writes and a value for the caller (or an
+    /// error, and nothing of it is written). Returns the new index (the
+    /// current one if nothing was written) and that value.
+    ///
+    /// Group commit: concurrent callers queue their requests, and whoever
+    /// holds the writer lock commits every queued request in one
+    /// transaction, so N concurrent writers share one fsync.
     pub fn write<T, E, F>(&self, build: F) -> Result<Result<(Index, T), E>, StoreError>
     where
-        F: FnOnce(&State, Index) -> Result<(Vec<Write>, T), E>,
+        F: FnOnce(&State, Index) -> Result<(Vec<Write>, T), E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
     {
-        let _guard = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let out: Arc<Mutex<Option<Result<T, E>>>> = Arc::new(Mutex::new(None));
+        let slot = Arc::new(Mutex::new(None::<Result<Index, StoreError>>));
+        {
+            let out = out.clone();
+            let req = Request {
+                build: Box::new(
+                    move |state: &State, index: Index| match build(state, index) {
+                        Ok((writes, t)) => {
+                            if let Ok(mut o) = out.lock() {
+                                *o = Some(Ok(t));
+                            }
+                            writes
+                        }
+                        Err(e) => {
+                            if let Ok(mut o) = out.lock() {
+                                *o = Some(Err(e));
+                            }
+                            Vec::new()
+                        }
+                    },
+                ),
+                done: slot.clone(),
+            };
+            self.queue
+                .lock()
+                .map_err(|_| StoreError::Poisoned)?
+                .push(req);
+        }
+        {
+            let _guard = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+            let mine_done = slot.lock().map_err(|_| StoreError::Poisoned)?.is_some();
+            if !mine_done {
+                let batch =
+                    std::mem::take(&mut *self.queue.lock().map_err(|_| StoreError::Poisoned)?);
+                self.commit_batch(batch);
+            }
+        }
+        let index = slot
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .take()
+            .ok_or(StoreError::Poisoned)??;
+        let result = out
+            .lock()
+            .map_err(|_| StoreError::Poisoned)?
+            .take()
+            .ok_or(StoreError::Poisoned)?;
+        Ok(result.map(|t| (index, t)))
+    }
+
+    /// Run every request of a batch against the accumulating state and
+    /// commit their writes in one transaction; report to each request.
+    fn commit_batch(&self, batch: Vec<Request>) {
         let base = self.snapshot();
         let index = base.index + 1;
-        let (writes, out) = match build(&base, index) {
-            Ok(w) => w,
-            Err(e) => return Ok(Err(e)),
-        };
-        if writes.is_empty() {
-            return Ok(Ok((base.index, out)));
-        }
-        let mut txn = Txn::default();
         let mut next = (*base).clone();
-        for w in writes {
-            apply(&mut txn, &mut next, &base, w, index)?;
-        }
-        match self.store.txn(&txn)? {
-            TxnOutcome::Committed { revision } => {
-                next.index = revision;
-                let mut cur = match self.current.write() {
-                    Ok(c) => c,
-                    Err(p) => p.into_inner(),
-                };
-                *cur = Arc::new(next);
-                Ok(Ok((revision, out)))
+        let mut txn = Txn::default();
+        let mut outcome: Result<(), StoreError> = Ok(());
+        let mut dones = Vec::with_capacity(batch.len());
+        for req in batch {
+            let writes = (req.build)(&next, index);
+            if outcome.is_ok() {
+                for w in writes {
+                    if let Err(e) = apply(&mut txn, &mut next, w, index) {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
             }
-            // No compares are issued here: the writer lock already
-            // serialises writers. A failure means another process wrote.
-            TxnOutcome::CompareFailed { key } => Err(StoreError::Conflict { key }),
+            dones.push(req.done);
+        }
+        let result: Result<Index, String> = match outcome {
+            Err(e) => Err(e.to_string()),
+            Ok(()) if txn.ops.is_empty() => Ok(base.index),
+            Ok(()) => match self.store.txn(&txn) {
+                Ok(TxnOutcome::Committed { revision }) => {
+                    next.index = revision;
+                    let mut cur = match self.current.write() {
+                        Ok(c) => c,
+                        Err(p) => p.into_inner(),
+                    };
+                    *cur = Arc::new(next);
+                    Ok(revision)
+                }
+                // No compares are issued here: the writer lock serialises
+                // writers. A failure means another process wrote.
+                Ok(TxnOutcome::CompareFailed { key }) => {
+                    Err(StoreError::Conflict { key }.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        for d in dones {
+            if let Ok(mut slot) = d.lock() {
+                *slot = Some(
+                    result
+                        .clone()
+                        .map_err(|message| StoreError::Batch { message }),
+                );
+            }
         }
     }
 
     /// Write a fixed batch.
     pub fn commit(&self, writes: Vec<Write>) -> Result<Index, StoreError> {
-        self.write::<(), std::convert::Infallible, _>(|_, _| Ok((writes, ())))?
+        self.write::<(), std::convert::Infallible, _>(move |_, _| Ok((writes, ())))?
             .map(|(i, ())| i)
             .map_err(|e| match e {})
     }
 }
 
-fn apply(
-    txn: &mut Txn,
-    next: &mut State,
-    base: &State,
-    w: Write,
-    index: Index,
-) -> Result<(), StoreError> {
+/// Add one write to the transaction and to the next state. Lookups go to
+/// `next`, which already holds the earlier writes of the batch.
+fn apply(txn: &mut Txn, next: &mut State, w: Write, index: Index) -> Result<(), StoreError> {
     match w {
         Write::Job(mut job) => {
-            let prev = base.job_versions.get(&(job.name.clone(), job.version));
+            let prev = next.job_versions.get(&(job.name.clone(), job.version));
             job.create_index = prev.map(|p| p.create_index).unwrap_or(index);
             job.modify_index = index;
             let key = job_key(&job.name, job.version);
@@ -145,7 +230,7 @@ fn apply(
             next.put_job(job);
         }
         Write::PurgeJob(name) => {
-            for j in base.job_versions(&name) {
+            for j in next.job_versions(&name) {
                 txn.ops.push(Op::Delete {
                     key: job_key(&j.name, j.version),
                 });
@@ -153,7 +238,7 @@ fn apply(
             next.delete_job(&name);
         }
         Write::Alloc(mut alloc) => {
-            alloc.create_index = base
+            alloc.create_index = next
                 .allocs
                 .get(&alloc.id)
                 .map(|a| a.create_index)
@@ -173,7 +258,7 @@ fn apply(
             next.delete_alloc(&id);
         }
         Write::Node(mut node) => {
-            node.create_index = base
+            node.create_index = next
                 .nodes
                 .get(&node.id)
                 .map(|n| n.create_index)
@@ -193,7 +278,7 @@ fn apply(
             next.delete_node(&id);
         }
         Write::Eval(mut eval) => {
-            eval.create_index = base
+            eval.create_index = next
                 .evals
                 .get(&eval.id)
                 .map(|e| e.create_index)

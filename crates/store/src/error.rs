@@ -39,6 +39,8 @@ pub enum StoreError {
     },
     #[error("write conflict on {key}: it changed since it was read")]
     Conflict { key: String },
+    #[error("state write failed: {message}")]
+    Batch { message: String },
     #[error("the store lock is poisoned: a writer panicked")]
     Poisoned,
 }

@@ -122,3 +122,71 @@ fn purge_removes_every_version() {
     assert!(snap.job_versions("web").is_empty());
     assert!(s.backend().range("jobs/").unwrap().is_empty());
 }
+
+#[test]
+fn concurrent_writers_share_commits_and_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(
+        StateStore::open(Box::new(
+            SqliteStore::open(&dir.path().join("s.db")).unwrap(),
+        ))
+        .unwrap(),
+    );
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                for i in 0..50 {
+                    let id = format!("a-{t}-{i}");
+                    let idx = s
+                        .commit(vec![Write::Alloc(alloc(&id, "web", "n1"))])
+                        .unwrap();
+                    // Acknowledged means visible at that index or later.
+                    let snap = s.snapshot();
+                    assert!(snap.index() >= idx);
+                    assert_eq!(snap.alloc(&id).unwrap().create_index, idx);
+                    seen.push(idx);
+                }
+                seen
+            })
+        })
+        .collect();
+    for t in threads {
+        let seen = t.join().unwrap();
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "one writer's indexes only grow"
+        );
+    }
+    let snap = s.snapshot();
+    assert_eq!(snap.allocs().count(), 400);
+    // Reopening finds every acknowledged write.
+    drop(snap);
+    let s = match std::sync::Arc::try_unwrap(s) {
+        Ok(s) => s,
+        Err(_) => panic!("still shared"),
+    };
+    drop(s);
+    let s = StateStore::open(Box::new(
+        SqliteStore::open(&dir.path().join("s.db")).unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(s.snapshot().allocs().count(), 400);
+}
+
+#[test]
+fn a_failing_request_does_not_hide_others_in_its_batch() {
+    let s = StateStore::open(Box::new(crate::MemoryStore::new())).unwrap();
+    let ok = s
+        .write(|_, _| Ok::<_, ()>((vec![Write::Alloc(alloc("a", "web", "n1"))], 7)))
+        .unwrap();
+    assert_eq!(ok, Ok((1, 7)));
+    let err = s.write(|state, _| {
+        // The builder sees the latest committed state.
+        assert!(state.alloc("a").is_some());
+        Err::<(Vec<Write>, ()), _>("refused")
+    });
+    assert_eq!(err.unwrap(), Err("refused"));
+    assert_eq!(s.snapshot().index(), 1);
+}
