@@ -109,6 +109,39 @@ enum Cmd {
     /// Nodes.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Benchmarks (build with --release).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// The scheduler simulator: SQLite (synchronous=FULL) against an
+    /// in-memory store, same scenario, same run.
+    Scheduler {
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 100)]
+        allocs: u32,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Skip the in-memory baseline.
+        #[arg(long)]
+        sqlite_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Server CPU for a fleet heartbeating at the default interval.
+    Heartbeats {
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value = "30s")]
+        window: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -274,6 +307,32 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cmd::alloc::list(&client, job.as_deref(), json).await
         }
         Cmd::Alloc(AllocCmd::Status { id, json }) => cmd::alloc::status(&client, &id, json).await,
+        Cmd::Bench(BenchCmd::Scheduler {
+            nodes,
+            jobs,
+            allocs,
+            workers,
+            sqlite_only,
+            json,
+        }) => {
+            let s = corral_bench::scheduler::Scenario {
+                nodes,
+                jobs,
+                allocs_per_job: allocs,
+                workers,
+                ..Default::default()
+            };
+            cmd::bench::scheduler(s, !sqlite_only, json).await
+        }
+        Cmd::Bench(BenchCmd::Heartbeats {
+            nodes,
+            window,
+            json,
+        }) => {
+            let w = corral_types::units::parse_duration(&window)
+                .map_err(|e| anyhow::anyhow!("--window: {e}"))?;
+            cmd::bench::heartbeats(nodes, w.as_std(), json).await
+        }
         Cmd::Node(NodeCmd::Ls { json }) => cmd::node::list(&client, json).await,
         Cmd::Node(NodeCmd::Status { id, json }) => cmd::node::status(&client, &id, json).await,
         Cmd::Node(NodeCmd::Eligibility {

@@ -28,7 +28,16 @@ pub async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<PlanRequest>) {
             r = rx.recv() => match r { Some(r) => r, None => return },
             _ = core.shutdown.cancelled() => return,
         };
+        let started = std::time::Instant::now();
         let result = apply(&core, req.plan, req.eval, req.partial_ok).await;
+        core.metrics.plan_apply.observe(started.elapsed());
+        if let Ok(r) = &result {
+            use std::sync::atomic::Ordering::Relaxed;
+            core.metrics.placements.fetch_add(r.placed as u64, Relaxed);
+            if !r.refused_nodes.is_empty() {
+                core.metrics.plans_refused.fetch_add(1, Relaxed);
+            }
+        }
         let _ = req.reply.send(result);
     }
 }

@@ -10,6 +10,8 @@ use tokio::sync::Notify;
 
 #[derive(Default)]
 struct Inner {
+    /// When each queued evaluation arrived, for the latency metric.
+    arrived: HashMap<String, std::time::Instant>,
     ready: VecDeque<Evaluation>,
     inflight: HashSet<String>,
     /// Evaluations of a job that is in flight, in arrival order.
@@ -42,6 +44,10 @@ impl Broker {
         // A newer evaluation of the job supersedes a blocked one: the worker
         // reconciles the whole job anyway.
         inner.blocked.remove(&eval.job);
+        inner
+            .arrived
+            .entry(eval.id.clone())
+            .or_insert_with(std::time::Instant::now);
         if inner.inflight.contains(&eval.job) {
             inner
                 .waiting
@@ -81,9 +87,12 @@ impl Broker {
         }
     }
 
-    /// The worker is done with `job`: release its next evaluation.
-    pub fn ack(&self, job: &str) {
+    /// The worker is done with evaluation `eval_id` of `job`: release the
+    /// job's next evaluation. Returns how long the evaluation was in the
+    /// broker's hands.
+    pub fn ack(&self, job: &str, eval_id: &str) -> Option<std::time::Duration> {
         let mut inner = self.lock();
+        let waited = inner.arrived.remove(eval_id).map(|t| t.elapsed());
         inner.inflight.remove(job);
         let next = inner.waiting.get_mut(job).and_then(VecDeque::pop_front);
         if inner.waiting.get(job).is_some_and(VecDeque::is_empty) {
@@ -94,6 +103,7 @@ impl Broker {
         }
         drop(inner);
         self.notify.notify_one();
+        waited
     }
 
     pub fn block(&self, eval: Evaluation) {
@@ -146,7 +156,7 @@ mod tests {
         let second = b.dequeue().await.unwrap();
         assert_eq!(second.job, "b");
         assert_eq!(b.pending_count(), 1);
-        b.ack("a");
+        b.ack("a", &first.id);
         let third = b.dequeue().await.unwrap();
         assert_eq!(third.job, "a");
     }

@@ -23,6 +23,7 @@ pub struct Core {
     pub store: StateStore,
     pub broker: Broker,
     pub heartbeats: Heartbeats,
+    pub metrics: crate::metrics::Metrics,
     /// The latest committed index; blocking queries wait on it.
     pub index: watch::Sender<Index>,
     pub(crate) applier: mpsc::Sender<PlanRequest>,
@@ -142,6 +143,7 @@ impl Server {
         let core = Arc::new(Core {
             broker: Broker::new(),
             heartbeats,
+            metrics: Default::default(),
             index,
             applier: plan_tx,
             http: reqwest::Client::new(),

@@ -18,10 +18,18 @@ const MAX_ATTEMPTS: usize = 5;
 pub async fn run(core: Arc<Core>, worker: usize) {
     while let Some(eval) = core.broker.dequeue().await {
         let job = eval.job.clone();
+        let id = eval.id.clone();
+        let taken = std::time::Instant::now();
         if let Err(e) = process(&core, eval).await {
             tracing::error!(worker, job = %job, error = %e, "evaluation failed");
         }
-        core.broker.ack(&job);
+        core.metrics.eval_processing.observe(taken.elapsed());
+        if let Some(waited) = core.broker.ack(&job, &id) {
+            core.metrics.eval_latency.observe(waited);
+        }
+        core.metrics
+            .evals_processed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -1,5 +1,6 @@
 pub mod agent;
 pub mod alloc;
+pub mod bench;
 pub mod dev;
 pub mod logs;
 pub mod node;
