@@ -136,7 +136,7 @@ pub enum BenchError {
 fn node(i: usize, classes: usize, now: u64) -> Node {
     let mut labels = BTreeMap::new();
     labels.insert("class".to_string(), format!("c{}", i % classes));
-    Node {
+    let mut n = Node {
         id: format!("sim-{i:06}"),
         name: format!("sim-{i}"),
         address: "sim://".into(),
@@ -153,9 +153,12 @@ fn node(i: usize, classes: usize, now: u64) -> Node {
         port_range: (20000, 32000),
         last_heartbeat: now,
         registered_at: now,
+        class: 0,
         create_index: 0,
         modify_index: 0,
-    }
+    };
+    n.class = n.computed_class();
+    n
 }
 
 fn job_spec(j: usize, s: &Scenario) -> JobSpec {
@@ -368,23 +371,35 @@ async fn ack_fleet(
     let mut acked = 0u64;
     let mut first = None;
     let mut p95 = None;
-    let mut seen_index = 0;
-    let mut cursor = 0u64;
+    // Follow the store's change feed from where we are (etcd's watch from
+    // a revision) instead of rescanning every allocation each round.
+    let mut cursor = core.store.snapshot().index();
     while acked < total && !stop.is_cancelled() {
-        let snap = core.store.snapshot();
-        if snap.index() == seen_index {
+        let c = core.clone();
+        let from = cursor;
+        let changes =
+            tokio::task::spawn_blocking(move || c.store.backend().changes_since(from, 50_000))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+        if changes.is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        seen_index = snap.index();
         let mut by_node: BTreeMap<String, Vec<AllocUpdate>> = BTreeMap::new();
-        let mut newest = cursor;
-        for a in snap.allocs() {
-            if a.create_index > cursor
-                && a.client == ClientStatus::Pending
+        for ch in changes {
+            cursor = cursor.max(ch.revision);
+            let (true, Some(v)) = (ch.key.starts_with("allocs/"), ch.value) else {
+                continue;
+            };
+            let Ok(a) = serde_json::from_slice::<Allocation>(&v) else {
+                continue;
+            };
+            if a.client == ClientStatus::Pending
                 && a.desired == DesiredStatus::Run
+                && a.create_index == a.modify_index
             {
-                newest = newest.max(a.create_index);
                 by_node
                     .entry(a.node_id.clone())
                     .or_default()
@@ -396,7 +411,6 @@ async fn ack_fleet(
                     });
             }
         }
-        cursor = newest;
         let n: u64 = by_node.values().map(|v| v.len() as u64).sum();
         let reports = by_node.into_iter().map(|(node, updates)| {
             let core = core.clone();

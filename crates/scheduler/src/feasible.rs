@@ -73,6 +73,9 @@ pub fn check_status(node: &Node) -> Result<(), Reason<'static>> {
 pub struct StaticFilter<'a> {
     drivers: Vec<DriverKind>,
     constraints: Vec<(&'a Constraint, Option<Regex>)>,
+    /// No constraint looks at what is unique to a node, so nodes of one
+    /// class share a verdict.
+    pub by_class: bool,
 }
 
 impl<'a> StaticFilter<'a> {
@@ -94,15 +97,22 @@ impl<'a> StaticFilter<'a> {
                 (c, re)
             })
             .collect();
+        let by_class = group.constraints.iter().all(|c| !targets_unique(&c.attr));
         StaticFilter {
             drivers,
             constraints,
+            by_class,
         }
     }
 
     /// Status, drivers, then constraints in spec order.
     pub fn check(&self, node: &Node) -> Result<(), Reason<'a>> {
         check_status(node)?;
+        self.check_class(node)
+    }
+
+    /// Drivers and constraints: what the node's class decides.
+    pub fn check_class(&self, node: &Node) -> Result<(), Reason<'a>> {
         for d in &self.drivers {
             if !node.drivers.iter().any(|nd| nd == d.as_str()) {
                 return Err(Reason::DriverMissing(*d));
@@ -115,6 +125,14 @@ impl<'a> StaticFilter<'a> {
         }
         Ok(())
     }
+}
+
+/// Whether a constraint attribute is unique per node (its verdict cannot
+/// be shared by a class).
+fn targets_unique(attr: &str) -> bool {
+    let rest = attr.strip_prefix("node.").unwrap_or(attr);
+    let rest = rest.strip_prefix("attr.").unwrap_or(rest);
+    matches!(rest, "name" | "id") || corral_types::UNIQUE_ATTRIBUTES.contains(&rest)
 }
 
 fn first(c: &Constraint) -> &str {

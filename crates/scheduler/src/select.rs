@@ -79,6 +79,13 @@ pub fn place_all<'a>(
     }
 }
 
+/// What a static verdict is cached under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StaticKey {
+    Class(u64),
+    Position(usize),
+}
+
 /// Whether a replacement needs more than the allocation it replaces frees.
 fn grows(req: &PlaceRequest<'_>) -> bool {
     let Some(old) = req.replaces else {
@@ -148,8 +155,9 @@ struct GroupPlacer<'a, 'n> {
     need: Resources,
     nodes: &'n [&'a Node],
     filter: StaticFilter<'a>,
-    /// Static verdicts by node position, computed on first visit.
-    statics: FixedMap<usize, Result<(), Reason<'a>>>,
+    /// Static verdicts, computed on first visit: by node class when the
+    /// group's constraints allow it, else by node position.
+    statics: FixedMap<StaticKey, Result<(), Reason<'a>>>,
     order: NodeOrder,
     cursor: usize,
     limit: usize,
@@ -270,10 +278,17 @@ impl<'a, 'n> GroupPlacer<'a, 'n> {
             visited += 1;
             let node = self.nodes[pos];
             let filter = &self.filter;
-            let verdict = *self
-                .statics
-                .entry(pos)
-                .or_insert_with(|| filter.check(node));
+            let key = if filter.by_class && node.class != 0 {
+                StaticKey::Class(node.class)
+            } else {
+                StaticKey::Position(pos)
+            };
+            let verdict = feasible::check_status(node).and_then(|()| {
+                *self
+                    .statics
+                    .entry(key)
+                    .or_insert_with(|| filter.check_class(node))
+            });
             let scored = verdict.and_then(|()| {
                 let u = usage.node(&node.id);
                 feasible::check_usage(self.group, self.need, node, u)?;

@@ -180,6 +180,7 @@ pub fn node(id: &str) -> NodeBuilder {
         port_range: (20000, 20099),
         last_heartbeat: 0,
         registered_at: 0,
+        class: 0,
         create_index: 0,
         modify_index: 0,
     })
@@ -224,7 +225,8 @@ impl NodeBuilder {
         self.0.port_range = (lo, hi);
         self
     }
-    pub fn build(self) -> Node {
+    pub fn build(mut self) -> Node {
+        self.0.class = self.0.computed_class();
         self.0
     }
 }

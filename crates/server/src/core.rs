@@ -170,6 +170,7 @@ impl Server {
             tasks.spawn(worker::run(core.clone(), n));
         }
         tasks.spawn(crate::heartbeat::monitor(core.clone()));
+        tasks.spawn(crate::maintenance::run(core.clone()));
         tasks.close();
         Ok(Server { core, tasks })
     }

@@ -15,6 +15,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod heartbeat;
+pub mod maintenance;
 pub mod metrics;
 pub mod ops;
 pub mod views;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use corral_scheduler::StateView;
 use corral_types::{Allocation, EvalStatus, Evaluation, Index, Job, Node};
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdMap;
 
 #[derive(Clone, Default)]
 pub struct State {
@@ -15,8 +15,11 @@ pub struct State {
     /// Latest version per job name.
     pub(crate) jobs: OrdMap<String, Arc<Job>>,
     pub(crate) allocs: OrdMap<String, Arc<Allocation>>,
-    pub(crate) allocs_by_job: OrdMap<String, OrdSet<String>>,
-    pub(crate) allocs_by_node: OrdMap<String, OrdSet<String>>,
+    // The secondary indexes hold the allocations themselves, not ids: the
+    // scheduler reads a node's allocations for every node it considers,
+    // and a second lookup per allocation was most of its time.
+    pub(crate) allocs_by_job: OrdMap<String, OrdMap<String, Arc<Allocation>>>,
+    pub(crate) allocs_by_node: OrdMap<String, OrdMap<String, Arc<Allocation>>>,
     pub(crate) nodes: OrdMap<String, Arc<Node>>,
     pub(crate) evals: OrdMap<String, Arc<Evaluation>>,
 }
@@ -53,14 +56,14 @@ impl State {
     pub fn job_allocs(&self, job: &str) -> Vec<&Arc<Allocation>> {
         self.allocs_by_job
             .get(job)
-            .map(|ids| ids.iter().filter_map(|id| self.allocs.get(id)).collect())
+            .map(|m| m.values().collect())
             .unwrap_or_default()
     }
 
     pub fn node_allocs(&self, node: &str) -> Vec<&Arc<Allocation>> {
         self.allocs_by_node
             .get(node)
-            .map(|ids| ids.iter().filter_map(|id| self.allocs.get(id)).collect())
+            .map(|m| m.values().collect())
             .unwrap_or_default()
     }
 
@@ -117,15 +120,16 @@ impl State {
         {
             remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
         }
+        let alloc = Arc::new(alloc);
         self.allocs_by_job
             .entry(alloc.job.clone())
             .or_default()
-            .insert(alloc.id.clone());
+            .insert(alloc.id.clone(), alloc.clone());
         self.allocs_by_node
             .entry(alloc.node_id.clone())
             .or_default()
-            .insert(alloc.id.clone());
-        self.allocs.insert(alloc.id.clone(), Arc::new(alloc));
+            .insert(alloc.id.clone(), alloc.clone());
+        self.allocs.insert(alloc.id.clone(), alloc);
     }
 
     pub(crate) fn delete_alloc(&mut self, id: &str) {
@@ -152,7 +156,7 @@ impl State {
     }
 }
 
-fn remove_index(index: &mut OrdMap<String, OrdSet<String>>, key: &str, id: &str) {
+fn remove_index(index: &mut OrdMap<String, OrdMap<String, Arc<Allocation>>>, key: &str, id: &str) {
     let empty = match index.get_mut(key) {
         Some(set) => {
             set.remove(id);

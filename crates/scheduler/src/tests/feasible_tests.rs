@@ -134,6 +134,36 @@ fn constraint_on_attributes_and_name() {
 }
 
 #[test]
+fn nodes_of_one_class_share_constraint_verdicts_but_not_names_or_status() {
+    // Identical nodes (one class); the constraint on the name must still
+    // pick the named one, and an ineligible twin must still be refused.
+    let g = group("web", 3).constraint("node.name", ConstraintOp::Eq, &["b"]);
+    let p = plan_for(vec![node("a"), node("b"), node("c")], g);
+    assert_eq!(p.place.len(), 3);
+    assert!(
+        p.place.iter().all(|a| a.node_id == "b"),
+        "{:?}",
+        p.place.iter().map(|a| &a.node_id).collect::<Vec<_>>()
+    );
+    let g = group("web", 2).constraint("node.labels.zone", ConstraintOp::Eq, &["a"]);
+    let p = plan_for(
+        vec![
+            node("x").label("zone", "a").eligible(false),
+            node("y").label("zone", "a"),
+        ],
+        g,
+    );
+    assert!(p.place.iter().all(|a| a.node_id == "y"));
+    let n1 = node("x").label("zone", "a").build();
+    let n2 = node("y")
+        .label("zone", "a")
+        .attr("hostname", "other")
+        .build();
+    assert_eq!(n1.class, n2.class, "hostname is not part of the class");
+    assert_ne!(n1.class, node("z").label("zone", "b").build().class);
+}
+
+#[test]
 fn distinct_hosts_one_per_node() {
     let plan = plan_for(
         vec![node("n1"), node("n2")],

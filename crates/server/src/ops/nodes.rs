@@ -29,7 +29,7 @@ pub async fn register(
         .write(move |state, _| {
             let prev = state.node_by_id(&reg.id);
             let was_down = prev.is_some_and(|n| n.status == NodeStatus::Down);
-            let node = Node {
+            let mut node = Node {
                 id: reg.id.clone(),
                 name: reg.name,
                 address: reg.address,
@@ -43,9 +43,11 @@ pub async fn register(
                 port_range: reg.port_range,
                 last_heartbeat: now,
                 registered_at: prev.map(|n| n.registered_at).unwrap_or(now),
+                class: 0,
                 create_index: 0,
                 modify_index: 0,
             };
+            node.class = node.computed_class();
             let mut writes = vec![Write::Node(node)];
             // A node back from the dead may still run allocations that were
             // replaced; an evaluation per job lets the scheduler settle them.

@@ -27,11 +27,48 @@ pub struct Node {
     pub port_range: (u16, u16),
     pub last_heartbeat: UnixMillis,
     pub registered_at: UnixMillis,
+    /// Hash of what placement constraints look at, minus what is unique to
+    /// the node (Nomad's computed class): nodes with the same class pass
+    /// or fail the same constraints, so the scheduler checks one per class.
+    /// 0 = unknown.
+    #[serde(default)]
+    pub class: u64,
     pub create_index: Index,
     pub modify_index: Index,
 }
 
+/// Attributes unique to a node; they stay out of its class.
+pub const UNIQUE_ATTRIBUTES: &[&str] = &["hostname"];
+
 impl Node {
+    /// The node's class (see [`Node::class`]); never 0.
+    pub fn computed_class(&self) -> u64 {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |s: &str| {
+            for b in s.bytes().chain(std::iter::once(0xff)) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(PRIME);
+            }
+        };
+        for d in &self.drivers {
+            eat(d);
+        }
+        eat("\u{1}");
+        for (k, v) in &self.attributes {
+            if !UNIQUE_ATTRIBUTES.contains(&k.as_str()) {
+                eat(k);
+                eat(v);
+            }
+        }
+        eat("\u{2}");
+        for (k, v) in &self.labels {
+            eat(k);
+            eat(v);
+        }
+        h.max(1)
+    }
+
     /// Where a constraint's `attr` points: `node.name`, `node.id`,
     /// `node.labels.X`, `node.attr.X` (and `node.X` as a short form of
     /// `node.attr.X`).
