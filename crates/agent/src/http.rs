@@ -117,7 +117,12 @@ async fn alloc_logs(
     let body = if cri.exists() {
         match logs::stream_cri(cri, stream.to_string(), p.tail, p.follow, done).await {
             Ok(s) => Body::from_stream(s.map(|r| r.map(axum::body::Bytes::from))),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read the log of task {task}: {e}")),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot read the log of task {task}: {e}"),
+                );
+            }
         }
     } else {
         let path = logs::log_path(&alloc_dir, &task, stream);
@@ -125,7 +130,9 @@ async fn alloc_logs(
             Some(n) => logs::tail_offset(&path, n).await.unwrap_or(0),
             None => 0,
         };
-        Body::from_stream(logs::stream_file(path, offset, p.follow, done).map(|r| r.map(axum::body::Bytes::from)))
+        Body::from_stream(
+            logs::stream_file(path, offset, p.follow, done).map(|r| r.map(axum::body::Bytes::from)),
+        )
     };
     Response::builder()
         .header("content-type", "text/plain; charset=utf-8")

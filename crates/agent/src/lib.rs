@@ -13,6 +13,7 @@ pub mod agent;
 pub mod alloc_runner;
 pub mod cgroup;
 pub mod config;
+pub mod containerd;
 pub mod driver;
 pub mod fingerprint;
 pub mod http;

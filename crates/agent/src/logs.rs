@@ -167,7 +167,8 @@ impl CriParser {
             let line: Vec<u8> = self.buf.drain(..=pos).collect();
             let line = &line[..line.len() - 1];
             let mut parts = line.splitn(4, |b| *b == b' ');
-            let (Some(_time), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(_time), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next())
+            else {
                 continue;
             };
             let msg = parts.next().unwrap_or_default();
@@ -193,11 +194,16 @@ pub async fn stream_cri(
     done: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send> {
     use futures::StreamExt;
-    let len = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+    let len = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     let mut head = Vec::new();
     if let Some(n) = tail {
         // Both streams share the file: read generously, keep the last n.
-        let from = tail_offset(&path, n.saturating_mul(4).max(n)).await.unwrap_or(0);
+        let from = tail_offset(&path, n.saturating_mul(4).max(n))
+            .await
+            .unwrap_or(0);
         let mut f = tokio::fs::File::open(&path).await?;
         f.seek(SeekFrom::Start(from)).await?;
         let mut raw = vec![0u8; (len - from) as usize];
@@ -209,9 +215,15 @@ pub async fn stream_cri(
     }
     let start = if tail.is_some() { len } else { 0 };
     let mut parser = CriParser::new(&stream);
-    let rest = stream_file(path, start, follow || tail.is_none(), move || !follow || done())
-        .map(move |chunk| chunk.map(|c| parser.feed(&c)));
-    let first = futures::stream::iter(if head.is_empty() { vec![] } else { vec![Ok(head)] });
+    let rest = stream_file(path, start, follow || tail.is_none(), move || {
+        !follow || done()
+    })
+    .map(move |chunk| chunk.map(|c| parser.feed(&c)));
+    let first = futures::stream::iter(if head.is_empty() {
+        vec![]
+    } else {
+        vec![Ok(head)]
+    });
     Ok(first.chain(rest).filter(|c| {
         let keep = !matches!(c, Ok(v) if v.is_empty());
         async move { keep }
@@ -240,13 +252,19 @@ mod cri_tests {
         let p = dir.path().join("t.log");
         let mut text = String::new();
         for i in 0..10 {
-            text.push_str(&format!("2026-11-25T20:32:05Z stdout F line {i}\n2026-11-25T20:32:05Z stderr F err {i}\n"));
+            text.push_str(&format!(
+                "2026-11-25T20:32:05Z stdout F line {i}\n2026-11-25T20:32:05Z stderr F err {i}\n"
+            ));
         }
         std::fs::write(&p, text).unwrap();
-        let s = stream_cri(p.clone(), "stdout".into(), Some(2), false, || true).await.unwrap();
+        let s = stream_cri(p.clone(), "stdout".into(), Some(2), false, || true)
+            .await
+            .unwrap();
         let out: Vec<u8> = s.map(|c| c.unwrap()).collect::<Vec<_>>().await.concat();
         assert_eq!(String::from_utf8(out).unwrap(), "line 8\nline 9\n");
-        let s = stream_cri(p, "stderr".into(), None, false, || true).await.unwrap();
+        let s = stream_cri(p, "stderr".into(), None, false, || true)
+            .await
+            .unwrap();
         let out: Vec<u8> = s.map(|c| c.unwrap()).collect::<Vec<_>>().await.concat();
         assert_eq!(String::from_utf8(out).unwrap().lines().count(), 10);
     }

@@ -14,6 +14,7 @@
 //! `recover`, and if the task still runs, `wait`/`stop`/`destroy` work on it
 //! as if it had been started by this process.
 
+pub mod cri;
 pub mod exec;
 pub mod fake;
 

@@ -20,8 +20,9 @@ pub const DEMO_IMAGE: &str = "corral.local/demo:1";
 
 /// Applets the images link to busybox.
 const APPLETS: &[&str] = &[
-    "sh", "sleep", "cat", "echo", "env", "grep", "head", "tail", "tr", "ls", "ps", "id", "hostname", "httpd", "wget", "nc",
-    "kill", "true", "false", "dd", "mkdir", "rm", "date", "seq", "yes", "printf", "test", "[", "wc", "sed", "awk", "mount",
+    "sh", "sleep", "cat", "echo", "env", "grep", "head", "tail", "tr", "ls", "ps", "id",
+    "hostname", "httpd", "wget", "nc", "kill", "true", "false", "dd", "mkdir", "rm", "date", "seq",
+    "yes", "printf", "test", "[", "wc", "sed", "awk", "mount",
 ];
 
 /// busybox and its applets, from a static busybox on this host.
@@ -43,7 +44,11 @@ pub fn busybox_files(busybox: &Path) -> Vec<ImageFile> {
 pub fn pause_image(busybox: &Path) -> ImageSpec {
     ImageSpec {
         name: PAUSE_IMAGE.into(),
-        entrypoint: vec!["/bin/sh".into(), "-c".into(), "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".into()],
+        entrypoint: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".into(),
+        ],
         cmd: vec![],
         env: vec!["PATH=/bin".into()],
         workdir: None,
@@ -63,7 +68,11 @@ httpd -f -p "${PORT:-8080}" -h /www &
 wait $!
 "#;
     let mut files = busybox_files(busybox);
-    files.push(ImageFile::bytes("bin/demo", script.as_bytes().to_vec(), 0o755));
+    files.push(ImageFile::bytes(
+        "bin/demo",
+        script.as_bytes().to_vec(),
+        0o755,
+    ));
     ImageSpec {
         name: DEMO_IMAGE.into(),
         entrypoint: vec!["/bin/demo".into()],
@@ -76,10 +85,7 @@ wait $!
 
 /// Write `spec` as an OCI archive into `dir`; returns the file.
 pub fn build_into(spec: &ImageSpec, dir: &Path) -> Result<PathBuf, ImageError> {
-    let file = dir.join(format!(
-        "{}.oci.tar",
-        spec.name.replace(['/', ':'], "_")
-    ));
+    let file = dir.join(format!("{}.oci.tar", spec.name.replace(['/', ':'], "_")));
     write_oci_archive(spec, &file)?;
     Ok(file)
 }

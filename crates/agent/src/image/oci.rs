@@ -56,16 +56,32 @@ pub enum FileKind {
 
 impl ImageFile {
     pub fn dir(path: &str) -> ImageFile {
-        ImageFile { path: path.into(), kind: FileKind::Dir, mode: 0o755 }
+        ImageFile {
+            path: path.into(),
+            kind: FileKind::Dir,
+            mode: 0o755,
+        }
     }
     pub fn bytes(path: &str, data: Vec<u8>, mode: u32) -> ImageFile {
-        ImageFile { path: path.into(), kind: FileKind::Bytes(data), mode }
+        ImageFile {
+            path: path.into(),
+            kind: FileKind::Bytes(data),
+            mode,
+        }
     }
     pub fn host(path: &str, src: PathBuf, mode: u32) -> ImageFile {
-        ImageFile { path: path.into(), kind: FileKind::Host(src), mode }
+        ImageFile {
+            path: path.into(),
+            kind: FileKind::Host(src),
+            mode,
+        }
     }
     pub fn symlink(path: &str, target: &str) -> ImageFile {
-        ImageFile { path: path.into(), kind: FileKind::Symlink(target.into()), mode: 0o777 }
+        ImageFile {
+            path: path.into(),
+            kind: FileKind::Symlink(target.into()),
+            mode: 0o777,
+        }
     }
 }
 
@@ -102,12 +118,19 @@ fn layer_tar(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
     for f in &spec.files {
         match &f.kind {
             FileKind::Dir => {
-                let mut h = header(&format!("{}/", f.path), 0, f.mode, tar::EntryType::Directory);
-                b.append_data(&mut h, format!("{}/", f.path), std::io::empty()).map_err(werr)?;
+                let mut h = header(
+                    &format!("{}/", f.path),
+                    0,
+                    f.mode,
+                    tar::EntryType::Directory,
+                );
+                b.append_data(&mut h, format!("{}/", f.path), std::io::empty())
+                    .map_err(werr)?;
             }
             FileKind::Bytes(data) => {
                 let mut h = header(&f.path, data.len() as u64, f.mode, tar::EntryType::Regular);
-                b.append_data(&mut h, &f.path, data.as_slice()).map_err(werr)?;
+                b.append_data(&mut h, &f.path, data.as_slice())
+                    .map_err(werr)?;
             }
             FileKind::Host(src) => {
                 let data = std::fs::read(src).map_err(|source| ImageError::Read {
@@ -116,7 +139,8 @@ fn layer_tar(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
                     source,
                 })?;
                 let mut h = header(&f.path, data.len() as u64, f.mode, tar::EntryType::Regular);
-                b.append_data(&mut h, &f.path, data.as_slice()).map_err(werr)?;
+                b.append_data(&mut h, &f.path, data.as_slice())
+                    .map_err(werr)?;
             }
             FileKind::Symlink(target) => {
                 let mut h = header(&f.path, 0, f.mode, tar::EntryType::Symlink);
@@ -176,7 +200,11 @@ pub fn write_oci_archive(spec: &ImageSpec, out: &Path) -> Result<(), ImageError>
     }))
     .map_err(|e| werr(std::io::Error::other(e)))?;
     let manifest_digest = sha256(&manifest);
-    let tag = spec.name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    let tag = spec
+        .name
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .unwrap_or("latest");
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "manifests": [{
@@ -225,13 +253,21 @@ mod tests {
             cmd: vec![],
             env: vec!["PATH=/bin".into()],
             workdir: None,
-            files: vec![ImageFile::dir("bin"), ImageFile::bytes("bin/x", b"hi".to_vec(), 0o755), ImageFile::symlink("bin/sh", "x")],
+            files: vec![
+                ImageFile::dir("bin"),
+                ImageFile::bytes("bin/x", b"hi".to_vec(), 0o755),
+                ImageFile::symlink("bin/sh", "x"),
+            ],
         };
         let a = dir.path().join("a.tar");
         let b = dir.path().join("b.tar");
         write_oci_archive(&spec, &a).unwrap();
         write_oci_archive(&spec, &b).unwrap();
-        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same input, same bytes");
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "same input, same bytes"
+        );
         let mut ar = tar::Archive::new(std::fs::File::open(&a).unwrap());
         let mut names = vec![];
         let mut index = String::new();
@@ -247,7 +283,10 @@ mod tests {
         assert_eq!(names.len(), 5);
         assert!(names.contains(&"oci-layout".to_string()));
         let v: serde_json::Value = serde_json::from_str(&index).unwrap();
-        assert_eq!(v["manifests"][0]["annotations"]["io.containerd.image.name"], "corral.local/t:1");
+        assert_eq!(
+            v["manifests"][0]["annotations"]["io.containerd.image.name"],
+            "corral.local/t:1"
+        );
         // Every blob is named by its own digest.
         let mut ar = tar::Archive::new(std::fs::File::open(&a).unwrap());
         for e in ar.entries().unwrap() {

@@ -1,0 +1,108 @@
+//! What the pod sandbox of an allocation needs to know about its group:
+//! the container port behind each assigned host port, the network mode and
+//! whether any task is privileged.
+//!
+//! [`AllocContext`] carries only the host ports. The alloc runner writes the
+//! allocation record (with its group spec) to `<alloc_dir>/alloc.json`
+//! before it calls `prepare_alloc`, so [`PodOptions::load`] reads the group
+//! from there.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use corral_types::{GroupSpec, NetworkMode};
+use serde::{Deserialize, Serialize};
+
+use crate::driver::AllocContext;
+
+/// The file the alloc runner writes the allocation record to (see
+/// [`crate::persist::save_alloc`]).
+pub const ALLOC_RECORD: &str = "alloc.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodOptions {
+    /// Port each task listens on, keyed like [`AllocContext::ports`]
+    /// (`"<task>.<port name>"`).
+    pub group_ports: BTreeMap<String, u16>,
+    /// The pod uses the node's network namespace (no port mappings).
+    pub network_host: bool,
+    /// Some task of the group runs privileged (the sandbox must be too).
+    pub privileged: bool,
+}
+
+impl PodOptions {
+    pub fn from_group(group: &GroupSpec) -> PodOptions {
+        PodOptions {
+            group_ports: group
+                .ports()
+                .map(|(task, name, port)| (format!("{task}.{name}"), port))
+                .collect(),
+            network_host: group.network == NetworkMode::Host,
+            privileged: group.tasks.iter().any(|t| t.security.privileged),
+        }
+    }
+
+    /// From the allocation record in the alloc dir. Without one (or with
+    /// an unreadable one) the defaults apply: bridge network, container
+    /// port = host port.
+    pub fn load(alloc: &AllocContext) -> PodOptions {
+        let path = alloc.alloc_dir.join(ALLOC_RECORD);
+        match read_record(&path) {
+            Ok(rec) => PodOptions::from_group(&rec.group),
+            Err(e) => {
+                tracing::warn!(alloc = %alloc.alloc_id, file = %path.display(), error = %e,
+                    "no readable allocation record: bridge network, container ports = host ports");
+                PodOptions::default()
+            }
+        }
+    }
+
+    /// The container port behind the named host port.
+    pub fn container_port(&self, key: &str, host_port: u16) -> u16 {
+        self.group_ports.get(key).copied().unwrap_or(host_port)
+    }
+}
+
+/// The part of [`crate::persist::PersistedAlloc`] the sandbox needs.
+#[derive(Deserialize)]
+struct Record {
+    group: GroupSpec,
+}
+
+fn read_record(path: &Path) -> std::io::Result<Record> {
+    let bytes = std::fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_types::TaskSpec;
+
+    fn task(name: &str, ports: &[(&str, u16)], privileged: bool) -> TaskSpec {
+        let mut t: TaskSpec = serde_json::from_value(serde_json::json!({
+            "name": name, "driver": "container", "image": "x:1"
+        }))
+        .expect("task spec");
+        t.ports = ports.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+        t.security.privileged = privileged;
+        t
+    }
+
+    #[test]
+    fn from_group_keys_ports_like_the_alloc() {
+        let group: GroupSpec = serde_json::from_value(serde_json::json!({
+            "name": "web", "count": 1, "network": "host",
+            "tasks": [serde_json::to_value(task("app", &[("http", 8080)], false)).expect("json"),
+                      serde_json::to_value(task("side", &[("metrics", 9100)], true)).expect("json")]
+        }))
+        .expect("group");
+        let o = PodOptions::from_group(&group);
+        assert_eq!(o.group_ports.get("app.http"), Some(&8080));
+        assert_eq!(o.group_ports.get("side.metrics"), Some(&9100));
+        assert!(o.network_host);
+        assert!(o.privileged);
+        assert_eq!(o.container_port("app.http", 20001), 8080);
+        assert_eq!(o.container_port("other.x", 20002), 20002);
+    }
+}
