@@ -159,7 +159,16 @@ impl Agent {
         let runners = TaskTracker::new();
         // Adopt what a previous agent process left running.
         let mut adopted = HashMap::new();
-        for rec in persist::load_allocs(&shared) {
+        let records = persist::load_allocs(&shared);
+        let keep: HashSet<String> = records.iter().map(|r| r.alloc.id.clone()).collect();
+        for d in env.drivers.values() {
+            match d.remove_orphans(&node_id, &keep).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(driver = %d.kind(), removed = n, "removed orphans no allocation wants"),
+                Err(e) => tracing::warn!(driver = %d.kind(), error = %e, "cannot remove orphans"),
+            }
+        }
+        for rec in records {
             let id = rec.alloc.id.clone();
             tracing::info!(alloc = %id, "adopting allocation from disk");
             adopted.insert(
@@ -218,6 +227,14 @@ pub async fn default_drivers(config: &AgentConfig) -> Result<Drivers, AgentError
                     continue;
                 }
             },
+            "container" => match container_driver(config).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "container driver not available");
+                    why.push(format!("container: {e}"));
+                    continue;
+                }
+            },
             other => {
                 why.push(format!("{other}: unknown driver"));
                 continue;
@@ -237,6 +254,38 @@ pub async fn default_drivers(config: &AgentConfig) -> Result<Drivers, AgentError
         return Err(AgentError::NoDrivers(why.join("; ")));
     }
     Ok(drivers)
+}
+
+/// The container driver on the node's containerd, with the sandbox image
+/// made and imported when it is missing.
+pub async fn container_driver(config: &AgentConfig) -> Result<Arc<dyn Driver>, String> {
+    use crate::driver::cri::{CriConfig, CriDriver};
+    let socket = &config.cri_socket;
+    if !crate::containerd::probe(socket).await {
+        return Err(format!(
+            "no CRI runtime answers at {}: start containerd (apt-get install containerd runc containernetworking-plugins) or use `corral dev`, which starts a private one",
+            socket.display()
+        ));
+    }
+    let mut cfg = CriConfig::new(socket.clone());
+    cfg.sandbox_image = Some(config.sandbox_image.clone());
+    let driver = CriDriver::connect(cfg).await.map_err(|e| e.to_string())?;
+    let present = driver
+        .ensure_image_present(&config.sandbox_image)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !present && config.sandbox_image == crate::image::PAUSE_IMAGE {
+        let busybox = std::path::Path::new(crate::image::BUSYBOX);
+        let tar = crate::image::build_into(&crate::image::pause_image(busybox), &config.data_dir.join("images"))
+            .map_err(|e| format!("cannot build the sandbox image (is busybox-static installed?): {e}"))?;
+        crate::containerd::import_image(socket, &tar)
+            .await
+            .map_err(|e| format!("cannot import the sandbox image: {e}"))?;
+        tracing::info!(image = %config.sandbox_image, "built and imported the sandbox image");
+    } else if !present {
+        return Err(format!("the sandbox image {} is not on this node; import it with `corral image import`", config.sandbox_image));
+    }
+    Ok(Arc::new(driver))
 }
 
 struct NodeLoop {

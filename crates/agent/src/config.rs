@@ -3,6 +3,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where Debian's containerd listens.
+pub const DEFAULT_CRI_SOCKET: &str = "/run/containerd/containerd.sock";
+
 /// Agent settings. Defaults are documented in docs/CONFIG.md.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -25,6 +28,11 @@ pub struct AgentConfig {
     pub reserved_memory_bytes: u64,
     /// Drivers to try; each is advertised only if its fingerprint passes.
     pub drivers: Vec<String>,
+    /// The CRI socket of the node's containerd (the `container` driver).
+    pub cri_socket: PathBuf,
+    /// The pod sandbox image; built from busybox-static and imported when
+    /// missing, since nothing can be pulled without internet.
+    pub sandbox_image: String,
     /// How long a blocking query for allocations waits.
     pub watch_wait: Duration,
     /// Stop every task when the agent shuts down (`corral dev`); otherwise
@@ -45,7 +53,9 @@ impl AgentConfig {
             port_range: (20000, 32000),
             reserved_cpu_millis: 0,
             reserved_memory_bytes: 0,
-            drivers: vec!["exec".into()],
+            drivers: vec!["exec".into(), "container".into()],
+            cri_socket: PathBuf::from(DEFAULT_CRI_SOCKET),
+            sandbox_image: crate::image::PAUSE_IMAGE.into(),
             watch_wait: Duration::from_secs(30),
             stop_on_shutdown: false,
         }

@@ -46,6 +46,13 @@ enum Cmd {
         /// Where the API listens.
         #[arg(long = "addr", default_value = "127.0.0.1:7070")]
         listen: SocketAddr,
+        /// containerd's CRI socket (default: the machine's if it answers,
+        /// else a private containerd under the data dir).
+        #[arg(long)]
+        cri_socket: Option<PathBuf>,
+        /// Run exec tasks only, without containerd.
+        #[arg(long)]
+        no_containers: bool,
     },
     /// Run the control plane.
     Server {
@@ -159,6 +166,9 @@ struct AgentArgs {
     /// Where the agent's HTTP endpoint (logs) listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     http_addr: SocketAddr,
+    /// containerd's CRI socket, for the container driver.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    cri_socket: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -236,10 +246,15 @@ fn init_logging() {
 async fn dispatch(cli: Cli) -> Result<()> {
     let client = Client::new(&cli.addr, cli.token.clone());
     match cli.cmd {
-        Cmd::Dev { data_dir, listen } => {
+        Cmd::Dev { data_dir, listen, cri_socket, no_containers } => {
             init_logging();
-            let dir = data_dir.unwrap_or_else(cmd::dev::default_data_dir);
-            cmd::dev::run(dir, listen, shutdown::on_signals()).await
+            let args = cmd::dev::DevArgs {
+                data_dir: data_dir.unwrap_or_else(cmd::dev::default_data_dir),
+                addr: listen,
+                cri_socket,
+                no_containers,
+            };
+            cmd::dev::run(args, shutdown::on_signals()).await
         }
         Cmd::Server { data_dir, listen } => {
             init_logging();
@@ -252,6 +267,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             config.name = a.name;
             config.http_addr = a.http_addr;
             config.labels = parse_labels(&a.labels)?;
+            config.cri_socket = a.cri_socket;
             cmd::agent::run(config, shutdown::on_signals()).await
         }
         Cmd::Run {

@@ -138,6 +138,8 @@ pub async fn start_agent(
     config.labels = labels;
     config.stop_on_shutdown = stop_on_shutdown;
     config.watch_wait = Duration::from_secs(5);
+    // Exec only: container tests bring their own private containerd.
+    config.drivers = vec!["exec".into()];
     let stop = CancellationToken::new();
     let agent = Agent::start(config, stop.clone())
         .await

@@ -100,28 +100,34 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
 pub struct Bytes(pub u64);
 
 impl fmt::Display for Bytes {
+    /// Exact binary or decimal units when they fit (`512MiB`, `256M`),
+    /// else one decimal in the largest binary unit (`23.5GiB`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
+        const BINARY: [(&str, u64); 4] = [
             ("TiB", 1 << 40),
             ("GiB", 1 << 30),
             ("MiB", 1 << 20),
             ("KiB", 1 << 10),
         ];
-        for (name, size) in UNITS {
-            if self.0 >= size && self.0.is_multiple_of(size) {
-                return write!(f, "{}{}", self.0 / size, name);
+        const DECIMAL: [(&str, u64); 4] = [
+            ("T", 1_000_000_000_000),
+            ("G", 1_000_000_000),
+            ("M", 1_000_000),
+            ("K", 1000),
+        ];
+        for ((bn, bs), (dn, ds)) in BINARY.iter().zip(DECIMAL.iter()) {
+            // Exact, but not as a long run of digits in a small unit.
+            if self.0 >= *bs && self.0.is_multiple_of(*bs) && self.0 / bs < 10_000 {
+                return write!(f, "{}{}", self.0 / bs, bn);
+            }
+            if self.0 >= *ds && self.0.is_multiple_of(*ds) && self.0 / ds < 10_000 {
+                return write!(f, "{}{}", self.0 / ds, dn);
             }
         }
-        for (name, size) in [("G", 1_000_000_000u64), ("M", 1_000_000), ("K", 1000)] {
-            if self.0 >= size && self.0.is_multiple_of(size) {
-                return write!(f, "{}{}", self.0 / size, name);
+        for (name, size) in BINARY {
+            if self.0 >= size {
+                return write!(f, "{:.1}{}", self.0 as f64 / size as f64, name);
             }
-        }
-        if self.0 >= 1 << 30 {
-            return write!(f, "{:.1}GiB", self.0 as f64 / (1u64 << 30) as f64);
-        }
-        if self.0 >= 1 << 20 {
-            return write!(f, "{:.1}MiB", self.0 as f64 / (1u64 << 20) as f64);
         }
         write!(f, "{}B", self.0)
     }
@@ -227,6 +233,9 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("M").is_err());
         assert_eq!(Bytes(512 << 20).to_string(), "512MiB");
+        assert_eq!(Bytes(256_000_000).to_string(), "256M");
+        assert_eq!(Bytes(24_683_656 * 1024).to_string(), "23.5GiB");
+        assert_eq!(Bytes(0).to_string(), "0B");
     }
 
     #[test]

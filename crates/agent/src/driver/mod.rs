@@ -256,6 +256,17 @@ pub trait Driver: Send + Sync + 'static {
     /// caller should `destroy` the leftovers and treat the task as exited.
     async fn recover(&self, handle: &TaskHandle) -> Result<bool, DriverError>;
 
+    /// After an agent restart: remove what this driver finds labelled as
+    /// this node's but belonging to no allocation in `keep` (CRI: pod
+    /// sandboxes left by a crash). Returns how many were removed.
+    async fn remove_orphans(
+        &self,
+        _node_id: &str,
+        _keep: &std::collections::HashSet<String>,
+    ) -> Result<usize, DriverError> {
+        Ok(0)
+    }
+
     /// Current usage of a running task.
     async fn stats(&self, _handle: &TaskHandle) -> Result<TaskStats, DriverError> {
         Err(DriverError::Unsupported {

@@ -1,43 +1,153 @@
-//! `corral dev`: a server and an agent in one process, for one machine.
+//! `corral dev`: a server and an agent in one process, for one machine. It
+//! uses the machine's containerd when one answers, or starts a private one
+//! under the data dir, and stops it on exit.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use corral_agent::containerd::{self, ContainerdConfig, PrivateContainerd};
+use corral_agent::config::DEFAULT_CRI_SOCKET;
+use corral_agent::image;
 use corral_agent::{Agent, AgentConfig};
 use corral_server::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(data_dir: PathBuf, addr: SocketAddr, shutdown: CancellationToken) -> Result<()> {
-    std::fs::create_dir_all(&data_dir)
+pub struct DevArgs {
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    pub cri_socket: Option<PathBuf>,
+    pub no_containers: bool,
+}
+
+pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
+    let data_dir = &a.data_dir;
+    std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    // containerd first: a missing one is the likeliest failure, and it
+    // should come before anything is started.
+    let mut private = None;
+    let mut drivers = vec!["exec".to_string()];
+    let mut socket = a.cri_socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CRI_SOCKET));
+    if !a.no_containers {
+        if !containerd::probe(&socket).await {
+            if a.cri_socket.is_some() {
+                bail!("no CRI runtime answers at {}: start containerd there, or leave out --cri-socket to let corral dev start its own", socket.display());
+            }
+            let pd = start_private(data_dir).await?;
+            socket = pd.socket_path(data_dir);
+            private = Some(pd);
+        }
+        import_demo_image(&socket, data_dir).await;
+        drivers.push("container".into());
+    }
+
     let server = Server::start(ServerConfig::new(data_dir.join("server")), shutdown.clone())
         .await
         .context("cannot start the server")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr}: is another `corral dev` running? stop it or pick another --addr")
+    let listener = tokio::net::TcpListener::bind(a.addr).await.with_context(|| {
+        format!("cannot listen on {}: is another `corral dev` running? stop it or pick another --addr", a.addr)
     })?;
     let bound = listener.local_addr()?;
     let server_task = tokio::spawn(server.serve(listener));
 
     let mut config = AgentConfig::new(&format!("http://{bound}"), data_dir.join("agent"));
     config.name = Some("dev".into());
+    config.drivers = drivers;
+    config.cri_socket = socket;
     // One machine, one user: Ctrl-C takes the tasks down with it.
     config.stop_on_shutdown = true;
     let agent = Agent::start(config, shutdown.clone())
         .await
         .context("cannot start the agent")?;
-    eprintln!(
-        "corral dev: API on http://{bound}, data in {}",
-        data_dir.display()
-    );
-    eprintln!(
-        "corral dev: node {} ready; submit a job with `corral run FILE`",
-        agent.node_id
-    );
+    eprintln!("corral dev: API on http://{bound}, data in {}", data_dir.display());
+    eprintln!("corral dev: node {} ready; submit a job with `corral run FILE`", agent.node_id);
     agent.wait().await;
     server_task.await.context("server task")??;
+    if let Some(pd) = private {
+        pd.stop().await;
+    }
     Ok(())
+}
+
+/// The private containerd of this data dir: started by us, or still
+/// running from a `corral dev` that was killed (its containers live on and
+/// are adopted, so it must not be restarted under them).
+enum Private {
+    Started(PrivateContainerd),
+    Adopted { pid: i32 },
+}
+
+impl Private {
+    fn socket_path(&self, data_dir: &Path) -> PathBuf {
+        match self {
+            Private::Started(pd) => pd.socket_path().to_path_buf(),
+            Private::Adopted { .. } => private_root(data_dir).join("containerd.sock"),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Private::Started(mut pd) => {
+                if let Err(e) = pd.stop().await {
+                    eprintln!("corral dev: stopping the private containerd: {e}");
+                }
+            }
+            Private::Adopted { pid } => {
+                let _ = rustix::process::Pid::from_raw(pid)
+                    .map(|p| rustix::process::kill_process(p, rustix::process::Signal::TERM));
+            }
+        }
+    }
+}
+
+fn private_root(data_dir: &Path) -> PathBuf {
+    // Socket paths are limited to ~100 bytes: keep the root short.
+    data_dir.join("ctrd")
+}
+
+async fn start_private(data_dir: &Path) -> Result<Private> {
+    let root = private_root(data_dir);
+    let pidfile = root.join("corral-dev.pid");
+    if containerd::probe(&root.join("containerd.sock")).await {
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .unwrap_or(0);
+        eprintln!("corral dev: reusing the private containerd still running from the last run (pid {pid})");
+        return Ok(Private::Adopted { pid });
+    }
+    if containerd::find_containerd_binary().is_none() {
+        bail!(
+            "containerd is not installed: install it with `apt-get install containerd runc containernetworking-plugins`, or run `corral dev --no-containers` for exec tasks only"
+        );
+    }
+    let cfg = ContainerdConfig::new(&root, "corral-dev0", "10.89.0.0/24", image::PAUSE_IMAGE);
+    let pd = PrivateContainerd::start(cfg)
+        .await
+        .with_context(|| format!("cannot start a private containerd under {}", root.display()))?;
+    let _ = std::fs::write(&pidfile, pd.pid().to_string());
+    eprintln!("corral dev: started a private containerd ({})", pd.socket_path().display());
+    Ok(Private::Started(pd))
+}
+
+/// The README's demo image, built from busybox-static and imported, so
+/// the demo runs offline. A failure only costs the demo.
+async fn import_demo_image(socket: &Path, data_dir: &Path) {
+    let busybox = Path::new(image::BUSYBOX);
+    if !busybox.exists() {
+        return;
+    }
+    let r = async {
+        let tar = image::build_into(&image::demo_image(busybox), &data_dir.join("images"))?;
+        containerd::import_image(socket, &tar).await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    match r {
+        Ok(()) => eprintln!("corral dev: demo image {} ready", image::DEMO_IMAGE),
+        Err(e) => eprintln!("corral dev: cannot prepare the demo image: {e:#}"),
+    }
 }
 
 /// `/var/lib/corral/dev` as root, else under `$HOME/.local/share/corral`.
@@ -45,8 +155,6 @@ pub fn default_data_dir() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from("/var/lib/corral/dev");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/corral/dev")
 }

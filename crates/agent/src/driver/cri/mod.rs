@@ -261,6 +261,26 @@ impl Driver for CriDriver {
         DriverKind::Container
     }
 
+    async fn remove_orphans(
+        &self,
+        node_id: &str,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<usize, DriverError> {
+        let unavailable = |e: CriError| DriverError::Unavailable {
+            driver: DriverKind::Container,
+            reason: e.to_string(),
+        };
+        let mut removed = 0;
+        for sb in self.list_node_sandboxes(node_id).await.map_err(unavailable)? {
+            if !keep.contains(&sb.alloc_id) {
+                tracing::info!(alloc = %sb.alloc_id, sandbox = %sb.id, "removing an orphan pod sandbox");
+                self.remove_sandbox(&sb.id).await.map_err(unavailable)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     async fn fingerprint(&self) -> Result<(), DriverError> {
         self.client
             .version_within(Duration::from_secs(5))
