@@ -132,7 +132,7 @@ enum BenchCmd {
         jobs: usize,
         #[arg(long, default_value_t = 100)]
         allocs: u32,
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 8)]
         workers: usize,
         /// Skip the in-memory baseline.
         #[arg(long)]

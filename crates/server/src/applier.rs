@@ -1,8 +1,13 @@
-//! The one plan applier. Workers plan on snapshots that may be stale; this
-//! loop re-checks every node's part of a plan against the latest state
-//! (resources, ports, node still schedulable) and commits the plan and the
-//! evaluation's new status in one transaction: optimistic concurrency, as
-//! Nomad's plan_apply.go does.
+//! The one plan applier. Workers plan on snapshots that may be stale; each
+//! plan is re-checked, node by node, against the latest state (resources,
+//! ports, node still schedulable) and committed with the evaluation's new
+//! status in one transaction: optimistic concurrency, as Nomad's
+//! plan_apply.go does.
+//!
+//! The re-check runs inside the store's single writer, one plan after the
+//! other, each on the state including every plan before it. The loop does
+//! not wait for one plan's fsync before handing over the next (Nomad
+//! pipelines the same way), so plans that arrive together share a commit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,24 +27,40 @@ pub struct PlanRequest {
     pub reply: oneshot::Sender<Result<PlanResult, ServerError>>,
 }
 
+/// Plans whose commit may be in flight at once.
+const IN_FLIGHT: usize = 32;
+
 pub async fn run(core: Arc<Core>, mut rx: mpsc::Receiver<PlanRequest>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut inflight = tokio::task::JoinSet::new();
     loop {
         let req = tokio::select! {
-            r = rx.recv() => match r { Some(r) => r, None => return },
-            _ = core.shutdown.cancelled() => return,
+            r = rx.recv() => match r { Some(r) => r, None => break },
+            _ = core.shutdown.cancelled() => break,
         };
-        let started = std::time::Instant::now();
-        let result = apply(&core, req.plan, req.eval, req.partial_ok).await;
-        core.metrics.plan_apply.observe(started.elapsed());
-        if let Ok(r) = &result {
-            use std::sync::atomic::Ordering::Relaxed;
-            core.metrics.placements.fetch_add(r.placed as u64, Relaxed);
-            if !r.refused_nodes.is_empty() {
-                core.metrics.plans_refused.fetch_add(1, Relaxed);
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let core = core.clone();
+        inflight.spawn(async move {
+            let started = std::time::Instant::now();
+            let result = apply(&core, req.plan, req.eval, req.partial_ok).await;
+            core.metrics.plan_apply.observe(started.elapsed());
+            if let Ok(r) = &result {
+                use std::sync::atomic::Ordering::Relaxed;
+                core.metrics.placements.fetch_add(r.placed as u64, Relaxed);
+                if !r.refused_nodes.is_empty() {
+                    core.metrics.plans_refused.fetch_add(1, Relaxed);
+                }
             }
-        }
-        let _ = req.reply.send(result);
+            let _ = req.reply.send(result);
+            drop(permit);
+        });
+        // Reap finished ones so the set stays small.
+        while inflight.try_join_next().is_some() {}
     }
+    // Commits already started finish; their workers get their answers.
+    while inflight.join_next().await.is_some() {}
 }
 
 async fn apply(

@@ -5,8 +5,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
-    /// Scheduler workers; one per core keeps both cores busy without
-    /// contention on the plan applier.
+    /// Scheduler workers. More than cores: a worker waits for its plan's
+    /// commit, and the plans of waiting workers share commits.
     pub workers: usize,
     /// Smallest heartbeat TTL handed to agents.
     pub heartbeat_min_ttl: Duration,
@@ -28,7 +28,7 @@ impl ServerConfig {
     pub fn new(data_dir: PathBuf) -> ServerConfig {
         ServerConfig {
             data_dir,
-            workers: 2,
+            workers: 8,
             heartbeat_min_ttl: Duration::from_secs(5),
             max_heartbeats_per_second: 50.0,
             heartbeat_grace: Duration::from_secs(5),

@@ -92,6 +92,10 @@ impl Private {
                 if let Err(e) = pd.stop().await {
                     eprintln!("corral dev: stopping the private containerd: {e}");
                 }
+                // The CNI bridge outlives containerd; it is ours to remove.
+                if let Err(e) = pd.remove_bridge() {
+                    eprintln!("corral dev: removing the pod bridge: {e}");
+                }
             }
             Private::Adopted { pid } => {
                 let _ = rustix::process::Pid::from_raw(pid)
