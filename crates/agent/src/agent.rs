@@ -164,7 +164,9 @@ impl Agent {
         for d in env.drivers.values() {
             match d.remove_orphans(&node_id, &keep).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(driver = %d.kind(), removed = n, "removed orphans no allocation wants"),
+                Ok(n) => {
+                    tracing::info!(driver = %d.kind(), removed = n, "removed orphans no allocation wants")
+                }
                 Err(e) => tracing::warn!(driver = %d.kind(), error = %e, "cannot remove orphans"),
             }
         }
@@ -276,14 +278,22 @@ pub async fn container_driver(config: &AgentConfig) -> Result<Arc<dyn Driver>, S
         .map_err(|e| e.to_string())?;
     if !present && config.sandbox_image == crate::image::PAUSE_IMAGE {
         let busybox = std::path::Path::new(crate::image::BUSYBOX);
-        let tar = crate::image::build_into(&crate::image::pause_image(busybox), &config.data_dir.join("images"))
-            .map_err(|e| format!("cannot build the sandbox image (is busybox-static installed?): {e}"))?;
+        let tar = crate::image::build_into(
+            &crate::image::pause_image(busybox),
+            &config.data_dir.join("images"),
+        )
+        .map_err(|e| {
+            format!("cannot build the sandbox image (is busybox-static installed?): {e}")
+        })?;
         crate::containerd::import_image(socket, &tar)
             .await
             .map_err(|e| format!("cannot import the sandbox image: {e}"))?;
         tracing::info!(image = %config.sandbox_image, "built and imported the sandbox image");
     } else if !present {
-        return Err(format!("the sandbox image {} is not on this node; import it with `corral image import`", config.sandbox_image));
+        return Err(format!(
+            "the sandbox image {} is not on this node; import it with `corral image import`",
+            config.sandbox_image
+        ));
     }
     Ok(Arc::new(driver))
 }

@@ -143,6 +143,7 @@ fn node(i: usize, classes: usize, now: u64) -> Node {
         status: NodeStatus::Ready,
         eligible: true,
         draining: false,
+        drain_deadline: None,
         resources: Resources {
             cpu: MilliCpu(4000),
             memory: Bytes(16 << 30),

@@ -201,6 +201,22 @@ enum NodeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move every allocation off a node (replacement first, at most
+    /// max_parallel per group at a time), then leave it ineligible.
+    Drain {
+        id: String,
+        /// Stop what is left after this long.
+        #[arg(long, default_value = "1h")]
+        deadline: String,
+        /// Accepted for Nomad compatibility; corral has no system jobs yet.
+        #[arg(long)]
+        ignore_system: bool,
+        /// End a drain and make the node eligible again.
+        #[arg(long)]
+        disable: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Allow or forbid new placements on a node.
     Eligibility {
         id: String,
@@ -246,7 +262,12 @@ fn init_logging() {
 async fn dispatch(cli: Cli) -> Result<()> {
     let client = Client::new(&cli.addr, cli.token.clone());
     match cli.cmd {
-        Cmd::Dev { data_dir, listen, cri_socket, no_containers } => {
+        Cmd::Dev {
+            data_dir,
+            listen,
+            cri_socket,
+            no_containers,
+        } => {
             init_logging();
             let args = cmd::dev::DevArgs {
                 data_dir: data_dir.unwrap_or_else(cmd::dev::default_data_dir),
@@ -351,6 +372,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Cmd::Node(NodeCmd::Ls { json }) => cmd::node::list(&client, json).await,
         Cmd::Node(NodeCmd::Status { id, json }) => cmd::node::status(&client, &id, json).await,
+        Cmd::Node(NodeCmd::Drain {
+            id,
+            deadline,
+            ignore_system: _,
+            disable,
+            json,
+        }) => cmd::node::drain(&client, &id, &deadline, disable, json).await,
         Cmd::Node(NodeCmd::Eligibility {
             id,
             enable,

@@ -259,6 +259,19 @@ impl Client {
         .await
     }
 
+    pub async fn drain(
+        &self,
+        id: &str,
+        enable: bool,
+        deadline: Option<&str>,
+    ) -> Result<NodeView, ClientError> {
+        self.json(
+            self.req(reqwest::Method::POST, &format!("/v1/nodes/{id}/drain"))
+                .json(&serde_json::json!({ "enable": enable, "deadline": deadline })),
+        )
+        .await
+    }
+
     // Agent side.
 
     pub async fn register(&self, reg: &NodeRegistration) -> Result<HeartbeatResponse, ClientError> {

@@ -71,7 +71,7 @@ pub fn schedule_with(
     eval: &Evaluation,
     ctx: &mut PlanContext,
 ) -> Plan {
-    let rec = reconcile::reconcile(state, &eval.job);
+    let rec = reconcile::reconcile(state, &eval.job, ctx.now);
     let mut plan = Plan {
         eval_id: eval.id.clone(),
         job: eval.job.clone(),

@@ -9,12 +9,16 @@
 //! - a failed allocation of the same spec holds its slot: the restart
 //!   policy gave up, and placing the same spec again would loop (rescheduling
 //!   is a later policy). A spec change frees it: the new version may fix it;
-//! - complete and lost allocations free their slot: a service should run.
+//! - complete and lost allocations free their slot: a service should run;
+//! - a live allocation on a draining node is migrated: a replacement is
+//!   placed beside it (at most `update.max_parallel` migrations in flight
+//!   per group) and the old one is stopped once the replacement runs, or
+//!   when the node's drain deadline passes.
 
 use std::collections::BTreeMap;
 
 use corral_types::{
-    Allocation, ClientStatus, DesiredStatus, GroupSpec, Job, NodeStatus, StopAlloc,
+    Allocation, ClientStatus, DesiredStatus, GroupSpec, Job, NodeStatus, StopAlloc, UnixMillis,
 };
 
 use crate::StateView;
@@ -63,7 +67,15 @@ pub fn node_lost(state: &dyn StateView, a: &Allocation) -> Option<&'static str> 
     }
 }
 
-pub fn reconcile<'a>(state: &'a dyn StateView, job_name: &str) -> Reconciled<'a> {
+/// Whether the allocation sits on a draining node, and if so whether the
+/// node's drain deadline has passed.
+fn draining(state: &dyn StateView, a: &Allocation, now: UnixMillis) -> Option<bool> {
+    let n = state.node(&a.node_id)?;
+    n.draining
+        .then(|| n.drain_deadline.is_some_and(|d| now >= d))
+}
+
+pub fn reconcile<'a>(state: &'a dyn StateView, job_name: &str, now: UnixMillis) -> Reconciled<'a> {
     let mut allocs = state.allocs_by_job(job_name);
     allocs.sort_by(|a, b| {
         (&a.group, a.index, a.create_index, &a.id).cmp(&(&b.group, b.index, b.create_index, &b.id))
@@ -104,7 +116,7 @@ pub fn reconcile<'a>(state: &'a dyn StateView, job_name: &str) -> Reconciled<'a>
             .copied()
             .filter(|a| a.group == g.name)
             .collect();
-        reconcile_group(state, job, g, &mine, &mut out);
+        reconcile_group(state, job, g, &mine, now, &mut out);
     }
     out
 }
@@ -112,6 +124,9 @@ pub fn reconcile<'a>(state: &'a dyn StateView, job_name: &str) -> Reconciled<'a>
 /// What one slot (index) of a group holds.
 #[derive(Default)]
 struct Slot<'a> {
+    /// Being migrated off a draining node (its replacement was asked for,
+    /// or waits for a free migration slot): leave it alone.
+    migrating: bool,
     live: Vec<&'a Allocation>,
     lost: Vec<&'a Allocation>,
     failed: Vec<&'a Allocation>,
@@ -123,6 +138,7 @@ fn reconcile_group<'a>(
     job: &'a Job,
     g: &'a GroupSpec,
     allocs: &[&'a Allocation],
+    now: UnixMillis,
     out: &mut Reconciled<'a>,
 ) {
     let mut slots: BTreeMap<u32, Slot<'a>> = BTreeMap::new();
@@ -144,6 +160,69 @@ fn reconcile_group<'a>(
     let updated = format!("job updated to version {}", job.version);
     let mut specs = SpecCache::default();
 
+    // Migrations off draining nodes, before anything else looks at the
+    // slot: the draining allocation keeps running until its replacement
+    // does (or the deadline passes), so it must not count as a duplicate.
+    let limit = match g.update.max_parallel {
+        0 => usize::MAX,
+        n => n as usize,
+    };
+    let mut in_flight = slots
+        .values()
+        .filter(|s| {
+            s.live.iter().any(|a| draining(state, a, now).is_some())
+                && s.live.iter().any(|a| draining(state, a, now).is_none())
+        })
+        .count();
+    for (&index, slot) in slots.range_mut(..g.count) {
+        let Some(pos) = slot
+            .live
+            .iter()
+            .position(|a| draining(state, a, now).is_some())
+        else {
+            continue;
+        };
+        let old = slot.live[pos];
+        let forced = draining(state, old, now) == Some(true);
+        let replacement = slot
+            .live
+            .iter()
+            .find(|a| a.id != old.id && draining(state, a, now).is_none())
+            .copied();
+        match replacement {
+            Some(r) if r.client == ClientStatus::Running || forced => {
+                // This migration is done: it frees its place in flight.
+                out.stop(state, old, "node drained");
+                slot.live.remove(pos);
+                in_flight = in_flight.saturating_sub(1);
+            }
+            // Migration in flight: both stay until the new one runs.
+            Some(_) => {
+                slot.live.remove(pos);
+            }
+            None if forced => {
+                out.stop(state, old, "node drain deadline reached");
+                slot.live.remove(pos);
+                slot.lost.push(old);
+            }
+            None if in_flight < limit => {
+                in_flight += 1;
+                out.places.push(PlaceRequest {
+                    group: g,
+                    index,
+                    previous: Some(old.id.clone()),
+                    replaces: None,
+                    reason: String::new(),
+                });
+                // The slot is being filled: nothing else to do for it.
+                slot.live.clear();
+                slot.migrating = true;
+            }
+            // Wait for a migration slot; the old allocation keeps running.
+            None => slot.migrating = true,
+        }
+    }
+
     for (_, slot) in slots.range(g.count..) {
         for a in &slot.live {
             out.stop(state, a, "scaled down");
@@ -152,6 +231,9 @@ fn reconcile_group<'a>(
     for index in 0..g.count {
         let empty = Slot::default();
         let slot = slots.get(&index).unwrap_or(&empty);
+        if slot.migrating {
+            continue;
+        }
         let place = |previous: Option<&Allocation>| PlaceRequest {
             group: g,
             index,

@@ -170,6 +170,7 @@ pub fn node(id: &str) -> NodeBuilder {
         status: NodeStatus::Ready,
         eligible: true,
         draining: false,
+        drain_deadline: None,
         resources: Resources {
             cpu: MilliCpu(4000),
             memory: Bytes(8192 * MB),

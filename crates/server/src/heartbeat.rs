@@ -81,11 +81,13 @@ impl Heartbeats {
 
 pub async fn monitor(core: Arc<Core>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut forced = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = core.shutdown.cancelled() => return,
         }
+        crate::ops::nodes::drain_tick(&core, &mut forced).await;
         for node in core.heartbeats.expired(Instant::now()) {
             core.heartbeats.forget(&node);
             if let Err(e) = mark_down(&core, &node).await {

@@ -343,3 +343,84 @@ async fn server_restart_loses_nothing_and_tasks_keep_running() {
     assert_eq!(versions.len(), 1);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_allocations_replacement_first() {
+    let mut cluster = TestCluster::start().await;
+    cluster.add_agent("node-0", Default::default()).await;
+    let c = cluster.client.clone();
+    let marker = format!("drain-{}", std::process::id());
+    // Only node-0 exists: everything lands there.
+    c.submit(&job("mover", &marker, 3, "bar"), "mover.yaml")
+        .await
+        .unwrap();
+    wait_running(&c, "mover", 3).await;
+    cluster.add_agent("node-1", Default::default()).await;
+    let n0 = cluster.agents[0].node_id.clone();
+    let n1 = cluster.agents[1].node_id.clone();
+    c.drain(&n0, true, Some("5m")).await.unwrap();
+
+    // Sample while the drain runs: never fewer than 3 running, and the
+    // old allocation only stops after its replacement runs.
+    let mut min_running = usize::MAX;
+    let mut max_running = 0;
+    let start = std::time::Instant::now();
+    loop {
+        let j = c.job("mover", None).await.unwrap();
+        let running = j
+            .allocations
+            .iter()
+            .filter(|a| a.status == ClientStatus::Running)
+            .count();
+        min_running = min_running.min(running);
+        max_running = max_running.max(running);
+        let on_n1 = j
+            .allocations
+            .iter()
+            .filter(|a| {
+                a.node_id == n1
+                    && a.status == ClientStatus::Running
+                    && a.desired == DesiredStatus::Run
+            })
+            .count();
+        let on_n0 = j
+            .allocations
+            .iter()
+            .filter(|a| a.node_id == n0 && !a.status.is_terminal())
+            .count();
+        if on_n1 == 3 && on_n0 == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < corral_testkit::patience(Duration::from_secs(60)),
+            "drain did not finish: {on_n1} on node-1, {on_n0} on node-0"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        min_running >= 3,
+        "running dropped to {min_running} during the drain"
+    );
+    assert!(
+        max_running <= 4,
+        "max_parallel 1 allows one extra copy at a time, saw {max_running} running"
+    );
+    let j = c.job("mover", None).await.unwrap();
+    for a in j.allocations.iter().filter(|a| a.node_id == n0) {
+        assert_eq!(a.desired_reason, "node drained");
+    }
+    wait_procs(&marker, 3).await;
+    let node = eventually("drain complete", D, || async {
+        let n = c.node(&n0).await.map_err(|e| e.to_string())?;
+        if n.status == "ineligible" {
+            Ok(n)
+        } else {
+            Err(n.status)
+        }
+    })
+    .await;
+    assert!(!node.draining);
+    c.stop("mover", false).await.unwrap();
+    wait_procs(&marker, 0).await;
+    cluster.shutdown().await;
+}

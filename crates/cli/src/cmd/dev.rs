@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use corral_agent::containerd::{self, ContainerdConfig, PrivateContainerd};
 use corral_agent::config::DEFAULT_CRI_SOCKET;
+use corral_agent::containerd::{self, ContainerdConfig, PrivateContainerd};
 use corral_agent::image;
 use corral_agent::{Agent, AgentConfig};
 use corral_server::{Server, ServerConfig};
@@ -28,11 +28,17 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     // should come before anything is started.
     let mut private = None;
     let mut drivers = vec!["exec".to_string()];
-    let mut socket = a.cri_socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CRI_SOCKET));
+    let mut socket = a
+        .cri_socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CRI_SOCKET));
     if !a.no_containers {
         if !containerd::probe(&socket).await {
             if a.cri_socket.is_some() {
-                bail!("no CRI runtime answers at {}: start containerd there, or leave out --cri-socket to let corral dev start its own", socket.display());
+                bail!(
+                    "no CRI runtime answers at {}: start containerd there, or leave out --cri-socket to let corral dev start its own",
+                    socket.display()
+                );
             }
             let pd = start_private(data_dir).await?;
             socket = pd.socket_path(data_dir);
@@ -60,8 +66,14 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     let agent = Agent::start(config, shutdown.clone())
         .await
         .context("cannot start the agent")?;
-    eprintln!("corral dev: API on http://{bound}, data in {}", data_dir.display());
-    eprintln!("corral dev: node {} ready; submit a job with `corral run FILE`", agent.node_id);
+    eprintln!(
+        "corral dev: API on http://{bound}, data in {}",
+        data_dir.display()
+    );
+    eprintln!(
+        "corral dev: node {} ready; submit a job with `corral run FILE`",
+        agent.node_id
+    );
     agent.wait().await;
     server_task.await.context("server task")??;
     if let Some(pd) = private {
@@ -74,7 +86,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
 /// running from a `corral dev` that was killed (its containers live on and
 /// are adopted, so it must not be restarted under them).
 enum Private {
-    Started(PrivateContainerd),
+    Started(Box<PrivateContainerd>),
     Adopted { pid: i32 },
 }
 
@@ -118,7 +130,9 @@ async fn start_private(data_dir: &Path) -> Result<Private> {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
             .unwrap_or(0);
-        eprintln!("corral dev: reusing the private containerd still running from the last run (pid {pid})");
+        eprintln!(
+            "corral dev: reusing the private containerd still running from the last run (pid {pid})"
+        );
         return Ok(Private::Adopted { pid });
     }
     if containerd::find_containerd_binary().is_none() {
@@ -131,8 +145,11 @@ async fn start_private(data_dir: &Path) -> Result<Private> {
         .await
         .with_context(|| format!("cannot start a private containerd under {}", root.display()))?;
     let _ = std::fs::write(&pidfile, pd.pid().to_string());
-    eprintln!("corral dev: started a private containerd ({})", pd.socket_path().display());
-    Ok(Private::Started(pd))
+    eprintln!(
+        "corral dev: started a private containerd ({})",
+        pd.socket_path().display()
+    );
+    Ok(Private::Started(Box::new(pd)))
 }
 
 /// The README's demo image, built from busybox-static and imported, so
@@ -159,6 +176,8 @@ pub fn default_data_dir() -> PathBuf {
     if rustix::process::geteuid().is_root() {
         return PathBuf::from("/var/lib/corral/dev");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/corral/dev")
 }

@@ -86,3 +86,19 @@ pub async fn eligibility(c: &Client, id: &str, eligible: bool, json: bool) -> Re
     println!("node {} is now {}", n.name, n.status);
     Ok(())
 }
+
+pub async fn drain(c: &Client, id: &str, deadline: &str, disable: bool, json: bool) -> Result<()> {
+    let n = c.drain(id, !disable, Some(deadline)).await?;
+    if json {
+        return print_json(&n);
+    }
+    if disable {
+        println!("node {} is no longer draining and is {}", n.name, n.status);
+    } else {
+        println!(
+            "node {} is draining: its {} allocation(s) move off it (replacement first, update.max_parallel per group at a time); what is left stops after {deadline}. Watch with `corral node status {}`",
+            n.name, n.allocations, n.name
+        );
+    }
+    Ok(())
+}

@@ -364,3 +364,77 @@ fn same_eval_same_plan() {
     ));
     assert_eq!(s.schedule("e1", "web"), s.schedule("e1", "web"));
 }
+
+/// Allocations of `web` on node `n`, live ones.
+fn live_on<'a>(s: &'a MemState, n: &str) -> Vec<&'a corral_types::Allocation> {
+    s.live("web", "web")
+        .into_iter()
+        .filter(|a| a.node_id == n)
+        .collect()
+}
+
+#[test]
+fn drain_migrates_max_parallel_at_a_time_and_stops_the_old_once_the_new_runs() {
+    // Three allocations on n1 (only node at first), then n2 joins and n1 drains.
+    let mut s = MemState::with_nodes([node("n1").build()]);
+    s.add_job(job("web", 1, vec![group("web", 3).build()]));
+    let plan = s.schedule("e1", "web");
+    s.apply(&plan, ClientStatus::Running);
+    s.nodes.push(node("n2").build());
+    s.node_mut("n1").unwrap().draining = true;
+
+    // max_parallel 1: one replacement, nothing stopped yet.
+    let plan = s.schedule("e2", "web");
+    assert_eq!(plan.place.len(), 1, "{plan:?}");
+    assert_eq!(plan.place[0].node_id, "n2");
+    assert!(plan.place[0].previous.is_some());
+    assert!(
+        plan.stop.is_empty(),
+        "the old one runs until its replacement does"
+    );
+    s.apply(&plan, ClientStatus::Pending);
+
+    // Replacement still pending: nothing more happens.
+    assert!(s.schedule("e3", "web").is_noop());
+
+    // Replacement running: the old one stops and the next migration starts.
+    let replacement = plan.place[0].id.clone();
+    s.allocs
+        .iter_mut()
+        .find(|a| a.id == replacement)
+        .unwrap()
+        .client = ClientStatus::Running;
+    let plan = s.schedule("e4", "web");
+    assert_eq!(plan.stop.len(), 1, "{plan:#?}\n{:#?}", s.allocs);
+    assert_eq!(plan.stop[0].reason, "node drained");
+    assert_eq!(plan.place.len(), 1);
+    s.apply(&plan, ClientStatus::Running);
+    let plan = s.schedule("e5", "web");
+    s.apply(&plan, ClientStatus::Running);
+    let plan = s.schedule("e6", "web");
+    s.apply(&plan, ClientStatus::Running);
+    assert!(live_on(&s, "n1").is_empty(), "drained");
+    assert_eq!(live_on(&s, "n2").len(), 3);
+    assert!(s.schedule("e7", "web").is_noop());
+}
+
+#[test]
+fn drain_deadline_stops_what_is_left() {
+    let mut s = MemState::with_nodes([node("n1").build()]);
+    s.add_job(job("web", 1, vec![group("web", 2).build()]));
+    let plan = s.schedule("e1", "web");
+    s.apply(&plan, ClientStatus::Running);
+    s.nodes.push(node("n2").build());
+    let n1 = s.node_mut("n1").unwrap();
+    n1.draining = true;
+    n1.drain_deadline = Some(500); // before the test clock (1000)
+    let plan = s.schedule("e2", "web");
+    assert_eq!(plan.stop.len(), 2, "{plan:?}");
+    assert!(
+        plan.stop
+            .iter()
+            .all(|s| s.reason == "node drain deadline reached")
+    );
+    assert_eq!(plan.place.len(), 2);
+    assert!(plan.place.iter().all(|a| a.node_id == "n2"));
+}

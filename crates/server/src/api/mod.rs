@@ -36,6 +36,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/nodes/{id}", get(nodes::get))
         .route("/v1/nodes/{id}/heartbeat", post(nodes::heartbeat))
         .route("/v1/nodes/{id}/eligibility", post(nodes::eligibility))
+        .route("/v1/nodes/{id}/drain", post(nodes::drain))
         .route(
             "/v1/nodes/{id}/allocations",
             get(nodes::allocations).post(nodes::update_allocations),

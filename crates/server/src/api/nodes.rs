@@ -53,6 +53,41 @@ pub async fn heartbeat(
 }
 
 #[derive(Debug, Deserialize)]
+pub struct DrainBody {
+    #[serde(default = "yes")]
+    enable: bool,
+    /// How long before what is left is stopped, e.g. `5m` (default 1h).
+    #[serde(default)]
+    deadline: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn drain(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    Json(body): Json<DrainBody>,
+) -> Result<Json<NodeView>, ServerError> {
+    let deadline = match body.deadline.as_deref() {
+        None => std::time::Duration::from_secs(3600),
+        Some(d) => corral_types::units::parse_duration(d)
+            .map_err(|e| ServerError::BadRequest(format!("deadline: {e}")))?
+            .as_std(),
+    };
+    let s = core.store.snapshot();
+    let by_name = s.nodes_iter().find(|n| n.name == id).map(|n| n.id.clone());
+    let node_id = by_name.unwrap_or(id);
+    ops::nodes::drain(&core, &node_id, body.enable, deadline).await?;
+    let s = core.store.snapshot();
+    let n = s
+        .node_by_id(&node_id)
+        .ok_or_else(|| ServerError::not_found("node", &node_id))?;
+    Ok(Json(views::node_view(&s, n)))
+}
+
+#[derive(Debug, Deserialize)]
 pub struct EligibilityBody {
     eligible: bool,
 }

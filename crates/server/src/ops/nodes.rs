@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use corral_store::Write;
+use std::time::Duration;
+
+use corral_store::{State, Write};
 use corral_types::{
-    AllocUpdate, EvalTrigger, HeartbeatResponse, Index, Node, NodeRegistration, NodeStatus,
+    AllocUpdate, Allocation, ClientStatus, EvalTrigger, HeartbeatResponse, Index, Node,
+    NodeRegistration, NodeStatus,
 };
 
 use crate::ServerError;
@@ -36,6 +39,7 @@ pub async fn register(
                 status: NodeStatus::Ready,
                 eligible: prev.is_none_or(|n| n.eligible),
                 draining: prev.is_some_and(|n| n.draining),
+                drain_deadline: prev.and_then(|n| n.drain_deadline),
                 resources: reg.resources,
                 attributes: reg.attributes,
                 labels: reg.labels,
@@ -99,10 +103,11 @@ pub async fn update_allocations(
 ) -> Result<Index, ServerError> {
     let now = now_ms();
     let node = node.to_string();
-    let (index, freed) = core
+    let (index, out) = core
         .write(move |state, _| {
             let mut writes = Vec::new();
             let mut freed = false;
+            let mut migrations = std::collections::BTreeSet::new();
             let mut seen = BTreeMap::new();
             for u in updates {
                 seen.insert(u.id.clone(), u);
@@ -124,13 +129,126 @@ pub async fn update_allocations(
                 a.client_message = u.message;
                 a.modified_at = now;
                 freed |= a.client.is_terminal();
+                // A migration off a draining node moves on when the
+                // replacement runs (or fails).
+                if cur.client != a.client
+                    && a.client != ClientStatus::Pending
+                    && replaces_draining(state, &a)
+                {
+                    migrations.insert(a.job.clone());
+                }
                 writes.push(Write::Alloc(a));
             }
-            Ok::<_, ServerError>((writes, freed))
+            let evals: Vec<_> = migrations
+                .into_iter()
+                .map(|j| Core::new_eval(&j, EvalTrigger::NodeDrain, now))
+                .collect();
+            writes.extend(evals.iter().cloned().map(Write::Eval));
+            Ok::<_, ServerError>((writes, (freed, evals)))
         })
         .await?;
+    let (_, (freed, evals)) = (index, out);
+    core.enqueue(evals);
     if freed {
         core.capacity_changed();
     }
     Ok(index)
+}
+
+/// Whether the allocation replaces one on a draining node.
+fn replaces_draining(state: &State, a: &Allocation) -> bool {
+    a.previous
+        .as_deref()
+        .and_then(|p| state.alloc(p))
+        .and_then(|old| state.node_by_id(&old.node_id))
+        .is_some_and(|n| n.draining)
+}
+
+/// Start (or end) a drain: allocations move off the node, at most
+/// `max_parallel` per group at a time, each replacement running before
+/// the allocation it replaces stops; at the deadline the rest stop.
+pub async fn drain(
+    core: &Arc<Core>,
+    id: &str,
+    enable: bool,
+    deadline: Duration,
+) -> Result<(), ServerError> {
+    let now = now_ms();
+    let id = id.to_string();
+    let (_, evals) = core
+        .write(move |state, _| {
+            let node = state
+                .node_by_id(&id)
+                .ok_or_else(|| ServerError::not_found("node", &id))?;
+            let mut n = (**node).clone();
+            n.draining = enable;
+            n.drain_deadline = enable.then(|| now + deadline.as_millis() as u64);
+            // Nomad's behaviour: a node being drained gets no new work, and
+            // ending a drain makes it eligible again.
+            n.eligible = !enable;
+            let mut writes = vec![Write::Node(n)];
+            let evals: Vec<_> = if enable {
+                crate::heartbeat::jobs_on_node(state, &id)
+                    .into_iter()
+                    .map(|j| Core::new_eval(&j, EvalTrigger::NodeDrain, now))
+                    .collect()
+            } else {
+                vec![]
+            };
+            writes.extend(evals.iter().cloned().map(Write::Eval));
+            Ok((writes, evals))
+        })
+        .await?;
+    core.enqueue(evals);
+    if !enable {
+        core.capacity_changed();
+    }
+    Ok(())
+}
+
+/// The drainer's tick: force drains whose deadline passed, and finish
+/// drains with nothing left (the node stays ineligible, as in Nomad).
+pub async fn drain_tick(core: &Arc<Core>, forced: &mut std::collections::HashSet<String>) {
+    let now = now_ms();
+    let snap = core.store.snapshot();
+    for node in snap.nodes_iter().filter(|n| n.draining) {
+        let live = snap.node_allocs(&node.id).iter().any(|a| a.is_live());
+        if !live {
+            let id = node.id.clone();
+            let r = core
+                .write(move |state, _| {
+                    let Some(n) = state.node_by_id(&id) else {
+                        return Ok((vec![], ()));
+                    };
+                    let mut n = (**n).clone();
+                    n.draining = false;
+                    n.drain_deadline = None;
+                    n.eligible = false;
+                    Ok((vec![Write::Node(n)], ()))
+                })
+                .await;
+            match r {
+                Ok(_) => {
+                    tracing::info!(node = %node.name, "drain complete; the node stays ineligible")
+                }
+                Err(e) => tracing::warn!(node = %node.name, error = %e, "cannot finish the drain"),
+            }
+            forced.remove(&node.id);
+            continue;
+        }
+        if node.drain_deadline.is_some_and(|d| now >= d) && forced.insert(node.id.clone()) {
+            let jobs = crate::heartbeat::jobs_on_node(&snap, &node.id);
+            let evals: Vec<_> = jobs
+                .iter()
+                .map(|j| Core::new_eval(j, EvalTrigger::NodeDrain, now))
+                .collect();
+            match core
+                .commit(evals.iter().cloned().map(Write::Eval).collect())
+                .await
+            {
+                Ok(_) => core.enqueue(evals),
+                Err(e) => tracing::warn!(node = %node.name, error = %e, "cannot force the drain"),
+            }
+        }
+    }
 }

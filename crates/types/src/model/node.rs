@@ -16,6 +16,10 @@ pub struct Node {
     /// no new ones.
     pub eligible: bool,
     pub draining: bool,
+    /// While draining: when the remaining allocations are stopped whether
+    /// or not their replacements run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline: Option<UnixMillis>,
     /// What the node offers to allocations.
     pub resources: Resources,
     /// Detected facts: `os`, `arch`, `hostname`, `kernel`, `cores`.

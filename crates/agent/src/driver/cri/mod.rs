@@ -271,7 +271,11 @@ impl Driver for CriDriver {
             reason: e.to_string(),
         };
         let mut removed = 0;
-        for sb in self.list_node_sandboxes(node_id).await.map_err(unavailable)? {
+        for sb in self
+            .list_node_sandboxes(node_id)
+            .await
+            .map_err(unavailable)?
+        {
             if !keep.contains(&sb.alloc_id) {
                 tracing::info!(alloc = %sb.alloc_id, sandbox = %sb.id, "removing an orphan pod sandbox");
                 self.remove_sandbox(&sb.id).await.map_err(unavailable)?;
