@@ -2,6 +2,7 @@
 //! client that talks to `$CORRAL_ADDR`.
 
 mod cmd;
+mod config;
 mod output;
 mod shutdown;
 
@@ -56,11 +57,15 @@ enum Cmd {
     },
     /// Run the control plane.
     Server {
-        #[arg(long, default_value = "/var/lib/corral/server")]
-        data_dir: PathBuf,
-        /// Where the API listens.
-        #[arg(long = "addr", default_value = "127.0.0.1:7070")]
-        listen: SocketAddr,
+        /// TOML config file (`[server]` table); flags and env win over it.
+        #[arg(long, env = "CORRAL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Default /var/lib/corral/server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where the API listens (default 127.0.0.1:7070).
+        #[arg(long = "addr")]
+        listen: Option<SocketAddr>,
     },
     /// Run a node agent.
     Agent(AgentArgs),
@@ -153,22 +158,30 @@ enum BenchCmd {
 
 #[derive(Args)]
 struct AgentArgs {
-    /// The server's address.
-    #[arg(long, env = "CORRAL_SERVER", default_value = "http://127.0.0.1:7070")]
-    server: String,
-    #[arg(long, default_value = "/var/lib/corral/agent")]
-    data_dir: PathBuf,
+    /// TOML config file (`[agent]` table); flags and env win over it.
+    #[arg(long, env = "CORRAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// The server's address (default http://127.0.0.1:7070).
+    #[arg(long, env = "CORRAL_SERVER")]
+    server: Option<String>,
+    /// Default /var/lib/corral/agent.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Default: the hostname.
     #[arg(long)]
     name: Option<String>,
-    /// Node label, `key=value`; repeat for more.
+    /// Node label, `key=value`; repeat for more (added to the file's).
     #[arg(long = "label")]
     labels: Vec<String>,
-    /// Where the agent's HTTP endpoint (logs) listens.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    http_addr: SocketAddr,
-    /// containerd's CRI socket, for the container driver.
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
-    cri_socket: PathBuf,
+    /// Where the agent's HTTP endpoint (logs) listens (default 127.0.0.1:0).
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// The address the server reaches this agent at (default: http://<http-addr>).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// containerd's CRI socket (default /run/containerd/containerd.sock).
+    #[arg(long)]
+    cri_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -277,18 +290,69 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             cmd::dev::run(args, shutdown::on_signals()).await
         }
-        Cmd::Server { data_dir, listen } => {
+        Cmd::Server { config, data_dir, listen } => {
             init_logging();
-            cmd::server::run(data_dir, listen, cli.token, shutdown::on_signals()).await
+            let file = config::load(config.as_deref())?.server;
+            let data_dir = data_dir
+                .or(file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from("/var/lib/corral/server"));
+            let mut sc = corral_server::ServerConfig::new(data_dir);
+            if let Some(w) = file.workers {
+                sc.workers = w;
+            }
+            if let Some(d) = config::duration("heartbeat_min_ttl", &file.heartbeat_min_ttl)? {
+                sc.heartbeat_min_ttl = d;
+            }
+            if let Some(d) = config::duration("heartbeat_grace", &file.heartbeat_grace)? {
+                sc.heartbeat_grace = d;
+            }
+            if let Some(d) = config::duration("failover_grace", &file.failover_grace)? {
+                sc.failover_grace = d;
+            }
+            if let Some(r) = file.max_heartbeats_per_second {
+                sc.max_heartbeats_per_second = r;
+            }
+            sc.api_token = cli.token.or(file.api_token);
+            let addr = listen.or(file.addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
+            cmd::server::run(sc, addr, shutdown::on_signals()).await
         }
         Cmd::Agent(a) => {
             init_logging();
-            let mut config = corral_agent::AgentConfig::new(&a.server, a.data_dir);
-            config.token = cli.token;
-            config.name = a.name;
-            config.http_addr = a.http_addr;
-            config.labels = parse_labels(&a.labels)?;
-            config.cri_socket = a.cri_socket;
+            let file = config::load(a.config.as_deref())?.agent;
+            let server = a.server.or(file.server).unwrap_or_else(|| "http://127.0.0.1:7070".into());
+            let data_dir = a
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/corral/agent"));
+            let mut config = corral_agent::AgentConfig::new(&server, data_dir);
+            config.token = cli.token.or(file.token);
+            config.name = a.name.or(file.name);
+            if let Some(h) = a.http_addr.or(file.http_addr) {
+                config.http_addr = h;
+            }
+            config.advertise = a.advertise.or(file.advertise);
+            let mut labels = file.labels;
+            labels.extend(parse_labels(&a.labels)?);
+            config.labels = labels;
+            if let Some(s) = a.cri_socket.or(file.cri_socket) {
+                config.cri_socket = s;
+            }
+            if let Some(d) = file.drivers {
+                config.drivers = d;
+            }
+            if let Some(r) = file.port_range {
+                config.port_range = r;
+            }
+            if let Some(c) = &file.reserved_cpu {
+                config.reserved_cpu_millis = corral_types::units::parse_cpu(c)
+                    .map_err(|e| anyhow::anyhow!("config key reserved_cpu: {e}"))?
+                    .0;
+            }
+            if let Some(m) = &file.reserved_memory {
+                config.reserved_memory_bytes = corral_types::units::parse_size(m)
+                    .map_err(|e| anyhow::anyhow!("config key reserved_memory: {e}"))?
+                    .0;
+            }
             cmd::agent::run(config, shutdown::on_signals()).await
         }
         Cmd::Run {

@@ -1,18 +1,10 @@
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use corral_server::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(
-    data_dir: PathBuf,
-    addr: SocketAddr,
-    token: Option<String>,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    let mut config = ServerConfig::new(data_dir);
-    config.api_token = token;
+pub async fn run(config: ServerConfig, addr: SocketAddr, shutdown: CancellationToken) -> Result<()> {
     let server = Server::start(config, shutdown).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr}: is another corral running? pick another with --addr")
