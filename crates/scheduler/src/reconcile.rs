@@ -13,7 +13,10 @@
 //! - a live allocation on a draining node is migrated: a replacement is
 //!   placed beside it (at most `update.max_parallel` migrations in flight
 //!   per group) and the old one is stopped once the replacement runs, or
-//!   when the node's drain deadline passes.
+//!   when the node's drain deadline passes;
+//! - a spec change rolls: at most `update.max_parallel` slots of a group
+//!   run a new-version allocation that is not running yet (0 = all at
+//!   once); the others keep their old allocation until then.
 
 use std::collections::BTreeMap;
 
@@ -228,6 +231,23 @@ fn reconcile_group<'a>(
             out.stop(state, a, "scaled down");
         }
     }
+    // Rolling update budget: new-version allocations still starting count
+    // against max_parallel.
+    let mut rolling_budget = match g.update.max_parallel {
+        0 => usize::MAX,
+        n => (n as usize).saturating_sub(
+            slots
+                .range(..g.count)
+                .filter(|(_, s)| {
+                    s.live.iter().any(|a| {
+                        a.job_version == job.version
+                            && a.client == ClientStatus::Pending
+                            && a.previous.is_some()
+                    })
+                })
+                .count(),
+        ),
+    };
     for index in 0..g.count {
         let empty = Slot::default();
         let slot = slots.get(&index).unwrap_or(&empty);
@@ -247,11 +267,17 @@ fn reconcile_group<'a>(
             }
             if keep.job_version != job.version {
                 if specs.changed(state, job, g, keep) {
-                    out.places.push(PlaceRequest {
-                        replaces: Some(keep),
-                        reason: updated.clone(),
-                        ..place(Some(keep))
-                    });
+                    // Past the budget the old version keeps running until
+                    // a replacement in flight runs (its report brings a new
+                    // evaluation).
+                    if rolling_budget > 0 {
+                        rolling_budget -= 1;
+                        out.places.push(PlaceRequest {
+                            replaces: Some(keep),
+                            reason: updated.clone(),
+                            ..place(Some(keep))
+                        });
+                    }
                 } else {
                     out.in_place.push((keep.id.clone(), job.version));
                 }

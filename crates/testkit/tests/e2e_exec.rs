@@ -424,3 +424,58 @@ async fn drain_moves_allocations_replacement_first() {
     wait_procs(&marker, 0).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_rolls_one_at_a_time() {
+    let cluster = TestCluster::with_agent().await;
+    let c = &cluster.client;
+    let marker = format!("roll-{}", std::process::id());
+    c.submit(&job("roll", &marker, 3, "v1"), "roll.yaml")
+        .await
+        .unwrap();
+    wait_running(c, "roll", 3).await;
+    c.submit(&job("roll", &marker, 3, "v2"), "roll.yaml")
+        .await
+        .unwrap();
+    // Default update policy: max_parallel 1, so at every sample at least
+    // count - 1 allocations run, and at most one new one is starting.
+    let start = std::time::Instant::now();
+    let mut min_running = usize::MAX;
+    loop {
+        let j = c.job("roll", None).await.unwrap();
+        let running = j
+            .allocations
+            .iter()
+            .filter(|a| a.status == ClientStatus::Running && a.desired == DesiredStatus::Run)
+            .count();
+        let starting = j
+            .allocations
+            .iter()
+            .filter(|a| a.status == ClientStatus::Pending && a.desired == DesiredStatus::Run)
+            .count();
+        assert!(starting <= 1, "max_parallel 1 but {starting} starting");
+        min_running = min_running.min(running);
+        if j.version == 2
+            && running == 3
+            && j.allocations
+                .iter()
+                .filter(|a| a.desired == DesiredStatus::Run)
+                .all(|a| a.job_version == 2)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < corral_testkit::patience(Duration::from_secs(60)),
+            "rollout did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        min_running >= 2,
+        "running dropped to {min_running}: below count - max_parallel"
+    );
+    for id in running(&c.job("roll", None).await.unwrap()) {
+        assert!(log_of(c, &id).await.contains("FOO=v2"));
+    }
+    cluster.shutdown().await;
+}

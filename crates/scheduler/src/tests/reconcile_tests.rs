@@ -99,11 +99,10 @@ fn scale_down_stops_highest_indexes() {
 fn env_change_replaces_all_with_same_indexes() {
     let mut s = running(3);
     let old: Vec<String> = s.live("web", "web").iter().map(|a| a.id.clone()).collect();
-    s.add_job(job(
-        "web",
-        2,
-        vec![group("web", 3).env("FOO", "baz").build()],
-    ));
+    // max_parallel 0: everything at once.
+    let mut g = group("web", 3).env("FOO", "baz").build();
+    g.update.max_parallel = 0;
+    s.add_job(job("web", 2, vec![g]));
     let plan = s.schedule("e2", "web");
     let reason = "job updated to version 2";
     let expected: Vec<StopAlloc> = old.iter().map(|id| stop(id, reason)).collect();
@@ -437,4 +436,34 @@ fn drain_deadline_stops_what_is_left() {
     );
     assert_eq!(plan.place.len(), 2);
     assert!(plan.place.iter().all(|a| a.node_id == "n2"));
+}
+
+#[test]
+fn a_spec_change_rolls_max_parallel_at_a_time() {
+    let mut s = running(4);
+    let mut g = group("web", 4).env("FOO", "v2").build();
+    g.update.max_parallel = 2;
+    s.add_job(job("web", 2, vec![g]));
+    let plan = s.schedule("e2", "web");
+    assert_eq!(plan.place.len(), 2, "two at a time");
+    assert_eq!(plan.stop.len(), 2, "each replaced one stops");
+    s.apply(&plan, ClientStatus::Pending);
+    // Both still starting: nothing more moves.
+    assert!(s.schedule("e3", "web").is_noop());
+    // One runs: one more slot rolls.
+    let first = plan.place[0].id.clone();
+    s.allocs.iter_mut().find(|a| a.id == first).unwrap().client = ClientStatus::Running;
+    let plan = s.schedule("e4", "web");
+    assert_eq!(plan.place.len(), 1);
+    s.apply(&plan, ClientStatus::Running);
+    for a in s.allocs.iter_mut() {
+        if a.client == ClientStatus::Pending {
+            a.client = ClientStatus::Running;
+        }
+    }
+    let plan = s.schedule("e5", "web");
+    assert_eq!(plan.place.len(), 1, "the last old one");
+    s.apply(&plan, ClientStatus::Running);
+    assert!(s.schedule("e6", "web").is_noop());
+    assert!(s.live("web", "web").iter().all(|a| a.job_version == 2));
 }

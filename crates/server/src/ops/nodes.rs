@@ -129,11 +129,11 @@ pub async fn update_allocations(
                 a.client_message = u.message;
                 a.modified_at = now;
                 freed |= a.client.is_terminal();
-                // A migration off a draining node moves on when the
-                // replacement runs (or fails).
+                // A migration off a draining node, or a rolling update,
+                // moves on when a replacement runs (or fails).
                 if cur.client != a.client
                     && a.client != ClientStatus::Pending
-                    && replaces_draining(state, &a)
+                    && (replaces_draining(state, &a) || rolling(state, &a))
                 {
                     migrations.insert(a.job.clone());
                 }
@@ -153,6 +153,18 @@ pub async fn update_allocations(
         core.capacity_changed();
     }
     Ok(index)
+}
+
+/// Whether the allocation's group still has live allocations of an older
+/// job version (a rolling update is under way).
+fn rolling(state: &State, a: &Allocation) -> bool {
+    let Some(job) = state.job(&a.job) else {
+        return false;
+    };
+    state
+        .job_allocs(&a.job)
+        .iter()
+        .any(|o| o.group == a.group && o.is_live() && o.job_version != job.version)
 }
 
 /// Whether the allocation replaces one on a draining node.
