@@ -185,10 +185,7 @@ fn job_spec(j: usize, s: &Scenario) -> JobSpec {
                 args: vec![],
                 env: BTreeMap::new(),
                 workdir: None,
-                resources: Resources {
-                    cpu: MilliCpu(100),
-                    memory: Bytes(64 << 20),
-                },
+                resources: alloc_resources(s),
                 ports: BTreeMap::new(),
                 kill_timeout: Millis::from_secs(5),
                 restart: None,
@@ -197,6 +194,18 @@ fn job_spec(j: usize, s: &Scenario) -> JobSpec {
             }],
         }],
         update: UpdatePolicy::default(),
+    }
+}
+
+/// Resources per allocation: 100m and 64 MiB, smaller when the scenario
+/// would not fit otherwise, so the cluster ends at most ~60% full.
+fn alloc_resources(s: &Scenario) -> Resources {
+    let total = (s.jobs as u64 * s.allocs_per_job as u64).max(1);
+    let cpu = (4000 * s.nodes as u64 * 6 / 10 / total).clamp(1, 100);
+    let memory = ((16u64 << 30) * s.nodes as u64 * 6 / 10 / total).clamp(1 << 20, 64 << 20);
+    Resources {
+        cpu: MilliCpu(cpu),
+        memory: Bytes(memory),
     }
 }
 
