@@ -245,6 +245,7 @@ impl TaskRunner {
                 RestartDecision::Fail { reason } => {
                     self.publish(|s| {
                         s.state = TaskLifecycle::Dead;
+                        s.failed = true;
                         s.exit_code = exit.exit_code;
                         s.oom_killed = exit.oom_killed;
                         s.finished_at = Some(now);

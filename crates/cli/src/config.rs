@@ -85,7 +85,13 @@ mod tests {
         .unwrap();
         let c = load(Some(&p)).unwrap();
         assert_eq!(c.server.addr.unwrap().port(), 7070);
-        assert_eq!(duration("heartbeat_grace", &c.server.heartbeat_grace).unwrap().unwrap().as_secs(), 10);
+        assert_eq!(
+            duration("heartbeat_grace", &c.server.heartbeat_grace)
+                .unwrap()
+                .unwrap()
+                .as_secs(),
+            10
+        );
         assert_eq!(c.agent.labels["zone"], "a");
         assert_eq!(c.agent.port_range, Some((21000, 22000)));
         std::fs::write(&p, "[server]\nadress = \"x\"\n").unwrap();

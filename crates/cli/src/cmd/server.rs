@@ -4,7 +4,11 @@ use anyhow::{Context, Result};
 use corral_server::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(config: ServerConfig, addr: SocketAddr, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    config: ServerConfig,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let server = Server::start(config, shutdown).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr}: is another corral running? pick another with --addr")
