@@ -1,9 +1,10 @@
-//! An in-process cluster: one server, any number of agents with the exec
-//! driver, each with its own data dir, all on loopback.
+//! An in-process cluster: one server, any number of agents (the exec
+//! driver, and the container driver on a given CRI socket), each with its
+//! own data dir, all on loopback.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub struct TestCluster {
 }
 
 pub struct TestAgent {
+    pub name: String,
     pub node_id: String,
     pub data_dir: PathBuf,
     stop: CancellationToken,
@@ -78,8 +80,31 @@ impl TestCluster {
     }
 
     pub async fn add_agent(&mut self, name: &str, labels: BTreeMap<String, String>) -> &TestAgent {
-        let data_dir = self.dir.path().join(format!("agent-{name}"));
-        let agent = start_agent(&self.url(), data_dir, name, labels, true).await;
+        self.add_agent_with(name, |c| c.labels = labels).await
+    }
+
+    /// The data dir of the agent called `name` (the same name gives the
+    /// same dir, hence the same node id: a restarted agent).
+    pub fn agent_data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{name}"))
+    }
+
+    /// An agent with the harness defaults (exec only, tasks stopped on
+    /// shutdown) changed by `configure`; waits until its node is ready.
+    pub async fn add_agent_with(
+        &mut self,
+        name: &str,
+        configure: impl FnOnce(&mut AgentConfig),
+    ) -> &TestAgent {
+        let mut config = agent_config(
+            &self.url(),
+            self.agent_data_dir(name),
+            name,
+            BTreeMap::new(),
+            true,
+        );
+        configure(&mut config);
+        let agent = start_agent_with(config).await;
         let id = agent.node_id.clone();
         let c = self.client.clone();
         crate::eventually(
@@ -100,6 +125,48 @@ impl TestCluster {
         .await;
         self.agents.push(agent);
         self.agents.last().expect("just pushed")
+    }
+
+    /// An agent with the exec and container drivers, the latter on the
+    /// containerd at `cri_socket`; its tasks stop when it shuts down.
+    /// Panics when the node does not advertise the container driver.
+    pub async fn add_container_agent(&mut self, name: &str, cri_socket: &Path) -> &TestAgent {
+        self.add_container_agent_with(name, cri_socket, true).await
+    }
+
+    /// Like [`Self::add_container_agent`]; with `stop_on_shutdown` false
+    /// the agent's shutdown leaves its containers running, as a killed
+    /// agent process would, for the next agent on the same data dir to
+    /// adopt.
+    pub async fn add_container_agent_with(
+        &mut self,
+        name: &str,
+        cri_socket: &Path,
+        stop_on_shutdown: bool,
+    ) -> &TestAgent {
+        let socket = cri_socket.to_path_buf();
+        let c = self.client.clone();
+        let agent = self
+            .add_agent_with(name, move |config| {
+                config.drivers = vec!["exec".into(), "container".into()];
+                config.cri_socket = socket;
+                config.stop_on_shutdown = stop_on_shutdown;
+            })
+            .await;
+        let node = c.node(&agent.node_id).await.expect("node view");
+        assert!(
+            node.drivers.iter().any(|d| d == "container"),
+            "node {name} has no container driver (drivers: {:?}); see the agent's warnings (CORRAL_LOG=warn)",
+            node.drivers
+        );
+        agent
+    }
+
+    /// Takes the agent called `name` out of the cluster (to shut it down
+    /// and start another on its data dir).
+    pub fn take_agent(&mut self, name: &str) -> Option<TestAgent> {
+        let i = self.agents.iter().position(|a| a.name == name)?;
+        Some(self.agents.remove(i))
     }
 
     /// Restart the server on the same port and data dir (its state comes
@@ -126,6 +193,18 @@ impl TestCluster {
     }
 }
 
+/// A cluster dropped without [`TestCluster::shutdown`] (a failed test)
+/// tells its agents and server to stop, so that no agent starts anything
+/// while the test's other resources are cleaned up.
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for a in &self.agents {
+            a.stop.cancel();
+        }
+        self.server_stop.cancel();
+    }
+}
+
 pub async fn start_agent(
     server: &str,
     data_dir: PathBuf,
@@ -133,18 +212,45 @@ pub async fn start_agent(
     labels: BTreeMap<String, String>,
     stop_on_shutdown: bool,
 ) -> TestAgent {
-    let mut config = AgentConfig::new(server, data_dir.clone());
+    start_agent_with(agent_config(
+        server,
+        data_dir,
+        name,
+        labels,
+        stop_on_shutdown,
+    ))
+    .await
+}
+
+/// The harness's agent settings: fast watches, the exec driver only
+/// (container tests bring their own private containerd and add the
+/// container driver with its socket).
+pub fn agent_config(
+    server: &str,
+    data_dir: PathBuf,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    stop_on_shutdown: bool,
+) -> AgentConfig {
+    let mut config = AgentConfig::new(server, data_dir);
     config.name = Some(name.to_string());
     config.labels = labels;
     config.stop_on_shutdown = stop_on_shutdown;
     config.watch_wait = Duration::from_secs(5);
-    // Exec only: container tests bring their own private containerd.
     config.drivers = vec!["exec".into()];
+    config
+}
+
+pub async fn start_agent_with(config: AgentConfig) -> TestAgent {
+    init_tracing();
+    let name = config.name.clone().unwrap_or_default();
+    let data_dir = config.data_dir.clone();
     let stop = CancellationToken::new();
     let agent = Agent::start(config, stop.clone())
         .await
         .expect("agent starts");
     TestAgent {
+        name,
         node_id: agent.node_id.clone(),
         data_dir,
         stop,

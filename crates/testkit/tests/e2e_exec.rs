@@ -367,10 +367,12 @@ async fn drain_moves_allocations_replacement_first() {
     let start = std::time::Instant::now();
     loop {
         let j = c.job("mover", None).await.unwrap();
+        // Allocations meant to run that do (one being stopped may still
+        // run for its kill_timeout: it no longer counts).
         let running = j
             .allocations
             .iter()
-            .filter(|a| a.status == ClientStatus::Running)
+            .filter(|a| a.status == ClientStatus::Running && a.desired == DesiredStatus::Run)
             .count();
         min_running = min_running.min(running);
         max_running = max_running.max(running);
