@@ -170,27 +170,20 @@ impl Agent {
                 Err(e) => tracing::warn!(driver = %d.kind(), error = %e, "cannot remove orphans"),
             }
         }
+        // Their runners start at the first answer from the server: a task
+        // that died while the agent was away must not be restarted if its
+        // allocation was replaced meanwhile (node marked down). Until then
+        // what still runs keeps running, unwatched.
         for rec in records {
-            let id = rec.alloc.id.clone();
-            tracing::info!(alloc = %id, "adopting allocation from disk");
-            adopted.insert(
-                id,
-                AllocRunner::spawn(
-                    &runners,
-                    env.clone(),
-                    rec.alloc,
-                    rec.group,
-                    true,
-                    runners_cancel.child_token(),
-                ),
-            );
+            adopted.insert(rec.alloc.id.clone(), rec);
         }
         let loop_ = NodeLoop {
             config,
             client,
             registration,
             env,
-            runners: adopted,
+            runners: HashMap::new(),
+            adopt: adopted,
             tracker: runners,
             runners_cancel,
             shutdown: shutdown.clone(),
@@ -304,6 +297,8 @@ struct NodeLoop {
     registration: NodeRegistration,
     env: Arc<RunnerEnv>,
     runners: HashMap<String, AllocRunner>,
+    /// Allocations found on disk, adopted at the first sync.
+    adopt: HashMap<String, persist::PersistedAlloc>,
     tracker: TaskTracker,
     runners_cancel: CancellationToken,
     shutdown: CancellationToken,
@@ -383,6 +378,28 @@ impl NodeLoop {
 
     /// Make the runners match the server's view of this node.
     fn sync(&mut self, resp: corral_types::api::NodeAllocations) {
+        // First answer since start: adopt what the previous agent process
+        // ran; what the server no longer wants is adopted only to be
+        // stopped and cleaned up.
+        for (id, rec) in std::mem::take(&mut self.adopt) {
+            let wanted = resp
+                .allocations
+                .iter()
+                .any(|a| a.id == id && a.desired == DesiredStatus::Run);
+            tracing::info!(alloc = %id, wanted, "adopting allocation from disk");
+            let runner = AllocRunner::spawn(
+                &self.tracker,
+                self.env.clone(),
+                rec.alloc,
+                rec.group,
+                true,
+                self.runners_cancel.child_token(),
+            );
+            if !wanted {
+                runner.stop();
+            }
+            self.runners.insert(id, runner);
+        }
         let mut wanted = HashSet::new();
         for alloc in resp.allocations {
             let id = alloc.id.clone();

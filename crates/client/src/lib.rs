@@ -49,6 +49,9 @@ fn render_api_error(_status: &u16, e: &ApiError) -> String {
     s
 }
 
+/// How long an agent's register, heartbeat or status report may take.
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct Client {
     addr: String,

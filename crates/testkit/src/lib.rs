@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod containers;
 pub mod eventually;
 pub mod jobs;
+pub mod netns;
 
 pub use cluster::{TestAgent, TestCluster};
 pub use eventually::{eventually, patience};
