@@ -137,6 +137,41 @@ async fn oom_kill_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_and_memory_limits_hold_once_the_container_runs() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::start("lim").await;
+    let alloc = env.alloc("lim1", &[]);
+    env.driver.prepare_alloc(&alloc).await.unwrap();
+    // The CPU quota is applied right after start (setup is not throttled):
+    // what the task sees a moment later is the limit.
+    let mut spec = task(
+        "probe",
+        "sleep 1; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us \
+         /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    );
+    spec.resources = Resources {
+        cpu: MilliCpu(250),
+        memory: Bytes(48 << 20),
+    };
+    let h = env.driver.start(&task_ctx(&alloc, spec)).await.unwrap();
+    assert!(env.driver.wait(&h).await.unwrap().success());
+    let out: Vec<String> = log_messages(&log_file(&alloc.alloc_dir, "probe"))
+        .into_iter()
+        .map(|(_, m)| m.trim().to_string())
+        .collect();
+    assert_eq!(
+        out,
+        vec!["25000", "100000", "256", &(48u64 << 20).to_string()],
+        "{out:?}"
+    );
+    env.driver.destroy(&h).await.unwrap();
+    env.driver.cleanup_alloc(&alloc).await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_defaults_hold_inside_the_container() {
     if !can_run() {
         return;

@@ -285,6 +285,26 @@ impl CriClient {
         .map(|r| r.container_id)
     }
 
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: cri::LinuxContainerResources,
+    ) -> Result<(), CriError> {
+        let mut rt = self.runtime.clone();
+        let req = cri::UpdateContainerResourcesRequest {
+            container_id: id.to_string(),
+            linux: Some(linux),
+            ..Default::default()
+        };
+        Self::call(
+            || format!("update resources of container {id}"),
+            self.timeout,
+            rt.update_container_resources(req),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn start_container(&self, id: &str) -> Result<(), CriError> {
         let mut rt = self.runtime.clone();
         let req = cri::StartContainerRequest {
