@@ -8,5 +8,6 @@
 //!   process, against the same server idle.
 
 pub mod heartbeat;
+pub mod node;
 pub mod proc;
 pub mod scheduler;

@@ -154,6 +154,41 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Real containers on this node (root): corral against bare CRI and,
+    /// with --docker-socket, Docker Swarm. See scripts/bench-node.
+    Node {
+        /// A Swarm manager's socket with the demo image loaded.
+        #[arg(long)]
+        docker_socket: Option<PathBuf>,
+        /// dockerd's and its containerd's pids, for their CPU use.
+        #[arg(long, value_delimiter = ',')]
+        docker_pids: Vec<u32>,
+        /// Rounds of scaling and rolling update per system.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Single-container samples per system.
+        #[arg(long, default_value_t = 5)]
+        single_reps: usize,
+        /// How often the APIs are polled, in milliseconds.
+        #[arg(long, default_value_t = 25)]
+        poll_ms: u64,
+        /// CPU of each replica in millicores (corral: reservation and
+        /// quota; Swarm: the same limit and reservation).
+        #[arg(long, default_value_t = 10)]
+        cpu_millis: u64,
+        /// Where corral dev and its containerd live (default /tmp/cbn-PID).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Also write the table (markdown) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only write the demo image as an OCI archive into this directory
+        /// and print its path.
+        #[arg(long)]
+        write_image: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -290,7 +325,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             };
             cmd::dev::run(args, shutdown::on_signals()).await
         }
-        Cmd::Server { config, data_dir, listen } => {
+        Cmd::Server {
+            config,
+            data_dir,
+            listen,
+        } => {
             init_logging();
             let file = config::load(config.as_deref())?.server;
             let data_dir = data_dir
@@ -313,13 +352,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 sc.max_heartbeats_per_second = r;
             }
             sc.api_token = cli.token.or(file.api_token);
-            let addr = listen.or(file.addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
+            let addr = listen
+                .or(file.addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
             cmd::server::run(sc, addr, shutdown::on_signals()).await
         }
         Cmd::Agent(a) => {
             init_logging();
             let file = config::load(a.config.as_deref())?.agent;
-            let server = a.server.or(file.server).unwrap_or_else(|| "http://127.0.0.1:7070".into());
+            let server = a
+                .server
+                .or(file.server)
+                .unwrap_or_else(|| "http://127.0.0.1:7070".into());
             let data_dir = a
                 .data_dir
                 .or(file.data_dir)
@@ -433,6 +477,32 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let w = corral_types::units::parse_duration(&window)
                 .map_err(|e| anyhow::anyhow!("--window: {e}"))?;
             cmd::bench::heartbeats(nodes, w.as_std(), json).await
+        }
+        Cmd::Bench(BenchCmd::Node {
+            docker_socket,
+            docker_pids,
+            rounds,
+            single_reps,
+            poll_ms,
+            cpu_millis,
+            work_dir,
+            out,
+            write_image,
+            json,
+        }) => {
+            cmd::bench::node(cmd::bench::NodeArgs {
+                docker_socket,
+                docker_pids,
+                rounds,
+                single_reps,
+                poll_ms,
+                cpu_millis,
+                work_dir,
+                out,
+                write_image,
+                json,
+            })
+            .await
         }
         Cmd::Node(NodeCmd::Ls { json }) => cmd::node::list(&client, json).await,
         Cmd::Node(NodeCmd::Status { id, json }) => cmd::node::status(&client, &id, json).await,
