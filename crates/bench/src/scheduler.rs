@@ -43,7 +43,7 @@ impl Default for Scenario {
             allocs_per_job: 100,
             classes: 5,
             store: StoreKind::Sqlite,
-            workers: 8,
+            workers: 2,
             timeout: Duration::from_secs(600),
         }
     }

@@ -137,7 +137,7 @@ enum BenchCmd {
         jobs: usize,
         #[arg(long, default_value_t = 100)]
         allocs: u32,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 2)]
         workers: usize,
         /// Skip the in-memory baseline.
         #[arg(long)]

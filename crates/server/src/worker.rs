@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use corral_scheduler::PlanContext;
-use corral_types::{EvalStatus, Evaluation};
+use corral_store::Write;
+use corral_types::{EvalStatus, EvalTrigger, Evaluation};
 use tokio::sync::oneshot;
 
 use crate::applier::PlanRequest;
@@ -74,8 +75,15 @@ async fn process(core: &Arc<Core>, mut eval: Evaluation) -> Result<(), crate::Se
             .map_err(|_| crate::ServerError::ShuttingDown)?;
         let result = rx.await.map_err(|_| crate::ServerError::ShuttingDown)??;
         if result.refused_nodes.is_empty() || last {
-            if eval.status == EvalStatus::Blocked || !result.refused_nodes.is_empty() {
-                eval.status = EvalStatus::Blocked;
+            if !result.refused_nodes.is_empty() {
+                // The state kept moving under this evaluation (other plans
+                // took the room it chose). What was refused gets a fresh
+                // evaluation now: blocking would wait for a capacity change
+                // that may never come, as there is room elsewhere.
+                let follow = Core::new_eval(&eval.job, EvalTrigger::Retry, now_ms());
+                core.commit(vec![Write::Eval(follow.clone())]).await?;
+                core.enqueue([follow]);
+            } else if eval.status == EvalStatus::Blocked {
                 core.broker.block(eval);
             }
             return Ok(());

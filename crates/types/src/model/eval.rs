@@ -33,6 +33,9 @@ pub enum EvalTrigger {
     AllocFailed,
     /// A blocked evaluation woken by new capacity.
     Unblocked,
+    /// The plan applier refused part of a plan until the worker gave up
+    /// re-planning: the rest gets a fresh evaluation.
+    Retry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
