@@ -26,7 +26,7 @@ use k8s_cri::v1 as cri;
 use crate::eventually;
 
 /// Set to 1 to make a missing prerequisite fail the container tests.
-pub const REQUIRE_ENV: &str = "CORRAL_REQUIRE_ROOT_TESTS";
+pub use crate::prereq::REQUIRE_ENV;
 
 /// A plain busybox image for tests that bring their own command.
 pub const BUSYBOX_IMAGE: &str = "corral.local/busybox:e2e";
@@ -63,28 +63,10 @@ pub fn missing_prerequisites() -> Vec<String> {
 /// Whether the container tests can run here. When they cannot: `false`
 /// with a message on stderr, or a panic when [`REQUIRE_ENV`] is 1.
 pub fn can_run(test: &str) -> bool {
-    let missing = missing_prerequisites();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!(
-        "{test}: cannot run real containers here; missing: {}",
-        missing.join(", ")
-    );
-    if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
-        panic!("{msg} ({REQUIRE_ENV}=1 forbids skipping)");
-    }
-    eprintln!("SKIPPED {msg} (set {REQUIRE_ENV}=1 to make this a failure)");
-    false
+    crate::prereq::can_run(test, "run real containers", &missing_prerequisites())
 }
 
-fn find_bin(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+use crate::prereq::find_bin;
 
 /// A claimed network: a bridge name and a /24 no other test (in any
 /// process) uses while the claim is held. The claim is a bound abstract

@@ -13,6 +13,7 @@ pub mod containers;
 pub mod eventually;
 pub mod jobs;
 pub mod netns;
+pub mod prereq;
 
 pub use cluster::{TestAgent, TestCluster};
 pub use eventually::{eventually, patience};

@@ -129,11 +129,3 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<String, String> {
         &format!("{program} {}", args.join(" ")),
     )
 }
-
-pub(crate) fn find_bin(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}

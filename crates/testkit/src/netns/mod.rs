@@ -48,7 +48,7 @@ pub use slot::reap_stale;
 
 /// Set to 1 to make a missing prerequisite fail the tests instead of
 /// skipping them (CI sets it).
-pub const REQUIRE_ENV: &str = "CORRAL_REQUIRE_ROOT_TESTS";
+pub use crate::prereq::REQUIRE_ENV;
 
 /// What this machine lacks for multi-host tests (empty: nothing).
 pub fn missing_prerequisites() -> Vec<String> {
@@ -57,7 +57,7 @@ pub fn missing_prerequisites() -> Vec<String> {
         missing.push("root (network namespaces, cgroups, iptables)".to_string());
     }
     for bin in ["ip", "nsenter", "iptables"] {
-        if host::find_bin(bin).is_none() {
+        if crate::prereq::find_bin(bin).is_none() {
             missing.push(format!("the `{bin}` binary"));
         }
     }
@@ -67,17 +67,5 @@ pub fn missing_prerequisites() -> Vec<String> {
 /// Whether the multi-host tests can run here. When they cannot: `false`
 /// with a message on stderr, or a panic when [`REQUIRE_ENV`] is 1.
 pub fn can_run(test: &str) -> bool {
-    let missing = missing_prerequisites();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!(
-        "{test}: cannot build a multi-host cluster here; missing: {}",
-        missing.join(", ")
-    );
-    if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
-        panic!("{msg} ({REQUIRE_ENV}=1 forbids skipping)");
-    }
-    eprintln!("SKIPPED {msg} (set {REQUIRE_ENV}=1 to make this a failure)");
-    false
+    crate::prereq::can_run(test, "build a multi-host cluster", &missing_prerequisites())
 }
