@@ -103,7 +103,7 @@ pub async fn update_allocations(
 ) -> Result<Index, ServerError> {
     let now = now_ms();
     let node = node.to_string();
-    let (index, out) = core
+    let (index, (freed, evals)) = core
         .write(move |state, _| {
             let mut writes = Vec::new();
             let mut freed = false;
@@ -147,7 +147,6 @@ pub async fn update_allocations(
             Ok::<_, ServerError>((writes, (freed, evals)))
         })
         .await?;
-    let (_, (freed, evals)) = (index, out);
     core.enqueue(evals);
     if freed {
         core.capacity_changed();
