@@ -19,6 +19,7 @@ use crate::alloc_runner::{AllocRunner, RunnerEnv};
 use crate::config::AgentConfig;
 use crate::driver::Driver;
 use crate::driver::exec::ExecDriver;
+use crate::metrics::TaskMetrics;
 use crate::{fingerprint, http, persist};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +43,21 @@ pub enum AgentError {
 /// State shared by the agent loop, the alloc runners and the HTTP endpoint.
 pub struct Shared {
     pub data_dir: PathBuf,
+    /// Every task runner's task, for `/metrics` and usage pushes.
+    pub metrics: Arc<TaskMetrics>,
     active: Mutex<HashSet<String>>,
 }
 
 impl Shared {
+    /// For runners outside a full agent (tests).
+    pub fn new(data_dir: PathBuf, metrics: Arc<TaskMetrics>) -> Shared {
+        Shared {
+            data_dir,
+            metrics,
+            active: Mutex::new(HashSet::new()),
+        }
+    }
+
     pub fn alloc_dir(&self, id: &str) -> PathBuf {
         self.data_dir.join("allocs").join(id)
     }
@@ -73,6 +85,8 @@ pub struct Agent {
     pub node_id: String,
     /// The address the server reaches this agent at.
     pub address: String,
+    /// Its task metrics (`corral dev` serves them on the API's `/metrics`).
+    pub metrics: Arc<TaskMetrics>,
     tasks: TaskTracker,
 }
 
@@ -114,8 +128,11 @@ impl Agent {
             .advertise
             .clone()
             .unwrap_or_else(|| format!("http://{bound}"));
+        let node_name = config.name.clone().unwrap_or(facts.hostname);
+        let metrics = Arc::new(TaskMetrics::new(&node_name));
         let shared = Arc::new(Shared {
             data_dir: config.data_dir.clone(),
+            metrics: metrics.clone(),
             active: Mutex::new(HashSet::new()),
         });
         let tasks = TaskTracker::new();
@@ -139,7 +156,7 @@ impl Agent {
         driver_names.sort();
         let registration = NodeRegistration {
             id: node_id.clone(),
-            name: config.name.clone().unwrap_or(facts.hostname),
+            name: node_name,
             address: address.clone(),
             resources,
             attributes: facts.attributes,
@@ -188,10 +205,25 @@ impl Agent {
             runners_cancel,
             shutdown: shutdown.clone(),
         };
+        tasks.spawn(crate::logs::upkeep(
+            shared.clone(),
+            loop_.env.drivers.values().cloned().collect(),
+            node_id.clone(),
+            loop_.config.log_check_interval,
+            loop_.config.log_retention,
+            shutdown.clone(),
+        ));
         tasks.spawn(report(
             loop_.client.clone(),
             node_id.clone(),
             updates_rx,
+            shutdown.clone(),
+        ));
+        tasks.spawn(push_usage(
+            loop_.client.clone(),
+            node_id.clone(),
+            metrics.clone(),
+            loop_.config.stats_interval,
             shutdown.clone(),
         ));
         tasks.spawn(loop_.run());
@@ -199,6 +231,7 @@ impl Agent {
         Ok(Agent {
             node_id,
             address,
+            metrics,
             tasks,
         })
     }
@@ -415,6 +448,8 @@ impl NodeLoop {
                         client: corral_types::ClientStatus::Complete,
                         tasks: Default::default(),
                         message: "stopped before it started on this node".into(),
+                        checks: Default::default(),
+                        health: None,
                     });
                 }
                 wanted.insert(id);
@@ -530,6 +565,39 @@ async fn report(
                     _ = shutdown.cancelled() => return,
                 }
             }
+        }
+    }
+}
+
+/// Push the running tasks' usage to the server every `every`; nothing
+/// while no task runs (one empty push tells the server the last one
+/// stopped). A failed push is not retried: the next one replaces it.
+async fn push_usage(
+    client: Client,
+    node: String,
+    metrics: Arc<TaskMetrics>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut server_has_tasks = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let tasks = metrics.usage().await;
+        if tasks.is_empty() && !server_has_tasks {
+            continue;
+        }
+        let empty = tasks.is_empty();
+        match client
+            .push_stats(&node, &corral_types::api::NodeStats { tasks })
+            .await
+        {
+            Ok(()) => server_has_tasks = !empty,
+            Err(e) => tracing::debug!(error = %e, "cannot push task usage"),
         }
     }
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use corral_types::{AllocUpdate, Allocation, ClientStatus, GroupSpec, TaskLifecycle, TaskState};
+use corral_types::{
+    AllocHealth, AllocUpdate, Allocation, ClientStatus, GroupSpec, TaskLifecycle, TaskState,
+};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,7 @@ use crate::driver::{AllocContext, TaskContext, TaskHandle};
 use crate::logs;
 use crate::persist::{self, PersistedAlloc};
 use crate::task_runner::{HandleSink, TaskOutcome, TaskRunner};
+use crate::{checks, health};
 
 /// What every runner needs from the agent.
 pub struct RunnerEnv {
@@ -148,6 +151,8 @@ async fn run(
             client,
             tasks,
             message,
+            checks: BTreeMap::new(),
+            health: None,
         });
     };
     let record = PersistedAlloc {
@@ -200,6 +205,7 @@ async fn run(
     // One runner per task. Dropping the JoinSet (detach) aborts the runner
     // futures, not the tasks they run.
     let mut states: BTreeMap<String, watch::Receiver<TaskState>> = BTreeMap::new();
+    let mut links: BTreeMap<String, checks::TaskLink> = BTreeMap::new();
     let mut joins = tokio::task::JoinSet::new();
     for task in &group.tasks {
         let Some(driver) = env.drivers.get(&task.driver).cloned() else {
@@ -213,14 +219,17 @@ async fn run(
             task: task.clone(),
             env: task_env(&alloc, &group, &task.name, &task.env, &dir),
             task_dir,
-            stdout_path: logs::log_path(&dir, &task.name, "stdout"),
-            stderr_path: logs::log_path(&dir, &task.name, "stderr"),
+            stdout_path: logs::log_file(&dir, &task.name),
+            stderr_path: logs::log_file(&dir, &task.name),
         };
         let sink = Arc::new(DiskSink {
             dir: dir.clone(),
             task: task.name.clone(),
         });
-        let mut runner = TaskRunner::new(driver, ctx, group.restart, sink, stop.child_token());
+        let (restart_tx, restart_rx) = mpsc::unbounded_channel();
+        let link_driver = driver.clone();
+        let mut runner = TaskRunner::new(driver, ctx, group.restart, sink, stop.child_token())
+            .with_restart_requests(restart_rx);
         if recovering {
             let previous = persist::load_task_state(&dir, &task.name).unwrap_or_default();
             if previous.state == TaskLifecycle::Dead {
@@ -235,15 +244,50 @@ async fn run(
             }
         }
         states.insert(task.name.clone(), runner.subscribe());
+        links.insert(
+            task.name.clone(),
+            checks::TaskLink {
+                driver: link_driver,
+                state: runner.subscribe(),
+                handle: runner.subscribe_handle(),
+                restart: restart_tx,
+            },
+        );
+        env.shared
+            .metrics
+            .track(&actx, task, &env.drivers, runner.subscribe());
         let name = task.name.clone();
         joins.spawn(async move { (name, runner.run().await) });
     }
 
-    let mut last_sent: Option<(ClientStatus, BTreeMap<String, TaskState>)> = None;
+    // Health checks, and the deployment health they lead to. Dropping
+    // these guards (the end of the run, or detach) stops them.
+    let (mut checks_rx, _check_loops) = checks::spawn(
+        checks::plan(&group),
+        &links,
+        group.network,
+        alloc.ports.clone(),
+    );
+    let (health_tx, mut health_rx) = watch::channel(None);
+    let mut watchers = tokio::task::JoinSet::new();
+    watchers.spawn(health::watch(
+        alloc_rx.clone(),
+        group.update,
+        states.clone(),
+        checks_rx.clone(),
+        group.has_checks(),
+        health_tx,
+        stop.clone(),
+    ));
+
+    let mut last_sent: Option<Sent> = None;
     let mut failure: Option<String> = None;
-    let mut send = |states: &BTreeMap<String, watch::Receiver<TaskState>>,
-                    failure: &Option<String>,
-                    finished: bool| {
+    let send = |states: &BTreeMap<String, watch::Receiver<TaskState>>,
+                failure: &Option<String>,
+                finished: bool,
+                checks: &watch::Receiver<checks::CheckStates>,
+                health: &watch::Receiver<Option<AllocHealth>>,
+                last_sent: &mut Option<Sent>| {
         let tasks: BTreeMap<String, TaskState> = states
             .iter()
             .map(|(k, v)| (k.clone(), v.borrow().clone()))
@@ -251,13 +295,32 @@ async fn run(
         for (name, s) in &tasks {
             let _ = persist::save_task_state(&dir, name, s);
         }
-        let client = fold(&tasks, failure.is_some(), finished);
-        if last_sent.as_ref() != Some(&(client, tasks.clone())) {
-            report(client, tasks.clone(), failure.clone().unwrap_or_default());
-            last_sent = Some((client, tasks));
+        let sent = Sent {
+            client: fold(&tasks, failure.is_some(), finished),
+            tasks,
+            checks: checks.borrow().clone(),
+            health: health.borrow().clone(),
+        };
+        if last_sent.as_ref() != Some(&sent) {
+            let _ = env.updates.send(AllocUpdate {
+                id: alloc.id.clone(),
+                client: sent.client,
+                tasks: sent.tasks.clone(),
+                message: failure.clone().unwrap_or_default(),
+                checks: sent.checks.clone(),
+                health: sent.health.clone(),
+            });
+            *last_sent = Some(sent);
         }
     };
-    send(&states, &failure, false);
+    send(
+        &states,
+        &failure,
+        false,
+        &checks_rx,
+        &health_rx,
+        &mut last_sent,
+    );
     let mut changes = futures::stream::select_all(
         states
             .values()
@@ -267,7 +330,7 @@ async fn run(
         let changed = changes.next();
         tokio::select! {
             _ = changed => {
-                send(&states, &failure, false);
+                send(&states, &failure, false, &checks_rx, &health_rx, &mut last_sent);
             }
             r = joins.join_next(), if !joins.is_empty() => {
                 match r {
@@ -283,12 +346,33 @@ async fn run(
                     }
                     None => {}
                 }
-                send(&states, &failure, false);
+                send(&states, &failure, false, &checks_rx, &health_rx, &mut last_sent);
             }
             r = alloc_rx.changed() => {
                 if r.is_ok() {
                     let a = alloc_rx.borrow().clone();
                     let _ = persist::save_alloc(&dir, &PersistedAlloc { alloc: a, group: group.clone() });
+                }
+            }
+            // Checks are reported when a status changes, not every probe.
+            r = checks_rx.changed() => {
+                let reported = last_sent.as_ref().map(|s| &s.checks);
+                if r.is_ok()
+                    && reported.is_none_or(|old| checks::worth_reporting(old, &checks_rx.borrow()))
+                {
+                    send(&states, &failure, false, &checks_rx, &health_rx, &mut last_sent);
+                }
+            }
+            r = health_rx.changed() => {
+                if r.is_ok() {
+                    // Kept in the record: a restarted agent does not decide again.
+                    let health = health_rx.borrow().clone();
+                    if health.is_some() {
+                        let mut a = alloc_rx.borrow().clone();
+                        a.health = health;
+                        let _ = persist::save_alloc(&dir, &PersistedAlloc { alloc: a, group: group.clone() });
+                    }
+                    send(&states, &failure, false, &checks_rx, &health_rx, &mut last_sent);
                 }
             }
         }
@@ -303,10 +387,26 @@ async fn run(
             tracing::warn!(alloc = %alloc.id, error = %e, "allocation cleanup failed");
         }
     }
-    send(&states, &failure, true);
+    send(
+        &states,
+        &failure,
+        true,
+        &checks_rx,
+        &health_rx,
+        &mut last_sent,
+    );
     if let Err(e) = persist::remove_alloc(&dir) {
         tracing::warn!(alloc = %alloc.id, error = %e, "cannot remove the allocation record");
     }
+}
+
+/// What was last reported for the allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sent {
+    client: ClientStatus,
+    tasks: BTreeMap<String, TaskState>,
+    checks: checks::CheckStates,
+    health: Option<AllocHealth>,
 }
 
 /// The allocation's observed status from its tasks' states.
@@ -324,3 +424,7 @@ pub fn fold(tasks: &BTreeMap<String, TaskState>, failed: bool, finished: bool) -
         ClientStatus::Running
     }
 }
+
+#[cfg(test)]
+#[path = "alloc_runner_tests.rs"]
+mod tests;

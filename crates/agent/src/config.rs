@@ -38,6 +38,12 @@ pub struct AgentConfig {
     /// Stop every task when the agent shuts down (`corral dev`); otherwise
     /// tasks keep running and the next agent process adopts them.
     pub stop_on_shutdown: bool,
+    /// How long the logs of a stopped allocation are kept (`log_retention`).
+    pub log_retention: Duration,
+    /// How often container logs are checked for rotation.
+    pub log_check_interval: Duration,
+    /// How often running tasks' usage is pushed to the server.
+    pub stats_interval: Duration,
 }
 
 impl AgentConfig {
@@ -58,6 +64,9 @@ impl AgentConfig {
             sandbox_image: crate::image::PAUSE_IMAGE.into(),
             watch_wait: Duration::from_secs(30),
             stop_on_shutdown: false,
+            log_retention: crate::logs::DEFAULT_RETENTION,
+            log_check_interval: crate::logs::DEFAULT_CHECK_INTERVAL,
+            stats_interval: Duration::from_secs(10),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The agent's own HTTP endpoint: task logs, read from this node's files
-//! and streamed to the server (which proxies them to the CLI).
+//! ([`crate::logs::read`]) and streamed to the server (which proxies them
+//! to the CLI).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/agent/allocations/{id}/logs", get(alloc_logs))
         .route("/v1/agent/health", get(|| async { "ok" }))
+        .route("/metrics", get(crate::metrics::serve))
         .with_state(shared)
 }
 
@@ -26,116 +28,115 @@ pub fn router(shared: Arc<Shared>) -> Router {
 pub struct LogParams {
     #[serde(default)]
     task: Option<String>,
-    /// stdout (default) or stderr.
+    /// `stdout`, `stderr` or `both` (default).
     #[serde(default)]
     stream: Option<String>,
     #[serde(default)]
     follow: bool,
     #[serde(default)]
     tail: Option<usize>,
+    /// A duration back from now (`10m`) or a time (RFC 3339).
+    #[serde(default)]
+    since: Option<String>,
+    /// Only the run before the task's last start.
+    #[serde(default)]
+    previous: bool,
+    /// Prefix each line with the time it was written.
+    #[serde(default)]
+    timestamps: bool,
 }
 
 fn error(status: StatusCode, msg: String) -> Response {
     (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
+fn log_error(e: &logs::LogError) -> Response {
+    use logs::LogError as E;
+    let status = match e {
+        E::BadQuery(_) | E::WhichTask { .. } => StatusCode::BAD_REQUEST,
+        E::NoAlloc(_) | E::NoTask { .. } | E::NoPrevious { .. } => StatusCode::NOT_FOUND,
+        E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// `GET /v1/agent/allocations/{id}/logs`: one task's log, also of an
+/// allocation that stopped (until the retention deletes it).
 async fn alloc_logs(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     Query(p): Query<LogParams>,
 ) -> Response {
+    match open_logs(&shared, &id, p) {
+        Ok(rx) => Response::builder()
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Body::from_stream(
+                tokio_stream::wrappers::ReceiverStream::new(rx)
+                    .map(|r| r.map(axum::body::Bytes::from)),
+            ))
+            .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => log_error(&e),
+    }
+}
+
+fn open_logs(
+    shared: &Arc<Shared>,
+    id: &str,
+    p: LogParams,
+) -> Result<tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>, logs::LogError> {
+    use logs::LogError;
     // Ids are uuids chosen by the server; refuse anything that could walk
     // out of the allocations directory.
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return error(StatusCode::BAD_REQUEST, format!("bad allocation id {id:?}"));
+        return Err(LogError::BadQuery(format!("bad allocation id {id:?}")));
     }
-    let alloc_dir = shared.alloc_dir(&id);
-    let dir = logs::log_dir(&alloc_dir);
-    let stream = p.stream.as_deref().unwrap_or("stdout");
-    if stream != "stdout" && stream != "stderr" {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("stream must be stdout or stderr, not {stream:?}"),
-        );
-    }
-    let mut tasks: Vec<String> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".stdout"))
-                    .map(str::to_string)
-            })
-            .collect(),
-        Err(_) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("allocation {id} has no logs on this node (not started yet?)"),
-            );
-        }
+    let streams = match p.stream.as_deref() {
+        None => logs::read::Streams::Both,
+        Some(s) => logs::read::Streams::parse(s).ok_or_else(|| {
+            LogError::BadQuery(format!("stream must be stdout, stderr or both, not {s:?}"))
+        })?,
     };
-    // Container tasks log through CRI, both streams in one file.
-    if let Ok(rd) = std::fs::read_dir(dir.join("cri")) {
-        tasks.extend(rd.filter_map(|e| e.ok()).filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .map(str::to_string)
-        }));
+    let since = p
+        .since
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| logs::read::parse_since(s, logs::Timestamp::now()))
+        .transpose()
+        .map_err(LogError::BadQuery)?;
+    let alloc_dir = shared.alloc_dir(id);
+    if !logs::log_dir(&alloc_dir).is_dir() {
+        return Err(LogError::NoAlloc(id.to_string()));
     }
-    tasks.dedup();
-    tasks.sort();
+    let mut tasks = logs::tasks(&alloc_dir);
     let task = match p.task {
+        Some(t) if tasks.contains(&t) => t,
         Some(t) => {
-            if !tasks.contains(&t) {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "allocation {id} has no task {t:?}; its tasks: {}",
-                        tasks.join(", ")
-                    ),
-                );
-            }
-            t
+            return Err(LogError::NoTask {
+                alloc: id.to_string(),
+                task: t,
+                tasks: tasks.join(", "),
+            });
         }
         None if tasks.len() == 1 => tasks.remove(0),
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "allocation {id} has several tasks ({}): pick one with --task",
-                    tasks.join(", ")
-                ),
-            );
+        None if tasks.is_empty() => {
+            return Err(LogError::NoAlloc(id.to_string()));
         }
+        None => {
+            return Err(LogError::WhichTask {
+                alloc: id.to_string(),
+                tasks: tasks.join(", "),
+            });
+        }
+    };
+    let q = logs::read::Query {
+        streams,
+        tail: p.tail,
+        since,
+        previous: p.previous,
+        follow: p.follow,
+        timestamps: p.timestamps,
     };
     let s2 = shared.clone();
-    let id2 = id.clone();
-    let done = move || !s2.is_active(&id2);
-    let cri = logs::cri_log_path(&alloc_dir, &task);
-    let body = if cri.exists() {
-        match logs::stream_cri(cri, stream.to_string(), p.tail, p.follow, done).await {
-            Ok(s) => Body::from_stream(s.map(|r| r.map(axum::body::Bytes::from))),
-            Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot read the log of task {task}: {e}"),
-                );
-            }
-        }
-    } else {
-        let path = logs::log_path(&alloc_dir, &task, stream);
-        let offset = match p.tail {
-            Some(n) => logs::tail_offset(&path, n).await.unwrap_or(0),
-            None => 0,
-        };
-        Body::from_stream(
-            logs::stream_file(path, offset, p.follow, done).map(|r| r.map(axum::body::Bytes::from)),
-        )
-    };
-    Response::builder()
-        .header("content-type", "text/plain; charset=utf-8")
-        .body(body)
-        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let id2 = id.to_string();
+    logs::read::stream(&alloc_dir, &task, &q, Arc::new(move || !s2.is_active(&id2)))
 }

@@ -14,13 +14,19 @@
 //!   while the restarted task runs, so people see why it restarted);
 //! - `started_at`: the most recent start;
 //! - `message`: a sentence about the latest change.
+//!
+//! Health checks hook in twice: the runner publishes the current handle
+//! ([`TaskRunner::subscribe_handle`], `None` while the task does not run),
+//! and takes restart requests ([`TaskRunner::with_restart_requests`]): the
+//! task is stopped and the request counts as an exit, so the restart
+//! policy decides (delay, attempts) and `restarts` counts it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use corral_types::{RestartPolicy, TaskLifecycle, TaskState};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{Driver, ExitResult, TaskContext, TaskHandle, now_unix_ms};
@@ -99,6 +105,13 @@ pub struct TaskRunner {
     sink: Arc<dyn HandleSink>,
     cancel: CancellationToken,
     state: watch::Sender<TaskState>,
+    /// The handle of the run in progress, for health checks.
+    handle: watch::Sender<Option<TaskHandle>>,
+    /// Restart requests (their reason), from `check_restart`.
+    restart_requests: Option<mpsc::UnboundedReceiver<String>>,
+    /// Why the task is being restarted, when a request did it: said again
+    /// in the message of the next start.
+    restart_cause: Option<String>,
     recovered: Option<TaskHandle>,
     /// Monotonic base of the restart tracker's clock (tokio's, so paused
     /// time in tests drives it too).
@@ -108,6 +121,8 @@ pub struct TaskRunner {
 enum Waited {
     Exited(ExitResult),
     Cancelled,
+    /// A restart was requested, for this reason.
+    Restart(String),
 }
 
 impl TaskRunner {
@@ -128,6 +143,9 @@ impl TaskRunner {
             sink,
             cancel,
             state: watch::channel(TaskState::default()).0,
+            handle: watch::channel(None).0,
+            restart_requests: None,
+            restart_cause: None,
             recovered: None,
             clock: tokio::time::Instant::now(),
         }
@@ -150,6 +168,20 @@ impl TaskRunner {
         self.state.subscribe()
     }
 
+    /// The handle of the running task (`None` while it does not run); set
+    /// before the state says `Running`.
+    pub fn subscribe_handle(&self) -> watch::Receiver<Option<TaskHandle>> {
+        self.handle.subscribe()
+    }
+
+    /// Restart requests: each one received while the task runs stops it
+    /// (kill_timeout honoured) and counts as an exit whose message is the
+    /// request's reason. Requests from an earlier run are dropped.
+    pub fn with_restart_requests(mut self, rx: mpsc::UnboundedReceiver<String>) -> Self {
+        self.restart_requests = Some(rx);
+        self
+    }
+
     /// Runs the task until the restart policy gives up or the token fires.
     pub async fn run(mut self) -> TaskOutcome {
         let mut current: Option<TaskHandle> = None;
@@ -159,6 +191,7 @@ impl TaskRunner {
             match self.driver.recover(&h).await {
                 Ok(true) => {
                     let started = h.started_at_ms;
+                    self.handle.send_replace(Some(h.clone()));
                     self.publish(|s| {
                         s.state = TaskLifecycle::Running;
                         s.started_at.get_or_insert(started);
@@ -189,6 +222,7 @@ impl TaskRunner {
                         exit
                     }
                     Waited::Cancelled => return self.stop_and_finish(h).await,
+                    Waited::Restart(reason) => self.stop_for_restart(h, reason).await,
                 }
             } else {
                 if self.cancel.is_cancelled() {
@@ -201,13 +235,19 @@ impl TaskRunner {
                         }
                         let started = h.started_at_ms;
                         let restarts = self.tracker.restarts();
+                        let cause = self.restart_cause.take();
+                        // Requests meant for the previous run.
+                        if let Some(rx) = self.restart_requests.as_mut() {
+                            while rx.try_recv().is_ok() {}
+                        }
+                        self.handle.send_replace(Some(h.clone()));
                         self.publish(|s| {
                             s.state = TaskLifecycle::Running;
                             s.started_at = Some(started);
-                            s.message = if restarts == 0 {
-                                "started".into()
-                            } else {
-                                format!("restarted (restart {restarts})")
+                            s.message = match (restarts, cause) {
+                                (0, _) => "started".into(),
+                                (n, Some(c)) => format!("restarted (restart {n}) after: {c}"),
+                                (n, None) => format!("restarted (restart {n})"),
                             };
                         });
                         current = Some(h);
@@ -257,7 +297,17 @@ impl TaskRunner {
         }
     }
 
-    async fn wait_or_cancel(&self, h: &TaskHandle) -> Waited {
+    async fn wait_or_cancel(&mut self, h: &TaskHandle) -> Waited {
+        let requests = self.restart_requests.as_mut();
+        let requested = async {
+            match requests {
+                Some(rx) => match rx.recv().await {
+                    Some(reason) => reason,
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Waited::Cancelled,
@@ -265,6 +315,28 @@ impl TaskRunner {
                 message: format!("lost track of the task: {e}"),
                 ..ExitResult::default()
             })),
+            reason = requested => Waited::Restart(reason),
+        }
+    }
+
+    /// Stops the task for a requested restart; the exit carries the
+    /// request's reason.
+    async fn stop_for_restart(&mut self, h: TaskHandle, reason: String) -> ExitResult {
+        tracing::info!(task = %self.ctx.describe(), %reason, "restart requested");
+        let timeout = self.ctx.task.kill_timeout.as_std();
+        if let Err(e) = self.driver.stop(&h, timeout).await {
+            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot stop the task");
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(1), self.driver.wait(&h))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        self.cleanup(&h).await;
+        self.restart_cause = Some(reason.clone());
+        ExitResult {
+            message: reason,
+            ..stopped
         }
     }
 
@@ -302,6 +374,7 @@ impl TaskRunner {
 
     /// Removes leftovers of a task run and forgets its handle.
     async fn cleanup(&self, h: &TaskHandle) {
+        self.handle.send_replace(None);
         if let Err(e) = self.driver.destroy(h).await {
             tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot destroy the task");
         }
@@ -360,6 +433,8 @@ mod tests {
                 restart: None,
                 pull_policy: PullPolicy::default(),
                 security: SecuritySpec::default(),
+                checks: Vec::new(),
+                logs: Default::default(),
             },
             env: BTreeMap::new(),
             task_dir: PathBuf::from("/tmp/a1/app"),

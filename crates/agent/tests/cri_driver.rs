@@ -729,3 +729,89 @@ async fn host_network_uses_the_node_namespace() {
     env.driver.cleanup_alloc(&alloc).await.unwrap();
     env.finish().await;
 }
+
+/// What health checks use: `exec` through CRI ExecSync (inside the
+/// container, with its environment; exit code and output; the timeout),
+/// and `task_ip`, the pod IP from PodSandboxStatus (`None` on the node's
+/// network).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sync_and_the_pod_ip() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::start("execsync").await;
+    let alloc = env.alloc("execsync1", &[]);
+    env.driver.prepare_alloc(&alloc).await.unwrap();
+    let mut spec = task("app", "trap 'exit 0' TERM; while true; do sleep 1; done");
+    spec.env.insert("FOO".into(), "inside".into());
+    let h = env.driver.start(&task_ctx(&alloc, spec)).await.unwrap();
+    let sh = |s: &str| vec!["/bin/sh".to_string(), "-c".to_string(), s.to_string()];
+
+    let t = Instant::now();
+    let out = env
+        .driver
+        .exec(
+            &h,
+            &sh("echo \"$FOO\"; cat /proc/1/cmdline | tr '\\0' ' '; echo e >&2; exit 4"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    eprintln!("[execsync] ExecSync took {} ms", t.elapsed().as_millis());
+    assert_eq!(out.exit_code, 4, "{out:?}");
+    let lines: Vec<&str> = out.output.lines().collect();
+    assert_eq!(lines[0], "inside", "{out:?}");
+    // PID 1 of the container's own pid namespace is the task.
+    assert!(lines[1].starts_with("/bin/sh -c trap"), "{out:?}");
+    assert_eq!(lines.last(), Some(&"e"));
+
+    let t = Instant::now();
+    let e = env
+        .driver
+        .exec(&h, &sh("sleep 30"), Duration::from_secs(1))
+        .await
+        .expect_err("times out");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    eprintln!("[execsync] timeout: {e}");
+    let missing = env
+        .driver
+        .exec(&h, &["/no/such/check".to_string()], Duration::from_secs(2))
+        .await;
+    assert!(
+        missing.as_ref().map_or(true, |o| o.exit_code != 0),
+        "{missing:?}"
+    );
+
+    let ip = env.driver.task_ip(&h).await.unwrap().expect("a pod IP");
+    let subnet = env.containerd.config().subnet.clone();
+    let prefix = subnet.rsplit_once('.').map(|(n, _)| n).unwrap();
+    assert!(
+        ip.to_string().starts_with(&format!("{prefix}.")),
+        "{ip} not in {subnet}"
+    );
+
+    env.driver.stop(&h, Duration::from_secs(5)).await.unwrap();
+    env.driver.destroy(&h).await.unwrap();
+    env.driver.cleanup_alloc(&alloc).await.unwrap();
+
+    // On the node's network there is no pod IP: ports are the node's.
+    let alloc = env.alloc("execsync2", &[]);
+    let opts = PodOptions {
+        network_host: true,
+        ..PodOptions::default()
+    };
+    env.driver.prepare_pod(&alloc, &opts).await.unwrap();
+    let h = env
+        .driver
+        .start(&task_ctx(
+            &alloc,
+            task("app", "trap 'exit 0' TERM; sleep 30 & wait"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(env.driver.task_ip(&h).await.unwrap(), None);
+    env.driver.stop(&h, Duration::from_secs(5)).await.unwrap();
+    env.driver.destroy(&h).await.unwrap();
+    env.driver.cleanup_alloc(&alloc).await.unwrap();
+    env.finish().await;
+}

@@ -14,6 +14,10 @@ use corral_agent::cgroup::{
 };
 use corral_agent::driver::exec::{DEFAULT_PATH, ExecDriver, ExecState};
 use corral_agent::driver::{AllocContext, Driver, DriverError, TaskContext, TaskHandle};
+use corral_agent::logs::{
+    self,
+    read::{Query, Streams},
+};
 use corral_agent::task_runner::{MemorySink, TaskOutcome, TaskRunner};
 use corral_types::units::{Bytes, MilliCpu, Millis};
 use corral_types::{
@@ -84,6 +88,8 @@ fn fixture(command: &[&str], resources: Resources) -> Fixture {
             restart: None,
             pull_policy: PullPolicy::default(),
             security: SecuritySpec::default(),
+            checks: Vec::new(),
+            logs: Default::default(),
         },
         env: BTreeMap::new(),
         task_dir: task_dir.clone(),
@@ -91,6 +97,21 @@ fn fixture(command: &[&str], resources: Resources) -> Fixture {
         stderr_path: dir.path().join("logs/app.stderr"),
     };
     Fixture { _dir: dir, ctx }
+}
+
+/// One stream of the task's log, as `corral logs` reads it.
+async fn read_log(ctx: &TaskContext, streams: Streams) -> String {
+    let q = Query {
+        streams,
+        ..Query::default()
+    };
+    let mut rx = logs::read::stream(&ctx.alloc.alloc_dir, &ctx.task.name, &q, Arc::new(|| true))
+        .expect("log");
+    let mut out = Vec::new();
+    while let Some(c) = rx.recv().await {
+        out.extend(c.expect("chunk"));
+    }
+    String::from_utf8(out).expect("utf-8")
 }
 
 fn small() -> Resources {
@@ -167,9 +188,10 @@ async fn env_workdir_and_logs_and_exit_code() {
     f.ctx.env.insert("FOO".into(), "bar baz".into());
     f.ctx.task.workdir = Some("sub".into());
     std::fs::create_dir_all(f.ctx.task_dir.join("sub")).expect("workdir");
-    // stdout is appended to, not truncated.
-    std::fs::create_dir_all(f.ctx.stdout_path.parent().expect("parent")).expect("logs");
-    std::fs::write(&f.ctx.stdout_path, "earlier\n").expect("write");
+    // The log is appended to, not truncated.
+    let log = logs::log_file(&f.ctx.alloc.alloc_dir, "app");
+    std::fs::create_dir_all(log.parent().expect("parent")).expect("logs");
+    std::fs::write(&log, "2026-01-01T00:00:00Z stdout F earlier\n").expect("write");
 
     let d = ExecDriver::new(cg.clone());
     d.fingerprint().await.expect("fingerprint");
@@ -182,7 +204,7 @@ async fn env_workdir_and_logs_and_exit_code() {
     // wait is repeatable.
     assert_eq!(wait_exit(&d, &h).await, exit);
 
-    let out = std::fs::read_to_string(&f.ctx.stdout_path).expect("stdout");
+    let out = read_log(&f.ctx, Streams::Stdout).await;
     let workdir = f.ctx.task_dir.join("sub");
     assert_eq!(
         out,
@@ -191,7 +213,7 @@ async fn env_workdir_and_logs_and_exit_code() {
             workdir.display()
         )
     );
-    let err = std::fs::read_to_string(&f.ctx.stderr_path).expect("stderr");
+    let err = read_log(&f.ctx, Streams::Stderr).await;
     assert_eq!(err, "oops\n");
 
     d.destroy(&h).await.expect("destroy");
@@ -307,7 +329,7 @@ async fn memory_limit_holds_and_oom_kill_is_reported() {
     assert!(exit.oom_killed, "{exit:?}");
     assert!(!exit.success());
     assert!(exit.message.starts_with("oom killed"), "{}", exit.message);
-    let out = std::fs::read_to_string(&f.ctx.stdout_path).unwrap_or_default();
+    let out = read_log(&f.ctx, Streams::Stdout).await;
     assert!(!out.contains("done"), "the allocation succeeded: {out}");
     d.destroy(&h).await.expect("destroy");
     assert_no_cgroup(cg.as_ref(), &state(&h).cgroup);
@@ -672,6 +694,7 @@ async fn recover_a_task_that_is_not_our_child() {
             start_time: stat.start_time,
             pgid: stat.pgrp,
             cgroup: name.clone(),
+            logs: None,
         })
         .expect("json"),
     };
@@ -695,6 +718,75 @@ async fn recover_a_task_that_is_not_our_child() {
         exit.message
     );
     assert_dead(pid);
+    d.destroy(&h).await.expect("destroy");
+    assert_no_cgroup(cg.as_ref(), &name);
+}
+
+/// `exec` (health checks): a command in the task's cgroup, with the task's
+/// environment and working directory; its exit code and output; killed at
+/// the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_a_command_inside_the_task() {
+    let Some(cg) = cgroups_or_skip("exec_runs_a_command_inside_the_task") else {
+        return;
+    };
+    let mut f = fixture(&["sh", "-c", "while true; do sleep 1; done"], small());
+    f.ctx.env.insert("FOO".into(), "from the task".into());
+    let d = ExecDriver::new(cg.clone());
+    let h = d.start(&f.ctx).await.expect("start");
+    let name = state(&h).cgroup;
+    let cmd = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+
+    let out = d
+        .exec(
+            &h,
+            &cmd("echo \"$FOO\"; pwd; cat /proc/self/cgroup; echo err >&2"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 0);
+    let lines: Vec<&str> = out.output.lines().collect();
+    assert_eq!(lines[0], "from the task");
+    assert_eq!(lines[1], f.ctx.task_dir.display().to_string());
+    assert!(
+        lines.iter().any(|l| l.ends_with(&format!("/{name}"))),
+        "not in the task's cgroup: {}",
+        out.output
+    );
+    assert_eq!(lines.last(), Some(&"err"));
+
+    let out = d
+        .exec(&h, &cmd("echo down; exit 7"), Duration::from_secs(5))
+        .await
+        .expect("exec");
+    assert_eq!((out.exit_code, out.output.as_str()), (7, "down"));
+
+    let t0 = Instant::now();
+    let e = d
+        .exec(&h, &cmd("sleep 30 & sleep 30"), Duration::from_millis(300))
+        .await
+        .expect_err("times out");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(e.to_string().contains("did not finish within 300ms"), "{e}");
+    // Nothing of the command is left in the task's cgroup: only the task's
+    // shell and its sleep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = cg.pids(&name).expect("pids");
+        if pids.len() <= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left in the cgroup: {pids:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let missing = d
+        .exec(&h, &["/no/such/check".to_string()], Duration::from_secs(1))
+        .await
+        .expect_err("no such program");
+    assert!(matches!(missing, DriverError::Spawn { .. }), "{missing:?}");
+    d.stop(&h, Duration::from_secs(1)).await.expect("stop");
     d.destroy(&h).await.expect("destroy");
     assert_no_cgroup(cg.as_ref(), &name);
 }

@@ -177,6 +177,7 @@ fn job_spec(j: usize, s: &Scenario) -> JobSpec {
             spread: None,
             update: UpdatePolicy::default(),
             network: NetworkMode::Bridge,
+            services: Vec::new(),
             tasks: vec![TaskSpec {
                 name: "t".into(),
                 driver: DriverKind::Exec,
@@ -191,6 +192,8 @@ fn job_spec(j: usize, s: &Scenario) -> JobSpec {
                 restart: None,
                 pull_policy: PullPolicy::IfNotPresent,
                 security: SecuritySpec::default(),
+                checks: Vec::new(),
+                logs: Default::default(),
             }],
         }],
         update: UpdatePolicy::default(),
@@ -418,6 +421,17 @@ async fn ack_fleet(
                         client: ClientStatus::Running,
                         tasks: BTreeMap::new(),
                         message: String::new(),
+                        checks: BTreeMap::new(),
+                        // Simulated tasks are healthy at once (a real agent
+                        // waits min_healthy_time).
+                        health: a
+                            .deployment_id
+                            .is_some()
+                            .then(|| corral_types::AllocHealth {
+                                healthy: true,
+                                at: a.created_at,
+                                message: String::new(),
+                            }),
                     });
             }
         }

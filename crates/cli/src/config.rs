@@ -48,6 +48,8 @@ pub struct AgentFile {
     pub reserved_cpu: Option<String>,
     pub reserved_memory: Option<String>,
     pub token: Option<String>,
+    /// How long logs of stopped allocations are kept (`7d`).
+    pub log_retention: Option<String>,
 }
 
 pub fn load(path: Option<&Path>) -> Result<FileConfig> {

@@ -4,7 +4,9 @@
 mod cmd;
 mod config;
 mod output;
+mod rollout;
 mod shutdown;
+mod specdiff;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -77,9 +79,10 @@ enum Cmd {
         detach: bool,
         #[arg(long)]
         json: bool,
-        /// Give up waiting after this long (e.g. 5m).
-        #[arg(long, default_value = "5m")]
-        timeout: String,
+        /// Give up waiting after this long (e.g. 5m). Default: 5m for the
+        /// allocations; a deployment is followed until it ends.
+        #[arg(long)]
+        timeout: Option<String>,
     },
     /// Show what a job file would change, storing nothing.
     Plan {
@@ -102,19 +105,7 @@ enum Cmd {
         json: bool,
     },
     /// Show a job's (or an allocation's) task output.
-    Logs {
-        job: String,
-        #[arg(long)]
-        task: Option<String>,
-        #[arg(long)]
-        alloc: Option<String>,
-        #[arg(long)]
-        stderr: bool,
-        #[arg(short, long)]
-        follow: bool,
-        #[arg(long)]
-        tail: Option<usize>,
-    },
+    Logs(cmd::logs::LogsArgs),
     /// Allocations.
     #[command(subcommand)]
     Alloc(AllocCmd),
@@ -124,6 +115,80 @@ enum Cmd {
     /// Benchmarks (build with --release).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// A job's rollouts: status, promote canaries, fail, pause, resume.
+    #[command(subcommand)]
+    Deploy(DeployCmd),
+    /// A job's versions: history with diffs, revert.
+    #[command(subcommand)]
+    Job(JobCmd),
+}
+
+#[derive(Subcommand)]
+enum DeployCmd {
+    /// The job's newest deployment: per group desired, placed, healthy,
+    /// unhealthy, canaries, promoted, time left to the progress deadline.
+    Status {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every deployment of the job, newest first.
+    #[command(alias = "ls")]
+    List {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Promote the canaries: roll the rest of the groups out.
+    Promote {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fail the active deployment (an auto_revert job rolls back).
+    Fail {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause the active deployment: nothing new is placed.
+    Pause {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused deployment.
+    Resume {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobCmd {
+    /// Every version, newest first, with what changed against the one
+    /// before.
+    History {
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store an earlier version's spec as the next version and follow its
+    /// rollout.
+    Revert {
+        job: String,
+        version: u64,
+        /// Return once stored.
+        #[arg(long)]
+        detach: bool,
+        #[arg(long)]
+        json: bool,
+        /// Give up waiting after this long (e.g. 5m). Default: 5m for the
+        /// allocations; a deployment is followed until it ends.
+        #[arg(long)]
+        timeout: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -397,6 +462,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     .map_err(|e| anyhow::anyhow!("config key reserved_memory: {e}"))?
                     .0;
             }
+            if let Some(d) = config::duration("log_retention", &file.log_retention)? {
+                config.log_retention = d;
+            }
             cmd::agent::run(config, shutdown::on_signals()).await
         }
         Cmd::Run {
@@ -405,9 +473,38 @@ async fn dispatch(cli: Cli) -> Result<()> {
             json,
             timeout,
         } => {
-            let t = corral_types::units::parse_duration(&timeout)
-                .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-            cmd::run::run(&client, &file, detach, json, Duration::from_millis(t.0)).await
+            let timeout = parse_timeout(timeout.as_deref())?;
+            cmd::run::run(&client, &file, detach, json, timeout).await
+        }
+        Cmd::Deploy(d) => {
+            use corral_types::api::DeploymentAction as A;
+            match d {
+                DeployCmd::Status { job, json } => cmd::deploy::status(&client, &job, json).await,
+                DeployCmd::List { job, json } => cmd::deploy::list(&client, &job, json).await,
+                DeployCmd::Promote { job, json } => {
+                    cmd::deploy::action(&client, &job, A::Promote, json).await
+                }
+                DeployCmd::Fail { job, json } => {
+                    cmd::deploy::action(&client, &job, A::Fail, json).await
+                }
+                DeployCmd::Pause { job, json } => {
+                    cmd::deploy::action(&client, &job, A::Pause, json).await
+                }
+                DeployCmd::Resume { job, json } => {
+                    cmd::deploy::action(&client, &job, A::Resume, json).await
+                }
+            }
+        }
+        Cmd::Job(JobCmd::History { job, json }) => cmd::job::history(&client, &job, json).await,
+        Cmd::Job(JobCmd::Revert {
+            job,
+            version,
+            detach,
+            json,
+            timeout,
+        }) => {
+            let timeout = parse_timeout(timeout.as_deref())?;
+            cmd::job::revert(&client, &job, version, detach, json, timeout).await
         }
         Cmd::Plan { file, json } => cmd::run::plan(&client, &file, json).await,
         Cmd::Status { job: None, json } => cmd::status::list(&client, json).await,
@@ -427,27 +524,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Logs {
-            job,
-            task,
-            alloc,
-            stderr,
-            follow,
-            tail,
-        } => {
-            cmd::logs::logs(
-                &client,
-                cmd::logs::LogsArgs {
-                    job,
-                    alloc,
-                    task,
-                    stderr,
-                    follow,
-                    tail,
-                },
-            )
-            .await
-        }
+        Cmd::Logs(a) => cmd::logs::logs(&client, a).await,
         Cmd::Alloc(AllocCmd::Ls { job, json }) => {
             cmd::alloc::list(&client, job.as_deref(), json).await
         }
@@ -525,6 +602,15 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cmd::node::eligibility(&client, &id, enable, json).await
         }
     }
+}
+
+fn parse_timeout(t: Option<&str>) -> Result<Option<Duration>> {
+    t.map(|t| {
+        corral_types::units::parse_duration(t)
+            .map(|d| d.as_std())
+            .map_err(|e| anyhow::anyhow!("--timeout: {e}"))
+    })
+    .transpose()
 }
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {

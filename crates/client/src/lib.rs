@@ -7,8 +7,12 @@ use corral_types::api::{
     AllocUpdates, AllocView, ApiError, EvalView, JobListEntry, JobVersionView, JobView,
     NodeAllocations, NodeView, PlanResponse, SubmitResponse,
 };
-use corral_types::{HeartbeatResponse, Index, NodeRegistration};
+use corral_types::{Deployment, HeartbeatResponse, Index, NodeRegistration};
 use serde::de::DeserializeOwned;
+
+mod events;
+
+pub use events::{EventQuery, EventStream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -63,10 +67,19 @@ pub struct Client {
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
     pub task: Option<String>,
-    /// `stdout`, `stderr` or `both` (default stdout).
+    /// `stdout`, `stderr` or `both` (the default).
     pub stream: Option<String>,
+    /// Keep streaming new output (across task restarts) until the
+    /// allocation stops.
     pub follow: bool,
+    /// Only the last N lines.
     pub tail: Option<usize>,
+    /// Only lines since a duration ago (`10m`) or a time (RFC 3339).
+    pub since: Option<String>,
+    /// Only the run before the task's last restart.
+    pub previous: bool,
+    /// Prefix each line with the time it was written.
+    pub timestamps: bool,
 }
 
 impl Client {
@@ -179,6 +192,53 @@ impl Client {
             .await
     }
 
+    /// Store the spec of `version` as the job's next version.
+    pub async fn revert(&self, name: &str, version: u64) -> Result<SubmitResponse, ClientError> {
+        self.json(
+            self.req(reqwest::Method::POST, &format!("/v1/jobs/{name}/revert"))
+                .json(&corral_types::api::RevertRequest { version }),
+        )
+        .await
+    }
+
+    // Deployments.
+
+    /// The job's newest deployment; with `index`, blocks until something
+    /// newer (or `wait`).
+    pub async fn deployment(
+        &self,
+        job: &str,
+        index: Option<(Index, Duration)>,
+    ) -> Result<Deployment, ClientError> {
+        let mut rb = self.req(reqwest::Method::GET, &format!("/v1/jobs/{job}/deployment"));
+        if let Some((i, wait)) = index {
+            rb = rb.query(&[
+                ("index", i.to_string()),
+                ("wait", format!("{}ms", wait.as_millis())),
+            ]);
+        }
+        self.json(rb).await
+    }
+
+    /// Every deployment of a job, newest first.
+    pub async fn deployments(&self, job: &str) -> Result<Vec<Deployment>, ClientError> {
+        self.json(self.req(reqwest::Method::GET, &format!("/v1/jobs/{job}/deployments")))
+            .await
+    }
+
+    /// Promote, fail, pause or resume the job's active deployment.
+    pub async fn deployment_action(
+        &self,
+        job: &str,
+        action: corral_types::api::DeploymentAction,
+    ) -> Result<Deployment, ClientError> {
+        self.json(self.req(
+            reqwest::Method::POST,
+            &format!("/v1/jobs/{job}/deployment/{}", action.as_str()),
+        ))
+        .await
+    }
+
     pub async fn stop(&self, name: &str, purge: bool) -> Result<serde_json::Value, ClientError> {
         self.json(
             self.req(reqwest::Method::DELETE, &format!("/v1/jobs/{name}"))
@@ -202,7 +262,8 @@ impl Client {
             .await
     }
 
-    /// A streaming response of log bytes.
+    /// A streaming response of log text (whole lines), from the node that
+    /// runs or ran the allocation.
     pub async fn logs(&self, alloc: &str, q: &LogQuery) -> Result<reqwest::Response, ClientError> {
         let mut params: Vec<(&str, String)> = vec![];
         if let Some(t) = &q.task {
@@ -216,6 +277,15 @@ impl Client {
         }
         if let Some(n) = q.tail {
             params.push(("tail", n.to_string()));
+        }
+        if let Some(s) = &q.since {
+            params.push(("since", s.clone()));
+        }
+        if q.previous {
+            params.push(("previous", "true".into()));
+        }
+        if q.timestamps {
+            params.push(("timestamps", "true".into()));
         }
         self.send(
             self.req(
@@ -311,6 +381,21 @@ impl Client {
             .timeout(wait + Duration::from_secs(10)),
         )
         .await
+    }
+
+    /// Push the node's running tasks' usage (see `corral_types::api::NodeStats`).
+    pub async fn push_stats(
+        &self,
+        node: &str,
+        stats: &corral_types::api::NodeStats,
+    ) -> Result<(), ClientError> {
+        self.send(
+            self.req(reqwest::Method::POST, &format!("/v1/nodes/{node}/stats"))
+                .json(stats)
+                .timeout(AGENT_CALL_TIMEOUT),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn update_allocations(

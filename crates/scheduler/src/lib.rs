@@ -10,9 +10,10 @@
 //!   accounting ([`usage`]) so placements of one plan see each other.
 //! - [`fits`]: the plan applier's re-check against the latest state.
 
-use corral_types::{Allocation, Evaluation, Index, Job, Node, Plan, UnixMillis};
+use corral_types::{Allocation, Deployment, Evaluation, Index, Job, Node, Plan, UnixMillis};
 
 pub mod config;
+pub mod deployment;
 pub mod failure;
 pub mod feasible;
 mod fits;
@@ -48,6 +49,8 @@ pub trait StateView {
     /// Every node, in a stable order (by id).
     fn nodes(&self) -> Vec<&Node>;
     fn node(&self, id: &str) -> Option<&Node>;
+    /// The job's newest deployment, if it ever had one.
+    fn latest_deployment(&self, job: &str) -> Option<&Deployment>;
 }
 
 /// What the scheduler needs from the outside world, decided by the caller.
@@ -71,13 +74,14 @@ pub fn schedule_with(
     eval: &Evaluation,
     ctx: &mut PlanContext,
 ) -> Plan {
-    let rec = reconcile::reconcile(state, &eval.job, ctx.now);
+    let rec = reconcile::reconcile(state, &eval.job, ctx.now, ctx.new_id);
     let mut plan = Plan {
         eval_id: eval.id.clone(),
         job: eval.job.clone(),
         snapshot_index: state.index(),
         stop: rec.stops,
         in_place: rec.in_place,
+        deployments: rec.deployments,
         ..Plan::default()
     };
     if let Some(job) = state.job(&eval.job)

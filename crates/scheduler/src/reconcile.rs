@@ -15,16 +15,22 @@
 //!   per group) and the old one is stopped once the replacement runs, or
 //!   when the node's drain deadline passes;
 //! - a spec change rolls: at most `update.max_parallel` slots of a group
-//!   run a new-version allocation that is not running yet (0 = all at
-//!   once); the others keep their old allocation until then.
+//!   run a new-version allocation that is not healthy yet (0 = all at
+//!   once, without a deployment); the others keep their old allocation
+//!   until then. Under a deployment (see [`crate::deployment`]) health
+//!   comes from the agent's checks; canaries run beside the old allocation
+//!   of their slot until promoted; a paused or failed deployment replaces
+//!   nothing more, and a failed one's unpromoted canaries are stopped.
 
 use std::collections::BTreeMap;
 
 use corral_types::{
-    Allocation, ClientStatus, DesiredStatus, GroupSpec, Job, NodeStatus, StopAlloc, UnixMillis,
+    Allocation, ClientStatus, Deployment, DeploymentStatus, DesiredStatus, GroupSpec, Job,
+    NodeStatus, StopAlloc, UnixMillis,
 };
 
 use crate::StateView;
+use crate::deployment::{self, GroupRollout};
 
 /// One slot to fill.
 #[derive(Debug, Clone)]
@@ -38,6 +44,9 @@ pub struct PlaceRequest<'a> {
     pub replaces: Option<&'a Allocation>,
     /// Stop reason for `replaces`.
     pub reason: String,
+    /// The deployment the new allocation belongs to.
+    pub deployment_id: Option<String>,
+    pub canary: bool,
 }
 
 /// The reconciler's verdict; placements are ordered by group (spec order)
@@ -47,6 +56,8 @@ pub struct Reconciled<'a> {
     pub stops: Vec<StopAlloc>,
     pub in_place: Vec<(String, u64)>,
     pub places: Vec<PlaceRequest<'a>>,
+    /// Deployments to create or end.
+    pub deployments: Vec<Deployment>,
 }
 
 impl Reconciled<'_> {
@@ -78,7 +89,12 @@ fn draining(state: &dyn StateView, a: &Allocation, now: UnixMillis) -> Option<bo
         .then(|| n.drain_deadline.is_some_and(|d| now >= d))
 }
 
-pub fn reconcile<'a>(state: &'a dyn StateView, job_name: &str, now: UnixMillis) -> Reconciled<'a> {
+pub fn reconcile<'a>(
+    state: &'a dyn StateView,
+    job_name: &str,
+    now: UnixMillis,
+    new_id: &mut dyn FnMut() -> String,
+) -> Reconciled<'a> {
     let mut allocs = state.allocs_by_job(job_name);
     allocs.sort_by(|a, b| {
         (&a.group, a.index, a.create_index, &a.id).cmp(&(&b.group, b.index, b.create_index, &b.id))
@@ -98,15 +114,41 @@ pub fn reconcile<'a>(state: &'a dyn StateView, job_name: &str, now: UnixMillis) 
         }
     }
 
+    let latest = state.latest_deployment(job_name);
     let job = match state.job(job_name) {
         Some(j) if !j.stopped => j,
         _ => {
             for a in allocs.iter().filter(|a| a.is_live()) {
                 out.stop(state, a, "job stopped");
             }
+            if let Some(d) = latest.filter(|d| d.is_active()) {
+                out.deployments.push(end_deployment(
+                    d,
+                    DeploymentStatus::Cancelled,
+                    "job stopped",
+                    now,
+                ));
+            }
             return out;
         }
     };
+
+    // A newer version supersedes a deployment still rolling out.
+    if let Some(d) = latest.filter(|d| d.is_active() && d.job_version != job.version) {
+        let why = format!("superseded by job version {}", job.version);
+        out.deployments
+            .push(end_deployment(d, DeploymentStatus::Cancelled, &why, now));
+    }
+    let mut specs = SpecCache::default();
+    let created = match latest.filter(|d| d.job_version == job.version) {
+        Some(_) => None,
+        None => needs_deployment(state, job, &allocs, &mut specs).map(|destructive| {
+            deployment::new_deployment(job, &destructive, new_id(), job.reverts_to, now)
+        }),
+    };
+    let current = created
+        .as_ref()
+        .or(latest.filter(|d| d.job_version == job.version));
 
     for a in allocs.iter().filter(|a| a.is_live()) {
         if !job.spec.groups.iter().any(|g| g.name == a.group) {
@@ -119,9 +161,66 @@ pub fn reconcile<'a>(state: &'a dyn StateView, job_name: &str, now: UnixMillis) 
             .copied()
             .filter(|a| a.group == g.name)
             .collect();
-        reconcile_group(state, job, g, &mine, now, &mut out);
+        let rollout = deployment::group_rollout(current, job, &g.name);
+        reconcile_group(state, job, g, &mine, rollout, now, &mut specs, &mut out);
     }
+    out.deployments.extend(created);
     out
+}
+
+/// `d` ended with `status`.
+fn end_deployment(
+    d: &Deployment,
+    status: DeploymentStatus,
+    why: &str,
+    now: UnixMillis,
+) -> Deployment {
+    let mut d = d.clone();
+    d.status = status;
+    d.description = why.to_string();
+    d.modified_at = now;
+    d
+}
+
+/// Whether the job's current version needs a deployment, and if so which
+/// groups replace live allocations (they may get canaries): a group with a
+/// rolling update policy has live allocations of an older spec, or the job
+/// has nothing live yet (a first rollout, so the version can become
+/// stable).
+fn needs_deployment(
+    state: &dyn StateView,
+    job: &Job,
+    allocs: &[&Allocation],
+    specs: &mut SpecCache,
+) -> Option<Vec<String>> {
+    let rolling: Vec<&GroupSpec> = job
+        .spec
+        .groups
+        .iter()
+        .filter(|g| g.update.max_parallel > 0 && g.count > 0)
+        .collect();
+    if rolling.is_empty() {
+        return None;
+    }
+    if !allocs.iter().any(|a| a.is_live()) {
+        return Some(Vec::new());
+    }
+    let destructive: Vec<&GroupSpec> = rolling
+        .into_iter()
+        .filter(|g| {
+            allocs.iter().any(|a| {
+                a.group == g.name
+                    && a.is_live()
+                    && a.index < g.count
+                    && node_lost(state, a).is_none()
+                    && specs.changed(state, job, g, a)
+            })
+        })
+        .collect();
+    if destructive.is_empty() {
+        return None;
+    }
+    Some(destructive.into_iter().map(|g| g.name.clone()).collect())
 }
 
 /// What one slot (index) of a group holds.
@@ -136,12 +235,15 @@ struct Slot<'a> {
     complete: Vec<&'a Allocation>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reconcile_group<'a>(
     state: &'a dyn StateView,
     job: &'a Job,
     g: &'a GroupSpec,
     allocs: &[&'a Allocation],
+    rollout: Option<GroupRollout<'_>>,
     now: UnixMillis,
+    specs: &mut SpecCache,
     out: &mut Reconciled<'a>,
 ) {
     let mut slots: BTreeMap<u32, Slot<'a>> = BTreeMap::new();
@@ -161,7 +263,11 @@ fn reconcile_group<'a>(
         }
     }
     let updated = format!("job updated to version {}", job.version);
-    let mut specs = SpecCache::default();
+    // New allocations join the deployment while it is under way, so their
+    // health is tracked.
+    let deployment_id = rollout
+        .filter(|r| r.deployment.is_active())
+        .map(|r| r.deployment.id.clone());
 
     // Migrations off draining nodes, before anything else looks at the
     // slot: the draining allocation keeps running until its replacement
@@ -216,6 +322,8 @@ fn reconcile_group<'a>(
                     previous: Some(old.id.clone()),
                     replaces: None,
                     reason: String::new(),
+                    deployment_id: deployment_id.clone(),
+                    canary: false,
                 });
                 // The slot is being filled: nothing else to do for it.
                 slot.live.clear();
@@ -231,23 +339,38 @@ fn reconcile_group<'a>(
             out.stop(state, a, "scaled down");
         }
     }
-    // Rolling update budget: new-version allocations still starting count
-    // against max_parallel.
-    let mut rolling_budget = match g.update.max_parallel {
-        0 => usize::MAX,
-        n => (n as usize).saturating_sub(
-            slots
-                .range(..g.count)
-                .filter(|(_, s)| {
-                    s.live.iter().any(|a| {
-                        a.job_version == job.version
-                            && a.client == ClientStatus::Pending
-                            && a.previous.is_some()
-                    })
-                })
-                .count(),
-        ),
+    // Rolling update budget: new-version allocations not yet healthy (or,
+    // without a deployment, not yet running) count against max_parallel.
+    let in_flight = slots
+        .range(..g.count)
+        .filter(|(_, s)| {
+            s.live.iter().any(|a| match rollout {
+                Some(r) => r.owns(a) && !a.canary && !a.is_healthy(),
+                None => {
+                    a.job_version == job.version
+                        && a.client == ClientStatus::Pending
+                        && a.previous.is_some()
+                }
+            })
+        })
+        .count();
+    let mut rolling_budget = match (rollout, g.update.max_parallel) {
+        (Some(r), _) if !r.may_replace() => 0,
+        (_, 0) => usize::MAX,
+        (_, n) => (n as usize).saturating_sub(in_flight),
     };
+    let canary_phase = rollout.filter(|r| r.canary_phase());
+    let mut canaries_wanted = canary_phase
+        .filter(|r| r.deployment.status == DeploymentStatus::Running)
+        .map(|r| {
+            let live = slots
+                .range(..g.count)
+                .flat_map(|(_, s)| &s.live)
+                .filter(|a| a.canary && r.owns(a))
+                .count();
+            (r.group.desired_canaries as usize).saturating_sub(live)
+        })
+        .unwrap_or(0);
     for index in 0..g.count {
         let empty = Slot::default();
         let slot = slots.get(&index).unwrap_or(&empty);
@@ -260,17 +383,45 @@ fn reconcile_group<'a>(
             previous: previous.map(|a| a.id.clone()),
             replaces: None,
             reason: String::new(),
+            deployment_id: deployment_id.clone(),
+            canary: false,
         };
-        if let Some(keep) = preferred(job, &slot.live) {
-            for a in slot.live.iter().filter(|a| a.id != keep.id) {
-                out.stop(state, a, "duplicate index");
+        // Before promotion a canary sits beside its slot's old allocation;
+        // a deployment that ended without promotion stops its canaries.
+        let mut live: Vec<&Allocation> = slot.live.clone();
+        let mut has_canary = false;
+        if let Some(r) = canary_phase {
+            let (canaries, rest): (Vec<&Allocation>, Vec<&Allocation>) =
+                live.iter().partition(|a| a.canary && r.owns(a));
+            has_canary = !canaries.is_empty();
+            if !r.deployment.is_active() {
+                for a in &canaries {
+                    out.stop(state, a, "canary of a failed deployment");
+                }
+            }
+            live = rest;
+        }
+        if let Some(keep) = preferred(job, &live) {
+            let why = if keep.canary {
+                "replaced by a promoted canary"
+            } else {
+                "duplicate index"
+            };
+            for a in live.iter().filter(|a| a.id != keep.id) {
+                out.stop(state, a, why);
             }
             if keep.job_version != job.version {
                 if specs.changed(state, job, g, keep) {
-                    // Past the budget the old version keeps running until
-                    // a replacement in flight runs (its report brings a new
-                    // evaluation).
-                    if rolling_budget > 0 {
+                    if canaries_wanted > 0 && !has_canary {
+                        canaries_wanted -= 1;
+                        out.places.push(PlaceRequest {
+                            canary: true,
+                            ..place(Some(keep))
+                        });
+                    } else if rolling_budget > 0 {
+                        // Past the budget the old version keeps running
+                        // until a replacement in flight becomes healthy
+                        // (its report brings a new evaluation).
                         rolling_budget -= 1;
                         out.places.push(PlaceRequest {
                             replaces: Some(keep),
@@ -289,7 +440,7 @@ fn reconcile_group<'a>(
                 }
                 out.places.push(place(slot.failed.last().copied()));
             }
-        } else {
+        } else if !has_canary {
             let previous = slot.lost.last().or(slot.complete.last()).copied();
             out.places.push(place(previous));
         }

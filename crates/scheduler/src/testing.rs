@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use corral_types::units::{Bytes, MilliCpu};
 use corral_types::{
-    Allocation, ClientStatus, Constraint, ConstraintOp, DesiredStatus, DriverKind, EvalStatus,
-    EvalTrigger, Evaluation, GroupSpec, Index, Job, JobSpec, NetworkMode, Node, NodeStatus, Plan,
-    Resources, Spread, TaskSpec, UpdatePolicy,
+    Allocation, ClientStatus, Constraint, ConstraintOp, Deployment, DesiredStatus, DriverKind,
+    EvalStatus, EvalTrigger, Evaluation, GroupSpec, Index, Job, JobSpec, NetworkMode, Node,
+    NodeStatus, Plan, Resources, Spread, TaskSpec, UpdatePolicy,
 };
 
 use crate::{PlanContext, SchedulerConfig, StateView};
@@ -23,6 +23,8 @@ pub struct MemState {
     pub jobs: Vec<Job>,
     pub allocs: Vec<Allocation>,
     pub nodes: Vec<Node>,
+    /// In creation order; the last one of a job is its latest.
+    pub deployments: Vec<Deployment>,
 }
 
 impl StateView for MemState {
@@ -56,6 +58,9 @@ impl StateView for MemState {
     }
     fn node(&self, id: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.id == id)
+    }
+    fn latest_deployment(&self, job: &str) -> Option<&Deployment> {
+        self.deployments.iter().rev().find(|d| d.job == job)
     }
 }
 
@@ -91,9 +96,21 @@ impl MemState {
         v
     }
 
-    /// Commit a plan as the store would, new allocations getting `status`.
+    /// Commit a plan as the store would, new allocations getting `status`
+    /// (and, when running under a deployment, reported healthy at once).
     pub fn apply(&mut self, plan: &Plan, status: ClientStatus) {
         self.index += 1;
+        for d in &plan.deployments {
+            let mut d = d.clone();
+            d.modify_index = self.index;
+            match self.deployments.iter_mut().find(|x| x.id == d.id) {
+                Some(x) => *x = d,
+                None => {
+                    d.create_index = self.index;
+                    self.deployments.push(d);
+                }
+            }
+        }
         for s in &plan.stop {
             if let Some(a) = self.allocs.iter_mut().find(|a| a.id == s.id) {
                 a.desired = DesiredStatus::Stop;
@@ -113,6 +130,13 @@ impl MemState {
         for a in &plan.place {
             let mut a = a.clone();
             a.client = status;
+            if status == ClientStatus::Running && a.deployment_id.is_some() {
+                a.health = Some(corral_types::AllocHealth {
+                    healthy: true,
+                    at: 1_000,
+                    message: String::new(),
+                });
+            }
             a.create_index = self.index;
             a.modify_index = self.index;
             self.allocs.push(a);
@@ -251,6 +275,8 @@ pub fn task(name: &str) -> TaskSpec {
         restart: None,
         pull_policy: Default::default(),
         security: Default::default(),
+        checks: Vec::new(),
+        logs: Default::default(),
     }
 }
 
@@ -264,6 +290,7 @@ pub fn group(name: &str, count: u32) -> GroupBuilder {
         spread: None,
         update: UpdatePolicy::default(),
         network: NetworkMode::Bridge,
+        services: Vec::new(),
         tasks: vec![task(name)],
     })
 }
@@ -338,6 +365,8 @@ pub fn job(name: &str, version: u64, groups: Vec<GroupSpec>) -> Job {
             update: UpdatePolicy::default(),
         },
         stopped: false,
+        stable: false,
+        reverts_to: None,
         submitted_at: 0,
         create_index: 0,
         modify_index: 0,
@@ -363,11 +392,15 @@ pub fn alloc(id: &str, job: &Job, group: &str, index: u32, node: &str) -> Alloca
         resources,
         ports: BTreeMap::new(),
         previous: None,
+        deployment_id: None,
+        canary: false,
         desired: DesiredStatus::Run,
         desired_reason: String::new(),
         client: ClientStatus::Running,
         tasks: BTreeMap::new(),
         client_message: String::new(),
+        checks: BTreeMap::new(),
+        health: None,
         created_at: 0,
         modified_at: 0,
         create_index: 1,

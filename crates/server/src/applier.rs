@@ -159,6 +159,21 @@ pub fn evaluate(
             writes.push(Write::Alloc(a));
         }
     }
+    for d in &plan.deployments {
+        match state.deployment(&d.id) {
+            None => writes.push(Write::Deployment(d.clone())),
+            // Ending one (superseded, job stopped): only if nobody ended it
+            // first, and keeping the watcher's counters.
+            Some(cur) if cur.is_active() && cur.status != d.status => {
+                let mut cur = (**cur).clone();
+                cur.status = d.status;
+                cur.description = d.description.clone();
+                cur.modified_at = now;
+                writes.push(Write::Deployment(cur));
+            }
+            Some(_) => {}
+        }
+    }
     eval.modified_at = now;
     writes.push(Write::Eval(eval));
     (writes, result)

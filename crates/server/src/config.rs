@@ -23,6 +23,13 @@ pub struct ServerConfig {
     pub max_query_wait: Duration,
     /// When set, every API request must carry `Authorization: Bearer T`.
     pub api_token: Option<String>,
+    /// How long events are kept; `maintenance` prunes older ones.
+    pub event_retention: Duration,
+    /// At most this many events are kept, whatever their age (a busy
+    /// cluster writes tens of thousands a minute; each is ~200 bytes).
+    pub event_max: u64,
+    /// Built-in alert rules and where alerts go.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 impl ServerConfig {
@@ -36,6 +43,9 @@ impl ServerConfig {
             failover_grace: Duration::from_secs(15),
             max_query_wait: Duration::from_secs(60),
             api_token: None,
+            event_retention: Duration::from_secs(24 * 3600),
+            event_max: 500_000,
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }

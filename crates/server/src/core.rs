@@ -24,6 +24,8 @@ pub struct Core {
     pub broker: Broker,
     pub heartbeats: Heartbeats,
     pub metrics: crate::metrics::Metrics,
+    /// Latest usage per running task, as agents push it (memory only).
+    pub usage: crate::usage::Usage,
     /// The latest committed index; blocking queries wait on it.
     pub index: watch::Sender<Index>,
     pub(crate) applier: mpsc::Sender<PlanRequest>,
@@ -136,6 +138,8 @@ impl Server {
         store: StateStore,
         shutdown: CancellationToken,
     ) -> Result<Server, ServerError> {
+        // Every commit from here on records its events.
+        store.set_event_hook(crate::events::hook());
         let snapshot = store.snapshot();
         let (index, _) = watch::channel(snapshot.index());
         let (plan_tx, plan_rx) = mpsc::channel(256);
@@ -144,6 +148,7 @@ impl Server {
             broker: Broker::new(),
             heartbeats,
             metrics: Default::default(),
+            usage: Default::default(),
             index,
             applier: plan_tx,
             http: reqwest::Client::new(),
@@ -171,6 +176,8 @@ impl Server {
         }
         tasks.spawn(crate::heartbeat::monitor(core.clone()));
         tasks.spawn(crate::maintenance::run(core.clone()));
+        tasks.spawn(crate::deployments::watcher::run(core.clone()));
+        tasks.spawn(crate::alerts::run(core.clone()));
         tasks.close();
         Ok(Server { core, tasks })
     }

@@ -15,6 +15,9 @@ pub enum ServerError {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     BadRequest(String),
+    /// The request does not fit the object's current state.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("node {node}: {message}")]
@@ -42,6 +45,15 @@ impl IntoResponse for ServerError {
                 Some("fix the fields named above and submit again; nothing was stored".into()),
             ),
             ServerError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
+            ServerError::Conflict(_) => (StatusCode::CONFLICT, None),
+            ServerError::NotFound { what, .. } if *what == "deployment for job" => (
+                StatusCode::NOT_FOUND,
+                Some(
+                    "a job gets a deployment when `corral run` rolls out a new version; \
+                     see `corral status`"
+                        .into(),
+                ),
+            ),
             ServerError::NotFound { what, .. } => (
                 StatusCode::NOT_FOUND,
                 Some(format!("list them with `corral {}`", list_cmd(what))),

@@ -8,16 +8,20 @@
 //! allocations through a blocking query. `heartbeat` marks silent nodes
 //! down, which creates evaluations that replace their allocations.
 
+pub mod alerts;
 pub mod api;
 pub mod applier;
 pub mod broker;
 pub mod config;
 pub mod core;
+pub mod deployments;
 pub mod error;
+pub mod events;
 pub mod heartbeat;
 pub mod maintenance;
 pub mod metrics;
 pub mod ops;
+pub mod usage;
 pub mod views;
 pub mod worker;
 

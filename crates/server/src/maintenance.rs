@@ -1,14 +1,25 @@
-//! Background upkeep: the store's change feed is compacted so it keeps a
-//! window of recent revisions (enough for watchers to resume) instead of
-//! growing forever.
+//! Background upkeep, once a minute:
+//! - the store's change feed is compacted so it keeps a window of recent
+//!   revisions (enough for watchers to resume) instead of growing forever;
+//! - events older than `event_retention`, or beyond the newest
+//!   `event_max`, are pruned (the newest is always kept);
+//! - resolved alerts older than the alerts' `retention` are deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::Core;
+use corral_store::{EventSpan, Write};
+use corral_types::UnixMillis;
+
+use crate::ServerError;
+use crate::core::{Core, now_ms};
 
 /// Revisions of change history kept for watchers.
 pub const KEEP_REVISIONS: u64 = 100_000;
+
+/// At most this many events are deleted per commit, so pruning a large
+/// backlog never holds the writer long.
+const PRUNE_CHUNK: u64 = 20_000;
 
 pub async fn run(core: Arc<Core>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -18,18 +29,104 @@ pub async fn run(core: Arc<Core>) {
             _ = tick.tick() => {}
             _ = core.shutdown.cancelled() => return,
         }
-        let index = core.store.snapshot().index();
-        if index <= KEEP_REVISIONS {
-            continue;
+        compact(&core).await;
+        if let Err(e) = prune_events(&core, now_ms()).await {
+            tracing::warn!(error = %e, "event pruning failed");
         }
-        let c = core.clone();
-        let r =
-            tokio::task::spawn_blocking(move || c.store.backend().compact(index - KEEP_REVISIONS))
-                .await;
-        match r {
-            Ok(Ok(())) => tracing::debug!(below = index - KEEP_REVISIONS, "change feed compacted"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "change feed compaction failed"),
-            Err(e) => tracing::warn!(error = %e, "change feed compaction task failed"),
+        if let Err(e) = prune_alerts(&core, now_ms()).await {
+            tracing::warn!(error = %e, "alert pruning failed");
         }
+    }
+}
+
+async fn compact(core: &Arc<Core>) {
+    let index = core.store.snapshot().index();
+    if index <= KEEP_REVISIONS {
+        return;
+    }
+    let c = core.clone();
+    let r = tokio::task::spawn_blocking(move || c.store.backend().compact(index - KEEP_REVISIONS))
+        .await;
+    match r {
+        Ok(Ok(())) => tracing::debug!(below = index - KEEP_REVISIONS, "change feed compacted"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "change feed compaction failed"),
+        Err(e) => tracing::warn!(error = %e, "change feed compaction task failed"),
+    }
+}
+
+/// The last event index to prune, if any: every event before
+/// `first_recent` (the first one within the retention time), and every
+/// one beyond the newest `max`; never the newest.
+pub fn events_to_prune(span: EventSpan, first_recent: u64, max: u64) -> Option<u64> {
+    if span.is_empty() {
+        return None;
+    }
+    let by_time = first_recent.saturating_sub(1);
+    let by_count = span.last.saturating_sub(max.max(1));
+    let through = by_time.max(by_count).min(span.last - 1);
+    (through >= span.first).then_some(through)
+}
+
+/// Apply the event retention as of `now`; returns how many were pruned.
+pub async fn prune_events(core: &Arc<Core>, now: UnixMillis) -> Result<u64, ServerError> {
+    let cutoff = now.saturating_sub(core.config.event_retention.as_millis() as u64);
+    let c = core.clone();
+    let first_recent = tokio::task::spawn_blocking(move || c.store.event_index_at(cutoff))
+        .await
+        .map_err(|e| ServerError::Internal(format!("event pruning task: {e}")))??;
+    let span = core.store.snapshot().event_span();
+    let Some(through) = events_to_prune(span, first_recent, core.config.event_max) else {
+        return Ok(0);
+    };
+    let mut first = span.first;
+    while first <= through {
+        let upto = through.min(first + PRUNE_CHUNK - 1);
+        core.commit(vec![Write::PruneEvents { through: upto }])
+            .await?;
+        first = upto + 1;
+    }
+    tracing::debug!(through, "events pruned");
+    Ok(through + 1 - span.first)
+}
+
+/// Forget resolved alerts older than the alerts' retention.
+pub async fn prune_alerts(core: &Arc<Core>, now: UnixMillis) -> Result<usize, ServerError> {
+    let cutoff = now.saturating_sub(core.config.alerts.retention.as_millis() as u64);
+    let old: Vec<Write> = core
+        .store
+        .snapshot()
+        .alerts()
+        .filter(|a| a.resolved_at.is_some_and(|t| t < cutoff))
+        .map(|a| Write::DeleteAlert(a.id.clone()))
+        .collect();
+    let n = old.len();
+    if n > 0 {
+        core.commit(old).await?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prunes_by_time_and_by_count_but_keeps_the_newest() {
+        let span = EventSpan { first: 1, last: 100 };
+        // Nothing old, under the cap.
+        assert_eq!(events_to_prune(span, 1, 1000), None);
+        // Events 1..=39 are older than the retention.
+        assert_eq!(events_to_prune(span, 40, 1000), Some(39));
+        // The cap of 10 wins over the time.
+        assert_eq!(events_to_prune(span, 40, 10), Some(90));
+        // Everything is old: all but the newest.
+        assert_eq!(events_to_prune(span, 101, 1000), Some(99));
+        // Already pruned that far.
+        let later = EventSpan {
+            first: 50,
+            last: 100,
+        };
+        assert_eq!(events_to_prune(later, 40, 1000), None);
+        assert_eq!(events_to_prune(EventSpan::default(), 5, 0), None);
     }
 }

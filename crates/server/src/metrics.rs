@@ -1,88 +1,93 @@
-//! The server's own measurements: counters and latency histograms that
-//! the benchmark reads now and the Prometheus endpoint will export.
+//! The server's own measurements and its Prometheus endpoint.
+//!
+//! Two kinds of metrics: those the server counts as things happen (the
+//! latency [`Histogram`]s, counters of evaluations, placements and API
+//! requests, all in [`Metrics`]), and those derived from state at scrape
+//! time (node capacity, allocated and used resources, blocked
+//! evaluations, deployments by status), computed by the collector in
+//! [`collect`] from a store snapshot, the broker and [`crate::usage`].
+//! The names are listed in docs/METRICS.md.
+//!
+//! The histograms stay lock-free log-linear ones rather than
+//! prometheus-client's: the benchmark reads p50/p99 from them at ~13%
+//! precision, which a classic Prometheus bucket layout cannot give, and an
+//! observation is two relaxed atomic adds (no lock on the scheduler's hot
+//! path). They implement prometheus-client's `EncodeMetric`, with bounds
+//! on exact internal bucket edges.
 
+mod collect;
+mod histogram;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// Sub-buckets per power of two: quantiles come out within ~9%.
-const SUB: u64 = 8;
-const BUCKETS: usize = 40 * SUB as usize;
+use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
-/// A lock-free log-linear histogram of durations (microsecond resolution).
-pub struct Histogram {
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_us: AtomicU64,
+pub use collect::{CONTENT_TYPE, encode};
+pub use histogram::Histogram;
+
+/// How an evaluation ended, for `corral_scheduler_evaluations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalOutcome {
+    /// Every placement it needed was committed.
+    Complete,
+    /// Some placements found no room: blocked until capacity changes.
+    Blocked,
+    /// The state kept moving under it: a fresh evaluation took over.
+    Retried,
+    /// An error (the store, shutdown) ended it.
+    Failed,
 }
 
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
+impl EvalOutcome {
+    pub const ALL: [EvalOutcome; 4] = [
+        EvalOutcome::Complete,
+        EvalOutcome::Blocked,
+        EvalOutcome::Retried,
+        EvalOutcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvalOutcome::Complete => "complete",
+            EvalOutcome::Blocked => "blocked",
+            EvalOutcome::Retried => "retried",
+            EvalOutcome::Failed => "failed",
         }
     }
 }
 
-fn bucket_of(us: u64) -> usize {
-    if us < SUB {
-        return us as usize;
-    }
-    let pow = 63 - us.leading_zeros() as u64; // us >= 8 => pow >= 3
-    let sub = (us >> (pow - 3)) & (SUB - 1);
-    (((pow - 2) * SUB + sub) as usize).min(BUCKETS - 1)
+/// Labels of the API latency histogram: the matched route template (never
+/// the raw path, so ids do not explode the series) and the method.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
 }
 
-/// The largest value a bucket holds.
-fn upper_of(b: usize) -> u64 {
-    let b = b as u64;
-    if b < SUB {
-        return b;
-    }
-    let pow = b / SUB + 2;
-    let sub = b % SUB;
-    ((SUB + sub + 1) << (pow - 3)) - 1
+/// Labels of the API request counter: route, method and status code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteCodeLabels {
+    pub method: String,
+    pub route: String,
+    pub code: String,
 }
 
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let us = d.as_micros().min(u64::MAX as u128) as u64;
-        self.buckets[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    pub fn sum(&self) -> Duration {
-        Duration::from_micros(self.sum_us.load(Ordering::Relaxed))
-    }
-
-    /// The `q` quantile (0.0..=1.0), as the upper bound of its bucket.
-    pub fn quantile(&self, q: f64) -> Duration {
-        let total = self.count();
-        if total == 0 {
-            return Duration::ZERO;
-        }
-        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.load(Ordering::Relaxed);
-            if seen >= rank {
-                return Duration::from_micros(upper_of(i));
-            }
-        }
-        Duration::from_micros(upper_of(BUCKETS - 1))
-    }
-}
+/// Another part of the process that exposes metrics on the server's
+/// `/metrics` (the agent in `corral dev`): returns its text exposition.
+pub type Source = Arc<dyn Fn() -> BoxFuture<'static, String> + Send + Sync>;
 
 #[derive(Default)]
 pub struct Metrics {
     /// From an evaluation entering the broker to its plan committed
-    /// (queueing included).
+    /// (queueing included): how long a placement takes.
     pub eval_latency: Histogram,
     /// From a worker taking an evaluation to its plan committed.
     pub eval_processing: Histogram,
@@ -91,42 +96,53 @@ pub struct Metrics {
     pub evals_processed: AtomicU64,
     pub placements: AtomicU64,
     pub plans_refused: AtomicU64,
+    evals: [AtomicU64; EvalOutcome::ALL.len()],
+    /// Time to the response's head, by route (a streamed body, such as
+    /// `logs -f`, is not waited for).
+    pub api_latency: Family<RouteLabels, Histogram>,
+    pub api_requests: Family<RouteCodeLabels, Counter>,
+    sources: RwLock<Vec<Source>>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Metrics {
+    pub fn eval_done(&self, outcome: EvalOutcome) {
+        self.evals[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
 
-    #[test]
-    fn buckets_cover_values_in_order() {
-        let mut last = 0;
-        for us in [0u64, 1, 7, 8, 9, 15, 16, 100, 1000, 12345, 1 << 30] {
-            let b = bucket_of(us);
-            assert!(b >= last, "{us}");
-            assert!(
-                upper_of(b) >= us,
-                "{us} above its bucket's bound {}",
-                upper_of(b)
-            );
-            assert!(
-                upper_of(b) as f64 <= (us as f64) * 1.13 + 1.0,
-                "{us} -> {}",
-                upper_of(b)
-            );
-            last = b;
+    pub fn evals_by_outcome(&self, outcome: EvalOutcome) -> u64 {
+        self.evals[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn api_request(&self, method: &str, route: &str, code: u16, took: Duration) {
+        self.api_latency
+            .get_or_create(&RouteLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+            })
+            .observe(took);
+        self.api_requests
+            .get_or_create(&RouteCodeLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// Serve the metrics `source` returns (Prometheus text) on this
+    /// server's `/metrics` as well, after the server's own.
+    pub fn add_source<F, Fut>(&self, source: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = String> + Send + 'static,
+    {
+        let source: Source = Arc::new(move || Box::pin(source()));
+        if let Ok(mut s) = self.sources.write() {
+            s.push(source);
         }
     }
 
-    #[test]
-    fn quantiles() {
-        let h = Histogram::default();
-        for ms in 1..=100u64 {
-            h.observe(Duration::from_millis(ms));
-        }
-        let p50 = h.quantile(0.5).as_micros() as f64;
-        let p99 = h.quantile(0.99).as_micros() as f64;
-        assert!((50_000.0..=55_000.0).contains(&p50), "{p50}");
-        assert!((99_000.0..=108_000.0).contains(&p99), "{p99}");
-        assert_eq!(h.count(), 100);
+    pub(crate) fn sources(&self) -> Vec<Source> {
+        self.sources.read().map(|s| s.clone()).unwrap_or_default()
     }
 }

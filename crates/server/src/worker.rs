@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::applier::PlanRequest;
 use crate::core::{Core, new_id, now_ms};
+use crate::metrics::EvalOutcome;
 
 /// How often a worker re-plans after the applier refused nodes (the state
 /// moved under it) before it leaves the rest to a blocked evaluation.
@@ -23,6 +24,7 @@ pub async fn run(core: Arc<Core>, worker: usize) {
         let taken = std::time::Instant::now();
         if let Err(e) = process(&core, eval).await {
             tracing::error!(worker, job = %job, error = %e, "evaluation failed");
+            core.metrics.eval_done(EvalOutcome::Failed);
         }
         core.metrics.eval_processing.observe(taken.elapsed());
         if let Some(waited) = core.broker.ack(&job, &id) {
@@ -83,8 +85,12 @@ async fn process(core: &Arc<Core>, mut eval: Evaluation) -> Result<(), crate::Se
                 let follow = Core::new_eval(&eval.job, EvalTrigger::Retry, now_ms());
                 core.commit(vec![Write::Eval(follow.clone())]).await?;
                 core.enqueue([follow]);
+                core.metrics.eval_done(EvalOutcome::Retried);
             } else if eval.status == EvalStatus::Blocked {
                 core.broker.block(eval);
+                core.metrics.eval_done(EvalOutcome::Blocked);
+            } else {
+                core.metrics.eval_done(EvalOutcome::Complete);
             }
             return Ok(());
         }

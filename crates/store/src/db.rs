@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use corral_types::{Allocation, Evaluation, Index, Job, Node};
+use corral_types::{Alert, Allocation, Deployment, Evaluation, Index, Job, Node};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -17,6 +17,8 @@ const JOBS: &str = "jobs/";
 const ALLOCS: &str = "allocs/";
 const NODES: &str = "nodes/";
 const EVALS: &str = "evals/";
+const DEPLOYMENTS: &str = "deployments/";
+const ALERTS: &str = "alerts/";
 
 /// One typed change. A batch of them commits atomically.
 #[derive(Debug, Clone)]
@@ -31,6 +33,14 @@ pub enum Write {
     DeleteNode(String),
     Eval(Evaluation),
     DeleteEval(String),
+    Deployment(Deployment),
+    DeleteDeployment(String),
+    /// Store an alert (new, updated or resolved).
+    Alert(Alert),
+    DeleteAlert(String),
+    /// Delete the events up to this index (retention); the newest event
+    /// is always kept.
+    PruneEvents { through: u64 },
 }
 
 pub struct StateStore {
@@ -38,6 +48,7 @@ pub struct StateStore {
     current: RwLock<Arc<State>>,
     writer: Mutex<()>,
     queue: Mutex<Vec<Request>>,
+    pub(crate) events: crate::events::EventLog,
 }
 
 type Build = Box<dyn FnOnce(&State, Index) -> Vec<Write> + Send>;
@@ -67,11 +78,20 @@ impl StateStore {
         for kv in store.range(EVALS)? {
             state.put_eval(decode(&kv.key, &kv.value)?);
         }
+        for kv in store.range(DEPLOYMENTS)? {
+            state.put_deployment(decode(&kv.key, &kv.value)?);
+        }
+        for kv in store.range(ALERTS)? {
+            state.put_alert(decode(&kv.key, &kv.value)?);
+        }
+        let events = crate::events::EventLog::default();
+        state.events = events.load(store.as_ref())?;
         Ok(StateStore {
             store,
             current: RwLock::new(Arc::new(state)),
             writer: Mutex::new(()),
             queue: Mutex::new(Vec::new()),
+            events,
         })
     }
 
@@ -174,12 +194,24 @@ impl StateStore {
             }
             dones.push(req.done);
         }
+        // The commit's events, derived from what it changed, join its
+        // transaction.
+        let mut events = Vec::new();
+        if outcome.is_ok() && !txn.ops.is_empty() {
+            match self.events.derive(&base, &mut next, &mut txn, index) {
+                Ok(e) => events = e,
+                Err(e) => outcome = Err(e),
+            }
+        }
         let result: Result<Index, String> = match outcome {
             Err(e) => Err(e.to_string()),
             Ok(()) if txn.ops.is_empty() => Ok(base.index),
             Ok(()) => match self.store.txn(&txn) {
                 Ok(TxnOutcome::Committed { revision }) => {
                     next.index = revision;
+                    // Before the state is published: whoever sees the new
+                    // index finds its events in memory.
+                    self.events.committed(events, next.events);
                     let mut cur = match self.current.write() {
                         Ok(c) => c,
                         Err(p) => p.into_inner(),
@@ -297,6 +329,58 @@ fn apply(txn: &mut Txn, next: &mut State, w: Write, index: Index) -> Result<(), 
             });
             next.delete_eval(&id);
         }
+        Write::Deployment(mut d) => {
+            d.create_index = next
+                .deployments
+                .get(&d.id)
+                .map(|x| x.create_index)
+                .unwrap_or(index);
+            d.modify_index = index;
+            let key = format!("{DEPLOYMENTS}{}", d.id);
+            txn.ops.push(Op::Put {
+                value: encode(&key, &d)?,
+                key,
+            });
+            next.put_deployment(d);
+        }
+        Write::DeleteDeployment(id) => {
+            txn.ops.push(Op::Delete {
+                key: format!("{DEPLOYMENTS}{id}"),
+            });
+            next.delete_deployment(&id);
+        }
+        Write::Alert(mut a) => {
+            a.create_index = next
+                .alerts
+                .get(&a.id)
+                .map(|x| x.create_index)
+                .unwrap_or(index);
+            a.modify_index = index;
+            let key = format!("{ALERTS}{}", a.id);
+            txn.ops.push(Op::Put {
+                value: encode(&key, &a)?,
+                key,
+            });
+            next.put_alert(a);
+        }
+        Write::DeleteAlert(id) => {
+            txn.ops.push(Op::Delete {
+                key: format!("{ALERTS}{id}"),
+            });
+            next.delete_alert(&id);
+        }
+        Write::PruneEvents { through } => {
+            let span = &mut next.events;
+            let through = through.min(span.last.saturating_sub(1));
+            if span.first > 0 && through >= span.first {
+                for i in span.first..=through {
+                    txn.ops.push(Op::Delete {
+                        key: crate::events::event_key(i),
+                    });
+                }
+                span.first = through + 1;
+            }
+        }
     }
     Ok(())
 }
@@ -306,14 +390,14 @@ fn job_key(name: &str, version: u64) -> String {
     format!("{JOBS}{name}/{version:020}")
 }
 
-fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|source| StoreError::Encode {
         key: key.to_string(),
         source,
     })
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
         key: key.to_string(),
         source,

@@ -78,6 +78,27 @@ pub trait Store: Send + Sync {
     fn changes_since(&self, revision: u64, limit: usize) -> Result<Vec<WatchEvent>, StoreError>;
     /// Forget changes at or below `revision` (etcd compaction).
     fn compact(&self, revision: u64) -> Result<(), StoreError>;
+    /// Keys with this prefix after `after` (exclusive), in key order, at
+    /// most `limit` (etcd's range with a start key and a limit). Backends
+    /// should answer without reading the whole prefix.
+    fn range_after(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self
+            .range(prefix)?
+            .into_iter()
+            .filter(|kv| kv.key.as_str() > after)
+            .take(limit)
+            .collect())
+    }
+    /// The last key with this prefix (etcd's range sorted descending,
+    /// limit 1).
+    fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
+        Ok(self.range(prefix)?.pop())
+    }
 }
 
 /// Behaviour every backend must show; each backend's tests call this.
@@ -155,5 +176,22 @@ pub(crate) mod tests {
         assert_eq!(store.changes_since(0, 2).unwrap().len(), 2);
         store.compact(1).unwrap();
         assert_eq!(store.changes_since(0, 100).unwrap().len(), 2);
+        // Paged reads of a prefix, and its last key.
+        store
+            .txn(&Txn {
+                compares: vec![],
+                ops: vec![put("jobs/c", "4"), put("jobs/d", "5"), put("k", "x")],
+            })
+            .unwrap();
+        let page: Vec<String> = store
+            .range_after("jobs/", "jobs/a", 2)
+            .unwrap()
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(page, vec!["jobs/c".to_string(), "jobs/d".to_string()]);
+        assert!(store.range_after("jobs/", "jobs/d", 10).unwrap().is_empty());
+        assert_eq!(store.last("jobs/").unwrap().unwrap().key, "jobs/d");
+        assert_eq!(store.last("none/").unwrap(), None);
     }
 }

@@ -8,9 +8,13 @@
 //!   (persistent maps), so the scheduler reads immutable snapshots.
 //! - [`db`]: [`StateStore`], which writes typed records through a `Store`
 //!   and then publishes the new `State`. It is the only writer.
+//! - [`events`]: the event log, derived from each commit by a hook and
+//!   written in the same transaction; [`changes`] diffs two states for it.
 
+pub mod changes;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod kv;
 pub mod memory;
 pub mod sqlite;
@@ -18,6 +22,7 @@ pub mod state;
 
 pub use db::{StateStore, Write};
 pub use error::StoreError;
+pub use events::{EventHook, EventSpan};
 pub use kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome, WatchEvent};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;

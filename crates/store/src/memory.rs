@@ -106,6 +106,38 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn range_after(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        use std::ops::Bound;
+        let inner = self.inner.lock().map_err(|_| StoreError::Poisoned)?;
+        let start = if after < prefix {
+            Bound::Included(prefix.to_string())
+        } else {
+            Bound::Excluded(after.to_string())
+        };
+        Ok(inner
+            .kv
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
+        let inner = self.inner.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(inner
+            .kv
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .last()
+            .map(|(_, v)| v.clone()))
+    }
+
     fn compact(&self, revision: u64) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().map_err(|_| StoreError::Poisoned)?;
         inner.changes.retain(|c| c.revision > revision);

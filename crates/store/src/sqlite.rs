@@ -234,6 +234,39 @@ impl Store for SqliteStore {
             .map_err(StoreError::sqlite("changes"))
     }
 
+    fn range_after(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, value, create_rev, mod_rev FROM kv
+                 WHERE key > ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4",
+            )
+            .map_err(StoreError::sqlite("range"))?;
+        let end = prefix_end(prefix);
+        let rows = stmt
+            .query_map(params![after, prefix, end, limit as i64], row_kv)
+            .map_err(StoreError::sqlite("range"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::sqlite("range"))
+    }
+
+    fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT key, value, create_rev, mod_rev FROM kv
+             WHERE key >= ?1 AND key < ?2 ORDER BY key DESC LIMIT 1",
+            params![prefix, prefix_end(prefix)],
+            row_kv,
+        )
+        .optional()
+        .map_err(StoreError::sqlite("last"))
+    }
+
     fn compact(&self, revision: u64) -> Result<(), StoreError> {
         let conn = self.conn()?;
         conn.execute(
@@ -243,6 +276,15 @@ impl Store for SqliteStore {
         .map_err(StoreError::sqlite("compact"))?;
         Ok(())
     }
+}
+
+fn row_kv(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
+    Ok(KeyValue {
+        key: r.get(0)?,
+        value: r.get(1)?,
+        create_revision: r.get::<_, i64>(2)? as u64,
+        mod_revision: r.get::<_, i64>(3)? as u64,
+    })
 }
 
 /// The smallest string greater than every string with this prefix.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use corral_scheduler::StateView;
-use corral_types::{Allocation, EvalStatus, Evaluation, Index, Job, Node};
+use corral_types::{Alert, Allocation, Deployment, EvalStatus, Evaluation, Index, Job, Node};
 use imbl::OrdMap;
 
 #[derive(Clone, Default)]
@@ -22,6 +22,13 @@ pub struct State {
     pub(crate) allocs_by_node: OrdMap<String, OrdMap<String, Arc<Allocation>>>,
     pub(crate) nodes: OrdMap<String, Arc<Node>>,
     pub(crate) evals: OrdMap<String, Arc<Evaluation>>,
+    pub(crate) deployments: OrdMap<String, Arc<Deployment>>,
+    /// Deployment ids per job, by (create order, id).
+    pub(crate) deployments_by_job: OrdMap<String, OrdMap<(Index, String), Arc<Deployment>>>,
+    /// Alerts (firing and recently resolved), by id.
+    pub(crate) alerts: OrdMap<String, Arc<Alert>>,
+    /// Which events the store holds (see `crate::events`).
+    pub(crate) events: crate::events::EventSpan,
 }
 
 impl State {
@@ -92,7 +99,76 @@ impl State {
             .collect()
     }
 
+    pub fn deployment(&self, id: &str) -> Option<&Arc<Deployment>> {
+        self.deployments.get(id)
+    }
+
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.deployments.values()
+    }
+
+    /// A job's deployments, oldest first.
+    pub fn job_deployments(&self, job: &str) -> Vec<&Arc<Deployment>> {
+        self.deployments_by_job
+            .get(job)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// A job's newest deployment.
+    pub fn latest_deployment(&self, job: &str) -> Option<&Arc<Deployment>> {
+        self.deployments_by_job
+            .get(job)
+            .and_then(|m| m.values().next_back())
+    }
+
+    pub fn alert(&self, id: &str) -> Option<&Arc<Alert>> {
+        self.alerts.get(id)
+    }
+
+    /// Every stored alert (firing and recently resolved), by id.
+    pub fn alerts(&self) -> impl Iterator<Item = &Arc<Alert>> {
+        self.alerts.values()
+    }
+
+    /// The first and last event index the store holds (0 when none).
+    pub fn event_span(&self) -> crate::events::EventSpan {
+        self.events
+    }
+
     // Mutators used by StateStore only, after the write is durable.
+
+    pub(crate) fn put_alert(&mut self, a: Alert) {
+        self.alerts.insert(a.id.clone(), Arc::new(a));
+    }
+
+    pub(crate) fn delete_alert(&mut self, id: &str) {
+        self.alerts.remove(id);
+    }
+
+    pub(crate) fn put_deployment(&mut self, d: Deployment) {
+        let d = Arc::new(d);
+        self.deployments_by_job
+            .entry(d.job.clone())
+            .or_default()
+            .insert((d.create_index, d.id.clone()), d.clone());
+        self.deployments.insert(d.id.clone(), d);
+    }
+
+    pub(crate) fn delete_deployment(&mut self, id: &str) {
+        if let Some(old) = self.deployments.remove(id) {
+            let empty = match self.deployments_by_job.get_mut(&old.job) {
+                Some(m) => {
+                    m.remove(&(old.create_index, old.id.clone()));
+                    m.is_empty()
+                }
+                None => false,
+            };
+            if empty {
+                self.deployments_by_job.remove(&old.job);
+            }
+        }
+    }
 
     pub(crate) fn put_job(&mut self, job: Job) {
         let job = Arc::new(job);
@@ -204,5 +280,9 @@ impl StateView for State {
 
     fn node(&self, id: &str) -> Option<&Node> {
         self.nodes.get(id).map(|n| n.as_ref())
+    }
+
+    fn latest_deployment(&self, job: &str) -> Option<&Deployment> {
+        State::latest_deployment(self, job).map(|d| d.as_ref())
     }
 }

@@ -111,6 +111,12 @@ pub struct JobView {
 pub struct JobVersionView {
     pub version: u64,
     pub stopped: bool,
+    /// Its deployment succeeded: a revert target.
+    #[serde(default)]
+    pub stable: bool,
+    /// The earlier version whose spec this one restored (a revert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts_to: Option<u64>,
     pub submitted_at: UnixMillis,
     pub spec: JobSpec,
 }
@@ -120,6 +126,8 @@ impl From<&Job> for JobVersionView {
         JobVersionView {
             version: j.version,
             stopped: j.stopped,
+            stable: j.stable,
+            reverts_to: j.reverts_to,
             submitted_at: j.submitted_at,
             spec: j.spec.clone(),
         }
@@ -150,6 +158,17 @@ pub struct AllocView {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// The deployment that placed it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    #[serde(default)]
+    pub canary: bool,
+    /// Deployment health, once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::AllocHealth>,
+    /// Health checks by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, crate::CheckState>,
     pub created_at: UnixMillis,
     pub modified_at: UnixMillis,
 }
@@ -187,6 +206,10 @@ impl AllocView {
             resources: a.resources,
             message: a.client_message.clone(),
             previous: a.previous.clone(),
+            deployment_id: a.deployment_id.clone(),
+            canary: a.canary,
+            health: a.health.clone(),
+            checks: a.checks.clone(),
             created_at: a.created_at,
             modified_at: a.modified_at,
         }
@@ -250,4 +273,55 @@ pub struct NodeAllocations {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AllocUpdates {
     pub updates: Vec<AllocUpdate>,
+}
+
+/// `POST /v1/jobs/{name}/revert`: store the spec of an earlier version as a
+/// new version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevertRequest {
+    pub version: u64,
+}
+
+/// What `POST /v1/jobs/{name}/deployment/{action}` can ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentAction {
+    Promote,
+    Fail,
+    Pause,
+    Resume,
+}
+
+impl DeploymentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentAction::Promote => "promote",
+            DeploymentAction::Fail => "fail",
+            DeploymentAction::Pause => "pause",
+            DeploymentAction::Resume => "resume",
+        }
+    }
+}
+
+/// One task's resource usage as its agent measured it. Agents push these
+/// for their running tasks to `POST /v1/nodes/{id}/stats` (every 10 s);
+/// the server keeps the latest per task in memory (for alerts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskUsage {
+    pub alloc_id: String,
+    pub task: String,
+    pub memory_bytes: u64,
+    /// 0 when the task has no memory limit.
+    pub memory_limit_bytes: u64,
+    /// CPU time since the task's current run started.
+    pub cpu_seconds: f64,
+    /// When it was measured.
+    pub at: UnixMillis,
+}
+
+/// Body of `POST /v1/nodes/{id}/stats`: every running task of the node
+/// (an empty list once the last one stopped).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub tasks: Vec<TaskUsage>,
 }

@@ -14,6 +14,7 @@ pub mod units;
 
 pub use model::*;
 pub use spec::{
-    Constraint, ConstraintOp, DriverKind, GroupSpec, JobSpec, NetworkMode, PullPolicy, Resources,
-    RestartMode, RestartPolicy, SecuritySpec, Spread, TaskSpec, UpdatePolicy,
+    CheckKind, CheckRestart, CheckSpec, Constraint, ConstraintOp, DriverKind, GroupSpec,
+    HealthCheckMode, JobSpec, LogPolicy, NetworkMode, PullPolicy, Resources, RestartMode,
+    RestartPolicy, SecuritySpec, ServiceSpec, Spread, TaskSpec, UpdatePolicy,
 };

@@ -110,6 +110,13 @@ fn shop_is_the_full_form() {
     assert_eq!(app.command, ["python", "app.py"]);
     assert_eq!(app.ports["http"], 8080);
     assert_eq!(app.resources.cpu, MilliCpu(500));
+    // The service of the design, its check named after it.
+    assert_eq!(web.services.len(), 1);
+    let check = &web.services[0].checks[0];
+    assert_eq!(check.name, "shop-http");
+    assert_eq!(check.kind.type_name(), "http");
+    assert_eq!(check.task.as_deref(), Some("app"));
+    assert_eq!(check.port.as_deref(), Some("http"));
 }
 
 #[test]

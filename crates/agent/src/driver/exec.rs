@@ -5,7 +5,9 @@
 //!   `PATH` when that has none);
 //! - working directory: `task.workdir` (relative to the task dir) or the
 //!   task dir;
-//! - stdin is `/dev/null`, stdout and stderr are appended to the given files;
+//! - stdin is `/dev/null`; stdout and stderr are FIFOs the agent copies,
+//!   line by line with the time, into the task's rotated log (see
+//!   [`crate::logs::capture`]), also after an agent restart;
 //! - the process leads its own process group, so `stop` can signal the
 //!   whole group;
 //! - it joins its cgroup `<parent>/<alloc_id>-<task>` (cpu and memory
@@ -20,10 +22,8 @@
 //! it (this process is the parent); otherwise it is reported as unknown.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,14 +35,21 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Driver, DriverError, ExitResult, TaskContext, TaskHandle, TaskStats, now_unix_ms};
+use super::{
+    Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, TaskStats, now_unix_ms,
+};
 use crate::cgroup::{self, CgroupError, CgroupLimits, Cgroups, cgroup_name, join_on_exec, procfs};
+use crate::logs::{self, Timestamp, capture};
 
 /// `PATH` given to tasks whose env does not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How long SIGKILLing a cgroup may take before it is reported as stuck.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an exit waits for the task's last output to reach its log
+/// (something the task started may hold its stdout open longer).
+const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Driver-specific part of an exec [`TaskHandle`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +61,9 @@ pub struct ExecState {
     pub pgid: i32,
     /// Cgroup name (see [`cgroup::cgroup_name`]).
     pub cgroup: String,
+    /// Where the run's output goes (absent in handles of older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<capture::CaptureSpec>,
 }
 
 impl ExecState {
@@ -210,10 +220,21 @@ impl ExecDriver {
             what,
             source,
         };
-        let stdout = open_log(&ctx.stdout_path)
-            .map_err(|e| io(format!("cannot open {}", ctx.stdout_path.display()), e))?;
-        let stderr = open_log(&ctx.stderr_path)
-            .map_err(|e| io(format!("cannot open {}", ctx.stderr_path.display()), e))?;
+        let started = Timestamp::now();
+        let spec = capture::CaptureSpec::new(&ctx.alloc.alloc_dir, task, started, ctx.task.logs);
+        let capture::Capture {
+            stdout,
+            stderr,
+            drained,
+        } = capture::start(&spec).map_err(|e| {
+            io(
+                format!(
+                    "cannot set up the log capture in {}",
+                    logs::log_dir(&ctx.alloc.alloc_dir).display()
+                ),
+                e,
+            )
+        })?;
         // An absolute workdir replaces the task dir, a relative one is
         // inside it.
         let dir = match &ctx.task.workdir {
@@ -238,12 +259,19 @@ impl ExecDriver {
         }
         join_on_exec(&mut cmd, fds);
 
-        let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
+        let spawned = cmd.spawn();
+        // The task holds the FIFOs now: the copy ends when it (and what it
+        // starts) is gone.
+        drop(cmd);
+        let mut child = spawned.map_err(|source| DriverError::Spawn {
             alloc_id: alloc_id.clone(),
             task: task.clone(),
             program: program.to_string(),
             source,
         })?;
+        if let Err(e) = logs::record_start(&ctx.alloc.alloc_dir, task, started) {
+            tracing::warn!(alloc = %alloc_id, task = %task, error = %e, "cannot record the start of the run in its log");
+        }
         let Some(pid) = child.id().map(|p| p as i32) else {
             return Err(DriverError::Failed {
                 alloc_id: alloc_id.clone(),
@@ -264,7 +292,9 @@ impl ExecDriver {
         let cg = self.cgroups.clone();
         let cg_name = name.to_string();
         tokio::spawn(async move {
-            let exit = match child.wait().await {
+            let status = child.wait().await;
+            drained.wait(LOG_DRAIN_TIMEOUT).await;
+            let exit = match status {
                 Ok(status) => ExitResult::from_status(
                     status.code(),
                     status.signal(),
@@ -283,6 +313,7 @@ impl ExecDriver {
             start_time,
             pgid: pid,
             cgroup: name.to_string(),
+            logs: Some(spec),
         };
         let handle = TaskHandle {
             driver: DriverKind::Exec,
@@ -300,13 +331,6 @@ impl ExecDriver {
         tracing::info!(alloc = %alloc_id, task = %task, pid, cgroup = %name, "exec task started");
         Ok(handle)
     }
-}
-
-fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    OpenOptions::new().create(true).append(true).open(path)
 }
 
 fn oom_of(cg: &dyn Cgroups, name: &str) -> bool {
@@ -496,6 +520,9 @@ impl Driver for ExecDriver {
                 format!("pid {} still running after sigkill", st.pid),
             ));
         }
+        if let Some(spec) = &st.logs {
+            capture::forget(spec);
+        }
         self.lock().remove(&handle.id);
         Ok(())
     }
@@ -515,12 +542,24 @@ impl Driver for ExecDriver {
         if !st.main_alive() {
             return Ok(false);
         }
+        // Its output waited in the FIFOs while nobody read them.
+        let drained = match st.logs.as_ref().map(capture::reattach).transpose() {
+            Ok(d) => d.flatten(),
+            Err(e) => {
+                tracing::warn!(alloc = %handle.alloc_id, task = %handle.task, error = %e,
+                    "cannot reattach to the task's output; it stays in its pipe");
+                None
+            }
+        };
         let (tx, rx) = watch::channel(None);
         let cg = self.cgroups.clone();
         let poll = self.poll_interval;
         let st2 = st.clone();
         tokio::spawn(async move {
             let (code, signal) = watch_foreign(st2.clone(), pidfd, poll).await;
+            if let Some(d) = drained {
+                d.wait(LOG_DRAIN_TIMEOUT).await;
+            }
             let oom = oom_of(cg.as_ref(), &st2.cgroup);
             let mut exit = ExitResult::from_status(code, signal, oom);
             if code.is_none() && signal.is_none() {
@@ -551,4 +590,97 @@ impl Driver for ExecDriver {
             cpu_usage_ns: s.cpu_usage_ns,
         })
     }
+
+    /// A child process in the task's cgroup, with the environment and
+    /// working directory of the task's main process (read from `/proc`),
+    /// leading its own process group (killed whole at the timeout).
+    async fn exec(
+        &self,
+        handle: &TaskHandle,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, DriverError> {
+        let st = Self::state_of(handle)?;
+        let Some((program, args)) = command.split_first() else {
+            return Err(DriverError::InvalidTask {
+                alloc_id: handle.alloc_id.clone(),
+                task: handle.task.clone(),
+                reason: "the command to run in the task is empty".into(),
+            });
+        };
+        if !st.main_alive() {
+            return Err(DriverError::failed(handle, "the task is not running"));
+        }
+        let env = task_environ(st.pid);
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", st.pid))
+            .unwrap_or_else(|_| std::path::PathBuf::from("/"));
+        let n = st.cgroup.clone();
+        let fds = self
+            .on_cgroups(&handle.alloc_id, &handle.task, move |cg| cg.open_procs(&n))
+            .await?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs(&env)
+            .current_dir(&cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if !env.contains_key("PATH") {
+            cmd.env("PATH", DEFAULT_PATH);
+        }
+        join_on_exec(&mut cmd, fds);
+        let child = cmd.spawn().map_err(|source| DriverError::Spawn {
+            alloc_id: handle.alloc_id.clone(),
+            task: handle.task.clone(),
+            program: program.clone(),
+            source,
+        })?;
+        let pgid = child.id().map(|p| p as i32);
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => {
+                let code = out
+                    .status
+                    .code()
+                    .or_else(|| out.status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1);
+                Ok(ExecOutput::from_streams(code, &out.stdout, &out.stderr))
+            }
+            Ok(Err(source)) => Err(DriverError::Io {
+                alloc_id: handle.alloc_id.clone(),
+                task: handle.task.clone(),
+                what: format!("cannot wait for {program:?}"),
+                source,
+            }),
+            Err(_) => {
+                if let Some(pgid) = pgid {
+                    signal_group(pgid, Signal::KILL);
+                }
+                Err(DriverError::failed(
+                    handle,
+                    format!(
+                        "{program:?} did not finish within {}",
+                        corral_types::units::Millis(timeout.as_millis() as u64)
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// The environment of a running process (`/proc/PID/environ`); empty when
+/// it cannot be read.
+fn task_environ(pid: i32) -> HashMap<String, String> {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return HashMap::new();
+    };
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
 }

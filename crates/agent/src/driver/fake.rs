@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use corral_types::DriverKind;
 use tokio::sync::watch;
 
-use super::{AllocContext, Driver, DriverError, ExitResult, TaskContext, TaskHandle, now_unix_ms};
+use super::{
+    AllocContext, Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, now_unix_ms,
+};
 
 /// What one started task does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +35,12 @@ pub enum FakeCall {
     Stop { id: String, timeout: Duration },
     Destroy { id: String },
     Recover { id: String },
+    Exec { id: String, command: Vec<String> },
 }
+
+/// What one [`Driver::exec`] of the fake gives: the output, or an error
+/// with this reason.
+pub type FakeExec = Result<ExecOutput, String>;
 
 #[derive(Debug)]
 pub struct FakeDriver {
@@ -49,6 +56,8 @@ struct Inner {
     calls: Vec<FakeCall>,
     tasks: HashMap<String, Arc<watch::Sender<Option<ExitResult>>>>,
     next_id: u64,
+    exec_script: VecDeque<FakeExec>,
+    exec_default: FakeExec,
 }
 
 impl Default for FakeDriver {
@@ -73,6 +82,11 @@ impl FakeDriver {
                 calls: Vec::new(),
                 tasks: HashMap::new(),
                 next_id: 0,
+                exec_script: VecDeque::new(),
+                exec_default: Ok(ExecOutput {
+                    exit_code: 0,
+                    output: "ok".into(),
+                }),
             }),
         }
     }
@@ -91,6 +105,26 @@ impl FakeDriver {
     /// What `recover` answers (default: true, the task still runs).
     pub fn set_recover_alive(&self, alive: bool) {
         self.lock().recover_alive = alive;
+    }
+
+    /// Appends to the exec script: each `exec` takes the next entry, then
+    /// the default (exit code 0, output "ok", unless set).
+    pub fn push_exec(&self, result: FakeExec) -> &Self {
+        self.lock().exec_script.push_back(result);
+        self
+    }
+
+    pub fn set_exec_default(&self, result: FakeExec) {
+        self.lock().exec_default = result;
+    }
+
+    /// Commands run through `exec` so far.
+    pub fn execs(&self) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| matches!(c, FakeCall::Exec { .. }))
+            .count()
     }
 
     pub fn calls(&self) -> Vec<FakeCall> {
@@ -261,5 +295,31 @@ impl Driver for FakeDriver {
             .entry(handle.id.clone())
             .or_insert_with(|| Arc::new(watch::channel(None).0));
         Ok(true)
+    }
+
+    /// The next scripted result, for a task that runs; an error otherwise.
+    async fn exec(
+        &self,
+        handle: &TaskHandle,
+        command: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput, DriverError> {
+        let mut g = self.lock();
+        g.calls.push(FakeCall::Exec {
+            id: handle.id.clone(),
+            command: command.to_vec(),
+        });
+        let running = g
+            .tasks
+            .get(&handle.id)
+            .is_some_and(|tx| tx.borrow().is_none());
+        if !running {
+            return Err(DriverError::failed(handle, "the task is not running"));
+        }
+        let r = g
+            .exec_script
+            .pop_front()
+            .unwrap_or_else(|| g.exec_default.clone());
+        r.map_err(|reason| DriverError::failed(handle, reason))
     }
 }

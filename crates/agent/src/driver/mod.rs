@@ -19,6 +19,7 @@ pub mod exec;
 pub mod fake;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,7 +55,9 @@ pub struct TaskContext {
     /// `task.workdir` says otherwise (a relative `workdir` is relative to
     /// it).
     pub task_dir: PathBuf,
-    /// stdout and stderr are appended to these files.
+    /// Where stdout and stderr go: both drivers write them, with the time
+    /// of each line, to the task's one log file under the allocation's
+    /// log directory ([`crate::logs::log_file`]), whatever these say.
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
 }
@@ -118,6 +121,37 @@ impl ExitResult {
             oom_killed,
             message,
         }
+    }
+}
+
+/// What a command run inside a task ([`Driver::exec`]) gave.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    /// The exit code; 128 + the signal number when a signal killed it.
+    pub exit_code: i32,
+    /// stdout, then stderr, each cut to [`EXEC_OUTPUT_LIMIT`] bytes.
+    pub output: String,
+}
+
+/// How much of each output stream of [`Driver::exec`] is kept.
+pub const EXEC_OUTPUT_LIMIT: usize = 4096;
+
+impl ExecOutput {
+    /// From the raw streams: stdout then stderr, each cut to
+    /// [`EXEC_OUTPUT_LIMIT`] bytes, decoded lossily, trimmed.
+    pub fn from_streams(exit_code: i32, stdout: &[u8], stderr: &[u8]) -> ExecOutput {
+        let cut = |b: &[u8]| {
+            String::from_utf8_lossy(&b[..b.len().min(EXEC_OUTPUT_LIMIT)])
+                .trim()
+                .to_string()
+        };
+        let (out, err) = (cut(stdout), cut(stderr));
+        let output = match (out.is_empty(), err.is_empty()) {
+            (_, true) => out,
+            (true, false) => err,
+            (false, false) => format!("{out}\n{err}"),
+        };
+        ExecOutput { exit_code, output }
     }
 }
 
@@ -267,12 +301,47 @@ pub trait Driver: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Rotates the logs of this node's running tasks that this process
+    /// does not write itself (CRI: containerd writes them; the agent
+    /// renames a file past its size and asks the runtime to reopen it, as
+    /// the kubelet does). Called periodically; returns how many files were
+    /// rotated. Default: nothing to do (the exec driver rotates as it
+    /// writes).
+    async fn rotate_logs(&self, _node_id: &str) -> Result<usize, DriverError> {
+        Ok(0)
+    }
+
     /// Current usage of a running task.
     async fn stats(&self, _handle: &TaskHandle) -> Result<TaskStats, DriverError> {
         Err(DriverError::Unsupported {
             driver: self.kind(),
             what: "stats",
         })
+    }
+
+    /// Runs `command` (program and arguments) inside the running task:
+    /// its filesystem, namespaces, cgroup and environment (CRI: ExecSync;
+    /// exec: a child process in the task's cgroup). Returns its exit code
+    /// and output; after `timeout` the command is killed and this is an
+    /// error. Health checks of `type: exec` use it.
+    async fn exec(
+        &self,
+        _handle: &TaskHandle,
+        _command: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput, DriverError> {
+        Err(DriverError::Unsupported {
+            driver: self.kind(),
+            what: "exec",
+        })
+    }
+
+    /// The address at which this node reaches the task's ports: the IP of
+    /// the task's own network namespace (CRI with bridge networking: the
+    /// pod IP), or `None` when the task uses the node's network and its
+    /// ports are reached on 127.0.0.1. Health checks use it.
+    async fn task_ip(&self, _handle: &TaskHandle) -> Result<Option<IpAddr>, DriverError> {
+        Ok(None)
     }
 }
 

@@ -1,5 +1,8 @@
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use corral_client::Client;
+use corral_types::{AllocHealth, CheckState};
 
 use super::status::desired;
 use crate::output::{ago, print_json, short, table};
@@ -62,6 +65,14 @@ pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
         a.resources.cpu, a.resources.memory
     );
     println!("created   {}", ago(a.created_at));
+    if let Some(d) = &a.deployment_id {
+        println!(
+            "deployment {}{}",
+            short(d),
+            if a.canary { " (canary)" } else { "" }
+        );
+        println!("health    {}", health_line(a.health.as_ref()));
+    }
     if !a.ports.is_empty() {
         println!();
         let rows = a
@@ -102,5 +113,82 @@ pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
             rows
         )
     );
+    if !a.checks.is_empty() {
+        println!();
+        println!(
+            "{}",
+            table(
+                &["check", "task", "status", "failures", "checked", "output"],
+                check_rows(&a.checks)
+            )
+        );
+    }
     Ok(())
+}
+
+/// The deployment health of an allocation, in words.
+fn health_line(h: Option<&AllocHealth>) -> String {
+    match h {
+        None => "not decided yet".into(),
+        Some(h) if h.healthy => format!("healthy ({})", ago(h.at)),
+        Some(h) if h.message.is_empty() => format!("unhealthy ({})", ago(h.at)),
+        Some(h) => format!("unhealthy ({}): {}", ago(h.at), h.message),
+    }
+}
+
+/// One row per check: name, task, status, consecutive failures, when it
+/// last ran and its last output (cut to fit a line).
+fn check_rows(checks: &BTreeMap<String, CheckState>) -> Vec<Vec<String>> {
+    const OUTPUT_WIDTH: usize = 72;
+    checks
+        .iter()
+        .map(|(name, c)| {
+            let output = if c.output.chars().count() > OUTPUT_WIDTH {
+                let cut: String = c.output.chars().take(OUTPUT_WIDTH - 3).collect();
+                format!("{cut}...")
+            } else {
+                c.output.clone()
+            };
+            vec![
+                name.clone(),
+                c.task.clone(),
+                c.status.as_str().to_string(),
+                c.consecutive_failures.to_string(),
+                ago(c.at),
+                output,
+            ]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_types::CheckStatus;
+
+    use super::*;
+
+    #[test]
+    fn check_rows_and_health() {
+        let checks = BTreeMap::from([(
+            "web-http".to_string(),
+            CheckState {
+                task: "app".into(),
+                status: CheckStatus::Failing,
+                output: format!("GET http://10.0.0.2:8080/healthz: {}", "x".repeat(100)),
+                consecutive_failures: 3,
+                at: 0,
+            },
+        )]);
+        let rows = check_rows(&checks);
+        assert_eq!(rows[0][..5], ["web-http", "app", "failing", "3", "-"]);
+        assert_eq!(rows[0][5].chars().count(), 72);
+        assert!(rows[0][5].ends_with("..."));
+        assert_eq!(health_line(None), "not decided yet");
+        let h = AllocHealth {
+            healthy: false,
+            at: 0,
+            message: "task app died".into(),
+        };
+        assert_eq!(health_line(Some(&h)), "unhealthy (-): task app died");
+    }
 }

@@ -55,6 +55,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         format!("cannot listen on {}: is another `corral dev` running? stop it or pick another --addr", a.addr)
     })?;
     let bound = listener.local_addr()?;
+    let core = server.core.clone();
     let server_task = tokio::spawn(server.serve(listener));
 
     let mut config = AgentConfig::new(&format!("http://{bound}"), data_dir.join("agent"));
@@ -66,6 +67,12 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     let agent = Agent::start(config, shutdown.clone())
         .await
         .context("cannot start the agent")?;
+    // One `/metrics` on the API address: the server's, then the agent's.
+    let agent_metrics = agent.metrics.clone();
+    core.metrics.add_source(move || {
+        let m = agent_metrics.clone();
+        async move { m.encode().await }
+    });
     eprintln!(
         "corral dev: API on http://{bound}, data in {}",
         data_dir.display()

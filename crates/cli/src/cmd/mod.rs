@@ -1,7 +1,9 @@
 pub mod agent;
 pub mod alloc;
 pub mod bench;
+pub mod deploy;
 pub mod dev;
+pub mod job;
 pub mod logs;
 pub mod node;
 pub mod run;

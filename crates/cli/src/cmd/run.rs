@@ -1,18 +1,26 @@
-//! `corral run FILE`: submit, then watch the job until every allocation of
-//! the new version runs (exit 0) or something fails (exit non-zero, with
-//! the reason).
+//! `corral run FILE`: submit, then follow the new version until it runs
+//! (exit 0) or fails (exit non-zero, with the reason).
+//!
+//! A version whose groups need new allocations gets a deployment from the
+//! scheduler: `run` shows that rollout live (a bar of healthy/desired per
+//! group on a terminal, a plain line per change otherwise) until it
+//! succeeds, fails (and maybe rolls back), or waits for its canaries to be
+//! promoted. Versions without one (a new job's count-only change, an
+//! unchanged resubmission) are followed through their allocations.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use corral_client::Client;
 use corral_types::api::JobView;
-use corral_types::{ClientStatus, DesiredStatus};
-use indicatif::{ProgressBar, ProgressStyle};
+use corral_types::{ClientStatus, Deployment, DeploymentStatus, DesiredStatus, UnixMillis};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output::print_json;
+use crate::rollout;
 
 /// Where a submitted version stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,12 +95,32 @@ pub fn assess(j: &JobView, eval_id: &str) -> Progress {
 /// `corral run` calls the job up (a crashing task runs for a moment too).
 pub const HEALTHY_FOR: Duration = Duration::from_secs(3);
 
+/// How long `run` waits for allocations when no `--timeout` is given (a
+/// deployment is followed until it ends: it has its own deadlines).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a changed version's deployment may take to appear after its
+/// evaluation (versions with count-only changes get none).
+const DEPLOYMENT_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a failed deployment with `auto_revert` may take to be followed
+/// by its rollback.
+const REVERT_GRACE: Duration = Duration::from_secs(10);
+
+/// A running deployment this long past every group's progress deadline
+/// means nobody is moving it along: stop following it.
+const STUCK_AFTER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Blocking queries answered faster than this without news are spaced out
+/// to it, so a server that does not block is not hammered.
+const MIN_POLL: Duration = Duration::from_millis(250);
+
 pub async fn run(
     c: &Client,
     file: &Path,
     detach: bool,
     json: bool,
-    timeout: Duration,
+    timeout: Option<Duration>,
 ) -> Result<()> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read job file {}", file.display()))?;
@@ -116,7 +144,13 @@ pub async fn run(
     }
     let mut failed = Vec::new();
     for j in &resp.jobs {
-        if let Err(e) = watch(c, &j.name, &j.eval_id, timeout).await {
+        let sub = Submitted {
+            name: &j.name,
+            version: j.version,
+            changed: j.changed,
+            eval_id: &j.eval_id,
+        };
+        if let Err(e) = follow(c, &sub, timeout).await {
             failed.push(format!("{e:#}"));
         }
     }
@@ -131,6 +165,366 @@ pub async fn run(
         bail!("{}", failed.join("\n"));
     }
     Ok(())
+}
+
+/// A job version just stored (by `run` or `job revert`).
+pub struct Submitted<'a> {
+    pub name: &'a str,
+    pub version: u64,
+    /// False when the spec equalled the current version.
+    pub changed: bool,
+    pub eval_id: &'a str,
+}
+
+/// Follow a stored version until it runs: through its deployment when the
+/// scheduler made one, else through its allocations. `timeout` bounds the
+/// whole wait; without one, allocations get [`DEFAULT_TIMEOUT`] and a
+/// deployment is followed until it ends.
+pub async fn follow(c: &Client, sub: &Submitted<'_>, timeout: Option<Duration>) -> Result<()> {
+    let start = Instant::now();
+    let alloc_deadline = start + timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let name = sub.name;
+    let j = settle(c, name, alloc_deadline).await?;
+    let blocked = j
+        .latest_eval
+        .as_ref()
+        .is_some_and(|e| e.status == "blocked");
+    if !blocked && let Some(d) = find_deployment(c, sub).await? {
+        return follow_rollout(c, name, d, timeout.map(|t| start + t)).await;
+    }
+    watch(
+        c,
+        name,
+        sub.eval_id,
+        alloc_deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+}
+
+/// Wait until the scheduler has handled the job's latest evaluation (the
+/// deployment, if any, is created with its plan).
+async fn settle(c: &Client, name: &str, deadline: Instant) -> Result<JobView> {
+    let mut index = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let j = c
+            .job(name, Some((index, left.min(Duration::from_secs(5)))))
+            .await?;
+        let pending = j.latest_eval.as_ref().is_none_or(|e| e.status == "pending");
+        if !pending || left.is_zero() {
+            return Ok(j);
+        }
+        index = j.index;
+    }
+}
+
+/// The deployment of the submitted version, if it has one. An unchanged
+/// resubmission only joins a rollout still in progress.
+async fn find_deployment(c: &Client, sub: &Submitted<'_>) -> Result<Option<Deployment>> {
+    let until = Instant::now()
+        + if sub.changed {
+            DEPLOYMENT_GRACE
+        } else {
+            Duration::ZERO
+        };
+    let wanted = |d: &Deployment| d.job_version == sub.version && (sub.changed || d.is_active());
+    loop {
+        match c.deployment(sub.name, None).await {
+            Ok(d) if d.job_version == sub.version => return Ok(wanted(&d).then_some(d)),
+            // A newer version exists already: ours is further down.
+            Ok(d) if d.job_version > sub.version => {
+                let all = c.deployments(sub.name).await?;
+                return Ok(all.into_iter().find(|d| wanted(d)));
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= until {
+            return Ok(None);
+        }
+        tokio::time::sleep(MIN_POLL).await;
+    }
+}
+
+/// Follow a deployment to its end and judge it; on failure, follow the
+/// automatic rollback too (the user's version failed all the same).
+async fn follow_rollout(
+    c: &Client,
+    name: &str,
+    d: Deployment,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let version = d.job_version;
+    let end = follow_deployment(c, name, d, deadline).await?;
+    let why = rollout::reason(&end);
+    match end.status {
+        DeploymentStatus::Successful => {
+            // What runs now, in the words `run` uses without a deployment.
+            let summary = match c.job(name, None).await {
+                Ok(j) if j.version == version => match assess(&j, "") {
+                    Progress::Done(s) => s,
+                    _ => rollout::healthy_summary(&end),
+                },
+                _ => rollout::healthy_summary(&end),
+            };
+            eprintln!("job {name}: version {version} deployed: {summary}");
+            Ok(())
+        }
+        DeploymentStatus::Failed => {
+            let Some(rb) = find_revert(c, name, &end).await? else {
+                bail!(
+                    "job {name}: the rollout of version {version} failed: {why}\nsee `corral deploy status {name}` and `corral status {name}`; go back with `corral job revert {name} VERSION` (`corral job history {name}` lists them)"
+                );
+            };
+            let to = rb.reverts_to.unwrap_or_default();
+            eprintln!(
+                "job {name}: rolling back to version {to} (as version {})",
+                rb.job_version
+            );
+            let rb_end = follow_deployment(c, name, rb, deadline).await?;
+            if rb_end.status == DeploymentStatus::Successful {
+                eprintln!("job {name}: rolled back to version {to}");
+                bail!(
+                    "job {name}: version {version} failed ({why}) and was rolled back to version {to}\nsee `corral job history {name}`"
+                );
+            }
+            bail!(
+                "job {name}: version {version} failed ({why}), and the rollback to version {to} is {}: {}\nsee `corral deploy status {name}` and `corral status {name}`",
+                rb_end.status,
+                rollout::reason(&rb_end)
+            );
+        }
+        DeploymentStatus::Cancelled => bail!(
+            "job {name}: the rollout of version {version} was cancelled: {why}\nsee `corral deploy list {name}`"
+        ),
+        DeploymentStatus::Running | DeploymentStatus::Paused => {
+            // follow_deployment returns a live deployment only when its
+            // canaries wait for a user.
+            eprintln!(
+                "job {name}: version {version}: canaries healthy, waiting for promotion\npromote with `corral deploy promote {name}`, or roll back with `corral deploy fail {name}`"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The rollback the server started after `failed`, when its groups have
+/// `auto_revert` and an earlier version is stable.
+async fn find_revert(c: &Client, name: &str, failed: &Deployment) -> Result<Option<Deployment>> {
+    if !failed.groups.values().any(|g| g.auto_revert) {
+        return Ok(None);
+    }
+    let versions = c.job_versions(name).await?;
+    if !versions
+        .iter()
+        .any(|v| v.stable && v.version < failed.job_version)
+    {
+        eprintln!("job {name}: no earlier version is stable, so there is nothing to roll back to");
+        return Ok(None);
+    }
+    let until = Instant::now() + REVERT_GRACE;
+    loop {
+        let rb = c.deployments(name).await?.into_iter().find(|d| {
+            d.reverts_to.is_some()
+                && d.job_version > failed.job_version
+                && d.create_index >= failed.create_index
+        });
+        if rb.is_some() {
+            return Ok(rb);
+        }
+        if Instant::now() >= until {
+            eprintln!(
+                "job {name}: auto_revert is set but no rollback started within {}s",
+                REVERT_GRACE.as_secs()
+            );
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn now_ms() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Show a deployment live until it ends or its canaries wait for a user;
+/// returns its last state.
+async fn follow_deployment(
+    c: &Client,
+    name: &str,
+    mut d: Deployment,
+    deadline: Option<Instant>,
+) -> Result<Deployment> {
+    let mut live = Live::new(name);
+    // The blocking query wakes on the deployment's and the job's
+    // allocations' changes; its index must pass both.
+    let mut index = d.modify_index;
+    loop {
+        let now = now_ms();
+        live.show(&d, now);
+        if d.status.is_terminal() || rollout::awaiting_promotion(&d) {
+            live.finish(&d);
+            return Ok(d);
+        }
+        let left = deadline.map(|dl| dl.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            live.finish(&d);
+            bail!(
+                "job {name}: the rollout of version {} is still {} at the --timeout: {}\nit goes on on the server; follow it with `corral deploy status {name}`",
+                d.job_version,
+                d.status,
+                rollout::healthy_summary(&d)
+            );
+        }
+        if let Some(late) = stuck(&d, now) {
+            live.finish(&d);
+            bail!(
+                "job {name}: the rollout of version {} passed its progress deadline {}s ago and is still {}; is the server's deployment watcher running? see `corral deploy status {name}`",
+                d.job_version,
+                late.as_secs(),
+                d.status
+            );
+        }
+        let mut wait = if live.is_tty() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        if let Some(l) = left {
+            wait = wait.min(l);
+        }
+        let asked = Instant::now();
+        let newest = c.deployment(name, Some((index, wait))).await?;
+        index = index.max(newest.modify_index);
+        let next = if newest.id == d.id {
+            newest
+        } else {
+            c.deployments(name)
+                .await?
+                .into_iter()
+                .find(|x| x.id == d.id)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "job {name}: deployment {} is gone; see `corral deploy list {name}`",
+                        d.id
+                    )
+                })?
+        };
+        index = index.max(next.modify_index);
+        let spent = asked.elapsed();
+        if next == d && spent < wait / 2 {
+            // Woken by an allocation: catch up with the job's index (it
+            // covers the allocations), and never poll in a tight loop.
+            index = index.max(c.job(name, None).await?.index);
+            if spent < MIN_POLL {
+                tokio::time::sleep(MIN_POLL - spent).await;
+            }
+        }
+        d = next;
+    }
+}
+
+/// How long a running deployment is past its latest progress deadline,
+/// when that is more than [`STUCK_AFTER_DEADLINE`].
+fn stuck(d: &Deployment, now: UnixMillis) -> Option<Duration> {
+    if d.status != DeploymentStatus::Running {
+        return None;
+    }
+    let by = d
+        .groups
+        .values()
+        .map(|g| g.require_progress_by)
+        .collect::<Option<Vec<_>>>()?
+        .into_iter()
+        .max()?;
+    let late = Duration::from_millis(now.saturating_sub(by));
+    (late > STUCK_AFTER_DEADLINE).then_some(late)
+}
+
+/// The live view of one deployment: bars on a terminal, a plain line per
+/// change otherwise (both on stderr; stdout is for `--json`).
+struct Live {
+    job: String,
+    tty: Option<Bars>,
+    last: String,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    header: ProgressBar,
+    groups: BTreeMap<String, ProgressBar>,
+}
+
+impl Live {
+    fn new(job: &str) -> Live {
+        let tty = std::io::stderr().is_terminal().then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let header = multi.add(ProgressBar::new_spinner());
+            header.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            header.enable_steady_tick(Duration::from_millis(120));
+            Bars {
+                multi,
+                header,
+                groups: BTreeMap::new(),
+            }
+        });
+        Live {
+            job: job.to_string(),
+            tty,
+            last: String::new(),
+        }
+    }
+
+    fn is_tty(&self) -> bool {
+        self.tty.is_some()
+    }
+
+    fn show(&mut self, d: &Deployment, now: UnixMillis) {
+        let Some(b) = &mut self.tty else {
+            let sig = rollout::signature(d);
+            if sig != self.last {
+                eprintln!("{}", rollout::plain_line(&self.job, d, now));
+                self.last = sig;
+            }
+            return;
+        };
+        b.header.set_message(rollout::headline(&self.job, d));
+        for (name, g) in &d.groups {
+            let bar = b.groups.entry(name.clone()).or_insert_with(|| {
+                let bar = b.multi.add(ProgressBar::new(u64::from(g.desired_total)));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  {prefix} [{bar:24}] {pos}/{len} healthy, {msg}",
+                    )
+                    .map(|s| s.progress_chars("=> "))
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_prefix(name.clone());
+                bar
+            });
+            bar.set_length(u64::from(g.desired_total));
+            bar.set_position(u64::from(g.healthy));
+            bar.set_message(rollout::group_detail(d.status, g, now));
+        }
+    }
+
+    /// Leave the last state on screen.
+    fn finish(&mut self, d: &Deployment) {
+        if let Some(b) = &self.tty {
+            b.header
+                .finish_with_message(rollout::headline(&self.job, d));
+            for bar in b.groups.values() {
+                bar.finish();
+            }
+        }
+    }
 }
 
 async fn watch(c: &Client, name: &str, eval_id: &str, timeout: Duration) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Scenario and property tests over the in-memory state in [`crate::testing`].
 
+mod deployment_tests;
 mod feasible_tests;
 mod prop_tests;
 mod rank_tests;

@@ -1,6 +1,8 @@
 //! Reconcile scenarios: desired against actual, through `schedule`.
 
-use corral_types::{ClientStatus, ConstraintOp, DesiredStatus, NodeStatus, Plan, StopAlloc};
+use corral_types::{
+    ClientStatus, ConstraintOp, DeploymentStatus, DesiredStatus, NodeStatus, Plan, StopAlloc,
+};
 
 use crate::testing::{MemState, alloc, group, job, node};
 
@@ -38,8 +40,17 @@ fn places_count_allocations() {
     assert!(plan.stop.is_empty() && plan.in_place.is_empty() && plan.failed.is_empty());
     assert_eq!((plan.eval_id.as_str(), plan.job.as_str()), ("e1", "web"));
     assert_eq!(plan.snapshot_index, s.index);
+    // A new job gets a deployment (its first id), so the version can
+    // become stable; every placement belongs to it.
+    assert_eq!(plan.deployments.len(), 1);
+    assert_eq!(plan.deployments[0].id, "e1-1");
+    assert!(
+        plan.place
+            .iter()
+            .all(|a| a.deployment_id.as_deref() == Some("e1-1"))
+    );
     let a = &plan.place[0];
-    assert_eq!(a.id, "e1-1");
+    assert_eq!(a.id, "e1-2");
     assert_eq!((a.job_version, a.group.as_str()), (1, "web"));
     assert_eq!(
         (a.desired, a.client),
@@ -447,12 +458,29 @@ fn a_spec_change_rolls_max_parallel_at_a_time() {
     let plan = s.schedule("e2", "web");
     assert_eq!(plan.place.len(), 2, "two at a time");
     assert_eq!(plan.stop.len(), 2, "each replaced one stops");
+    // A spec change gets a deployment; version 1's, never marked done in
+    // this test (that is the server's watcher), is superseded.
+    let statuses: Vec<(u64, DeploymentStatus)> = plan
+        .deployments
+        .iter()
+        .map(|d| (d.job_version, d.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (1, DeploymentStatus::Cancelled),
+            (2, DeploymentStatus::Running)
+        ]
+    );
     s.apply(&plan, ClientStatus::Pending);
     // Both still starting: nothing more moves.
     assert!(s.schedule("e3", "web").is_noop());
-    // One runs: one more slot rolls.
+    // One runs but is not healthy yet: still nothing.
     let first = plan.place[0].id.clone();
     s.allocs.iter_mut().find(|a| a.id == first).unwrap().client = ClientStatus::Running;
+    assert!(s.schedule("e3b", "web").is_noop());
+    // It becomes healthy: one more slot rolls.
+    set_health(&mut s, &first, true);
     let plan = s.schedule("e4", "web");
     assert_eq!(plan.place.len(), 1);
     s.apply(&plan, ClientStatus::Running);
@@ -461,9 +489,27 @@ fn a_spec_change_rolls_max_parallel_at_a_time() {
             a.client = ClientStatus::Running;
         }
     }
+    let pending: Vec<String> = s
+        .allocs
+        .iter()
+        .filter(|a| a.job_version == 2 && a.health.is_none())
+        .map(|a| a.id.clone())
+        .collect();
+    for id in pending {
+        set_health(&mut s, &id, true);
+    }
     let plan = s.schedule("e5", "web");
     assert_eq!(plan.place.len(), 1, "the last old one");
     s.apply(&plan, ClientStatus::Running);
     assert!(s.schedule("e6", "web").is_noop());
     assert!(s.live("web", "web").iter().all(|a| a.job_version == 2));
+}
+
+fn set_health(s: &mut MemState, id: &str, healthy: bool) {
+    let a = s.allocs.iter_mut().find(|a| a.id == id).unwrap();
+    a.health = Some(corral_types::AllocHealth {
+        healthy,
+        at: 1_000,
+        message: String::new(),
+    });
 }

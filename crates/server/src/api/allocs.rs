@@ -4,6 +4,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::response::Response;
+use corral_types::NodeStatus;
 use corral_types::api::AllocView;
 use serde::Deserialize;
 
@@ -11,6 +12,9 @@ use super::by_prefix;
 use crate::ServerError;
 use crate::core::Core;
 use crate::views;
+
+/// How long an agent may take to start answering a log request.
+const AGENT_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -56,38 +60,81 @@ pub async fn get(
     Ok(Json(views::alloc_view(&s, a)))
 }
 
-/// `GET /v1/allocations/{id}/logs`: streamed from the agent that runs the
-/// allocation (its files live on that node).
+/// `GET /v1/allocations/{id}/logs`: streamed from the agent that runs (or
+/// ran) the allocation: its files live on that node. An allocation the
+/// server no longer knows (its job purged) may still have logs on a node
+/// until their retention passes: given its full id, every node is asked.
 pub async fn logs(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ServerError> {
+    let query = query.unwrap_or_default();
     let s = core.store.snapshot();
-    let a = by_prefix(
+    let found = by_prefix(
         "allocation",
         &id,
         s.alloc(&id),
         s.allocs().map(|a| (a.id.as_str(), a)),
-    )?;
-    let node = s
-        .node_by_id(&a.node_id)
-        .ok_or_else(|| ServerError::not_found("node", &a.node_id))?;
-    let url = format!(
-        "{}/v1/agent/allocations/{}/logs?{}",
-        node.address.trim_end_matches('/'),
-        a.id,
-        query.unwrap_or_default()
     );
-    let resp = core
-        .http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| ServerError::Agent {
-            node: node.name.clone(),
-            message: format!("cannot reach the agent at {}: {e}", node.address),
-        })?;
+    let (alloc_id, nodes) = match found {
+        Ok(a) => {
+            let node = s
+                .node_by_id(&a.node_id)
+                .ok_or_else(|| ServerError::not_found("node", &a.node_id))?;
+            (a.id.clone(), vec![node.clone()])
+        }
+        Err(e @ ServerError::NotFound { .. }) => {
+            if uuid::Uuid::parse_str(&id).is_err() {
+                return Err(e);
+            }
+            let nodes: Vec<_> = s
+                .nodes_iter()
+                .filter(|n| n.status != NodeStatus::Down)
+                .cloned()
+                .collect();
+            (id.clone(), nodes)
+        }
+        Err(e) => return Err(e),
+    };
+    if nodes.is_empty() {
+        return Err(ServerError::not_found("allocation", &id));
+    }
+    let several = nodes.len() > 1;
+    let asks = nodes.iter().map(|node| {
+        let url = format!(
+            "{}/v1/agent/allocations/{alloc_id}/logs?{query}",
+            node.address.trim_end_matches('/'),
+        );
+        let req = core.http.get(&url).send();
+        async move {
+            // Only the answer's head is awaited here: a followed log
+            // streams for as long as it likes.
+            let resp = tokio::time::timeout(AGENT_ANSWER, req)
+                .await
+                .map_err(|_| (node, "no answer in time".to_string()))?
+                .map_err(|e| {
+                    (
+                        node,
+                        format!("cannot reach the agent at {}: {e}", node.address),
+                    )
+                })?;
+            if resp.status() == reqwest::StatusCode::NOT_FOUND && several {
+                return Err((node, "not there".to_string()));
+            }
+            Ok(resp)
+        }
+    });
+    let resp = match futures::future::select_ok(asks.map(Box::pin)).await {
+        Ok((resp, _)) => resp,
+        Err((node, message)) if !several => {
+            return Err(ServerError::Agent {
+                node: node.name.clone(),
+                message,
+            });
+        }
+        Err(_) => return Err(ServerError::not_found("allocation", &id)),
+    };
     let status = resp.status();
     let mut builder = Response::builder().status(status.as_u16());
     if let Some(ct) = resp.headers().get(reqwest::header::CONTENT_TYPE) {

@@ -76,6 +76,8 @@ fn plan(core: &Arc<Core>, specs: &[JobSpec]) -> PlanResponse {
             version,
             spec: spec.clone(),
             stopped: false,
+            stable: false,
+            reverts_to: None,
             submitted_at: now,
             create_index: 0,
             modify_index: 0,
@@ -167,6 +169,9 @@ impl StateView for Overlay<'_> {
     }
     fn node(&self, id: &str) -> Option<&Node> {
         self.base.node(id)
+    }
+    fn latest_deployment(&self, job: &str) -> Option<&corral_types::Deployment> {
+        StateView::latest_deployment(self.base, job)
     }
 }
 

@@ -1,10 +1,15 @@
 //! HTTP/JSON API v1. Handlers validate, then either read a snapshot or
 //! commit through `Core::write`; nothing is stored when validation fails.
 
+mod alerts;
 mod allocs;
+mod deployments;
 mod evals;
+mod events;
 mod jobs;
+mod metrics;
 mod nodes;
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +31,10 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/v1/jobs/{name}", get(jobs::get).delete(jobs::stop))
         .route("/v1/jobs/{name}/versions", get(jobs::versions))
+        .route("/v1/jobs/{name}/revert", post(deployments::revert))
+        .route("/v1/jobs/{name}/deployment", get(deployments::latest))
+        .route("/v1/jobs/{name}/deployments", get(deployments::list))
+        .route("/v1/jobs/{name}/deployment/{action}", post(deployments::act))
         .route("/v1/allocations", get(allocs::list))
         .route("/v1/allocations/{id}", get(allocs::get))
         .route("/v1/allocations/{id}/logs", get(allocs::logs))
@@ -41,7 +50,12 @@ pub fn router(core: Arc<Core>) -> Router {
             "/v1/nodes/{id}/allocations",
             get(nodes::allocations).post(nodes::update_allocations),
         )
+        .route("/v1/nodes/{id}/stats", post(stats::push))
+        .route("/v1/events", get(events::events))
+        .route("/v1/alerts", get(alerts::list))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(middleware::from_fn_with_state(core.clone(), metrics::track))
         .layer(middleware::from_fn_with_state(core.clone(), auth))
         .with_state(core)
 }

@@ -41,6 +41,8 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
                         version,
                         spec,
                         stopped: false,
+                        stable: false,
+                        reverts_to: None,
                         submitted_at: now,
                         create_index: 0,
                         modify_index: 0,

@@ -119,7 +119,13 @@ pub async fn update_allocations(
                 if cur.node_id != node || cur.client.is_terminal() {
                     continue;
                 }
-                if cur.client == u.client && cur.tasks == u.tasks && cur.client_message == u.message
+                // Health is decided once; a later report cannot flip it.
+                let health = cur.health.clone().or(u.health);
+                if cur.client == u.client
+                    && cur.tasks == u.tasks
+                    && cur.client_message == u.message
+                    && cur.checks == u.checks
+                    && cur.health == health
                 {
                     continue;
                 }
@@ -127,6 +133,13 @@ pub async fn update_allocations(
                 a.client = u.client;
                 a.tasks = u.tasks;
                 a.client_message = u.message;
+                a.checks = u.checks;
+                // A deployment moves on when one of its allocations is
+                // decided healthy or unhealthy.
+                if a.health.is_none() && health.is_some() && a.deployment_id.is_some() {
+                    migrations.insert(a.job.clone());
+                }
+                a.health = health;
                 a.modified_at = now;
                 freed |= a.client.is_terminal();
                 // A migration off a draining node, or a rolling update,

@@ -20,11 +20,14 @@ fn job(name: &str, version: u64, count: u32) -> Job {
                 spread: None,
                 update: UpdatePolicy::default(),
                 network: NetworkMode::Bridge,
+                services: vec![],
                 tasks: vec![],
             }],
             update: UpdatePolicy::default(),
         },
         stopped: false,
+        stable: false,
+        reverts_to: None,
         submitted_at: 1000,
         create_index: 0,
         modify_index: 0,
@@ -42,11 +45,15 @@ fn alloc(id: &str, job: &str, node: &str) -> Allocation {
         resources: Resources::default(),
         ports: BTreeMap::new(),
         previous: None,
+        deployment_id: None,
+        canary: false,
         desired: DesiredStatus::Run,
         desired_reason: String::new(),
         client: ClientStatus::Pending,
         tasks: BTreeMap::new(),
         client_message: String::new(),
+        checks: BTreeMap::new(),
+        health: None,
         created_at: 1,
         modified_at: 1,
         create_index: 0,
@@ -189,4 +196,41 @@ fn a_failing_request_does_not_hide_others_in_its_batch() {
     });
     assert_eq!(err.unwrap(), Err("refused"));
     assert_eq!(s.snapshot().index(), 1);
+}
+
+#[test]
+fn deployments_survive_reopen_and_the_latest_per_job_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let d = |id: &str, version: u64, status: DeploymentStatus| Deployment {
+        id: id.into(),
+        job: "web".into(),
+        job_version: version,
+        status,
+        description: String::new(),
+        groups: BTreeMap::new(),
+        reverts_to: None,
+        created_at: 1,
+        modified_at: 1,
+        create_index: 0,
+        modify_index: 0,
+    };
+    {
+        let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+        s.commit(vec![Write::Deployment(d("d1", 1, DeploymentStatus::Successful))])
+            .unwrap();
+        s.commit(vec![Write::Deployment(d("d2", 2, DeploymentStatus::Running))])
+            .unwrap();
+        // An update keeps its place in creation order.
+        s.commit(vec![Write::Deployment(d("d1", 1, DeploymentStatus::Successful))])
+            .unwrap();
+    }
+    let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    let snap = s.snapshot();
+    assert_eq!(snap.latest_deployment("web").unwrap().id, "d2");
+    assert_eq!(StateView::latest_deployment(snap.as_ref(), "web").unwrap().job_version, 2);
+    let ids: Vec<&str> = snap.job_deployments("web").iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, vec!["d1", "d2"]);
+    s.commit(vec![Write::DeleteDeployment("d2".into())]).unwrap();
+    assert_eq!(s.snapshot().latest_deployment("web").unwrap().id, "d1");
 }

@@ -23,6 +23,14 @@ pub struct Allocation {
     /// The allocation this one replaces, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// The deployment that placed this allocation (spec changes rolled out
+    /// with health checks), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// Placed as a canary: runs beside the old version of its slot until
+    /// the deployment is promoted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub canary: bool,
 
     // Desired state: written by the server only.
     pub desired: DesiredStatus,
@@ -36,6 +44,13 @@ pub struct Allocation {
     pub tasks: BTreeMap<String, TaskState>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub client_message: String,
+    /// Health checks by check name, as the agent last saw them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, CheckState>,
+    /// Deployment health, decided once per allocation by the agent (or via
+    /// the API in `manual` mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<AllocHealth>,
 
     pub created_at: UnixMillis,
     pub modified_at: UnixMillis,
@@ -57,6 +72,55 @@ impl Allocation {
     /// Whether the allocation's process could still be running on its node.
     pub fn may_run(&self) -> bool {
         !self.client.is_terminal()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| h.healthy)
+    }
+
+    pub fn is_unhealthy(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| !h.healthy)
+    }
+}
+
+/// Whether an allocation became healthy for its deployment, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocHealth {
+    pub healthy: bool,
+    pub at: UnixMillis,
+    /// Why unhealthy (failed check, task died, deadline passed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// One health check's latest result on the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckState {
+    pub task: String,
+    pub status: CheckStatus,
+    /// Last output or error, truncated.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    pub consecutive_failures: u32,
+    pub at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    /// Not run yet, or within its grace period.
+    Pending,
+    Passing,
+    Failing,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Pending => "pending",
+            CheckStatus::Passing => "passing",
+            CheckStatus::Failing => "failing",
+        }
     }
 }
 
@@ -151,4 +215,9 @@ pub struct AllocUpdate {
     pub tasks: BTreeMap<String, TaskState>,
     #[serde(default)]
     pub message: String,
+    #[serde(default)]
+    pub checks: BTreeMap<String, CheckState>,
+    /// Set once, when the agent decides the allocation's deployment health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<AllocHealth>,
 }

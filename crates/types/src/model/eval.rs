@@ -36,6 +36,9 @@ pub enum EvalTrigger {
     /// The plan applier refused part of a plan until the worker gave up
     /// re-planning: the rest gets a fresh evaluation.
     Retry,
+    /// A deployment moved on: an allocation became healthy, canaries were
+    /// promoted, or the deployment ended.
+    Deployment,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

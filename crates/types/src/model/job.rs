@@ -12,6 +12,15 @@ pub struct Job {
     pub spec: JobSpec,
     /// Desired: the user asked to stop the job.
     pub stopped: bool,
+    /// Set when this version's deployment succeeded (or it needed none and
+    /// every allocation ran): an automatic revert goes back to the latest
+    /// stable version.
+    #[serde(default)]
+    pub stable: bool,
+    /// This version re-submits the spec of an earlier one (`job revert`, or
+    /// an automatic revert after a failed deployment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts_to: Option<u64>,
     pub submitted_at: UnixMillis,
     pub create_index: Index,
     pub modify_index: Index,

@@ -3,13 +3,17 @@
 //! each; lifecycles are enums, never strings.
 
 mod alloc;
+mod deployment;
 mod eval;
+mod event;
 mod job;
 mod node;
 mod plan;
 
 pub use alloc::*;
+pub use deployment::*;
 pub use eval::*;
+pub use event::*;
 pub use job::*;
 pub use node::*;
 pub use plan::*;

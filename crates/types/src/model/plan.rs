@@ -19,11 +19,18 @@ pub struct Plan {
     pub in_place: Vec<(String, u64)>,
     /// Groups that could not be fully placed.
     pub failed: Vec<PlacementFailure>,
+    /// Deployments created (a new job version to roll out) or ended
+    /// (superseded by a newer version).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<super::Deployment>,
 }
 
 impl Plan {
     pub fn is_noop(&self) -> bool {
-        self.place.is_empty() && self.stop.is_empty() && self.in_place.is_empty()
+        self.place.is_empty()
+            && self.stop.is_empty()
+            && self.in_place.is_empty()
+            && self.deployments.is_empty()
     }
 }
 

@@ -43,6 +43,9 @@ pub struct GroupSpec {
     pub update: UpdatePolicy,
     #[serde(default)]
     pub network: NetworkMode,
+    /// Endpoints of this group, each with its health checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceSpec>,
     pub tasks: Vec<TaskSpec>,
 }
 
@@ -77,6 +80,21 @@ impl GroupSpec {
                 .iter()
                 .map(move |(name, port)| (t.name.as_str(), name.as_str(), *port))
         })
+    }
+
+    /// Every check of the group with the task it belongs to: service
+    /// checks first (in spec order), then task checks.
+    pub fn checks(&self) -> Vec<(&ServiceSpec, &CheckSpec)> {
+        self.services
+            .iter()
+            .flat_map(|s| s.checks.iter().map(move |c| (s, c)))
+            .collect()
+    }
+
+    /// Whether any service or task of the group declares a check.
+    pub fn has_checks(&self) -> bool {
+        self.services.iter().any(|s| !s.checks.is_empty())
+            || self.tasks.iter().any(|t| !t.checks.is_empty())
     }
 
     pub fn distinct_hosts(&self) -> bool {
@@ -126,6 +144,40 @@ pub struct TaskSpec {
     pub pull_policy: PullPolicy,
     #[serde(default)]
     pub security: SecuritySpec,
+    /// Checks declared on the task itself (`check:` / `checks:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
+    /// How much of the task's stdout and stderr its node keeps.
+    #[serde(default, skip_serializing_if = "LogPolicy::is_default")]
+    pub logs: LogPolicy,
+}
+
+/// Rotation of a task's log on its node: the file is rotated when it
+/// reaches `max_size`, and at most `max_files` files (the current one
+/// included) are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPolicy {
+    pub max_size: Bytes,
+    pub max_files: u32,
+}
+
+impl LogPolicy {
+    /// The smallest `max_size` a spec may ask for.
+    pub const MIN_SIZE: Bytes = Bytes(1000);
+
+    pub fn is_default(&self) -> bool {
+        *self == LogPolicy::default()
+    }
+}
+
+impl Default for LogPolicy {
+    /// 10 MB per file, 5 files.
+    fn default() -> Self {
+        LogPolicy {
+            max_size: Bytes(10_000_000),
+            max_files: 5,
+        }
+    }
 }
 
 pub fn default_kill_timeout() -> Millis {
@@ -298,6 +350,116 @@ pub struct UpdatePolicy {
     pub auto_revert: bool,
     pub auto_promote: bool,
     pub canary: u32,
+    #[serde(default)]
+    pub health_check: HealthCheckMode,
+}
+
+/// What makes a new allocation healthy during a deployment (Nomad's
+/// `health_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckMode {
+    /// Every task running and every check passing (tasks running when the
+    /// group has no checks) for `min_healthy_time`.
+    #[default]
+    Checks,
+    /// Every task running for `min_healthy_time`; checks are ignored.
+    TaskStates,
+    /// Health is set through the API only.
+    Manual,
+}
+
+impl HealthCheckMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthCheckMode::Checks => "checks",
+            HealthCheckMode::TaskStates => "task_states",
+            HealthCheckMode::Manual => "manual",
+        }
+    }
+}
+
+/// A named endpoint of a group: a task's port, with health checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// A port name declared by one of the group's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
+}
+
+/// One health check. Runs on the agent; its status is reported with the
+/// allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSpec {
+    /// Unique within the allocation; defaults to `<service or task>-<type>`
+    /// (with `-N` appended when several would clash).
+    pub name: String,
+    pub kind: CheckKind,
+    /// Port name to probe (http, tcp); defaults to the service's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// Task an `exec` check runs in (and whose port it probes); defaults to
+    /// the task declaring the port, or the group's only task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    pub interval: Millis,
+    pub timeout: Millis,
+    /// Consecutive passes before the check counts as passing.
+    pub success_threshold: u32,
+    /// Consecutive failures before the check counts as failing.
+    pub failure_threshold: u32,
+    /// Time after the task starts during which failures do not count.
+    pub grace: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_restart: Option<CheckRestart>,
+}
+
+impl CheckSpec {
+    pub const DEFAULT_INTERVAL: Millis = Millis(10_000);
+    pub const DEFAULT_TIMEOUT: Millis = Millis(2_000);
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CheckKind {
+    Http {
+        path: String,
+        #[serde(default = "default_http_method")]
+        method: String,
+        /// Accepted status codes, inclusive (default 200..=399).
+        status: (u16, u16),
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+    },
+    Tcp,
+    Exec {
+        command: Vec<String>,
+    },
+}
+
+fn default_http_method() -> String {
+    "GET".to_string()
+}
+
+impl CheckKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CheckKind::Http { .. } => "http",
+            CheckKind::Tcp => "tcp",
+            CheckKind::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// Restart the check's task after `limit` consecutive failures (counted
+/// after `grace` from the task's start), as Nomad's `check_restart`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRestart {
+    pub limit: u32,
+    pub grace: Millis,
 }
 
 impl Default for UpdatePolicy {
@@ -310,6 +472,7 @@ impl Default for UpdatePolicy {
             auto_revert: false,
             auto_promote: false,
             canary: 0,
+            health_check: HealthCheckMode::Checks,
         }
     }
 }

@@ -382,6 +382,22 @@ impl CriClient {
         })
     }
 
+    /// Makes the runtime reopen the container's log file (after the file
+    /// was rotated away).
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), CriError> {
+        let mut rt = self.runtime.clone();
+        let req = cri::ReopenContainerLogRequest {
+            container_id: id.to_string(),
+        };
+        Self::call(
+            || format!("reopen the log of container {id}"),
+            self.timeout,
+            rt.reopen_container_log(req),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn container_stats(&self, id: &str) -> Result<cri::ContainerStats, CriError> {
         let mut rt = self.runtime.clone();
         let req = cri::ContainerStatsRequest {
@@ -393,6 +409,35 @@ impl CriClient {
             op: op(),
             status: tonic::Status::not_found("the runtime returned no stats"),
         })
+    }
+
+    /// Runs `cmd` in the container and waits for it. The runtime kills it
+    /// after `timeout` (rounded up to whole seconds, as CRI counts); the
+    /// call itself gives up a few seconds later.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<cri::ExecSyncResponse, CriError> {
+        let mut rt = self.runtime.clone();
+        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        let req = cri::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.to_vec(),
+            timeout: i64::try_from(secs.max(1)).unwrap_or(i64::MAX),
+        };
+        Self::call(
+            || {
+                format!(
+                    "exec {:?} in container {id}",
+                    cmd.first().map(String::as_str).unwrap_or("")
+                )
+            },
+            timeout + Duration::from_secs(3),
+            rt.exec_sync(req),
+        )
+        .await
     }
 
     /// The image as the runtime knows it, `None` when it is not present.

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use corral_types::{Resources, SecuritySpec};
+use corral_types::units::Bytes;
+use corral_types::{LogPolicy, Resources, SecuritySpec};
 use k8s_cri::v1 as cri;
 
 use super::sandbox::{LABEL_TASK, labels, namespace_options, runtime_default_seccomp};
@@ -12,6 +13,30 @@ use crate::driver::{ExitResult, TaskContext};
 
 /// CRI reason of a container the OOM killer ended.
 pub const REASON_OOM: &str = "OOMKilled";
+
+/// Annotations with the task's log rotation, read back by the periodic
+/// rotation ([`super::CriDriver`]'s `rotate_logs`).
+pub const ANNOTATION_LOG_MAX_SIZE: &str = "corral.logs.max_size";
+pub const ANNOTATION_LOG_MAX_FILES: &str = "corral.logs.max_files";
+
+/// The log policy a container was created with (the default when its
+/// annotations do not say).
+pub fn log_policy(annotations: &HashMap<String, String>) -> LogPolicy {
+    let mut p = LogPolicy::default();
+    if let Some(v) = annotations
+        .get(ANNOTATION_LOG_MAX_SIZE)
+        .and_then(|v| v.parse().ok())
+    {
+        p.max_size = Bytes(v);
+    }
+    if let Some(v) = annotations
+        .get(ANNOTATION_LOG_MAX_FILES)
+        .and_then(|v| v.parse().ok())
+    {
+        p.max_files = v;
+    }
+    p
+}
 
 /// Who the container runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +166,18 @@ pub fn container_config(p: &ContainerParams<'_>) -> Result<cri::ContainerConfig,
             })
             .collect(),
         labels,
-        // Relative to the sandbox's log directory.
+        annotations: HashMap::from([
+            (
+                ANNOTATION_LOG_MAX_SIZE.to_string(),
+                task.logs.max_size.0.to_string(),
+            ),
+            (
+                ANNOTATION_LOG_MAX_FILES.to_string(),
+                task.logs.max_files.to_string(),
+            ),
+        ]),
+        // Relative to the sandbox's log directory; every run of the task
+        // appends to it (see `crate::logs`).
         log_path: format!("{}.log", task.name),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(linux_resources(&task.resources, p.limit_swap)),
@@ -251,6 +287,8 @@ mod tests {
         assert_eq!(cfg.args, vec!["echo hi"]);
         assert_eq!(cfg.working_dir, "/srv");
         assert_eq!(cfg.log_path, "app.log");
+        assert_eq!(log_policy(&cfg.annotations), LogPolicy::default());
+        assert_eq!(log_policy(&HashMap::new()), LogPolicy::default());
         assert_eq!(cfg.envs.len(), 1);
         assert_eq!(cfg.labels.get(LABEL_TASK).map(String::as_str), Some("app"));
         let linux = cfg.linux.as_ref().expect("linux");

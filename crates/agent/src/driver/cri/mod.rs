@@ -3,8 +3,8 @@
 //!
 //! - one pod sandbox per allocation, created in `prepare_alloc` (network,
 //!   port mappings, cgroup parent `/corral/pod<alloc id>`, CRI logs in
-//!   `<alloc_dir>/logs/cri/`) and removed in `cleanup_alloc` with the
-//!   cgroups runc leaves behind;
+//!   `<alloc_dir>/logs/`, see [`crate::logs`]) and removed in
+//!   `cleanup_alloc` with the cgroups runc leaves behind;
 //! - one container per task run, named after the task, its `attempt` one
 //!   more than the previous container of the task in the sandbox; the
 //!   image is pulled first when the pull policy or its absence says so;
@@ -16,17 +16,19 @@
 //! Files: [`client`] (the CRI connection), [`pod`] (what the sandbox needs
 //! from the group), [`sandbox`] (its config, its cgroups), `lifecycle`
 //! (creating, finding and removing sandboxes), [`container`], [`image`],
-//! [`exit`].
+//! [`exit`], `logs` (rotating container logs).
 
 pub mod client;
 pub mod container;
 pub mod exit;
 pub mod image;
 mod lifecycle;
+mod logs;
 pub mod pod;
 pub mod sandbox;
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -42,7 +44,8 @@ use self::exit::Tracked;
 use self::pod::PodOptions;
 use self::sandbox::LABEL_TASK;
 use super::{
-    AllocContext, Driver, DriverError, ExitResult, TaskContext, TaskHandle, TaskStats, now_unix_ms,
+    AllocContext, Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, TaskStats,
+    now_unix_ms,
 };
 
 pub use self::image::{DEFAULT_PULL_TIMEOUT, ImageError};
@@ -365,6 +368,8 @@ impl Driver for CriDriver {
                 full
             });
         let t_create = Instant::now();
+        // Every line of this run is written after this.
+        let run_started = crate::logs::Timestamp::now();
         let container_id = self
             .client
             .create_container(&sb.id, config, sb.config.clone())
@@ -400,6 +405,9 @@ impl Driver for CriDriver {
                 task,
                 format!("cannot apply the cpu limit: {e}"),
             ));
+        }
+        if let Err(e) = crate::logs::record_start(&ctx.alloc.alloc_dir, task, run_started) {
+            tracing::warn!(alloc = %alloc_id, task, error = %e, "cannot record the start of the run in its log");
         }
         tracing::info!(alloc = %alloc_id, task, container = %container_id, image, attempt,
             prepare_ms = (t_create - t0).as_millis() as u64,
@@ -491,6 +499,10 @@ impl Driver for CriDriver {
         Ok(true)
     }
 
+    async fn rotate_logs(&self, node_id: &str) -> Result<usize, DriverError> {
+        self.rotate_container_logs(node_id).await
+    }
+
     async fn stats(&self, handle: &TaskHandle) -> Result<TaskStats, DriverError> {
         let st = Self::state_of(handle)?;
         let s = self
@@ -509,6 +521,62 @@ impl Driver for CriDriver {
                 .and_then(|c| c.usage_core_nano_seconds)
                 .map(|v| v.value)
                 .unwrap_or(0),
+        })
+    }
+
+    /// CRI ExecSync in the task's container.
+    async fn exec(
+        &self,
+        handle: &TaskHandle,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, DriverError> {
+        let st = Self::state_of(handle)?;
+        if command.is_empty() {
+            return Err(DriverError::InvalidTask {
+                alloc_id: handle.alloc_id.clone(),
+                task: handle.task.clone(),
+                reason: "the command to run in the task is empty".into(),
+            });
+        }
+        let r = self
+            .client
+            .exec_sync(&st.container_id, command, timeout)
+            .await
+            .map_err(|e| DriverError::failed(handle, e.to_string()))?;
+        Ok(ExecOutput::from_streams(r.exit_code, &r.stdout, &r.stderr))
+    }
+
+    /// The pod IP from PodSandboxStatus; `None` for a sandbox in the
+    /// node's network namespace.
+    async fn task_ip(&self, handle: &TaskHandle) -> Result<Option<IpAddr>, DriverError> {
+        let st = Self::state_of(handle)?;
+        let r = self
+            .client
+            .pod_sandbox_status(&st.sandbox_id)
+            .await
+            .map_err(|e| DriverError::failed(handle, e.to_string()))?;
+        let Some(status) = r.status else {
+            return Err(DriverError::failed(
+                handle,
+                "the runtime returned no pod sandbox status",
+            ));
+        };
+        let host = status
+            .linux
+            .as_ref()
+            .and_then(|l| l.namespaces.as_ref())
+            .and_then(|n| n.options.as_ref())
+            .is_some_and(|o| o.network == cri::NamespaceMode::Node as i32);
+        if host {
+            return Ok(None);
+        }
+        let ip = status.network.map(|n| n.ip).unwrap_or_default();
+        ip.parse::<IpAddr>().map(Some).map_err(|_| {
+            DriverError::failed(
+                handle,
+                format!("the pod sandbox has no usable IP address ({ip:?})"),
+            )
         })
     }
 }

@@ -71,15 +71,16 @@ pub fn cgroup_parent(alloc_id: &str) -> Result<String, String> {
     Ok(format!("/{CGROUP_PARENT_ROOT}/pod{alloc_id}"))
 }
 
-/// Where the runtime writes the tasks' CRI log files:
-/// `<alloc_dir>/logs/cri/<task>.log`.
+/// Where the runtime writes the tasks' CRI log files: the allocation's
+/// log directory, where the exec driver writes the same format (see
+/// [`crate::logs`]).
 pub fn log_directory(alloc_dir: &Path) -> PathBuf {
-    crate::logs::log_dir(alloc_dir).join("cri")
+    crate::logs::log_dir(alloc_dir)
 }
 
-/// The CRI log file of a task.
+/// The CRI log file of a task: `<alloc_dir>/logs/<task>.log`.
 pub fn log_file(alloc_dir: &Path, task: &str) -> PathBuf {
-    log_directory(alloc_dir).join(format!("{task}.log"))
+    crate::logs::log_file(alloc_dir, task)
 }
 
 pub fn labels(alloc: &AllocContext) -> HashMap<String, String> {
@@ -290,7 +291,7 @@ mod tests {
         assert_eq!(m.uid, "a1b2");
         assert_eq!(m.namespace, "corral");
         assert_eq!(c.hostname, "web-front-2");
-        assert_eq!(c.log_directory, "/data/allocs/a1b2/logs/cri");
+        assert_eq!(c.log_directory, "/data/allocs/a1b2/logs");
         assert_eq!(c.labels.get(LABEL_NODE).map(String::as_str), Some("n1"));
         assert_eq!(
             c.annotations.get(ANNOTATION_INDEX).map(String::as_str),

@@ -56,6 +56,10 @@ fn view(eval_status: &str, allocs: Vec<(u64, ClientStatus, DesiredStatus)>) -> J
                 resources: Resources::default(),
                 message: String::new(),
                 previous: None,
+                deployment_id: None,
+                canary: false,
+                health: None,
+                checks: BTreeMap::new(),
                 created_at: 0,
                 modified_at: 0,
             })

@@ -101,7 +101,7 @@ impl<'n> Fields<'n> {
 }
 
 /// Fields of the design that corral does not support yet.
-const NOT_YET: &[&str] = &["volume", "service"];
+const NOT_YET: &[&str] = &["volume", "route"];
 
 /// Names users bring from other tools, and what they are called here.
 const ALIASES: &[(&str, &str)] = &[
@@ -130,6 +130,18 @@ const ALIASES: &[(&str, &str)] = &[
     ("image_pull_policy", "pull_policy"),
     ("operator", "op"),
     ("attribute", "attr"),
+    ("kind", "type"),
+    ("healthcheck", "check"),
+    ("healthchecks", "checks"),
+    ("health_checks", "checks"),
+    ("expected_status", "status"),
+    ("status_code", "status"),
+    ("header", "headers"),
+    ("period", "interval"),
+    ("initial_delay", "grace"),
+    ("grace_period", "grace"),
+    ("success_before_passing", "success_threshold"),
+    ("failures_before_critical", "failure_threshold"),
 ];
 
 /// The closest of `options` to `word`, when it is close enough to be a

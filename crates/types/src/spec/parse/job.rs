@@ -9,7 +9,9 @@ use super::ctx::{
     Ctx, Field, Fields, boolean, choice, fields, index, join, list, name, name_problem, strings,
     text, uint, word,
 };
+use super::logs;
 use super::policy::{self, PortDecl};
+use super::service::{self, TaskChecks};
 use super::tree::{Node, Pos};
 
 /// Group fields, also allowed at the top of the seed form.
@@ -20,6 +22,8 @@ const GROUP_LEVEL: &[&str] = &[
     "spread",
     "distinct_hosts",
     "network",
+    "service",
+    "services",
 ];
 
 /// Task fields, also allowed at the top of the seed form (`restart` there
@@ -36,6 +40,9 @@ const TASK_LEVEL: &[&str] = &[
     "kill_timeout",
     "pull_policy",
     "security",
+    "logs",
+    "check",
+    "checks",
 ];
 
 const TOP_FIELDS: &[&str] = &[
@@ -58,6 +65,11 @@ const TOP_FIELDS: &[&str] = &[
     "kill_timeout",
     "pull_policy",
     "security",
+    "logs",
+    "service",
+    "services",
+    "check",
+    "checks",
     "groups",
 ];
 
@@ -70,6 +82,8 @@ const GROUP_FIELDS: &[&str] = &[
     "distinct_hosts",
     "update",
     "network",
+    "service",
+    "services",
     "tasks",
 ];
 
@@ -87,6 +101,9 @@ const TASK_FIELDS: &[&str] = &[
     "restart",
     "pull_policy",
     "security",
+    "logs",
+    "check",
+    "checks",
 ];
 
 /// A parsed job, group or task with where its name was written, for the
@@ -217,6 +234,12 @@ fn seed_group(
     let settings = group_settings(ctx, f);
     let (task, ports) = task_body(ctx, f, job_name);
     policy::check_port_clashes(ctx, &ports);
+    let checks = vec![TaskChecks {
+        task: task.name.clone(),
+        blocks: service::blocks(ctx, f),
+    }];
+    let mut tasks = vec![task];
+    let services = service::group_services(ctx, f, &mut tasks, checks, &ports);
     GroupSpec {
         name: job_name.to_owned(),
         count: settings.count,
@@ -225,7 +248,8 @@ fn seed_group(
         spread: settings.spread,
         update: *update,
         network: settings.network,
-        tasks: vec![task],
+        services,
+        tasks,
     }
 }
 
@@ -337,6 +361,7 @@ fn group(
                 spread: None,
                 update: *job_update,
                 network: NetworkMode::Bridge,
+                services: Vec::new(),
                 tasks: Vec::new(),
             },
             name: None,
@@ -351,18 +376,19 @@ fn group(
         Some(x) => policy::update(ctx, &x, job_update),
         None => *job_update,
     };
-    let tasks = match f.get("tasks") {
+    let mut tasks = match f.get("tasks") {
         Some(x) => tasks(ctx, &x, &display_name, &settings.restart),
-        None if f.has_or_meant("tasks") => Vec::new(),
+        None if f.has_or_meant("tasks") => Tasks::default(),
         None => {
             ctx.error(
                 f.pos,
                 path,
                 "the group has no `tasks`; add a list of tasks, each with `name` and `image`",
             );
-            Vec::new()
+            Tasks::default()
         }
     };
+    let services = service::group_services(ctx, &f, &mut tasks.specs, tasks.checks, &tasks.ports);
     Named {
         spec: GroupSpec {
             name: display_name,
@@ -372,7 +398,8 @@ fn group(
             spread: settings.spread,
             update,
             network: settings.network,
-            tasks,
+            services,
+            tasks: tasks.specs,
         },
         name: group_name,
         name_pos,
@@ -380,15 +407,24 @@ fn group(
     }
 }
 
-fn tasks(
+/// A group's tasks with what its services and checks need: the ports they
+/// declare and their check blocks.
+#[derive(Default)]
+struct Tasks<'n> {
+    specs: Vec<TaskSpec>,
+    ports: Vec<PortDecl>,
+    checks: Vec<TaskChecks<'n>>,
+}
+
+fn tasks<'n>(
     ctx: &mut Ctx<'_>,
-    fl: &Field<'_>,
+    fl: &Field<'n>,
     group_name: &str,
     group_restart: &RestartPolicy,
-) -> Vec<TaskSpec> {
+) -> Tasks<'n> {
     let expected = "a list of tasks, each with `name` and `image`";
     let Some(items) = list(ctx, fl.node, &fl.path, expected) else {
-        return Vec::new();
+        return Tasks::default();
     };
     if items.is_empty() {
         ctx.error(
@@ -404,6 +440,7 @@ fn tasks(
     };
     let mut out: Vec<Named<TaskSpec>> = Vec::new();
     let mut ports: Vec<PortDecl> = Vec::new();
+    let mut checks: Vec<TaskChecks<'n>> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = index(&fl.path, i);
         let expected = "a task: a mapping with `name` and `image`";
@@ -428,6 +465,10 @@ fn tasks(
             task.restart = Some(policy::restart(ctx, &x, group_restart));
         }
         ports.extend(task_ports);
+        checks.push(TaskChecks {
+            task: task.name.clone(),
+            blocks: service::blocks(ctx, &f),
+        });
         out.push(Named {
             spec: task,
             name: task_name,
@@ -436,7 +477,11 @@ fn tasks(
         });
     }
     policy::check_port_clashes(ctx, &ports);
-    out.into_iter().map(|t| t.spec).collect()
+    Tasks {
+        specs: out.into_iter().map(|t| t.spec).collect(),
+        ports,
+        checks,
+    }
 }
 
 /// The task fields of a task (or of the seed form) except `name` and
@@ -510,6 +555,10 @@ fn task_body(ctx: &mut Ctx<'_>, f: &Fields<'_>, task_name: &str) -> (TaskSpec, V
         .get("security")
         .map(|x| policy::security(ctx, &x))
         .unwrap_or_default();
+    let logs = f
+        .get("logs")
+        .map(|x| logs::logs(ctx, &x))
+        .unwrap_or_default();
     let task = TaskSpec {
         name: task_name.to_owned(),
         driver,
@@ -524,6 +573,8 @@ fn task_body(ctx: &mut Ctx<'_>, f: &Fields<'_>, task_name: &str) -> (TaskSpec, V
         restart: None,
         pull_policy,
         security,
+        checks: Vec::new(),
+        logs,
     };
     (task, decls)
 }

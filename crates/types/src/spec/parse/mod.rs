@@ -7,9 +7,13 @@
 
 mod ctx;
 mod job;
+mod logs;
 mod policy;
+mod service;
 mod tree;
 
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::spec::{
-    Constraint, ConstraintOp, Resources, RestartMode, RestartPolicy, SecuritySpec, Spread,
-    UpdatePolicy,
+    Constraint, ConstraintOp, HealthCheckMode, Resources, RestartMode, RestartPolicy, SecuritySpec,
+    Spread, UpdatePolicy,
 };
 use crate::units::Bytes;
 
@@ -76,6 +76,7 @@ const UPDATE_FIELDS: &[&str] = &[
     "auto_revert",
     "auto_promote",
     "canary",
+    "health_check",
 ];
 
 /// An update block; fields not given come from `base`.
@@ -106,6 +107,15 @@ pub(super) fn update(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &UpdatePolicy) -> 
     }
     if let Some(x) = f.get("canary") {
         p.canary = uint(ctx, x.node, &x.path, "canary", 0).unwrap_or(p.canary);
+    }
+    if let Some(x) = f.get("health_check") {
+        let modes = &["checks", "task_states", "manual"];
+        p.health_check = match choice(ctx, x.node, &x.path, "health_check mode", modes) {
+            Some(0) => HealthCheckMode::Checks,
+            Some(1) => HealthCheckMode::TaskStates,
+            Some(_) => HealthCheckMode::Manual,
+            None => p.health_check,
+        };
     }
     if ctx.errors.len() != before {
         return p;

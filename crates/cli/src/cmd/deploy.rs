@@ -1,0 +1,175 @@
+//! `corral deploy status|list|promote|fail|pause|resume JOB`: a job's
+//! rollouts (one deployment per job version that needed new allocations).
+
+use anyhow::{Result, anyhow};
+use corral_client::{Client, ClientError};
+use corral_types::api::DeploymentAction;
+use corral_types::{Deployment, DeploymentStatus};
+
+use crate::cmd::run::now_ms;
+use crate::output::{ago, print_json, short, table};
+use crate::rollout;
+
+/// A 404 from a deployment route, said the way a user can act on: is the
+/// job unknown, or has it never had a deployment?
+pub async fn no_deployment(c: &Client, job: &str, e: ClientError) -> anyhow::Error {
+    if !e.is_not_found() {
+        return e.into();
+    }
+    match c.job(job, None).await {
+        Err(je) if je.is_not_found() => anyhow!(
+            "no deployment for job {job}: there is no job {job}; run it with `corral run {job}.yaml` (`corral status` lists the jobs)"
+        ),
+        Err(je) => je.into(),
+        Ok(_) => anyhow!(
+            "no deployment for job {job}: none of its versions has been rolled out yet; a deployment starts when `corral run` submits a spec that changes a group's tasks (count-only changes need none)"
+        ),
+    }
+}
+
+pub async fn status(c: &Client, job: &str, json: bool) -> Result<()> {
+    let d = match c.deployment(job, None).await {
+        Ok(d) => d,
+        Err(e) => return Err(no_deployment(c, job, e).await),
+    };
+    if json {
+        return print_json(&d);
+    }
+    let now = now_ms();
+    println!("deployment   {}", d.id);
+    match d.reverts_to {
+        Some(v) => println!(
+            "job          {} version {} (rollback to version {v})",
+            d.job, d.job_version
+        ),
+        None => println!("job          {} version {}", d.job, d.job_version),
+    }
+    println!("status       {}", d.status);
+    if !d.description.is_empty() {
+        println!("description  {}", d.description);
+    }
+    println!("created      {}", ago(d.created_at));
+    println!();
+    println!(
+        "{}",
+        table(&rollout::STATUS_HEADER, rollout::status_rows(&d, now))
+    );
+    if let Some(hint) = next_step(&d) {
+        println!();
+        println!("{hint}");
+    }
+    Ok(())
+}
+
+/// What the user may want to do about a deployment in this state.
+fn next_step(d: &Deployment) -> Option<String> {
+    let job = &d.job;
+    if rollout::awaiting_promotion(d) {
+        return Some(format!(
+            "canaries are healthy: promote with `corral deploy promote {job}`, or roll back with `corral deploy fail {job}`"
+        ));
+    }
+    match d.status {
+        DeploymentStatus::Paused => {
+            Some(format!("paused: resume with `corral deploy resume {job}`"))
+        }
+        DeploymentStatus::Failed => Some(format!(
+            "see `corral status {job}` for the allocations and `corral job history {job}` for the versions"
+        )),
+        _ => None,
+    }
+}
+
+pub async fn list(c: &Client, job: &str, json: bool) -> Result<()> {
+    let all = match c.deployments(job).await {
+        Ok(all) => all,
+        Err(e) => return Err(no_deployment(c, job, e).await),
+    };
+    if all.is_empty() {
+        // An unknown job is an error, not an empty list.
+        if let Err(e) = c.job(job, None).await {
+            return Err(no_deployment(c, job, e).await);
+        }
+        if json {
+            return print_json(&all);
+        }
+        println!(
+            "job {job} has no deployments yet; a deployment starts when `corral run` submits a spec that changes a group's tasks"
+        );
+        return Ok(());
+    }
+    if json {
+        return print_json(&all);
+    }
+    let rows = all
+        .iter()
+        .map(|d| {
+            vec![
+                short(&d.id).to_string(),
+                match d.reverts_to {
+                    Some(v) => format!("{} (rollback to {v})", d.job_version),
+                    None => d.job_version.to_string(),
+                },
+                d.status.to_string(),
+                rollout::healthy_summary(d),
+                ago(d.created_at),
+                d.description.clone(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &[
+                "id",
+                "version",
+                "status",
+                "healthy",
+                "created",
+                "description"
+            ],
+            rows
+        )
+    );
+    Ok(())
+}
+
+pub async fn action(c: &Client, job: &str, a: DeploymentAction, json: bool) -> Result<()> {
+    let d = match c.deployment_action(job, a).await {
+        Ok(d) => d,
+        // A known job: the server says why (no active deployment, nothing
+        // to promote).
+        Err(e) if e.is_not_found() && c.job(job, None).await.is_ok() => {
+            return Err(anyhow!(
+                "cannot {} the deployment of job {job}: {e}\n`corral deploy status {job}` shows where it stands",
+                a.as_str()
+            ));
+        }
+        Err(e) => return Err(no_deployment(c, job, e).await),
+    };
+    if json {
+        return print_json(&d);
+    }
+    let done = match a {
+        DeploymentAction::Promote => "promoted",
+        DeploymentAction::Fail => "marked failed",
+        DeploymentAction::Pause => "paused",
+        DeploymentAction::Resume => "resumed",
+    };
+    let mut line = format!(
+        "job {job}: deployment {} of version {} {done}; status {}",
+        short(&d.id),
+        d.job_version,
+        d.status
+    );
+    if !d.description.is_empty() {
+        line.push_str(&format!(": {}", d.description));
+    }
+    println!("{line}");
+    if a == DeploymentAction::Fail {
+        println!(
+            "see `corral deploy list {job}` for a rollback (auto_revert) and `corral job history {job}` for the versions"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,739 @@
+//! The built-in rules, as a pure engine: events in ([`Engine::observe`]),
+//! then at each evaluation ([`Engine::evaluate`]) the state, the latest
+//! usage samples, the disk usage and the time in, alert writes out. No
+//! clock and no IO here: tests drive it with a fake clock.
+//!
+//! De-duplication: the stored alerts are the truth; at most one alert per
+//! rule and subject fires at a time, and a condition seen again while its
+//! alert fires updates that alert (`count`, `last_seen_at`) instead of
+//! raising another. An event at or before the newest alert's
+//! `last_seen_at` for its rule and subject was already counted (events
+//! are replayed after a restart), so it is skipped.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use corral_store::State;
+use corral_types::units::Millis;
+use corral_types::{
+    Alert, AlertRule, AlertStatus, ClientStatus, DeploymentStatus, Event, EventType, NodeStatus,
+    UnixMillis,
+};
+
+use super::config::AlertsConfig;
+
+/// One task's memory use, as the usage collector last saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemorySample {
+    pub alloc_id: String,
+    pub task: String,
+    pub node_id: String,
+    pub memory_bytes: u64,
+    /// 0: no limit.
+    pub limit_bytes: u64,
+}
+
+/// How full the server's data dir is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskUsage {
+    pub path: String,
+    /// Used share of the filesystem, 0..1.
+    pub used: f64,
+}
+
+/// What an evaluation looks at besides the events.
+pub struct Inputs<'a> {
+    pub now: UnixMillis,
+    pub state: &'a State,
+    pub memory: &'a [MemorySample],
+    pub disk: Option<DiskUsage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Fired,
+    /// Seen again while firing (count, last seen, summary).
+    Updated,
+    Resolved,
+}
+
+/// An alert to store, and what happened to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChange {
+    pub alert: Alert,
+    pub transition: Transition,
+}
+
+/// An event that matters to a rule, reduced to what the rule needs.
+#[derive(Debug, Clone)]
+struct Seen {
+    time: UnixMillis,
+    subject: String,
+    job: String,
+    alloc: Option<String>,
+    node: Option<String>,
+    deployment: Option<String>,
+    task: Option<String>,
+    job_version: Option<u64>,
+    message: String,
+}
+
+type Key = (AlertRule, String);
+
+pub struct Engine {
+    cfg: AlertsConfig,
+    /// Restarts per crash-loop subject (`job/group/task`), oldest first.
+    restarts: HashMap<String, VecDeque<Seen>>,
+    kills: Vec<Seen>,
+    failures: Vec<Seen>,
+    /// When a condition rule's condition was first seen holding.
+    since: HashMap<Key, UnixMillis>,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn human(d: Duration) -> String {
+    Millis(ms(d)).to_string()
+}
+
+/// `job/group/task` back into its parts (job names may not hold `/`,
+/// but be lenient: the last two parts are group and task).
+fn split_subject(s: &str) -> Option<(&str, &str, &str)> {
+    let mut it = s.rsplitn(3, '/');
+    let task = it.next()?;
+    let group = it.next()?;
+    let job = it.next()?;
+    Some((job, group, task))
+}
+
+impl Engine {
+    pub fn new(cfg: AlertsConfig) -> Engine {
+        Engine {
+            cfg,
+            restarts: HashMap::new(),
+            kills: Vec::new(),
+            failures: Vec::new(),
+            since: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &AlertsConfig {
+        &self.cfg
+    }
+
+    /// Take in one event (in index order). `state` is any state recent
+    /// enough to know the event's allocation (its group and version).
+    pub fn observe(&mut self, e: &Event, state: &State) {
+        match e.kind {
+            EventType::AllocationRestarted | EventType::AllocationFailed => {
+                if !self.cfg.crash_loop.enabled {
+                    return;
+                }
+                let (Some(job), Some(alloc_id)) = (&e.job, &e.alloc) else {
+                    return;
+                };
+                let Some(a) = state.alloc(alloc_id) else {
+                    return;
+                };
+                // A restart names its task; a failed allocation counts
+                // once for each task that gave up.
+                let tasks: Vec<String> = match (&e.kind, &e.task) {
+                    (EventType::AllocationRestarted, Some(t)) => vec![t.clone()],
+                    (EventType::AllocationFailed, _) => a
+                        .tasks
+                        .iter()
+                        .filter(|(_, t)| t.failed)
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                    _ => vec![],
+                };
+                for task in tasks {
+                    let subject = format!("{job}/{}/{task}", a.group);
+                    self.restarts
+                        .entry(subject.clone())
+                        .or_default()
+                        .push_back(Seen {
+                            time: e.time,
+                            subject,
+                            job: job.clone(),
+                            alloc: Some(alloc_id.clone()),
+                            node: e.node.clone(),
+                            deployment: None,
+                            task: Some(task),
+                            job_version: Some(a.job_version),
+                            message: e.message.clone(),
+                        });
+                }
+            }
+            EventType::AllocationOomKilled => {
+                if !self.cfg.oom_kill.enabled {
+                    return;
+                }
+                let (Some(job), Some(alloc_id), Some(task)) = (&e.job, &e.alloc, &e.task) else {
+                    return;
+                };
+                let (group, version) = state
+                    .alloc(alloc_id)
+                    .map(|a| (a.group.clone(), Some(a.job_version)))
+                    .unwrap_or_default();
+                self.kills.push(Seen {
+                    time: e.time,
+                    subject: format!("{job}/{group}/{task}"),
+                    job: job.clone(),
+                    alloc: Some(alloc_id.clone()),
+                    node: e.node.clone(),
+                    deployment: None,
+                    task: Some(task.clone()),
+                    job_version: version,
+                    message: e.message.clone(),
+                });
+            }
+            EventType::DeploymentFailed | EventType::DeploymentReverted => {
+                if !self.cfg.deployment_failed.enabled {
+                    return;
+                }
+                let Some(job) = &e.job else { return };
+                let version = e
+                    .deployment
+                    .as_ref()
+                    .and_then(|d| state.deployment(d))
+                    .map(|d| d.job_version);
+                self.failures.push(Seen {
+                    time: e.time,
+                    subject: job.clone(),
+                    job: job.clone(),
+                    alloc: None,
+                    node: None,
+                    deployment: e.deployment.clone(),
+                    task: None,
+                    job_version: version,
+                    message: e.message.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Decide what fires, what is seen again and what resolves.
+    pub fn evaluate(&mut self, inp: &Inputs<'_>) -> Vec<AlertChange> {
+        let mut ev = Evaluation::new(inp);
+        self.crash_loop(&mut ev);
+        self.oom_kill(&mut ev);
+        self.deployment_failed(&mut ev);
+        self.node_down(&mut ev);
+        self.memory(&mut ev);
+        self.disk(&mut ev);
+        ev.out
+    }
+
+    fn crash_loop(&mut self, ev: &mut Evaluation<'_, '_>) {
+        let rule = &self.cfg.crash_loop;
+        let now = ev.inp.now;
+        if !rule.enabled {
+            self.restarts.clear();
+            ev.resolve_all(AlertRule::CrashLoop, "the crash loop rule was disabled");
+            return;
+        }
+        let window = ms(rule.window);
+        let cutoff = now.saturating_sub(window);
+        self.restarts.retain(|_, q| {
+            while q.front().is_some_and(|s| s.time < cutoff) {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
+        let mut subjects: Vec<&String> = self.restarts.keys().collect();
+        subjects.sort();
+        for subject in subjects {
+            let key = (AlertRule::CrashLoop, subject.clone());
+            let seen_up_to = ev.seen_up_to(&key);
+            let fresh: Vec<&Seen> = self.restarts[subject]
+                .iter()
+                .filter(|s| s.time > seen_up_to)
+                .collect();
+            let Some(last) = fresh.last() else { continue };
+            let (job, group, task) = split_subject(subject).unwrap_or(("", "", ""));
+            let summary = |n: usize| {
+                format!(
+                    "task {task} of job {job} (group {group}) restarted {n} times in the last {}",
+                    human(rule.window)
+                )
+            };
+            if let Some(a) = ev.firing.get_mut(&key) {
+                a.count += fresh.len() as u32;
+                a.last_seen_at = last.time;
+                a.job_version = last.job_version;
+                a.alloc = last.alloc.clone();
+                a.node = last.node.clone();
+                a.summary = summary(self.restarts[subject].len());
+                let a = a.clone();
+                ev.push(a, Transition::Updated);
+            } else if fresh.len() >= rule.restarts as usize {
+                let a = new_alert(AlertRule::CrashLoop, last, fresh.len(), summary(fresh.len()));
+                ev.fire(a);
+            }
+        }
+        // Resolutions.
+        for key in ev.firing_of(AlertRule::CrashLoop) {
+            let Some(a) = ev.firing.get(&key) else {
+                continue;
+            };
+            if ev.changed(&key) {
+                continue;
+            }
+            let (job, group, task) = split_subject(&a.subject).unwrap_or(("", "", ""));
+            let why = match ev.inp.state.job(job) {
+                None => Some("the job was purged".to_string()),
+                Some(j) if j.stopped => Some("the job was stopped".to_string()),
+                Some(j) => {
+                    if now.saturating_sub(a.last_seen_at) >= window {
+                        Some(format!("no restart for {}", human(rule.window)))
+                    } else if a.job_version.is_some_and(|v| j.version > v)
+                        && runs_fine(ev.inp.state, job, group, task, a.job_version)
+                    {
+                        Some(format!("version {} runs without restarts", j.version))
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(why) = why {
+                ev.resolve(&key, why);
+            }
+        }
+    }
+
+    fn oom_kill(&mut self, ev: &mut Evaluation<'_, '_>) {
+        let rule = &self.cfg.oom_kill;
+        if !rule.enabled {
+            self.kills.clear();
+            ev.resolve_all(AlertRule::OomKill, "the OOM kill rule was disabled");
+            return;
+        }
+        for k in std::mem::take(&mut self.kills) {
+            let key = (AlertRule::OomKill, k.subject.clone());
+            if k.time <= ev.seen_up_to(&key) {
+                continue;
+            }
+            let (job, group, task) = split_subject(&k.subject).unwrap_or(("", "", ""));
+            if let Some(a) = ev.firing.get_mut(&key) {
+                a.count += 1;
+                a.last_seen_at = k.time;
+                a.alloc = k.alloc.clone();
+                a.node = k.node.clone();
+                a.summary = format!(
+                    "task {task} of job {job} (group {group}) was killed for running out of memory ({} times)",
+                    a.count
+                );
+                let a = a.clone();
+                ev.push(a, Transition::Updated);
+            } else {
+                let summary = format!(
+                    "task {task} of job {job} (group {group}) was killed for running out of memory"
+                );
+                ev.fire(new_alert(AlertRule::OomKill, &k, 1, summary));
+            }
+        }
+        let quiet = ms(rule.quiet);
+        for key in ev.firing_of(AlertRule::OomKill) {
+            let quiet_since = ev.firing.get(&key).map(|a| a.last_seen_at);
+            if !ev.changed(&key)
+                && quiet_since.is_some_and(|t| ev.inp.now.saturating_sub(t) >= quiet)
+            {
+                ev.resolve(&key, format!("no OOM kill for {}", human(rule.quiet)));
+            }
+        }
+    }
+
+    fn deployment_failed(&mut self, ev: &mut Evaluation<'_, '_>) {
+        if !self.cfg.deployment_failed.enabled {
+            self.failures.clear();
+            ev.resolve_all(
+                AlertRule::DeploymentFailed,
+                "the deployment rule was disabled",
+            );
+            return;
+        }
+        let state = ev.inp.state;
+        // A later deployment of the job that rolled out a version of its
+        // own (not a rollback) fixes it.
+        let fixed_after = |job: &str, failed: Option<&str>| -> Option<u64> {
+            let ds = state.job_deployments(job);
+            let pos = failed.and_then(|f| ds.iter().position(|d| d.id == f))?;
+            ds[pos + 1..]
+                .iter()
+                .rev()
+                .find(|d| d.status == DeploymentStatus::Successful && d.reverts_to.is_none())
+                .map(|d| d.job_version)
+        };
+        for f in std::mem::take(&mut self.failures) {
+            let key = (AlertRule::DeploymentFailed, f.subject.clone());
+            if f.time <= ev.seen_up_to(&key)
+                || fixed_after(&f.job, f.deployment.as_deref()).is_some()
+            {
+                continue;
+            }
+            if let Some(a) = ev.firing.get_mut(&key) {
+                if a.deployment == f.deployment {
+                    // The failure and its rollback, one alert.
+                    if !a.summary.contains("rolling back") && f.message.contains("rolling back") {
+                        a.summary = f.message.clone();
+                    }
+                } else {
+                    a.count += 1;
+                    a.summary = f.message.clone();
+                    a.deployment = f.deployment.clone();
+                    a.job_version = f.job_version;
+                }
+                a.last_seen_at = f.time;
+                let a = a.clone();
+                ev.push(a, Transition::Updated);
+            } else {
+                ev.fire(new_alert(
+                    AlertRule::DeploymentFailed,
+                    &f,
+                    1,
+                    f.message.clone(),
+                ));
+            }
+        }
+        for key in ev.firing_of(AlertRule::DeploymentFailed) {
+            let Some(a) = ev.firing.get(&key) else {
+                continue;
+            };
+            let job = a.subject.clone();
+            let why = match state.job(&job) {
+                None => Some("the job was purged".to_string()),
+                Some(j) if j.stopped => Some("the job was stopped".to_string()),
+                Some(_) => fixed_after(&job, a.deployment.as_deref())
+                    .map(|v| format!("version {v} was deployed successfully")),
+            };
+            if let Some(why) = why {
+                ev.resolve(&key, why);
+            }
+        }
+    }
+
+    fn node_down(&mut self, ev: &mut Evaluation<'_, '_>) {
+        let rule = self.cfg.node_down.clone();
+        if !rule.enabled {
+            ev.resolve_all(AlertRule::NodeDown, "the node down rule was disabled");
+            return;
+        }
+        let state = ev.inp.state;
+        let mut holding = Vec::new();
+        for n in state.nodes_iter() {
+            if n.status == NodeStatus::Down {
+                holding.push((
+                    n.id.clone(),
+                    Seen {
+                        time: ev.inp.now,
+                        subject: n.id.clone(),
+                        job: String::new(),
+                        alloc: None,
+                        node: Some(n.id.clone()),
+                        deployment: None,
+                        task: None,
+                        job_version: None,
+                        message: format!("node {} is down: its heartbeats stopped", n.name),
+                    },
+                ));
+            }
+        }
+        self.condition(ev, AlertRule::NodeDown, rule.for_duration, holding);
+        for key in ev.firing_of(AlertRule::NodeDown) {
+            let why = match state.node_by_id(&key.1) {
+                None => Some("the node was removed".to_string()),
+                Some(n) if n.status != NodeStatus::Down => Some(format!("node {} is back", n.name)),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                ev.resolve(&key, why);
+            }
+        }
+    }
+
+    fn memory(&mut self, ev: &mut Evaluation<'_, '_>) {
+        let rule = self.cfg.memory.clone();
+        if !rule.enabled {
+            ev.resolve_all(AlertRule::MemoryHigh, "the memory rule was disabled");
+            return;
+        }
+        let state = ev.inp.state;
+        let mut holding = Vec::new();
+        let mut below = HashMap::new();
+        let mut present = std::collections::HashSet::new();
+        for s in ev.inp.memory {
+            if s.limit_bytes == 0 {
+                continue;
+            }
+            let ratio = s.memory_bytes as f64 / s.limit_bytes as f64;
+            let subject = format!("{}/{}", s.alloc_id, s.task);
+            present.insert(subject.clone());
+            if ratio < rule.threshold {
+                below.insert(subject, ratio);
+                continue;
+            }
+            let alloc = state.alloc(&s.alloc_id);
+            let name = alloc.map(|a| a.name()).unwrap_or_else(|| s.alloc_id.clone());
+            holding.push((
+                subject.clone(),
+                Seen {
+                    time: ev.inp.now,
+                    subject,
+                    job: alloc.map(|a| a.job.clone()).unwrap_or_default(),
+                    alloc: Some(s.alloc_id.clone()),
+                    node: Some(s.node_id.clone()),
+                    deployment: None,
+                    task: Some(s.task.clone()),
+                    job_version: alloc.map(|a| a.job_version),
+                    message: format!(
+                        "task {} of {name} uses {:.0}% of its memory limit ({}) for {} or more",
+                        s.task,
+                        ratio * 100.0,
+                        corral_types::units::Bytes(s.limit_bytes),
+                        human(rule.for_duration)
+                    ),
+                },
+            ));
+        }
+        self.condition(ev, AlertRule::MemoryHigh, rule.for_duration, holding);
+        for key in ev.firing_of(AlertRule::MemoryHigh) {
+            if ev.changed(&key) {
+                continue;
+            }
+            let why = match below.get(&key.1) {
+                Some(r) => Some(format!(
+                    "memory use is down to {:.0}% of the limit",
+                    r * 100.0
+                )),
+                None if !present.contains(&key.1) => Some("the task no longer runs".to_string()),
+                None => None,
+            };
+            if let Some(why) = why {
+                ev.resolve(&key, why);
+            }
+        }
+    }
+
+    fn disk(&mut self, ev: &mut Evaluation<'_, '_>) {
+        let rule = self.cfg.disk.clone();
+        if !rule.enabled {
+            ev.resolve_all(AlertRule::DiskFull, "the disk rule was disabled");
+            return;
+        }
+        let mut holding = Vec::new();
+        let subject = "data_dir".to_string();
+        if let Some(d) = &ev.inp.disk
+            && d.used >= rule.threshold
+        {
+            holding.push((
+                subject.clone(),
+                Seen {
+                    time: ev.inp.now,
+                    subject: subject.clone(),
+                    job: String::new(),
+                    alloc: None,
+                    node: None,
+                    deployment: None,
+                    task: None,
+                    job_version: None,
+                    message: format!(
+                        "the server's data dir {} is {:.0}% full",
+                        d.path,
+                        d.used * 100.0
+                    ),
+                },
+            ));
+        }
+        self.condition(ev, AlertRule::DiskFull, rule.for_duration, holding);
+        let key = (AlertRule::DiskFull, subject);
+        if ev.firing.contains_key(&key) && !ev.changed(&key) {
+            match &ev.inp.disk {
+                Some(d) if d.used < rule.threshold => ev.resolve(
+                    &key,
+                    format!("the data dir is {:.0}% full", d.used * 100.0),
+                ),
+                // Cannot tell: keep it.
+                _ => {}
+            }
+        }
+    }
+
+    /// A condition rule: `holding` lists the subjects whose condition
+    /// holds now; each fires once it held for `for_duration`.
+    fn condition(
+        &mut self,
+        ev: &mut Evaluation<'_, '_>,
+        rule: AlertRule,
+        for_duration: Duration,
+        holding: Vec<(String, Seen)>,
+    ) {
+        let now = ev.inp.now;
+        let held: std::collections::HashSet<String> =
+            holding.iter().map(|(s, _)| s.clone()).collect();
+        self.since
+            .retain(|(r, s), _| *r != rule || held.contains(s));
+        for (subject, seen) in holding {
+            let key = (rule, subject);
+            let since = *self.since.entry(key.clone()).or_insert(now);
+            if ev.firing.contains_key(&key) {
+                continue;
+            }
+            if now.saturating_sub(since) >= ms(for_duration) {
+                let summary = seen.message.clone();
+                ev.fire(new_alert(rule, &seen, 1, summary));
+            }
+        }
+    }
+}
+
+/// Every live allocation of the group runs a version newer than
+/// `bad_version`, is running, and the task has not restarted there.
+fn runs_fine(state: &State, job: &str, group: &str, task: &str, bad_version: Option<u64>) -> bool {
+    let Some(bad) = bad_version else {
+        return false;
+    };
+    let live: Vec<_> = state
+        .job_allocs(job)
+        .into_iter()
+        .filter(|a| a.group == group && a.is_live())
+        .collect();
+    !live.is_empty()
+        && live.iter().all(|a| {
+            a.job_version > bad
+                && a.client == ClientStatus::Running
+                && a.tasks.get(task).is_none_or(|t| t.restarts == 0)
+        })
+}
+
+fn new_alert(rule: AlertRule, s: &Seen, count: usize, summary: String) -> Alert {
+    Alert {
+        id: format!("{rule}/{}@{}", s.subject, s.time),
+        rule,
+        subject: s.subject.clone(),
+        status: AlertStatus::Firing,
+        summary,
+        job: (!s.job.is_empty()).then(|| s.job.clone()),
+        alloc: s.alloc.clone(),
+        node: s.node.clone(),
+        deployment: s.deployment.clone(),
+        task: s.task.clone(),
+        job_version: s.job_version,
+        count: count as u32,
+        fired_at: s.time,
+        last_seen_at: s.time,
+        resolved_at: None,
+        resolution: String::new(),
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// One evaluation's working set: the firing alerts (as they will be after
+/// this evaluation), the newest `last_seen_at` per rule and subject, and
+/// the changes so far.
+struct Evaluation<'i, 's> {
+    inp: &'i Inputs<'s>,
+    firing: HashMap<Key, Alert>,
+    seen_up_to: HashMap<Key, UnixMillis>,
+    out: Vec<AlertChange>,
+}
+
+impl<'i, 's> Evaluation<'i, 's> {
+    fn new(inp: &'i Inputs<'s>) -> Self {
+        let mut firing = HashMap::new();
+        let mut seen_up_to: HashMap<Key, UnixMillis> = HashMap::new();
+        for a in inp.state.alerts() {
+            let key = (a.rule, a.subject.clone());
+            let t = seen_up_to.entry(key.clone()).or_default();
+            *t = (*t).max(a.last_seen_at);
+            if a.is_firing() {
+                firing.insert(key, (**a).clone());
+            }
+        }
+        Evaluation {
+            inp,
+            firing,
+            seen_up_to,
+            out: Vec::new(),
+        }
+    }
+
+    fn seen_up_to(&self, key: &Key) -> UnixMillis {
+        self.seen_up_to.get(key).copied().unwrap_or(0)
+    }
+
+    /// Whether this evaluation already fired or updated the alert.
+    fn changed(&self, key: &Key) -> bool {
+        self.out
+            .iter()
+            .any(|c| c.alert.rule == key.0 && c.alert.subject == key.1)
+    }
+
+    fn firing_of(&self, rule: AlertRule) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .firing
+            .keys()
+            .filter(|k| k.0 == rule)
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn fire(&mut self, a: Alert) {
+        let key = (a.rule, a.subject.clone());
+        self.seen_up_to.insert(key.clone(), a.last_seen_at);
+        self.firing.insert(key, a.clone());
+        self.out.push(AlertChange {
+            alert: a,
+            transition: Transition::Fired,
+        });
+    }
+
+    /// Record an update of a firing alert (one write per evaluation).
+    fn push(&mut self, a: Alert, t: Transition) {
+        let key = (a.rule, a.subject.clone());
+        self.seen_up_to.insert(key, a.last_seen_at);
+        if let Some(c) = self
+            .out
+            .iter_mut()
+            .find(|c| c.alert.rule == a.rule && c.alert.subject == a.subject)
+        {
+            // Fired in this evaluation: it stays a firing.
+            c.alert = a;
+            return;
+        }
+        self.out.push(AlertChange {
+            alert: a,
+            transition: t,
+        });
+    }
+
+    fn resolve(&mut self, key: &Key, why: impl Into<String>) {
+        let Some(mut a) = self.firing.remove(key) else {
+            return;
+        };
+        a.status = AlertStatus::Resolved;
+        a.resolved_at = Some(self.inp.now);
+        a.resolution = why.into();
+        self.out.retain(|c| c.alert.id != a.id);
+        self.out.push(AlertChange {
+            alert: a,
+            transition: Transition::Resolved,
+        });
+    }
+
+    fn resolve_all(&mut self, rule: AlertRule, why: &str) {
+        for key in self.firing_of(rule) {
+            self.resolve(&key, why);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -1,0 +1,167 @@
+//! What users do to deployments and versions: promote, fail, pause,
+//! resume, revert.
+
+use std::sync::Arc;
+
+use corral_scheduler::StateView;
+use corral_store::Write;
+use corral_types::api::{DeploymentAction, SubmitResponse, SubmittedJob};
+use corral_types::{Deployment, DeploymentStatus, EvalTrigger};
+
+use super::watcher::revert_version;
+use crate::ServerError;
+use crate::core::{Core, now_ms};
+
+/// Apply `action` to the job's newest deployment, in one write with the
+/// evaluation that acts on it.
+pub async fn act(
+    core: &Arc<Core>,
+    job: &str,
+    action: DeploymentAction,
+) -> Result<Deployment, ServerError> {
+    let now = now_ms();
+    let name = job.to_string();
+    let (_, (d, eval)) = core
+        .write(move |state, _| {
+            let cur = state
+                .latest_deployment(&name)
+                .ok_or_else(|| ServerError::NotFound {
+                    what: "deployment for job",
+                    id: name.clone(),
+                })?;
+            let mut d = (**cur).clone();
+            let mut revert = None;
+            let not = |what: &str| {
+                ServerError::Conflict(format!(
+                    "deployment {} of {} version {} is {}: it cannot be {what}",
+                    short(&d.id),
+                    d.job,
+                    d.job_version,
+                    d.status
+                ))
+            };
+            match action {
+                DeploymentAction::Promote => {
+                    if d.status != DeploymentStatus::Running {
+                        return Err(not("promoted"));
+                    }
+                    if d.promoted() {
+                        return Err(ServerError::Conflict(format!(
+                            "deployment of {} version {} has no canaries waiting for promotion",
+                            d.job, d.job_version
+                        )));
+                    }
+                    for g in d.groups.values_mut() {
+                        g.promoted = true;
+                        if let Some(by) = g.require_progress_by.as_mut() {
+                            *by = now + g.progress_deadline.0;
+                        }
+                    }
+                    d.description = "promoted; rolling out".into();
+                }
+                DeploymentAction::Fail => {
+                    if !d.is_active() {
+                        return Err(not("failed"));
+                    }
+                    // As Nomad: failing by hand also rolls back when the
+                    // group asks for auto_revert.
+                    d.status = DeploymentStatus::Failed;
+                    d.description = "failed by user".into();
+                    if d.groups.values().any(|g| g.auto_revert)
+                        && let Some(latest) = state.job(&d.job)
+                        && latest.version == d.job_version
+                    {
+                        match super::watch::last_stable(state, latest) {
+                            Some(target) => {
+                                d.description = format!(
+                                    "failed by user; rolling back to version {}",
+                                    target.version
+                                );
+                                revert = Some(revert_version(latest, &target, now));
+                            }
+                            None => d
+                                .description
+                                .push_str("; no stable version to roll back to"),
+                        }
+                    }
+                }
+                DeploymentAction::Pause => {
+                    if d.status != DeploymentStatus::Running {
+                        return Err(not("paused"));
+                    }
+                    d.status = DeploymentStatus::Paused;
+                    d.description = "paused by user".into();
+                }
+                DeploymentAction::Resume => {
+                    if d.status != DeploymentStatus::Paused {
+                        return Err(not("resumed"));
+                    }
+                    d.status = DeploymentStatus::Running;
+                    d.description = "resumed by user".into();
+                    // The deadline does not run while paused.
+                    for g in d.groups.values_mut() {
+                        if let Some(by) = g.require_progress_by.as_mut() {
+                            *by = now + g.progress_deadline.0;
+                        }
+                    }
+                }
+            }
+            d.modified_at = now;
+            let eval = Core::new_eval(&d.job, EvalTrigger::Deployment, now);
+            let mut writes = vec![Write::Deployment(d.clone()), Write::Eval(eval.clone())];
+            writes.extend(revert.map(Write::Job));
+            Ok((writes, (d, eval)))
+        })
+        .await?;
+    core.enqueue([eval]);
+    Ok(d)
+}
+
+/// Store the spec of `version` as the job's next version.
+pub async fn revert(
+    core: &Arc<Core>,
+    job: &str,
+    version: u64,
+) -> Result<SubmitResponse, ServerError> {
+    let now = now_ms();
+    let name = job.to_string();
+    let (index, (submitted, eval)) = core
+        .write(move |state, _| {
+            let latest = state
+                .job(&name)
+                .ok_or_else(|| ServerError::not_found("job", &name))?;
+            let target = state.job_version(&name, version).ok_or_else(|| {
+                ServerError::BadRequest(format!(
+                    "job {name} has no version {version}; see `corral job history {name}`"
+                ))
+            })?;
+            if target.spec == latest.spec && !latest.stopped {
+                return Err(ServerError::Conflict(format!(
+                    "job {name} version {} already runs the spec of version {version}",
+                    latest.version
+                )));
+            }
+            let job = revert_version(latest, target, now);
+            let eval = Core::new_eval(&name, EvalTrigger::JobRegister, now);
+            let submitted = SubmittedJob {
+                name: name.clone(),
+                version: job.version,
+                changed: true,
+                eval_id: eval.id.clone(),
+            };
+            Ok((
+                vec![Write::Job(job), Write::Eval(eval.clone())],
+                (submitted, eval),
+            ))
+        })
+        .await?;
+    core.enqueue([eval]);
+    Ok(SubmitResponse {
+        index,
+        jobs: vec![submitted],
+    })
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}

@@ -1,0 +1,287 @@
+//! The watcher's verdicts on a real in-memory store.
+
+use corral_scheduler::testing::{alloc, group, job};
+use corral_store::{MemoryStore, StateStore, Write};
+use corral_types::{
+    AllocHealth, Allocation, ClientStatus, Deployment, DeploymentStatus, Job, UnixMillis,
+};
+
+use super::judge;
+use super::watcher::pass;
+
+const T0: UnixMillis = 1_000_000;
+
+fn store() -> StateStore {
+    StateStore::open(Box::new(MemoryStore::new())).unwrap()
+}
+
+fn version(v: u64, count: u32, edit: impl FnOnce(&mut corral_types::GroupSpec)) -> Job {
+    let mut g = group("web", count).env("V", &v.to_string()).build();
+    edit(&mut g);
+    job("web", v, vec![g])
+}
+
+fn deployment(j: &Job, canaries: u32) -> Deployment {
+    let destructive = if canaries > 0 {
+        vec!["web".to_string()]
+    } else {
+        vec![]
+    };
+    let mut d =
+        corral_scheduler::deployment::new_deployment(j, &destructive, "d1".into(), None, T0);
+    for g in d.groups.values_mut() {
+        g.desired_canaries = canaries;
+        g.promoted = canaries == 0;
+    }
+    d
+}
+
+fn owned(id: &str, j: &Job, index: u32, healthy: Option<bool>, canary: bool) -> Allocation {
+    let mut a = alloc(id, j, "web", index, "n1");
+    a.deployment_id = Some("d1".into());
+    a.canary = canary;
+    a.health = healthy.map(|h| AllocHealth {
+        healthy: h,
+        at: T0,
+        message: if h {
+            String::new()
+        } else {
+            "check web-http failing: 500".into()
+        },
+    });
+    a
+}
+
+fn commit(s: &StateStore, w: Vec<Write>) {
+    s.commit(w).unwrap();
+}
+
+#[test]
+fn all_healthy_succeeds_and_marks_the_version_stable() {
+    let s = store();
+    let v1 = version(1, 2, |_| {});
+    let d = deployment(&v1, 0);
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("a0", &v1, 0, Some(true), false)),
+            Write::Alloc(owned("a1", &v1, 1, None, false)),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Running);
+    assert_eq!(v.deployment.groups["web"].healthy, 1);
+    commit(
+        &s,
+        vec![Write::Alloc(owned("a1", &v1, 1, Some(true), false))],
+    );
+    let (writes, _) = pass(&s.snapshot(), 0, T0 + 2);
+    commit(&s, writes);
+    let snap = s.snapshot();
+    assert_eq!(
+        snap.deployment("d1").unwrap().status,
+        DeploymentStatus::Successful
+    );
+    assert!(snap.job("web").unwrap().stable);
+}
+
+#[test]
+fn an_unhealthy_allocation_fails_it_and_auto_revert_rolls_back_to_the_stable_version() {
+    let s = store();
+    let mut v1 = version(1, 2, |_| {});
+    v1.stable = true;
+    let v2 = version(2, 2, |g| g.update.auto_revert = true);
+    let d = {
+        let mut d = deployment(&v2, 0);
+        d.job_version = 2;
+        d
+    };
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Job(v2.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(alloc("old", &v1, "web", 1, "n1")),
+            Write::Alloc(owned("new", &v2, 0, Some(false), false)),
+        ],
+    );
+    let (writes, evals) = pass(&s.snapshot(), 0, T0 + 1);
+    assert_eq!(evals.len(), 1);
+    commit(&s, writes);
+    let snap = s.snapshot();
+    let d = snap.deployment("d1").unwrap();
+    assert_eq!(d.status, DeploymentStatus::Failed);
+    assert!(
+        d.description
+            .contains("web.web[0] is unhealthy: check web-http failing")
+            && d.description.contains("rolling back to version 1"),
+        "{}",
+        d.description
+    );
+    let v3 = snap.job("web").unwrap();
+    assert_eq!((v3.version, v3.reverts_to), (3, Some(1)));
+    assert_eq!(v3.spec, v1.spec);
+}
+
+#[test]
+fn without_auto_revert_a_failure_stays_on_the_new_version() {
+    let s = store();
+    let mut v1 = version(1, 2, |_| {});
+    v1.stable = true;
+    let v2 = version(2, 2, |_| {});
+    let mut d = deployment(&v2, 0);
+    d.job_version = 2;
+    commit(
+        &s,
+        vec![
+            Write::Job(v1),
+            Write::Job(v2),
+            Write::Deployment(d),
+            Write::Alloc(owned("new", &version(2, 2, |_| {}), 0, Some(false), false)),
+        ],
+    );
+    let (writes, _) = pass(&s.snapshot(), 0, T0 + 1);
+    commit(&s, writes);
+    let snap = s.snapshot();
+    assert_eq!(snap.job("web").unwrap().version, 2);
+    assert_eq!(
+        snap.deployment("d1").unwrap().status,
+        DeploymentStatus::Failed
+    );
+}
+
+#[test]
+fn no_progress_within_the_deadline_fails_it() {
+    let s = store();
+    let v1 = version(1, 2, |g| {
+        g.update.progress_deadline = corral_types::units::Millis(10_000)
+    });
+    let d = deployment(&v1, 0);
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("a0", &v1, 0, None, false)),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 9_000).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Running);
+    let v = judge(&s.snapshot(), &d, T0 + 10_001).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Failed);
+    assert!(
+        v.deployment.description.contains("progress deadline (10s)"),
+        "{}",
+        v.deployment.description
+    );
+}
+
+#[test]
+fn progress_moves_the_deadline() {
+    let s = store();
+    let v1 = version(1, 2, |g| {
+        g.update.progress_deadline = corral_types::units::Millis(10_000)
+    });
+    let d = deployment(&v1, 0);
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("a0", &v1, 0, Some(true), false)),
+            Write::Alloc(owned("a1", &v1, 1, None, false)),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 8_000).unwrap();
+    assert_eq!(
+        v.deployment.groups["web"].require_progress_by,
+        Some(T0 + 18_000)
+    );
+    assert!(
+        judge(&s.snapshot(), &v.deployment, T0 + 15_000)
+            .is_some_and(|v| v.deployment.status == DeploymentStatus::Running)
+    );
+}
+
+#[test]
+fn healthy_canaries_wait_for_promotion_unless_auto_promote() {
+    for auto in [false, true] {
+        let s = store();
+        let mut v1 = version(1, 3, |_| {});
+        v1.stable = true;
+        let v2 = version(2, 3, |g| {
+            g.update.canary = 1;
+            g.update.auto_promote = auto;
+        });
+        let mut d = deployment(&v2, 1);
+        d.job_version = 2;
+        for g in d.groups.values_mut() {
+            g.auto_promote = auto;
+        }
+        let mut writes = vec![
+            Write::Job(v1.clone()),
+            Write::Job(v2.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("c0", &v2, 0, Some(true), true)),
+        ];
+        for i in 0..3 {
+            writes.push(Write::Alloc(alloc(&format!("old{i}"), &v1, "web", i, "n1")));
+        }
+        commit(&s, writes);
+        let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+        assert_eq!(v.deployment.groups["web"].promoted, auto);
+        assert_eq!(v.reschedule, auto);
+        assert_eq!(v.deployment.status, DeploymentStatus::Running);
+        if !auto {
+            assert!(
+                v.deployment
+                    .description
+                    .contains("corral deploy promote web"),
+                "{}",
+                v.deployment.description
+            );
+        }
+    }
+}
+
+#[test]
+fn allocations_kept_in_place_count_as_ready() {
+    let s = store();
+    let v1 = version(1, 2, |_| {});
+    let d = deployment(&v1, 0);
+    let mut kept = alloc("kept", &v1, "web", 1, "n1");
+    kept.client = ClientStatus::Running;
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("a0", &v1, 0, Some(true), false)),
+            Write::Alloc(kept),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Successful);
+}
+
+#[test]
+fn a_version_without_a_deployment_becomes_stable_once_everything_runs_it() {
+    let s = store();
+    let v2 = version(2, 2, |g| g.update.max_parallel = 0);
+    commit(
+        &s,
+        vec![
+            Write::Job(v2.clone()),
+            Write::Alloc(alloc("a0", &v2, "web", 0, "n1")),
+        ],
+    );
+    let (writes, _) = pass(&s.snapshot(), 0, T0);
+    assert!(writes.is_empty(), "one slot still empty");
+    commit(&s, vec![Write::Alloc(alloc("a1", &v2, "web", 1, "n1"))]);
+    let (writes, _) = pass(&s.snapshot(), 0, T0);
+    commit(&s, writes);
+    assert!(s.snapshot().job("web").unwrap().stable);
+}

@@ -1,0 +1,172 @@
+//! The watcher's decision for one deployment, a pure function of the state
+//! so it is tested without a server.
+
+use corral_store::State;
+use corral_types::{Allocation, Deployment, DeploymentStatus, Job, UnixMillis};
+
+/// What should happen to one active deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The deployment as it should be stored (counters, status,
+    /// description); equal to the current one when nothing changed.
+    pub deployment: Deployment,
+    /// The job's allocations need another scheduling pass (promotion,
+    /// failure).
+    pub reschedule: bool,
+    /// The version to roll back to (its spec becomes a new version).
+    pub revert_to: Option<Job>,
+    /// The job version became stable.
+    pub stable: bool,
+}
+
+/// Judge `d` against the latest state at `now`.
+pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> {
+    if d.status != DeploymentStatus::Running {
+        return None;
+    }
+    let job = state.job(&d.job)?;
+    // A newer version or a stop: the scheduler cancels it.
+    if job.version != d.job_version || job.stopped {
+        return None;
+    }
+    let allocs = state.job_allocs(&d.job);
+    let mut next = d.clone();
+    let mut reschedule = false;
+    let mut failure: Option<String> = None;
+    let mut all_done = true;
+    let mut waiting_promotion = Vec::new();
+    for (name, g) in next.groups.iter_mut() {
+        let Some(spec) = job.spec.groups.iter().find(|x| &x.name == name) else {
+            continue;
+        };
+        let owned: Vec<&Allocation> = allocs
+            .iter()
+            .map(|a| a.as_ref())
+            .filter(|a| a.group == *name && a.deployment_id.as_deref() == Some(d.id.as_str()))
+            .collect();
+        let healthy = owned
+            .iter()
+            .filter(|a| a.is_live() && a.is_healthy())
+            .count() as u32;
+        g.placed = owned.len() as u32;
+        g.unhealthy = owned.iter().filter(|a| a.is_unhealthy()).count() as u32;
+        g.placed_canaries = owned
+            .iter()
+            .filter(|a| a.canary)
+            .map(|a| a.id.clone())
+            .collect();
+        if healthy > g.healthy
+            && let Some(by) = g.require_progress_by.as_mut()
+        {
+            *by = now + g.progress_deadline.0;
+        }
+        g.healthy = healthy;
+        if let Some(bad) = owned
+            .iter()
+            .find(|a| a.is_unhealthy() && a.desired == corral_types::DesiredStatus::Run)
+        {
+            let why = bad
+                .health
+                .as_ref()
+                .map(|h| h.message.as_str())
+                .unwrap_or_default();
+            failure.get_or_insert_with(|| format!("allocation {} is unhealthy: {why}", bad.name()));
+        }
+        // Canaries all healthy: promote when asked to do it automatically.
+        let canaries_ready = g.desired_canaries > 0
+            && g.placed_canaries.len() as u32 >= g.desired_canaries
+            && owned
+                .iter()
+                .filter(|a| a.canary && a.is_live())
+                .all(|a| a.is_healthy());
+        if !g.promoted && canaries_ready {
+            if g.auto_promote {
+                g.promoted = true;
+                reschedule = true;
+            } else {
+                waiting_promotion.push(name.clone());
+            }
+        }
+        // Done: promoted, and `count` live allocations of this version
+        // that are healthy (placed by this deployment) or running (kept
+        // in place).
+        let ready = allocs
+            .iter()
+            .filter(|a| {
+                a.group == *name
+                    && a.is_live()
+                    && a.job_version == d.job_version
+                    && a.index < spec.count
+            })
+            .filter(|a| {
+                if a.deployment_id.as_deref() == Some(d.id.as_str()) {
+                    a.is_healthy()
+                } else {
+                    a.client == corral_types::ClientStatus::Running
+                }
+            })
+            .count() as u32;
+        let done = g.promoted && ready >= g.desired_total;
+        all_done &= done;
+        if !done
+            && failure.is_none()
+            && let Some(by) = g.require_progress_by
+            && now > by
+        {
+            failure = Some(format!(
+                "no allocation of group {name} became healthy within the progress deadline ({})",
+                g.progress_deadline
+            ));
+        }
+    }
+    let mut revert_to = None;
+    let mut stable = false;
+    if let Some(why) = failure {
+        next.status = DeploymentStatus::Failed;
+        reschedule = true;
+        let auto_revert = next.groups.values().any(|g| g.auto_revert);
+        next.description = format!("failed: {why}");
+        if auto_revert {
+            match last_stable(state, job) {
+                Some(target) => {
+                    next.description =
+                        format!("failed: {why}; rolling back to version {}", target.version);
+                    revert_to = Some(target);
+                }
+                None => next
+                    .description
+                    .push_str("; no stable version to roll back to"),
+            }
+        }
+    } else if all_done {
+        next.status = DeploymentStatus::Successful;
+        next.description = "deployment completed successfully".to_string();
+        stable = true;
+    } else if !waiting_promotion.is_empty() {
+        next.description = format!(
+            "canaries of {} are healthy; promote with `corral deploy promote {}`",
+            waiting_promotion.join(", "),
+            d.job
+        );
+    }
+    if next != *d {
+        next.modified_at = now;
+    }
+    Some(Verdict {
+        deployment: next,
+        reschedule,
+        revert_to,
+        stable,
+    })
+}
+
+/// The newest stable version older than the current one whose spec
+/// differs from it.
+pub(crate) fn last_stable(state: &State, job: &Job) -> Option<Job> {
+    state
+        .job_versions(&job.name)
+        .into_iter()
+        .rev()
+        .find(|j| j.version < job.version && j.stable && j.spec != job.spec)
+        .map(|j| (*j).clone())
+}

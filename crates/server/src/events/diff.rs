@@ -1,0 +1,403 @@
+//! The state diff → events function. Pure: two states and a time in, the
+//! events of the change out, in a stable order (jobs, deployments,
+//! allocations, nodes, alerts; each in key order).
+
+use std::collections::BTreeSet;
+
+use corral_store::State;
+use corral_store::changes::Change;
+use corral_types::{
+    Alert, AlertStatus, Allocation, CheckStatus, ClientStatus, Deployment, DeploymentStatus,
+    DesiredStatus, Event, EventType, Job, Node, NodeStatus, UnixMillis,
+};
+
+/// Every event of the change from `before` to `after`.
+pub fn diff(before: &State, after: &State, now: UnixMillis) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut deployment_events = Vec::new();
+    // Jobs rolled back by a failed deployment in this change: their new
+    // version (`reverts_to`) needs no second "reverted" event.
+    let mut reverted = BTreeSet::new();
+    for c in before.deployment_changes(after) {
+        deployment(c, now, &mut deployment_events, &mut reverted);
+    }
+    let mut purged: Option<&str> = None;
+    for c in before.job_version_changes(after) {
+        job(c, before, after, now, &reverted, &mut purged, &mut out);
+    }
+    out.append(&mut deployment_events);
+    for c in before.alloc_changes(after) {
+        alloc(c, after, now, &mut out);
+    }
+    for c in before.node_changes(after) {
+        node(c, now, &mut out);
+    }
+    for c in before.alert_changes(after) {
+        alert(c, now, &mut out);
+    }
+    out
+}
+
+fn job<'a>(
+    c: Change<'a, Job>,
+    before: &State,
+    after: &State,
+    now: UnixMillis,
+    reverted: &BTreeSet<String>,
+    purged: &mut Option<&'a str>,
+    out: &mut Vec<Event>,
+) {
+    match c {
+        Change::Added(j) => {
+            let mut msg = format!("job {} version {} registered", j.name, j.version);
+            if let Some(to) = j.reverts_to {
+                msg.push_str(&format!(" (the spec of version {to})"));
+            }
+            out.push(Event::new(EventType::JobRegistered, now, msg).job(&j.name));
+            if let Some(to) = j.reverts_to
+                && !reverted.contains(&j.name)
+            {
+                let mut e = Event::new(
+                    EventType::DeploymentReverted,
+                    now,
+                    format!(
+                        "job {} reverted to version {to} (as version {})",
+                        j.name, j.version
+                    ),
+                )
+                .job(&j.name);
+                if let Some(d) = before.latest_deployment(&j.name) {
+                    e = e.deployment(&d.id);
+                }
+                out.push(e);
+            }
+        }
+        Change::Updated { old, new } => {
+            if !old.stopped && new.stopped {
+                out.push(
+                    Event::new(EventType::JobStopped, now, format!("job {} stopped", new.name))
+                        .job(&new.name),
+                );
+            }
+        }
+        Change::Removed(j) => {
+            // A purge removes every version: one event per job.
+            if after.job(&j.name).is_none() && *purged != Some(j.name.as_str()) {
+                *purged = Some(j.name.as_str());
+                out.push(
+                    Event::new(EventType::JobPurged, now, format!("job {} purged", j.name))
+                        .job(&j.name),
+                );
+            }
+        }
+    }
+}
+
+fn deployment(
+    c: Change<'_, Deployment>,
+    now: UnixMillis,
+    out: &mut Vec<Event>,
+    reverted: &mut BTreeSet<String>,
+) {
+    let ev = |kind: EventType, d: &Deployment, msg: String| {
+        Event::new(kind, now, msg).job(&d.job).deployment(&d.id)
+    };
+    match c {
+        Change::Added(d) => {
+            let canaries: u32 = d.groups.values().map(|g| g.desired_canaries).sum();
+            let mut msg = format!("deployment of {} version {} started", d.job, d.job_version);
+            if canaries > 0 {
+                msg.push_str(&format!(" with {canaries} canaries"));
+            }
+            if let Some(to) = d.reverts_to {
+                msg.push_str(&format!(" (rolling back to version {to})"));
+            }
+            out.push(ev(EventType::DeploymentCreated, d, msg));
+        }
+        Change::Updated { old, new } => {
+            let what = format!("deployment of {} version {}", new.job, new.job_version);
+            let promoted = new
+                .groups
+                .iter()
+                .any(|(g, n)| n.promoted && old.groups.get(g).is_some_and(|o| !o.promoted));
+            if promoted {
+                out.push(ev(
+                    EventType::DeploymentPromoted,
+                    new,
+                    format!("{what} promoted"),
+                ));
+            }
+            let healthy = |d: &Deployment| -> (u32, u32, u32) {
+                d.groups.values().fold((0, 0, 0), |(h, u, t), g| {
+                    (h + g.healthy, u + g.unhealthy, t + g.desired_total)
+                })
+            };
+            let (h0, u0, _) = healthy(old);
+            let (h1, u1, total) = healthy(new);
+            if (h0, u0) != (h1, u1) {
+                let mut msg = format!("{what}: {h1} of {total} healthy");
+                if u1 > 0 {
+                    msg.push_str(&format!(", {u1} unhealthy"));
+                }
+                out.push(ev(EventType::DeploymentProgress, new, msg));
+            }
+            if old.status != new.status {
+                let described = |s: &str| {
+                    if new.description.is_empty() {
+                        format!("{what} {s}")
+                    } else {
+                        format!("{what} {s}: {}", new.description)
+                    }
+                };
+                let kind = match (old.status, new.status) {
+                    (DeploymentStatus::Running, DeploymentStatus::Paused) => {
+                        Some((EventType::DeploymentPaused, described("paused")))
+                    }
+                    (DeploymentStatus::Paused, DeploymentStatus::Running) => {
+                        Some((EventType::DeploymentResumed, described("resumed")))
+                    }
+                    (_, DeploymentStatus::Successful) => {
+                        Some((EventType::DeploymentSuccessful, format!("{what} successful")))
+                    }
+                    (_, DeploymentStatus::Failed) => {
+                        Some((EventType::DeploymentFailed, described("failed")))
+                    }
+                    (_, DeploymentStatus::Cancelled) => {
+                        Some((EventType::DeploymentCancelled, described("cancelled")))
+                    }
+                    _ => None,
+                };
+                if let Some((kind, msg)) = kind {
+                    out.push(ev(kind, new, msg));
+                }
+                if new.status == DeploymentStatus::Failed
+                    && let Some(i) = new.description.find("rolling back")
+                {
+                    reverted.insert(new.job.clone());
+                    out.push(ev(
+                        EventType::DeploymentReverted,
+                        new,
+                        format!("{what} failed; {}", &new.description[i..]),
+                    ));
+                }
+            }
+        }
+        Change::Removed(_) => {}
+    }
+}
+
+fn alloc(c: Change<'_, Allocation>, after: &State, now: UnixMillis, out: &mut Vec<Event>) {
+    let node_name = |a: &Allocation| -> String {
+        after
+            .node_by_id(&a.node_id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| a.node_id.clone())
+    };
+    let ev = |kind: EventType, a: &Allocation, msg: String| {
+        let e = Event::new(kind, now, msg)
+            .job(&a.job)
+            .alloc(&a.id)
+            .node(&a.node_id);
+        match &a.deployment_id {
+            Some(d) => e.deployment(d),
+            None => e,
+        }
+    };
+    match c {
+        Change::Added(a) => {
+            if a.desired == DesiredStatus::Run {
+                let mut msg = format!("{} placed on node {}", a.name(), node_name(a));
+                if a.canary {
+                    msg.push_str(" as a canary");
+                }
+                out.push(ev(EventType::AllocationPlaced, a, msg));
+            }
+        }
+        Change::Updated { old, new: a } => {
+            if old.desired == DesiredStatus::Run && a.desired == DesiredStatus::Stop {
+                let mut msg = format!("{} stopping", a.name());
+                if !a.desired_reason.is_empty() {
+                    msg.push_str(&format!(": {}", a.desired_reason));
+                }
+                out.push(ev(EventType::AllocationStopped, a, msg));
+            }
+            if old.tasks != a.tasks {
+                for (name, t) in &a.tasks {
+                    let o = old.tasks.get(name);
+                    if t.restarts > o.map(|o| o.restarts).unwrap_or(0) {
+                        let mut msg = format!(
+                            "{} task {name} restarted (restart {})",
+                            a.name(),
+                            t.restarts
+                        );
+                        if let Some(code) = t.exit_code {
+                            msg.push_str(&format!("; it exited with code {code}"));
+                        }
+                        out.push(ev(EventType::AllocationRestarted, a, msg).task(name));
+                    }
+                    // One event per kill: a new exit that was an OOM kill.
+                    let new_kill = t.oom_killed
+                        && o.is_none_or(|o| !o.oom_killed || o.finished_at != t.finished_at);
+                    if new_kill {
+                        out.push(
+                            ev(
+                                EventType::AllocationOomKilled,
+                                a,
+                                format!(
+                                    "{} task {name} was killed for running out of memory (limit {})",
+                                    a.name(),
+                                    a.resources.memory
+                                ),
+                            )
+                            .task(name),
+                        );
+                    }
+                }
+            }
+            if old.client != a.client {
+                let why = || {
+                    if !a.client_message.is_empty() {
+                        return format!(": {}", a.client_message);
+                    }
+                    a.tasks
+                        .iter()
+                        .find(|(_, t)| t.failed)
+                        .map(|(n, t)| format!(": task {n}: {}", t.message))
+                        .unwrap_or_default()
+                };
+                let kind = match a.client {
+                    ClientStatus::Running => Some((
+                        EventType::AllocationStarted,
+                        format!("{} running on node {}", a.name(), node_name(a)),
+                    )),
+                    ClientStatus::Failed => Some((
+                        EventType::AllocationFailed,
+                        format!("{} failed{}", a.name(), why()),
+                    )),
+                    ClientStatus::Complete => Some((
+                        EventType::AllocationCompleted,
+                        format!("{} completed", a.name()),
+                    )),
+                    ClientStatus::Lost => Some((
+                        EventType::AllocationLost,
+                        format!("{} lost: node {} is down", a.name(), node_name(a)),
+                    )),
+                    ClientStatus::Pending => None,
+                };
+                if let Some((kind, msg)) = kind {
+                    out.push(ev(kind, a, msg));
+                }
+            }
+            if old.checks != a.checks {
+                for (name, c) in &a.checks {
+                    let was = old.checks.get(name).map(|o| o.status);
+                    if was == Some(c.status) {
+                        continue;
+                    }
+                    let (kind, state) = match c.status {
+                        CheckStatus::Failing => (EventType::CheckFailing, "failing"),
+                        CheckStatus::Passing => (EventType::CheckPassing, "passing"),
+                        CheckStatus::Pending => continue,
+                    };
+                    let mut msg = format!("check {name} of {} {state}", a.name());
+                    if c.status == CheckStatus::Failing && !c.output.is_empty() {
+                        msg.push_str(&format!(": {}", c.output));
+                    }
+                    out.push(ev(kind, a, msg).task(&c.task).check(name));
+                }
+            }
+        }
+        Change::Removed(_) => {}
+    }
+}
+
+fn node(c: Change<'_, Node>, now: UnixMillis, out: &mut Vec<Event>) {
+    let ev = |kind: EventType, n: &Node, msg: String| Event::new(kind, now, msg).node(&n.id);
+    match c {
+        Change::Added(n) => match n.status {
+            NodeStatus::Ready => out.push(ev(
+                EventType::NodeUp,
+                n,
+                format!("node {} registered", n.name),
+            )),
+            NodeStatus::Down => {
+                out.push(ev(EventType::NodeDown, n, format!("node {} is down", n.name)))
+            }
+            NodeStatus::Initializing => {}
+        },
+        Change::Updated { old, new: n } => {
+            if old.status != n.status {
+                match n.status {
+                    NodeStatus::Ready => out.push(ev(
+                        EventType::NodeUp,
+                        n,
+                        format!("node {} is ready", n.name),
+                    )),
+                    NodeStatus::Down => out.push(ev(
+                        EventType::NodeDown,
+                        n,
+                        format!("node {} is down: its heartbeats stopped", n.name),
+                    )),
+                    NodeStatus::Initializing => {}
+                }
+            }
+            if !old.draining && n.draining {
+                out.push(ev(
+                    EventType::NodeDraining,
+                    n,
+                    format!("node {} is draining", n.name),
+                ));
+            }
+            if old.draining && !n.draining {
+                out.push(ev(
+                    EventType::NodeDrained,
+                    n,
+                    format!("node {}: drain ended", n.name),
+                ));
+            }
+            if old.eligible != n.eligible {
+                let what = if n.eligible { "eligible" } else { "ineligible" };
+                out.push(ev(
+                    EventType::NodeEligibility,
+                    n,
+                    format!("node {} is {what} for new allocations", n.name),
+                ));
+            }
+        }
+        Change::Removed(n) => out.push(ev(
+            EventType::NodeRemoved,
+            n,
+            format!("node {} removed", n.name),
+        )),
+    }
+}
+
+fn alert(c: Change<'_, Alert>, now: UnixMillis, out: &mut Vec<Event>) {
+    let ev = |kind: EventType, a: &Alert, msg: String| {
+        let mut e = Event::new(kind, now, msg).alert(&a.id);
+        e.job = a.job.clone();
+        e.alloc = a.alloc.clone();
+        e.node = a.node.clone();
+        e.deployment = a.deployment.clone();
+        e.task = a.task.clone();
+        e
+    };
+    let (old, new) = match c {
+        Change::Added(a) => (None, a),
+        Change::Updated { old, new } => (Some(old.status), new),
+        Change::Removed(_) => return,
+    };
+    match (old, new.status) {
+        (None | Some(AlertStatus::Resolved), AlertStatus::Firing) => out.push(ev(
+            EventType::AlertFiring,
+            new,
+            format!("alert {} firing: {}", new.rule, new.summary),
+        )),
+        (Some(AlertStatus::Firing), AlertStatus::Resolved) => out.push(ev(
+            EventType::AlertResolved,
+            new,
+            format!("alert {} resolved: {}", new.rule, new.resolution),
+        )),
+        _ => {}
+    }
+}
