@@ -30,6 +30,74 @@ pub struct ServerFile {
     pub max_heartbeats_per_second: Option<f64>,
     pub failover_grace: Option<String>,
     pub api_token: Option<String>,
+    pub event_retention: Option<String>,
+    pub event_max: Option<u64>,
+    #[serde(default)]
+    pub alerts: AlertsFile,
+}
+
+/// `[server.alerts]` and one sub-table per rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    pub enabled: Option<bool>,
+    pub eval_interval: Option<String>,
+    pub webhooks: Option<Vec<String>>,
+    pub webhook_retries: Option<u32>,
+    pub webhook_backoff: Option<String>,
+    pub webhook_timeout: Option<String>,
+    pub retention: Option<String>,
+    #[serde(default)]
+    pub crash_loop: CrashLoopFile,
+    #[serde(default)]
+    pub oom_kill: OomKillFile,
+    #[serde(default)]
+    pub node_down: ConditionFile,
+    #[serde(default)]
+    pub deployment_failed: ToggleFile,
+    #[serde(default)]
+    pub memory: ThresholdFile,
+    #[serde(default)]
+    pub disk: ThresholdFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashLoopFile {
+    pub enabled: Option<bool>,
+    pub restarts: Option<u32>,
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OomKillFile {
+    pub enabled: Option<bool>,
+    pub quiet: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionFile {
+    pub enabled: Option<bool>,
+    #[serde(rename = "for")]
+    pub for_duration: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToggleFile {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdFile {
+    pub enabled: Option<bool>,
+    /// Percent, 1 to 100.
+    pub threshold_percent: Option<f64>,
+    #[serde(rename = "for")]
+    pub for_duration: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +140,85 @@ pub fn duration(key: &str, v: &Option<String>) -> Result<Option<std::time::Durat
         .transpose()
 }
 
+/// The event retention and `[server.alerts]` over the defaults.
+pub fn apply_events_and_alerts(
+    file: &ServerFile,
+    sc: &mut corral_server::ServerConfig,
+) -> Result<()> {
+    if let Some(d) = duration("event_retention", &file.event_retention)? {
+        sc.event_retention = d;
+    }
+    if let Some(n) = file.event_max {
+        anyhow::ensure!(n > 0, "config key event_max: keep at least 1 event");
+        sc.event_max = n;
+    }
+    let f = &file.alerts;
+    let c = &mut sc.alerts;
+    set(&mut c.enabled, f.enabled);
+    set_duration(&mut c.eval_interval, "alerts.eval_interval", &f.eval_interval)?;
+    if let Some(w) = &f.webhooks {
+        for url in w {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "config key alerts.webhooks: {url:?} is not an http(s) URL"
+            );
+        }
+        c.webhooks = w.clone();
+    }
+    set(&mut c.webhook_retries, f.webhook_retries);
+    set_duration(&mut c.webhook_backoff, "alerts.webhook_backoff", &f.webhook_backoff)?;
+    set_duration(&mut c.webhook_timeout, "alerts.webhook_timeout", &f.webhook_timeout)?;
+    set_duration(&mut c.retention, "alerts.retention", &f.retention)?;
+
+    set(&mut c.crash_loop.enabled, f.crash_loop.enabled);
+    if let Some(n) = f.crash_loop.restarts {
+        anyhow::ensure!(n > 0, "config key alerts.crash_loop.restarts: must be at least 1");
+        c.crash_loop.restarts = n;
+    }
+    set_duration(&mut c.crash_loop.window, "alerts.crash_loop.window", &f.crash_loop.window)?;
+    set(&mut c.oom_kill.enabled, f.oom_kill.enabled);
+    set_duration(&mut c.oom_kill.quiet, "alerts.oom_kill.quiet", &f.oom_kill.quiet)?;
+    set(&mut c.node_down.enabled, f.node_down.enabled);
+    set_duration(
+        &mut c.node_down.for_duration,
+        "alerts.node_down.for",
+        &f.node_down.for_duration,
+    )?;
+    set(&mut c.deployment_failed.enabled, f.deployment_failed.enabled);
+    threshold(&mut c.memory, "alerts.memory", &f.memory)?;
+    threshold(&mut c.disk, "alerts.disk", &f.disk)?;
+    Ok(())
+}
+
+fn set<T: Copy>(to: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *to = v;
+    }
+}
+
+fn set_duration(to: &mut std::time::Duration, key: &str, v: &Option<String>) -> Result<()> {
+    if let Some(d) = duration(key, v)? {
+        *to = d;
+    }
+    Ok(())
+}
+
+fn threshold(
+    to: &mut corral_server::alerts::config::ThresholdRule,
+    key: &str,
+    f: &ThresholdFile,
+) -> Result<()> {
+    set(&mut to.enabled, f.enabled);
+    if let Some(p) = f.threshold_percent {
+        anyhow::ensure!(
+            p > 0.0 && p <= 100.0,
+            "config key {key}.threshold_percent: {p} is not a percentage between 0 and 100"
+        );
+        to.threshold = p / 100.0;
+    }
+    set_duration(&mut to.for_duration, &format!("{key}.for"), &f.for_duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +246,65 @@ mod tests {
         std::fs::write(&p, "[server]\nadress = \"x\"\n").unwrap();
         let e = load(Some(&p)).unwrap_err().to_string();
         assert!(e.contains("unknown field `adress`"), "{e}");
+    }
+
+    #[test]
+    fn reads_events_and_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("corral.toml");
+        std::fs::write(
+            &p,
+            r#"
+[server]
+event_retention = "6h"
+event_max = 1000
+[server.alerts]
+eval_interval = "1s"
+webhooks = ["http://127.0.0.1:9000/hook"]
+webhook_retries = 2
+webhook_backoff = "500ms"
+[server.alerts.crash_loop]
+restarts = 5
+window = "2m"
+[server.alerts.oom_kill]
+quiet = "30s"
+[server.alerts.node_down]
+for = "1m"
+[server.alerts.deployment_failed]
+enabled = false
+[server.alerts.memory]
+threshold_percent = 80
+for = "10m"
+[server.alerts.disk]
+enabled = false
+"#,
+        )
+        .unwrap();
+        let f = load(Some(&p)).unwrap().server;
+        let mut sc = corral_server::ServerConfig::new("/tmp/x".into());
+        apply_events_and_alerts(&f, &mut sc).unwrap();
+        let s = std::time::Duration::from_secs;
+        assert_eq!((sc.event_retention, sc.event_max), (s(6 * 3600), 1000));
+        let a = &sc.alerts;
+        assert!(a.enabled);
+        assert_eq!(a.eval_interval, s(1));
+        assert_eq!(a.webhooks, vec!["http://127.0.0.1:9000/hook".to_string()]);
+        assert_eq!(a.webhook_retries, 2);
+        assert_eq!(a.webhook_backoff.as_millis(), 500);
+        assert_eq!((a.crash_loop.restarts, a.crash_loop.window), (5, s(120)));
+        assert_eq!(a.oom_kill.quiet, s(30));
+        assert_eq!(a.node_down.for_duration, s(60));
+        assert!(!a.deployment_failed.enabled);
+        assert_eq!((a.memory.threshold, a.memory.for_duration), (0.8, s(600)));
+        assert!(!a.disk.enabled);
+        assert_eq!(a.disk.threshold, 0.9, "untouched keys keep their default");
+
+        std::fs::write(&p, "[server.alerts.crash_loop]\nwindw = \"1m\"\n").unwrap();
+        let e = load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("unknown field `windw`"), "{e}");
+        std::fs::write(&p, "[server.alerts.memory]\nthreshold_percent = 150\n").unwrap();
+        let f = load(Some(&p)).unwrap().server;
+        let e = apply_events_and_alerts(&f, &mut sc).unwrap_err().to_string();
+        assert!(e.contains("alerts.memory.threshold_percent"), "{e}");
     }
 }

@@ -121,6 +121,35 @@ enum Cmd {
     /// A job's versions: history with diffs, revert.
     #[command(subcommand)]
     Job(JobCmd),
+    /// What happened: recent events, or with -f the live stream.
+    Events {
+        /// Keep streaming new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// job, allocation, node, deployment, check, alert (repeat or
+        /// separate with commas).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Only events about this job (repeat for more).
+        #[arg(long = "job")]
+        jobs: Vec<String>,
+        /// Events after this index (resume where you stopped).
+        #[arg(long)]
+        since_index: Option<u64>,
+        /// How many recent events to show.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+        /// JSON (with -f: one event per line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Firing alerts (and with --all the recently resolved).
+    Alerts {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -416,6 +445,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             if let Some(r) = file.max_heartbeats_per_second {
                 sc.max_heartbeats_per_second = r;
             }
+            config::apply_events_and_alerts(&file, &mut sc)?;
             sc.api_token = cli.token.or(file.api_token);
             let addr = listen
                 .or(file.addr)
@@ -506,6 +536,25 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let timeout = parse_timeout(timeout.as_deref())?;
             cmd::job::revert(&client, &job, version, detach, json, timeout).await
         }
+        Cmd::Events {
+            follow,
+            topics,
+            jobs,
+            since_index,
+            limit,
+            json,
+        } => {
+            let a = cmd::events::EventsArgs {
+                follow,
+                topics,
+                jobs,
+                json,
+                since_index,
+                limit,
+            };
+            cmd::events::events(&client, a).await
+        }
+        Cmd::Alerts { all, json } => cmd::alerts::list(&client, all, json).await,
         Cmd::Plan { file, json } => cmd::run::plan(&client, &file, json).await,
         Cmd::Status { job: None, json } => cmd::status::list(&client, json).await,
         Cmd::Status { job: Some(j), json } => cmd::status::job(&client, &j, json).await,

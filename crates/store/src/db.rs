@@ -182,11 +182,12 @@ impl StateStore {
         let mut txn = Txn::default();
         let mut outcome: Result<(), StoreError> = Ok(());
         let mut dones = Vec::with_capacity(batch.len());
+        let mut touched = crate::changes::Touched::default();
         for req in batch {
             let writes = (req.build)(&next, index);
             if outcome.is_ok() {
                 for w in writes {
-                    if let Err(e) = apply(&mut txn, &mut next, w, index) {
+                    if let Err(e) = apply(&mut txn, &mut next, w, index, &mut touched) {
                         outcome = Err(e);
                         break;
                     }
@@ -198,7 +199,10 @@ impl StateStore {
         // transaction.
         let mut events = Vec::new();
         if outcome.is_ok() && !txn.ops.is_empty() {
-            match self.events.derive(&base, &mut next, &mut txn, index) {
+            match self
+                .events
+                .derive(&base, &mut next, &touched, &mut txn, index)
+            {
                 Ok(e) => events = e,
                 Err(e) => outcome = Err(e),
             }
@@ -248,7 +252,48 @@ impl StateStore {
 
 /// Add one write to the transaction and to the next state. Lookups go to
 /// `next`, which already holds the earlier writes of the batch.
-fn apply(txn: &mut Txn, next: &mut State, w: Write, index: Index) -> Result<(), StoreError> {
+fn apply(
+    txn: &mut Txn,
+    next: &mut State,
+    w: Write,
+    index: Index,
+    touched: &mut crate::changes::Touched,
+) -> Result<(), StoreError> {
+    match &w {
+        Write::Job(j) => {
+            touched.job_versions.insert((j.name.clone(), j.version));
+        }
+        Write::PurgeJob(name) => {
+            for j in next.job_versions(name) {
+                touched.job_versions.insert((j.name.clone(), j.version));
+            }
+        }
+        Write::Alloc(a) => {
+            touched.allocs.insert(a.id.clone());
+        }
+        Write::DeleteAlloc(id) => {
+            touched.allocs.insert(id.clone());
+        }
+        Write::Node(n) => {
+            touched.nodes.insert(n.id.clone());
+        }
+        Write::DeleteNode(id) => {
+            touched.nodes.insert(id.clone());
+        }
+        Write::Deployment(d) => {
+            touched.deployments.insert(d.id.clone());
+        }
+        Write::DeleteDeployment(id) => {
+            touched.deployments.insert(id.clone());
+        }
+        Write::Alert(a) => {
+            touched.alerts.insert(a.id.clone());
+        }
+        Write::DeleteAlert(id) => {
+            touched.alerts.insert(id.clone());
+        }
+        Write::Eval(_) | Write::DeleteEval(_) | Write::PruneEvents { .. } => {}
+    }
     match w {
         Write::Job(mut job) => {
             let prev = next.job_versions.get(&(job.name.clone(), job.version));

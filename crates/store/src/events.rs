@@ -1,6 +1,7 @@
 //! The event log. Events are derived from each commit by a hook the
-//! server installs ([`StateStore::set_event_hook`]): it gets the state
-//! before and after the commit's writes and returns what happened. The
+//! server installs ([`StateStore::set_event_hook`]): it gets the commit's
+//! [`Diff`] (the state before and after, and the records written) and
+//! returns what happened. The
 //! store numbers them with a gapless sequence of their own (1, 2, 3, ...)
 //! and writes them under `events/{index:020}` in the **same transaction**
 //! as the change, so an event exists exactly when its change does, and no
@@ -16,6 +17,7 @@ use std::sync::{Arc, RwLock};
 
 use corral_types::{Event, Index, UnixMillis};
 
+use crate::changes::{Diff, Touched};
 use crate::kv::{Op, Txn};
 use crate::{State, StateStore, StoreError};
 
@@ -27,7 +29,7 @@ pub const RECENT_EVENTS: usize = 8192;
 /// Derives a commit's events from the state before and after it. Runs
 /// inside the store's writer: it must be quick and proportional to what
 /// changed (diff the persistent maps, never scan them).
-pub type EventHook = Arc<dyn Fn(&State, &State) -> Vec<Event> + Send + Sync>;
+pub type EventHook = Arc<dyn Fn(&Diff<'_>) -> Vec<Event> + Send + Sync>;
 
 /// Which events the store holds: `first..=last`, both 0 when there has
 /// never been one. The newest is never pruned, so `last` only grows.
@@ -105,13 +107,18 @@ impl EventLog {
         &self,
         before: &State,
         next: &mut State,
+        touched: &Touched,
         txn: &mut Txn,
         index: Index,
     ) -> Result<Vec<Arc<Event>>, StoreError> {
         let Some(hook) = self.hook() else {
             return Ok(Vec::new());
         };
-        let drafts = hook(before, next);
+        let drafts = hook(&Diff {
+            before,
+            after: next,
+            touched,
+        });
         let mut out = Vec::with_capacity(drafts.len());
         for mut e in drafts {
             let span = &mut next.events;

@@ -13,8 +13,12 @@ use corral_client::Client;
 use corral_server::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
+/// Changes the harness's server settings (see [`TestCluster::start_with`]).
+pub type ConfigureServer = std::sync::Arc<dyn Fn(&mut ServerConfig) + Send + Sync>;
+
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
+    configure: Option<ConfigureServer>,
     pub addr: SocketAddr,
     pub client: Client,
     server_stop: CancellationToken,
@@ -55,11 +59,25 @@ fn init_tracing() {
 impl TestCluster {
     /// A server with fast heartbeats; no agents yet.
     pub async fn start() -> TestCluster {
+        Self::start_configured(None).await
+    }
+
+    /// A server with the harness defaults changed by `configure` (it is
+    /// applied again when the server restarts); no agents yet.
+    pub async fn start_with(
+        configure: impl Fn(&mut ServerConfig) + Send + Sync + 'static,
+    ) -> TestCluster {
+        Self::start_configured(Some(std::sync::Arc::new(configure))).await
+    }
+
+    async fn start_configured(configure: Option<ConfigureServer>) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
-        let (addr, stop, handle) = start_server(dir.path().join("server"), None).await;
+        let (addr, stop, handle) =
+            start_server(dir.path().join("server"), None, configure.as_ref()).await;
         TestCluster {
             client: Client::new(&format!("http://{addr}"), None),
+            configure,
             dir,
             addr,
             server_stop: stop,
@@ -176,7 +194,12 @@ impl TestCluster {
         if let Some(h) = self.server.take() {
             let _ = h.await;
         }
-        let (_, stop, handle) = start_server(self.dir.path().join("server"), Some(self.addr)).await;
+        let (_, stop, handle) = start_server(
+            self.dir.path().join("server"),
+            Some(self.addr),
+            self.configure.as_ref(),
+        )
+        .await;
         self.server_stop = stop;
         self.server = Some(handle);
     }
@@ -261,11 +284,15 @@ pub async fn start_agent_with(config: AgentConfig) -> TestAgent {
 async fn start_server(
     data_dir: PathBuf,
     addr: Option<SocketAddr>,
+    configure: Option<&ConfigureServer>,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
     let mut config = ServerConfig::new(data_dir);
     config.heartbeat_min_ttl = Duration::from_secs(2);
     config.heartbeat_grace = Duration::from_secs(2);
     config.failover_grace = Duration::from_secs(2);
+    if let Some(f) = configure {
+        f(&mut config);
+    }
     let stop = CancellationToken::new();
     let server = Server::start(config, stop.clone())
         .await

@@ -256,11 +256,14 @@ service:
     assert_eq!(exec.task, "cweb");
     // Placed by a deployment: the checks make it healthy.
     if a.deployment_id.is_some() {
-        wait_alloc(&c, "cweb", "healthy", |a| match &a.health {
+        let a = wait_alloc(&c, "cweb", "healthy", |a| match &a.health {
             Some(h) if h.healthy => Ok(()),
             other => Err(format!("health {other:?}")),
         })
         .await;
+        eprintln!("[checks] deployment health: {:?}", a.health);
+    } else {
+        eprintln!("[checks] placed without a deployment: no health verdict");
     }
 
     jobs::stop_and_wait(&c, "cweb", D).await;

@@ -82,12 +82,35 @@ impl World {
 /// The job: `count` web servers with an HTTP check, rolling `max_parallel`
 /// at a time, healthy after 1 s of passing checks.
 fn spec(tag: &str, count: u32, update: &str) -> String {
+    // Defaults for the tests, overridden by `update` ("key: value, ...").
+    let mut fields: Vec<(String, String)> = [
+        ("max_parallel", "1"),
+        ("min_healthy_time", "1s"),
+        ("healthy_deadline", "20s"),
+        ("progress_deadline", "60s"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for kv in update.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once(':').unwrap();
+        let (k, v) = (k.trim().to_string(), v.trim().to_string());
+        match fields.iter_mut().find(|(x, _)| *x == k) {
+            Some(f) => f.1 = v,
+            None => fields.push((k, v)),
+        }
+    }
+    let update = fields
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"name: web
 groups:
   - name: web
     count: {count}
-    update: {{max_parallel: 1, min_healthy_time: 1s, healthy_deadline: 20s, progress_deadline: 60s, {update}}}
+    update: {{{update}}}
     restart: {{attempts: 0, mode: fail}}
     service:
       name: web
@@ -400,11 +423,15 @@ async fn no_progress_within_the_deadline_fails_the_deployment() {
     let c = w.client().clone();
     let v1 = submit(&c, &spec("1", 2, "")).await;
     wait_deployment(&c, v1, DeploymentStatus::Successful).await;
-    // The bad version never passes its check; the healthy deadline is far
-    // away, so the progress deadline decides.
+    // Health is manual here and nobody sets it: no allocation is ever
+    // decided unhealthy, so only the progress deadline can end it.
     let v2 = submit(
         &c,
-        &spec("bad", 2, "healthy_deadline: 5m, progress_deadline: 5s"),
+        &spec(
+            "2",
+            2,
+            "health_check: manual, healthy_deadline: 5s, progress_deadline: 5s",
+        ),
     )
     .await;
     let d = wait_deployment(&c, v2, DeploymentStatus::Failed).await;
@@ -413,9 +440,20 @@ async fn no_progress_within_the_deadline_fails_the_deployment() {
         "{}",
         d.description
     );
-    // Without auto_revert the job stays where it is: one new, one old.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Without auto_revert the job stays where it is: one new (never
+    // judged), one old, and nothing more is replaced.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(c.job("web", None).await.unwrap().version, v2);
+    let live_versions: Vec<u64> = live(&c.allocs(Some("web")).await.unwrap())
+        .iter()
+        .map(|a| a.job_version)
+        .collect();
+    assert_eq!(live_versions.len(), 2);
+    assert_eq!(
+        live_versions.iter().filter(|v| **v == v2).count(),
+        1,
+        "{live_versions:?}"
+    );
     w.finish().await;
 }
 
@@ -439,14 +477,21 @@ async fn scaling_restarts_none_of_the_survivors() {
     corral_testkit::jobs::wait_running(&c, "web", 6, D).await;
     submit(&c, &spec("1", 2, "")).await;
     let job = corral_testkit::jobs::wait_running(&c, "web", 2, D).await;
-    let after: BTreeMap<String, i64> = w
-        .node
-        .running_containers()
-        .await
-        .into_iter()
-        .map(|x| (x.id, x.created_at))
-        .collect();
-    assert_eq!(after.len(), 2);
+    let after: BTreeMap<String, i64> = eventually("two containers left", D, || async {
+        let after: BTreeMap<String, i64> = w
+            .node
+            .running_containers()
+            .await
+            .into_iter()
+            .map(|x| (x.id, x.created_at))
+            .collect();
+        if after.len() == 2 {
+            Ok(after)
+        } else {
+            Err(format!("{after:?}"))
+        }
+    })
+    .await;
     for (id, created) in &after {
         assert_eq!(
             before.get(id),

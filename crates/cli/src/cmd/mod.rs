@@ -1,8 +1,10 @@
 pub mod agent;
+pub mod alerts;
 pub mod alloc;
 pub mod bench;
 pub mod deploy;
 pub mod dev;
+pub mod events;
 pub mod job;
 pub mod logs;
 pub mod node;

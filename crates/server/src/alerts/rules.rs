@@ -633,8 +633,8 @@ fn new_alert(rule: AlertRule, s: &Seen, count: usize, summary: String) -> Alert 
 }
 
 /// One evaluation's working set: the firing alerts (as they will be after
-/// this evaluation), the newest `last_seen_at` per rule and subject, and
-/// the changes so far.
+/// this evaluation), the newest stored `last_seen_at` per rule and subject
+/// (what was counted before this evaluation), and the changes so far.
 struct Evaluation<'i, 's> {
     inp: &'i Inputs<'s>,
     firing: HashMap<Key, Alert>,
@@ -685,9 +685,7 @@ impl<'i, 's> Evaluation<'i, 's> {
     }
 
     fn fire(&mut self, a: Alert) {
-        let key = (a.rule, a.subject.clone());
-        self.seen_up_to.insert(key.clone(), a.last_seen_at);
-        self.firing.insert(key, a.clone());
+        self.firing.insert((a.rule, a.subject.clone()), a.clone());
         self.out.push(AlertChange {
             alert: a,
             transition: Transition::Fired,
@@ -696,8 +694,6 @@ impl<'i, 's> Evaluation<'i, 's> {
 
     /// Record an update of a firing alert (one write per evaluation).
     fn push(&mut self, a: Alert, t: Transition) {
-        let key = (a.rule, a.subject.clone());
-        self.seen_up_to.insert(key, a.last_seen_at);
         if let Some(c) = self
             .out
             .iter_mut()

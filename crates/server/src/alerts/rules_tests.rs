@@ -1,0 +1,403 @@
+//! Each rule with a fake clock, on a real in-memory state.
+
+use std::time::Duration;
+
+use corral_scheduler::testing::{alloc, group, job, node};
+use corral_store::{MemoryStore, StateStore, Write};
+use corral_types::{
+    AlertRule, AlertStatus, ClientStatus, DeploymentStatus, DesiredStatus, Event, EventType, Job,
+    NodeStatus, TaskState,
+};
+
+use super::*;
+
+const T0: UnixMillis = 1_800_000_000_000;
+const MIN: u64 = 60_000;
+
+struct World {
+    store: StateStore,
+    engine: Engine,
+    memory: Vec<MemorySample>,
+    disk: Option<DiskUsage>,
+}
+
+impl World {
+    fn new(edit: impl FnOnce(&mut AlertsConfig)) -> World {
+        let mut cfg = AlertsConfig::default();
+        edit(&mut cfg);
+        World {
+            store: StateStore::open(Box::new(MemoryStore::new())).expect("store"),
+            engine: Engine::new(cfg),
+            memory: Vec::new(),
+            disk: None,
+        }
+    }
+
+    fn commit(&self, w: Vec<Write>) {
+        self.store.commit(w).expect("commit");
+    }
+
+    fn see(&mut self, e: Event) {
+        let s = self.store.snapshot();
+        self.engine.observe(&e, &s);
+    }
+
+    /// Evaluate at `now` and store the result, as the alert loop does.
+    fn eval(&mut self, now: UnixMillis) -> Vec<AlertChange> {
+        let s = self.store.snapshot();
+        let changes = self.engine.evaluate(&Inputs {
+            now,
+            state: &s,
+            memory: &self.memory,
+            disk: self.disk.clone(),
+        });
+        self.commit(
+            changes
+                .iter()
+                .map(|c| Write::Alert(c.alert.clone()))
+                .collect(),
+        );
+        changes
+    }
+
+    fn firing(&self) -> Vec<Alert> {
+        crate::alerts::listing(&self.store.snapshot(), false)
+    }
+}
+
+fn transitions(c: &[AlertChange]) -> Vec<(AlertRule, Transition)> {
+    c.iter().map(|c| (c.alert.rule, c.transition)).collect()
+}
+
+fn web(version: u64) -> Job {
+    job(
+        "web",
+        version,
+        vec![group("web", 1).env("V", &version.to_string()).build()],
+    )
+}
+
+fn restarted(alloc: &str, task: &str, at: UnixMillis) -> Event {
+    Event::new(EventType::AllocationRestarted, at, "restarted")
+        .job("web")
+        .alloc(alloc)
+        .node("n1")
+        .task(task)
+}
+
+fn with_job(w: &World) -> Job {
+    let v1 = web(1);
+    w.commit(vec![
+        Write::Node(node("n1").build()),
+        Write::Job(v1.clone()),
+        Write::Alloc(alloc("a0", &v1, "web", 0, "n1")),
+    ]);
+    v1
+}
+
+#[test]
+fn crash_loop_fires_at_three_restarts_in_the_window_then_resolves_when_quiet() {
+    let mut w = World::new(|_| {});
+    with_job(&w);
+    w.see(restarted("a0", "web", T0));
+    w.see(restarted("a0", "web", T0 + MIN));
+    assert!(w.eval(T0 + MIN).is_empty(), "two restarts are not a loop");
+    w.see(restarted("a0", "web", T0 + 2 * MIN));
+    let c = w.eval(T0 + 2 * MIN);
+    assert_eq!(transitions(&c), [(AlertRule::CrashLoop, Transition::Fired)]);
+    let a = &c[0].alert;
+    assert_eq!(a.subject, "web/web/web");
+    assert_eq!((a.count, a.job_version), (3, Some(1)));
+    assert_eq!(a.job.as_deref(), Some("web"));
+    assert_eq!(a.task.as_deref(), Some("web"));
+    assert_eq!(a.fired_at, T0 + 2 * MIN);
+    assert!(a.summary.contains("restarted 3 times in the last 10m"), "{}", a.summary);
+
+    // Nothing new: nothing to write.
+    assert!(w.eval(T0 + 3 * MIN).is_empty());
+    // Another restart: the same alert, counted, no second one.
+    w.see(restarted("a0", "web", T0 + 4 * MIN));
+    let c = w.eval(T0 + 4 * MIN);
+    assert_eq!(transitions(&c), [(AlertRule::CrashLoop, Transition::Updated)]);
+    assert_eq!(c[0].alert.count, 4);
+    assert_eq!(w.firing().len(), 1);
+
+    // Ten minutes without a restart.
+    assert!(w.eval(T0 + 14 * MIN - 1).is_empty());
+    let c = w.eval(T0 + 14 * MIN);
+    assert_eq!(transitions(&c), [(AlertRule::CrashLoop, Transition::Resolved)]);
+    assert_eq!(c[0].alert.resolution, "no restart for 10m");
+    assert_eq!(c[0].alert.resolved_at, Some(T0 + 14 * MIN));
+    assert!(w.firing().is_empty());
+}
+
+#[test]
+fn restarts_spread_wider_than_the_window_are_no_loop() {
+    let mut w = World::new(|c| c.crash_loop.window = Duration::from_secs(300));
+    with_job(&w);
+    for i in 0..5 {
+        let t = T0 + i * 3 * MIN;
+        w.see(restarted("a0", "web", t));
+        assert!(w.eval(t).is_empty(), "restart {i}");
+    }
+}
+
+#[test]
+fn crash_loop_resolves_when_a_new_version_runs_fine() {
+    let mut w = World::new(|_| {});
+    let v1 = with_job(&w);
+    for i in 0..3 {
+        w.see(restarted("a0", "web", T0 + i * 1000));
+    }
+    assert_eq!(w.eval(T0 + 3000).len(), 1);
+
+    // Version 2 placed but not running yet: still firing.
+    let v2 = web(2);
+    let mut a1 = alloc("a1", &v2, "web", 0, "n1");
+    a1.client = ClientStatus::Pending;
+    let mut a0 = alloc("a0", &v1, "web", 0, "n1");
+    a0.desired = DesiredStatus::Stop;
+    a0.client = ClientStatus::Complete;
+    w.commit(vec![
+        Write::Job(v2.clone()),
+        Write::Alloc(a0),
+        Write::Alloc(a1.clone()),
+    ]);
+    assert!(w.eval(T0 + 4000).is_empty());
+    // Running without a restart: resolved.
+    a1.client = ClientStatus::Running;
+    a1.tasks.insert("web".into(), TaskState::default());
+    w.commit(vec![Write::Alloc(a1)]);
+    let c = w.eval(T0 + 5000);
+    assert_eq!(transitions(&c), [(AlertRule::CrashLoop, Transition::Resolved)]);
+    assert_eq!(c[0].alert.resolution, "version 2 runs without restarts");
+    // The old restarts, still in the window, do not fire it again.
+    assert!(w.eval(T0 + 6000).is_empty());
+}
+
+#[test]
+fn failed_allocations_count_as_restarts_and_a_stopped_job_resolves() {
+    let mut w = World::new(|_| {});
+    let v1 = web(1);
+    w.commit(vec![Write::Job(v1.clone())]);
+    for i in 0..3u64 {
+        let id = format!("a{i}");
+        let mut a = alloc(&id, &v1, "web", 0, "n1");
+        a.client = ClientStatus::Failed;
+        a.tasks.insert(
+            "web".into(),
+            TaskState {
+                failed: true,
+                ..TaskState::default()
+            },
+        );
+        w.commit(vec![Write::Alloc(a)]);
+        w.see(
+            Event::new(EventType::AllocationFailed, T0 + i, "failed")
+                .job("web")
+                .alloc(&id),
+        );
+    }
+    assert_eq!(
+        transitions(&w.eval(T0 + 10)),
+        [(AlertRule::CrashLoop, Transition::Fired)]
+    );
+    let mut stopped = v1;
+    stopped.stopped = true;
+    w.commit(vec![Write::Job(stopped)]);
+    let c = w.eval(T0 + 20);
+    assert_eq!(c[0].alert.resolution, "the job was stopped");
+}
+
+#[test]
+fn replayed_events_are_not_counted_twice() {
+    let mut w = World::new(|_| {});
+    with_job(&w);
+    let events: Vec<Event> = (0..3).map(|i| restarted("a0", "web", T0 + i)).collect();
+    for e in &events {
+        w.see(e.clone());
+    }
+    assert_eq!(w.eval(T0 + 10).len(), 1);
+    // A restarted server replays the same events into a new engine.
+    w.engine = Engine::new(AlertsConfig::default());
+    for e in &events {
+        w.see(e.clone());
+    }
+    assert!(w.eval(T0 + 20).is_empty());
+    assert_eq!(w.firing()[0].count, 3);
+}
+
+#[test]
+fn oom_fires_per_kill_counts_repeats_and_resolves_after_a_quiet_period() {
+    let mut w = World::new(|c| c.oom_kill.quiet = Duration::from_secs(120));
+    with_job(&w);
+    let kill = |t| {
+        Event::new(EventType::AllocationOomKilled, t, "oom")
+            .job("web")
+            .alloc("a0")
+            .node("n1")
+            .task("web")
+    };
+    w.see(kill(T0));
+    let c = w.eval(T0);
+    assert_eq!(transitions(&c), [(AlertRule::OomKill, Transition::Fired)]);
+    let first_id = c[0].alert.id.clone();
+    assert_eq!(c[0].alert.alloc.as_deref(), Some("a0"));
+    w.see(kill(T0 + MIN));
+    let c = w.eval(T0 + MIN);
+    assert_eq!(transitions(&c), [(AlertRule::OomKill, Transition::Updated)]);
+    assert_eq!(c[0].alert.count, 2);
+    assert!(w.eval(T0 + 3 * MIN - 1).is_empty());
+    let c = w.eval(T0 + 3 * MIN);
+    assert_eq!(transitions(&c), [(AlertRule::OomKill, Transition::Resolved)]);
+    assert_eq!(c[0].alert.resolution, "no OOM kill for 2m");
+    // A later kill is a new alert.
+    w.see(kill(T0 + 10 * MIN));
+    let c = w.eval(T0 + 10 * MIN);
+    assert_eq!(transitions(&c), [(AlertRule::OomKill, Transition::Fired)]);
+    assert_ne!(c[0].alert.id, first_id);
+}
+
+#[test]
+fn node_down_waits_for_its_duration_and_resolves_when_back() {
+    let mut w = World::new(|c| c.node_down.for_duration = Duration::from_secs(60));
+    let mut n = node("n1").build();
+    n.status = NodeStatus::Down;
+    w.commit(vec![Write::Node(n.clone())]);
+    assert!(w.eval(T0).is_empty());
+    assert!(w.eval(T0 + MIN - 1).is_empty());
+    let c = w.eval(T0 + MIN);
+    assert_eq!(transitions(&c), [(AlertRule::NodeDown, Transition::Fired)]);
+    assert_eq!(c[0].alert.node.as_deref(), Some("n1"));
+    assert!(w.eval(T0 + 2 * MIN).is_empty(), "de-duplicated");
+    n.status = NodeStatus::Ready;
+    w.commit(vec![Write::Node(n)]);
+    let c = w.eval(T0 + 3 * MIN);
+    assert_eq!(transitions(&c), [(AlertRule::NodeDown, Transition::Resolved)]);
+    assert_eq!(c[0].alert.resolution, "node n1 is back");
+}
+
+#[test]
+fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
+    let mut w = World::new(|_| {});
+    let v2 = web(2);
+    let mut d1 =
+        corral_scheduler::deployment::new_deployment(&v2, &["web".into()], "d1".into(), None, T0);
+    d1.status = DeploymentStatus::Failed;
+    w.commit(vec![Write::Job(v2.clone()), Write::Deployment(d1.clone())]);
+    w.see(
+        Event::new(EventType::DeploymentFailed, T0, "deployment of web version 2 failed")
+            .job("web")
+            .deployment("d1"),
+    );
+    w.see(
+        Event::new(
+            EventType::DeploymentReverted,
+            T0,
+            "deployment of web version 2 failed; rolling back to version 1",
+        )
+        .job("web")
+        .deployment("d1"),
+    );
+    let c = w.eval(T0 + 1);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::DeploymentFailed, Transition::Fired)]
+    );
+    assert!(c[0].alert.summary.contains("rolling back"), "{}", c[0].alert.summary);
+    assert_eq!(c[0].alert.job_version, Some(2));
+
+    // The rollback's own deployment succeeding does not resolve it.
+    let v3 = web(3);
+    let mut back =
+        corral_scheduler::deployment::new_deployment(&v3, &["web".into()], "d2".into(), Some(1), T0);
+    back.status = DeploymentStatus::Successful;
+    w.commit(vec![Write::Job(v3), Write::Deployment(back)]);
+    assert!(w.eval(T0 + 2).is_empty());
+    // A new version deployed successfully does.
+    let v4 = web(4);
+    let mut good =
+        corral_scheduler::deployment::new_deployment(&v4, &["web".into()], "d3".into(), None, T0);
+    good.status = DeploymentStatus::Successful;
+    w.commit(vec![Write::Job(v4), Write::Deployment(good)]);
+    let c = w.eval(T0 + 3);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::DeploymentFailed, Transition::Resolved)]
+    );
+    assert_eq!(c[0].alert.resolution, "version 4 was deployed successfully");
+}
+
+#[test]
+fn memory_above_the_threshold_for_five_minutes() {
+    let mut w = World::new(|_| {});
+    with_job(&w);
+    let sample = |used: u64, limit: u64| MemorySample {
+        alloc_id: "a0".into(),
+        task: "web".into(),
+        node_id: "n1".into(),
+        memory_bytes: used,
+        limit_bytes: limit,
+    };
+    w.memory = vec![sample(95, 100)];
+    assert!(w.eval(T0).is_empty());
+    // Dipping below restarts the clock.
+    w.memory = vec![sample(50, 100)];
+    assert!(w.eval(T0 + 2 * MIN).is_empty());
+    w.memory = vec![sample(91, 100)];
+    assert!(w.eval(T0 + 3 * MIN).is_empty());
+    assert!(w.eval(T0 + 8 * MIN - 1).is_empty());
+    let c = w.eval(T0 + 8 * MIN);
+    assert_eq!(transitions(&c), [(AlertRule::MemoryHigh, Transition::Fired)]);
+    assert_eq!(c[0].alert.subject, "a0/web");
+    assert!(c[0].alert.summary.contains("uses 91% of its memory limit"), "{}", c[0].alert.summary);
+    w.memory = vec![sample(40, 100)];
+    let c = w.eval(T0 + 9 * MIN);
+    assert_eq!(transitions(&c), [(AlertRule::MemoryHigh, Transition::Resolved)]);
+    assert_eq!(c[0].alert.resolution, "memory use is down to 40% of the limit");
+    // No limit, no alert.
+    w.memory = vec![sample(1000, 0)];
+    assert!(w.eval(T0 + 20 * MIN).is_empty());
+    assert!(w.eval(T0 + 30 * MIN).is_empty());
+}
+
+#[test]
+fn disk_full_fires_and_resolves() {
+    let mut w = World::new(|_| {});
+    let disk = |used| DiskUsage {
+        path: "/var/lib/corral/server".into(),
+        used,
+    };
+    w.disk = Some(disk(0.5));
+    assert!(w.eval(T0).is_empty());
+    w.disk = Some(disk(0.93));
+    let c = w.eval(T0 + 1);
+    assert_eq!(transitions(&c), [(AlertRule::DiskFull, Transition::Fired)]);
+    assert_eq!(
+        c[0].alert.summary,
+        "the server's data dir /var/lib/corral/server is 93% full"
+    );
+    // Unknown usage keeps it as it is.
+    w.disk = None;
+    assert!(w.eval(T0 + 2).is_empty());
+    w.disk = Some(disk(0.7));
+    let c = w.eval(T0 + 3);
+    assert_eq!(transitions(&c), [(AlertRule::DiskFull, Transition::Resolved)]);
+}
+
+#[test]
+fn a_disabled_rule_resolves_what_it_raised() {
+    let mut w = World::new(|_| {});
+    w.disk = Some(DiskUsage {
+        path: "/d".into(),
+        used: 0.99,
+    });
+    assert_eq!(w.eval(T0).len(), 1);
+    let mut cfg = AlertsConfig::default();
+    cfg.disk.enabled = false;
+    w.engine = Engine::new(cfg);
+    let c = w.eval(T0 + 1);
+    assert_eq!(transitions(&c), [(AlertRule::DiskFull, Transition::Resolved)]);
+    assert_eq!(c[0].alert.status, AlertStatus::Resolved);
+    assert_eq!(c[0].alert.resolution, "the disk rule was disabled");
+}

@@ -44,9 +44,24 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
             .map(|a| a.as_ref())
             .filter(|a| a.group == *name && a.deployment_id.as_deref() == Some(d.id.as_str()))
             .collect();
-        let healthy = owned
+        // Healthy: live allocations of this version that are healthy
+        // (placed by this deployment) or running (kept in place). Done
+        // once promoted with `count` of them.
+        let healthy = allocs
             .iter()
-            .filter(|a| a.is_live() && a.is_healthy())
+            .filter(|a| {
+                a.group == *name
+                    && a.is_live()
+                    && a.job_version == d.job_version
+                    && a.index < spec.count
+            })
+            .filter(|a| {
+                if a.deployment_id.as_deref() == Some(d.id.as_str()) {
+                    a.is_healthy()
+                } else {
+                    a.client == corral_types::ClientStatus::Running
+                }
+            })
             .count() as u32;
         g.placed = owned.len() as u32;
         g.unhealthy = owned.iter().filter(|a| a.is_unhealthy()).count() as u32;
@@ -87,26 +102,7 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
                 waiting_promotion.push(name.clone());
             }
         }
-        // Done: promoted, and `count` live allocations of this version
-        // that are healthy (placed by this deployment) or running (kept
-        // in place).
-        let ready = allocs
-            .iter()
-            .filter(|a| {
-                a.group == *name
-                    && a.is_live()
-                    && a.job_version == d.job_version
-                    && a.index < spec.count
-            })
-            .filter(|a| {
-                if a.deployment_id.as_deref() == Some(d.id.as_str()) {
-                    a.is_healthy()
-                } else {
-                    a.client == corral_types::ClientStatus::Running
-                }
-            })
-            .count() as u32;
-        let done = g.promoted && ready >= g.desired_total;
+        let done = g.promoted && healthy >= g.desired_total;
         all_done &= done;
         if !done
             && failure.is_none()

@@ -48,11 +48,7 @@ pub async fn run(core: Arc<Core>) {
 
 /// One pass over the running deployments: the writes and the evaluations
 /// they create.
-pub(crate) fn pass(
-    state: &State,
-    since: Index,
-    now: UnixMillis,
-) -> (Vec<Write>, Vec<Evaluation>) {
+pub(crate) fn pass(state: &State, since: Index, now: UnixMillis) -> (Vec<Write>, Vec<Evaluation>) {
     let mut writes = Vec::new();
     let mut evals = Vec::new();
     let running: Vec<_> = state

@@ -1,38 +1,43 @@
-//! The state diff → events function. Pure: two states and a time in, the
-//! events of the change out, in a stable order (jobs, deployments,
+//! The state diff → events function. Pure: a commit's [`Diff`] (the state
+//! before and after, and the records written) and a time in, the events
+//! of the change out, in a stable order (jobs, deployments,
 //! allocations, nodes, alerts; each in key order).
 
 use std::collections::BTreeSet;
 
 use corral_store::State;
-use corral_store::changes::Change;
+use corral_store::changes::{Change, Diff};
 use corral_types::{
     Alert, AlertStatus, Allocation, CheckStatus, ClientStatus, Deployment, DeploymentStatus,
     DesiredStatus, Event, EventType, Job, Node, NodeStatus, UnixMillis,
 };
 
-/// Every event of the change from `before` to `after`.
-pub fn diff(before: &State, after: &State, now: UnixMillis) -> Vec<Event> {
+/// Restart events for one task in one report, at most.
+const MAX_RESTART_EVENTS: u32 = 100;
+
+/// Every event of a commit.
+pub fn diff(d: &Diff<'_>, now: UnixMillis) -> Vec<Event> {
+    let (before, after) = (d.before, d.after);
     let mut out = Vec::new();
     let mut deployment_events = Vec::new();
     // Jobs rolled back by a failed deployment in this change: their new
     // version (`reverts_to`) needs no second "reverted" event.
     let mut reverted = BTreeSet::new();
-    for c in before.deployment_changes(after) {
+    for c in d.deployments() {
         deployment(c, now, &mut deployment_events, &mut reverted);
     }
     let mut purged: Option<&str> = None;
-    for c in before.job_version_changes(after) {
+    for c in d.job_versions() {
         job(c, before, after, now, &reverted, &mut purged, &mut out);
     }
     out.append(&mut deployment_events);
-    for c in before.alloc_changes(after) {
+    for c in d.allocs() {
         alloc(c, after, now, &mut out);
     }
-    for c in before.node_changes(after) {
+    for c in d.nodes() {
         node(c, now, &mut out);
     }
-    for c in before.alert_changes(after) {
+    for c in d.alerts() {
         alert(c, now, &mut out);
     }
     out
@@ -224,13 +229,15 @@ fn alloc(c: Change<'_, Allocation>, after: &State, now: UnixMillis, out: &mut Ve
             if old.tasks != a.tasks {
                 for (name, t) in &a.tasks {
                     let o = old.tasks.get(name);
-                    if t.restarts > o.map(|o| o.restarts).unwrap_or(0) {
-                        let mut msg = format!(
-                            "{} task {name} restarted (restart {})",
-                            a.name(),
-                            t.restarts
-                        );
-                        if let Some(code) = t.exit_code {
+                    let from = o.map(|o| o.restarts).unwrap_or(0);
+                    // One event per restart: a report may carry several
+                    // (at most the last MAX_RESTART_EVENTS of them).
+                    let first = (from + 1).max(t.restarts.saturating_sub(MAX_RESTART_EVENTS - 1));
+                    for n in first..=t.restarts {
+                        let mut msg = format!("{} task {name} restarted (restart {n})", a.name());
+                        if n == t.restarts
+                            && let Some(code) = t.exit_code
+                        {
                             msg.push_str(&format!("; it exited with code {code}"));
                         }
                         out.push(ev(EventType::AllocationRestarted, a, msg).task(name));

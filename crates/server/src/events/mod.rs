@@ -1,12 +1,13 @@
 //! Events: every state change, derived from the commit that made it.
 //!
 //! [`hook`] is installed in the store when the server starts; the store
-//! calls it inside its writer with the state before and after each commit
-//! and writes the events it returns in the same transaction, numbered by a
+//! calls it inside its writer with each commit's diff (the state before
+//! and after, and which records were written) and writes the events it
+//! returns in the same transaction, numbered by a
 //! gapless sequence of their own (see `corral_store::events`). Because the
 //! events come from the diff of the two states, no code path that changes
 //! state can forget one. [`diff`] is pure and costs what the commit
-//! changed: the persistent maps share every untouched subtree.
+//! changed: it looks only at the records the commit wrote.
 //!
 //! Readers: `GET /v1/events` (server-sent events, filters, resume from an
 //! index), the alert engine (`crate::alerts`); `maintenance` prunes them.
@@ -23,7 +24,7 @@ pub use diff::diff;
 
 /// The hook the server installs: [`diff`] at the wall clock's time.
 pub fn hook() -> EventHook {
-    Arc::new(|before, after| diff(before, after, crate::core::now_ms()))
+    Arc::new(|d| diff(d, crate::core::now_ms()))
 }
 
 /// Which events a reader wants: any of `topics` (all when empty) and, when

@@ -1,10 +1,10 @@
 //! The diff → events function on real states (an in-memory store), and
 //! the SSE stream's resume.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use corral_scheduler::testing::{alloc, group, job, node};
-use corral_store::{MemoryStore, State, StateStore, Write};
+use corral_store::{MemoryStore, StateStore, Write};
 use corral_types::{
     Alert, AlertRule, AlertStatus, CheckState, CheckStatus, ClientStatus, DeploymentStatus,
     DesiredStatus, Event, EventTopic, EventType, NodeStatus, TaskState,
@@ -16,19 +16,32 @@ const T: u64 = 1_700_000_000_000;
 
 struct Fixture {
     store: StateStore,
+    seen: Arc<Mutex<Vec<Event>>>,
 }
 
 impl Fixture {
+    /// A store whose hook runs [`diff`] at time `T` and keeps a copy.
     fn new() -> Fixture {
         let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
-        Fixture { store }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        store.set_event_hook(Arc::new(move |d| {
+            let events = diff(d, T);
+            if let Ok(mut v) = s.lock() {
+                *v = events.clone();
+            }
+            events
+        }));
+        Fixture { store, seen }
     }
 
     /// Commit `writes` and return the events of that change.
     fn change(&self, writes: Vec<Write>) -> Vec<Event> {
-        let before: Arc<State> = self.store.snapshot();
+        if let Ok(mut v) = self.seen.lock() {
+            v.clear();
+        }
         self.store.commit(writes).expect("commit");
-        diff(&before, &self.store.snapshot(), T)
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
 
@@ -136,6 +149,18 @@ fn restarts_oom_kills_failures_and_checks() {
         kinds(&f.change(vec![Write::Alloc(a.clone())])),
         [EventType::AllocationRestarted]
     );
+    // Three restarts in one report: three events.
+    a.tasks.insert("web".into(), task(6, false, 60));
+    let ev = f.change(vec![Write::Alloc(a.clone())]);
+    let msgs: Vec<&str> = ev.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        msgs,
+        [
+            "web.web[0] task web restarted (restart 4)",
+            "web.web[0] task web restarted (restart 5)",
+            "web.web[0] task web restarted (restart 6); it exited with code 1",
+        ]
+    );
 
     // Checks: one event per check whose status changed.
     let check = |status: CheckStatus| CheckState {
@@ -162,7 +187,7 @@ fn restarts_oom_kills_failures_and_checks() {
     );
 
     // The restart policy gives up.
-    let mut t = task(3, false, 40);
+    let mut t = task(6, false, 40);
     t.state = corral_types::TaskLifecycle::Dead;
     t.failed = true;
     t.message = "exceeded 2 restarts".into();

@@ -1,0 +1,165 @@
+//! `corral events`: recent events, or (`-f`) the live stream after them.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use corral_client::{Client, EventQuery};
+use corral_types::Event;
+
+pub struct EventsArgs {
+    pub follow: bool,
+    pub topics: Vec<String>,
+    pub jobs: Vec<String>,
+    pub json: bool,
+    pub since_index: Option<u64>,
+    pub limit: usize,
+}
+
+pub async fn events(c: &Client, a: EventsArgs) -> Result<()> {
+    let q = EventQuery {
+        topics: a.topics.clone(),
+        jobs: a.jobs.clone(),
+        index: a.since_index,
+        limit: Some(a.limit),
+    };
+    let recent = if a.follow && a.since_index.is_some() {
+        // The stream itself starts after the index.
+        Vec::new()
+    } else {
+        c.events(&q).await?
+    };
+    if !a.follow {
+        if a.json {
+            return crate::output::print_json(&recent);
+        }
+        if recent.is_empty() {
+            println!("no events{}", describe(&a));
+        }
+        for e in &recent {
+            println!("{}", line(e));
+        }
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for e in &recent {
+        print(&mut out, e, a.json)?;
+    }
+    // Resume right after what was printed: nothing missed, nothing twice.
+    let after = match (a.since_index, recent.last()) {
+        (Some(i), _) => i,
+        (None, Some(e)) => e.index,
+        // Nothing matched: start at the newest event of any kind.
+        (None, None) => c
+            .events(&EventQuery {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await?
+            .last()
+            .map(|e| e.index)
+            .unwrap_or(0),
+    };
+    let mut last = after;
+    let mut stream = c
+        .event_stream(&EventQuery {
+            index: Some(after),
+            ..q
+        })
+        .await?;
+    while let Some(e) = stream.next().await {
+        let e = e?;
+        if e.index > last + 1 && a.topics.is_empty() && a.jobs.is_empty() {
+            eprintln!(
+                "corral events: events {}..{} were pruned before they could be shown",
+                last + 1,
+                e.index - 1
+            );
+        }
+        last = e.index;
+        print(&mut out, &e, a.json)?;
+    }
+    anyhow::bail!("the server ended the event stream (is it shutting down?)")
+}
+
+fn describe(a: &EventsArgs) -> String {
+    let mut s = String::new();
+    if !a.topics.is_empty() {
+        s.push_str(&format!(" about {}", a.topics.join(", ")));
+    }
+    if !a.jobs.is_empty() {
+        s.push_str(&format!(" of job {}", a.jobs.join(", ")));
+    }
+    if let Some(i) = a.since_index {
+        s.push_str(&format!(" after index {i}"));
+    }
+    s
+}
+
+fn print(out: &mut impl Write, e: &Event, json: bool) -> Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string(e)?)
+    } else {
+        writeln!(out, "{}", line(e))
+    }
+    .context("cannot write to stdout")?;
+    out.flush().context("cannot write to stdout")
+}
+
+/// `2026-11-25 20:32:05Z  #123  allocation.oom_killed  message`.
+pub fn line(e: &Event) -> String {
+    format!(
+        "{}  #{:<6} {:<22} {}",
+        utc(e.time),
+        e.index,
+        e.kind.as_str(),
+        e.message
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SSZ` of Unix milliseconds.
+pub fn utc(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_795_651_972_481), "2026-11-26 00:12:52Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
+    }
+
+    #[test]
+    fn lines_read_well() {
+        let mut e = Event::new(
+            corral_types::EventType::AllocationOomKilled,
+            0,
+            "web.web[0] task app was killed for running out of memory (limit 32MiB)",
+        );
+        e.index = 42;
+        assert_eq!(
+            line(&e),
+            "1970-01-01 00:00:00Z  #42     allocation.oom_killed  web.web[0] task app was killed for running out of memory (limit 32MiB)"
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Built-in alerts end to end: a real server and a real agent running exec
+//! tasks in real cgroups; alerts go to a webhook receiver (axum, in this
+//! test) on loopback. Needs root (the exec driver's cgroups).
+//!
+//! - A crash-looping task fires the crash-loop alert, and it resolves when
+//!   a fixed version of the job runs.
+//! - A task killed for running out of memory fires the OOM alert.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::post;
+use corral_client::EventQuery;
+use corral_testkit::procs::is_root;
+use corral_testkit::{TestCluster, eventually, jobs};
+use serde_json::Value;
+
+const D: Duration = Duration::from_secs(60);
+
+type Received = Arc<Mutex<Vec<Value>>>;
+
+/// A webhook receiver on 127.0.0.1:0: every POSTed body, in order.
+async fn receiver() -> (String, Received) {
+    async fn hook(State(r): State<Received>, Json(body): Json<Value>) -> &'static str {
+        r.lock().unwrap().push(body);
+        "ok"
+    }
+    let got: Received = Arc::default();
+    let app = axum::Router::new()
+        .route("/alerts", post(hook))
+        .with_state(got.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/alerts", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (url, got)
+}
+
+/// A cluster whose alerts are evaluated every 200 ms and posted to `url`.
+async fn cluster(url: &str) -> TestCluster {
+    let url = url.to_string();
+    let mut c = TestCluster::start_with(move |s| {
+        s.alerts.eval_interval = Duration::from_millis(200);
+        s.alerts.webhooks = vec![url.clone()];
+        s.alerts.webhook_backoff = Duration::from_millis(100);
+        // A full disk on the test machine is not what this tests.
+        s.alerts.disk.enabled = false;
+    })
+    .await;
+    c.add_agent("node-0", Default::default()).await;
+    c
+}
+
+/// The first notification with this status and rule (and job).
+async fn notification(got: &Received, status: &str, rule: &str, job: &str) -> Value {
+    eventually(&format!("a {status} {rule} alert for {job}"), D, || async {
+        let all = got.lock().unwrap().clone();
+        all.iter()
+            .find(|n| {
+                n["status"] == status && n["alert"]["rule"] == rule && n["alert"]["job"] == job
+            })
+            .cloned()
+            .ok_or_else(|| format!("received so far: {all:?}"))
+    })
+    .await
+}
+
+fn crashy(version: u32, fixed: bool) -> String {
+    let script = if fixed {
+        "echo fixed; while true; do sleep 1; done"
+    } else {
+        "echo boom; exit 3"
+    };
+    format!(
+        "name: crashy
+driver: exec
+command: [/bin/sh, -c, '{script}', crashy-{version}-{pid}]
+resources: {{cpu: 50m, memory: 32M}}
+restart: {{attempts: 20, interval: 10m, delay: 100ms, mode: fail}}
+update: {{min_healthy_time: 1s}}
+kill_timeout: 1s
+",
+        pid = std::process::id()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_alerts_the_webhook_and_resolves_when_fixed() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let cluster = cluster(&url).await;
+    let c = &cluster.client;
+
+    c.submit(&crashy(1, false), "crashy.yaml").await.unwrap();
+    let fired = notification(&got, "firing", "crash_loop", "crashy").await;
+    let alert = &fired["alert"];
+    assert_eq!(alert["subject"], "crashy/crashy/crashy", "{fired}");
+    assert_eq!(alert["job_version"], 1, "{fired}");
+    assert!(alert["count"].as_u64().unwrap() >= 3, "{fired}");
+    assert!(
+        fired["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[FIRING] crash_loop crashy/crashy/crashy"),
+        "{fired}"
+    );
+    let id = alert["id"].as_str().unwrap().to_string();
+    // The API lists it, once, however often the task keeps crashing.
+    // (Version 1's deployment failed too: that is an alert of its own.)
+    let listed = c.alerts(false).await.unwrap();
+    let loops: Vec<_> = listed
+        .iter()
+        .filter(|a| a.rule.as_str() == "crash_loop")
+        .collect();
+    assert_eq!(loops.len(), 1, "{listed:?}");
+    assert_eq!(loops[0].id, id);
+    notification(&got, "firing", "deployment_failed", "crashy").await;
+
+    // A fixed version: once it runs, the alert resolves.
+    c.submit(&crashy(2, true), "crashy.yaml").await.unwrap();
+    let resolved = notification(&got, "resolved", "crash_loop", "crashy").await;
+    assert_eq!(resolved["alert"]["id"], id.as_str(), "{resolved}");
+    assert_eq!(
+        resolved["alert"]["resolution"], "version 2 runs without restarts",
+        "{resolved}"
+    );
+    jobs::wait_running(c, "crashy", 1, D).await;
+    // Version 2's deployment succeeds: the deployment alert resolves too.
+    let fixed = notification(&got, "resolved", "deployment_failed", "crashy").await;
+    assert_eq!(
+        fixed["alert"]["resolution"], "version 2 was deployed successfully",
+        "{fixed}"
+    );
+    assert!(c.alerts(false).await.unwrap().is_empty());
+    let all = c.alerts(true).await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all.iter().all(|a| a.resolved_at.is_some()));
+
+    // One firing and one resolution reached the webhook, nothing more.
+    let crash_loops: Vec<Value> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| n["alert"]["rule"] == "crash_loop")
+        .cloned()
+        .collect();
+    assert_eq!(crash_loops.len(), 2, "{crash_loops:?}");
+
+    // The story is in the event log: restarts, the alert, the fix.
+    let events = c
+        .events(&EventQuery {
+            jobs: vec!["crashy".into()],
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for k in [
+        "job.registered",
+        "allocation.placed",
+        "allocation.restarted",
+        "alert.firing",
+        "alert.resolved",
+    ] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    let restarts = kinds
+        .iter()
+        .filter(|k| **k == "allocation.restarted")
+        .count();
+    assert!(restarts >= 3, "{kinds:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_alerts_the_webhook() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let cluster = cluster(&url).await;
+    let c = &cluster.client;
+    // The shell holds ~200 MB of 'a' in a variable under a 32 MiB limit.
+    let job = format!(
+        r#"name: hog
+driver: exec
+command: [/bin/sh, -c, 'x=$(head -c 200000000 /dev/zero | tr "\0" a); echo done ${{#x}}', hog-{}]
+resources: {{cpu: 100m, memory: 32M}}
+restart: {{attempts: 1, interval: 10m, delay: 1s, mode: fail}}
+kill_timeout: 1s
+"#,
+        std::process::id()
+    );
+    c.submit(&job, "hog.yaml").await.unwrap();
+    let fired = notification(&got, "firing", "oom_kill", "hog").await;
+    let alert = &fired["alert"];
+    assert_eq!(alert["task"], "hog", "{fired}");
+    assert!(alert["alloc"].is_string(), "{fired}");
+    assert!(
+        alert["summary"]
+            .as_str()
+            .unwrap()
+            .contains("killed for running out of memory"),
+        "{fired}"
+    );
+    // The kill is an event of its own, with the task and the limit.
+    let events = c
+        .events(&EventQuery {
+            topics: vec!["allocation".into()],
+            jobs: vec!["hog".into()],
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let oom = events
+        .iter()
+        .find(|e| e.kind.as_str() == "allocation.oom_killed")
+        .unwrap_or_else(|| panic!("no allocation.oom_killed in {events:?}"));
+    assert_eq!(oom.task.as_deref(), Some("hog"));
+    assert!(oom.message.contains("limit"), "{}", oom.message);
+    // Still one alert for the task after its second kill (de-duplicated).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let firing: Vec<_> = c
+        .alerts(false)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.rule.as_str() == "oom_kill")
+        .collect();
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    cluster.shutdown().await;
+}
