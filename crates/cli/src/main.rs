@@ -192,6 +192,21 @@ enum DeployCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Mark an allocation of a deployment healthy or unhealthy by hand
+    /// (`health_check: manual`).
+    Health {
+        alloc: String,
+        #[arg(
+            long,
+            conflicts_with = "unhealthy",
+            required_unless_present = "unhealthy"
+        )]
+        healthy: bool,
+        #[arg(long)]
+        unhealthy: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -523,6 +538,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 DeployCmd::Resume { job, json } => {
                     cmd::deploy::action(&client, &job, A::Resume, json).await
                 }
+                DeployCmd::Health {
+                    alloc,
+                    healthy,
+                    unhealthy: _,
+                    json,
+                } => cmd::deploy::health(&client, &alloc, healthy, json).await,
             }
         }
         Cmd::Job(JobCmd::History { job, json }) => cmd::job::history(&client, &job, json).await,

@@ -203,6 +203,22 @@ impl Client {
 
     // Deployments.
 
+    /// Set a deployment allocation's health by hand.
+    pub async fn set_alloc_health(
+        &self,
+        id: &str,
+        healthy: bool,
+    ) -> Result<AllocView, ClientError> {
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &format!("/v1/allocations/{id}/health"),
+            )
+            .json(&serde_json::json!({ "healthy": healthy })),
+        )
+        .await
+    }
+
     /// The job's newest deployment; with `index`, blocks until something
     /// newer (or `wait`).
     pub async fn deployment(

@@ -454,6 +454,50 @@ async fn no_progress_within_the_deadline_fails_the_deployment() {
         1,
         "{live_versions:?}"
     );
+
+    // Manual health, set by hand with `corral deploy health`: the next
+    // version rolls through as each new allocation is marked healthy.
+    let v3 = submit(
+        &c,
+        &spec(
+            "1",
+            2,
+            "health_check: manual, healthy_deadline: 60s, progress_deadline: 60s",
+        ),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let marked = std::sync::atomic::AtomicUsize::new(0);
+    eventually("version 3 rolled out by hand", D, || {
+        let c = c.clone();
+        let w = &w;
+        let dir = dir.path().to_path_buf();
+        let marked = &marked;
+        async move {
+            let d = c.deployment("web", None).await.map_err(|e| e.to_string())?;
+            if d.job_version == v3 && d.status == DeploymentStatus::Successful {
+                return Ok(());
+            }
+            for a in live(&c.allocs(Some("web")).await.map_err(|e| e.to_string())?) {
+                if a.job_version == v3 && a.health.is_none() && a.status == ClientStatus::Running {
+                    let out = corral(w, &["deploy", "health", &a.id[..8], "--healthy"], &dir);
+                    assert!(
+                        out.status.success(),
+                        "{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    marked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            Err(format!("{} {:?}", d.status, d.groups))
+        }
+    })
+    .await;
+    assert_eq!(
+        marked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one new allocation (the v2 one replaced); the v1 one moves to v3 in place"
+    );
     w.finish().await;
 }
 

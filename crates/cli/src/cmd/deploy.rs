@@ -173,3 +173,23 @@ pub async fn action(c: &Client, job: &str, a: DeploymentAction, json: bool) -> R
     }
     Ok(())
 }
+
+/// `corral deploy health ALLOC --healthy|--unhealthy`.
+pub async fn health(c: &Client, alloc: &str, healthy: bool, json: bool) -> Result<()> {
+    // The server resolves id prefixes on reads.
+    let id = c.alloc(alloc).await?.id;
+    let a = c
+        .set_alloc_health(&id, healthy)
+        .await
+        .map_err(|e| anyhow!("cannot set the health of allocation {alloc}: {e}"))?;
+    if json {
+        return print_json(&a);
+    }
+    println!(
+        "allocation {} marked {}; `corral deploy status {}` shows the rollout",
+        a.name,
+        if healthy { "healthy" } else { "unhealthy" },
+        a.job
+    );
+    Ok(())
+}

@@ -92,3 +92,22 @@ pub async fn revert(
 ) -> Result<Json<SubmitResponse>, ServerError> {
     ops::revert(&core, &name, req.version).await.map(Json)
 }
+
+#[derive(Debug, serde::Deserialize)]
+pub struct HealthRequest {
+    healthy: bool,
+}
+
+/// `POST /v1/allocations/{id}/health` with `{"healthy": bool}`.
+pub async fn set_health(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    Json(req): Json<HealthRequest>,
+) -> Result<Json<corral_types::api::AllocView>, ServerError> {
+    let a = ops::set_health(&core, &id, req.healthy).await?;
+    let s = core.store.snapshot();
+    Ok(Json(corral_types::api::AllocView::new(
+        &a,
+        s.node_by_id(&a.node_id).map(|n| n.as_ref()),
+    )))
+}

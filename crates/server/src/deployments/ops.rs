@@ -165,3 +165,64 @@ pub async fn revert(
 fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
+
+/// Set an allocation's deployment health by hand (`health_check: manual`,
+/// or overriding the agent before it decided). Decided once, like the
+/// agent's verdict.
+pub async fn set_health(
+    core: &Arc<Core>,
+    alloc: &str,
+    healthy: bool,
+) -> Result<corral_types::Allocation, ServerError> {
+    let now = now_ms();
+    let id = alloc.to_string();
+    let (_, (a, eval)) = core
+        .write(move |state, _| {
+            let cur = state
+                .alloc(&id)
+                .ok_or_else(|| ServerError::not_found("allocation", &id))?;
+            let Some(dep) = cur
+                .deployment_id
+                .as_deref()
+                .and_then(|d| state.deployment(d))
+            else {
+                return Err(ServerError::Conflict(format!(
+                    "allocation {} was not placed by a deployment: its health is not tracked",
+                    cur.name()
+                )));
+            };
+            if !dep.is_active() {
+                return Err(ServerError::Conflict(format!(
+                    "the deployment of allocation {} is {}: health can no longer change it",
+                    cur.name(),
+                    dep.status
+                )));
+            }
+            if let Some(h) = &cur.health {
+                return Err(ServerError::Conflict(format!(
+                    "allocation {} is already {}",
+                    cur.name(),
+                    if h.healthy { "healthy" } else { "unhealthy" }
+                )));
+            }
+            let mut a = (**cur).clone();
+            a.health = Some(corral_types::AllocHealth {
+                healthy,
+                at: now,
+                message: if healthy {
+                    String::new()
+                } else {
+                    "marked unhealthy by user".into()
+                },
+            });
+            a.modified_at = now;
+            let eval = Core::new_eval(&a.job, EvalTrigger::Deployment, now);
+            Ok((
+                vec![Write::Alloc(a.clone()), Write::Eval(eval.clone())],
+                (a, eval),
+            ))
+        })
+        .await?;
+    core.enqueue([eval]);
+    Ok(a)
+}
