@@ -155,7 +155,11 @@ pub fn apply_events_and_alerts(
     let f = &file.alerts;
     let c = &mut sc.alerts;
     set(&mut c.enabled, f.enabled);
-    set_duration(&mut c.eval_interval, "alerts.eval_interval", &f.eval_interval)?;
+    set_duration(
+        &mut c.eval_interval,
+        "alerts.eval_interval",
+        &f.eval_interval,
+    )?;
     if let Some(w) = &f.webhooks {
         for url in w {
             anyhow::ensure!(
@@ -166,25 +170,47 @@ pub fn apply_events_and_alerts(
         c.webhooks = w.clone();
     }
     set(&mut c.webhook_retries, f.webhook_retries);
-    set_duration(&mut c.webhook_backoff, "alerts.webhook_backoff", &f.webhook_backoff)?;
-    set_duration(&mut c.webhook_timeout, "alerts.webhook_timeout", &f.webhook_timeout)?;
+    set_duration(
+        &mut c.webhook_backoff,
+        "alerts.webhook_backoff",
+        &f.webhook_backoff,
+    )?;
+    set_duration(
+        &mut c.webhook_timeout,
+        "alerts.webhook_timeout",
+        &f.webhook_timeout,
+    )?;
     set_duration(&mut c.retention, "alerts.retention", &f.retention)?;
 
     set(&mut c.crash_loop.enabled, f.crash_loop.enabled);
     if let Some(n) = f.crash_loop.restarts {
-        anyhow::ensure!(n > 0, "config key alerts.crash_loop.restarts: must be at least 1");
+        anyhow::ensure!(
+            n > 0,
+            "config key alerts.crash_loop.restarts: must be at least 1"
+        );
         c.crash_loop.restarts = n;
     }
-    set_duration(&mut c.crash_loop.window, "alerts.crash_loop.window", &f.crash_loop.window)?;
+    set_duration(
+        &mut c.crash_loop.window,
+        "alerts.crash_loop.window",
+        &f.crash_loop.window,
+    )?;
     set(&mut c.oom_kill.enabled, f.oom_kill.enabled);
-    set_duration(&mut c.oom_kill.quiet, "alerts.oom_kill.quiet", &f.oom_kill.quiet)?;
+    set_duration(
+        &mut c.oom_kill.quiet,
+        "alerts.oom_kill.quiet",
+        &f.oom_kill.quiet,
+    )?;
     set(&mut c.node_down.enabled, f.node_down.enabled);
     set_duration(
         &mut c.node_down.for_duration,
         "alerts.node_down.for",
         &f.node_down.for_duration,
     )?;
-    set(&mut c.deployment_failed.enabled, f.deployment_failed.enabled);
+    set(
+        &mut c.deployment_failed.enabled,
+        f.deployment_failed.enabled,
+    );
     threshold(&mut c.memory, "alerts.memory", &f.memory)?;
     threshold(&mut c.disk, "alerts.disk", &f.disk)?;
     Ok(())
@@ -304,7 +330,9 @@ enabled = false
         assert!(e.contains("unknown field `windw`"), "{e}");
         std::fs::write(&p, "[server.alerts.memory]\nthreshold_percent = 150\n").unwrap();
         let f = load(Some(&p)).unwrap().server;
-        let e = apply_events_and_alerts(&f, &mut sc).unwrap_err().to_string();
+        let e = apply_events_and_alerts(&f, &mut sc)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("alerts.memory.threshold_percent"), "{e}");
     }
 }

@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn prunes_by_time_and_by_count_but_keeps_the_newest() {
-        let span = EventSpan { first: 1, last: 100 };
+        let span = EventSpan {
+            first: 1,
+            last: 100,
+        };
         // Nothing old, under the cap.
         assert_eq!(events_to_prune(span, 1, 1000), None);
         // Events 1..=39 are older than the retention.

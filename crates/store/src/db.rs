@@ -38,8 +38,9 @@ pub enum Write {
     /// Store an alert (new, updated or resolved).
     Alert(Alert),
     DeleteAlert(String),
-    /// Delete the events up to this index (retention); the newest event
-    /// is always kept.
+    /// Delete the events up to this index (retention; a commit's events
+    /// go together, so a few older ones may stay with the first commit
+    /// kept); the newest event is always kept.
     PruneEvents { through: u64 },
 }
 
@@ -259,41 +260,6 @@ fn apply(
     index: Index,
     touched: &mut crate::changes::Touched,
 ) -> Result<(), StoreError> {
-    match &w {
-        Write::Job(j) => {
-            touched.job_versions.insert((j.name.clone(), j.version));
-        }
-        Write::PurgeJob(name) => {
-            for j in next.job_versions(name) {
-                touched.job_versions.insert((j.name.clone(), j.version));
-            }
-        }
-        Write::Alloc(a) => {
-            touched.allocs.insert(a.id.clone());
-        }
-        Write::DeleteAlloc(id) => {
-            touched.allocs.insert(id.clone());
-        }
-        Write::Node(n) => {
-            touched.nodes.insert(n.id.clone());
-        }
-        Write::DeleteNode(id) => {
-            touched.nodes.insert(id.clone());
-        }
-        Write::Deployment(d) => {
-            touched.deployments.insert(d.id.clone());
-        }
-        Write::DeleteDeployment(id) => {
-            touched.deployments.insert(id.clone());
-        }
-        Write::Alert(a) => {
-            touched.alerts.insert(a.id.clone());
-        }
-        Write::DeleteAlert(id) => {
-            touched.alerts.insert(id.clone());
-        }
-        Write::Eval(_) | Write::DeleteEval(_) | Write::PruneEvents { .. } => {}
-    }
     match w {
         Write::Job(mut job) => {
             let prev = next.job_versions.get(&(job.name.clone(), job.version));
@@ -304,15 +270,15 @@ fn apply(
                 value: encode(&key, &job)?,
                 key,
             });
-            next.put_job(job);
+            touched.job_versions.record(next.put_job(job));
         }
         Write::PurgeJob(name) => {
-            for j in next.job_versions(&name) {
+            for j in next.delete_job(&name) {
                 txn.ops.push(Op::Delete {
                     key: job_key(&j.name, j.version),
                 });
+                touched.job_versions.record((Some(j), None));
             }
-            next.delete_job(&name);
         }
         Write::Alloc(mut alloc) => {
             alloc.create_index = next
@@ -326,13 +292,13 @@ fn apply(
                 value: encode(&key, &alloc)?,
                 key,
             });
-            next.put_alloc(alloc);
+            touched.allocs.record(next.put_alloc(alloc));
         }
         Write::DeleteAlloc(id) => {
             txn.ops.push(Op::Delete {
                 key: format!("{ALLOCS}{id}"),
             });
-            next.delete_alloc(&id);
+            touched.allocs.record(next.delete_alloc(&id));
         }
         Write::Node(mut node) => {
             node.create_index = next
@@ -346,13 +312,13 @@ fn apply(
                 value: encode(&key, &node)?,
                 key,
             });
-            next.put_node(node);
+            touched.nodes.record(next.put_node(node));
         }
         Write::DeleteNode(id) => {
             txn.ops.push(Op::Delete {
                 key: format!("{NODES}{id}"),
             });
-            next.delete_node(&id);
+            touched.nodes.record(next.delete_node(&id));
         }
         Write::Eval(mut eval) => {
             eval.create_index = next
@@ -386,13 +352,13 @@ fn apply(
                 value: encode(&key, &d)?,
                 key,
             });
-            next.put_deployment(d);
+            touched.deployments.record(next.put_deployment(d));
         }
         Write::DeleteDeployment(id) => {
             txn.ops.push(Op::Delete {
                 key: format!("{DEPLOYMENTS}{id}"),
             });
-            next.delete_deployment(&id);
+            touched.deployments.record(next.delete_deployment(&id));
         }
         Write::Alert(mut a) => {
             a.create_index = next
@@ -406,23 +372,19 @@ fn apply(
                 value: encode(&key, &a)?,
                 key,
             });
-            next.put_alert(a);
+            touched.alerts.record(next.put_alert(a));
         }
         Write::DeleteAlert(id) => {
             txn.ops.push(Op::Delete {
                 key: format!("{ALERTS}{id}"),
             });
-            next.delete_alert(&id);
+            touched.alerts.record(next.delete_alert(&id));
         }
         Write::PruneEvents { through } => {
             let span = &mut next.events;
             let through = through.min(span.last.saturating_sub(1));
             if span.first > 0 && through >= span.first {
-                for i in span.first..=through {
-                    txn.ops.push(Op::Delete {
-                        key: crate::events::event_key(i),
-                    });
-                }
+                txn.ops.push(Op::LogPrune { through });
                 span.first = through + 1;
             }
         }

@@ -3,9 +3,12 @@
 //! [`Diff`] (the state before and after, and the records written) and
 //! returns what happened. The
 //! store numbers them with a gapless sequence of their own (1, 2, 3, ...)
-//! and writes them under `events/{index:020}` in the **same transaction**
-//! as the change, so an event exists exactly when its change does, and no
-//! code path can forget one.
+//! and appends them to the backend's log ([`Op::LogAppend`]: apart from
+//! the key space and the change feed) in the **same transaction** as the
+//! change, so an event exists exactly when its change does, and no code
+//! path can forget one. A commit's events go in one log record (a JSON
+//! array) keyed by the index of its last event: a plan placing a thousand
+//! allocations writes one row, not a thousand.
 //!
 //! The newest [`RECENT_EVENTS`] stay in memory for live readers; older
 //! ones are read from the backend. Retention is the caller's:
@@ -20,8 +23,6 @@ use corral_types::{Event, Index, UnixMillis};
 use crate::changes::{Diff, Touched};
 use crate::kv::{Op, Txn};
 use crate::{State, StateStore, StoreError};
-
-pub(crate) const EVENTS: &str = "events/";
 
 /// How many of the newest events are kept in memory.
 pub const RECENT_EVENTS: usize = 8192;
@@ -67,26 +68,41 @@ struct Recent {
     events: VecDeque<Arc<Event>>,
 }
 
-pub(crate) fn event_key(index: u64) -> String {
-    format!("{EVENTS}{index:020}")
+/// How decode errors name a log record.
+fn record_key(index: u64) -> String {
+    format!("events up to {index}")
 }
 
-fn index_of(key: &str) -> Option<u64> {
-    key.strip_prefix(EVENTS)?.parse().ok()
+/// The events of the backend's log records after `after`, oldest first,
+/// at most `limit`.
+fn read_log(
+    store: &dyn crate::Store,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Arc<Event>>, StoreError> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    while out.len() < limit {
+        // A record holds one commit's events; ask for a few at a time.
+        let records = store.log_after(cursor, (limit - out.len()).clamp(1, 64))?;
+        let Some((last, _)) = records.last() else {
+            break;
+        };
+        cursor = *last;
+        for (i, v) in &records {
+            let events: Vec<Event> = crate::db::decode(&record_key(*i), v)?;
+            out.extend(events.into_iter().filter(|e| e.index > after).map(Arc::new));
+        }
+    }
+    out.truncate(limit);
+    Ok(out)
 }
 
 impl EventLog {
     /// Where the log stands in a freshly opened store.
     pub(crate) fn load(&self, store: &dyn crate::Store) -> Result<EventSpan, StoreError> {
-        let first = store
-            .range_after(EVENTS, "", 1)?
-            .first()
-            .and_then(|kv| index_of(&kv.key))
-            .unwrap_or(0);
-        let last = store
-            .last(EVENTS)?
-            .and_then(|kv| index_of(&kv.key))
-            .unwrap_or(0);
+        let last = store.log_bounds()?.map(|(_, last)| last).unwrap_or(0);
+        let first = read_log(store, 0, 1)?.first().map(|e| e.index).unwrap_or(0);
         if let Ok(mut r) = self.recent.write() {
             r.start = last + 1;
             r.events.clear();
@@ -119,23 +135,24 @@ impl EventLog {
             after: next,
             touched,
         });
-        let mut out = Vec::with_capacity(drafts.len());
-        for mut e in drafts {
-            let span = &mut next.events;
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let span = &mut next.events;
+        let mut events = drafts;
+        for e in &mut events {
             span.last += 1;
             if span.first == 0 {
                 span.first = span.last;
             }
             e.index = span.last;
             e.state_index = index;
-            let key = event_key(e.index);
-            txn.ops.push(Op::Put {
-                value: crate::db::encode(&key, &e)?,
-                key,
-            });
-            out.push(Arc::new(e));
         }
-        Ok(out)
+        txn.ops.push(Op::LogAppend {
+            index: span.last,
+            value: crate::db::encode(&record_key(span.last), &events)?,
+        });
+        Ok(events.into_iter().map(Arc::new).collect())
     }
 
     /// After a commit: keep its events in memory, drop what was pruned.
@@ -195,11 +212,7 @@ impl StateStore {
         if let Some(v) = self.events.recent_after(after, limit) {
             return Ok(v);
         }
-        self.backend()
-            .range_after(EVENTS, &event_key(after), limit)?
-            .into_iter()
-            .map(|kv| crate::db::decode::<Event>(&kv.key, &kv.value).map(Arc::new))
-            .collect()
+        read_log(self.backend(), after, limit)
     }
 
     /// Whether [`Self::events_after`] answers from memory (no IO).

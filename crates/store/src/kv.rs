@@ -23,14 +23,35 @@ pub enum Compare {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Append a record to the store's log (the event log) at `index`,
+    /// which must be above every index in it (the event log uses the index
+    /// of the last event the record holds). The log is kept apart from the
+    /// key space and out of the change feed: it is an ordered feed of its
+    /// own. (An etcd backend keeps it under a key prefix.)
+    LogAppend {
+        index: u64,
+        value: Vec<u8>,
+    },
+    /// Drop the log's records with an index up to and including `through`
+    /// (retention).
+    LogPrune {
+        through: u64,
+    },
 }
 
 impl Op {
-    pub fn key(&self) -> &str {
+    /// The key a key-space op writes (`None` for log ops).
+    pub fn key(&self) -> Option<&str> {
         match self {
-            Op::Put { key, .. } | Op::Delete { key } => key,
+            Op::Put { key, .. } | Op::Delete { key } => Some(key),
+            Op::LogAppend { .. } | Op::LogPrune { .. } => None,
         }
     }
 }
@@ -78,27 +99,11 @@ pub trait Store: Send + Sync {
     fn changes_since(&self, revision: u64, limit: usize) -> Result<Vec<WatchEvent>, StoreError>;
     /// Forget changes at or below `revision` (etcd compaction).
     fn compact(&self, revision: u64) -> Result<(), StoreError>;
-    /// Keys with this prefix after `after` (exclusive), in key order, at
-    /// most `limit` (etcd's range with a start key and a limit). Backends
-    /// should answer without reading the whole prefix.
-    fn range_after(
-        &self,
-        prefix: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        Ok(self
-            .range(prefix)?
-            .into_iter()
-            .filter(|kv| kv.key.as_str() > after)
-            .take(limit)
-            .collect())
-    }
-    /// The last key with this prefix (etcd's range sorted descending,
-    /// limit 1).
-    fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
-        Ok(self.range(prefix)?.pop())
-    }
+    /// Log records with an index above `after`, oldest first, at most
+    /// `limit`.
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The first and last index in the log; `None` when it is empty.
+    fn log_bounds(&self) -> Result<Option<(u64, u64)>, StoreError>;
 }
 
 /// Behaviour every backend must show; each backend's tests call this.
@@ -176,22 +181,50 @@ pub(crate) mod tests {
         assert_eq!(store.changes_since(0, 2).unwrap().len(), 2);
         store.compact(1).unwrap();
         assert_eq!(store.changes_since(0, 100).unwrap().len(), 2);
-        // Paged reads of a prefix, and its last key.
+        // The log: appends at increasing indexes, paged reads, pruning,
+        // all transactional and out of the change feed.
+        assert_eq!(store.log_bounds().unwrap(), None);
+        let before = store.changes_since(0, 100).unwrap().len();
+        let r = store
+            .txn(&Txn {
+                compares: vec![],
+                ops: (1..=5)
+                    .map(|i| Op::LogAppend {
+                        index: i,
+                        value: vec![i as u8],
+                    })
+                    .chain([put("jobs/e", "6")])
+                    .collect(),
+            })
+            .unwrap();
+        assert_eq!(r, TxnOutcome::Committed { revision: 3 });
+        assert_eq!(store.changes_since(0, 100).unwrap().len(), before + 1);
+        assert_eq!(store.log_bounds().unwrap(), Some((1, 5)));
+        let page = store.log_after(1, 2).unwrap();
+        assert_eq!(page, vec![(2, vec![2]), (3, vec![3])]);
+        assert!(store.log_after(5, 10).unwrap().is_empty());
+        // A failed compare appends nothing.
+        let refused = store
+            .txn(&Txn {
+                compares: vec![Compare::ModRevision {
+                    key: "jobs/e".into(),
+                    revision: 1,
+                }],
+                ops: vec![Op::LogAppend {
+                    index: 6,
+                    value: vec![6],
+                }],
+            })
+            .unwrap();
+        assert!(matches!(refused, TxnOutcome::CompareFailed { .. }));
+        assert_eq!(store.log_bounds().unwrap(), Some((1, 5)));
         store
             .txn(&Txn {
                 compares: vec![],
-                ops: vec![put("jobs/c", "4"), put("jobs/d", "5"), put("k", "x")],
+                ops: vec![Op::LogPrune { through: 3 }],
             })
             .unwrap();
-        let page: Vec<String> = store
-            .range_after("jobs/", "jobs/a", 2)
-            .unwrap()
-            .into_iter()
-            .map(|kv| kv.key)
-            .collect();
-        assert_eq!(page, vec!["jobs/c".to_string(), "jobs/d".to_string()]);
-        assert!(store.range_after("jobs/", "jobs/d", 10).unwrap().is_empty());
-        assert_eq!(store.last("jobs/").unwrap().unwrap().key, "jobs/d");
-        assert_eq!(store.last("none/").unwrap(), None);
+        assert_eq!(store.log_bounds().unwrap(), Some((4, 5)));
+        assert_eq!(store.log_after(0, 10).unwrap()[0].0, 4);
     }
 }

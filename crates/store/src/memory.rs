@@ -17,6 +17,7 @@ struct Inner {
     revision: u64,
     kv: BTreeMap<String, KeyValue>,
     changes: Vec<WatchEvent>,
+    log: BTreeMap<u64, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -89,6 +90,12 @@ impl Store for MemoryStore {
                         value: None,
                     });
                 }
+                Op::LogAppend { index, value } => {
+                    inner.log.insert(*index, value.clone());
+                }
+                Op::LogPrune { through } => {
+                    inner.log = inner.log.split_off(&through.saturating_add(1));
+                }
             }
         }
         inner.revision = rev;
@@ -106,36 +113,21 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn range_after(
-        &self,
-        prefix: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        use std::ops::Bound;
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let inner = self.inner.lock().map_err(|_| StoreError::Poisoned)?;
-        let start = if after < prefix {
-            Bound::Included(prefix.to_string())
-        } else {
-            Bound::Excluded(after.to_string())
-        };
         Ok(inner
-            .kv
-            .range((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .log
+            .range(after.saturating_add(1)..)
             .take(limit)
-            .map(|(_, v)| v.clone())
+            .map(|(i, v)| (*i, v.clone()))
             .collect())
     }
 
-    fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
+    fn log_bounds(&self) -> Result<Option<(u64, u64)>, StoreError> {
         let inner = self.inner.lock().map_err(|_| StoreError::Poisoned)?;
-        Ok(inner
-            .kv
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .last()
-            .map(|(_, v)| v.clone()))
+        let first = inner.log.keys().next().copied();
+        let last = inner.log.keys().next_back().copied();
+        Ok(first.zip(last))
     }
 
     fn compact(&self, revision: u64) -> Result<(), StoreError> {

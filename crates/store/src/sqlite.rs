@@ -28,6 +28,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta (name, value) VALUES ('revision', 0);",
+    // 2: the append-only log (events), keyed by its own sequence: appends
+    // land at the end of the b-tree and retention is one range delete.
+    "CREATE TABLE log (seq INTEGER PRIMARY KEY, value BLOB NOT NULL);",
 ];
 
 pub struct SqliteStore {
@@ -184,6 +187,9 @@ impl Store for SqliteStore {
                     "INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(StoreError::sqlite("record change"))?;
+            let mut append = tx
+                .prepare_cached("INSERT INTO log (seq, value) VALUES (?1, ?2)")
+                .map_err(StoreError::sqlite("append to the log"))?;
             for (seq, op) in txn.ops.iter().enumerate() {
                 match op {
                     Op::Put { key, value } => {
@@ -199,6 +205,15 @@ impl Store for SqliteStore {
                         change
                             .execute(params![rev, seq as i64, key, Option::<Vec<u8>>::None])
                             .map_err(StoreError::sqlite("record change"))?;
+                    }
+                    Op::LogAppend { index, value } => {
+                        append
+                            .execute(params![*index as i64, value])
+                            .map_err(StoreError::sqlite("append to the log"))?;
+                    }
+                    Op::LogPrune { through } => {
+                        tx.execute("DELETE FROM log WHERE seq <= ?1", params![*through as i64])
+                            .map_err(StoreError::sqlite("prune the log"))?;
                     }
                 }
             }
@@ -234,37 +249,28 @@ impl Store for SqliteStore {
             .map_err(StoreError::sqlite("changes"))
     }
 
-    fn range_after(
-        &self,
-        prefix: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT key, value, create_rev, mod_rev FROM kv
-                 WHERE key > ?1 AND key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4",
-            )
-            .map_err(StoreError::sqlite("range"))?;
-        let end = prefix_end(prefix);
+            .prepare_cached("SELECT seq, value FROM log WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .map_err(StoreError::sqlite("read log"))?;
         let rows = stmt
-            .query_map(params![after, prefix, end, limit as i64], row_kv)
-            .map_err(StoreError::sqlite("range"))?;
+            .query_map(params![after as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .map_err(StoreError::sqlite("read log"))?;
         rows.collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::sqlite("range"))
+            .map_err(StoreError::sqlite("read log"))
     }
 
-    fn last(&self, prefix: &str) -> Result<Option<KeyValue>, StoreError> {
+    fn log_bounds(&self) -> Result<Option<(u64, u64)>, StoreError> {
         let conn = self.conn()?;
-        conn.query_row(
-            "SELECT key, value, create_rev, mod_rev FROM kv
-             WHERE key >= ?1 AND key < ?2 ORDER BY key DESC LIMIT 1",
-            params![prefix, prefix_end(prefix)],
-            row_kv,
-        )
-        .optional()
-        .map_err(StoreError::sqlite("last"))
+        let (first, last): (Option<i64>, Option<i64>) = conn
+            .query_row("SELECT MIN(seq), MAX(seq) FROM log", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(StoreError::sqlite("read log bounds"))?;
+        Ok(first.zip(last).map(|(f, l)| (f as u64, l as u64)))
     }
 
     fn compact(&self, revision: u64) -> Result<(), StoreError> {
@@ -276,15 +282,6 @@ impl Store for SqliteStore {
         .map_err(StoreError::sqlite("compact"))?;
         Ok(())
     }
-}
-
-fn row_kv(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
-    Ok(KeyValue {
-        key: r.get(0)?,
-        value: r.get(1)?,
-        create_revision: r.get::<_, i64>(2)? as u64,
-        mod_revision: r.get::<_, i64>(3)? as u64,
-    })
 }
 
 /// The smallest string greater than every string with this prefix.

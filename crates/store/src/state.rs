@@ -136,27 +136,31 @@ impl State {
         self.events
     }
 
-    // Mutators used by StateStore only, after the write is durable.
+    // Mutators used by StateStore only, after the write is durable. Each
+    // returns the record it replaced or removed and the one it stored, for
+    // the commit's diff (`crate::changes`).
 
-    pub(crate) fn put_alert(&mut self, a: Alert) {
-        self.alerts.insert(a.id.clone(), Arc::new(a));
+    pub(crate) fn put_alert(&mut self, a: Alert) -> Replaced<Alert> {
+        let a = Arc::new(a);
+        (self.alerts.insert(a.id.clone(), a.clone()), Some(a))
     }
 
-    pub(crate) fn delete_alert(&mut self, id: &str) {
-        self.alerts.remove(id);
+    pub(crate) fn delete_alert(&mut self, id: &str) -> Replaced<Alert> {
+        (self.alerts.remove(id), None)
     }
 
-    pub(crate) fn put_deployment(&mut self, d: Deployment) {
+    pub(crate) fn put_deployment(&mut self, d: Deployment) -> Replaced<Deployment> {
         let d = Arc::new(d);
         self.deployments_by_job
             .entry(d.job.clone())
             .or_default()
             .insert((d.create_index, d.id.clone()), d.clone());
-        self.deployments.insert(d.id.clone(), d);
+        (self.deployments.insert(d.id.clone(), d.clone()), Some(d))
     }
 
-    pub(crate) fn delete_deployment(&mut self, id: &str) {
-        if let Some(old) = self.deployments.remove(id) {
+    pub(crate) fn delete_deployment(&mut self, id: &str) -> Replaced<Deployment> {
+        let removed = self.deployments.remove(id);
+        if let Some(old) = &removed {
             let empty = match self.deployments_by_job.get_mut(&old.job) {
                 Some(m) => {
                     m.remove(&(old.create_index, old.id.clone()));
@@ -168,9 +172,10 @@ impl State {
                 self.deployments_by_job.remove(&old.job);
             }
         }
+        (removed, None)
     }
 
-    pub(crate) fn put_job(&mut self, job: Job) {
+    pub(crate) fn put_job(&mut self, job: Job) -> Replaced<Job> {
         let job = Arc::new(job);
         let latest = self
             .jobs
@@ -179,18 +184,23 @@ impl State {
         if latest {
             self.jobs.insert(job.name.clone(), job.clone());
         }
-        self.job_versions
-            .insert((job.name.clone(), job.version), job);
+        let old = self
+            .job_versions
+            .insert((job.name.clone(), job.version), job.clone());
+        (old, Some(job))
     }
 
-    pub(crate) fn delete_job(&mut self, name: &str) {
+    /// Every version removed.
+    pub(crate) fn delete_job(&mut self, name: &str) -> Vec<Arc<Job>> {
         self.jobs.remove(name);
-        for j in self.job_versions(name) {
+        let versions = self.job_versions(name);
+        for j in &versions {
             self.job_versions.remove(&(j.name.clone(), j.version));
         }
+        versions
     }
 
-    pub(crate) fn put_alloc(&mut self, alloc: Allocation) {
+    pub(crate) fn put_alloc(&mut self, alloc: Allocation) -> Replaced<Allocation> {
         if let Some(old) = self.allocs.get(&alloc.id).cloned()
             && old.node_id != alloc.node_id
         {
@@ -205,22 +215,28 @@ impl State {
             .entry(alloc.node_id.clone())
             .or_default()
             .insert(alloc.id.clone(), alloc.clone());
-        self.allocs.insert(alloc.id.clone(), alloc);
+        (
+            self.allocs.insert(alloc.id.clone(), alloc.clone()),
+            Some(alloc),
+        )
     }
 
-    pub(crate) fn delete_alloc(&mut self, id: &str) {
-        if let Some(old) = self.allocs.remove(id) {
+    pub(crate) fn delete_alloc(&mut self, id: &str) -> Replaced<Allocation> {
+        let removed = self.allocs.remove(id);
+        if let Some(old) = &removed {
             remove_index(&mut self.allocs_by_job, &old.job, id);
             remove_index(&mut self.allocs_by_node, &old.node_id, id);
         }
+        (removed, None)
     }
 
-    pub(crate) fn put_node(&mut self, node: Node) {
-        self.nodes.insert(node.id.clone(), Arc::new(node));
+    pub(crate) fn put_node(&mut self, node: Node) -> Replaced<Node> {
+        let node = Arc::new(node);
+        (self.nodes.insert(node.id.clone(), node.clone()), Some(node))
     }
 
-    pub(crate) fn delete_node(&mut self, id: &str) {
-        self.nodes.remove(id);
+    pub(crate) fn delete_node(&mut self, id: &str) -> Replaced<Node> {
+        (self.nodes.remove(id), None)
     }
 
     pub(crate) fn put_eval(&mut self, eval: Evaluation) {
@@ -231,6 +247,10 @@ impl State {
         self.evals.remove(id);
     }
 }
+
+/// What a mutator replaced (or removed) and what it stored (`None`: a
+/// removal).
+pub(crate) type Replaced<T> = (Option<Arc<T>>, Option<Arc<T>>);
 
 fn remove_index(index: &mut OrdMap<String, OrdMap<String, Arc<Allocation>>>, key: &str, id: &str) {
     let empty = match index.get_mut(key) {

@@ -6,8 +6,7 @@ use std::path::Path;
 use super::rules::DiskUsage;
 
 pub fn usage(path: &Path) -> Result<DiskUsage, String> {
-    let st = rustix::fs::statvfs(path)
-        .map_err(|e| format!("statvfs {}: {e}", path.display()))?;
+    let st = rustix::fs::statvfs(path).map_err(|e| format!("statvfs {}: {e}", path.display()))?;
     let used = st.f_blocks.saturating_sub(st.f_bfree);
     let total = used + st.f_bavail;
     Ok(DiskUsage {

@@ -271,7 +271,12 @@ impl Engine {
                 let a = a.clone();
                 ev.push(a, Transition::Updated);
             } else if fresh.len() >= rule.restarts as usize {
-                let a = new_alert(AlertRule::CrashLoop, last, fresh.len(), summary(fresh.len()));
+                let a = new_alert(
+                    AlertRule::CrashLoop,
+                    last,
+                    fresh.len(),
+                    summary(fresh.len()),
+                );
                 ev.fire(a);
             }
         }
@@ -477,7 +482,9 @@ impl Engine {
                 continue;
             }
             let alloc = state.alloc(&s.alloc_id);
-            let name = alloc.map(|a| a.name()).unwrap_or_else(|| s.alloc_id.clone());
+            let name = alloc
+                .map(|a| a.name())
+                .unwrap_or_else(|| s.alloc_id.clone());
             holding.push((
                 subject.clone(),
                 Seen {
@@ -552,10 +559,9 @@ impl Engine {
         let key = (AlertRule::DiskFull, subject);
         if ev.firing.contains_key(&key) && !ev.changed(&key) {
             match &ev.inp.disk {
-                Some(d) if d.used < rule.threshold => ev.resolve(
-                    &key,
-                    format!("the data dir is {:.0}% full", d.used * 100.0),
-                ),
+                Some(d) if d.used < rule.threshold => {
+                    ev.resolve(&key, format!("the data dir is {:.0}% full", d.used * 100.0))
+                }
                 // Cannot tell: keep it.
                 _ => {}
             }

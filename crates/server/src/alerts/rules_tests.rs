@@ -111,21 +111,31 @@ fn crash_loop_fires_at_three_restarts_in_the_window_then_resolves_when_quiet() {
     assert_eq!(a.job.as_deref(), Some("web"));
     assert_eq!(a.task.as_deref(), Some("web"));
     assert_eq!(a.fired_at, T0 + 2 * MIN);
-    assert!(a.summary.contains("restarted 3 times in the last 10m"), "{}", a.summary);
+    assert!(
+        a.summary.contains("restarted 3 times in the last 10m"),
+        "{}",
+        a.summary
+    );
 
     // Nothing new: nothing to write.
     assert!(w.eval(T0 + 3 * MIN).is_empty());
     // Another restart: the same alert, counted, no second one.
     w.see(restarted("a0", "web", T0 + 4 * MIN));
     let c = w.eval(T0 + 4 * MIN);
-    assert_eq!(transitions(&c), [(AlertRule::CrashLoop, Transition::Updated)]);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::CrashLoop, Transition::Updated)]
+    );
     assert_eq!(c[0].alert.count, 4);
     assert_eq!(w.firing().len(), 1);
 
     // Ten minutes without a restart.
     assert!(w.eval(T0 + 14 * MIN - 1).is_empty());
     let c = w.eval(T0 + 14 * MIN);
-    assert_eq!(transitions(&c), [(AlertRule::CrashLoop, Transition::Resolved)]);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::CrashLoop, Transition::Resolved)]
+    );
     assert_eq!(c[0].alert.resolution, "no restart for 10m");
     assert_eq!(c[0].alert.resolved_at, Some(T0 + 14 * MIN));
     assert!(w.firing().is_empty());
@@ -169,7 +179,10 @@ fn crash_loop_resolves_when_a_new_version_runs_fine() {
     a1.tasks.insert("web".into(), TaskState::default());
     w.commit(vec![Write::Alloc(a1)]);
     let c = w.eval(T0 + 5000);
-    assert_eq!(transitions(&c), [(AlertRule::CrashLoop, Transition::Resolved)]);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::CrashLoop, Transition::Resolved)]
+    );
     assert_eq!(c[0].alert.resolution, "version 2 runs without restarts");
     // The old restarts, still in the window, do not fire it again.
     assert!(w.eval(T0 + 6000).is_empty());
@@ -249,7 +262,10 @@ fn oom_fires_per_kill_counts_repeats_and_resolves_after_a_quiet_period() {
     assert_eq!(c[0].alert.count, 2);
     assert!(w.eval(T0 + 3 * MIN - 1).is_empty());
     let c = w.eval(T0 + 3 * MIN);
-    assert_eq!(transitions(&c), [(AlertRule::OomKill, Transition::Resolved)]);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::OomKill, Transition::Resolved)]
+    );
     assert_eq!(c[0].alert.resolution, "no OOM kill for 2m");
     // A later kill is a new alert.
     w.see(kill(T0 + 10 * MIN));
@@ -273,7 +289,10 @@ fn node_down_waits_for_its_duration_and_resolves_when_back() {
     n.status = NodeStatus::Ready;
     w.commit(vec![Write::Node(n)]);
     let c = w.eval(T0 + 3 * MIN);
-    assert_eq!(transitions(&c), [(AlertRule::NodeDown, Transition::Resolved)]);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::NodeDown, Transition::Resolved)]
+    );
     assert_eq!(c[0].alert.resolution, "node n1 is back");
 }
 
@@ -286,9 +305,13 @@ fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
     d1.status = DeploymentStatus::Failed;
     w.commit(vec![Write::Job(v2.clone()), Write::Deployment(d1.clone())]);
     w.see(
-        Event::new(EventType::DeploymentFailed, T0, "deployment of web version 2 failed")
-            .job("web")
-            .deployment("d1"),
+        Event::new(
+            EventType::DeploymentFailed,
+            T0,
+            "deployment of web version 2 failed",
+        )
+        .job("web")
+        .deployment("d1"),
     );
     w.see(
         Event::new(
@@ -304,13 +327,22 @@ fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
         transitions(&c),
         [(AlertRule::DeploymentFailed, Transition::Fired)]
     );
-    assert!(c[0].alert.summary.contains("rolling back"), "{}", c[0].alert.summary);
+    assert!(
+        c[0].alert.summary.contains("rolling back"),
+        "{}",
+        c[0].alert.summary
+    );
     assert_eq!(c[0].alert.job_version, Some(2));
 
     // The rollback's own deployment succeeding does not resolve it.
     let v3 = web(3);
-    let mut back =
-        corral_scheduler::deployment::new_deployment(&v3, &["web".into()], "d2".into(), Some(1), T0);
+    let mut back = corral_scheduler::deployment::new_deployment(
+        &v3,
+        &["web".into()],
+        "d2".into(),
+        Some(1),
+        T0,
+    );
     back.status = DeploymentStatus::Successful;
     w.commit(vec![Write::Job(v3), Write::Deployment(back)]);
     assert!(w.eval(T0 + 2).is_empty());
@@ -348,13 +380,26 @@ fn memory_above_the_threshold_for_five_minutes() {
     assert!(w.eval(T0 + 3 * MIN).is_empty());
     assert!(w.eval(T0 + 8 * MIN - 1).is_empty());
     let c = w.eval(T0 + 8 * MIN);
-    assert_eq!(transitions(&c), [(AlertRule::MemoryHigh, Transition::Fired)]);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::MemoryHigh, Transition::Fired)]
+    );
     assert_eq!(c[0].alert.subject, "a0/web");
-    assert!(c[0].alert.summary.contains("uses 91% of its memory limit"), "{}", c[0].alert.summary);
+    assert!(
+        c[0].alert.summary.contains("uses 91% of its memory limit"),
+        "{}",
+        c[0].alert.summary
+    );
     w.memory = vec![sample(40, 100)];
     let c = w.eval(T0 + 9 * MIN);
-    assert_eq!(transitions(&c), [(AlertRule::MemoryHigh, Transition::Resolved)]);
-    assert_eq!(c[0].alert.resolution, "memory use is down to 40% of the limit");
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::MemoryHigh, Transition::Resolved)]
+    );
+    assert_eq!(
+        c[0].alert.resolution,
+        "memory use is down to 40% of the limit"
+    );
     // No limit, no alert.
     w.memory = vec![sample(1000, 0)];
     assert!(w.eval(T0 + 20 * MIN).is_empty());
@@ -382,7 +427,10 @@ fn disk_full_fires_and_resolves() {
     assert!(w.eval(T0 + 2).is_empty());
     w.disk = Some(disk(0.7));
     let c = w.eval(T0 + 3);
-    assert_eq!(transitions(&c), [(AlertRule::DiskFull, Transition::Resolved)]);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::DiskFull, Transition::Resolved)]
+    );
 }
 
 #[test]
@@ -397,7 +445,10 @@ fn a_disabled_rule_resolves_what_it_raised() {
     cfg.disk.enabled = false;
     w.engine = Engine::new(cfg);
     let c = w.eval(T0 + 1);
-    assert_eq!(transitions(&c), [(AlertRule::DiskFull, Transition::Resolved)]);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::DiskFull, Transition::Resolved)]
+    );
     assert_eq!(c[0].alert.status, AlertStatus::Resolved);
     assert_eq!(c[0].alert.resolution, "the disk rule was disabled");
 }

@@ -72,11 +72,7 @@ pub struct Sinks {
 
 impl Sinks {
     /// Start one worker per webhook URL; they stop on `shutdown`.
-    pub fn start(
-        cfg: &AlertsConfig,
-        http: reqwest::Client,
-        shutdown: CancellationToken,
-    ) -> Sinks {
+    pub fn start(cfg: &AlertsConfig, http: reqwest::Client, shutdown: CancellationToken) -> Sinks {
         let delivery = Delivery::of(cfg);
         let webhooks = cfg
             .webhooks

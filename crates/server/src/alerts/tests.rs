@@ -109,16 +109,28 @@ async fn webhooks_retry_with_growing_waits_then_deliver() {
 async fn webhooks_give_up_after_the_retries_and_at_once_on_a_refusal() {
     let (url, r) = receiver(vec![500, 500, 500]).await;
     let http = reqwest::Client::new();
-    let e = deliver(&http, &url, &sample(), &delivery(2), &CancellationToken::new())
-        .await
-        .expect_err("not delivered");
+    let e = deliver(
+        &http,
+        &url,
+        &sample(),
+        &delivery(2),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect_err("not delivered");
     assert!(e.contains("after 3 attempts"), "{e}");
     assert_eq!(r.lock().map(|r| r.got.len()).unwrap_or(0), 3);
 
     let (url, r) = receiver(vec![404]).await;
-    let e = deliver(&http, &url, &sample(), &delivery(5), &CancellationToken::new())
-        .await
-        .expect_err("refused");
+    let e = deliver(
+        &http,
+        &url,
+        &sample(),
+        &delivery(5),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect_err("refused");
     assert!(e.contains("404"), "{e}");
     assert_eq!(r.lock().map(|r| r.got.len()).unwrap_or(0), 1);
 

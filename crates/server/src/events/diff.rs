@@ -80,8 +80,12 @@ fn job<'a>(
         Change::Updated { old, new } => {
             if !old.stopped && new.stopped {
                 out.push(
-                    Event::new(EventType::JobStopped, now, format!("job {} stopped", new.name))
-                        .job(&new.name),
+                    Event::new(
+                        EventType::JobStopped,
+                        now,
+                        format!("job {} stopped", new.name),
+                    )
+                    .job(&new.name),
                 );
             }
         }
@@ -147,11 +151,16 @@ fn deployment(
                 out.push(ev(EventType::DeploymentProgress, new, msg));
             }
             if old.status != new.status {
+                // "failed: <why>" reads as "... failed: <why>", not
+                // "... failed: failed: <why>".
                 let described = |s: &str| {
-                    if new.description.is_empty() {
+                    let d = new.description.as_str();
+                    if d.is_empty() {
                         format!("{what} {s}")
+                    } else if d.starts_with(s) {
+                        format!("{what} {d}")
                     } else {
-                        format!("{what} {s}: {}", new.description)
+                        format!("{what} {s}: {d}")
                     }
                 };
                 let kind = match (old.status, new.status) {
@@ -161,9 +170,10 @@ fn deployment(
                     (DeploymentStatus::Paused, DeploymentStatus::Running) => {
                         Some((EventType::DeploymentResumed, described("resumed")))
                     }
-                    (_, DeploymentStatus::Successful) => {
-                        Some((EventType::DeploymentSuccessful, format!("{what} successful")))
-                    }
+                    (_, DeploymentStatus::Successful) => Some((
+                        EventType::DeploymentSuccessful,
+                        format!("{what} successful"),
+                    )),
                     (_, DeploymentStatus::Failed) => {
                         Some((EventType::DeploymentFailed, described("failed")))
                     }
@@ -211,7 +221,9 @@ fn alloc(c: Change<'_, Allocation>, after: &State, now: UnixMillis, out: &mut Ve
     match c {
         Change::Added(a) => {
             if a.desired == DesiredStatus::Run {
-                let mut msg = format!("{} placed on node {}", a.name(), node_name(a));
+                // The node is in the event's `node`; its name is looked up
+                // only for rare events (a lookup per placement costs).
+                let mut msg = format!("{} placed", a.name());
                 if a.canary {
                     msg.push_str(" as a canary");
                 }
@@ -275,7 +287,7 @@ fn alloc(c: Change<'_, Allocation>, after: &State, now: UnixMillis, out: &mut Ve
                 let kind = match a.client {
                     ClientStatus::Running => Some((
                         EventType::AllocationStarted,
-                        format!("{} running on node {}", a.name(), node_name(a)),
+                        format!("{} running", a.name()),
                     )),
                     ClientStatus::Failed => Some((
                         EventType::AllocationFailed,
@@ -327,9 +339,11 @@ fn node(c: Change<'_, Node>, now: UnixMillis, out: &mut Vec<Event>) {
                 n,
                 format!("node {} registered", n.name),
             )),
-            NodeStatus::Down => {
-                out.push(ev(EventType::NodeDown, n, format!("node {} is down", n.name)))
-            }
+            NodeStatus::Down => out.push(ev(
+                EventType::NodeDown,
+                n,
+                format!("node {} is down", n.name),
+            )),
             NodeStatus::Initializing => {}
         },
         Change::Updated { old, new: n } => {

@@ -30,7 +30,12 @@ async fn serve() -> (Arc<Core>, Client, CancellationToken, tempfile::TempDir) {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(server.serve(listener));
-    (core, Client::new(&format!("http://{addr}"), None), stop, dir)
+    (
+        core,
+        Client::new(&format!("http://{addr}"), None),
+        stop,
+        dir,
+    )
 }
 
 /// `n` node registrations then each node down: 2n events, in commits of
@@ -38,7 +43,10 @@ async fn serve() -> (Arc<Core>, Client, CancellationToken, tempfile::TempDir) {
 async fn churn(core: Arc<Core>, prefix: &str, n: usize) {
     let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:05}")).collect();
     for chunk in ids.chunks(500) {
-        let writes = chunk.iter().map(|id| Write::Node(node(id).build())).collect();
+        let writes = chunk
+            .iter()
+            .map(|id| Write::Node(node(id).build()))
+            .collect();
         core.commit(writes).await.expect("commit");
     }
     for chunk in ids.chunks(250) {
@@ -107,7 +115,11 @@ async fn a_resumed_stream_has_no_gap_and_no_duplicate() {
     assert_eq!(next[0].kind, EventType::NodeRemoved);
 
     let got: Vec<u64> = part1.iter().chain(&part2).map(|e| e.index).collect();
-    assert_eq!(got, (1..=total).collect::<Vec<_>>(), "gapless, no duplicate");
+    assert_eq!(
+        got,
+        (1..=total).collect::<Vec<_>>(),
+        "gapless, no duplicate"
+    );
 
     // The same events as the stored list, field for field.
     let mut listed = Vec::new();

@@ -77,7 +77,7 @@ fn a_job_registered_placed_started_and_stopped() {
     assert_eq!(ev[0].topic, EventTopic::Job);
     assert_eq!(ev[1].alloc.as_deref(), Some("a0"));
     assert_eq!(ev[1].node.as_deref(), Some("n1"));
-    assert_eq!(ev[1].message, "web.web[0] placed on node n1");
+    assert_eq!(ev[1].message, "web.web[0] placed");
     assert!(ev.iter().all(|e| e.time == T));
 
     // The agent reports one running: one event, for that one.
@@ -319,6 +319,10 @@ fn deployments_progress_promote_pause_fail_and_revert() {
         ]
     );
     assert_eq!(
+        ev[1].message,
+        "deployment of web version 2 failed: allocation unhealthy; rolling back to version 1"
+    );
+    assert_eq!(
         ev[2].message,
         "deployment of web version 2 failed; rolling back to version 1"
     );
@@ -333,7 +337,10 @@ fn deployments_progress_promote_pause_fail_and_revert() {
         [EventType::JobRegistered, EventType::DeploymentReverted]
     );
     assert_eq!(ev[1].deployment.as_deref(), Some("d1"));
-    assert_eq!(ev[1].message, "job web reverted to version 2 (as version 4)");
+    assert_eq!(
+        ev[1].message,
+        "job web reverted to version 2 (as version 4)"
+    );
 }
 
 #[test]

@@ -1,9 +1,10 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use corral_types::{Alert, AlertRule, AlertStatus, Event, EventType};
 
 use crate::changes::{Change, Diff};
-use crate::{MemoryStore, SqliteStore, StateStore, Write};
+use crate::{MemoryStore, SqliteStore, StateStore, Store, StoreError, Write};
 
 fn alert(id: &str) -> Alert {
     Alert {
@@ -64,11 +65,9 @@ fn events_commit_in_the_same_transaction_as_their_change() {
         .commit(vec![Write::Alert(alert("a")), Write::Alert(alert("b"))])
         .unwrap();
     let kv_a = s.backend().get("alerts/a").unwrap().unwrap();
-    let ev = s.backend().range("events/").unwrap();
-    assert_eq!(ev.len(), 2);
-    for e in &ev {
-        assert_eq!(e.mod_revision, kv_a.mod_revision, "same transaction");
-    }
+    assert_eq!(kv_a.mod_revision, i, "same transaction");
+    // One log record for the commit, keyed by its last event.
+    assert_eq!(s.backend().log_bounds().unwrap(), Some((2, 2)));
     let events = s.events_after(0, 10).unwrap();
     assert_eq!(indexes(&events), vec![1, 2]);
     assert!(events.iter().all(|e| e.state_index == i));
@@ -87,7 +86,7 @@ fn a_refused_or_empty_write_makes_no_event() {
     assert_eq!(r, Err("no"));
     s.commit(vec![]).unwrap();
     assert!(s.events_after(0, 10).unwrap().is_empty());
-    assert!(s.backend().range("events/").unwrap().is_empty());
+    assert_eq!(s.backend().log_bounds().unwrap(), None);
     // A write that changes nothing the hook looks at: no event either,
     // but the sequence stays where it was.
     s.commit(vec![Write::Alert(alert("a"))]).unwrap();
@@ -124,7 +123,8 @@ fn the_sequence_is_gapless_across_batches_and_restarts() {
     assert_eq!(s.snapshot().event_span().last, 100);
     assert!(!s.events_in_memory(50));
     assert_eq!(indexes(&s.events_after(97, 10).unwrap()), vec![98, 99, 100]);
-    s.commit(vec![Write::Alert(alert("after-restart"))]).unwrap();
+    s.commit(vec![Write::Alert(alert("after-restart"))])
+        .unwrap();
     assert!(s.events_in_memory(100));
     let tail = s.events_after(99, 10).unwrap();
     assert_eq!(indexes(&tail), vec![100, 101]);
@@ -181,7 +181,7 @@ fn pruning_keeps_the_newest_and_survives_a_restart() {
         );
         // A reader behind the pruned part starts at the oldest left.
         assert_eq!(s.events_after(0, 100).unwrap()[0].index, 5);
-        assert_eq!(s.backend().range("events/").unwrap().len(), 6);
+        assert_eq!(s.backend().log_bounds().unwrap(), Some((5, 10)));
         // Everything: the newest stays, so the sequence goes on.
         s.commit(vec![Write::PruneEvents { through: u64::MAX }])
             .unwrap();
@@ -190,7 +190,10 @@ fn pruning_keeps_the_newest_and_survives_a_restart() {
     let s = sqlite(&dir);
     assert_eq!(
         s.snapshot().event_span(),
-        crate::EventSpan { first: 10, last: 10 }
+        crate::EventSpan {
+            first: 10,
+            last: 10
+        }
     );
     s.commit(vec![Write::Alert(alert("z"))]).unwrap();
     assert_eq!(indexes(&s.events_after(0, 100).unwrap()), vec![10, 11]);
@@ -243,4 +246,67 @@ fn every_write_of_a_big_batch_is_seen() {
     }
     let expected = 5000 + 5000 + ids.iter().step_by(97).count() as u64;
     assert_eq!(s.snapshot().event_span().last, expected);
+}
+
+/// A backend whose transactions fail while `fail` is set.
+struct Flaky {
+    inner: Arc<MemoryStore>,
+    fail: Arc<AtomicBool>,
+}
+
+impl crate::Store for Flaky {
+    fn revision(&self) -> Result<u64, StoreError> {
+        self.inner.revision()
+    }
+    fn range(&self, prefix: &str) -> Result<Vec<crate::KeyValue>, StoreError> {
+        self.inner.range(prefix)
+    }
+    fn get(&self, key: &str) -> Result<Option<crate::KeyValue>, StoreError> {
+        self.inner.get(key)
+    }
+    fn txn(&self, txn: &crate::Txn) -> Result<crate::TxnOutcome, StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Batch {
+                message: "disk on fire".into(),
+            });
+        }
+        self.inner.txn(txn)
+    }
+    fn changes_since(&self, rev: u64, limit: usize) -> Result<Vec<crate::WatchEvent>, StoreError> {
+        self.inner.changes_since(rev, limit)
+    }
+    fn compact(&self, revision: u64) -> Result<(), StoreError> {
+        self.inner.compact(revision)
+    }
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.log_after(after, limit)
+    }
+    fn log_bounds(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        self.inner.log_bounds()
+    }
+}
+
+#[test]
+fn a_failed_transaction_loses_the_change_and_its_events_together() {
+    let inner = Arc::new(MemoryStore::new());
+    let fail = Arc::new(AtomicBool::new(false));
+    let s = StateStore::open(Box::new(Flaky {
+        inner: inner.clone(),
+        fail: fail.clone(),
+    }))
+    .unwrap();
+    s.set_event_hook(hook());
+    s.commit(vec![Write::Alert(alert("a"))]).unwrap();
+    fail.store(true, Ordering::SeqCst);
+    assert!(s.commit(vec![Write::Alert(alert("b"))]).is_err());
+    fail.store(false, Ordering::SeqCst);
+    // Neither the alert nor its event exists, and the sequence did not
+    // move: the next event is number 2.
+    assert!(s.snapshot().alert("b").is_none());
+    assert_eq!(indexes(&s.events_after(0, 10).unwrap()), vec![1]);
+    s.commit(vec![Write::Alert(alert("c"))]).unwrap();
+    let all = s.events_after(0, 10).unwrap();
+    assert_eq!(indexes(&all), vec![1, 2]);
+    assert_eq!(all[1].alert.as_deref(), Some("c"));
+    assert_eq!(inner.log_bounds().unwrap(), Some((1, 2)));
 }
