@@ -114,6 +114,13 @@ async fn history_with_diffs_and_revert_through_a_deployment() {
     );
     let v = json(&corral(&url, &["status", "hist", "--json"]).await);
     assert_eq!(v["spec"]["groups"][0]["tasks"][0]["env"]["FOO"], "bar");
+    // `corral status` names the version's rollout.
+    let out = corral(&url, &["status", "hist"]).await;
+    assert!(
+        text(&out.stdout).contains("deployment successful (1/1 healthy)"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Reverting to what already runs says so.
     let out = corral(&url, &["job", "revert", "hist", "3"]).await;

@@ -48,6 +48,22 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
         if j.stopped { " (stopped)" } else { "" }
     );
     println!("submitted {}", ago(j.submitted_at));
+    // The rollout of this version, when it had one.
+    if let Ok(d) = c.deployment(name, None).await
+        && d.job_version == j.version
+    {
+        let healthy: u32 = d.groups.values().map(|g| g.healthy).sum();
+        let desired: u32 = d.groups.values().map(|g| g.desired_total).sum();
+        println!(
+            "deployment {} ({healthy}/{desired} healthy){}",
+            d.status,
+            if d.description.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", d.description)
+            }
+        );
+    }
     if let Some(e) = &j.latest_eval {
         for f in &e.failures {
             println!("placement: {f}");
