@@ -137,7 +137,7 @@ impl Agent {
         });
         let tasks = TaskTracker::new();
         {
-            let app = http::router(shared.clone());
+            let app = http::router(shared.clone(), config.token.clone());
             let sd = shutdown.clone();
             tasks.spawn(async move {
                 let _ = axum::serve(listener, app)

@@ -326,10 +326,14 @@ async fn run(
             .values()
             .map(|rx| tokio_stream::wrappers::WatchStream::from_changes(rx.clone())),
     );
+    // A watch whose sender is gone (no checks, the health watch done, the
+    // allocation's record dropped) answers at once forever: stop polling
+    // it, or this loop spins.
+    let (mut alloc_open, mut checks_open, mut health_open) = (true, true, true);
     loop {
         let changed = changes.next();
         tokio::select! {
-            _ = changed => {
+            Some(_) = changed => {
                 send(&states, &failure, false, &checks_rx, &health_rx, &mut last_sent);
             }
             r = joins.join_next(), if !joins.is_empty() => {
@@ -348,14 +352,16 @@ async fn run(
                 }
                 send(&states, &failure, false, &checks_rx, &health_rx, &mut last_sent);
             }
-            r = alloc_rx.changed() => {
+            r = alloc_rx.changed(), if alloc_open => {
+                alloc_open = r.is_ok();
                 if r.is_ok() {
                     let a = alloc_rx.borrow().clone();
                     let _ = persist::save_alloc(&dir, &PersistedAlloc { alloc: a, group: group.clone() });
                 }
             }
             // Checks are reported when a status changes, not every probe.
-            r = checks_rx.changed() => {
+            r = checks_rx.changed(), if checks_open => {
+                checks_open = r.is_ok();
                 let reported = last_sent.as_ref().map(|s| &s.checks);
                 if r.is_ok()
                     && reported.is_none_or(|old| checks::worth_reporting(old, &checks_rx.borrow()))
@@ -363,7 +369,8 @@ async fn run(
                     send(&states, &failure, false, &checks_rx, &health_rx, &mut last_sent);
                 }
             }
-            r = health_rx.changed() => {
+            r = health_rx.changed(), if health_open => {
+                health_open = r.is_ok();
                 if r.is_ok() {
                     // Kept in the record: a restarted agent does not decide again.
                     let health = health_rx.borrow().clone();
@@ -375,6 +382,8 @@ async fn run(
                     send(&states, &failure, false, &checks_rx, &health_rx, &mut last_sent);
                 }
             }
+            // Nothing left to wait on: the check below ends the loop.
+            else => {}
         }
         if joins.is_empty() {
             break;

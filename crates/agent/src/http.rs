@@ -16,12 +16,42 @@ use serde::Deserialize;
 use crate::agent::Shared;
 use crate::logs;
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+/// With `token`, logs and metrics need `Authorization: Bearer <token>`
+/// (the server forwards its API token); the health probe stays open.
+pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
+    let guarded = Router::new()
         .route("/v1/agent/allocations/{id}/logs", get(alloc_logs))
-        .route("/v1/agent/health", get(|| async { "ok" }))
         .route("/metrics", get(crate::metrics::serve))
-        .with_state(shared)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
+        .with_state(shared);
+    Router::new()
+        .route("/v1/agent/health", get(|| async { "ok" }))
+        .merge(guarded)
+}
+
+async fn require_token(
+    State(token): State<Arc<Option<String>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = token.as_ref() {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token: send the cluster's API token as a bearer token\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -185,8 +185,9 @@ fn end_deployment(
 /// Whether the job's current version needs a deployment, and if so which
 /// groups replace live allocations (they may get canaries): a group with a
 /// rolling update policy has live allocations of an older spec, or the job
-/// has nothing live yet (a first rollout, so the version can become
-/// stable).
+/// is new (nothing live and never a deployment: a first rollout, so the
+/// version can become stable; a job that lost everything in an outage
+/// gets its allocations back without one).
 fn needs_deployment(
     state: &dyn StateView,
     job: &Job,
@@ -203,7 +204,7 @@ fn needs_deployment(
         return None;
     }
     if !allocs.iter().any(|a| a.is_live()) {
-        return Some(Vec::new());
+        return state.latest_deployment(&job.name).is_none().then(Vec::new);
     }
     let destructive: Vec<&GroupSpec> = rolling
         .into_iter()
@@ -293,10 +294,16 @@ fn reconcile_group<'a>(
         };
         let old = slot.live[pos];
         let forced = draining(state, old, now) == Some(true);
+        // Its own replacement, not any other allocation sharing the slot
+        // (a canary beside it is not one).
         let replacement = slot
             .live
             .iter()
-            .find(|a| a.id != old.id && draining(state, a, now).is_none())
+            .find(|a| {
+                a.previous.as_deref() == Some(old.id.as_str())
+                    && !a.canary
+                    && draining(state, a, now).is_none()
+            })
             .copied();
         match replacement {
             Some(r) if r.client == ClientStatus::Running || forced => {
@@ -354,8 +361,15 @@ fn reconcile_group<'a>(
             })
         })
         .count();
+    // An unhealthy allocation fails the deployment (the watcher decides
+    // it a moment later): replace nothing more meanwhile.
+    let unhealthy = rollout.is_some_and(|r| {
+        allocs
+            .iter()
+            .any(|a| r.owns(a) && a.desired == DesiredStatus::Run && a.is_unhealthy())
+    });
     let mut rolling_budget = match (rollout, g.update.max_parallel) {
-        (Some(r), _) if !r.may_replace() => 0,
+        (Some(r), _) if !r.may_replace() || unhealthy => 0,
         (_, 0) => usize::MAX,
         (_, n) => (n as usize).saturating_sub(in_flight),
     };

@@ -53,17 +53,24 @@ impl Core {
         T: Send + 'static,
     {
         let core = self.clone();
-        let r = tokio::task::spawn_blocking(move || core.store.write(build))
-            .await
-            .map_err(|e| ServerError::Internal(format!("write task: {e}")))???;
-        let i = r.0;
-        self.index.send_if_modified(|cur| {
-            let newer = i > *cur;
-            if newer {
-                *cur = i;
+        // Woken from the blocking thread itself: if the caller's future is
+        // dropped (a client hung up), the commit still wakes its readers.
+        let r = tokio::task::spawn_blocking(move || {
+            let r = core.store.write(build);
+            if let Ok(Ok((i, _))) = &r {
+                let i = *i;
+                core.index.send_if_modified(|cur| {
+                    let newer = i > *cur;
+                    if newer {
+                        *cur = i;
+                    }
+                    newer
+                });
             }
-            newer
-        });
+            r
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("write task: {e}")))???;
         Ok(r)
     }
 

@@ -208,6 +208,28 @@ resources: {cpu: 50m, memory: 16M}
     let j = c.job("crash", None).await.unwrap();
     assert_eq!(j.allocations.len(), 1);
     assert_eq!(j.allocations[0].tasks["crash"].restarts, 2);
+    // It never became healthy: its agent (or, when the allocation failed
+    // before the agent decided, the server) marks it unhealthy, and its
+    // first deployment fails on it.
+    let d = eventually("deployment failed", D, || async {
+        let d = c
+            .deployment("crash", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if d.status == corral_types::DeploymentStatus::Failed {
+            Ok(d)
+        } else {
+            Err(format!("{d:?}"))
+        }
+    })
+    .await;
+    assert!(
+        d.description.contains("crash.crash[0] is unhealthy"),
+        "{}",
+        d.description
+    );
+    let a = c.alloc(&a.id).await.unwrap();
+    assert_eq!(a.health.map(|h| h.healthy), Some(false));
     let stderr = c
         .logs(
             &a.id,

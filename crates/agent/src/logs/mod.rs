@@ -144,13 +144,20 @@ pub fn chain(current: &Path) -> std::io::Result<Vec<ChainFile>> {
 /// Renames the current file to the next rotated name and deletes the
 /// oldest rotated files beyond `max_files - 1`. Returns the new name.
 pub fn rotate(current: &Path, max_files: u32) -> std::io::Result<PathBuf> {
+    let rotated = rename_current(current)?;
+    prune(current, max_files)?;
+    Ok(rotated)
+}
+
+/// Moves the current file to the next rotated name, deleting nothing (the
+/// container driver prunes only once containerd writes to a new file).
+pub fn rename_current(current: &Path) -> std::io::Result<PathBuf> {
     let files = chain(current)?;
     let next = files.iter().filter_map(|f| f.seq).max().unwrap_or(0) + 1;
     let mut rotated = current.as_os_str().to_owned();
     rotated.push(format!(".{next}"));
     let rotated = PathBuf::from(rotated);
     std::fs::rename(current, &rotated)?;
-    prune(current, max_files)?;
     Ok(rotated)
 }
 

@@ -208,3 +208,16 @@ fn max_parallel_zero_replaces_everything_without_a_deployment() {
     assert!(plan.place.iter().all(|a| a.deployment_id.is_none()));
     assert!(plan.deployments.iter().all(|d| d.job_version != 2));
 }
+
+#[test]
+fn an_unhealthy_allocation_stops_the_rollout_even_with_budget_left() {
+    let mut s = running(4);
+    update(&mut s, 2, |g| g.update.max_parallel = 2);
+    let plan = s.schedule("e2", "web");
+    assert_eq!(plan.place.len(), 2);
+    apply_pending(&mut s, &plan);
+    // One is unhealthy, the other healthy: budget would allow one more.
+    set_health(&mut s, &plan.place[0].id.clone(), false);
+    set_health(&mut s, &plan.place[1].id.clone(), true);
+    assert!(s.schedule("e3", "web").place.is_empty());
+}

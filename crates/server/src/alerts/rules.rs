@@ -7,8 +7,13 @@
 //! rule and subject fires at a time, and a condition seen again while its
 //! alert fires updates that alert (`count`, `last_seen_at`) instead of
 //! raising another. An event at or before the newest alert's
-//! `last_seen_at` for its rule and subject was already counted (events
-//! are replayed after a restart), so it is skipped.
+//! `last_event_index` for its rule and subject was already counted
+//! (events are replayed after a restart), so it is skipped. Indexes, not
+//! times: event times can step back with the clock or repeat within a
+//! millisecond, event indexes cannot. Alerts stored before
+//! `last_event_index` existed (0) fall back to their `last_seen_at`.
+//! Queued events stay queued until a stored alert counts them, so an
+//! evaluation whose commit fails loses none.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -67,6 +72,8 @@ pub struct AlertChange {
 /// An event that matters to a rule, reduced to what the rule needs.
 #[derive(Debug, Clone)]
 struct Seen {
+    /// The event's index; 0 for a condition seen holding (no event).
+    index: u64,
     time: UnixMillis,
     subject: String,
     job: String,
@@ -155,6 +162,7 @@ impl Engine {
                         .entry(subject.clone())
                         .or_default()
                         .push_back(Seen {
+                            index: e.index,
                             time: e.time,
                             subject,
                             job: job.clone(),
@@ -179,6 +187,7 @@ impl Engine {
                     .map(|a| (a.group.clone(), Some(a.job_version)))
                     .unwrap_or_default();
                 self.kills.push(Seen {
+                    index: e.index,
                     time: e.time,
                     subject: format!("{job}/{group}/{task}"),
                     job: job.clone(),
@@ -201,6 +210,7 @@ impl Engine {
                     .and_then(|d| state.deployment(d))
                     .map(|d| d.job_version);
                 self.failures.push(Seen {
+                    index: e.index,
                     time: e.time,
                     subject: job.clone(),
                     job: job.clone(),
@@ -248,10 +258,9 @@ impl Engine {
         subjects.sort();
         for subject in subjects {
             let key = (AlertRule::CrashLoop, subject.clone());
-            let seen_up_to = ev.seen_up_to(&key);
             let fresh: Vec<&Seen> = self.restarts[subject]
                 .iter()
-                .filter(|s| s.time > seen_up_to)
+                .filter(|s| !ev.counted(&key, s))
                 .collect();
             let Some(last) = fresh.last() else { continue };
             let (job, group, task) = split_subject(subject).unwrap_or(("", "", ""));
@@ -264,6 +273,7 @@ impl Engine {
             if let Some(a) = ev.firing.get_mut(&key) {
                 a.count += fresh.len() as u32;
                 a.last_seen_at = last.time;
+                a.last_event_index = last.index;
                 a.job_version = last.job_version;
                 a.alloc = last.alloc.clone();
                 a.node = last.node.clone();
@@ -317,15 +327,17 @@ impl Engine {
             ev.resolve_all(AlertRule::OomKill, "the OOM kill rule was disabled");
             return;
         }
-        for k in std::mem::take(&mut self.kills) {
+        // Dropped only once a stored alert counts them: if this
+        // evaluation's commit fails, the next one counts them again.
+        self.kills
+            .retain(|k| !ev.counted(&(AlertRule::OomKill, k.subject.clone()), k));
+        for k in &self.kills {
             let key = (AlertRule::OomKill, k.subject.clone());
-            if k.time <= ev.seen_up_to(&key) {
-                continue;
-            }
             let (job, group, task) = split_subject(&k.subject).unwrap_or(("", "", ""));
             if let Some(a) = ev.firing.get_mut(&key) {
                 a.count += 1;
                 a.last_seen_at = k.time;
+                a.last_event_index = k.index;
                 a.alloc = k.alloc.clone();
                 a.node = k.node.clone();
                 a.summary = format!(
@@ -338,7 +350,7 @@ impl Engine {
                 let summary = format!(
                     "task {task} of job {job} (group {group}) was killed for running out of memory"
                 );
-                ev.fire(new_alert(AlertRule::OomKill, &k, 1, summary));
+                ev.fire(new_alert(AlertRule::OomKill, k, 1, summary));
             }
         }
         let quiet = ms(rule.quiet);
@@ -373,13 +385,14 @@ impl Engine {
                 .find(|d| d.status == DeploymentStatus::Successful && d.reverts_to.is_none())
                 .map(|d| d.job_version)
         };
-        for f in std::mem::take(&mut self.failures) {
+        // As with OOM kills: dropped once counted in a stored alert (or
+        // fixed), so a failed commit loses none.
+        self.failures.retain(|f| {
+            !ev.counted(&(AlertRule::DeploymentFailed, f.subject.clone()), f)
+                && fixed_after(&f.job, f.deployment.as_deref()).is_none()
+        });
+        for f in &self.failures {
             let key = (AlertRule::DeploymentFailed, f.subject.clone());
-            if f.time <= ev.seen_up_to(&key)
-                || fixed_after(&f.job, f.deployment.as_deref()).is_some()
-            {
-                continue;
-            }
             if let Some(a) = ev.firing.get_mut(&key) {
                 if a.deployment == f.deployment {
                     // The failure and its rollback, one alert.
@@ -393,12 +406,13 @@ impl Engine {
                     a.job_version = f.job_version;
                 }
                 a.last_seen_at = f.time;
+                a.last_event_index = f.index;
                 let a = a.clone();
                 ev.push(a, Transition::Updated);
             } else {
                 ev.fire(new_alert(
                     AlertRule::DeploymentFailed,
-                    &f,
+                    f,
                     1,
                     f.message.clone(),
                 ));
@@ -434,6 +448,7 @@ impl Engine {
                 holding.push((
                     n.id.clone(),
                     Seen {
+                        index: 0,
                         time: ev.inp.now,
                         subject: n.id.clone(),
                         job: String::new(),
@@ -488,6 +503,7 @@ impl Engine {
             holding.push((
                 subject.clone(),
                 Seen {
+                    index: 0,
                     time: ev.inp.now,
                     subject,
                     job: alloc.map(|a| a.job.clone()).unwrap_or_default(),
@@ -516,7 +532,19 @@ impl Engine {
                     "memory use is down to {:.0}% of the limit",
                     r * 100.0
                 )),
-                None if !present.contains(&key.1) => Some("the task no longer runs".to_string()),
+                // No sample is no proof the task stopped: the samples are
+                // in memory only, so after a server restart there are
+                // none until the agents push again. The state decides.
+                None if !present.contains(&key.1) => {
+                    let alloc_id = ev.firing.get(&key).and_then(|a| a.alloc.clone());
+                    let alloc_id = alloc_id.unwrap_or_else(|| {
+                        key.1.split_once('/').map_or(&*key.1, |(a, _)| a).into()
+                    });
+                    state
+                        .alloc(&alloc_id)
+                        .is_none_or(|a| !a.is_live())
+                        .then(|| "the task no longer runs".to_string())
+                }
                 None => None,
             };
             if let Some(why) = why {
@@ -539,6 +567,7 @@ impl Engine {
             holding.push((
                 subject.clone(),
                 Seen {
+                    index: 0,
                     time: ev.inp.now,
                     subject: subject.clone(),
                     job: String::new(),
@@ -631,6 +660,7 @@ fn new_alert(rule: AlertRule, s: &Seen, count: usize, summary: String) -> Alert 
         count: count as u32,
         fired_at: s.time,
         last_seen_at: s.time,
+        last_event_index: s.index,
         resolved_at: None,
         resolution: String::new(),
         create_index: 0,
@@ -638,24 +668,37 @@ fn new_alert(rule: AlertRule, s: &Seen, count: usize, summary: String) -> Alert 
     }
 }
 
+/// What the stored alerts of one rule and subject counted: events up to
+/// the newest `last_event_index`, or, for alerts stored before that
+/// field existed, events up to their newest `last_seen_at`.
+#[derive(Default, Clone, Copy)]
+struct Counted {
+    index: u64,
+    legacy_time: UnixMillis,
+}
+
 /// One evaluation's working set: the firing alerts (as they will be after
-/// this evaluation), the newest stored `last_seen_at` per rule and subject
-/// (what was counted before this evaluation), and the changes so far.
+/// this evaluation), what the stored alerts counted per rule and subject
+/// (before this evaluation), and the changes so far.
 struct Evaluation<'i, 's> {
     inp: &'i Inputs<'s>,
     firing: HashMap<Key, Alert>,
-    seen_up_to: HashMap<Key, UnixMillis>,
+    counted: HashMap<Key, Counted>,
     out: Vec<AlertChange>,
 }
 
 impl<'i, 's> Evaluation<'i, 's> {
     fn new(inp: &'i Inputs<'s>) -> Self {
         let mut firing = HashMap::new();
-        let mut seen_up_to: HashMap<Key, UnixMillis> = HashMap::new();
+        let mut counted: HashMap<Key, Counted> = HashMap::new();
         for a in inp.state.alerts() {
             let key = (a.rule, a.subject.clone());
-            let t = seen_up_to.entry(key.clone()).or_default();
-            *t = (*t).max(a.last_seen_at);
+            let c = counted.entry(key.clone()).or_default();
+            if a.last_event_index > 0 {
+                c.index = c.index.max(a.last_event_index);
+            } else {
+                c.legacy_time = c.legacy_time.max(a.last_seen_at);
+            }
             if a.is_firing() {
                 firing.insert(key, (**a).clone());
             }
@@ -663,13 +706,21 @@ impl<'i, 's> Evaluation<'i, 's> {
         Evaluation {
             inp,
             firing,
-            seen_up_to,
+            counted,
             out: Vec::new(),
         }
     }
 
-    fn seen_up_to(&self, key: &Key) -> UnixMillis {
-        self.seen_up_to.get(key).copied().unwrap_or(0)
+    /// Whether a stored alert already counted the event `s`.
+    fn counted(&self, key: &Key, s: &Seen) -> bool {
+        let c = self.counted.get(key).copied().unwrap_or_default();
+        if c.index > 0 {
+            // Events after the legacy alerts' were counted by index, so
+            // the index alone decides.
+            s.index <= c.index
+        } else {
+            s.time <= c.legacy_time
+        }
     }
 
     /// Whether this evaluation already fired or updated the alert.

@@ -19,6 +19,9 @@ struct World {
     engine: Engine,
     memory: Vec<MemorySample>,
     disk: Option<DiskUsage>,
+    /// The index the next unnumbered event gets, as the store numbers
+    /// them.
+    next_index: u64,
 }
 
 impl World {
@@ -30,6 +33,7 @@ impl World {
             engine: Engine::new(cfg),
             memory: Vec::new(),
             disk: None,
+            next_index: 1,
         }
     }
 
@@ -37,20 +41,30 @@ impl World {
         self.store.commit(w).expect("commit");
     }
 
-    fn see(&mut self, e: Event) {
+    /// Observe `e`, numbered next unless it has an index (a replay).
+    fn see(&mut self, mut e: Event) {
+        if e.index == 0 {
+            e.index = self.next_index;
+        }
+        self.next_index = self.next_index.max(e.index + 1);
         let s = self.store.snapshot();
         self.engine.observe(&e, &s);
     }
 
-    /// Evaluate at `now` and store the result, as the alert loop does.
-    fn eval(&mut self, now: UnixMillis) -> Vec<AlertChange> {
+    /// Evaluate at `now` without storing the result: a failed commit.
+    fn eval_lost(&mut self, now: UnixMillis) -> Vec<AlertChange> {
         let s = self.store.snapshot();
-        let changes = self.engine.evaluate(&Inputs {
+        self.engine.evaluate(&Inputs {
             now,
             state: &s,
             memory: &self.memory,
             disk: self.disk.clone(),
-        });
+        })
+    }
+
+    /// Evaluate at `now` and store the result, as the alert loop does.
+    fn eval(&mut self, now: UnixMillis) -> Vec<AlertChange> {
+        let changes = self.eval_lost(now);
         self.commit(
             changes
                 .iter()
@@ -226,7 +240,13 @@ fn failed_allocations_count_as_restarts_and_a_stopped_job_resolves() {
 fn replayed_events_are_not_counted_twice() {
     let mut w = World::new(|_| {});
     with_job(&w);
-    let events: Vec<Event> = (0..3).map(|i| restarted("a0", "web", T0 + i)).collect();
+    let events: Vec<Event> = (0..3u64)
+        .map(|i| {
+            let mut e = restarted("a0", "web", T0 + i);
+            e.index = i + 1;
+            e
+        })
+        .collect();
     for e in &events {
         w.see(e.clone());
     }
@@ -451,4 +471,138 @@ fn a_disabled_rule_resolves_what_it_raised() {
     );
     assert_eq!(c[0].alert.status, AlertStatus::Resolved);
     assert_eq!(c[0].alert.resolution, "the disk rule was disabled");
+}
+
+#[test]
+fn events_are_told_apart_by_index_not_time() {
+    let mut w = World::new(|_| {});
+    with_job(&w);
+    for i in 0..3 {
+        w.see(restarted("a0", "web", T0 + i * 1000));
+    }
+    let c = w.eval(T0 + 3000);
+    assert_eq!(transitions(&c), [(AlertRule::CrashLoop, Transition::Fired)]);
+    assert_eq!(c[0].alert.last_event_index, 3);
+    // The clock stepped back a second: a new restart all the same.
+    w.see(restarted("a0", "web", T0 + 1000));
+    let c = w.eval(T0 + 4000);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::CrashLoop, Transition::Updated)]
+    );
+    assert_eq!((c[0].alert.count, c[0].alert.last_event_index), (4, 4));
+
+    // Two OOM kills committed in the same millisecond, evaluated apart.
+    let kill = Event::new(EventType::AllocationOomKilled, T0 + 5000, "oom")
+        .job("web")
+        .alloc("a0")
+        .node("n1")
+        .task("web");
+    w.see(kill.clone());
+    let c = w.eval(T0 + 5000);
+    assert_eq!(transitions(&c), [(AlertRule::OomKill, Transition::Fired)]);
+    w.see(kill);
+    let c = w.eval(T0 + 5000);
+    assert_eq!(transitions(&c), [(AlertRule::OomKill, Transition::Updated)]);
+    assert_eq!(c[0].alert.count, 2);
+}
+
+#[test]
+fn alerts_stored_without_an_event_index_still_skip_replayed_events() {
+    let mut w = World::new(|_| {});
+    with_job(&w);
+    let events: Vec<Event> = (0..3u64)
+        .map(|i| {
+            let mut e = restarted("a0", "web", T0 + i);
+            e.index = i + 1;
+            e
+        })
+        .collect();
+    for e in &events {
+        w.see(e.clone());
+    }
+    assert_eq!(w.eval(T0 + 10).len(), 1);
+    // Stored by a server from before `last_event_index`: the field is
+    // absent from its JSON.
+    let mut json = serde_json::to_value(&w.firing()[0]).expect("json");
+    json.as_object_mut()
+        .and_then(|o| o.remove("last_event_index"))
+        .expect("the field is stored");
+    let old: Alert = serde_json::from_value(json).expect("an old alert reads");
+    assert_eq!(old.last_event_index, 0);
+    w.commit(vec![Write::Alert(old)]);
+
+    // A restart replays the same events: still not counted twice.
+    w.engine = Engine::new(AlertsConfig::default());
+    for e in &events {
+        w.see(e.clone());
+    }
+    assert!(w.eval(T0 + 20).is_empty());
+    // A new one is, and from then on the index decides.
+    w.see(restarted("a0", "web", T0 + 30));
+    let c = w.eval(T0 + 30);
+    assert_eq!((c[0].alert.count, c[0].alert.last_event_index), (4, 4));
+}
+
+#[test]
+fn queued_kills_and_failures_survive_a_failed_commit() {
+    let mut w = World::new(|_| {});
+    with_job(&w);
+    let v2 = web(2);
+    let mut d1 =
+        corral_scheduler::deployment::new_deployment(&v2, &["web".into()], "d1".into(), None, T0);
+    d1.status = DeploymentStatus::Failed;
+    w.commit(vec![Write::Job(v2), Write::Deployment(d1)]);
+    w.see(
+        Event::new(EventType::AllocationOomKilled, T0, "oom")
+            .job("web")
+            .alloc("a0")
+            .node("n1")
+            .task("web"),
+    );
+    w.see(
+        Event::new(EventType::DeploymentFailed, T0, "deployment failed")
+            .job("web")
+            .deployment("d1"),
+    );
+    let rules = [
+        (AlertRule::OomKill, Transition::Fired),
+        (AlertRule::DeploymentFailed, Transition::Fired),
+    ];
+    assert_eq!(transitions(&w.eval_lost(T0 + 1)), rules);
+    // The commit failed: the next evaluation raises them again.
+    assert_eq!(transitions(&w.eval(T0 + 2)), rules);
+    // Stored now: counted once.
+    assert!(w.eval(T0 + 3).is_empty());
+    assert_eq!(w.firing().iter().map(|a| a.count).sum::<u32>(), 2);
+}
+
+#[test]
+fn memory_high_stays_firing_without_samples_until_the_task_stops() {
+    let mut w = World::new(|_| {});
+    let v1 = with_job(&w);
+    w.memory = vec![MemorySample {
+        alloc_id: "a0".into(),
+        task: "web".into(),
+        node_id: "n1".into(),
+        memory_bytes: 95,
+        limit_bytes: 100,
+    }];
+    assert!(w.eval(T0).is_empty());
+    assert_eq!(w.eval(T0 + 5 * MIN).len(), 1);
+    // A server restart: a new engine, no samples yet, the task runs on.
+    w.engine = Engine::new(AlertsConfig::default());
+    w.memory.clear();
+    assert!(w.eval(T0 + 6 * MIN).is_empty());
+    assert_eq!(w.firing().len(), 1);
+    // Stopped: resolved.
+    let mut a0 = alloc("a0", &v1, "web", 0, "n1");
+    a0.desired = DesiredStatus::Stop;
+    w.commit(vec![Write::Alloc(a0)]);
+    let c = w.eval(T0 + 7 * MIN);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::MemoryHigh, Transition::Resolved)]
+    );
+    assert_eq!(c[0].alert.resolution, "the task no longer runs");
 }

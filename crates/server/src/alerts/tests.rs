@@ -71,6 +71,7 @@ fn sample() -> Notification {
         count: 1,
         fired_at: 1,
         last_seen_at: 1,
+        last_event_index: 0,
         resolved_at: None,
         resolution: String::new(),
         create_index: 0,

@@ -106,7 +106,12 @@ pub async fn logs(
             "{}/v1/agent/allocations/{alloc_id}/logs?{query}",
             node.address.trim_end_matches('/'),
         );
-        let req = core.http.get(&url).send();
+        let mut req = core.http.get(&url);
+        // Agents started with the cluster's token require it.
+        if let Some(t) = &core.config.api_token {
+            req = req.bearer_auth(t);
+        }
+        let req = req.send();
         async move {
             // Only the answer's head is awaited here: a followed log
             // streams for as long as it likes.
@@ -140,7 +145,11 @@ pub async fn logs(
     if let Some(ct) = resp.headers().get(reqwest::header::CONTENT_TYPE) {
         builder = builder.header("content-type", ct.as_bytes());
     }
+    // A followed log ends with the server: graceful shutdown waits for
+    // open responses.
+    let stop = core.shutdown.clone().cancelled_owned();
+    let stream = futures::StreamExt::take_until(resp.bytes_stream(), stop);
     builder
-        .body(Body::from_stream(resp.bytes_stream()))
+        .body(Body::from_stream(stream))
         .map_err(|e| ServerError::Internal(e.to_string()))
 }

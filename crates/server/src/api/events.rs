@@ -4,7 +4,11 @@
 //!   filters;
 //! - `?index=N` (or the SSE `Last-Event-ID` header): every event with an
 //!   index above N, from the store, then live; without it the stream
-//!   starts with the next event;
+//!   starts with the next event. With both, the larger wins: a browser's
+//!   `EventSource` reconnects to the same URL, `?index=` and all, with
+//!   the id of the last event it got. N above the newest index is refused
+//!   (400): that event does not exist, and waiting for it would hide the
+//!   mistake (a log from another server, or a typo);
 //! - `?follow=false`: the matching events as a JSON array, then the end:
 //!   after `index` when given (oldest first, at most `limit`), else the
 //!   newest `limit` (default 100).
@@ -85,10 +89,17 @@ fn parse(pairs: Vec<(String, String)>, headers: &HeaderMap) -> Result<EventQuery
             }
         }
     }
-    if q.index.is_none()
-        && let Some(id) = headers.get("last-event-id").and_then(|v| v.to_str().ok())
-    {
-        q.index = id.trim().parse().ok();
+    if let Some(id) = headers.get("last-event-id") {
+        let id: u64 = id
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                ServerError::BadRequest(format!(
+                    "Last-Event-ID header {id:?}: expected an event index"
+                ))
+            })?;
+        q.index = Some(q.index.map_or(id, |i| i.max(id)));
     }
     Ok(q)
 }
@@ -99,6 +110,14 @@ pub async fn events(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ServerError> {
     let q = parse(pairs, &headers)?;
+    let newest = core.store.snapshot().event_span().last;
+    if let Some(i) = q.index
+        && i > newest
+    {
+        return Err(ServerError::BadRequest(format!(
+            "event index {i} is above the newest, {newest}: resume from {newest} or leave out index"
+        )));
+    }
     if !q.follow {
         let events: Vec<Event> = recent(&core, &q)
             .await?
@@ -107,9 +126,7 @@ pub async fn events(
             .collect();
         return Ok(Json(events).into_response());
     }
-    let after = q
-        .index
-        .unwrap_or_else(|| core.store.snapshot().event_span().last);
+    let after = q.index.unwrap_or(newest);
     Ok(Sse::new(stream(core, q.filter, after))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
@@ -231,4 +248,90 @@ fn sse(e: &Event) -> SseEvent {
         .id(e.index.to_string())
         .event(e.kind.as_str())
         .data(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderValue, StatusCode};
+    use corral_scheduler::testing::node;
+    use corral_store::{MemoryStore, StateStore, Write};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::{Server, ServerConfig};
+
+    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn last_event_id(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("last-event-id", HeaderValue::from_str(v).expect("header"));
+        h
+    }
+
+    fn bad_request(r: Result<impl std::fmt::Debug, ServerError>) -> String {
+        match r {
+            Err(ServerError::BadRequest(m)) => m,
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reconnect_resumes_from_the_larger_of_index_and_last_event_id() {
+        let q = parse(pairs(&[("index", "5")]), &last_event_id("42")).expect("parse");
+        assert_eq!(q.index, Some(42));
+        // A stale header does not take the stream back either.
+        let q = parse(pairs(&[("index", "50")]), &last_event_id("42")).expect("parse");
+        assert_eq!(q.index, Some(50));
+        let q = parse(vec![], &last_event_id(" 7 ")).expect("parse");
+        assert_eq!(q.index, Some(7));
+        let m = bad_request(parse(pairs(&[("index", "5")]), &last_event_id("abc")));
+        assert!(m.contains("Last-Event-ID") && m.contains("abc"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn an_index_above_the_newest_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = ServerConfig::new(dir.path().to_path_buf());
+        config.alerts.enabled = false;
+        let stop = CancellationToken::new();
+        let server = Server::start_with(
+            config,
+            StateStore::open(Box::new(MemoryStore::new())).expect("store"),
+            stop.clone(),
+        )
+        .await
+        .expect("server");
+        let core = server.core.clone();
+        core.commit(vec![Write::Node(node("n1").build())])
+            .await
+            .expect("commit");
+        let newest = core.store.snapshot().event_span().last;
+        assert!(newest > 0);
+        let call =
+            |q: Vec<(String, String)>, h: HeaderMap| events(State(core.clone()), h, Query(q));
+        let above = (newest + 1).to_string();
+        for follow in ["true", "false"] {
+            let m = bad_request(
+                call(
+                    pairs(&[("index", &above), ("follow", follow)]),
+                    HeaderMap::new(),
+                )
+                .await,
+            );
+            assert!(m.contains(&format!("newest, {newest}")), "{m}");
+            assert!(m.contains("leave out index"), "{m}");
+        }
+        // From a Last-Event-ID header too.
+        bad_request(call(vec![], last_event_id(&above)).await);
+        // The newest itself is fine: the stream waits for the next one.
+        let r = call(pairs(&[("index", &newest.to_string())]), HeaderMap::new())
+            .await
+            .expect("stream");
+        assert_eq!(r.status(), StatusCode::OK);
+        stop.cancel();
+    }
 }

@@ -51,6 +51,35 @@ pub async fn act(
                             d.job, d.job_version
                         )));
                     }
+                    // As Nomad: promoting unhealthy canaries would stop
+                    // the old allocations for nothing that works.
+                    let not_ready: Vec<String> = d
+                        .groups
+                        .iter()
+                        .filter(|(_, g)| !g.promoted && g.desired_canaries > 0)
+                        .filter(|(name, g)| {
+                            let healthy = state
+                                .job_allocs(&d.job)
+                                .iter()
+                                .filter(|a| {
+                                    a.group == **name
+                                        && a.canary
+                                        && a.is_live()
+                                        && a.is_healthy()
+                                        && a.deployment_id.as_deref() == Some(d.id.as_str())
+                                })
+                                .count() as u32;
+                            healthy < g.desired_canaries
+                        })
+                        .map(|(name, g)| format!("{name} ({} canaries wanted)", g.desired_canaries))
+                        .collect();
+                    if !not_ready.is_empty() {
+                        return Err(ServerError::Conflict(format!(
+                            "the canaries of {} are not all healthy yet: promote once `corral deploy status {}` shows them healthy, or fail the deployment",
+                            not_ready.join(", "),
+                            d.job
+                        )));
+                    }
                     for g in d.groups.values_mut() {
                         g.promoted = true;
                         if let Some(by) = g.require_progress_by.as_mut() {

@@ -285,3 +285,116 @@ fn a_version_without_a_deployment_becomes_stable_once_everything_runs_it() {
     commit(&s, writes);
     assert!(s.snapshot().job("web").unwrap().stable);
 }
+
+#[test]
+fn a_lost_canary_is_not_a_healthy_one() {
+    let s = store();
+    let mut v1 = version(1, 3, |_| {});
+    v1.stable = true;
+    let v2 = version(2, 3, |g| {
+        g.update.canary = 1;
+        g.update.auto_promote = true;
+    });
+    let mut d = deployment(&v2, 1);
+    d.job_version = 2;
+    for g in d.groups.values_mut() {
+        g.auto_promote = true;
+    }
+    let mut lost = owned("c0", &v2, 0, None, true);
+    lost.client = ClientStatus::Lost;
+    let mut writes = vec![
+        Write::Job(v1.clone()),
+        Write::Job(v2.clone()),
+        Write::Deployment(d.clone()),
+        Write::Alloc(lost),
+    ];
+    for i in 0..3 {
+        writes.push(Write::Alloc(alloc(&format!("old{i}"), &v1, "web", i, "n1")));
+    }
+    commit(&s, writes);
+    let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+    assert!(!v.deployment.groups["web"].promoted, "no healthy canary");
+}
+
+#[test]
+fn canaries_waiting_for_a_person_do_not_run_out_of_time() {
+    let s = store();
+    let mut v1 = version(1, 2, |_| {});
+    v1.stable = true;
+    let v2 = version(2, 2, |g| {
+        g.update.canary = 1;
+        g.update.progress_deadline = corral_types::units::Millis(10_000);
+    });
+    let mut d = deployment(&v2, 1);
+    d.job_version = 2;
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Job(v2.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("c0", &v2, 0, Some(true), true)),
+            Write::Alloc(alloc("old0", &v1, "web", 0, "n1")),
+            Write::Alloc(alloc("old1", &v1, "web", 1, "n1")),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 60_000).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Running);
+    assert!(v.deployment.description.contains("promote"));
+}
+
+#[test]
+fn with_no_older_allocation_left_there_is_nothing_to_canary() {
+    let s = store();
+    let v3 = version(3, 2, |g| g.update.canary = 1);
+    let mut d = deployment(&v3, 1);
+    d.job_version = 3;
+    commit(
+        &s,
+        vec![
+            Write::Job(v3.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(alloc("a0", &v3, "web", 0, "n1")),
+            Write::Alloc(alloc("a1", &v3, "web", 1, "n1")),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+    assert!(v.deployment.groups["web"].promoted);
+    assert_eq!(v.deployment.status, DeploymentStatus::Successful);
+}
+
+#[test]
+fn a_failed_rollback_does_not_reach_further_back() {
+    let s = store();
+    let mut v1 = version(1, 1, |_| {});
+    v1.stable = true;
+    let mut v2 = version(2, 1, |g| g.update.auto_revert = true);
+    v2.stable = true;
+    // v4 re-runs v2's spec (a rollback after v3) and fails too.
+    let mut v4 = v2.clone();
+    v4.version = 4;
+    v4.stable = false;
+    let mut v3 = version(3, 1, |g| g.update.auto_revert = true);
+    v3.stable = false;
+    let mut d = deployment(&v4, 0);
+    d.job_version = 4;
+    commit(
+        &s,
+        vec![
+            Write::Job(v1),
+            Write::Job(v2),
+            Write::Job(v3),
+            Write::Job(v4.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("a0", &v4, 0, Some(false), false)),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Failed);
+    assert!(v.revert_to.is_none(), "{:?}", v.revert_to.map(|j| j.version));
+    assert!(
+        v.deployment.description.contains("no stable version"),
+        "{}",
+        v.deployment.description
+    );
+}

@@ -47,6 +47,7 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
         // Healthy: live allocations of this version that are healthy
         // (placed by this deployment) or running (kept in place). Done
         // once promoted with `count` of them.
+        // Slots, not allocations: a migration briefly runs two copies.
         let healthy = allocs
             .iter()
             .filter(|a| {
@@ -62,7 +63,9 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
                     a.client == corral_types::ClientStatus::Running
                 }
             })
-            .count() as u32;
+            .map(|a| a.index)
+            .collect::<std::collections::BTreeSet<u32>>()
+            .len() as u32;
         g.placed = owned.len() as u32;
         g.unhealthy = owned.iter().filter(|a| a.is_unhealthy()).count() as u32;
         g.placed_canaries = owned
@@ -87,14 +90,23 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
                 .unwrap_or_default();
             failure.get_or_insert_with(|| format!("allocation {} is unhealthy: {why}", bad.name()));
         }
-        // Canaries all healthy: promote when asked to do it automatically.
-        let canaries_ready = g.desired_canaries > 0
-            && g.placed_canaries.len() as u32 >= g.desired_canaries
-            && owned
-                .iter()
-                .filter(|a| a.canary && a.is_live())
-                .all(|a| a.is_healthy());
-        if !g.promoted && canaries_ready {
+        // Canaries healthy: promote when asked to do it automatically.
+        // Counted live and healthy (a canary lost or failed does not count).
+        let healthy_canaries = owned
+            .iter()
+            .filter(|a| a.canary && a.is_live() && a.is_healthy())
+            .count() as u32;
+        let canaries_ready = g.desired_canaries > 0 && healthy_canaries >= g.desired_canaries;
+        // Nothing of an older version left to compare canaries with (the
+        // old allocations went another way, e.g. in place on a rollback):
+        // nothing to wait for.
+        let nothing_to_canary = !allocs.iter().any(|a| {
+            a.group == *name && a.is_live() && a.job_version != d.job_version && !a.canary
+        });
+        if !g.promoted && g.desired_canaries > 0 && nothing_to_canary {
+            g.promoted = true;
+            reschedule = true;
+        } else if !g.promoted && canaries_ready {
             if g.auto_promote {
                 g.promoted = true;
                 reschedule = true;
@@ -104,7 +116,10 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
         }
         let done = g.promoted && healthy >= g.desired_total;
         all_done &= done;
+        // Healthy canaries waiting for a person do not run out of time.
+        let waiting = waiting_promotion.last() == Some(name);
         if !done
+            && !waiting
             && failure.is_none()
             && let Some(by) = g.require_progress_by
             && now > by
@@ -163,6 +178,9 @@ pub(crate) fn last_stable(state: &State, job: &Job) -> Option<Job> {
         .job_versions(&job.name)
         .into_iter()
         .rev()
-        .find(|j| j.version < job.version && j.stable && j.spec != job.spec)
+        .find(|j| j.version < job.version && j.stable)
+        // Already on the stable spec: going further back is not a rollback
+        // anyone asked for.
+        .filter(|j| j.spec != job.spec)
         .map(|j| (*j).clone())
 }

@@ -35,12 +35,15 @@ pub async fn run(core: Arc<Core>) {
         }
         let now = now_ms();
         let since = seen;
-        seen = snap.index();
         match core
             .write(move |state, _| Ok::<_, ServerError>(pass(state, since, now)))
             .await
         {
-            Ok((_, evals)) => core.enqueue(evals),
+            Ok((_, evals)) => {
+                // Only once judged and committed: a failed write looks again.
+                seen = snap.index();
+                core.enqueue(evals);
+            }
             Err(e) => tracing::warn!(error = %e, "deployment watcher: write failed"),
         }
     }

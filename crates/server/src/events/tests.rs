@@ -361,6 +361,7 @@ fn alerts_fire_and_resolve_once() {
         count: 1,
         fired_at: 1,
         last_seen_at: 1,
+        last_event_index: 0,
         resolved_at: None,
         resolution: String::new(),
         create_index: 0,

@@ -119,8 +119,23 @@ pub async fn update_allocations(
                 if cur.node_id != node || cur.client.is_terminal() {
                     continue;
                 }
-                // Health is decided once; a later report cannot flip it.
-                let health = cur.health.clone().or(u.health);
+                // Health is decided once; a later report cannot flip it. A
+                // deployment's allocation that failed before its agent
+                // decided is unhealthy (as Nomad): otherwise the rollout
+                // would count it as neither and move on.
+                let health = cur.health.clone().or(u.health).or_else(|| {
+                    (cur.deployment_id.is_some() && u.client == ClientStatus::Failed).then(|| {
+                        corral_types::AllocHealth {
+                            healthy: false,
+                            at: now,
+                            message: if u.message.is_empty() {
+                                "the allocation failed before it became healthy".to_string()
+                            } else {
+                                format!("the allocation failed: {}", u.message)
+                            },
+                        }
+                    })
+                });
                 if cur.client == u.client
                     && cur.tasks == u.tasks
                     && cur.client_message == u.message

@@ -22,6 +22,7 @@ fn alert(id: &str) -> Alert {
         count: 1,
         fired_at: 1,
         last_seen_at: 1,
+        last_event_index: 0,
         resolved_at: None,
         resolution: String::new(),
         create_index: 0,

@@ -317,6 +317,12 @@ pub struct Alert {
     pub fired_at: UnixMillis,
     /// The last time the condition was seen.
     pub last_seen_at: UnixMillis,
+    /// The index of the last event counted into the alert (event rules:
+    /// crash loop, OOM kill, deployment), so a replay after a restart
+    /// skips what was counted; event indexes are gapless and monotonic,
+    /// unlike event times. 0: none, or stored before this field existed.
+    #[serde(default)]
+    pub last_event_index: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<UnixMillis>,
     /// Why it resolved.

@@ -55,7 +55,7 @@ impl CriDriver {
             if size < policy.max_size.0 {
                 continue;
             }
-            let renamed = match crate::logs::rotate(path, policy.max_files) {
+            let renamed = match crate::logs::rename_current(path) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(container = %c.id, file = %path.display(), error = %e, "cannot rotate a container log");
@@ -70,6 +70,12 @@ impl CriDriver {
                     tracing::warn!(container = %c.id, error = %e, "cannot undo a log rotation");
                 }
                 continue;
+            }
+            // Only now is the renamed file finished. At least one rotated
+            // file stays (as the kubelet requires max files >= 2): lines
+            // written between the rename and the reopen live there.
+            if let Err(e) = crate::logs::prune(path, policy.max_files.max(2)) {
+                tracing::warn!(container = %c.id, error = %e, "cannot delete old container logs");
             }
             rotated += 1;
         }
