@@ -41,7 +41,9 @@ pub enum Write {
     /// Delete the events up to this index (retention; a commit's events
     /// go together, so a few older ones may stay with the first commit
     /// kept); the newest event is always kept.
-    PruneEvents { through: u64 },
+    PruneEvents {
+        through: u64,
+    },
 }
 
 pub struct StateStore {

@@ -34,7 +34,10 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/jobs/{name}/revert", post(deployments::revert))
         .route("/v1/jobs/{name}/deployment", get(deployments::latest))
         .route("/v1/jobs/{name}/deployments", get(deployments::list))
-        .route("/v1/jobs/{name}/deployment/{action}", post(deployments::act))
+        .route(
+            "/v1/jobs/{name}/deployment/{action}",
+            post(deployments::act),
+        )
         .route("/v1/allocations", get(allocs::list))
         .route("/v1/allocations/{id}", get(allocs::get))
         .route("/v1/allocations/{id}/health", post(deployments::set_health))

@@ -391,7 +391,11 @@ fn a_failed_rollback_does_not_reach_further_back() {
     );
     let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
     assert_eq!(v.deployment.status, DeploymentStatus::Failed);
-    assert!(v.revert_to.is_none(), "{:?}", v.revert_to.map(|j| j.version));
+    assert!(
+        v.revert_to.is_none(),
+        "{:?}",
+        v.revert_to.map(|j| j.version)
+    );
     assert!(
         v.deployment.description.contains("no stable version"),
         "{}",

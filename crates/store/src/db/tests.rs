@@ -217,20 +217,42 @@ fn deployments_survive_reopen_and_the_latest_per_job_is_found() {
     };
     {
         let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
-        s.commit(vec![Write::Deployment(d("d1", 1, DeploymentStatus::Successful))])
-            .unwrap();
-        s.commit(vec![Write::Deployment(d("d2", 2, DeploymentStatus::Running))])
-            .unwrap();
+        s.commit(vec![Write::Deployment(d(
+            "d1",
+            1,
+            DeploymentStatus::Successful,
+        ))])
+        .unwrap();
+        s.commit(vec![Write::Deployment(d(
+            "d2",
+            2,
+            DeploymentStatus::Running,
+        ))])
+        .unwrap();
         // An update keeps its place in creation order.
-        s.commit(vec![Write::Deployment(d("d1", 1, DeploymentStatus::Successful))])
-            .unwrap();
+        s.commit(vec![Write::Deployment(d(
+            "d1",
+            1,
+            DeploymentStatus::Successful,
+        ))])
+        .unwrap();
     }
     let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
     let snap = s.snapshot();
     assert_eq!(snap.latest_deployment("web").unwrap().id, "d2");
-    assert_eq!(StateView::latest_deployment(snap.as_ref(), "web").unwrap().job_version, 2);
-    let ids: Vec<&str> = snap.job_deployments("web").iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(
+        StateView::latest_deployment(snap.as_ref(), "web")
+            .unwrap()
+            .job_version,
+        2
+    );
+    let ids: Vec<&str> = snap
+        .job_deployments("web")
+        .iter()
+        .map(|d| d.id.as_str())
+        .collect();
     assert_eq!(ids, vec!["d1", "d2"]);
-    s.commit(vec![Write::DeleteDeployment("d2".into())]).unwrap();
+    s.commit(vec![Write::DeleteDeployment("d2".into())])
+        .unwrap();
     assert_eq!(s.snapshot().latest_deployment("web").unwrap().id, "d1");
 }
