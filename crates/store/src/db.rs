@@ -283,17 +283,9 @@ fn apply(
             }
         }
         Write::Alloc(mut alloc) => {
-            alloc.create_index = next
-                .allocs
-                .get(&alloc.id)
-                .map(|a| a.create_index)
-                .unwrap_or(index);
-            alloc.modify_index = index;
-            let key = format!("{ALLOCS}{}", alloc.id);
-            txn.ops.push(Op::Put {
-                value: encode(&key, &alloc)?,
-                key,
-            });
+            let created = next.allocs.get(&alloc.id).map(|x| x.create_index);
+            (alloc.create_index, alloc.modify_index) = (created.unwrap_or(index), index);
+            put(txn, format!("{ALLOCS}{}", alloc.id), &alloc)?;
             touched.allocs.record(next.put_alloc(alloc));
         }
         Write::DeleteAlloc(id) => {
@@ -303,17 +295,9 @@ fn apply(
             touched.allocs.record(next.delete_alloc(&id));
         }
         Write::Node(mut node) => {
-            node.create_index = next
-                .nodes
-                .get(&node.id)
-                .map(|n| n.create_index)
-                .unwrap_or(index);
-            node.modify_index = index;
-            let key = format!("{NODES}{}", node.id);
-            txn.ops.push(Op::Put {
-                value: encode(&key, &node)?,
-                key,
-            });
+            let created = next.nodes.get(&node.id).map(|x| x.create_index);
+            (node.create_index, node.modify_index) = (created.unwrap_or(index), index);
+            put(txn, format!("{NODES}{}", node.id), &node)?;
             touched.nodes.record(next.put_node(node));
         }
         Write::DeleteNode(id) => {
@@ -323,17 +307,9 @@ fn apply(
             touched.nodes.record(next.delete_node(&id));
         }
         Write::Eval(mut eval) => {
-            eval.create_index = next
-                .evals
-                .get(&eval.id)
-                .map(|e| e.create_index)
-                .unwrap_or(index);
-            eval.modify_index = index;
-            let key = format!("{EVALS}{}", eval.id);
-            txn.ops.push(Op::Put {
-                value: encode(&key, &eval)?,
-                key,
-            });
+            let created = next.evals.get(&eval.id).map(|x| x.create_index);
+            (eval.create_index, eval.modify_index) = (created.unwrap_or(index), index);
+            put(txn, format!("{EVALS}{}", eval.id), &eval)?;
             next.put_eval(eval);
         }
         Write::DeleteEval(id) => {
@@ -343,17 +319,9 @@ fn apply(
             next.delete_eval(&id);
         }
         Write::Deployment(mut d) => {
-            d.create_index = next
-                .deployments
-                .get(&d.id)
-                .map(|x| x.create_index)
-                .unwrap_or(index);
-            d.modify_index = index;
-            let key = format!("{DEPLOYMENTS}{}", d.id);
-            txn.ops.push(Op::Put {
-                value: encode(&key, &d)?,
-                key,
-            });
+            let created = next.deployments.get(&d.id).map(|x| x.create_index);
+            (d.create_index, d.modify_index) = (created.unwrap_or(index), index);
+            put(txn, format!("{DEPLOYMENTS}{}", d.id), &d)?;
             touched.deployments.record(next.put_deployment(d));
         }
         Write::DeleteDeployment(id) => {
@@ -363,17 +331,9 @@ fn apply(
             touched.deployments.record(next.delete_deployment(&id));
         }
         Write::Alert(mut a) => {
-            a.create_index = next
-                .alerts
-                .get(&a.id)
-                .map(|x| x.create_index)
-                .unwrap_or(index);
-            a.modify_index = index;
-            let key = format!("{ALERTS}{}", a.id);
-            txn.ops.push(Op::Put {
-                value: encode(&key, &a)?,
-                key,
-            });
+            let created = next.alerts.get(&a.id).map(|x| x.create_index);
+            (a.create_index, a.modify_index) = (created.unwrap_or(index), index);
+            put(txn, format!("{ALERTS}{}", a.id), &a)?;
             touched.alerts.record(next.put_alert(a));
         }
         Write::DeleteAlert(id) => {
@@ -391,6 +351,15 @@ fn apply(
             }
         }
     }
+    Ok(())
+}
+
+/// Queue the put of an encoded record.
+fn put<T: Serialize>(txn: &mut Txn, key: String, value: &T) -> Result<(), StoreError> {
+    txn.ops.push(Op::Put {
+        value: encode(&key, value)?,
+        key,
+    });
     Ok(())
 }
 
