@@ -55,6 +55,21 @@ fn starts(cl: &Cluster) -> BTreeMap<String, usize> {
     out
 }
 
+/// Waits until `n` allocations wrote their start line: a task process
+/// shows before its first command ran, and a host killed in between
+/// would leave a start unrecorded.
+async fn wait_started(cl: &Cluster, n: usize) {
+    eventually(&format!("{n} starts recorded"), D, || async {
+        let s = starts(cl);
+        if s.len() >= n {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+}
+
 async fn job(c: &Client, name: &str) -> Result<JobView, String> {
     c.job(name, None).await.map_err(|e| e.to_string())
 }
@@ -202,6 +217,7 @@ async fn host_crash_replaces_its_allocations_elsewhere() {
         .unwrap();
     let j = wait_running(&c, "crash", 6, D).await;
     wait_procs(&cl, "crash", 6).await;
+    wait_started(&cl, 6).await;
     let (victim, lost) = busiest(&cl, &j);
 
     let t = Instant::now();
@@ -278,6 +294,7 @@ async fn rebooted_host_never_restarts_lost_allocations() {
         .unwrap();
     let j = wait_running(&c, "reboot", 6, D).await;
     wait_procs(&cl, "reboot", 6).await;
+    wait_started(&cl, 6).await;
     let (victim, lost) = busiest(&cl, &j);
     cl.kill_host(victim);
     wait_replaced(&cl, "reboot", 6, victim, &lost).await;
