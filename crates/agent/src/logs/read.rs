@@ -182,17 +182,31 @@ fn max_seq(files: &[ChainFile]) -> u64 {
     files.iter().filter_map(|f| f.seq).max().unwrap_or(0)
 }
 
+/// The files of the chain, opened. A rotation between listing and opening
+/// would pair a name with another file's contents (the renamed file then
+/// never read, the new one read twice): the inodes are compared and the
+/// chain listed again when one moved.
 fn open_chain(current: &Path) -> std::io::Result<Vec<(ChainFile, File)>> {
-    let mut out = Vec::new();
-    for f in chain(current)? {
-        match File::open(&f.path) {
-            Ok(file) => out.push((f, file)),
-            // Rotated away or pruned meanwhile.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+    use std::os::unix::fs::MetadataExt;
+    let mut attempts = 0;
+    'list: loop {
+        attempts += 1;
+        let mut out = Vec::new();
+        for f in chain(current)? {
+            match File::open(&f.path) {
+                Ok(file) => {
+                    if file.metadata()?.ino() != f.ino && attempts < 10 {
+                        continue 'list;
+                    }
+                    out.push((f, file));
+                }
+                // Rotated away or pruned meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
+        return Ok(out);
     }
-    Ok(out)
 }
 
 /// The file a follower reads, and how far.
