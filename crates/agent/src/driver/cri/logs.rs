@@ -55,6 +55,14 @@ impl CriDriver {
             if size < policy.max_size.0 {
                 continue;
             }
+            // Room first: after the rename, the rotated files plus the new
+            // current one make `max_files` (at least 2, as the kubelet
+            // requires; the renamed file is never deleted before the runtime
+            // writes elsewhere).
+            let max_files = policy.max_files.max(2);
+            if let Err(e) = crate::logs::prune(path, max_files - 1) {
+                tracing::warn!(container = %c.id, error = %e, "cannot delete old container logs");
+            }
             let renamed = match crate::logs::rename_current(path) {
                 Ok(p) => p,
                 Err(e) => {
@@ -70,12 +78,6 @@ impl CriDriver {
                     tracing::warn!(container = %c.id, error = %e, "cannot undo a log rotation");
                 }
                 continue;
-            }
-            // Only now is the renamed file finished. At least one rotated
-            // file stays (as the kubelet requires max files >= 2): lines
-            // written between the rename and the reopen live there.
-            if let Err(e) = crate::logs::prune(path, policy.max_files.max(2)) {
-                tracing::warn!(container = %c.id, error = %e, "cannot delete old container logs");
             }
             rotated += 1;
         }
