@@ -154,15 +154,8 @@ async fn wait_deployment(
 fn live(allocs: &[AllocView]) -> Vec<&AllocView> {
     allocs
         .iter()
-        .filter(|a| a.desired == DesiredStatus::Run && !is_terminal(a.status))
+        .filter(|a| a.desired == DesiredStatus::Run && !a.status.is_terminal())
         .collect()
-}
-
-fn is_terminal(s: ClientStatus) -> bool {
-    matches!(
-        s,
-        ClientStatus::Complete | ClientStatus::Failed | ClientStatus::Lost
-    )
 }
 
 /// Samples the allocations until stopped; returns every violation seen.

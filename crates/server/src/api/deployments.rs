@@ -30,15 +30,13 @@ pub async fn latest(
     let c = core.clone();
     let n = name.clone();
     block_until(&core, &q, move || {
-        let s = c.store.snapshot();
-        let d = s.latest_deployment(&n).map(|d| d.modify_index).unwrap_or(0);
-        let a = s
-            .job_allocs(&n)
-            .iter()
-            .map(|a| a.modify_index)
-            .max()
+        let d = c
+            .store
+            .snapshot()
+            .latest_deployment(&n)
+            .map(|d| d.modify_index)
             .unwrap_or(0);
-        d.max(a)
+        super::jobs::job_index(&c, &n).max(d)
     })
     .await;
     let s = core.store.snapshot();

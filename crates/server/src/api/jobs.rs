@@ -198,7 +198,7 @@ pub async fn get(
 }
 
 /// The highest modify index among a job, its allocations and evaluations.
-fn job_index(core: &Core, name: &str) -> Index {
+pub(super) fn job_index(core: &Core, name: &str) -> Index {
     let s = core.store.snapshot();
     let job = s.job(name).map(|j| j.modify_index).unwrap_or(0);
     let allocs = s

@@ -58,18 +58,12 @@ pub async fn act(
                         .iter()
                         .filter(|(_, g)| !g.promoted && g.desired_canaries > 0)
                         .filter(|(name, g)| {
-                            let healthy = state
-                                .job_allocs(&d.job)
-                                .iter()
-                                .filter(|a| {
-                                    a.group == **name
-                                        && a.canary
-                                        && a.is_live()
-                                        && a.is_healthy()
-                                        && a.deployment_id.as_deref() == Some(d.id.as_str())
-                                })
-                                .count() as u32;
-                            healthy < g.desired_canaries
+                            let allocs = state.job_allocs(&d.job);
+                            let owned = allocs.iter().map(|a| a.as_ref()).filter(|a| {
+                                a.group == **name
+                                    && a.deployment_id.as_deref() == Some(d.id.as_str())
+                            });
+                            super::watch::healthy_canaries(owned) < g.desired_canaries
                         })
                         .map(|(name, g)| format!("{name} ({} canaries wanted)", g.desired_canaries))
                         .collect();

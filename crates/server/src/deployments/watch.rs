@@ -92,10 +92,7 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
         }
         // Canaries healthy: promote when asked to do it automatically.
         // Counted live and healthy (a canary lost or failed does not count).
-        let healthy_canaries = owned
-            .iter()
-            .filter(|a| a.canary && a.is_live() && a.is_healthy())
-            .count() as u32;
+        let healthy_canaries = healthy_canaries(owned.iter().copied());
         let canaries_ready = g.desired_canaries > 0 && healthy_canaries >= g.desired_canaries;
         // Nothing of an older version left to compare canaries with (the
         // old allocations went another way, e.g. in place on a rollback):
@@ -169,6 +166,14 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
         revert_to,
         stable,
     })
+}
+
+/// Canaries among `owned` (a deployment's allocations of one group) that
+/// count toward promotion: live and healthy.
+pub(crate) fn healthy_canaries<'a>(owned: impl Iterator<Item = &'a Allocation>) -> u32 {
+    owned
+        .filter(|a| a.canary && a.is_live() && a.is_healthy())
+        .count() as u32
 }
 
 /// The newest stable version older than the current one whose spec
