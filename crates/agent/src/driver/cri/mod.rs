@@ -138,6 +138,21 @@ fn failed(alloc_id: &str, task: &str, reason: impl std::fmt::Display) -> DriverE
 }
 
 impl CriDriver {
+    /// Whether a container is still running after an update failed.
+    /// containerd handles a task's exit event asynchronously, so the status
+    /// can say "running" for a moment after the shim is gone: look a few
+    /// times before calling the failure real.
+    async fn still_running(&self, container_id: &str) -> bool {
+        for _ in 0..10 {
+            match self.client.container_status(container_id).await {
+                Ok(st) if state_of(&st) == cri::ContainerState::ContainerRunning => {}
+                _ => return false,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
+
     /// Connects to the runtime now and checks that it answers.
     pub async fn connect(cfg: CriConfig) -> Result<CriDriver, DriverError> {
         let unavailable = |e: CriError| DriverError::Unavailable {
@@ -261,9 +276,15 @@ impl CriDriver {
 /// containerd's ways of saying the container's process is already gone
 /// (its own status may lag behind by a moment).
 fn exited_meanwhile(err: &str) -> bool {
-    ["stopped container", "not running", "deleted process"]
-        .iter()
-        .any(|m| err.contains(m))
+    // "ttrpc: closed": the shim went away with the task it served.
+    [
+        "stopped container",
+        "not running",
+        "deleted process",
+        "ttrpc: closed",
+    ]
+    .iter()
+    .any(|m| err.contains(m))
 }
 
 #[async_trait]
@@ -392,11 +413,7 @@ impl Driver for CriDriver {
                 .update_container_resources(&container_id, limits)
                 .await
             && !exited_meanwhile(&e.to_string())
-            && self
-                .client
-                .container_status(&container_id)
-                .await
-                .is_ok_and(|st| state_of(&st) == cri::ContainerState::ContainerRunning)
+            && self.still_running(&container_id).await
         {
             let _ = self.client.stop_container(&container_id, 0).await;
             let _ = self.client.remove_container(&container_id).await;
