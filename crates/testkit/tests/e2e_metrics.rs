@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use corral_testkit::procs::is_root;
 use corral_testkit::{TestCluster, eventually, jobs, prereq};
+use corral_types::TaskLifecycle;
 
 const D: Duration = Duration::from_secs(60);
 const RESTARTS: u32 = 3;
@@ -210,14 +211,25 @@ async fn prometheus_scrapes_task_memory_and_restarts() {
     c.submit(&job(&marker), "memhog.yaml")
         .await
         .expect("submit");
+    // Each failing run shows as running for a moment: wait for the run
+    // that holds, after exactly RESTARTS restarts.
     let view = jobs::wait_running(&c, "memhog", 1, D).await;
     let alloc = view.allocations[0].id.clone();
-    let task = view.allocations[0].tasks.get("memhog").cloned();
-    assert_eq!(
-        task.as_ref().map(|t| t.restarts),
-        Some(RESTARTS),
-        "the task restarted {RESTARTS} times before it held: {task:?}"
-    );
+    // More restarts than RESTARTS never match, and this times out.
+    eventually("the task holds after its restarts", D, || async {
+        let v = c.job("memhog", None).await.map_err(|e| e.to_string())?;
+        let t = v
+            .allocations
+            .iter()
+            .find(|a| a.id == alloc)
+            .and_then(|a| a.tasks.get("memhog").cloned())
+            .ok_or("no task state yet")?;
+        match (t.restarts, t.state) {
+            (RESTARTS, TaskLifecycle::Running) => Ok(()),
+            _ => Err(format!("{t:?}")),
+        }
+    })
+    .await;
 
     // Restarts: exact.
     let (labels, restarts) = eventually("restarts in prometheus", D, || async {
