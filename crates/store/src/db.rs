@@ -72,17 +72,35 @@ impl StateStore {
         for kv in store.range(JOBS)? {
             state.put_job(decode(&kv.key, &kv.value)?);
         }
+        // Stores written before keys were ordered by creation hold
+        // `prefix/id`: moved to their ordered key in one transaction.
+        let mut rekey = Txn::default();
         for kv in store.range(ALLOCS)? {
-            state.put_alloc(decode(&kv.key, &kv.value)?);
+            let a: Allocation = decode(&kv.key, &kv.value)?;
+            rekey_if_old(&mut rekey, kv, ordered_key(ALLOCS, a.create_index, &a.id));
+            state.put_alloc(a);
         }
         for kv in store.range(NODES)? {
             state.put_node(decode(&kv.key, &kv.value)?);
         }
         for kv in store.range(EVALS)? {
-            state.put_eval(decode(&kv.key, &kv.value)?);
+            let e: Evaluation = decode(&kv.key, &kv.value)?;
+            rekey_if_old(&mut rekey, kv, ordered_key(EVALS, e.create_index, &e.id));
+            state.put_eval(e);
         }
         for kv in store.range(DEPLOYMENTS)? {
-            state.put_deployment(decode(&kv.key, &kv.value)?);
+            let d: Deployment = decode(&kv.key, &kv.value)?;
+            rekey_if_old(
+                &mut rekey,
+                kv,
+                ordered_key(DEPLOYMENTS, d.create_index, &d.id),
+            );
+            state.put_deployment(d);
+        }
+        if !rekey.ops.is_empty()
+            && let TxnOutcome::Committed { revision } = store.txn(&rekey)?
+        {
+            state.index = revision;
         }
         for kv in store.range(ALERTS)? {
             state.put_alert(decode(&kv.key, &kv.value)?);
@@ -283,19 +301,25 @@ fn apply(
             }
         }
         Write::Alloc(mut alloc) => {
-            let created = next.allocs.get(&alloc.id).map(|x| x.create_index);
+            let created = next.allocs.get(alloc.id.as_str()).map(|x| x.create_index);
             (alloc.create_index, alloc.modify_index) = (created.unwrap_or(index), index);
-            put(txn, format!("{ALLOCS}{}", alloc.id), &alloc)?;
+            put(
+                txn,
+                ordered_key(ALLOCS, alloc.create_index, &alloc.id),
+                &alloc,
+            )?;
             touched.allocs.record(next.put_alloc(alloc));
         }
         Write::DeleteAlloc(id) => {
-            txn.ops.push(Op::Delete {
-                key: format!("{ALLOCS}{id}"),
-            });
+            if let Some(a) = next.allocs.get(id.as_str()) {
+                txn.ops.push(Op::Delete {
+                    key: ordered_key(ALLOCS, a.create_index, &id),
+                });
+            }
             touched.allocs.record(next.delete_alloc(&id));
         }
         Write::Node(mut node) => {
-            let created = next.nodes.get(&node.id).map(|x| x.create_index);
+            let created = next.nodes.get(node.id.as_str()).map(|x| x.create_index);
             (node.create_index, node.modify_index) = (created.unwrap_or(index), index);
             put(txn, format!("{NODES}{}", node.id), &node)?;
             touched.nodes.record(next.put_node(node));
@@ -307,31 +331,35 @@ fn apply(
             touched.nodes.record(next.delete_node(&id));
         }
         Write::Eval(mut eval) => {
-            let created = next.evals.get(&eval.id).map(|x| x.create_index);
+            let created = next.evals.get(eval.id.as_str()).map(|x| x.create_index);
             (eval.create_index, eval.modify_index) = (created.unwrap_or(index), index);
-            put(txn, format!("{EVALS}{}", eval.id), &eval)?;
+            put(txn, ordered_key(EVALS, eval.create_index, &eval.id), &eval)?;
             next.put_eval(eval);
         }
         Write::DeleteEval(id) => {
-            txn.ops.push(Op::Delete {
-                key: format!("{EVALS}{id}"),
-            });
+            if let Some(e) = next.evals.get(id.as_str()) {
+                txn.ops.push(Op::Delete {
+                    key: ordered_key(EVALS, e.create_index, &id),
+                });
+            }
             next.delete_eval(&id);
         }
         Write::Deployment(mut d) => {
-            let created = next.deployments.get(&d.id).map(|x| x.create_index);
+            let created = next.deployments.get(d.id.as_str()).map(|x| x.create_index);
             (d.create_index, d.modify_index) = (created.unwrap_or(index), index);
-            put(txn, format!("{DEPLOYMENTS}{}", d.id), &d)?;
+            put(txn, ordered_key(DEPLOYMENTS, d.create_index, &d.id), &d)?;
             touched.deployments.record(next.put_deployment(d));
         }
         Write::DeleteDeployment(id) => {
-            txn.ops.push(Op::Delete {
-                key: format!("{DEPLOYMENTS}{id}"),
-            });
+            if let Some(d) = next.deployments.get(id.as_str()) {
+                txn.ops.push(Op::Delete {
+                    key: ordered_key(DEPLOYMENTS, d.create_index, &id),
+                });
+            }
             touched.deployments.record(next.delete_deployment(&id));
         }
         Write::Alert(mut a) => {
-            let created = next.alerts.get(&a.id).map(|x| x.create_index);
+            let created = next.alerts.get(a.id.as_str()).map(|x| x.create_index);
             (a.create_index, a.modify_index) = (created.unwrap_or(index), index);
             put(txn, format!("{ALERTS}{}", a.id), &a)?;
             touched.alerts.record(next.put_alert(a));
@@ -354,6 +382,17 @@ fn apply(
     Ok(())
 }
 
+/// Move a record stored under an old-format key to `key`.
+fn rekey_if_old(txn: &mut Txn, kv: crate::kv::KeyValue, key: String) {
+    if kv.key != key {
+        txn.ops.push(Op::Delete { key: kv.key });
+        txn.ops.push(Op::Put {
+            key,
+            value: kv.value,
+        });
+    }
+}
+
 /// Queue the put of an encoded record.
 fn put<T: Serialize>(txn: &mut Txn, key: String, value: &T) -> Result<(), StoreError> {
     txn.ops.push(Op::Put {
@@ -361,6 +400,14 @@ fn put<T: Serialize>(txn: &mut Txn, key: String, value: &T) -> Result<(), StoreE
         key,
     });
     Ok(())
+}
+
+/// The key of a record with a random id (allocations, evaluations,
+/// deployments): its creation index first, so new records land together at
+/// the end of the store's b-tree and a commit dirties a few pages instead
+/// of one per record (random ids scatter them).
+fn ordered_key(prefix: &str, create_index: Index, id: &str) -> String {
+    format!("{prefix}{create_index:020}/{id}")
 }
 
 /// Versions are zero-padded so key order is version order.

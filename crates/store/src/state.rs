@@ -7,26 +7,31 @@ use corral_scheduler::StateView;
 use corral_types::{Alert, Allocation, Deployment, EvalStatus, Evaluation, Index, Job, Node};
 use imbl::OrdMap;
 
+/// Map keys are shared strings: a write path-copies the map's nodes, and
+/// copying a node of `Arc<str>` keys bumps counts where `String` keys
+/// would allocate and copy each key.
+pub(crate) type Key = Arc<str>;
+
 #[derive(Clone, Default)]
 pub struct State {
     pub(crate) index: Index,
     /// Every stored version, by (name, version).
     pub(crate) job_versions: OrdMap<(String, u64), Arc<Job>>,
     /// Latest version per job name.
-    pub(crate) jobs: OrdMap<String, Arc<Job>>,
-    pub(crate) allocs: OrdMap<String, Arc<Allocation>>,
+    pub(crate) jobs: OrdMap<Key, Arc<Job>>,
+    pub(crate) allocs: OrdMap<Key, Arc<Allocation>>,
     // The secondary indexes hold the allocations themselves, not ids: the
     // scheduler reads a node's allocations for every node it considers,
     // and a second lookup per allocation was most of its time.
-    pub(crate) allocs_by_job: OrdMap<String, OrdMap<String, Arc<Allocation>>>,
-    pub(crate) allocs_by_node: OrdMap<String, OrdMap<String, Arc<Allocation>>>,
-    pub(crate) nodes: OrdMap<String, Arc<Node>>,
-    pub(crate) evals: OrdMap<String, Arc<Evaluation>>,
-    pub(crate) deployments: OrdMap<String, Arc<Deployment>>,
+    pub(crate) allocs_by_job: OrdMap<Key, OrdMap<Key, Arc<Allocation>>>,
+    pub(crate) allocs_by_node: OrdMap<Key, OrdMap<Key, Arc<Allocation>>>,
+    pub(crate) nodes: OrdMap<Key, Arc<Node>>,
+    pub(crate) evals: OrdMap<Key, Arc<Evaluation>>,
+    pub(crate) deployments: OrdMap<Key, Arc<Deployment>>,
     /// Deployment ids per job, by (create order, id).
-    pub(crate) deployments_by_job: OrdMap<String, OrdMap<(Index, String), Arc<Deployment>>>,
+    pub(crate) deployments_by_job: OrdMap<Key, OrdMap<(Index, String), Arc<Deployment>>>,
     /// Alerts (firing and recently resolved), by id.
-    pub(crate) alerts: OrdMap<String, Arc<Alert>>,
+    pub(crate) alerts: OrdMap<Key, Arc<Alert>>,
     /// Which events the store holds (see `crate::events`).
     pub(crate) events: crate::events::EventSpan,
 }
@@ -142,7 +147,7 @@ impl State {
 
     pub(crate) fn put_alert(&mut self, a: Alert) -> Replaced<Alert> {
         let a = Arc::new(a);
-        (self.alerts.insert(a.id.clone(), a.clone()), Some(a))
+        (self.alerts.insert(a.id.as_str().into(), a.clone()), Some(a))
     }
 
     pub(crate) fn delete_alert(&mut self, id: &str) -> Replaced<Alert> {
@@ -152,16 +157,19 @@ impl State {
     pub(crate) fn put_deployment(&mut self, d: Deployment) -> Replaced<Deployment> {
         let d = Arc::new(d);
         self.deployments_by_job
-            .entry(d.job.clone())
+            .entry(d.job.as_str().into())
             .or_default()
             .insert((d.create_index, d.id.clone()), d.clone());
-        (self.deployments.insert(d.id.clone(), d.clone()), Some(d))
+        (
+            self.deployments.insert(d.id.as_str().into(), d.clone()),
+            Some(d),
+        )
     }
 
     pub(crate) fn delete_deployment(&mut self, id: &str) -> Replaced<Deployment> {
         let removed = self.deployments.remove(id);
         if let Some(old) = &removed {
-            let empty = match self.deployments_by_job.get_mut(&old.job) {
+            let empty = match self.deployments_by_job.get_mut(old.job.as_str()) {
                 Some(m) => {
                     m.remove(&(old.create_index, old.id.clone()));
                     m.is_empty()
@@ -169,7 +177,7 @@ impl State {
                 None => false,
             };
             if empty {
-                self.deployments_by_job.remove(&old.job);
+                self.deployments_by_job.remove(old.job.as_str());
             }
         }
         (removed, None)
@@ -179,10 +187,10 @@ impl State {
         let job = Arc::new(job);
         let latest = self
             .jobs
-            .get(&job.name)
+            .get(job.name.as_str())
             .is_none_or(|cur| cur.version <= job.version);
         if latest {
-            self.jobs.insert(job.name.clone(), job.clone());
+            self.jobs.insert(job.name.as_str().into(), job.clone());
         }
         let old = self
             .job_versions
@@ -201,24 +209,16 @@ impl State {
     }
 
     pub(crate) fn put_alloc(&mut self, alloc: Allocation) -> Replaced<Allocation> {
-        if let Some(old) = self.allocs.get(&alloc.id).cloned()
+        if let Some(old) = self.allocs.get(alloc.id.as_str()).cloned()
             && old.node_id != alloc.node_id
         {
             remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
         }
         let alloc = Arc::new(alloc);
-        self.allocs_by_job
-            .entry(alloc.job.clone())
-            .or_default()
-            .insert(alloc.id.clone(), alloc.clone());
-        self.allocs_by_node
-            .entry(alloc.node_id.clone())
-            .or_default()
-            .insert(alloc.id.clone(), alloc.clone());
-        (
-            self.allocs.insert(alloc.id.clone(), alloc.clone()),
-            Some(alloc),
-        )
+        let id: Key = alloc.id.as_str().into();
+        index_insert(&mut self.allocs_by_job, &alloc.job, &id, &alloc);
+        index_insert(&mut self.allocs_by_node, &alloc.node_id, &id, &alloc);
+        (self.allocs.insert(id, alloc.clone()), Some(alloc))
     }
 
     pub(crate) fn delete_alloc(&mut self, id: &str) -> Replaced<Allocation> {
@@ -232,7 +232,10 @@ impl State {
 
     pub(crate) fn put_node(&mut self, node: Node) -> Replaced<Node> {
         let node = Arc::new(node);
-        (self.nodes.insert(node.id.clone(), node.clone()), Some(node))
+        (
+            self.nodes.insert(node.id.as_str().into(), node.clone()),
+            Some(node),
+        )
     }
 
     pub(crate) fn delete_node(&mut self, id: &str) -> Replaced<Node> {
@@ -240,7 +243,7 @@ impl State {
     }
 
     pub(crate) fn put_eval(&mut self, eval: Evaluation) {
-        self.evals.insert(eval.id.clone(), Arc::new(eval));
+        self.evals.insert(eval.id.as_str().into(), Arc::new(eval));
     }
 
     pub(crate) fn delete_eval(&mut self, id: &str) {
@@ -252,7 +255,22 @@ impl State {
 /// removal).
 pub(crate) type Replaced<T> = (Option<Arc<T>>, Option<Arc<T>>);
 
-fn remove_index(index: &mut OrdMap<String, OrdMap<String, Arc<Allocation>>>, key: &str, id: &str) {
+type AllocIndex = OrdMap<Key, OrdMap<Key, Arc<Allocation>>>;
+
+/// Add an allocation to a secondary index; the outer key is only
+/// allocated when the entry is new.
+fn index_insert(index: &mut AllocIndex, key: &str, id: &Key, alloc: &Arc<Allocation>) {
+    match index.get_mut(key) {
+        Some(set) => {
+            set.insert(id.clone(), alloc.clone());
+        }
+        None => {
+            index.insert(key.into(), OrdMap::unit(id.clone(), alloc.clone()));
+        }
+    }
+}
+
+fn remove_index(index: &mut AllocIndex, key: &str, id: &str) {
     let empty = match index.get_mut(key) {
         Some(set) => {
             set.remove(id);

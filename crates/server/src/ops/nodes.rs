@@ -109,6 +109,7 @@ pub async fn update_allocations(
             let mut freed = false;
             let mut migrations = std::collections::BTreeSet::new();
             let mut seen = BTreeMap::new();
+            let mut rolling = Rolling::default();
             for u in updates {
                 seen.insert(u.id.clone(), u);
             }
@@ -149,9 +150,15 @@ pub async fn update_allocations(
                 a.tasks = u.tasks;
                 a.client_message = u.message;
                 a.checks = u.checks;
-                // A deployment moves on when one of its allocations is
-                // decided healthy or unhealthy.
-                if a.health.is_none() && health.is_some() && a.deployment_id.is_some() {
+                // A rolling deployment moves on when one of its allocations
+                // is decided healthy. (Nothing waits on the health of a new
+                // job's allocations: every slot was placed at once. The
+                // watcher re-evaluates on promotion and on failure.)
+                if a.health.is_none()
+                    && health.is_some()
+                    && a.deployment_id.is_some()
+                    && rolling.get(state, &a)
+                {
                     migrations.insert(a.job.clone());
                 }
                 a.health = health;
@@ -161,7 +168,7 @@ pub async fn update_allocations(
                 // moves on when a replacement runs (or fails).
                 if cur.client != a.client
                     && a.client != ClientStatus::Pending
-                    && (replaces_draining(state, &a) || rolling(state, &a))
+                    && (replaces_draining(state, &a) || rolling.get(state, &a))
                 {
                     migrations.insert(a.job.clone());
                 }
@@ -182,16 +189,27 @@ pub async fn update_allocations(
     Ok(index)
 }
 
-/// Whether the allocation's group still has live allocations of an older
-/// job version (a rolling update is under way).
-fn rolling(state: &State, a: &Allocation) -> bool {
-    let Some(job) = state.job(&a.job) else {
-        return false;
-    };
-    state
-        .job_allocs(&a.job)
-        .iter()
-        .any(|o| o.group == a.group && o.is_live() && o.job_version != job.version)
+/// Whether an allocation's group still has live allocations of an older
+/// job version (a rolling update is under way), asked once per group of a
+/// report: a node reports many allocations of the same job at once.
+#[derive(Default)]
+struct Rolling(BTreeMap<(String, String), bool>);
+
+impl Rolling {
+    fn get(&mut self, state: &State, a: &Allocation) -> bool {
+        *self
+            .0
+            .entry((a.job.clone(), a.group.clone()))
+            .or_insert_with(|| {
+                let Some(job) = state.job(&a.job) else {
+                    return false;
+                };
+                state
+                    .job_allocs(&a.job)
+                    .iter()
+                    .any(|o| o.group == a.group && o.is_live() && o.job_version != job.version)
+            })
+    }
 }
 
 /// Whether the allocation replaces one on a draining node.
@@ -291,3 +309,7 @@ pub async fn drain_tick(core: &Arc<Core>, forced: &mut std::collections::HashSet
         }
     }
 }
+
+#[cfg(test)]
+#[path = "nodes_tests.rs"]
+mod tests;

@@ -256,3 +256,65 @@ fn deployments_survive_reopen_and_the_latest_per_job_is_found() {
         .unwrap();
     assert_eq!(s.snapshot().latest_deployment("web").unwrap().id, "d1");
 }
+
+/// Records of a store written before keys were ordered by creation move to
+/// their new keys when it opens; deletes then find them, and nothing is
+/// left under the old key.
+#[test]
+fn old_format_keys_move_to_ordered_keys_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let raw = SqliteStore::open(&path).unwrap();
+        let mut a = alloc("a1", "web", "n1");
+        (a.create_index, a.modify_index) = (7, 7);
+        let e = Evaluation {
+            id: "e1".into(),
+            job: "web".into(),
+            trigger: EvalTrigger::JobRegister,
+            status: EvalStatus::Complete,
+            status_description: String::new(),
+            failed_placements: vec![],
+            snapshot_index: 0,
+            created_at: 1,
+            modified_at: 1,
+            create_index: 7,
+            modify_index: 7,
+        };
+        let ops = vec![
+            Op::Put {
+                key: "allocs/a1".into(),
+                value: encode("allocs/a1", &a).unwrap(),
+            },
+            Op::Put {
+                key: "evals/e1".into(),
+                value: encode("evals/e1", &e).unwrap(),
+            },
+        ];
+        raw.txn(&Txn {
+            compares: vec![],
+            ops,
+        })
+        .unwrap();
+    }
+    let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    assert_eq!(s.snapshot().alloc("a1").unwrap().node_id, "n1");
+    let keys: Vec<String> = ["allocs/", "evals/"]
+        .iter()
+        .flat_map(|p| s.backend().range(p).unwrap())
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "allocs/00000000000000000007/a1".to_string(),
+            "evals/00000000000000000007/e1".to_string()
+        ]
+    );
+    s.commit(vec![Write::DeleteAlloc("a1".into())]).unwrap();
+    assert!(s.backend().range("allocs/").unwrap().is_empty());
+    drop(s);
+    let again = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    assert!(again.snapshot().alloc("a1").is_none());
+    assert_eq!(again.snapshot().evals().count(), 1);
+}
