@@ -384,35 +384,38 @@ async fn ack_fleet(
     let mut acked = 0u64;
     let mut first = None;
     let mut p95 = None;
-    // Follow the store's change feed from where we are (etcd's watch from
-    // a revision) instead of rescanning every allocation each round.
-    let mut cursor = core.store.snapshot().index();
+    // Follow the event log from where we are (what `/v1/events` streams;
+    // recent events are answered from memory) instead of rescanning every
+    // allocation each round.
+    let mut cursor = core.store.snapshot().event_span().last;
     while acked < total && !stop.is_cancelled() {
         let c = core.clone();
         let from = cursor;
-        let changes =
-            tokio::task::spawn_blocking(move || c.store.backend().changes_since(from, 50_000))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
-        if changes.is_empty() {
+        let events = tokio::task::spawn_blocking(move || c.store.events_after(from, 50_000))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if events.is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        let state = core.store.snapshot();
         let mut by_node: BTreeMap<String, Vec<AllocUpdate>> = BTreeMap::new();
-        for ch in changes {
-            cursor = cursor.max(ch.revision);
-            let (true, Some(v)) = (ch.key.starts_with("allocs/"), ch.value) else {
+        for ev in events {
+            // An event is in memory a moment before its commit's state is
+            // published: take it on the next round.
+            if ev.state_index > state.index() {
+                break;
+            }
+            cursor = cursor.max(ev.index);
+            let (EventType::AllocationPlaced, Some(id)) = (ev.kind, ev.alloc.as_deref()) else {
                 continue;
             };
-            let Ok(a) = serde_json::from_slice::<Allocation>(&v) else {
+            let Some(a) = state.alloc(id) else {
                 continue;
             };
-            if a.client == ClientStatus::Pending
-                && a.desired == DesiredStatus::Run
-                && a.create_index == a.modify_index
-            {
+            if a.client == ClientStatus::Pending && a.desired == DesiredStatus::Run {
                 by_node
                     .entry(a.node_id.clone())
                     .or_default()

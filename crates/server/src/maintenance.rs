@@ -1,6 +1,4 @@
 //! Background upkeep, once a minute:
-//! - the store's change feed is compacted so it keeps a window of recent
-//!   revisions (enough for watchers to resume) instead of growing forever;
 //! - events older than `event_retention`, or beyond the newest
 //!   `event_max`, are pruned (the newest is always kept);
 //! - resolved alerts older than the alerts' `retention` are deleted.
@@ -14,9 +12,6 @@ use corral_types::UnixMillis;
 use crate::ServerError;
 use crate::core::{Core, now_ms};
 
-/// Revisions of change history kept for watchers.
-pub const KEEP_REVISIONS: u64 = 100_000;
-
 /// At most this many events are deleted per commit, so pruning a large
 /// backlog never holds the writer long.
 const PRUNE_CHUNK: u64 = 20_000;
@@ -29,28 +24,12 @@ pub async fn run(core: Arc<Core>) {
             _ = tick.tick() => {}
             _ = core.shutdown.cancelled() => return,
         }
-        compact(&core).await;
         if let Err(e) = prune_events(&core, now_ms()).await {
             tracing::warn!(error = %e, "event pruning failed");
         }
         if let Err(e) = prune_alerts(&core, now_ms()).await {
             tracing::warn!(error = %e, "alert pruning failed");
         }
-    }
-}
-
-async fn compact(core: &Arc<Core>) {
-    let index = core.store.snapshot().index();
-    if index <= KEEP_REVISIONS {
-        return;
-    }
-    let c = core.clone();
-    let r = tokio::task::spawn_blocking(move || c.store.backend().compact(index - KEEP_REVISIONS))
-        .await;
-    match r {
-        Ok(Ok(())) => tracing::debug!(below = index - KEEP_REVISIONS, "change feed compacted"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "change feed compaction failed"),
-        Err(e) => tracing::warn!(error = %e, "change feed compaction task failed"),
     }
 }
 

@@ -4,7 +4,8 @@
 //! one. Callers decide ids and timestamps before calling (deterministic
 //! writes); the store only stamps the index.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use corral_types::{Alert, Allocation, Deployment, Evaluation, Index, Job, Node};
 use serde::Serialize;
@@ -48,10 +49,29 @@ pub enum Write {
 
 pub struct StateStore {
     store: Box<dyn Store>,
+    /// The latest durable state: what readers see.
     current: RwLock<Arc<State>>,
-    writer: Mutex<()>,
+    /// Stage one of a commit (building a batch on the pending state) holds
+    /// this; the pending state includes batches still being written.
+    writer: Mutex<Pending>,
+    /// Stage two (the backend's transaction, then publishing) holds this.
+    /// A batch takes it before it lets go of `writer`, so batches reach the
+    /// disk in the order they were built, and the next batch is built
+    /// while the previous one is written: the CPU work of one overlaps the
+    /// IO of the other (Nomad's plan applier pipelines the same way).
+    disk: Mutex<()>,
+    /// The epoch whose batches must fail (one of them failed to commit, and
+    /// the ones after were built on it), plus one; 0 when none.
+    broken: AtomicU64,
     queue: Mutex<Vec<Request>>,
     pub(crate) events: crate::events::EventLog,
+}
+
+/// The state batches are built on, and its epoch (which moves on when a
+/// failed commit throws the pending state away).
+struct Pending {
+    state: Arc<State>,
+    epoch: u64,
 }
 
 type Build = Box<dyn FnOnce(&State, Index) -> Vec<Write> + Send>;
@@ -59,7 +79,46 @@ type Build = Box<dyn FnOnce(&State, Index) -> Vec<Write> + Send>;
 /// One caller's part of a group commit.
 struct Request {
     build: Build,
-    done: Arc<Mutex<Option<Result<Index, StoreError>>>>,
+    done: Arc<Done>,
+}
+
+/// Where a request's outcome arrives.
+#[derive(Default)]
+struct Done {
+    slot: Mutex<Option<Result<Index, StoreError>>>,
+    ready: Condvar,
+}
+
+impl Done {
+    fn set(&self, r: Result<Index, StoreError>) {
+        let mut slot = match self.slot.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        *slot = Some(r);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Result<Index, StoreError> {
+        let mut slot = self.slot.lock().map_err(|_| StoreError::Poisoned)?;
+        loop {
+            if let Some(r) = slot.take() {
+                return r;
+            }
+            slot = self.ready.wait(slot).map_err(|_| StoreError::Poisoned)?;
+        }
+    }
+}
+
+/// A batch built and waiting for the backend.
+struct Built {
+    base_index: Index,
+    next: State,
+    txn: Txn,
+    events: Vec<Arc<corral_types::Event>>,
+    outcome: Result<(), StoreError>,
+    dones: Vec<Arc<Done>>,
+    epoch: u64,
 }
 
 impl StateStore {
@@ -107,10 +166,13 @@ impl StateStore {
         }
         let events = crate::events::EventLog::default();
         state.events = events.load(store.as_ref())?;
+        let state = Arc::new(state);
         Ok(StateStore {
             store,
-            current: RwLock::new(Arc::new(state)),
-            writer: Mutex::new(()),
+            current: RwLock::new(state.clone()),
+            writer: Mutex::new(Pending { state, epoch: 0 }),
+            disk: Mutex::new(()),
+            broken: AtomicU64::new(0),
             queue: Mutex::new(Vec::new()),
             events,
         })
@@ -130,10 +192,11 @@ impl StateStore {
 
     /// Commit a batch built from the latest state. `build` runs under the
     /// writer lock with the state as of the last commit (plus the writes of
-    /// any request committed together with it) and the index this commit
-    /// will get; it returns the writes and a value for the caller (or an
-    /// error, and nothing of it is written). Returns the new index (the
-    /// current one if nothing was written) and that value.
+    /// any request committed together with it, and of batches built before
+    /// it that are still being written) and the index this commit will get;
+    /// it returns the writes and a value for the caller (or an error, and
+    /// nothing of it is written). Returns the new index (the current one if
+    /// nothing was written) and that value, once the commit is durable.
     ///
     /// Group commit: concurrent callers queue their requests, and whoever
     /// holds the writer lock commits every queued request in one
@@ -145,7 +208,7 @@ impl StateStore {
         E: Send + 'static,
     {
         let out: Arc<Mutex<Option<Result<T, E>>>> = Arc::new(Mutex::new(None));
-        let slot = Arc::new(Mutex::new(None::<Result<Index, StoreError>>));
+        let done = Arc::new(Done::default());
         {
             let out = out.clone();
             let req = Request {
@@ -165,27 +228,16 @@ impl StateStore {
                         }
                     },
                 ),
-                done: slot.clone(),
+                done: done.clone(),
             };
             self.queue
                 .lock()
                 .map_err(|_| StoreError::Poisoned)?
                 .push(req);
         }
-        {
-            let _guard = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
-            let mine_done = slot.lock().map_err(|_| StoreError::Poisoned)?.is_some();
-            if !mine_done {
-                let batch =
-                    std::mem::take(&mut *self.queue.lock().map_err(|_| StoreError::Poisoned)?);
-                self.commit_batch(batch);
-            }
-        }
-        let index = slot
-            .lock()
-            .map_err(|_| StoreError::Poisoned)?
-            .take()
-            .ok_or(StoreError::Poisoned)??;
+        self.commit_queued()?;
+        // Committed by this caller or by whoever took the request first.
+        let index = done.wait()?;
         let result = out
             .lock()
             .map_err(|_| StoreError::Poisoned)?
@@ -194,12 +246,41 @@ impl StateStore {
         Ok(result.map(|t| (index, t)))
     }
 
-    /// Run every request of a batch against the accumulating state and
-    /// commit their writes in one transaction; report to each request.
-    fn commit_batch(&self, batch: Vec<Request>) {
-        let base = self.snapshot();
+    /// Build whatever is queued (stage one), then write it (stage two).
+    fn commit_queued(&self) -> Result<(), StoreError> {
+        let mut pending = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
+        let batch = std::mem::take(&mut *self.queue.lock().map_err(|_| StoreError::Poisoned)?);
+        if batch.is_empty() {
+            // Another caller took this one's request.
+            return Ok(());
+        }
+        if self.broken.load(Ordering::Acquire) == pending.epoch + 1 {
+            // A batch of this epoch failed: what was built on it is gone,
+            // and the durable state is where the next batch starts.
+            pending.state = self.snapshot();
+            pending.epoch += 1;
+        }
+        let built = self.build(&pending.state, batch, pending.epoch);
+        if built.outcome.is_ok() && !built.txn.ops.is_empty() {
+            // The backend numbers each transaction one above the last, and
+            // this store is its only writer: the batch's index is known.
+            let mut next = built.next.clone();
+            next.index = built.base_index + 1;
+            pending.state = Arc::new(next);
+        }
+        // Take the disk before letting the next batch be built: batches
+        // are written in the order they were built.
+        let disk = self.disk.lock().map_err(|_| StoreError::Poisoned)?;
+        drop(pending);
+        self.write_built(built);
+        drop(disk);
+        Ok(())
+    }
+
+    /// Run every request of a batch against the accumulating state.
+    fn build(&self, base: &Arc<State>, batch: Vec<Request>, epoch: u64) -> Built {
         let index = base.index + 1;
-        let mut next = (*base).clone();
+        let mut next = (**base).clone();
         let mut txn = Txn::default();
         let mut outcome: Result<(), StoreError> = Ok(());
         let mut dones = Vec::with_capacity(batch.len());
@@ -222,44 +303,76 @@ impl StateStore {
         if outcome.is_ok() && !txn.ops.is_empty() {
             match self
                 .events
-                .derive(&base, &mut next, &touched, &mut txn, index)
+                .derive(base, &mut next, &touched, &mut txn, index)
             {
                 Ok(e) => events = e,
                 Err(e) => outcome = Err(e),
             }
         }
+        Built {
+            base_index: base.index,
+            next,
+            txn,
+            events,
+            outcome,
+            dones,
+            epoch,
+        }
+    }
+
+    /// Stage two: commit a built batch to the backend and publish it;
+    /// report to each request.
+    fn write_built(&self, built: Built) {
+        let Built {
+            base_index,
+            mut next,
+            txn,
+            events,
+            outcome,
+            dones,
+            epoch,
+        } = built;
         let result: Result<Index, String> = match outcome {
             Err(e) => Err(e.to_string()),
-            Ok(()) if txn.ops.is_empty() => Ok(base.index),
-            Ok(()) => match self.store.txn(&txn) {
-                Ok(TxnOutcome::Committed { revision }) => {
-                    next.index = revision;
-                    // Before the state is published: whoever sees the new
-                    // index finds its events in memory.
-                    self.events.committed(events, next.events);
-                    let mut cur = match self.current.write() {
-                        Ok(c) => c,
-                        Err(p) => p.into_inner(),
-                    };
-                    *cur = Arc::new(next);
-                    Ok(revision)
+            _ if self.broken.load(Ordering::Acquire) == epoch + 1 => {
+                Err("an earlier commit this write was built on failed; try again".to_string())
+            }
+            Ok(()) if txn.ops.is_empty() => Ok(base_index),
+            Ok(()) => {
+                let r = match self.store.txn(&txn) {
+                    Ok(TxnOutcome::Committed { revision }) => {
+                        next.index = revision;
+                        // Before the state is published: whoever sees the
+                        // new index finds its events in memory.
+                        self.events.committed(events, next.events);
+                        let mut cur = match self.current.write() {
+                            Ok(c) => c,
+                            Err(p) => p.into_inner(),
+                        };
+                        *cur = Arc::new(next);
+                        Ok(revision)
+                    }
+                    // No compares are issued here: the writer lock
+                    // serialises writers. A failure means another process
+                    // wrote.
+                    Ok(TxnOutcome::CompareFailed { key }) => {
+                        Err(StoreError::Conflict { key }.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                if r.is_err() {
+                    // Batches built on this one must not be written.
+                    self.broken.store(epoch + 1, Ordering::Release);
                 }
-                // No compares are issued here: the writer lock serialises
-                // writers. A failure means another process wrote.
-                Ok(TxnOutcome::CompareFailed { key }) => {
-                    Err(StoreError::Conflict { key }.to_string())
-                }
-                Err(e) => Err(e.to_string()),
-            },
+                r
+            }
         };
         for d in dones {
-            if let Ok(mut slot) = d.lock() {
-                *slot = Some(
-                    result
-                        .clone()
-                        .map_err(|message| StoreError::Batch { message }),
-                );
-            }
+            d.set(
+                result
+                    .clone()
+                    .map_err(|message| StoreError::Batch { message }),
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 //! returns what happened. The
 //! store numbers them with a gapless sequence of their own (1, 2, 3, ...)
 //! and appends them to the backend's log ([`Op::LogAppend`]: apart from
-//! the key space and the change feed) in the **same transaction** as the
+//! the key space) in the **same transaction** as the
 //! change, so an event exists exactly when its change does, and no code
 //! path can forget one. A commit's events go in one log record (a JSON
 //! array) keyed by the index of its last event: a plan placing a thousand

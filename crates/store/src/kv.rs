@@ -1,7 +1,9 @@
 //! The storage seam: a revisioned key-value store with compare-and-swap
-//! transactions and a change feed, which is exactly what etcd offers. The
-//! SQLite backend implements it for one server; an etcd backend can
-//! implement it for several without touching the layers above.
+//! transactions, which is what etcd offers. The SQLite backend implements
+//! it for one server; an etcd backend can implement it for several without
+//! touching the layers above. What changed is followed through the event
+//! log (`Op::LogAppend`), committed with each change: a change feed
+//! holding a second copy of every value doubled the bytes of each write.
 
 use crate::StoreError;
 
@@ -33,8 +35,8 @@ pub enum Op {
     /// Append a record to the store's log (the event log) at `index`,
     /// which must be above every index in it (the event log uses the index
     /// of the last event the record holds). The log is kept apart from the
-    /// key space and out of the change feed: it is an ordered feed of its
-    /// own. (An etcd backend keeps it under a key prefix.)
+    /// key space: it is an ordered feed of its own. (An etcd backend keeps
+    /// it under a key prefix.)
     LogAppend {
         index: u64,
         value: Vec<u8>,
@@ -75,14 +77,6 @@ pub enum TxnOutcome {
     },
 }
 
-/// One change in the feed; `value: None` is a deletion.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchEvent {
-    pub revision: u64,
-    pub key: String,
-    pub value: Option<Vec<u8>>,
-}
-
 /// A revisioned key-value store. Calls block: the layer above runs them on
 /// its single writer thread (or `spawn_blocking`).
 pub trait Store: Send + Sync {
@@ -93,12 +87,6 @@ pub trait Store: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
     /// Apply a transaction atomically and durably (acknowledged = on disk).
     fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StoreError>;
-    /// Changes after `revision` (exclusive), oldest first, at most `limit`.
-    /// Watchers poll this from the last revision they saw (etcd's watch
-    /// from a revision).
-    fn changes_since(&self, revision: u64, limit: usize) -> Result<Vec<WatchEvent>, StoreError>;
-    /// Forget changes at or below `revision` (etcd compaction).
-    fn compact(&self, revision: u64) -> Result<(), StoreError>;
     /// Log records with an index above `after`, oldest first, at most
     /// `limit`.
     fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
@@ -173,18 +161,9 @@ pub(crate) mod tests {
             .map(|kv| kv.key)
             .collect();
         assert_eq!(jobs, vec!["jobs/a".to_string()]);
-        // The change feed replays from any revision, in order.
-        let changes = store.changes_since(1, 100).unwrap();
-        assert_eq!(changes.len(), 2);
-        assert_eq!(changes[0].revision, 2);
-        assert_eq!(changes[1].value, None);
-        assert_eq!(store.changes_since(0, 2).unwrap().len(), 2);
-        store.compact(1).unwrap();
-        assert_eq!(store.changes_since(0, 100).unwrap().len(), 2);
         // The log: appends at increasing indexes, paged reads, pruning,
-        // all transactional and out of the change feed.
+        // all transactional.
         assert_eq!(store.log_bounds().unwrap(), None);
-        let before = store.changes_since(0, 100).unwrap().len();
         let r = store
             .txn(&Txn {
                 compares: vec![],
@@ -198,7 +177,7 @@ pub(crate) mod tests {
             })
             .unwrap();
         assert_eq!(r, TxnOutcome::Committed { revision: 3 });
-        assert_eq!(store.changes_since(0, 100).unwrap().len(), before + 1);
+        assert_eq!(store.get("jobs/e").unwrap().unwrap().mod_revision, 3);
         assert_eq!(store.log_bounds().unwrap(), Some((1, 5)));
         let page = store.log_after(1, 2).unwrap();
         assert_eq!(page, vec![(2, vec![2]), (3, vec![3])]);

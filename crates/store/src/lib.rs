@@ -23,7 +23,7 @@ pub mod state;
 pub use db::{StateStore, Write};
 pub use error::StoreError;
 pub use events::{EventHook, EventSpan};
-pub use kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome, WatchEvent};
+pub use kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use state::State;

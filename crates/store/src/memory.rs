@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::StoreError;
-use crate::kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome, WatchEvent};
+use crate::kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome};
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -16,7 +16,6 @@ pub struct MemoryStore {
 struct Inner {
     revision: u64,
     kv: BTreeMap<String, KeyValue>,
-    changes: Vec<WatchEvent>,
     log: BTreeMap<u64, Vec<u8>>,
 }
 
@@ -76,19 +75,9 @@ impl Store for MemoryStore {
                             mod_revision: rev,
                         },
                     );
-                    inner.changes.push(WatchEvent {
-                        revision: rev,
-                        key: key.clone(),
-                        value: Some(value.clone()),
-                    });
                 }
                 Op::Delete { key } => {
                     inner.kv.remove(key);
-                    inner.changes.push(WatchEvent {
-                        revision: rev,
-                        key: key.clone(),
-                        value: None,
-                    });
                 }
                 Op::LogAppend { index, value } => {
                     inner.log.insert(*index, value.clone());
@@ -100,17 +89,6 @@ impl Store for MemoryStore {
         }
         inner.revision = rev;
         Ok(TxnOutcome::Committed { revision: rev })
-    }
-
-    fn changes_since(&self, revision: u64, limit: usize) -> Result<Vec<WatchEvent>, StoreError> {
-        let inner = self.inner.lock().map_err(|_| StoreError::Poisoned)?;
-        Ok(inner
-            .changes
-            .iter()
-            .filter(|c| c.revision > revision)
-            .take(limit)
-            .cloned()
-            .collect())
     }
 
     fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -128,12 +106,6 @@ impl Store for MemoryStore {
         let first = inner.log.keys().next().copied();
         let last = inner.log.keys().next_back().copied();
         Ok(first.zip(last))
-    }
-
-    fn compact(&self, revision: u64) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock().map_err(|_| StoreError::Poisoned)?;
-        inner.changes.retain(|c| c.revision > revision);
-        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
-use crate::kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome, WatchEvent};
+use crate::kv::{Compare, KeyValue, Op, Store, Txn, TxnOutcome};
 
 /// Each entry upgrades the schema by one version; never edit a released one.
 const MIGRATIONS: &[&str] = &[
@@ -31,6 +31,9 @@ const MIGRATIONS: &[&str] = &[
     // 2: the append-only log (events), keyed by its own sequence: appends
     // land at the end of the b-tree and retention is one range delete.
     "CREATE TABLE log (seq INTEGER PRIMARY KEY, value BLOB NOT NULL);",
+    // 3: no change feed: it held a second copy of every value written, and
+    // the event log tells what changed.
+    "DROP TABLE changes;",
 ];
 
 pub struct SqliteStore {
@@ -182,29 +185,18 @@ impl Store for SqliteStore {
             let mut del = tx
                 .prepare_cached("DELETE FROM kv WHERE key = ?1")
                 .map_err(StoreError::sqlite("delete"))?;
-            let mut change = tx
-                .prepare_cached(
-                    "INSERT INTO changes (rev, seq, key, value) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(StoreError::sqlite("record change"))?;
             let mut append = tx
                 .prepare_cached("INSERT INTO log (seq, value) VALUES (?1, ?2)")
                 .map_err(StoreError::sqlite("append to the log"))?;
-            for (seq, op) in txn.ops.iter().enumerate() {
+            for op in &txn.ops {
                 match op {
                     Op::Put { key, value } => {
                         put.execute(params![key, value, rev])
                             .map_err(StoreError::sqlite("put"))?;
-                        change
-                            .execute(params![rev, seq as i64, key, value])
-                            .map_err(StoreError::sqlite("record change"))?;
                     }
                     Op::Delete { key } => {
                         del.execute(params![key])
                             .map_err(StoreError::sqlite("delete"))?;
-                        change
-                            .execute(params![rev, seq as i64, key, Option::<Vec<u8>>::None])
-                            .map_err(StoreError::sqlite("record change"))?;
                     }
                     Op::LogAppend { index, value } => {
                         append
@@ -229,26 +221,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn changes_since(&self, revision: u64, limit: usize) -> Result<Vec<WatchEvent>, StoreError> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT rev, key, value FROM changes WHERE rev > ?1 ORDER BY rev, seq LIMIT ?2",
-            )
-            .map_err(StoreError::sqlite("changes"))?;
-        let rows = stmt
-            .query_map(params![revision as i64, limit as i64], |r| {
-                Ok(WatchEvent {
-                    revision: r.get::<_, i64>(0)? as u64,
-                    key: r.get(1)?,
-                    value: r.get(2)?,
-                })
-            })
-            .map_err(StoreError::sqlite("changes"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::sqlite("changes"))
-    }
-
     fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn
@@ -271,16 +243,6 @@ impl Store for SqliteStore {
             })
             .map_err(StoreError::sqlite("read log bounds"))?;
         Ok(first.zip(last).map(|(f, l)| (f as u64, l as u64)))
-    }
-
-    fn compact(&self, revision: u64) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute(
-            "DELETE FROM changes WHERE rev <= ?1",
-            params![revision as i64],
-        )
-        .map_err(StoreError::sqlite("compact"))?;
-        Ok(())
     }
 }
 
@@ -329,6 +291,42 @@ mod tests {
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "synchronous must be FULL");
+    }
+
+    /// A store from before the change feed was dropped keeps its data and
+    /// loses the table.
+    #[test]
+    fn migrates_a_version_2_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(MIGRATIONS[1]).unwrap();
+            c.execute_batch(
+                "INSERT INTO kv VALUES ('jobs/a', x'31', 1, 1);
+                 INSERT INTO changes VALUES (1, 0, 'jobs/a', x'31');
+                 UPDATE meta SET value = 1 WHERE name = 'revision';",
+            )
+            .unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.revision().unwrap(), 1);
+        assert_eq!(s.get("jobs/a").unwrap().unwrap().value, b"1");
+        let conn = s.conn().unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'changes'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0);
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
     }
 
     #[test]

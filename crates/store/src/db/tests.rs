@@ -318,3 +318,90 @@ fn old_format_keys_move_to_ordered_keys_on_open() {
     assert!(again.snapshot().alloc("a1").is_none());
     assert_eq!(again.snapshot().evals().count(), 1);
 }
+
+/// A backend whose next transaction waits for a go-ahead and then fails.
+struct Gate {
+    inner: crate::MemoryStore,
+    entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl Store for Gate {
+    fn revision(&self) -> Result<u64, StoreError> {
+        self.inner.revision()
+    }
+    fn range(&self, prefix: &str) -> Result<Vec<crate::KeyValue>, StoreError> {
+        self.inner.range(prefix)
+    }
+    fn get(&self, key: &str) -> Result<Option<crate::KeyValue>, StoreError> {
+        self.inner.get(key)
+    }
+    fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StoreError> {
+        let release = self.release.lock().unwrap().take();
+        if let Some(release) = release {
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                entered.send(()).unwrap();
+            }
+            release.recv().unwrap();
+            return Err(StoreError::Batch {
+                message: "disk on fire".into(),
+            });
+        }
+        self.inner.txn(txn)
+    }
+    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.inner.log_after(after, limit)
+    }
+    fn log_bounds(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        self.inner.log_bounds()
+    }
+}
+
+/// The next batch is built while the previous one is written; when that
+/// write fails, the batch built on it fails too (it saw writes that never
+/// happened), and the one after starts again from the durable state.
+#[test]
+fn a_failed_commit_fails_the_batch_built_on_it() {
+    use std::sync::mpsc::channel;
+    let (entered_tx, entered_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    let s = Arc::new(
+        StateStore::open(Box::new(Gate {
+            inner: crate::MemoryStore::new(),
+            entered: Mutex::new(Some(entered_tx)),
+            release: Mutex::new(Some(release_rx)),
+        }))
+        .unwrap(),
+    );
+    let first = {
+        let s = s.clone();
+        std::thread::spawn(move || s.commit(vec![Write::Alloc(alloc("a1", "web", "n1"))]))
+    };
+    entered_rx.recv().unwrap();
+    // The first batch is at the disk: the second is built on it.
+    let (built_tx, built_rx) = channel();
+    let second = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            s.write(move |state, index| {
+                built_tx.send((state.alloc("a1").is_some(), index)).unwrap();
+                Ok::<_, ()>((vec![Write::Alloc(alloc("a2", "web", "n1"))], ()))
+            })
+        })
+    };
+    let (saw_first, index) = built_rx.recv().unwrap();
+    assert!(saw_first, "built on the pending state");
+    assert_eq!(index, 2);
+    release_tx.send(()).unwrap();
+    assert!(first.join().unwrap().is_err());
+    assert!(second.join().unwrap().is_err());
+    // Nothing of either is visible, and the next write starts over.
+    assert!(s.snapshot().alloc("a1").is_none());
+    let i = s
+        .commit(vec![Write::Alloc(alloc("a3", "web", "n1"))])
+        .unwrap();
+    assert_eq!(i, 1);
+    let snap = s.snapshot();
+    assert!(snap.alloc("a1").is_none() && snap.alloc("a2").is_none());
+    assert_eq!(snap.alloc("a3").unwrap().create_index, 1);
+}

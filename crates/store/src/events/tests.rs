@@ -273,12 +273,6 @@ impl crate::Store for Flaky {
         }
         self.inner.txn(txn)
     }
-    fn changes_since(&self, rev: u64, limit: usize) -> Result<Vec<crate::WatchEvent>, StoreError> {
-        self.inner.changes_since(rev, limit)
-    }
-    fn compact(&self, revision: u64) -> Result<(), StoreError> {
-        self.inner.compact(revision)
-    }
     fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.inner.log_after(after, limit)
     }
