@@ -15,6 +15,8 @@ pub mod changes;
 pub mod db;
 pub mod error;
 pub mod events;
+#[cfg(test)]
+mod flaky;
 pub mod kv;
 pub mod memory;
 pub mod sqlite;

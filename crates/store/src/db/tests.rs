@@ -319,44 +319,6 @@ fn old_format_keys_move_to_ordered_keys_on_open() {
     assert_eq!(again.snapshot().evals().count(), 1);
 }
 
-/// A backend whose next transaction waits for a go-ahead and then fails.
-struct Gate {
-    inner: crate::MemoryStore,
-    entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    release: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
-}
-
-impl Store for Gate {
-    fn revision(&self) -> Result<u64, StoreError> {
-        self.inner.revision()
-    }
-    fn range(&self, prefix: &str) -> Result<Vec<crate::KeyValue>, StoreError> {
-        self.inner.range(prefix)
-    }
-    fn get(&self, key: &str) -> Result<Option<crate::KeyValue>, StoreError> {
-        self.inner.get(key)
-    }
-    fn txn(&self, txn: &Txn) -> Result<TxnOutcome, StoreError> {
-        let release = self.release.lock().unwrap().take();
-        if let Some(release) = release {
-            if let Some(entered) = self.entered.lock().unwrap().take() {
-                entered.send(()).unwrap();
-            }
-            release.recv().unwrap();
-            return Err(StoreError::Batch {
-                message: "disk on fire".into(),
-            });
-        }
-        self.inner.txn(txn)
-    }
-    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.log_after(after, limit)
-    }
-    fn log_bounds(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        self.inner.log_bounds()
-    }
-}
-
 /// The next batch is built while the previous one is written; when that
 /// write fails, the batch built on it fails too (it saw writes that never
 /// happened), and the one after starts again from the durable state.
@@ -366,10 +328,9 @@ fn a_failed_commit_fails_the_batch_built_on_it() {
     let (entered_tx, entered_rx) = channel();
     let (release_tx, release_rx) = channel();
     let s = Arc::new(
-        StateStore::open(Box::new(Gate {
-            inner: crate::MemoryStore::new(),
-            entered: Mutex::new(Some(entered_tx)),
-            release: Mutex::new(Some(release_rx)),
+        StateStore::open(Box::new(crate::flaky::Flaky {
+            gate: Mutex::new(Some((entered_tx, release_rx))),
+            ..Default::default()
         }))
         .unwrap(),
     );

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use corral_types::{Alert, AlertRule, AlertStatus, Event, EventType};
 
 use crate::changes::{Change, Diff};
-use crate::{MemoryStore, SqliteStore, StateStore, Store, StoreError, Write};
+use crate::{MemoryStore, SqliteStore, StateStore, Store, Write};
 
 fn alert(id: &str) -> Alert {
     Alert {
@@ -249,45 +249,14 @@ fn every_write_of_a_big_batch_is_seen() {
     assert_eq!(s.snapshot().event_span().last, expected);
 }
 
-/// A backend whose transactions fail while `fail` is set.
-struct Flaky {
-    inner: Arc<MemoryStore>,
-    fail: Arc<AtomicBool>,
-}
-
-impl crate::Store for Flaky {
-    fn revision(&self) -> Result<u64, StoreError> {
-        self.inner.revision()
-    }
-    fn range(&self, prefix: &str) -> Result<Vec<crate::KeyValue>, StoreError> {
-        self.inner.range(prefix)
-    }
-    fn get(&self, key: &str) -> Result<Option<crate::KeyValue>, StoreError> {
-        self.inner.get(key)
-    }
-    fn txn(&self, txn: &crate::Txn) -> Result<crate::TxnOutcome, StoreError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Batch {
-                message: "disk on fire".into(),
-            });
-        }
-        self.inner.txn(txn)
-    }
-    fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.inner.log_after(after, limit)
-    }
-    fn log_bounds(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        self.inner.log_bounds()
-    }
-}
-
 #[test]
 fn a_failed_transaction_loses_the_change_and_its_events_together() {
     let inner = Arc::new(MemoryStore::new());
     let fail = Arc::new(AtomicBool::new(false));
-    let s = StateStore::open(Box::new(Flaky {
+    let s = StateStore::open(Box::new(crate::flaky::Flaky {
         inner: inner.clone(),
         fail: fail.clone(),
+        ..Default::default()
     }))
     .unwrap();
     s.set_event_hook(hook());
