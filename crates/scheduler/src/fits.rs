@@ -7,7 +7,6 @@ use corral_types::{Allocation, Node};
 
 use crate::StateView;
 use crate::feasible::{check_resources, check_status};
-use crate::usage::NodeUsage;
 
 /// Whether `allocs_to_add` still fit on `node` given the live allocations
 /// in `state`, once `allocs_removed` (ids) are gone. Checks that the node
@@ -23,9 +22,26 @@ pub fn fits(
         return Ok(());
     }
     check_status(node).map_err(|r| format!("node {}: {r}", node.name))?;
-    // An added allocation already in the state (an update) counts once.
-    let skip = |id: &str| allocs_removed.contains(&id) || allocs_to_add.iter().any(|a| a.id == id);
-    let mut usage = NodeUsage::from_allocs(state.allocs_by_node(&node.id), "", skip);
+    // The state's usage less what is removed; an added allocation already
+    // in the state (an update) counts once.
+    let mut usage = state.node_usage(&node.id);
+    let mut taken_off: Vec<&str> = Vec::new();
+    let ids = allocs_removed
+        .iter()
+        .copied()
+        .chain(allocs_to_add.iter().map(|a| a.id.as_str()));
+    for id in ids {
+        if taken_off.contains(&id) {
+            continue;
+        }
+        if let Some(cur) = state.alloc(id)
+            && cur.node_id == node.id
+            && cur.is_live()
+        {
+            usage.remove(cur, "");
+            taken_off.push(id);
+        }
+    }
     for a in allocs_to_add {
         check_resources(a.resources, node, &usage)
             .map_err(|r| format!("node {}: {r}", node.name))?;

@@ -51,6 +51,15 @@ pub trait StateView {
     fn node(&self, id: &str) -> Option<&Node>;
     /// The job's newest deployment, if it ever had one.
     fn latest_deployment(&self, job: &str) -> Option<&Deployment>;
+    /// One allocation by id.
+    fn alloc(&self, id: &str) -> Option<&Allocation>;
+    /// What the live allocations on a node hold (cpu, memory, ports; no
+    /// group counts). Stores keep it as allocations change, so placement
+    /// does not sum a node's allocations at every visit; this default
+    /// sums them.
+    fn node_usage(&self, node_id: &str) -> usage::NodeUsage {
+        usage::NodeUsage::from_allocs(self.allocs_by_node(node_id), "", |_| false)
+    }
 }
 
 /// What the scheduler needs from the outside world, decided by the caller.

@@ -31,6 +31,9 @@ impl StateView for MemState {
     fn index(&self) -> Index {
         self.index
     }
+    fn alloc(&self, id: &str) -> Option<&Allocation> {
+        MemState::alloc(self, id)
+    }
     fn job(&self, name: &str) -> Option<&Job> {
         self.jobs
             .iter()

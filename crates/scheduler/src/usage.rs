@@ -92,6 +92,10 @@ pub struct PlanUsage<'a> {
     job: String,
     /// Allocations this plan stops: they no longer hold anything.
     stopped: FixedSet<String>,
+    /// The live ones among them, by node: taken off the state's usage.
+    stopped_on: FixedMap<String, Vec<&'a Allocation>>,
+    /// Live allocations of the job, by node and group.
+    groups: FixedMap<String, BTreeMap<String, u32>>,
     nodes: FixedMap<String, NodeUsage>,
 }
 
@@ -101,10 +105,31 @@ impl<'a> PlanUsage<'a> {
         job: &str,
         stopped: impl IntoIterator<Item = String>,
     ) -> Self {
+        let stopped: FixedSet<String> = stopped.into_iter().collect();
+        let mut stopped_on: FixedMap<String, Vec<&'a Allocation>> = FixedMap::default();
+        for id in &stopped {
+            if let Some(a) = state.alloc(id)
+                && a.is_live()
+            {
+                stopped_on.entry(a.node_id.clone()).or_default().push(a);
+            }
+        }
+        let mut groups: FixedMap<String, BTreeMap<String, u32>> = FixedMap::default();
+        for a in state.allocs_by_job(job) {
+            if a.is_live() && !stopped.contains(&a.id) {
+                *groups
+                    .entry(a.node_id.clone())
+                    .or_default()
+                    .entry(a.group.clone())
+                    .or_default() += 1;
+            }
+        }
         PlanUsage {
             state,
             job: job.to_owned(),
-            stopped: stopped.into_iter().collect(),
+            stopped,
+            stopped_on,
+            groups,
             nodes: FixedMap::default(),
         }
     }
@@ -114,13 +139,17 @@ impl<'a> PlanUsage<'a> {
         self.stopped.contains(alloc_id)
     }
 
-    /// The node's usage, computed from the snapshot on first use.
+    /// The node's usage: the state's, less what this plan stops, plus the
+    /// job's group counts; taken on first use.
     pub fn node(&mut self, node_id: &str) -> &mut NodeUsage {
-        let (state, stopped, job) = (self.state, &self.stopped, &self.job);
+        let (state, stopped_on, groups) = (self.state, &self.stopped_on, &self.groups);
         self.nodes.entry(node_id.to_owned()).or_insert_with(|| {
-            NodeUsage::from_allocs(state.allocs_by_node(node_id), job, |id| {
-                stopped.contains(id)
-            })
+            let mut u = state.node_usage(node_id);
+            for a in stopped_on.get(node_id).into_iter().flatten() {
+                u.remove(a, "");
+            }
+            u.groups = groups.get(node_id).cloned().unwrap_or_default();
+            u
         })
     }
 

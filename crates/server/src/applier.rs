@@ -96,7 +96,16 @@ pub fn evaluate(
     for a in &plan.place {
         by_node.entry(a.node_id.as_str()).or_default().push(a);
     }
-    let stopped_ids: Vec<&str> = plan.stop.iter().map(|s| s.id.as_str()).collect();
+    // What the plan stops, by node: each node's re-check looks at its own.
+    let mut stopped_on: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in &plan.stop {
+        if let Some(a) = state.alloc(&s.id) {
+            stopped_on
+                .entry(a.node_id.as_str())
+                .or_default()
+                .push(s.id.as_str());
+        }
+    }
     let mut writes = Vec::new();
     let mut accepted: Vec<&Allocation> = Vec::new();
     // A replacement that is refused keeps the allocation it would replace.
@@ -104,7 +113,12 @@ pub fn evaluate(
     for (node_id, allocs) in &by_node {
         let verdict = match state.node_by_id(node_id) {
             None => Err(format!("node {node_id} is gone")),
-            Some(node) => corral_scheduler::fits(state, node, allocs, &stopped_ids),
+            Some(node) => corral_scheduler::fits(
+                state,
+                node,
+                allocs,
+                stopped_on.get(node_id).map_or(&[][..], Vec::as_slice),
+            ),
         };
         match verdict {
             Ok(()) => accepted.extend(allocs.iter().copied()),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use corral_scheduler::StateView;
+use corral_scheduler::usage::NodeUsage;
 use corral_types::{Alert, Allocation, Deployment, EvalStatus, Evaluation, Index, Job, Node};
 use imbl::OrdMap;
 
@@ -25,6 +26,9 @@ pub struct State {
     // and a second lookup per allocation was most of its time.
     pub(crate) allocs_by_job: OrdMap<Key, OrdMap<Key, Arc<Allocation>>>,
     pub(crate) allocs_by_node: OrdMap<Key, OrdMap<Key, Arc<Allocation>>>,
+    /// What the live allocations on each node hold, kept as they change:
+    /// placement reads it for every node it visits.
+    pub(crate) node_usage: OrdMap<Key, Arc<NodeUsage>>,
     pub(crate) nodes: OrdMap<Key, Arc<Node>>,
     pub(crate) evals: OrdMap<Key, Arc<Evaluation>>,
     pub(crate) deployments: OrdMap<Key, Arc<Deployment>>,
@@ -209,11 +213,13 @@ impl State {
     }
 
     pub(crate) fn put_alloc(&mut self, alloc: Allocation) -> Replaced<Allocation> {
-        if let Some(old) = self.allocs.get(alloc.id.as_str()).cloned()
-            && old.node_id != alloc.node_id
-        {
-            remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
+        if let Some(old) = self.allocs.get(alloc.id.as_str()).cloned() {
+            if old.node_id != alloc.node_id {
+                remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
+            }
+            self.count_usage(&old, false);
         }
+        self.count_usage(&alloc, true);
         let alloc = Arc::new(alloc);
         let id: Key = alloc.id.as_str().into();
         index_insert(&mut self.allocs_by_job, &alloc.job, &id, &alloc);
@@ -224,10 +230,35 @@ impl State {
     pub(crate) fn delete_alloc(&mut self, id: &str) -> Replaced<Allocation> {
         let removed = self.allocs.remove(id);
         if let Some(old) = &removed {
+            self.count_usage(old, false);
             remove_index(&mut self.allocs_by_job, &old.job, id);
             remove_index(&mut self.allocs_by_node, &old.node_id, id);
         }
         (removed, None)
+    }
+
+    /// Add (or take off) a live allocation's share of its node's usage.
+    fn count_usage(&mut self, a: &Allocation, add: bool) {
+        if !a.is_live() {
+            return;
+        }
+        let usage = match self.node_usage.get_mut(a.node_id.as_str()) {
+            Some(u) => Arc::make_mut(u),
+            None if add => {
+                self.node_usage
+                    .insert(a.node_id.as_str().into(), Arc::default());
+                match self.node_usage.get_mut(a.node_id.as_str()) {
+                    Some(u) => Arc::make_mut(u),
+                    None => return,
+                }
+            }
+            None => return,
+        };
+        if add {
+            usage.add(a, "");
+        } else {
+            usage.remove(a, "");
+        }
     }
 
     pub(crate) fn put_node(&mut self, node: Node) -> Replaced<Node> {
@@ -310,6 +341,17 @@ impl StateView for State {
             .into_iter()
             .map(|a| a.as_ref())
             .collect()
+    }
+
+    fn alloc(&self, id: &str) -> Option<&Allocation> {
+        self.allocs.get(id).map(|a| a.as_ref())
+    }
+
+    fn node_usage(&self, node_id: &str) -> NodeUsage {
+        self.node_usage
+            .get(node_id)
+            .map(|u| (**u).clone())
+            .unwrap_or_default()
     }
 
     fn nodes(&self) -> Vec<&Node> {

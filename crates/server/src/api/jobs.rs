@@ -164,6 +164,12 @@ impl StateView for Overlay<'_> {
     fn allocs_by_node(&self, node_id: &str) -> Vec<&Allocation> {
         self.base.allocs_by_node(node_id)
     }
+    fn alloc(&self, id: &str) -> Option<&Allocation> {
+        StateView::alloc(self.base, id)
+    }
+    fn node_usage(&self, node_id: &str) -> corral_scheduler::usage::NodeUsage {
+        self.base.node_usage(node_id)
+    }
     fn nodes(&self) -> Vec<&Node> {
         self.base.nodes()
     }

@@ -366,3 +366,58 @@ fn a_failed_commit_fails_the_batch_built_on_it() {
     assert!(snap.alloc("a1").is_none() && snap.alloc("a2").is_none());
     assert_eq!(snap.alloc("a3").unwrap().create_index, 1);
 }
+
+/// The usage kept per node as allocations change equals the sum over the
+/// node's live allocations, through placements, moves, ports, status
+/// changes, stops and deletes (and across a reopen).
+#[test]
+fn node_usage_is_kept_as_allocations_change() {
+    use corral_scheduler::usage::NodeUsage;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    let mut seed = 7u64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for _ in 0..600 {
+        let id = format!("a{}", next(40));
+        let node = format!("n{}", next(4));
+        let w = match next(6) {
+            0 => Write::DeleteAlloc(id),
+            k => {
+                let mut a = alloc(&id, if k % 2 == 0 { "web" } else { "db" }, &node);
+                a.resources.cpu.0 = 10 + next(90);
+                a.resources.memory.0 = 1 << (20 + next(4));
+                if next(3) == 0 {
+                    a.ports.insert("http".into(), 20000 + next(3) as u16);
+                }
+                a.client = [
+                    ClientStatus::Pending,
+                    ClientStatus::Running,
+                    ClientStatus::Complete,
+                    ClientStatus::Failed,
+                ][next(4) as usize];
+                if next(5) == 0 {
+                    a.desired = DesiredStatus::Stop;
+                }
+                Write::Alloc(a)
+            }
+        };
+        s.commit(vec![w]).unwrap();
+    }
+    let check = |snap: &State| {
+        for n in ["n0", "n1", "n2", "n3"] {
+            let summed = NodeUsage::from_allocs(StateView::allocs_by_node(snap, n), "", |_| false);
+            assert_eq!(StateView::node_usage(snap, n), summed, "node {n}");
+        }
+    };
+    check(&s.snapshot());
+    assert!(StateView::node_usage(&*s.snapshot(), "n1").cpu > 0);
+    drop(s);
+    let again = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    check(&again.snapshot());
+}
