@@ -45,21 +45,21 @@ pub fn new_id() -> String {
 }
 
 impl Core {
-    /// Commit a batch built from the latest state on a blocking thread,
+    /// Commit a batch built from the latest state (on the store's threads),
     /// then wake blocking queries.
     pub async fn write<T, F>(self: &Arc<Self>, build: F) -> Result<(Index, T), ServerError>
     where
         F: FnOnce(&State, Index) -> Result<(Vec<Write>, T), ServerError> + Send + 'static,
         T: Send + 'static,
     {
-        let core = self.clone();
-        // Woken from the blocking thread itself: if the caller's future is
+        let index = self.index.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Woken from the store's thread itself: if the caller's future is
         // dropped (a client hung up), the commit still wakes its readers.
-        let r = tokio::task::spawn_blocking(move || {
-            let r = core.store.write(build);
+        self.store.submit(build, move |r| {
             if let Ok(Ok((i, _))) = &r {
                 let i = *i;
-                core.index.send_if_modified(|cur| {
+                index.send_if_modified(|cur| {
                     let newer = i > *cur;
                     if newer {
                         *cur = i;
@@ -67,10 +67,11 @@ impl Core {
                     newer
                 });
             }
-            r
-        })
-        .await
-        .map_err(|e| ServerError::Internal(format!("write task: {e}")))???;
+            let _ = tx.send(r);
+        });
+        let r = rx
+            .await
+            .map_err(|_| ServerError::Internal("the store dropped a write".into()))???;
         Ok(r)
     }
 

@@ -47,77 +47,60 @@ pub enum Write {
     },
 }
 
+/// The store: the latest durable state for readers, and the two threads
+/// that commit. A builder thread takes every queued request, builds one
+/// batch from them on the pending state (the durable state plus batches
+/// still being written) and hands it to a disk thread, which writes the
+/// batches in order and publishes each once it is durable. The next batch
+/// is built while the previous one is written (Nomad's plan applier
+/// pipelines the same way), and callers wait without holding a thread.
 pub struct StateStore {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+pub struct Inner {
     store: Box<dyn Store>,
     /// The latest durable state: what readers see.
     current: RwLock<Arc<State>>,
-    /// Stage one of a commit (building a batch on the pending state) holds
-    /// this; the pending state includes batches still being written.
-    writer: Mutex<Pending>,
-    /// Stage two (the backend's transaction, then publishing) holds this.
-    /// A batch takes it before it lets go of `writer`, so batches reach the
-    /// disk in the order they were built, and the next batch is built
-    /// while the previous one is written: the CPU work of one overlaps the
-    /// IO of the other (Nomad's plan applier pipelines the same way).
-    disk: Mutex<()>,
+    queue: Mutex<Queue>,
+    queued: Condvar,
     /// The epoch whose batches must fail (one of them failed to commit, and
     /// the ones after were built on it), plus one; 0 when none.
     broken: AtomicU64,
-    queue: Mutex<Vec<Request>>,
     pub(crate) events: crate::events::EventLog,
 }
 
-/// The state batches are built on, and its epoch (which moves on when a
-/// failed commit throws the pending state away).
-struct Pending {
-    state: Arc<State>,
-    epoch: u64,
+impl std::ops::Deref for StateStore {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    requests: Vec<Request>,
+    closed: bool,
 }
 
 type Build = Box<dyn FnOnce(&State, Index) -> Vec<Write> + Send>;
+type Done = Box<dyn FnOnce(Result<Index, StoreError>) + Send>;
 
 /// One caller's part of a group commit.
 struct Request {
     build: Build,
-    done: Arc<Done>,
+    done: Done,
 }
 
-/// Where a request's outcome arrives.
-#[derive(Default)]
-struct Done {
-    slot: Mutex<Option<Result<Index, StoreError>>>,
-    ready: Condvar,
-}
-
-impl Done {
-    fn set(&self, r: Result<Index, StoreError>) {
-        let mut slot = match self.slot.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
-        *slot = Some(r);
-        self.ready.notify_all();
-    }
-
-    fn wait(&self) -> Result<Index, StoreError> {
-        let mut slot = self.slot.lock().map_err(|_| StoreError::Poisoned)?;
-        loop {
-            if let Some(r) = slot.take() {
-                return r;
-            }
-            slot = self.ready.wait(slot).map_err(|_| StoreError::Poisoned)?;
-        }
-    }
-}
-
-/// A batch built and waiting for the backend.
+/// A batch built and waiting for the disk thread.
 struct Built {
     base_index: Index,
     next: State,
     txn: Txn,
     events: Vec<Arc<corral_types::Event>>,
     outcome: Result<(), StoreError>,
-    dones: Vec<Arc<Done>>,
+    dones: Vec<Done>,
     epoch: u64,
 }
 
@@ -167,17 +150,58 @@ impl StateStore {
         let events = crate::events::EventLog::default();
         state.events = events.load(store.as_ref())?;
         let state = Arc::new(state);
-        Ok(StateStore {
+        let inner = Arc::new(Inner {
             store,
             current: RwLock::new(state.clone()),
-            writer: Mutex::new(Pending { state, epoch: 0 }),
-            disk: Mutex::new(()),
+            queue: Mutex::new(Queue::default()),
+            queued: Condvar::new(),
             broken: AtomicU64::new(0),
-            queue: Mutex::new(Vec::new()),
             events,
+        });
+        let (to_disk, from_builder) = std::sync::mpsc::channel::<Built>();
+        let builder = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("store-builder".into())
+                .spawn(move || inner.build_loop(state, to_disk))
+        };
+        let disk = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("store-disk".into())
+                .spawn(move || {
+                    for built in from_builder {
+                        inner.write_built(built);
+                    }
+                })
+        };
+        let spawn_err = |e: std::io::Error| StoreError::Batch {
+            message: format!("cannot start the store's threads: {e}"),
+        };
+        let threads = vec![builder.map_err(spawn_err)?, disk.map_err(spawn_err)?];
+        Ok(StateStore {
+            inner,
+            threads: Mutex::new(threads),
         })
     }
 
+    /// Commit a batch built from the latest state, and wait for it. See
+    /// [`StateStore::submit`].
+    pub fn write<T, E, F>(&self, build: F) -> Result<Result<(Index, T), E>, StoreError>
+    where
+        F: FnOnce(&State, Index) -> Result<(Vec<Write>, T), E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit(build, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| StoreError::Poisoned)?
+    }
+}
+
+impl Inner {
     /// An immutable snapshot of the latest committed state.
     pub fn snapshot(&self) -> Arc<State> {
         match self.current.read() {
@@ -190,91 +214,109 @@ impl StateStore {
         self.store.as_ref()
     }
 
-    /// Commit a batch built from the latest state. `build` runs under the
-    /// writer lock with the state as of the last commit (plus the writes of
-    /// any request committed together with it, and of batches built before
-    /// it that are still being written) and the index this commit will get;
-    /// it returns the writes and a value for the caller (or an error, and
-    /// nothing of it is written). Returns the new index (the current one if
-    /// nothing was written) and that value, once the commit is durable.
+    /// Queue a batch built from the latest state; `done` gets the outcome
+    /// once the commit is durable (on the store's disk thread: it must be
+    /// quick). `build` runs on the builder thread with the state as of the
+    /// last commit (plus the writes of requests committed together with
+    /// it, and of batches built before it that are still being written)
+    /// and the index this commit will get; it returns the writes and a
+    /// value for the caller (or an error, and nothing of it is written).
+    /// `done` gets the new index (the current one if nothing was written)
+    /// and that value.
     ///
-    /// Group commit: concurrent callers queue their requests, and whoever
-    /// holds the writer lock commits every queued request in one
-    /// transaction, so N concurrent writers share one fsync.
-    pub fn write<T, E, F>(&self, build: F) -> Result<Result<(Index, T), E>, StoreError>
+    /// Group commit: every request queued while a batch is built or
+    /// written goes into the next batch, so N concurrent writers share one
+    /// transaction and one fsync.
+    pub fn submit<T, E, F, D>(&self, build: F, done: D)
     where
         F: FnOnce(&State, Index) -> Result<(Vec<Write>, T), E> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
+        D: FnOnce(Result<Result<(Index, T), E>, StoreError>) + Send + 'static,
     {
         let out: Arc<Mutex<Option<Result<T, E>>>> = Arc::new(Mutex::new(None));
-        let done = Arc::new(Done::default());
-        {
-            let out = out.clone();
-            let req = Request {
-                build: Box::new(
-                    move |state: &State, index: Index| match build(state, index) {
-                        Ok((writes, t)) => {
-                            if let Ok(mut o) = out.lock() {
-                                *o = Some(Ok(t));
-                            }
-                            writes
-                        }
-                        Err(e) => {
-                            if let Ok(mut o) = out.lock() {
-                                *o = Some(Err(e));
-                            }
-                            Vec::new()
-                        }
-                    },
-                ),
-                done: done.clone(),
-            };
-            self.queue
-                .lock()
-                .map_err(|_| StoreError::Poisoned)?
-                .push(req);
+        let out2 = out.clone();
+        let req = Request {
+            build: Box::new(move |state: &State, index: Index| {
+                let (writes, r) = match build(state, index) {
+                    Ok((writes, t)) => (writes, Ok(t)),
+                    Err(e) => (Vec::new(), Err(e)),
+                };
+                if let Ok(mut o) = out.lock() {
+                    *o = Some(r);
+                }
+                writes
+            }),
+            done: Box::new(move |r: Result<Index, StoreError>| {
+                let value = out2.lock().ok().and_then(|mut o| o.take());
+                done(r.and_then(|index| {
+                    value
+                        .map(|v| v.map(|t| (index, t)))
+                        .ok_or(StoreError::Poisoned)
+                }));
+            }),
+        };
+        let mut q = match self.queue.lock() {
+            Ok(q) => q,
+            Err(p) => p.into_inner(),
+        };
+        if q.closed {
+            drop(q);
+            (req.done)(Err(StoreError::Batch {
+                message: "the store is closed".into(),
+            }));
+            return;
         }
-        self.commit_queued()?;
-        // Committed by this caller or by whoever took the request first.
-        let index = done.wait()?;
-        let result = out
-            .lock()
-            .map_err(|_| StoreError::Poisoned)?
-            .take()
-            .ok_or(StoreError::Poisoned)?;
-        Ok(result.map(|t| (index, t)))
+        q.requests.push(req);
+        drop(q);
+        self.queued.notify_one();
     }
 
-    /// Build whatever is queued (stage one), then write it (stage two).
-    fn commit_queued(&self) -> Result<(), StoreError> {
-        let mut pending = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
-        let batch = std::mem::take(&mut *self.queue.lock().map_err(|_| StoreError::Poisoned)?);
-        if batch.is_empty() {
-            // Another caller took this one's request.
-            return Ok(());
+    /// The builder thread: batch whatever is queued, build it on the
+    /// pending state, hand it to the disk thread; until closed.
+    fn build_loop(&self, durable: Arc<State>, to_disk: std::sync::mpsc::Sender<Built>) {
+        let mut pending = durable;
+        let mut epoch = 0u64;
+        loop {
+            let batch = {
+                let mut q = match self.queue.lock() {
+                    Ok(q) => q,
+                    Err(p) => p.into_inner(),
+                };
+                while q.requests.is_empty() && !q.closed {
+                    q = match self.queued.wait(q) {
+                        Ok(q) => q,
+                        Err(p) => p.into_inner(),
+                    };
+                }
+                if q.requests.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut q.requests)
+            };
+            if self.broken.load(Ordering::Acquire) == epoch + 1 {
+                // A batch of this epoch failed: what was built on it is
+                // gone, and the durable state is where the next one starts
+                // (every batch before the failed one was published, and
+                // none after it).
+                pending = self.snapshot();
+                epoch += 1;
+            }
+            let built = self.build(&pending, batch, epoch);
+            if built.outcome.is_ok() && !built.txn.ops.is_empty() {
+                // The backend numbers each transaction one above the last,
+                // and this store is its only writer: the index is known.
+                let mut next = built.next.clone();
+                next.index = built.base_index + 1;
+                pending = Arc::new(next);
+            }
+            if let Err(e) = to_disk.send(built) {
+                for d in e.0.dones {
+                    d(Err(StoreError::Poisoned));
+                }
+                return;
+            }
         }
-        if self.broken.load(Ordering::Acquire) == pending.epoch + 1 {
-            // A batch of this epoch failed: what was built on it is gone,
-            // and the durable state is where the next batch starts.
-            pending.state = self.snapshot();
-            pending.epoch += 1;
-        }
-        let built = self.build(&pending.state, batch, pending.epoch);
-        if built.outcome.is_ok() && !built.txn.ops.is_empty() {
-            // The backend numbers each transaction one above the last, and
-            // this store is its only writer: the batch's index is known.
-            let mut next = built.next.clone();
-            next.index = built.base_index + 1;
-            pending.state = Arc::new(next);
-        }
-        // Take the disk before letting the next batch be built: batches
-        // are written in the order they were built.
-        let disk = self.disk.lock().map_err(|_| StoreError::Poisoned)?;
-        drop(pending);
-        self.write_built(built);
-        drop(disk);
-        Ok(())
     }
 
     /// Run every request of a batch against the accumulating state.
@@ -286,7 +328,12 @@ impl StateStore {
         let mut dones = Vec::with_capacity(batch.len());
         let mut touched = crate::changes::Touched::default();
         for req in batch {
-            let writes = (req.build)(&next, index);
+            // A panicking request writes nothing (its caller gets an
+            // error); the others, and the builder thread, go on.
+            let writes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                (req.build)(&next, index)
+            }))
+            .unwrap_or_default();
             if outcome.is_ok() {
                 for w in writes {
                     if let Err(e) = apply(&mut txn, &mut next, w, index, &mut touched) {
@@ -320,8 +367,8 @@ impl StateStore {
         }
     }
 
-    /// Stage two: commit a built batch to the backend and publish it;
-    /// report to each request.
+    /// The disk thread's part: commit a built batch to the backend and
+    /// publish it; report to each request.
     fn write_built(&self, built: Built) {
         let Built {
             base_index,
@@ -352,7 +399,7 @@ impl StateStore {
                         *cur = Arc::new(next);
                         Ok(revision)
                     }
-                    // No compares are issued here: the writer lock
+                    // No compares are issued here: the builder thread
                     // serialises writers. A failure means another process
                     // wrote.
                     Ok(TxnOutcome::CompareFailed { key }) => {
@@ -368,14 +415,38 @@ impl StateStore {
             }
         };
         for d in dones {
-            d.set(
-                result
-                    .clone()
-                    .map_err(|message| StoreError::Batch { message }),
-            );
+            d(result
+                .clone()
+                .map_err(|message| StoreError::Batch { message }));
         }
     }
+}
 
+impl Drop for StateStore {
+    /// Commit what is queued, then stop the threads (the backend closes
+    /// with them).
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.closed = true;
+        }
+        self.queued.notify_all();
+        let threads = match self.threads.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        let me = std::thread::current().id();
+        for t in threads {
+            // Dropped from one of its own threads (a caller's last
+            // reference went away in a `done`): that thread ends by
+            // itself.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl StateStore {
     /// Write a fixed batch.
     pub fn commit(&self, writes: Vec<Write>) -> Result<Index, StoreError> {
         self.write::<(), std::convert::Infallible, _>(move |_, _| Ok((writes, ())))?
