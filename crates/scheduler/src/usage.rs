@@ -3,7 +3,6 @@
 //! each other without copying the snapshot. Built lazily per node, because
 //! a placement only visits a handful of nodes.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 
@@ -11,8 +10,9 @@ use corral_types::Allocation;
 
 use crate::StateView;
 
-/// std's hasher with fixed keys: deterministic, no OS randomness.
-pub(crate) type FixedState = BuildHasherDefault<DefaultHasher>;
+/// A fixed hasher (FNV-1a): deterministic, no OS randomness, and cheap for
+/// the short keys hashed at every node visited.
+pub(crate) type FixedState = BuildHasherDefault<crate::hash::Fnv>;
 pub(crate) type FixedMap<K, V> = HashMap<K, V, FixedState>;
 pub(crate) type FixedSet<K> = HashSet<K, FixedState>;
 
@@ -96,7 +96,10 @@ pub struct PlanUsage<'a> {
     stopped_on: FixedMap<String, Vec<&'a Allocation>>,
     /// Live allocations of the job, by node and group.
     groups: FixedMap<String, BTreeMap<String, u32>>,
-    nodes: FixedMap<String, NodeUsage>,
+    /// Usage per node visited, and where each node's is in it (a visit
+    /// looks up by `&str` and allocates nothing).
+    usages: Vec<NodeUsage>,
+    at: FixedMap<String, usize>,
 }
 
 impl<'a> PlanUsage<'a> {
@@ -130,7 +133,8 @@ impl<'a> PlanUsage<'a> {
             stopped,
             stopped_on,
             groups,
-            nodes: FixedMap::default(),
+            usages: Vec::new(),
+            at: FixedMap::default(),
         }
     }
 
@@ -142,15 +146,20 @@ impl<'a> PlanUsage<'a> {
     /// The node's usage: the state's, less what this plan stops, plus the
     /// job's group counts; taken on first use.
     pub fn node(&mut self, node_id: &str) -> &mut NodeUsage {
-        let (state, stopped_on, groups) = (self.state, &self.stopped_on, &self.groups);
-        self.nodes.entry(node_id.to_owned()).or_insert_with(|| {
-            let mut u = state.node_usage(node_id);
-            for a in stopped_on.get(node_id).into_iter().flatten() {
-                u.remove(a, "");
-            }
-            u.groups = groups.get(node_id).cloned().unwrap_or_default();
-            u
-        })
+        if let Some(&i) = self.at.get(node_id)
+            && i < self.usages.len()
+        {
+            return &mut self.usages[i];
+        }
+        let mut u = self.state.node_usage(node_id);
+        for a in self.stopped_on.get(node_id).into_iter().flatten() {
+            u.remove(a, "");
+        }
+        u.groups = self.groups.get(node_id).cloned().unwrap_or_default();
+        self.at.insert(node_id.to_owned(), self.usages.len());
+        self.usages.push(u);
+        let last = self.usages.len() - 1;
+        &mut self.usages[last]
     }
 
     /// Record a placement made by this plan.
