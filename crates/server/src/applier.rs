@@ -107,26 +107,44 @@ pub fn evaluate(
         }
     }
     let mut writes = Vec::new();
-    let mut accepted: Vec<&Allocation> = Vec::new();
-    // A replacement that is refused keeps the allocation it would replace.
+    // A replacement that is refused keeps the allocation it would replace,
+    // so the room it frees is not free after all: nodes that counted on it
+    // are checked again, until no more is refused.
     let mut keep: Vec<&str> = Vec::new();
-    for (node_id, allocs) in &by_node {
-        let verdict = match state.node_by_id(node_id) {
-            None => Err(format!("node {node_id} is gone")),
-            Some(node) => corral_scheduler::fits(
-                state,
-                node,
-                allocs,
-                stopped_on.get(node_id).map_or(&[][..], Vec::as_slice),
-            ),
-        };
-        match verdict {
-            Ok(()) => accepted.extend(allocs.iter().copied()),
-            Err(reason) => {
+    let mut refused: std::collections::BTreeSet<&str> = Default::default();
+    loop {
+        let before = refused.len();
+        for (node_id, allocs) in &by_node {
+            if refused.contains(node_id) {
+                continue;
+            }
+            let removed: Vec<&str> = stopped_on
+                .get(node_id)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|id| !keep.contains(id))
+                .collect();
+            let verdict = match state.node_by_id(node_id) {
+                None => Err(format!("node {node_id} is gone")),
+                Some(node) => corral_scheduler::fits(state, node, allocs, &removed),
+            };
+            if let Err(reason) = verdict {
                 tracing::debug!(node = %node_id, %reason, "plan refused for node");
-                result.refused_nodes.push(node_id.to_string());
+                refused.insert(node_id);
                 keep.extend(allocs.iter().filter_map(|a| a.previous.as_deref()));
             }
+        }
+        if refused.len() == before {
+            break;
+        }
+    }
+    let mut accepted: Vec<&Allocation> = Vec::new();
+    for (node_id, allocs) in &by_node {
+        if refused.contains(node_id) {
+            result.refused_nodes.push(node_id.to_string());
+        } else {
+            accepted.extend(allocs.iter().copied());
         }
     }
     if !result.refused_nodes.is_empty() && !partial_ok {
@@ -191,4 +209,61 @@ pub fn evaluate(
     eval.modified_at = now;
     writes.push(Write::Eval(eval));
     (writes, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_scheduler::testing::{alloc, group, job, node};
+    use corral_store::{MemoryStore, StateStore, Write};
+    use corral_types::{Plan, StopAlloc};
+
+    use super::evaluate;
+
+    /// Old allocation `o` fills node b; the plan replaces it by `r1` on
+    /// node a and puts a fresh `r2` on b in its room. Node a filled up
+    /// meanwhile, so `r1` is refused and `o` stays: then `r2` no longer
+    /// fits on b either, and the partial commit must not overcommit b.
+    #[test]
+    fn a_refused_replacement_keeps_the_room_others_counted_on() {
+        let s = StateStore::open(Box::new(MemoryStore::new())).unwrap();
+        let j = job("web", 1, vec![group("web", 2).cpu(1000).build()]);
+        let o = alloc("o", &j, "web", 0, "b");
+        let x = alloc("x", &j, "web", 1, "a");
+        s.commit(vec![
+            Write::Node(node("a").cpu(1000).build()),
+            Write::Node(node("b").cpu(1000).build()),
+            Write::Job(j.clone()),
+            Write::Alloc(o.clone()),
+            Write::Alloc(x),
+        ])
+        .unwrap();
+        let mut r1 = alloc("r1", &j, "web", 0, "a");
+        r1.previous = Some("o".into());
+        let r2 = alloc("r2", &j, "web", 1, "b");
+        let plan = Plan {
+            eval_id: "e1".into(),
+            job: "web".into(),
+            snapshot_index: 0,
+            place: vec![r1, r2],
+            stop: vec![StopAlloc {
+                id: "o".into(),
+                reason: "updated".into(),
+                client: None,
+            }],
+            in_place: vec![],
+            failed: vec![],
+            deployments: vec![],
+        };
+        let eval = pending_eval();
+        let (writes, result) = evaluate(&s.snapshot(), &plan, eval, 1, true);
+        assert_eq!(result.refused_nodes, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(result.placed, 0);
+        assert_eq!(result.stopped, 0);
+        // Only the evaluation is written.
+        assert_eq!(writes.len(), 1, "{writes:?}");
+    }
+
+    fn pending_eval() -> corral_types::Evaluation {
+        crate::core::Core::new_eval("web", corral_types::EvalTrigger::JobRegister, 1)
+    }
 }

@@ -68,6 +68,10 @@ pub struct Inner {
     /// The epoch whose batches must fail (one of them failed to commit, and
     /// the ones after were built on it), plus one; 0 when none.
     broken: AtomicU64,
+    /// The backend's revision is not where this store put it (a commit
+    /// that failed may have landed, or another process wrote): no write
+    /// is safe until the store is reopened from the backend.
+    fatal: std::sync::atomic::AtomicBool,
     pub(crate) events: crate::events::EventLog,
 }
 
@@ -156,15 +160,19 @@ impl StateStore {
             queue: Mutex::new(Queue::default()),
             queued: Condvar::new(),
             broken: AtomicU64::new(0),
+            fatal: std::sync::atomic::AtomicBool::new(false),
             events,
         });
-        let (to_disk, from_builder) = std::sync::mpsc::channel::<Built>();
-        let builder = {
-            let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("store-builder".into())
-                .spawn(move || inner.build_loop(state, to_disk))
+        // A rendezvous: the builder hands over a batch only when the disk
+        // thread takes it, so while a batch is written the next one is
+        // built and requests arriving meanwhile wait for the one after
+        // (group commit holds when the disk is the slower stage).
+        let (to_disk, from_builder) = std::sync::mpsc::sync_channel::<Built>(0);
+        let spawn_err = |e: std::io::Error| StoreError::Batch {
+            message: format!("cannot start the store's threads: {e}"),
         };
+        // The disk thread first: if the builder cannot start, the disk
+        // thread's channel closes and it ends.
         let disk = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -174,11 +182,21 @@ impl StateStore {
                         inner.write_built(built);
                     }
                 })
+                .map_err(spawn_err)?
         };
-        let spawn_err = |e: std::io::Error| StoreError::Batch {
-            message: format!("cannot start the store's threads: {e}"),
+        let builder = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("store-builder".into())
+                .spawn(move || {
+                    // However the loop ends, nothing queued now or later
+                    // waits for a builder that is gone.
+                    let _closed = CloseOnExit(&inner);
+                    inner.build_loop(state, to_disk);
+                })
+                .map_err(spawn_err)?
         };
-        let threads = vec![builder.map_err(spawn_err)?, disk.map_err(spawn_err)?];
+        let threads = vec![builder, disk];
         Ok(StateStore {
             inner,
             threads: Mutex::new(threads),
@@ -262,9 +280,12 @@ impl Inner {
         };
         if q.closed {
             drop(q);
-            (req.done)(Err(StoreError::Batch {
-                message: "the store is closed".into(),
-            }));
+            call_done(
+                req.done,
+                Err(StoreError::Batch {
+                    message: "the store is closed".into(),
+                }),
+            );
             return;
         }
         q.requests.push(req);
@@ -274,7 +295,7 @@ impl Inner {
 
     /// The builder thread: batch whatever is queued, build it on the
     /// pending state, hand it to the disk thread; until closed.
-    fn build_loop(&self, durable: Arc<State>, to_disk: std::sync::mpsc::Sender<Built>) {
+    fn build_loop(&self, durable: Arc<State>, to_disk: std::sync::mpsc::SyncSender<Built>) {
         let mut pending = durable;
         let mut epoch = 0u64;
         loop {
@@ -302,7 +323,21 @@ impl Inner {
                 pending = self.snapshot();
                 epoch += 1;
             }
-            let built = self.build(&pending, batch, epoch);
+            if self.fatal.load(Ordering::Acquire) {
+                for r in batch {
+                    call_done(r.done, Err(fatal_error()));
+                }
+                continue;
+            }
+            // A panic in the event hook or in applying a write loses this
+            // batch (its callers get an error, as their `done`s are
+            // dropped), not the builder.
+            let Ok(built) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.build(&pending, batch, epoch)
+            })) else {
+                tracing::error!("building a batch panicked; its writes are refused");
+                continue;
+            };
             if built.outcome.is_ok() && !built.txn.ops.is_empty() {
                 // The backend numbers each transaction one above the last,
                 // and this store is its only writer: the index is known.
@@ -312,7 +347,7 @@ impl Inner {
             }
             if let Err(e) = to_disk.send(built) {
                 for d in e.0.dones {
-                    d(Err(StoreError::Poisoned));
+                    call_done(d, Err(StoreError::Poisoned));
                 }
                 return;
             }
@@ -385,8 +420,18 @@ impl Inner {
                 Err("an earlier commit this write was built on failed; try again".to_string())
             }
             Ok(()) if txn.ops.is_empty() => Ok(base_index),
+            Ok(()) if self.fatal.load(Ordering::Acquire) => Err(fatal_error().to_string()),
             Ok(()) => {
                 let r = match self.store.txn(&txn) {
+                    Ok(TxnOutcome::Committed { revision }) if revision != base_index + 1 => {
+                        tracing::error!(
+                            revision,
+                            expected = base_index + 1,
+                            "the store's backend revision moved under it"
+                        );
+                        self.fatal.store(true, Ordering::Release);
+                        Err(fatal_error().to_string())
+                    }
                     Ok(TxnOutcome::Committed { revision }) => {
                         next.index = revision;
                         // Before the state is published: whoever sees the
@@ -405,7 +450,16 @@ impl Inner {
                     Ok(TxnOutcome::CompareFailed { key }) => {
                         Err(StoreError::Conflict { key }.to_string())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => {
+                        // A failed commit may still have landed (an IO
+                        // error after the commit record was written): then
+                        // memory and disk disagree until a reopen.
+                        if !self.store.revision().is_ok_and(|r| r == base_index) {
+                            tracing::error!(error = %e, "a failed commit left the backend's revision unknown or moved");
+                            self.fatal.store(true, Ordering::Release);
+                        }
+                        Err(e.to_string())
+                    }
                 };
                 if r.is_err() {
                     // Batches built on this one must not be written.
@@ -415,9 +469,51 @@ impl Inner {
             }
         };
         for d in dones {
-            d(result
-                .clone()
-                .map_err(|message| StoreError::Batch { message }));
+            call_done(
+                d,
+                result
+                    .clone()
+                    .map_err(|message| StoreError::Batch { message }),
+            );
+        }
+    }
+}
+
+/// Report to a caller; a panicking `done` does not take a store thread
+/// with it.
+fn call_done(d: Done, r: Result<Index, StoreError>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || d(r))).is_err() {
+        tracing::error!("a write's completion callback panicked");
+    }
+}
+
+fn fatal_error() -> StoreError {
+    StoreError::Batch {
+        message: "the store's backend changed under it (a failed commit may have landed); restart the server to reload the state".into(),
+    }
+}
+
+/// Closes the queue and fails what is in it when the builder thread ends
+/// (returns or unwinds).
+struct CloseOnExit<'a>(&'a Inner);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        let left = {
+            let mut q = match self.0.queue.lock() {
+                Ok(q) => q,
+                Err(p) => p.into_inner(),
+            };
+            q.closed = true;
+            std::mem::take(&mut q.requests)
+        };
+        for r in left {
+            call_done(
+                r.done,
+                Err(StoreError::Batch {
+                    message: "the store's writer stopped".into(),
+                }),
+            );
         }
     }
 }
@@ -434,14 +530,16 @@ impl Drop for StateStore {
             Ok(mut t) => std::mem::take(&mut *t),
             Err(p) => std::mem::take(&mut *p.into_inner()),
         };
+        // Dropped on one of its own threads (a caller's last reference
+        // went away in a build or a `done`): joining would wait for
+        // ourselves; the threads end by themselves once the queue is
+        // drained.
         let me = std::thread::current().id();
+        if threads.iter().any(|t| t.thread().id() == me) {
+            return;
+        }
         for t in threads {
-            // Dropped from one of its own threads (a caller's last
-            // reference went away in a `done`): that thread ends by
-            // itself.
-            if t.thread().id() != me {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
     }
 }

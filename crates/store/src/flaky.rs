@@ -15,6 +15,9 @@ pub(crate) struct Flaky {
     /// The next transaction says so on the sender, waits on the receiver,
     /// then fails.
     pub gate: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+    /// The next transaction is written, then reported as failed (an IO
+    /// error after the commit record).
+    pub land_then_fail: Arc<AtomicBool>,
 }
 
 fn on_fire() -> StoreError {
@@ -41,6 +44,10 @@ impl Store for Flaky {
             return Err(on_fire());
         }
         if self.fail.load(Ordering::SeqCst) {
+            return Err(on_fire());
+        }
+        if self.land_then_fail.swap(false, Ordering::SeqCst) {
+            self.inner.txn(txn)?;
             return Err(on_fire());
         }
         self.inner.txn(txn)

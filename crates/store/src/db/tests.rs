@@ -421,3 +421,69 @@ fn node_usage_is_kept_as_allocations_change() {
     let again = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
     check(&again.snapshot());
 }
+
+/// A panicking completion callback or event hook costs its own write, not
+/// the store's threads: later writes still commit.
+#[test]
+fn panics_in_a_callback_or_the_event_hook_do_not_stop_the_store() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let s = StateStore::open(Box::new(crate::MemoryStore::new())).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    s.submit(
+        |_, _| Ok::<_, ()>((vec![Write::Alloc(alloc("a1", "web", "n1"))], ())),
+        move |r| {
+            tx.send(r.is_ok()).unwrap();
+            panic!("a caller's callback panics");
+        },
+    );
+    assert!(rx.recv().unwrap());
+    assert!(
+        s.commit(vec![Write::Alloc(alloc("a2", "web", "n1"))])
+            .is_ok()
+    );
+
+    let once = Arc::new(AtomicBool::new(true));
+    s.set_event_hook(Arc::new(move |_: &crate::changes::Diff<'_>| {
+        if once.swap(false, Ordering::SeqCst) {
+            panic!("the hook panics once");
+        }
+        Vec::new()
+    }));
+    assert!(
+        s.commit(vec![Write::Alloc(alloc("a3", "web", "n1"))])
+            .is_err()
+    );
+    assert!(s.snapshot().alloc("a3").is_none());
+    assert!(
+        s.commit(vec![Write::Alloc(alloc("a4", "web", "n1"))])
+            .is_ok()
+    );
+    assert!(s.snapshot().alloc("a4").is_some());
+}
+
+/// A commit reported as failed that landed anyway leaves memory behind the
+/// backend: the store refuses every later write (saying what to do) rather
+/// than numbering records with revisions the backend already used.
+#[test]
+fn a_failed_commit_that_landed_stops_writes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let land = Arc::new(AtomicBool::new(false));
+    let s = StateStore::open(Box::new(crate::flaky::Flaky {
+        land_then_fail: land.clone(),
+        ..Default::default()
+    }))
+    .unwrap();
+    s.commit(vec![Write::Alloc(alloc("a1", "web", "n1"))])
+        .unwrap();
+    land.store(true, Ordering::SeqCst);
+    assert!(
+        s.commit(vec![Write::Alloc(alloc("a2", "web", "n1"))])
+            .is_err()
+    );
+    let err = s
+        .commit(vec![Write::Alloc(alloc("a3", "web", "n1"))])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("restart the server"), "{err}");
+    assert!(s.snapshot().alloc("a3").is_none());
+}
