@@ -178,8 +178,27 @@ impl StateStore {
             std::thread::Builder::new()
                 .name("store-disk".into())
                 .spawn(move || {
-                    for built in from_builder {
-                        inner.write_built(built);
+                    for mut built in from_builder {
+                        let dones = std::mem::take(&mut built.dones);
+                        let epoch = built.epoch;
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            inner.write_built(built)
+                        }))
+                        .unwrap_or_else(|_| {
+                            // Whether it landed is unknown: stop writing.
+                            tracing::error!("writing a batch panicked");
+                            inner.fatal.store(true, Ordering::Release);
+                            inner.broken.store(epoch + 1, Ordering::Release);
+                            Err(fatal_error().to_string())
+                        });
+                        for d in dones {
+                            call_done(
+                                d,
+                                result
+                                    .clone()
+                                    .map_err(|message| StoreError::Batch { message }),
+                            );
+                        }
                     }
                 })
                 .map_err(spawn_err)?
@@ -329,15 +348,25 @@ impl Inner {
                 }
                 continue;
             }
-            // A panic in the event hook or in applying a write loses this
-            // batch (its callers get an error, as their `done`s are
-            // dropped), not the builder.
-            let Ok(built) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.build(&pending, batch, epoch)
+            // A panic in the event hook or in applying a write fails this
+            // batch, not the builder.
+            let (builds, dones): (Vec<Build>, Vec<Done>) =
+                batch.into_iter().map(|r| (r.build, r.done)).unzip();
+            let Ok(mut built) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.build(&pending, builds, epoch)
             })) else {
                 tracing::error!("building a batch panicked; its writes are refused");
+                for d in dones {
+                    call_done(
+                        d,
+                        Err(StoreError::Batch {
+                            message: "building the write panicked".into(),
+                        }),
+                    );
+                }
                 continue;
             };
+            built.dones = dones;
             if built.outcome.is_ok() && !built.txn.ops.is_empty() {
                 // The backend numbers each transaction one above the last,
                 // and this store is its only writer: the index is known.
@@ -355,20 +384,18 @@ impl Inner {
     }
 
     /// Run every request of a batch against the accumulating state.
-    fn build(&self, base: &Arc<State>, batch: Vec<Request>, epoch: u64) -> Built {
+    fn build(&self, base: &Arc<State>, builds: Vec<Build>, epoch: u64) -> Built {
         let index = base.index + 1;
         let mut next = (**base).clone();
         let mut txn = Txn::default();
         let mut outcome: Result<(), StoreError> = Ok(());
-        let mut dones = Vec::with_capacity(batch.len());
         let mut touched = crate::changes::Touched::default();
-        for req in batch {
+        for build in builds {
             // A panicking request writes nothing (its caller gets an
             // error); the others, and the builder thread, go on.
-            let writes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                (req.build)(&next, index)
-            }))
-            .unwrap_or_default();
+            let writes =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&next, index)))
+                    .unwrap_or_default();
             if outcome.is_ok() {
                 for w in writes {
                     if let Err(e) = apply(&mut txn, &mut next, w, index, &mut touched) {
@@ -377,7 +404,6 @@ impl Inner {
                     }
                 }
             }
-            dones.push(req.done);
         }
         // The commit's events, derived from what it changed, join its
         // transaction.
@@ -397,22 +423,22 @@ impl Inner {
             txn,
             events,
             outcome,
-            dones,
+            dones: Vec::new(),
             epoch,
         }
     }
 
     /// The disk thread's part: commit a built batch to the backend and
-    /// publish it; report to each request.
-    fn write_built(&self, built: Built) {
+    /// publish it; the outcome goes to each of its requests.
+    fn write_built(&self, built: Built) -> Result<Index, String> {
         let Built {
             base_index,
             mut next,
             txn,
             events,
             outcome,
-            dones,
             epoch,
+            ..
         } = built;
         let result: Result<Index, String> = match outcome {
             Err(e) => Err(e.to_string()),
@@ -468,14 +494,7 @@ impl Inner {
                 r
             }
         };
-        for d in dones {
-            call_done(
-                d,
-                result
-                    .clone()
-                    .map_err(|message| StoreError::Batch { message }),
-            );
-        }
+        result
     }
 }
 
@@ -522,8 +541,9 @@ impl Drop for StateStore {
     /// Commit what is queued, then stop the threads (the backend closes
     /// with them).
     fn drop(&mut self) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.closed = true;
+        match self.queue.lock() {
+            Ok(mut q) => q.closed = true,
+            Err(p) => p.into_inner().closed = true,
         }
         self.queued.notify_all();
         let threads = match self.threads.lock() {

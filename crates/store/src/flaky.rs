@@ -18,6 +18,8 @@ pub(crate) struct Flaky {
     /// The next transaction is written, then reported as failed (an IO
     /// error after the commit record).
     pub land_then_fail: Arc<AtomicBool>,
+    /// The next transaction panics.
+    pub panic_next: Arc<AtomicBool>,
 }
 
 fn on_fire() -> StoreError {
@@ -45,6 +47,9 @@ impl Store for Flaky {
         }
         if self.fail.load(Ordering::SeqCst) {
             return Err(on_fire());
+        }
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("the backend panics");
         }
         if self.land_then_fail.swap(false, Ordering::SeqCst) {
             self.inner.txn(txn)?;

@@ -487,3 +487,31 @@ fn a_failed_commit_that_landed_stops_writes() {
     assert!(err.contains("restart the server"), "{err}");
     assert!(s.snapshot().alloc("a3").is_none());
 }
+
+/// A backend that panics mid-commit: that write fails, and so does every
+/// later one (whether it landed is unknown), each with what to do; nobody
+/// waits forever.
+#[test]
+fn a_panicking_backend_fails_writes_instead_of_hanging_them() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let panic_next = Arc::new(AtomicBool::new(false));
+    let s = StateStore::open(Box::new(crate::flaky::Flaky {
+        panic_next: panic_next.clone(),
+        ..Default::default()
+    }))
+    .unwrap();
+    s.commit(vec![Write::Alloc(alloc("a1", "web", "n1"))])
+        .unwrap();
+    panic_next.store(true, Ordering::SeqCst);
+    let first = s
+        .commit(vec![Write::Alloc(alloc("a2", "web", "n1"))])
+        .unwrap_err()
+        .to_string();
+    assert!(first.contains("restart the server"), "{first}");
+    let later = s
+        .commit(vec![Write::Alloc(alloc("a3", "web", "n1"))])
+        .unwrap_err()
+        .to_string();
+    assert!(later.contains("restart the server"), "{later}");
+    assert!(s.snapshot().alloc("a1").is_some());
+}
