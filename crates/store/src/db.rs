@@ -1,10 +1,10 @@
 //! [`StateStore`]: typed writes made durable through a [`Store`], then
 //! published as a new immutable [`State`]. All writes pass through one
-//! mutex, so the index is decided here and every write sees the previous
-//! one. Callers decide ids and timestamps before calling (deterministic
+//! builder thread, so the index is decided here and every write sees the
+//! previous one. Callers decide ids and timestamps before calling (deterministic
 //! writes); the store only stamps the index.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use corral_types::{Alert, Allocation, Deployment, Evaluation, Index, Job, Node};
@@ -56,7 +56,7 @@ pub enum Write {
 /// pipelines the same way), and callers wait without holding a thread.
 pub struct StateStore {
     inner: Arc<Inner>,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 pub struct Inner {
@@ -71,7 +71,7 @@ pub struct Inner {
     /// The backend's revision is not where this store put it (a commit
     /// that failed may have landed, or another process wrote): no write
     /// is safe until the store is reopened from the backend.
-    fatal: std::sync::atomic::AtomicBool,
+    fatal: AtomicBool,
     pub(crate) events: crate::events::EventLog,
 }
 
@@ -104,7 +104,6 @@ struct Built {
     txn: Txn,
     events: Vec<Arc<corral_types::Event>>,
     outcome: Result<(), StoreError>,
-    dones: Vec<Done>,
     epoch: u64,
 }
 
@@ -160,14 +159,14 @@ impl StateStore {
             queue: Mutex::new(Queue::default()),
             queued: Condvar::new(),
             broken: AtomicU64::new(0),
-            fatal: std::sync::atomic::AtomicBool::new(false),
+            fatal: AtomicBool::new(false),
             events,
         });
         // A rendezvous: the builder hands over a batch only when the disk
         // thread takes it, so while a batch is written the next one is
         // built and requests arriving meanwhile wait for the one after
         // (group commit holds when the disk is the slower stage).
-        let (to_disk, from_builder) = std::sync::mpsc::sync_channel::<Built>(0);
+        let (to_disk, from_builder) = std::sync::mpsc::sync_channel::<(Built, Vec<Done>)>(0);
         let spawn_err = |e: std::io::Error| StoreError::Batch {
             message: format!("cannot start the store's threads: {e}"),
         };
@@ -178,8 +177,7 @@ impl StateStore {
             std::thread::Builder::new()
                 .name("store-disk".into())
                 .spawn(move || {
-                    for mut built in from_builder {
-                        let dones = std::mem::take(&mut built.dones);
+                    for (built, dones) in from_builder {
                         let epoch = built.epoch;
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             inner.write_built(built)
@@ -215,10 +213,9 @@ impl StateStore {
                 })
                 .map_err(spawn_err)?
         };
-        let threads = vec![builder, disk];
         Ok(StateStore {
             inner,
-            threads: Mutex::new(threads),
+            threads: vec![builder, disk],
         })
     }
 
@@ -249,6 +246,15 @@ impl Inner {
 
     pub fn backend(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// The request queue; a panic elsewhere while holding it leaves it
+    /// usable (its contents stay consistent: pushes and takes only).
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        match self.queue.lock() {
+            Ok(q) => q,
+            Err(p) => p.into_inner(),
+        }
     }
 
     /// Queue a batch built from the latest state; `done` gets the outcome
@@ -293,10 +299,7 @@ impl Inner {
                 }));
             }),
         };
-        let mut q = match self.queue.lock() {
-            Ok(q) => q,
-            Err(p) => p.into_inner(),
-        };
+        let mut q = self.lock_queue();
         if q.closed {
             drop(q);
             call_done(
@@ -314,15 +317,16 @@ impl Inner {
 
     /// The builder thread: batch whatever is queued, build it on the
     /// pending state, hand it to the disk thread; until closed.
-    fn build_loop(&self, durable: Arc<State>, to_disk: std::sync::mpsc::SyncSender<Built>) {
+    fn build_loop(
+        &self,
+        durable: Arc<State>,
+        to_disk: std::sync::mpsc::SyncSender<(Built, Vec<Done>)>,
+    ) {
         let mut pending = durable;
         let mut epoch = 0u64;
         loop {
             let batch = {
-                let mut q = match self.queue.lock() {
-                    Ok(q) => q,
-                    Err(p) => p.into_inner(),
-                };
+                let mut q = self.lock_queue();
                 while q.requests.is_empty() && !q.closed {
                     q = match self.queued.wait(q) {
                         Ok(q) => q,
@@ -352,7 +356,7 @@ impl Inner {
             // batch, not the builder.
             let (builds, dones): (Vec<Build>, Vec<Done>) =
                 batch.into_iter().map(|r| (r.build, r.done)).unzip();
-            let Ok(mut built) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Ok(built) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.build(&pending, builds, epoch)
             })) else {
                 tracing::error!("building a batch panicked; its writes are refused");
@@ -366,16 +370,11 @@ impl Inner {
                 }
                 continue;
             };
-            built.dones = dones;
             if built.outcome.is_ok() && !built.txn.ops.is_empty() {
-                // The backend numbers each transaction one above the last,
-                // and this store is its only writer: the index is known.
-                let mut next = built.next.clone();
-                next.index = built.base_index + 1;
-                pending = Arc::new(next);
+                pending = Arc::new(built.next.clone());
             }
-            if let Err(e) = to_disk.send(built) {
-                for d in e.0.dones {
+            if let Err(e) = to_disk.send((built, dones)) {
+                for d in e.0.1 {
                     call_done(d, Err(StoreError::Poisoned));
                 }
                 return;
@@ -417,13 +416,16 @@ impl Inner {
                 Err(e) => outcome = Err(e),
             }
         }
+        // The backend numbers each transaction one above the last, and
+        // this store is its only writer: the index is known now (the disk
+        // thread checks it).
+        next.index = index;
         Built {
             base_index: base.index,
             next,
             txn,
             events,
             outcome,
-            dones: Vec::new(),
             epoch,
         }
     }
@@ -433,14 +435,13 @@ impl Inner {
     fn write_built(&self, built: Built) -> Result<Index, String> {
         let Built {
             base_index,
-            mut next,
+            next,
             txn,
             events,
             outcome,
             epoch,
-            ..
         } = built;
-        let result: Result<Index, String> = match outcome {
+        match outcome {
             Err(e) => Err(e.to_string()),
             _ if self.broken.load(Ordering::Acquire) == epoch + 1 => {
                 Err("an earlier commit this write was built on failed; try again".to_string())
@@ -459,7 +460,6 @@ impl Inner {
                         Err(fatal_error().to_string())
                     }
                     Ok(TxnOutcome::Committed { revision }) => {
-                        next.index = revision;
                         // Before the state is published: whoever sees the
                         // new index finds its events in memory.
                         self.events.committed(events, next.events);
@@ -493,8 +493,7 @@ impl Inner {
                 }
                 r
             }
-        };
-        result
+        }
     }
 }
 
@@ -519,10 +518,7 @@ struct CloseOnExit<'a>(&'a Inner);
 impl Drop for CloseOnExit<'_> {
     fn drop(&mut self) {
         let left = {
-            let mut q = match self.0.queue.lock() {
-                Ok(q) => q,
-                Err(p) => p.into_inner(),
-            };
+            let mut q = self.0.lock_queue();
             q.closed = true;
             std::mem::take(&mut q.requests)
         };
@@ -541,15 +537,9 @@ impl Drop for StateStore {
     /// Commit what is queued, then stop the threads (the backend closes
     /// with them).
     fn drop(&mut self) {
-        match self.queue.lock() {
-            Ok(mut q) => q.closed = true,
-            Err(p) => p.into_inner().closed = true,
-        }
+        self.lock_queue().closed = true;
         self.queued.notify_all();
-        let threads = match self.threads.lock() {
-            Ok(mut t) => std::mem::take(&mut *t),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        };
+        let threads = std::mem::take(&mut self.threads);
         // Dropped on one of its own threads (a caller's last reference
         // went away in a build or a `done`): joining would wait for
         // ourselves; the threads end by themselves once the queue is

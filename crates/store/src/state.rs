@@ -242,17 +242,15 @@ impl State {
         if !a.is_live() {
             return;
         }
-        let usage = match self.node_usage.get_mut(a.node_id.as_str()) {
-            Some(u) => Arc::make_mut(u),
-            None if add => {
-                self.node_usage
-                    .insert(a.node_id.as_str().into(), Arc::default());
-                match self.node_usage.get_mut(a.node_id.as_str()) {
-                    Some(u) => Arc::make_mut(u),
-                    None => return,
-                }
+        let node = a.node_id.as_str();
+        if !self.node_usage.contains_key(node) {
+            if !add {
+                return;
             }
-            None => return,
+            self.node_usage.insert(node.into(), Arc::default());
+        }
+        let Some(usage) = self.node_usage.get_mut(node).map(Arc::make_mut) else {
+            return;
         };
         if add {
             usage.add(a, "");
