@@ -934,13 +934,7 @@ fn rfc3339_ms(s: &str) -> Option<u64> {
         return None;
     }
     let ms: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
-    let yy = if mo <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = corral_types::civil::days_from_civil(y, mo, d);
     let secs = days * 86_400 + h * 3600 + mi * 60 + se;
     u64::try_from(secs * 1000 + ms).ok()
 }

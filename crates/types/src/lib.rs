@@ -6,8 +6,10 @@
 //!   evaluations, plans), with desired and observed state kept apart.
 //! - [`api`]: the HTTP API's request and response shapes.
 //! - [`units`]: durations, sizes and cpu quantities as written in specs.
+//! - [`civil`]: calendar dates from and to days since the Unix epoch.
 
 pub mod api;
+pub mod civil;
 pub mod model;
 pub mod spec;
 pub mod units;
