@@ -355,10 +355,14 @@ impl Start {
 
 // ---------------------------------------------------------------- corral
 
+/// `min_healthy_time: 0s` like Swarm's updater, which starts the next
+/// batch once a batch runs (its `Monitor` only watches for failures);
+/// corral's default of 10 s (Nomad's) would add 10 s per batch.
 fn corral_spec(opts: &Options, cpu_millis: u64, name: &str, count: u32, version: &str) -> String {
     format!(
         "name: {name}\nimage: {}\nenv:\n  FOO: {version}\ncount: {count}\n\
-         resources: {{cpu: {cpu_millis}m, memory: 32Mi}}\nupdate: {{max_parallel: {}}}\n",
+         resources: {{cpu: {cpu_millis}m, memory: 32Mi}}\n\
+         update: {{max_parallel: {}, min_healthy_time: 0s}}\n",
         opts.image, opts.max_parallel
     )
 }

@@ -10,8 +10,8 @@
 //!   image is pulled first when the pull policy or its absence says so;
 //! - the handle state ([`CriState`]) holds the sandbox and container ids, so
 //!   `wait`, `stop`, `destroy` and `recover` work from the handle alone;
-//! - exits are noticed by polling ContainerStatus (every 200 ms by default)
-//!   and cached until `destroy`.
+//! - exits are noticed by listing all containers (every 200 ms by default,
+//!   one call for the node, see [`exit`]) and cached until `destroy`.
 //!
 //! Files: [`client`] (the CRI connection), [`pod`] (what the sandbox needs
 //! from the group), [`sandbox`] (its config, its cgroups), `lifecycle`
@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use self::client::{CriClient, CriError, DEFAULT_RPC_TIMEOUT};
 use self::container::{ContainerParams, container_config, state_of};
-use self::exit::Tracked;
+use self::exit::{ExitWatcher, Tracked};
 use self::pod::PodOptions;
 use self::sandbox::LABEL_TASK;
 use super::{
@@ -119,8 +119,8 @@ pub struct CriDriver {
     limit_swap: bool,
     /// alloc id -> its sandbox.
     sandboxes: Mutex<HashMap<String, SandboxRef>>,
-    /// handle id -> exit watcher.
-    tracked: Mutex<HashMap<String, Tracked>>,
+    /// Exits of the containers started or recovered.
+    exits: ExitWatcher,
     /// Sandbox images already checked.
     checked_images: Mutex<HashSet<String>>,
 }
@@ -185,11 +185,11 @@ impl CriDriver {
             .exists()
             || cfg.cgroup_root.join("cgroup.controllers").exists();
         CriDriver {
+            exits: ExitWatcher::new(client.clone(), cfg.poll_interval),
             client,
             cfg,
             limit_swap,
             sandboxes: Mutex::new(HashMap::new()),
-            tracked: Mutex::new(HashMap::new()),
             checked_images: Mutex::new(HashSet::new()),
         }
     }
@@ -260,16 +260,7 @@ impl CriDriver {
     }
 
     fn track(&self, handle_id: &str, container_id: &str) -> Tracked {
-        lock(&self.tracked)
-            .entry(handle_id.to_string())
-            .or_insert_with(|| {
-                Tracked::spawn(
-                    self.client.clone(),
-                    container_id.to_string(),
-                    self.cfg.poll_interval,
-                )
-            })
-            .clone()
+        self.exits.track(handle_id, container_id)
     }
 }
 
@@ -468,9 +459,7 @@ impl Driver for CriDriver {
             Err(e) if !e.is_not_found() => return Err(DriverError::failed(handle, e.to_string())),
             _ => {}
         }
-        if let Some(t) = lock(&self.tracked).get(&handle.id) {
-            t.poke.notify_one();
-        }
+        self.exits.poke();
         Ok(())
     }
 
@@ -494,9 +483,7 @@ impl Driver for CriDriver {
                 _ => {}
             }
         }
-        if let Some(t) = lock(&self.tracked).remove(&handle.id) {
-            t.poller.abort();
-        }
+        self.exits.forget(&handle.id);
         Ok(())
     }
 
