@@ -593,7 +593,10 @@ fn apply(
             }
         }
         Write::Alloc(mut alloc) => {
-            let created = next.allocs.get(alloc.id.as_str()).map(|x| x.create_index);
+            let created = next
+                .allocs
+                .get(crate::idkey::Id::new(alloc.id.as_str()))
+                .map(|x| x.create_index);
             (alloc.create_index, alloc.modify_index) = (created.unwrap_or(index), index);
             put(
                 txn,
@@ -603,7 +606,7 @@ fn apply(
             touched.allocs.record(next.put_alloc(alloc));
         }
         Write::DeleteAlloc(id) => {
-            if let Some(a) = next.allocs.get(id.as_str()) {
+            if let Some(a) = next.allocs.get(crate::idkey::Id::new(id.as_str())) {
                 txn.ops.push(Op::Delete {
                     key: ordered_key(ALLOCS, a.create_index, &id),
                 });
@@ -623,13 +626,16 @@ fn apply(
             touched.nodes.record(next.delete_node(&id));
         }
         Write::Eval(mut eval) => {
-            let created = next.evals.get(eval.id.as_str()).map(|x| x.create_index);
+            let created = next
+                .evals
+                .get(crate::idkey::Id::new(eval.id.as_str()))
+                .map(|x| x.create_index);
             (eval.create_index, eval.modify_index) = (created.unwrap_or(index), index);
             put(txn, ordered_key(EVALS, eval.create_index, &eval.id), &eval)?;
             next.put_eval(eval);
         }
         Write::DeleteEval(id) => {
-            if let Some(e) = next.evals.get(id.as_str()) {
+            if let Some(e) = next.evals.get(crate::idkey::Id::new(id.as_str())) {
                 txn.ops.push(Op::Delete {
                     key: ordered_key(EVALS, e.create_index, &id),
                 });
@@ -637,13 +643,16 @@ fn apply(
             next.delete_eval(&id);
         }
         Write::Deployment(mut d) => {
-            let created = next.deployments.get(d.id.as_str()).map(|x| x.create_index);
+            let created = next
+                .deployments
+                .get(crate::idkey::Id::new(d.id.as_str()))
+                .map(|x| x.create_index);
             (d.create_index, d.modify_index) = (created.unwrap_or(index), index);
             put(txn, ordered_key(DEPLOYMENTS, d.create_index, &d.id), &d)?;
             touched.deployments.record(next.put_deployment(d));
         }
         Write::DeleteDeployment(id) => {
-            if let Some(d) = next.deployments.get(id.as_str()) {
+            if let Some(d) = next.deployments.get(crate::idkey::Id::new(id.as_str())) {
                 txn.ops.push(Op::Delete {
                     key: ordered_key(DEPLOYMENTS, d.create_index, &id),
                 });

@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 #[cfg(test)]
 mod flaky;
+pub mod idkey;
 pub mod kv;
 pub mod memory;
 pub mod sqlite;

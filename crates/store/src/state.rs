@@ -8,6 +8,8 @@ use corral_scheduler::usage::NodeUsage;
 use corral_types::{Alert, Allocation, Deployment, EvalStatus, Evaluation, Index, Job, Node};
 use imbl::OrdMap;
 
+use crate::idkey::{Id, IdKey};
+
 /// Map keys are shared strings: a write path-copies the map's nodes, and
 /// copying a node of `Arc<str>` keys bumps counts where `String` keys
 /// would allocate and copy each key.
@@ -20,18 +22,20 @@ pub struct State {
     pub(crate) job_versions: OrdMap<(String, u64), Arc<Job>>,
     /// Latest version per job name.
     pub(crate) jobs: OrdMap<Key, Arc<Job>>,
-    pub(crate) allocs: OrdMap<Key, Arc<Allocation>>,
+    /// Allocations, evaluations and deployments are keyed by [`IdKey`]:
+    /// ordered by when the id was made.
+    pub(crate) allocs: OrdMap<IdKey, Arc<Allocation>>,
     // The secondary indexes hold the allocations themselves, not ids: the
     // scheduler reads a node's allocations for every node it considers,
     // and a second lookup per allocation was most of its time.
-    pub(crate) allocs_by_job: OrdMap<Key, OrdMap<Key, Arc<Allocation>>>,
-    pub(crate) allocs_by_node: OrdMap<Key, OrdMap<Key, Arc<Allocation>>>,
+    pub(crate) allocs_by_job: AllocIndex,
+    pub(crate) allocs_by_node: AllocIndex,
     /// What the live allocations on each node hold, kept as they change:
     /// placement reads it for every node it visits.
     pub(crate) node_usage: OrdMap<Key, Arc<NodeUsage>>,
     pub(crate) nodes: OrdMap<Key, Arc<Node>>,
-    pub(crate) evals: OrdMap<Key, Arc<Evaluation>>,
-    pub(crate) deployments: OrdMap<Key, Arc<Deployment>>,
+    pub(crate) evals: OrdMap<IdKey, Arc<Evaluation>>,
+    pub(crate) deployments: OrdMap<IdKey, Arc<Deployment>>,
     /// Deployment ids per job, by (create order, id).
     pub(crate) deployments_by_job: OrdMap<Key, OrdMap<(Index, String), Arc<Deployment>>>,
     /// Alerts (firing and recently resolved), by id.
@@ -62,7 +66,7 @@ impl State {
     }
 
     pub fn alloc(&self, id: &str) -> Option<&Arc<Allocation>> {
-        self.allocs.get(id)
+        self.allocs.get(Id::new(id))
     }
 
     pub fn allocs(&self) -> impl Iterator<Item = &Arc<Allocation>> {
@@ -92,7 +96,7 @@ impl State {
     }
 
     pub fn eval(&self, id: &str) -> Option<&Arc<Evaluation>> {
-        self.evals.get(id)
+        self.evals.get(Id::new(id))
     }
 
     pub fn evals(&self) -> impl Iterator<Item = &Arc<Evaluation>> {
@@ -109,7 +113,7 @@ impl State {
     }
 
     pub fn deployment(&self, id: &str) -> Option<&Arc<Deployment>> {
-        self.deployments.get(id)
+        self.deployments.get(Id::new(id))
     }
 
     pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
@@ -171,7 +175,7 @@ impl State {
     }
 
     pub(crate) fn delete_deployment(&mut self, id: &str) -> Replaced<Deployment> {
-        let removed = self.deployments.remove(id);
+        let removed = self.deployments.remove(Id::new(id));
         if let Some(old) = &removed {
             let empty = match self.deployments_by_job.get_mut(old.job.as_str()) {
                 Some(m) => {
@@ -213,7 +217,7 @@ impl State {
     }
 
     pub(crate) fn put_alloc(&mut self, alloc: Allocation) -> Replaced<Allocation> {
-        if let Some(old) = self.allocs.get(alloc.id.as_str()).cloned() {
+        if let Some(old) = self.allocs.get(Id::new(&alloc.id)).cloned() {
             if old.node_id != alloc.node_id {
                 remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
             }
@@ -221,14 +225,14 @@ impl State {
         }
         self.count_usage(&alloc, true);
         let alloc = Arc::new(alloc);
-        let id: Key = alloc.id.as_str().into();
+        let id = IdKey::from(alloc.id.as_str());
         index_insert(&mut self.allocs_by_job, &alloc.job, &id, &alloc);
         index_insert(&mut self.allocs_by_node, &alloc.node_id, &id, &alloc);
         (self.allocs.insert(id, alloc.clone()), Some(alloc))
     }
 
     pub(crate) fn delete_alloc(&mut self, id: &str) -> Replaced<Allocation> {
-        let removed = self.allocs.remove(id);
+        let removed = self.allocs.remove(Id::new(id));
         if let Some(old) = &removed {
             self.count_usage(old, false);
             remove_index(&mut self.allocs_by_job, &old.job, id);
@@ -276,7 +280,7 @@ impl State {
     }
 
     pub(crate) fn delete_eval(&mut self, id: &str) {
-        self.evals.remove(id);
+        self.evals.remove(Id::new(id));
     }
 }
 
@@ -284,11 +288,11 @@ impl State {
 /// removal).
 pub(crate) type Replaced<T> = (Option<Arc<T>>, Option<Arc<T>>);
 
-type AllocIndex = OrdMap<Key, OrdMap<Key, Arc<Allocation>>>;
+pub(crate) type AllocIndex = OrdMap<Key, OrdMap<IdKey, Arc<Allocation>>>;
 
 /// Add an allocation to a secondary index; the outer key is only
 /// allocated when the entry is new.
-fn index_insert(index: &mut AllocIndex, key: &str, id: &Key, alloc: &Arc<Allocation>) {
+fn index_insert(index: &mut AllocIndex, key: &str, id: &IdKey, alloc: &Arc<Allocation>) {
     match index.get_mut(key) {
         Some(set) => {
             set.insert(id.clone(), alloc.clone());
@@ -302,7 +306,7 @@ fn index_insert(index: &mut AllocIndex, key: &str, id: &Key, alloc: &Arc<Allocat
 fn remove_index(index: &mut AllocIndex, key: &str, id: &str) {
     let empty = match index.get_mut(key) {
         Some(set) => {
-            set.remove(id);
+            set.remove(Id::new(id));
             set.is_empty()
         }
         None => false,
@@ -342,7 +346,7 @@ impl StateView for State {
     }
 
     fn alloc(&self, id: &str) -> Option<&Allocation> {
-        self.allocs.get(id).map(|a| a.as_ref())
+        self.allocs.get(Id::new(id)).map(|a| a.as_ref())
     }
 
     fn node_usage(&self, node_id: &str) -> NodeUsage {

@@ -136,10 +136,7 @@ pub fn to_check<'a>(
     watched
         .into_iter()
         .filter_map(|id| {
-            let seen = match listed
-                .get(id)
-                .map(|s| cri::ContainerState::try_from(*s))
-            {
+            let seen = match listed.get(id).map(|s| cri::ContainerState::try_from(*s)) {
                 Some(Ok(
                     cri::ContainerState::ContainerCreated | cri::ContainerState::ContainerRunning,
                 )) => Seen::Alive,
@@ -162,7 +159,11 @@ async fn relist_loop(shared: Weak<Shared>, poke: Arc<Notify>) {
             .map(|(h, w)| (h.clone(), w.container_id.clone()))
             .collect();
         if !pending.is_empty() {
-            match s.client.list_containers(cri::ContainerFilter::default()).await {
+            match s
+                .client
+                .list_containers(cri::ContainerFilter::default())
+                .await
+            {
                 Ok(list) => {
                     failures = 0;
                     let listed: HashMap<String, i32> =
