@@ -217,13 +217,21 @@ impl State {
     }
 
     pub(crate) fn put_alloc(&mut self, alloc: Allocation) -> Replaced<Allocation> {
-        if let Some(old) = self.allocs.get(Id::new(&alloc.id)).cloned() {
-            if old.node_id != alloc.node_id {
-                remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
+        let old = self.allocs.get(Id::new(&alloc.id)).cloned();
+        match &old {
+            // An update in place (a report, most writes): usage moves only
+            // if what counts changed.
+            Some(old) if old.node_id == alloc.node_id && same_usage(old, &alloc) => {}
+            _ => {
+                if let Some(old) = &old {
+                    if old.node_id != alloc.node_id {
+                        remove_index(&mut self.allocs_by_node, &old.node_id, &old.id);
+                    }
+                    self.count_usage(old, false);
+                }
+                self.count_usage(&alloc, true);
             }
-            self.count_usage(&old, false);
         }
-        self.count_usage(&alloc, true);
         let alloc = Arc::new(alloc);
         let id = IdKey::from(alloc.id.as_str());
         index_insert(&mut self.allocs_by_job, &alloc.job, &id, &alloc);
@@ -287,6 +295,11 @@ impl State {
 /// What a mutator replaced (or removed) and what it stored (`None`: a
 /// removal).
 pub(crate) type Replaced<T> = (Option<Arc<T>>, Option<Arc<T>>);
+
+/// Whether two versions of an allocation hold the same on their node.
+fn same_usage(a: &Allocation, b: &Allocation) -> bool {
+    a.is_live() == b.is_live() && a.resources == b.resources && a.ports == b.ports
+}
 
 pub(crate) type AllocIndex = OrdMap<Key, OrdMap<IdKey, Arc<Allocation>>>;
 
