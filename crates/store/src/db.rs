@@ -591,6 +591,21 @@ fn apply(
                 });
                 touched.job_versions.record((Some(j), None));
             }
+            // Its deployments go too: a job submitted again under the name
+            // numbers its versions from 1, and an old deployment of the
+            // same version would pass for the new one's (which then never
+            // rolls out).
+            let deployments: Vec<(Index, String)> = next
+                .job_deployments(&name)
+                .iter()
+                .map(|d| (d.create_index, d.id.clone()))
+                .collect();
+            for (created, id) in deployments {
+                txn.ops.push(Op::Delete {
+                    key: ordered_key(DEPLOYMENTS, created, &id),
+                });
+                touched.deployments.record(next.delete_deployment(&id));
+            }
         }
         Write::Alloc(mut alloc) => {
             let created = next

@@ -503,3 +503,35 @@ async fn a_spec_change_rolls_one_at_a_time() {
     }
     cluster.shutdown().await;
 }
+
+/// A purged job starts again from version 1: its old deployments must not
+/// pass for the new versions' (they did, and version 2 never rolled out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_job_submitted_again_rolls_out_again() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let cluster = TestCluster::with_agent().await;
+    let c = &cluster.client;
+    let marker = format!("repurge-{}", std::process::id());
+    let spec = |foo: &str| {
+        format!(
+            "{}update: {{min_healthy_time: 200ms}}\n",
+            job("repurge", &marker, 1, foo)
+        )
+    };
+    for round in 0..2 {
+        for foo in ["v1", "v2"] {
+            c.submit(&spec(foo), "repurge.yaml").await.unwrap();
+            let j = wait_running(c, "repurge", 1).await;
+            let id = running(&j).remove(0);
+            assert!(
+                log_of(c, &id).await.contains(&format!("FOO={foo}")),
+                "round {round}: {foo} is not what runs"
+            );
+        }
+        c.stop("repurge", true).await.unwrap();
+        wait_procs(&marker, 0).await;
+    }
+    cluster.shutdown().await;
+}

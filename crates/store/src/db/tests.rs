@@ -130,6 +130,50 @@ fn purge_removes_every_version() {
     assert!(s.backend().range("jobs/").unwrap().is_empty());
 }
 
+fn deployment(id: &str, job: &str) -> Deployment {
+    Deployment {
+        id: id.into(),
+        job: job.into(),
+        job_version: 1,
+        status: DeploymentStatus::Successful,
+        description: String::new(),
+        groups: BTreeMap::new(),
+        reverts_to: None,
+        created_at: 1,
+        modified_at: 1,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+#[test]
+fn purge_removes_the_jobs_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    let mut web = deployment("d-web", "web");
+    web.job_version = 2;
+    s.commit(vec![
+        Write::Job(job("web", 1, 1)),
+        Write::Job(job("web", 2, 1)),
+        Write::Deployment(deployment("d-web-1", "web")),
+        Write::Deployment(web),
+        Write::Deployment(deployment("d-db", "db")),
+    ])
+    .unwrap();
+    s.commit(vec![Write::PurgeJob("web".into())]).unwrap();
+    let check = |snap: &State| {
+        assert!(snap.latest_deployment("web").is_none());
+        assert!(snap.deployment("d-web").is_none());
+        assert!(snap.deployment("d-db").is_some());
+    };
+    check(&s.snapshot());
+    drop(s);
+    let again = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    check(&again.snapshot());
+    assert_eq!(again.backend().range("deployments/").unwrap().len(), 1);
+}
+
 #[test]
 fn concurrent_writers_share_commits_and_see_each_other() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,17 +247,9 @@ fn deployments_survive_reopen_and_the_latest_per_job_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let d = |id: &str, version: u64, status: DeploymentStatus| Deployment {
-        id: id.into(),
-        job: "web".into(),
         job_version: version,
         status,
-        description: String::new(),
-        groups: BTreeMap::new(),
-        reverts_to: None,
-        created_at: 1,
-        modified_at: 1,
-        create_index: 0,
-        modify_index: 0,
+        ..deployment(id, "web")
     };
     {
         let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
