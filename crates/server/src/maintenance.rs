@@ -1,12 +1,14 @@
 //! Background upkeep, once a minute:
 //! - events older than `event_retention`, or beyond the newest
 //!   `event_max`, are pruned (the newest is always kept);
-//! - resolved alerts older than the alerts' `retention` are deleted.
+//! - resolved alerts older than the alerts' `retention` are deleted;
+//! - allocations of purged jobs are deleted once they can no longer run
+//!   (a purge deletes those already finished; these were still stopping).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_store::{EventSpan, Write};
+use corral_store::{EventSpan, State, Write};
 use corral_types::UnixMillis;
 
 use crate::ServerError;
@@ -30,7 +32,33 @@ pub async fn run(core: Arc<Core>) {
         if let Err(e) = prune_alerts(&core, now_ms()).await {
             tracing::warn!(error = %e, "alert pruning failed");
         }
+        if let Err(e) = delete_orphans(&core).await {
+            tracing::warn!(error = %e, "deleting the allocations of purged jobs failed");
+        }
     }
+}
+
+/// Allocations whose job was purged and that can no longer run: nothing
+/// will read them again. At most `max`.
+pub fn orphaned_allocs(state: &State, max: usize) -> Vec<String> {
+    state
+        .allocs()
+        .filter(|a| !a.may_run() && state.job(&a.job).is_none())
+        .take(max)
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+/// Delete the allocations of purged jobs that finished stopping.
+pub async fn delete_orphans(core: &Arc<Core>) -> Result<usize, ServerError> {
+    let ids = orphaned_allocs(&core.store.snapshot(), PRUNE_CHUNK as usize);
+    let n = ids.len();
+    if n > 0 {
+        core.commit(ids.into_iter().map(Write::DeleteAlloc).collect())
+            .await?;
+        tracing::debug!(n, "allocations of purged jobs deleted");
+    }
+    Ok(n)
 }
 
 /// The last event index to prune, if any: every event before
@@ -88,6 +116,32 @@ pub async fn prune_alerts(core: &Arc<Core>, now: UnixMillis) -> Result<usize, Se
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_finished_allocations_of_purged_jobs_are_orphans() {
+        use corral_scheduler::testing::{alloc, group, job};
+        use corral_types::ClientStatus;
+        let store =
+            corral_store::StateStore::open(Box::new(corral_store::MemoryStore::new())).unwrap();
+        let web = job("web", 1, vec![group("web", 2).build()]);
+        let gone = job("gone", 1, vec![group("gone", 2).build()]);
+        let mut done = alloc("a-done", &gone, "gone", 0, "n1");
+        done.client = ClientStatus::Complete;
+        let stopping = alloc("a-stopping", &gone, "gone", 1, "n1");
+        let mut web_done = alloc("a-web", &web, "web", 0, "n1");
+        web_done.client = ClientStatus::Failed;
+        store
+            .commit(vec![
+                Write::Job(web),
+                Write::Alloc(done),
+                Write::Alloc(stopping),
+                Write::Alloc(web_done),
+            ])
+            .unwrap();
+        let snap = store.snapshot();
+        assert_eq!(orphaned_allocs(&snap, 10), ["a-done"]);
+        assert!(orphaned_allocs(&snap, 0).is_empty());
+    }
 
     #[test]
     fn prunes_by_time_and_by_count_but_keeps_the_newest() {

@@ -524,6 +524,15 @@ async fn a_purged_job_submitted_again_rolls_out_again() {
         for foo in ["v1", "v2"] {
             c.submit(&spec(foo), "repurge.yaml").await.unwrap();
             let j = wait_running(c, "repurge", 1).await;
+            // Only this round's allocations: the first version's and, after
+            // the update, its replacement (the purge took the rest).
+            let mine = if foo == "v1" { 1 } else { 2 };
+            assert_eq!(
+                j.allocations.len(),
+                mine,
+                "round {round}: {:?}",
+                j.allocations
+            );
             let id = running(&j).remove(0);
             assert!(
                 log_of(c, &id).await.contains(&format!("FOO={foo}")),
@@ -532,6 +541,17 @@ async fn a_purged_job_submitted_again_rolls_out_again() {
         }
         c.stop("repurge", true).await.unwrap();
         wait_procs(&marker, 0).await;
+        // What was still running at the purge is kept until it has
+        // stopped (then maintenance or the next submission deletes it).
+        eventually("the purged job's allocations stopped", D, || async {
+            let left = c.allocs(Some("repurge")).await.map_err(|e| e.to_string())?;
+            if left.iter().all(|a| a.status.is_terminal()) {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        })
+        .await;
     }
     cluster.shutdown().await;
 }

@@ -35,6 +35,18 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
                     },
                     eval.clone(),
                 ));
+                if latest.is_none() {
+                    // Finished allocations of an earlier job of this name
+                    // (purged while they were stopping) would pass for the
+                    // new job's.
+                    writes.extend(
+                        state
+                            .job_allocs(&spec.name)
+                            .into_iter()
+                            .filter(|a| !a.may_run())
+                            .map(|a| Write::DeleteAlloc(a.id.clone())),
+                    );
+                }
                 if !unchanged {
                     writes.push(Write::Job(Job {
                         name: spec.name.clone(),
@@ -76,6 +88,15 @@ pub async fn stop(
             let mut writes = Vec::new();
             if purge {
                 writes.push(Write::PurgeJob(n.clone()));
+                // What already finished goes with the job; what still
+                // stops is deleted by maintenance once it has.
+                writes.extend(
+                    state
+                        .job_allocs(&n)
+                        .into_iter()
+                        .filter(|a| !a.may_run())
+                        .map(|a| Write::DeleteAlloc(a.id.clone())),
+                );
             } else if !job.stopped {
                 let mut j = (**job).clone();
                 j.stopped = true;
