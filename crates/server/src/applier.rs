@@ -92,6 +92,14 @@ pub fn evaluate(
     partial_ok: bool,
 ) -> (Vec<Write>, PlanResult) {
     let mut result = PlanResult::default();
+    // The job was purged (and maybe submitted again) or got a new version
+    // after the plan's snapshot: what the plan places or starts belongs to
+    // a job that is gone or moved on. Its nodes are refused (the worker
+    // plans again on the newer state) and it creates nothing; its stops
+    // still hold.
+    let stale = state
+        .job(&plan.job)
+        .is_none_or(|j| j.create_index > plan.snapshot_index);
     let mut by_node: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
     for a in &plan.place {
         by_node.entry(a.node_id.as_str()).or_default().push(a);
@@ -126,6 +134,7 @@ pub fn evaluate(
                 .filter(|id| !keep.contains(id))
                 .collect();
             let verdict = match state.node_by_id(node_id) {
+                _ if stale => Err("the job changed since the plan's snapshot".to_string()),
                 None => Err(format!("node {node_id} is gone")),
                 Some(node) => corral_scheduler::fits(state, node, allocs, &removed),
             };
@@ -183,7 +192,7 @@ pub fn evaluate(
         writes.push(Write::Alloc(a));
         result.stopped += 1;
     }
-    for (id, version) in &plan.in_place {
+    for (id, version) in plan.in_place.iter().filter(|_| !stale) {
         if let Some(cur) = state.alloc(id) {
             let mut a = (**cur).clone();
             a.job_version = *version;
@@ -193,6 +202,7 @@ pub fn evaluate(
     }
     for d in &plan.deployments {
         match state.deployment(&d.id) {
+            None if stale => {}
             None => writes.push(Write::Deployment(d.clone())),
             // Ending one (superseded, job stopped): only if nobody ended it
             // first, and keeping the watcher's counters.
@@ -243,7 +253,7 @@ mod tests {
         let plan = Plan {
             eval_id: "e1".into(),
             job: "web".into(),
-            snapshot_index: 0,
+            snapshot_index: s.snapshot().index(),
             place: vec![r1, r2],
             stop: vec![StopAlloc {
                 id: "o".into(),
@@ -261,6 +271,49 @@ mod tests {
         assert_eq!(result.stopped, 0);
         // Only the evaluation is written.
         assert_eq!(writes.len(), 1, "{writes:?}");
+    }
+
+    /// A plan worked out before its job was purged, or purged and
+    /// submitted again, creates nothing: no allocation, no deployment.
+    #[test]
+    fn a_plan_for_a_job_purged_since_its_snapshot_creates_nothing() {
+        let s = StateStore::open(Box::new(MemoryStore::new())).unwrap();
+        let j = job("web", 1, vec![group("web", 1).build()]);
+        s.commit(vec![Write::Node(node("a").build()), Write::Job(j.clone())])
+            .unwrap();
+        let snapshot = s.snapshot();
+        let d = corral_scheduler::deployment::new_deployment(&j, &[], "d1".into(), None, 1);
+        let plan = Plan {
+            eval_id: "e1".into(),
+            job: "web".into(),
+            snapshot_index: snapshot.index(),
+            place: vec![alloc("p", &j, "web", 0, "a")],
+            deployments: vec![d],
+            ..Plan::default()
+        };
+        // Still current: it all goes in.
+        let (writes, result) = evaluate(&snapshot, &plan, pending_eval(), 1, false);
+        assert_eq!(result.placed, 1);
+        assert_eq!(writes.len(), 3, "{writes:?}");
+        // Purged, then submitted again (a new version 1).
+        s.commit(vec![Write::PurgeJob("web".into())]).unwrap();
+        s.commit(vec![Write::Job(j.clone())]).unwrap();
+        for last in [false, true] {
+            let (writes, result) = evaluate(&s.snapshot(), &plan, pending_eval(), 1, last);
+            assert_eq!(result.placed, 0);
+            assert_eq!(result.refused_nodes, vec!["a".to_string()]);
+            assert!(
+                writes.iter().all(|w| matches!(w, Write::Eval(_))),
+                "last attempt {last}: {writes:?}"
+            );
+        }
+        // Purged and gone.
+        s.commit(vec![Write::PurgeJob("web".into())]).unwrap();
+        let (writes, _) = evaluate(&s.snapshot(), &plan, pending_eval(), 1, true);
+        assert!(
+            writes.iter().all(|w| matches!(w, Write::Eval(_))),
+            "{writes:?}"
+        );
     }
 
     fn pending_eval() -> corral_types::Evaluation {

@@ -38,12 +38,29 @@ pub async fn run(core: Arc<Core>) {
     }
 }
 
-/// Allocations whose job was purged and that can no longer run: nothing
-/// will read them again. At most `max`.
+/// Allocations of purged jobs that can no longer run: their job is gone,
+/// or is a new job of the same name (they were made before its first
+/// version). Nothing will read them again. At most `max`.
 pub fn orphaned_allocs(state: &State, max: usize) -> Vec<String> {
+    // When each job's current incarnation began (its first version's
+    // index), once per job.
+    let mut began: std::collections::HashMap<&str, Option<u64>> = Default::default();
     state
         .allocs()
-        .filter(|a| !a.may_run() && state.job(&a.job).is_none())
+        .filter(|a| !a.may_run())
+        .filter(|a| {
+            let start = *began.entry(a.job.as_str()).or_insert_with(|| {
+                state.job(&a.job).map(|_| {
+                    state
+                        .job_versions(&a.job)
+                        .iter()
+                        .map(|j| j.create_index)
+                        .min()
+                        .unwrap_or(0)
+                })
+            });
+            start.is_none_or(|s| a.create_index < s)
+        })
         .take(max)
         .map(|a| a.id.clone())
         .collect()
@@ -141,6 +158,19 @@ mod tests {
         let snap = store.snapshot();
         assert_eq!(orphaned_allocs(&snap, 10), ["a-done"]);
         assert!(orphaned_allocs(&snap, 0).is_empty());
+        // "gone" submitted again: what finished before it are orphans,
+        // what the new job makes is not.
+        let mut stopped = alloc("a-stopping", &gone, "gone", 1, "n1");
+        stopped.client = ClientStatus::Complete;
+        store
+            .commit(vec![Write::Job(gone.clone()), Write::Alloc(stopped)])
+            .unwrap();
+        let mut new_done = alloc("a-new", &gone, "gone", 0, "n1");
+        new_done.client = ClientStatus::Complete;
+        store.commit(vec![Write::Alloc(new_done)]).unwrap();
+        let mut got = orphaned_allocs(&store.snapshot(), 10);
+        got.sort();
+        assert_eq!(got, ["a-done", "a-stopping"]);
     }
 
     #[test]

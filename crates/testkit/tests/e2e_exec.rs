@@ -553,5 +553,26 @@ async fn a_purged_job_submitted_again_rolls_out_again() {
         })
         .await;
     }
+    // Purged and submitted again at once, before the purge's evaluation
+    // may have stopped anything: the old allocation (version 1 too) must
+    // not pass for the new job's.
+    c.submit(&spec("v3"), "repurge.yaml").await.unwrap();
+    wait_running(c, "repurge", 1).await;
+    c.stop("repurge", true).await.unwrap();
+    c.submit(&spec("v4"), "repurge.yaml").await.unwrap();
+    eventually("the new job's own allocation running v4", D, || async {
+        let j = c.job("repurge", None).await.map_err(|e| e.to_string())?;
+        let r = running(&j);
+        if r.len() != 1 {
+            return Err(format!("{} running", r.len()));
+        }
+        let log = log_of(c, &r[0]).await;
+        if log.contains("FOO=v4") {
+            Ok(())
+        } else {
+            Err(format!("{} runs {log:?}", r[0]))
+        }
+    })
+    .await;
     cluster.shutdown().await;
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use corral_store::Write;
 use corral_types::api::{SubmitResponse, SubmittedJob};
-use corral_types::{EvalTrigger, Index, Job, JobSpec};
+use corral_types::{DesiredStatus, EvalTrigger, Index, Job, JobSpec};
 
 use crate::ServerError;
 use crate::core::{Core, now_ms};
@@ -36,16 +36,22 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
                     eval.clone(),
                 ));
                 if latest.is_none() {
-                    // Finished allocations of an earlier job of this name
-                    // (purged while they were stopping) would pass for the
-                    // new job's.
-                    writes.extend(
-                        state
-                            .job_allocs(&spec.name)
-                            .into_iter()
-                            .filter(|a| !a.may_run())
-                            .map(|a| Write::DeleteAlloc(a.id.clone())),
-                    );
+                    // Allocations of an earlier job of this name (purged,
+                    // maybe before its allocations were even told to stop)
+                    // must not pass for the new job's: the finished ones
+                    // go, the others stop (maintenance deletes them once
+                    // they have).
+                    for a in state.job_allocs(&spec.name) {
+                        if !a.may_run() {
+                            writes.push(Write::DeleteAlloc(a.id.clone()));
+                        } else if a.desired != DesiredStatus::Stop {
+                            let mut a = (**a).clone();
+                            a.desired = DesiredStatus::Stop;
+                            a.desired_reason = "its job was purged".into();
+                            a.modified_at = now;
+                            writes.push(Write::Alloc(a));
+                        }
+                    }
                 }
                 if !unchanged {
                     writes.push(Write::Job(Job {
@@ -110,3 +116,7 @@ pub async fn stop(
     core.enqueue([eval]);
     Ok((index, eval_id))
 }
+
+#[cfg(test)]
+#[path = "jobs_tests.rs"]
+mod tests;

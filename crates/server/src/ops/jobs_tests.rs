@@ -1,0 +1,49 @@
+//! What a job submitted under a purged job's name does to that job's
+//! allocations.
+
+use corral_scheduler::testing::{alloc, group, job};
+use corral_store::{MemoryStore, StateStore, Write};
+use corral_types::{ClientStatus, DesiredStatus};
+use tokio_util::sync::CancellationToken;
+
+use super::submit;
+use crate::{Server, ServerConfig};
+
+/// The purge's own evaluation may not have stopped them yet: the new job's
+/// first submission stops what may still run and deletes what finished,
+/// so none of them passes for the new job's (same name, same version 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_job_stops_and_drops_the_allocations_of_a_purged_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = CancellationToken::new();
+    let mut config = ServerConfig::new(dir.path().to_path_buf());
+    config.alerts.enabled = false;
+    let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
+    let server = Server::start_with(config, store, stop.clone())
+        .await
+        .expect("server");
+    let core = server.core.clone();
+
+    let old = job("web", 1, vec![group("web", 2).env("V", "old").build()]);
+    let running = alloc("a-running", &old, "web", 0, "n1");
+    let mut done = alloc("a-done", &old, "web", 1, "n1");
+    done.client = ClientStatus::Complete;
+    // The job record is gone (purged); its allocations are not.
+    core.commit(vec![Write::Alloc(running), Write::Alloc(done)])
+        .await
+        .expect("commit");
+
+    let new = job("web", 1, vec![group("web", 2).env("V", "new").build()]);
+    submit(&core, vec![new.spec.clone()]).await.expect("submit");
+    let snap = core.store.snapshot();
+    assert!(
+        snap.alloc("a-done").is_none(),
+        "the finished one is deleted"
+    );
+    let a = snap.alloc("a-running").expect("kept until it has stopped");
+    assert_eq!(a.desired, DesiredStatus::Stop);
+    assert_eq!(a.desired_reason, "its job was purged");
+
+    stop.cancel();
+    server.wait().await;
+}
