@@ -169,12 +169,20 @@ async fn relist_loop(shared: Weak<Shared>, poke: Arc<Notify>) {
                     let listed: HashMap<String, i32> =
                         list.into_iter().map(|c| (c.id, c.state)).collect();
                     let ids = pending.iter().map(|(_, c)| c.as_str());
-                    for (container_id, _) in to_check(ids, &listed) {
-                        if let Some(exit) = exit_now(&s.client, container_id).await {
-                            let watched = lock(&s.watched);
-                            for w in watched.values().filter(|w| w.container_id == container_id) {
-                                w.tx.send_replace(Some(exit.clone()));
-                            }
+                    // Concurrently: one slow status call must not hold back
+                    // the exits of the other containers.
+                    let client = &s.client;
+                    let exits = futures::future::join_all(
+                        to_check(ids, &listed)
+                            .into_iter()
+                            .map(|(id, _)| async move { (id, exit_now(client, id).await) }),
+                    )
+                    .await;
+                    for (container_id, exit) in exits {
+                        let Some(exit) = exit else { continue };
+                        let watched = lock(&s.watched);
+                        for w in watched.values().filter(|w| w.container_id == container_id) {
+                            w.tx.send_replace(Some(exit.clone()));
                         }
                     }
                 }
@@ -208,7 +216,9 @@ async fn exit_now(client: &CriClient, container_id: &str) -> Option<ExitResult> 
             ..ExitResult::default()
         }),
         Err(e) => {
-            tracing::debug!(container = %container_id, error = %e, "cannot get the container status");
+            // Retried at the next listing (every interval, while the
+            // listing says it exited).
+            tracing::warn!(container = %container_id, error = %e, "cannot get the status of a container that exited; retrying");
             None
         }
     }
