@@ -1,5 +1,5 @@
-//! What a job submitted under a purged job's name does to that job's
-//! allocations.
+//! What becomes of a purged job's allocations: a new job of the name
+//! stops and drops them, maintenance deletes what is left once finished.
 
 use corral_scheduler::testing::{alloc, group, job};
 use corral_store::{MemoryStore, StateStore, Write};
@@ -44,6 +44,31 @@ async fn a_new_job_stops_and_drops_the_allocations_of_a_purged_one() {
     assert_eq!(a.desired, DesiredStatus::Stop);
     assert_eq!(a.desired_reason, "its job was purged");
 
+    stop.cancel();
+    server.wait().await;
+}
+
+/// Maintenance deletes the finished allocations of a purged job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_deletes_what_a_purged_job_left_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stop = CancellationToken::new();
+    let mut config = ServerConfig::new(dir.path().to_path_buf());
+    config.alerts.enabled = false;
+    let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
+    let server = Server::start_with(config, store, stop.clone())
+        .await
+        .expect("server");
+    let core = server.core.clone();
+    let old = job("web", 1, vec![group("web", 1).build()]);
+    let mut done = alloc("a-done", &old, "web", 0, "n1");
+    done.client = ClientStatus::Complete;
+    core.commit(vec![Write::Alloc(done)]).await.expect("commit");
+    let n = crate::maintenance::delete_orphans(&core)
+        .await
+        .expect("sweep");
+    assert_eq!(n, 1);
+    assert!(core.store.snapshot().alloc("a-done").is_none());
     stop.cancel();
     server.wait().await;
 }
