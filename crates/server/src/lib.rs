@@ -21,6 +21,8 @@ pub mod heartbeat;
 pub mod maintenance;
 pub mod metrics;
 pub mod ops;
+#[cfg(test)]
+mod test_server;
 pub mod usage;
 pub mod views;
 pub mod worker;

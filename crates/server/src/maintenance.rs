@@ -43,21 +43,18 @@ pub async fn run(core: Arc<Core>) {
 /// version). Nothing will read them again. At most `max`.
 pub fn orphaned_allocs(state: &State, max: usize) -> Vec<String> {
     // When each job's current incarnation began (its first version's
-    // index), once per job.
+    // index; none once purged), looked up once per job.
     let mut began: std::collections::HashMap<&str, Option<u64>> = Default::default();
     state
         .allocs()
         .filter(|a| !a.may_run())
         .filter(|a| {
             let start = *began.entry(a.job.as_str()).or_insert_with(|| {
-                state.job(&a.job).map(|_| {
-                    state
-                        .job_versions(&a.job)
-                        .iter()
-                        .map(|j| j.create_index)
-                        .min()
-                        .unwrap_or(0)
-                })
+                state
+                    .job_versions(&a.job)
+                    .iter()
+                    .map(|j| j.create_index)
+                    .min()
             });
             start.is_none_or(|s| a.create_index < s)
         })

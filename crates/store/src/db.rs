@@ -595,23 +595,17 @@ fn apply(
             // numbers its versions from 1, and an old deployment of the
             // same version would pass for the new one's (which then never
             // rolls out).
-            let deployments: Vec<(Index, String)> = next
+            let ids: Vec<String> = next
                 .job_deployments(&name)
                 .iter()
-                .map(|d| (d.create_index, d.id.clone()))
+                .map(|d| d.id.clone())
                 .collect();
-            for (created, id) in deployments {
-                txn.ops.push(Op::Delete {
-                    key: ordered_key(DEPLOYMENTS, created, &id),
-                });
-                touched.deployments.record(next.delete_deployment(&id));
+            for id in ids {
+                apply(txn, next, Write::DeleteDeployment(id), index, touched)?;
             }
         }
         Write::Alloc(mut alloc) => {
-            let created = next
-                .allocs
-                .get(crate::idkey::Id::new(alloc.id.as_str()))
-                .map(|x| x.create_index);
+            let created = next.alloc(&alloc.id).map(|x| x.create_index);
             (alloc.create_index, alloc.modify_index) = (created.unwrap_or(index), index);
             put(
                 txn,
@@ -621,7 +615,7 @@ fn apply(
             touched.allocs.record(next.put_alloc(alloc));
         }
         Write::DeleteAlloc(id) => {
-            if let Some(a) = next.allocs.get(crate::idkey::Id::new(id.as_str())) {
+            if let Some(a) = next.alloc(&id) {
                 txn.ops.push(Op::Delete {
                     key: ordered_key(ALLOCS, a.create_index, &id),
                 });
@@ -641,16 +635,13 @@ fn apply(
             touched.nodes.record(next.delete_node(&id));
         }
         Write::Eval(mut eval) => {
-            let created = next
-                .evals
-                .get(crate::idkey::Id::new(eval.id.as_str()))
-                .map(|x| x.create_index);
+            let created = next.eval(&eval.id).map(|x| x.create_index);
             (eval.create_index, eval.modify_index) = (created.unwrap_or(index), index);
             put(txn, ordered_key(EVALS, eval.create_index, &eval.id), &eval)?;
             next.put_eval(eval);
         }
         Write::DeleteEval(id) => {
-            if let Some(e) = next.evals.get(crate::idkey::Id::new(id.as_str())) {
+            if let Some(e) = next.eval(&id) {
                 txn.ops.push(Op::Delete {
                     key: ordered_key(EVALS, e.create_index, &id),
                 });
@@ -658,16 +649,13 @@ fn apply(
             next.delete_eval(&id);
         }
         Write::Deployment(mut d) => {
-            let created = next
-                .deployments
-                .get(crate::idkey::Id::new(d.id.as_str()))
-                .map(|x| x.create_index);
+            let created = next.deployment(&d.id).map(|x| x.create_index);
             (d.create_index, d.modify_index) = (created.unwrap_or(index), index);
             put(txn, ordered_key(DEPLOYMENTS, d.create_index, &d.id), &d)?;
             touched.deployments.record(next.put_deployment(d));
         }
         Write::DeleteDeployment(id) => {
-            if let Some(d) = next.deployments.get(crate::idkey::Id::new(id.as_str())) {
+            if let Some(d) = next.deployment(&id) {
                 txn.ops.push(Op::Delete {
                     key: ordered_key(DEPLOYMENTS, d.create_index, &id),
                 });

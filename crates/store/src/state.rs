@@ -31,10 +31,9 @@ pub struct State {
     pub(crate) allocs_by_job: AllocIndex,
     pub(crate) allocs_by_node: AllocIndex,
     /// What the live allocations on each node hold, kept as they change:
-    /// placement reads it for every node it visits.
-    /// A hash map: placement looks a node up here for every node it visits,
-    /// and a b-tree lookup compared ~18 keys behind pointers each time
-    /// (a third of the scheduler's time); nothing iterates it in order.
+    /// placement reads it for every node it visits. A hash map: a b-tree
+    /// lookup compared ~18 keys behind pointers each time (a third of the
+    /// scheduler's time), and nothing iterates it in order.
     pub(crate) node_usage: imbl::HashMap<Key, Arc<NodeUsage>>,
     pub(crate) nodes: OrdMap<Key, Arc<Node>>,
     pub(crate) evals: OrdMap<IdKey, Arc<Evaluation>>,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use corral_store::Write;
+use corral_store::{State, Write};
 use corral_types::api::{SubmitResponse, SubmittedJob};
 use corral_types::{DesiredStatus, EvalTrigger, Index, Job, JobSpec};
 
@@ -41,10 +41,9 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
                     // must not pass for the new job's: the finished ones
                     // go, the others stop (maintenance deletes them once
                     // they have).
+                    writes.extend(forget_finished(state, &spec.name));
                     for a in state.job_allocs(&spec.name) {
-                        if !a.may_run() {
-                            writes.push(Write::DeleteAlloc(a.id.clone()));
-                        } else if a.desired != DesiredStatus::Stop {
+                        if a.may_run() && a.desired != DesiredStatus::Stop {
                             let mut a = (**a).clone();
                             a.desired = DesiredStatus::Stop;
                             a.desired_reason = "its job was purged".into();
@@ -76,6 +75,16 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
     Ok(SubmitResponse { index, jobs })
 }
 
+/// Deletes of the allocations of job `name` that can no longer run.
+fn forget_finished(state: &State, name: &str) -> Vec<Write> {
+    state
+        .job_allocs(name)
+        .into_iter()
+        .filter(|a| !a.may_run())
+        .map(|a| Write::DeleteAlloc(a.id.clone()))
+        .collect()
+}
+
 /// Stop (keep the job and its history) or purge (forget every version);
 /// either way an evaluation stops its allocations.
 pub async fn stop(
@@ -96,13 +105,7 @@ pub async fn stop(
                 writes.push(Write::PurgeJob(n.clone()));
                 // What already finished goes with the job; what still
                 // stops is deleted by maintenance once it has.
-                writes.extend(
-                    state
-                        .job_allocs(&n)
-                        .into_iter()
-                        .filter(|a| !a.may_run())
-                        .map(|a| Write::DeleteAlloc(a.id.clone())),
-                );
+                writes.extend(forget_finished(state, &n));
             } else if !job.stopped {
                 let mut j = (**job).clone();
                 j.stopped = true;

@@ -2,26 +2,18 @@
 //! stops and drops them, maintenance deletes what is left once finished.
 
 use corral_scheduler::testing::{alloc, group, job};
-use corral_store::{MemoryStore, StateStore, Write};
+use corral_store::Write;
 use corral_types::{ClientStatus, DesiredStatus};
-use tokio_util::sync::CancellationToken;
 
 use super::submit;
-use crate::{Server, ServerConfig};
+use crate::test_server::TestServer;
 
 /// The purge's own evaluation may not have stopped them yet: the new job's
 /// first submission stops what may still run and deletes what finished,
 /// so none of them passes for the new job's (same name, same version 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_job_stops_and_drops_the_allocations_of_a_purged_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stop = CancellationToken::new();
-    let mut config = ServerConfig::new(dir.path().to_path_buf());
-    config.alerts.enabled = false;
-    let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
-    let server = Server::start_with(config, store, stop.clone())
-        .await
-        .expect("server");
+    let server = TestServer::start().await;
     let core = server.core.clone();
 
     let old = job("web", 1, vec![group("web", 2).env("V", "old").build()]);
@@ -44,21 +36,13 @@ async fn a_new_job_stops_and_drops_the_allocations_of_a_purged_one() {
     assert_eq!(a.desired, DesiredStatus::Stop);
     assert_eq!(a.desired_reason, "its job was purged");
 
-    stop.cancel();
-    server.wait().await;
+    server.stop().await;
 }
 
 /// Maintenance deletes the finished allocations of a purged job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_deletes_what_a_purged_job_left_behind() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stop = CancellationToken::new();
-    let mut config = ServerConfig::new(dir.path().to_path_buf());
-    config.alerts.enabled = false;
-    let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
-    let server = Server::start_with(config, store, stop.clone())
-        .await
-        .expect("server");
+    let server = TestServer::start().await;
     let core = server.core.clone();
     let old = job("web", 1, vec![group("web", 1).build()]);
     let mut done = alloc("a-done", &old, "web", 0, "n1");
@@ -69,6 +53,5 @@ async fn maintenance_deletes_what_a_purged_job_left_behind() {
         .expect("sweep");
     assert_eq!(n, 1);
     assert!(core.store.snapshot().alloc("a-done").is_none());
-    stop.cancel();
-    server.wait().await;
+    server.stop().await;
 }

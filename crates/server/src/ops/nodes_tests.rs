@@ -3,12 +3,11 @@
 use std::collections::BTreeMap;
 
 use corral_scheduler::testing::{alloc, group, job, node};
-use corral_store::{MemoryStore, StateStore, Write};
+use corral_store::Write;
 use corral_types::{AllocHealth, AllocUpdate, Allocation, ClientStatus, EvalTrigger, Job};
-use tokio_util::sync::CancellationToken;
 
 use super::update_allocations;
-use crate::{Server, ServerConfig};
+use crate::test_server::TestServer;
 
 fn healthy(a: &Allocation) -> AllocUpdate {
     AllocUpdate {
@@ -44,14 +43,7 @@ fn report_evals(core: &crate::Core) -> usize {
 /// (an older version still runs) the same report brings one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_rolling_update_is_re_evaluated_on_health() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let stop = CancellationToken::new();
-    let mut config = ServerConfig::new(dir.path().to_path_buf());
-    config.alerts.enabled = false;
-    let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
-    let server = Server::start_with(config, store, stop.clone())
-        .await
-        .expect("server");
+    let server = TestServer::start().await;
     let core = server.core.clone();
 
     let v1 = job("web", 1, vec![group("web", 2).build()]);
@@ -84,5 +76,5 @@ async fn only_a_rolling_update_is_re_evaluated_on_health() {
         .await
         .expect("report");
     assert_eq!(report_evals(&core), 1, "the rollout moves on");
-    stop.cancel();
+    server.stop().await;
 }

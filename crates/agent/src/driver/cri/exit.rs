@@ -153,10 +153,10 @@ async fn relist_loop(shared: Weak<Shared>, poke: Arc<Notify>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
         let interval = s.interval;
-        let pending: Vec<(String, String)> = lock(&s.watched)
-            .iter()
-            .filter(|(_, w)| w.tx.borrow().is_none())
-            .map(|(h, w)| (h.clone(), w.container_id.clone()))
+        let pending: Vec<String> = lock(&s.watched)
+            .values()
+            .filter(|w| w.tx.borrow().is_none())
+            .map(|w| w.container_id.clone())
             .collect();
         if !pending.is_empty() {
             match s
@@ -168,7 +168,7 @@ async fn relist_loop(shared: Weak<Shared>, poke: Arc<Notify>) {
                     failures = 0;
                     let listed: HashMap<String, i32> =
                         list.into_iter().map(|c| (c.id, c.state)).collect();
-                    let ids = pending.iter().map(|(_, c)| c.as_str());
+                    let ids = pending.iter().map(String::as_str);
                     // Concurrently: one slow status call must not hold back
                     // the exits of the other containers.
                     let client = &s.client;
