@@ -41,12 +41,14 @@ pub fn place_all<'a>(
     let nodes = state.nodes();
     let stopped = plan.stop.iter().map(|s| s.id.clone());
     let mut usage = PlanUsage::new(state, &job.name, stopped);
-    let mut placers: BTreeMap<&str, GroupPlacer<'a, '_>> = BTreeMap::new();
+    // One placer per group and version: a replacement may keep an older
+    // version (see `reconcile`), with that version's resources and rules.
+    let mut placers: BTreeMap<(&str, u64), GroupPlacer<'a, '_>> = BTreeMap::new();
     let mut place = |req: &PlaceRequest<'a>, usage: &mut PlanUsage<'a>, plan: &mut Plan| {
         placers
-            .entry(req.group.name.as_str())
+            .entry(key(req))
             .or_insert_with(|| {
-                GroupPlacer::new(config, state, job, req.group, &nodes, eval_id, usage)
+                GroupPlacer::new(config, state, req.job, req.group, &nodes, eval_id, usage)
             })
             .place(req, state, usage, ctx, plan)
     };
@@ -61,22 +63,34 @@ pub fn place_all<'a>(
             break;
         }
     }
-    let mut missed: Vec<&str> = pending.iter().map(|r| r.group.name.as_str()).collect();
+    let mut missed: Vec<(&str, u64)> = pending.iter().map(key).collect();
     for req in &fresh {
         if !place(req, &mut usage, plan) {
-            missed.push(req.group.name.as_str());
+            missed.push(key(req));
         }
     }
-    for name in missed {
-        if let Some(p) = placers.get_mut(name) {
+    for k in missed {
+        if let Some(p) = placers.get_mut(&k) {
             p.missing += 1;
         }
     }
+    // Failures in spec order, the current version's first.
     for g in &job.spec.groups {
-        if let Some(p) = placers.remove(g.name.as_str()) {
-            p.finish(plan);
+        let mine: Vec<(&str, u64)> = placers
+            .keys()
+            .filter(|(name, _)| *name == g.name)
+            .copied()
+            .collect();
+        for k in mine.into_iter().rev() {
+            if let Some(p) = placers.remove(&k) {
+                p.finish(plan);
+            }
         }
     }
+}
+
+fn key<'a>(req: &PlaceRequest<'a>) -> (&'a str, u64) {
+    (req.group.name.as_str(), req.job.version)
 }
 
 /// What a static verdict is cached under.

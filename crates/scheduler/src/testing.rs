@@ -124,9 +124,9 @@ impl MemState {
                 a.modify_index = self.index;
             }
         }
-        for (id, version) in &plan.in_place {
-            if let Some(a) = self.allocs.iter_mut().find(|a| &a.id == id) {
-                a.job_version = *version;
+        for u in &plan.in_place {
+            if let Some(a) = self.allocs.iter_mut().find(|a| a.id == u.id) {
+                u.apply_to(a);
                 a.modify_index = self.index;
             }
         }

@@ -192,10 +192,10 @@ pub fn evaluate(
         writes.push(Write::Alloc(a));
         result.stopped += 1;
     }
-    for (id, version) in plan.in_place.iter().filter(|_| !stale) {
-        if let Some(cur) = state.alloc(id) {
+    for u in plan.in_place.iter().filter(|_| !stale) {
+        if let Some(cur) = state.alloc(&u.id) {
             let mut a = (**cur).clone();
-            a.job_version = *version;
+            u.apply_to(&mut a);
             a.modified_at = now;
             writes.push(Write::Alloc(a));
         }

@@ -182,16 +182,29 @@ fn set_status_after_first_plan(s: &mut MemState) {
     set_status(s, 2, DeploymentStatus::Paused);
 }
 
+/// Issue 12, case 6: a count change is a new version, which becomes
+/// stable only through a deployment (as in Nomad): the new allocations'
+/// health is checked, the kept ones join it with their proven health.
 #[test]
-fn count_only_changes_restart_nothing_and_need_no_deployment() {
+fn count_only_changes_restart_nothing_and_roll_out_under_a_deployment() {
     let mut s = running(3);
     s.add_job(job("web", 2, vec![group("web", 6).build()]));
     let plan = s.schedule("e2", "web");
     assert!(plan.stop.is_empty());
     assert_eq!(plan.in_place.len(), 3);
     assert_eq!(plan.place.len(), 3);
-    assert!(plan.deployments.is_empty(), "{:#?}", plan.deployments);
+    assert_eq!(plan.deployments.len(), 1, "{:#?}", plan.deployments);
+    let d = plan.deployments[0].id.clone();
+    assert!(
+        plan.in_place
+            .iter()
+            .all(|u| u.deployment_id.as_deref() == Some(d.as_str()))
+    );
     s.apply(&plan, ClientStatus::Running);
+    assert!(
+        s.live("web", "web").iter().all(|a| a.is_healthy()),
+        "kept allocations keep their health"
+    );
     s.add_job(job("web", 3, vec![group("web", 2).build()]));
     let plan = s.schedule("e3", "web");
     assert_eq!(plan.stop.len(), 4);

@@ -5,3 +5,4 @@ mod feasible_tests;
 mod prop_tests;
 mod rank_tests;
 mod reconcile_tests;
+mod rollout_cases;

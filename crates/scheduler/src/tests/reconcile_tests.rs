@@ -78,9 +78,9 @@ fn scale_up_keeps_survivors() {
     let plan = s.schedule("e2", "web");
     assert!(plan.stop.is_empty());
     assert_eq!(indexes(&plan), vec![3, 4]);
-    let moved: Vec<&str> = plan.in_place.iter().map(|(id, _)| id.as_str()).collect();
+    let moved: Vec<&str> = plan.in_place.iter().map(|u| u.id.as_str()).collect();
     assert_eq!(moved, before);
-    assert!(plan.in_place.iter().all(|(_, v)| *v == 2));
+    assert!(plan.in_place.iter().all(|u| u.job_version == 2));
     s.apply(&plan, ClientStatus::Running);
     let after: Vec<String> = s.live("web", "web").iter().map(|a| a.id.clone()).collect();
     assert_eq!(after[..3], before[..]);
@@ -102,7 +102,12 @@ fn scale_down_stops_highest_indexes() {
         .map(|(_, id)| stop(id, "scaled down"))
         .collect();
     assert_eq!(plan.stop, expected);
-    assert_eq!(plan.in_place, vec![(live[0].1.clone(), 2)]);
+    let moved: Vec<(String, u64)> = plan
+        .in_place
+        .iter()
+        .map(|u| (u.id.clone(), u.job_version))
+        .collect();
+    assert_eq!(moved, vec![(live[0].1.clone(), 2)]);
     assert!(plan.place.is_empty());
 }
 

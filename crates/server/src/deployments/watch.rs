@@ -44,9 +44,10 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
             .map(|a| a.as_ref())
             .filter(|a| a.group == *name && a.deployment_id.as_deref() == Some(d.id.as_str()))
             .collect();
-        // Healthy: live allocations of this version that are healthy
-        // (placed by this deployment) or running (kept in place). Done
-        // once promoted with `count` of them.
+        // Healthy: live allocations of this version whose health is proven
+        // (by this deployment, or by an earlier one for allocations it
+        // adopted in place), or that run and were never under a deployment.
+        // An allocation an earlier rollout left undecided is not healthy.
         // Slots, not allocations: a migration briefly runs two copies.
         let healthy = allocs
             .iter()
@@ -57,15 +58,19 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
                     && a.index < spec.count
             })
             .filter(|a| {
-                if a.deployment_id.as_deref() == Some(d.id.as_str()) {
-                    a.is_healthy()
-                } else {
-                    a.client == corral_types::ClientStatus::Running
-                }
+                a.is_healthy()
+                    || (a.deployment_id.is_none()
+                        && a.client == corral_types::ClientStatus::Running)
             })
             .map(|a| a.index)
             .collect::<std::collections::BTreeSet<u32>>()
             .len() as u32;
+        // Done means the group runs this version only: an older allocation
+        // still running (a drained or replaced one not stopped yet) keeps
+        // the deployment open.
+        let older_running = allocs
+            .iter()
+            .any(|a| a.group == *name && a.job_version != d.job_version && a.may_run());
         g.placed = owned.len() as u32;
         g.unhealthy = owned.iter().filter(|a| a.is_unhealthy()).count() as u32;
         g.placed_canaries = owned
@@ -111,7 +116,7 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
                 waiting_promotion.push(name.clone());
             }
         }
-        let done = g.promoted && healthy >= g.desired_total;
+        let done = g.promoted && healthy >= g.desired_total && !older_running;
         all_done &= done;
         // Healthy canaries waiting for a person do not run out of time.
         let waiting = waiting_promotion.last() == Some(name);

@@ -15,8 +15,8 @@ pub struct Plan {
     /// Allocations to stop, with the reason.
     pub stop: Vec<StopAlloc>,
     /// Allocations whose job version moves forward in place (count-only or
-    /// policy-only changes): (alloc id, new job version).
-    pub in_place: Vec<(String, u64)>,
+    /// policy-only changes).
+    pub in_place: Vec<InPlaceUpdate>,
     /// Groups that could not be fully placed.
     pub failed: Vec<PlacementFailure>,
     /// Deployments created (a new job version to roll out) or ended
@@ -31,6 +31,31 @@ impl Plan {
             && self.stop.is_empty()
             && self.in_place.is_empty()
             && self.deployments.is_empty()
+    }
+}
+
+/// An allocation kept running under a newer job version whose spec for
+/// its group is the same. Under a deployment it joins that deployment (as
+/// Nomad's in-place updates do): health already proven is kept, anything
+/// else is decided again, so a rollout never counts an allocation that an
+/// earlier rollout left undecided or unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InPlaceUpdate {
+    pub id: String,
+    pub job_version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+}
+
+impl InPlaceUpdate {
+    /// `a` as it is once the update is applied.
+    pub fn apply_to(&self, a: &mut super::Allocation) {
+        a.job_version = self.job_version;
+        if self.deployment_id.is_some() && a.deployment_id != self.deployment_id {
+            a.deployment_id = self.deployment_id.clone();
+            a.canary = false;
+            a.health = a.health.take().filter(|h| h.healthy);
+        }
     }
 }
 
