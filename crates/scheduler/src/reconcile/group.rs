@@ -317,11 +317,14 @@ impl<'a> GroupCtx<'a, '_> {
         specs: &mut SpecCache,
         out: &mut Reconciled<'a>,
     ) {
+        let canary_phase = self.rollout.is_some_and(|r| r.canary_phase());
         if let Some(last) = slot.failed.last().filter(|_| !has_canary) {
-            if slot
-                .failed
-                .iter()
-                .all(|a| specs.changed(self.state, self.job, self.g, a))
+            // Before promotion the new version runs as canaries only.
+            if !canary_phase
+                && slot
+                    .failed
+                    .iter()
+                    .all(|a| specs.changed(self.state, self.job, self.g, a))
             {
                 let why = format!("job updated to version {}", self.job.version);
                 for a in &slot.failed {
@@ -348,7 +351,7 @@ impl<'a> GroupCtx<'a, '_> {
             Some(old) if !old.canary => {
                 out.places.push(self.replacement(index, old, budget, specs))
             }
-            _ if has_canary || self.rollout.is_some_and(|r| r.canary_phase()) => {}
+            _ if has_canary || canary_phase => {}
             Some(old) => out.places.push(self.replacement(index, old, budget, specs)),
             None => out.places.push(self.fresh(index, None)),
         }

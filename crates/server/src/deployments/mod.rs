@@ -9,4 +9,6 @@ pub mod watcher;
 pub use watch::{Verdict, judge};
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;

@@ -402,3 +402,56 @@ fn a_failed_rollback_does_not_reach_further_back() {
         v.deployment.description
     );
 }
+
+/// Issue 12, case 2 (count 1): a deployment is not successful while an
+/// allocation of an older version still runs beside the healthy new one.
+#[test]
+fn an_older_allocation_still_running_keeps_it_open() {
+    let s = store();
+    let mut v1 = version(1, 1, |_| {});
+    v1.stable = true;
+    let v2 = version(2, 1, |_| {});
+    let mut d = deployment(&v2, 0);
+    d.job_version = 2;
+    let mut old = alloc("old", &v1, "web", 0, "n1");
+    old.desired = corral_types::DesiredStatus::Stop;
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Job(v2.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("new", &v2, 0, Some(true), false)),
+            Write::Alloc(old.clone()),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Running);
+    old.client = ClientStatus::Complete;
+    commit(&s, vec![Write::Alloc(old)]);
+    let v = judge(&s.snapshot(), &d, T0 + 2).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Successful);
+}
+
+/// Issue 12, case 5: an allocation of this version that an earlier
+/// deployment placed and never proved healthy is not counted healthy.
+#[test]
+fn an_allocation_left_undecided_by_an_earlier_deployment_is_not_healthy() {
+    let s = store();
+    let v3 = version(3, 1, |_| {});
+    let mut d = deployment(&v3, 0);
+    d.job_version = 3;
+    let mut a = owned("a", &v3, 0, None, false);
+    a.deployment_id = Some("d2".into());
+    commit(
+        &s,
+        vec![
+            Write::Job(v3.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(a),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+    assert_eq!(v.deployment.status, DeploymentStatus::Running);
+    assert_eq!(v.deployment.groups["web"].healthy, 0);
+}
