@@ -342,7 +342,7 @@ fn check_slots(s: &State, plan: &Plan, now: UnixMillis) -> Result<(), TestCaseEr
             }
             let holders = live
                 .iter()
-                .filter(|a| !draining(a) && !(a.canary && canary_phase(s, a.job_version, &g.name)))
+                .filter(|a| !(draining(a) || a.canary && canary_phase(s, a.job_version, &g.name)))
                 .count();
             prop_assert!(holders <= 1, "{}[{index}] holds {:#?}", g.name, live);
         }
