@@ -427,12 +427,21 @@ impl NodeLoop {
                 rec.group,
                 true,
                 self.runners_cancel.child_token(),
+                None,
             );
             if !wanted {
                 runner.stop();
             }
             self.runners.insert(id, runner);
         }
+        // Allocations told to stop: a replacement of one of them waits for
+        // it (a canary's old allocation keeps running: no wait).
+        let stopping: HashSet<String> = resp
+            .allocations
+            .iter()
+            .filter(|a| a.desired == DesiredStatus::Stop)
+            .map(|a| a.id.clone())
+            .collect();
         let mut wanted = HashSet::new();
         for alloc in resp.allocations {
             let id = alloc.id.clone();
@@ -478,6 +487,12 @@ impl NodeLoop {
                 tracing::error!(alloc = %id, group = %alloc.group, "group missing from the job spec");
                 continue;
             };
+            let previous = alloc
+                .previous
+                .as_ref()
+                .filter(|p| stopping.contains(*p))
+                .and_then(|p| self.runners.get(p))
+                .map(AllocRunner::finished);
             let runner = AllocRunner::spawn(
                 &self.tracker,
                 self.env.clone(),
@@ -485,6 +500,7 @@ impl NodeLoop {
                 group,
                 false,
                 self.runners_cancel.child_token(),
+                previous,
             );
             self.runners.insert(id, runner);
         }

@@ -39,10 +39,17 @@ pub struct RunnerEnv {
 pub struct AllocRunner {
     stop: CancellationToken,
     done: Arc<AtomicBool>,
+    /// `true` once the runner finished (tasks stopped and cleaned up, or
+    /// detached).
+    finished: watch::Receiver<bool>,
     alloc: watch::Sender<Allocation>,
 }
 
 impl AllocRunner {
+    /// `previous`: the runner of the allocation this one replaces on this
+    /// node, when that one is stopping. The new one starts only once it has
+    /// finished (Nomad's previous-allocation watcher), so a static host
+    /// port or a file the old one holds is free.
     pub fn spawn(
         tracker: &TaskTracker,
         env: Arc<RunnerEnv>,
@@ -50,9 +57,11 @@ impl AllocRunner {
         group: GroupSpec,
         recovering: bool,
         detach: CancellationToken,
+        previous: Option<watch::Receiver<bool>>,
     ) -> AllocRunner {
         let stop = CancellationToken::new();
         let done = Arc::new(AtomicBool::new(false));
+        let (finished_tx, finished) = watch::channel(false);
         let (alloc_tx, alloc_rx) = watch::channel(alloc.clone());
         env.shared.set_active(&alloc.id, true);
         let d = done.clone();
@@ -60,18 +69,29 @@ impl AllocRunner {
         tracker.spawn(async move {
             let id = alloc.id.clone();
             tokio::select! {
-                _ = run(env.clone(), alloc, group, recovering, s, alloc_rx) => {}
+                _ = async {
+                    if wait_for_previous(&env, &alloc, previous, &s).await {
+                        run(env.clone(), alloc, group, recovering, s, alloc_rx).await;
+                    }
+                } => {}
                 // Dropping the run future leaves the tasks running.
                 _ = detach.cancelled() => {}
             }
             env.shared.set_active(&id, false);
             d.store(true, Ordering::SeqCst);
+            finished_tx.send_replace(true);
         });
         AllocRunner {
             stop,
             done,
+            finished,
             alloc: alloc_tx,
         }
+    }
+
+    /// Follows whether the runner finished.
+    pub fn finished(&self) -> watch::Receiver<bool> {
+        self.finished.clone()
     }
 
     /// Stop the allocation's tasks (kill_timeout honoured) and clean up.
@@ -91,6 +111,36 @@ impl AllocRunner {
 
     pub fn is_finished(&self) -> bool {
         self.done.load(Ordering::SeqCst)
+    }
+}
+
+/// Wait until the allocation `alloc` replaces on this node has finished;
+/// false (and reported complete) when `alloc` is stopped meanwhile.
+async fn wait_for_previous(
+    env: &RunnerEnv,
+    alloc: &Allocation,
+    previous: Option<watch::Receiver<bool>>,
+    stop: &CancellationToken,
+) -> bool {
+    let Some(mut previous) = previous else {
+        return true;
+    };
+    tracing::info!(alloc = %alloc.id, previous = ?alloc.previous,
+        "waiting for the allocation this one replaces to stop");
+    tokio::select! {
+        // A closed channel means its runner is gone: nothing to wait for.
+        _ = previous.wait_for(|f| *f) => true,
+        _ = stop.cancelled() => {
+            let _ = env.updates.send(AllocUpdate {
+                id: alloc.id.clone(),
+                client: ClientStatus::Complete,
+                tasks: BTreeMap::new(),
+                message: "stopped before it started on this node".into(),
+                checks: BTreeMap::new(),
+                health: None,
+            });
+            false
+        }
     }
 }
 

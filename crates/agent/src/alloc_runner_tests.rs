@@ -54,6 +54,14 @@ struct Run {
 }
 
 fn start(group: GroupSpec, alloc: Allocation) -> Run {
+    start_after(group, alloc, None)
+}
+
+fn start_after(
+    group: GroupSpec,
+    alloc: Allocation,
+    previous: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let driver = Arc::new(FakeDriver::new());
     let mut drivers: crate::agent::Drivers = HashMap::new();
@@ -69,7 +77,15 @@ fn start(group: GroupSpec, alloc: Allocation) -> Run {
         node_id: "n1".into(),
     });
     let tracker = TaskTracker::new();
-    let runner = AllocRunner::spawn(&tracker, env, alloc, group, false, CancellationToken::new());
+    let runner = AllocRunner::spawn(
+        &tracker,
+        env,
+        alloc,
+        group,
+        false,
+        CancellationToken::new(),
+        previous,
+    );
     Run {
         driver,
         updates,
@@ -184,5 +200,45 @@ async fn without_a_deployment_there_is_no_verdict() {
     while let Ok(u) = r.updates.try_recv() {
         assert_eq!(u.health, None);
     }
+    r.stop().await;
+}
+
+/// Issue 12, case 7: a replacement on the same node starts only once the
+/// allocation it replaces has stopped (its port and files are free).
+#[tokio::test(start_paused = true)]
+async fn a_replacement_waits_for_the_allocation_it_replaces() {
+    let (prev_tx, prev_rx) = tokio::sync::watch::channel(false);
+    let mut r = start_after(
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        allocation(None),
+        Some(prev_rx),
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(r.driver.starts(), 0, "started beside the old allocation");
+    prev_tx.send_replace(true);
+    r.until(|u| u.client == corral_types::ClientStatus::Running)
+        .await;
+    assert_eq!(r.driver.starts(), 1);
+    r.stop().await;
+}
+
+/// Stopped while it waits: it reports complete and never starts.
+#[tokio::test(start_paused = true)]
+async fn a_replacement_stopped_while_waiting_never_starts() {
+    let (_prev_tx, prev_rx) = tokio::sync::watch::channel(false);
+    let mut r = start_after(
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        allocation(None),
+        Some(prev_rx),
+    );
+    r.runner.stop();
+    let seen = r
+        .until(|u| u.client == corral_types::ClientStatus::Complete)
+        .await;
+    assert!(
+        seen.iter()
+            .all(|u| u.client != corral_types::ClientStatus::Running)
+    );
+    assert_eq!(r.driver.starts(), 0);
     r.stop().await;
 }

@@ -34,6 +34,12 @@ struct Fake {
     at: usize,
     /// Stable flags of versions 1..=n.
     stable: Vec<bool>,
+    /// Versions that revert to another: (version, reverts_to).
+    reverts: Vec<(u64, u64)>,
+    /// Each read of the versions makes every version stable from this
+    /// read on (a revert without a deployment settling).
+    stable_after_reads: Option<usize>,
+    version_reads: usize,
     /// What a deployment action answers (else 404).
     action_result: Option<Deployment>,
     actions: Vec<String>,
@@ -118,7 +124,9 @@ async fn versions(State(f): State<Shared>, Path(name): Path<String>) -> Response
     if name != JOB {
         return not_found(&format!("job {name:?} not found"));
     }
-    let f = f.lock().await;
+    let mut f = f.lock().await;
+    f.version_reads += 1;
+    let all_stable = f.stable_after_reads.is_some_and(|n| f.version_reads >= n);
     let v: Vec<JobVersionView> = f
         .stable
         .iter()
@@ -127,8 +135,12 @@ async fn versions(State(f): State<Shared>, Path(name): Path<String>) -> Response
         .map(|(i, s)| JobVersionView {
             version: i as u64 + 1,
             stopped: false,
-            stable: *s,
-            reverts_to: None,
+            stable: *s || all_stable,
+            reverts_to: f
+                .reverts
+                .iter()
+                .find(|(v, _)| *v == i as u64 + 1)
+                .map(|(_, to)| *to),
             submitted_at: now_ms(),
             spec: spec(),
         })
@@ -311,6 +323,38 @@ async fn run_follows_the_automatic_rollback_and_exits_non_zero() {
     ] {
         assert!(err.contains(needle), "no {needle:?} in:\n{err}");
     }
+}
+
+/// Issue 12, case 8: a rollback placed without a deployment (its groups
+/// have `max_parallel: 0`) is followed through the version, not reported
+/// as missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_a_rollback_that_got_no_deployment() {
+    use DeploymentStatus::*;
+    let mut g = group(3, 1, 0);
+    g.auto_revert = true;
+    let mut failed = dep("d2", 2, Failed, g.clone());
+    failed.description = "allocation web.web[0] unhealthy: check web-http failing".into();
+    let (url, _) = serve(Fake {
+        frames: vec![vec![dep("d2", 2, Running, g)], vec![failed]],
+        stable: vec![true, false, false],
+        reverts: vec![(3, 1)],
+        stable_after_reads: Some(4),
+        ..Fake::default()
+    })
+    .await;
+    let (_dir, file) = job_file();
+    let out = corral(&url, &["run", &file]).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in [
+        "job web: rolling back to version 1 (as version 3)",
+        "job web: rolled back to version 1",
+        "error: job web: version 2 failed (allocation web.web[0] unhealthy",
+    ] {
+        assert!(err.contains(needle), "no {needle:?} in:\n{err}");
+    }
+    assert!(!err.contains("no rollback started"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

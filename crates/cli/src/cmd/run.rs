@@ -272,10 +272,23 @@ async fn follow_rollout(
             Ok(())
         }
         DeploymentStatus::Failed => {
-            let Some(rb) = find_revert(c, name, &end).await? else {
-                bail!(
+            let rb = match find_revert(c, name, &end).await? {
+                None => bail!(
                     "job {name}: the rollout of version {version} failed: {why}\nsee `corral deploy status {name}` and `corral status {name}`; go back with `corral job revert {name} VERSION` (`corral job history {name}` lists them)"
-                );
+                ),
+                Some(Revert::Deployment(rb)) => rb,
+                Some(Revert::Version { version: rv, to }) => {
+                    eprintln!("job {name}: rolling back to version {to} (as version {rv})");
+                    if follow_revert_version(c, name, rv, deadline).await? {
+                        eprintln!("job {name}: rolled back to version {to}");
+                        bail!(
+                            "job {name}: version {version} failed ({why}) and was rolled back to version {to}\nsee `corral job history {name}`"
+                        );
+                    }
+                    bail!(
+                        "job {name}: version {version} failed ({why}); the rollback to version {to} (version {rv}) does not run yet\nsee `corral status {name}` and `corral job history {name}`"
+                    );
+                }
             };
             let to = rb.reverts_to.unwrap_or_default();
             eprintln!(
@@ -309,9 +322,20 @@ async fn follow_rollout(
     }
 }
 
+/// What the server started after a failed deployment with `auto_revert`.
+enum Revert {
+    /// The revert version, rolled out by its own deployment.
+    Deployment(Deployment),
+    /// The revert version, placed without a deployment (every group has
+    /// `max_parallel: 0`): followed through the version becoming stable.
+    Version { version: u64, to: u64 },
+}
+
 /// The rollback the server started after `failed`, when its groups have
-/// `auto_revert` and an earlier version is stable.
-async fn find_revert(c: &Client, name: &str, failed: &Deployment) -> Result<Option<Deployment>> {
+/// `auto_revert` and an earlier version is stable: the newer version that
+/// reverts, found by the version history (a revert need not get a
+/// deployment), then its deployment if it has one.
+async fn find_revert(c: &Client, name: &str, failed: &Deployment) -> Result<Option<Revert>> {
     if !failed.groups.values().any(|g| g.auto_revert) {
         return Ok(None);
     }
@@ -325,13 +349,32 @@ async fn find_revert(c: &Client, name: &str, failed: &Deployment) -> Result<Opti
     }
     let until = Instant::now() + REVERT_GRACE;
     loop {
-        let rb = c.deployments(name).await?.into_iter().find(|d| {
+        let deployments = c.deployments(name).await?;
+        let rb = deployments.into_iter().find(|d| {
             d.reverts_to.is_some()
                 && d.job_version > failed.job_version
                 && d.create_index >= failed.create_index
         });
-        if rb.is_some() {
-            return Ok(rb);
+        if let Some(d) = rb {
+            return Ok(Some(Revert::Deployment(d)));
+        }
+        let versions = c.job_versions(name).await?;
+        let revert = versions
+            .iter()
+            .filter(|v| v.version > failed.job_version)
+            .find_map(|v| v.reverts_to.map(|to| (v.version, to)));
+        if let Some((version, to)) = revert {
+            // Its deployment, if it gets one, comes with its first plan.
+            tokio::time::sleep(DEPLOYMENT_GRACE).await;
+            let deployment = c
+                .deployments(name)
+                .await?
+                .into_iter()
+                .find(|d| d.job_version == version);
+            return Ok(Some(match deployment {
+                Some(d) => Revert::Deployment(d),
+                None => Revert::Version { version, to },
+            }));
         }
         if Instant::now() >= until {
             eprintln!(
@@ -339,6 +382,27 @@ async fn find_revert(c: &Client, name: &str, failed: &Deployment) -> Result<Opti
                 REVERT_GRACE.as_secs()
             );
             return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Follow a revert placed without a deployment until its version is
+/// stable (everything runs it), or `deadline`.
+async fn follow_revert_version(
+    c: &Client,
+    name: &str,
+    version: u64,
+    deadline: Option<Instant>,
+) -> Result<bool> {
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + DEFAULT_TIMEOUT);
+    loop {
+        let versions = c.job_versions(name).await?;
+        if versions.iter().any(|v| v.version == version && v.stable) {
+            return Ok(true);
+        }
+        if versions.iter().any(|v| v.version > version) || Instant::now() >= deadline {
+            return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
