@@ -37,6 +37,13 @@ struct Budget {
     canaries: usize,
 }
 
+/// What the per-slot steps read and write as they go.
+struct Work<'a, 'r> {
+    budget: Budget,
+    specs: &'r mut SpecCache,
+    out: &'r mut Reconciled<'a>,
+}
+
 pub(super) fn reconcile_group<'a>(
     ctx: &GroupCtx<'a, '_>,
     allocs: &[&'a Allocation],
@@ -45,10 +52,11 @@ pub(super) fn reconcile_group<'a>(
 ) {
     let mut slots = slots::classify(ctx.state, allocs, out);
     ctx.scale_down(&slots, out);
-    let mut budget = ctx.budget(&slots, allocs, specs);
+    let budget = ctx.budget(&slots, allocs, specs);
+    let mut w = Work { budget, specs, out };
     for index in 0..ctx.g.count {
         let slot = slots.remove(&index).unwrap_or_default();
-        ctx.reconcile_slot(index, slot, &mut budget, specs, out);
+        ctx.reconcile_slot(index, slot, &mut w);
     }
 }
 
@@ -156,22 +164,15 @@ impl<'a> GroupCtx<'a, '_> {
         }
     }
 
-    fn reconcile_slot(
-        &self,
-        index: u32,
-        mut slot: Slot<'a>,
-        budget: &mut Budget,
-        specs: &mut SpecCache,
-        out: &mut Reconciled<'a>,
-    ) {
-        let has_canary = self.set_aside_canaries(&mut slot, out);
+    fn reconcile_slot(&self, index: u32, mut slot: Slot<'a>, w: &mut Work<'a, '_>) {
+        let has_canary = self.set_aside_canaries(&mut slot, w.out);
         let Some(keep) = self.preferred(&slot.live) else {
-            return self.fill(index, &slot, has_canary, budget, specs, out);
+            return self.fill(index, &slot, has_canary, w);
         };
-        self.stop_duplicates(keep, &slot, out);
+        self.stop_duplicates(keep, &slot, w.out);
         match self.draining(keep) {
-            Some(forced) => self.migrate(index, keep, forced, &slot, budget, specs, out),
-            None => self.update(index, keep, has_canary, budget, specs, out),
+            Some(forced) => self.migrate(index, keep, forced, &slot, w),
+            None => self.update(index, keep, has_canary, w),
         }
     }
 
@@ -237,32 +238,29 @@ impl<'a> GroupCtx<'a, '_> {
     /// most `max_parallel` in flight), or stop it once the deadline passed.
     /// A replacement that already failed is not tried again: the old one
     /// runs until the deadline, and then the failed one holds the slot.
-    #[allow(clippy::too_many_arguments)]
     fn migrate(
         &self,
         index: u32,
         keep: &'a Allocation,
         forced: bool,
         slot: &Slot<'a>,
-        budget: &mut Budget,
-        specs: &mut SpecCache,
-        out: &mut Reconciled<'a>,
+        w: &mut Work<'a, '_>,
     ) {
         let tried = slot.terminal_replacement_of(keep);
         if forced {
-            out.stop(self.state, keep, "node drain deadline reached");
+            w.out.stop(self.state, keep, "node drain deadline reached");
             if tried.is_none_or(|r| r.client != ClientStatus::Failed) {
-                out.places
-                    .push(self.replacement(index, keep, budget, specs));
+                let place = self.replacement(index, keep, w);
+                w.out.places.push(place);
             }
             return;
         }
-        if tried.is_some() || budget.migrations >= budget.migration_limit {
+        if tried.is_some() || w.budget.migrations >= w.budget.migration_limit {
             return;
         }
-        budget.migrations += 1;
-        out.places
-            .push(self.replacement(index, keep, budget, specs));
+        w.budget.migrations += 1;
+        let place = self.replacement(index, keep, w);
+        w.out.places.push(place);
     }
 
     /// `keep` runs an older version: update it in place (same spec: it joins
@@ -270,19 +268,12 @@ impl<'a> GroupCtx<'a, '_> {
     /// budget. Past the budget the old version keeps running until a
     /// replacement in flight becomes healthy (its report brings a new
     /// evaluation).
-    fn update(
-        &self,
-        index: u32,
-        keep: &'a Allocation,
-        has_canary: bool,
-        budget: &mut Budget,
-        specs: &mut SpecCache,
-        out: &mut Reconciled<'a>,
-    ) {
+    fn update(&self, index: u32, keep: &'a Allocation, has_canary: bool, w: &mut Work<'a, '_>) {
+        let (budget, out) = (&mut w.budget, &mut w.out);
         if keep.job_version == self.job.version {
             return;
         }
-        if !specs.changed(self.state, self.job, self.g, keep) {
+        if !w.specs.changed(self.state, self.job, self.g, keep) {
             out.in_place.push(InPlaceUpdate {
                 id: keep.id.clone(),
                 job_version: self.job.version,
@@ -308,15 +299,7 @@ impl<'a> GroupCtx<'a, '_> {
     /// holds it unless the spec changed; a lost or finished one is replaced;
     /// a slot that only ever held a canary, or nothing, waits for promotion
     /// during a canary phase (Nomad).
-    fn fill(
-        &self,
-        index: u32,
-        slot: &Slot<'a>,
-        has_canary: bool,
-        budget: &mut Budget,
-        specs: &mut SpecCache,
-        out: &mut Reconciled<'a>,
-    ) {
+    fn fill(&self, index: u32, slot: &Slot<'a>, has_canary: bool, w: &mut Work<'a, '_>) {
         let canary_phase = self.rollout.is_some_and(|r| r.canary_phase());
         if let Some(last) = slot.failed.last().filter(|_| !has_canary) {
             // Before promotion the new version runs as canaries only.
@@ -324,13 +307,13 @@ impl<'a> GroupCtx<'a, '_> {
                 && slot
                     .failed
                     .iter()
-                    .all(|a| specs.changed(self.state, self.job, self.g, a))
+                    .all(|a| w.specs.changed(self.state, self.job, self.g, a))
             {
                 let why = format!("job updated to version {}", self.job.version);
                 for a in &slot.failed {
-                    out.stop(self.state, a, &why);
+                    w.out.stop(self.state, a, &why);
                 }
-                out.places.push(self.fresh(index, Some(last)));
+                w.out.places.push(self.fresh(index, Some(last)));
             }
             return;
         }
@@ -345,16 +328,15 @@ impl<'a> GroupCtx<'a, '_> {
             .or(slot.lost.last())
             .or(slot.complete.last())
             .copied();
-        match previous {
+        let place = match previous {
             // The canary's old allocation is gone: replace it (in its own
             // version), so the slot keeps something to compare with.
-            Some(old) if !old.canary => {
-                out.places.push(self.replacement(index, old, budget, specs))
-            }
-            _ if has_canary || canary_phase => {}
-            Some(old) => out.places.push(self.replacement(index, old, budget, specs)),
-            None => out.places.push(self.fresh(index, None)),
-        }
+            Some(old) if !old.canary => self.replacement(index, old, w),
+            _ if has_canary || canary_phase => return,
+            Some(old) => self.replacement(index, old, w),
+            None => self.fresh(index, None),
+        };
+        w.out.places.push(place);
     }
 
     /// A current-version allocation for the slot.
@@ -378,17 +360,16 @@ impl<'a> GroupCtx<'a, '_> {
         &self,
         index: u32,
         old: &'a Allocation,
-        budget: &mut Budget,
-        specs: &mut SpecCache,
+        w: &mut Work<'a, '_>,
     ) -> PlaceRequest<'a> {
         let current = self.fresh(index, Some(old));
-        if !specs.changed(self.state, self.job, self.g, old) {
+        if !w.specs.changed(self.state, self.job, self.g, old) {
             return current;
         }
         match self.rollout {
             None => return current,
-            Some(r) if r.may_replace() && budget.rolling > 0 => {
-                budget.rolling -= 1;
+            Some(r) if r.may_replace() && w.budget.rolling > 0 => {
+                w.budget.rolling -= 1;
                 return current;
             }
             Some(_) => {}
