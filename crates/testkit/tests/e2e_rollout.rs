@@ -541,8 +541,11 @@ async fn scaling_restarts_none_of_the_survivors() {
             assert!(a.tasks.values().all(|t| t.restarts == 0), "{a:?}");
         }
     }
-    // Count-only changes need no deployment.
+    // Each count change is a version of its own, rolled out under a
+    // deployment (issue 12, case 6: stable only through health); the
+    // survivors join it with the health they proved, restarting nothing.
     let ds = c.deployments("web").await.unwrap();
-    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(ds.len(), 3, "{ds:?}");
+    wait_deployment(&c, job.version, DeploymentStatus::Successful).await;
     w.finish().await;
 }
