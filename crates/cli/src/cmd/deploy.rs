@@ -22,7 +22,7 @@ pub async fn no_deployment(c: &Client, job: &str, e: ClientError) -> anyhow::Err
         ),
         Err(je) => je.into(),
         Ok(_) => anyhow!(
-            "no deployment for job {job}: none of its versions has been rolled out yet; a deployment starts when `corral run` submits a spec that changes a group's tasks (count-only changes need none)"
+            "no deployment for job {job}: none of its versions has been rolled out yet; each new version `corral run` submits gets one, unless every group has `max_parallel: 0`"
         ),
     }
 }

@@ -1,12 +1,12 @@
 //! `corral run FILE`: submit, then follow the new version until it runs
 //! (exit 0) or fails (exit non-zero, with the reason).
 //!
-//! A version whose groups need new allocations gets a deployment from the
-//! scheduler: `run` shows that rollout live (a bar of healthy/desired per
-//! group on a terminal, a plain line per change otherwise) until it
-//! succeeds, fails (and maybe rolls back), or waits for its canaries to be
-//! promoted. Versions without one (a new job's count-only change, an
-//! unchanged resubmission) are followed through their allocations.
+//! Every new version gets a deployment from the scheduler (unless all its
+//! groups have `max_parallel: 0`): `run` shows that rollout live (a bar of
+//! healthy/desired per group on a terminal, a plain line per change
+//! otherwise) until it succeeds, fails (and maybe rolls back), or waits for
+//! its canaries to be promoted. Versions without one (`max_parallel: 0`,
+//! an unchanged resubmission) are followed through their allocations.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -100,7 +100,7 @@ pub const HEALTHY_FOR: Duration = Duration::from_secs(3);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long a changed version's deployment may take to appear after its
-/// evaluation (versions with count-only changes get none).
+/// evaluation (versions whose groups all have `max_parallel: 0` get none).
 const DEPLOYMENT_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a failed deployment with `auto_revert` may take to be followed

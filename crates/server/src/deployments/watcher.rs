@@ -107,7 +107,7 @@ fn deadline_passed(d: &Deployment, now: UnixMillis) -> bool {
         .any(|g| g.require_progress_by.is_some_and(|by| now > by))
 }
 
-/// A version rolled out without a deployment (count-only changes, or
+/// A version rolled out without a deployment (a version that ran before, or
 /// `max_parallel: 0`) becomes stable once every slot runs it and nothing
 /// older is left.
 fn settled(state: &State, j: &Job) -> bool {

@@ -14,8 +14,8 @@ pub struct Plan {
     pub place: Vec<Allocation>,
     /// Allocations to stop, with the reason.
     pub stop: Vec<StopAlloc>,
-    /// Allocations whose job version moves forward in place (count-only or
-    /// policy-only changes).
+    /// Allocations whose job version moves forward in place (the group's
+    /// spec is the same but for count or update policy).
     pub in_place: Vec<InPlaceUpdate>,
     /// Groups that could not be fully placed.
     pub failed: Vec<PlacementFailure>,
