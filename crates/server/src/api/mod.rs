@@ -10,6 +10,8 @@ mod jobs;
 mod metrics;
 mod nodes;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

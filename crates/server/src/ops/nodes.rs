@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_store::{State, Write};
+use corral_types::units::Millis;
 use corral_types::{
     AllocUpdate, Allocation, ClientStatus, EvalTrigger, HeartbeatResponse, Index, Node,
     NodeRegistration, NodeStatus,
@@ -239,7 +240,7 @@ pub async fn drain(
                 .ok_or_else(|| ServerError::not_found("node", &id))?;
             let mut n = (**node).clone();
             n.draining = enable;
-            n.drain_deadline = enable.then(|| now + deadline.as_millis() as u64);
+            n.drain_deadline = enable.then(|| Millis::from_std(deadline).after(now));
             // Nomad's behaviour: a node being drained gets no new work, and
             // ending a drain makes it eligible again.
             n.eligible = !enable;
