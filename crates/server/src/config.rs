@@ -33,6 +33,18 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Settings no server should start with.
+    pub fn validate(&self) -> Result<(), crate::ServerError> {
+        // An empty token would be required, yet no client can send one
+        // (an empty `CORRAL_TOKEN` sends none): every request would fail.
+        if self.api_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(crate::ServerError::Config(
+                "api_token is empty: set a token, or remove the key to run without one".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn new(data_dir: PathBuf) -> ServerConfig {
         ServerConfig {
             data_dir,

@@ -16,6 +16,35 @@ use corral_types::{
 use crate::ServerError;
 use crate::core::{Core, now_ms};
 
+/// The node a user means: by exact id, else by name, else by unique id
+/// prefix. Names need not be unique (a rebuilt machine registers under
+/// its old name with a new id, the old one stays down): a name that two
+/// nodes carry is refused with their ids rather than guessed.
+pub fn resolve<'a>(state: &'a State, key: &str) -> Result<&'a Arc<Node>, ServerError> {
+    if let Some(n) = state.node_by_id(key) {
+        return Ok(n);
+    }
+    let named: Vec<&Arc<Node>> = state.nodes_iter().filter(|n| n.name == key).collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => crate::api::by_prefix(
+            "node",
+            key,
+            None,
+            state.nodes_iter().map(|n| (n.id.as_str(), n)),
+        ),
+        several => Err(ServerError::BadRequest(format!(
+            "node name {key:?} is ambiguous: {} nodes carry it ({}); give the node's id instead",
+            several.len(),
+            several
+                .iter()
+                .map(|n| format!("{} ({})", n.id, n.display_status()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// An agent (re)joins. The node keeps its eligibility across restarts;
 /// its status becomes ready, which may unblock evaluations.
 pub async fn register(

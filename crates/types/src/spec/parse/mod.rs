@@ -18,6 +18,7 @@ mod service_tests;
 mod tests;
 
 use super::{JobSpec, SpecErrors};
+pub use ctx::name_problem;
 use ctx::Ctx;
 use tree::Pos;
 
