@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
 
 use corral_client::Client;
 use corral_testkit::TestCluster;
@@ -52,3 +53,43 @@ async fn names_from_the_command_line_stay_names() {
     cluster.shutdown().await;
 }
 
+/// `corral node ls | head -0`-like: the reader is gone before the output
+/// is written. The CLI ends quietly, with SIGPIPE's status, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_cli_quietly() {
+    let cluster = TestCluster::with_agent().await;
+    let url = cluster.url();
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || {
+        for args in [
+            vec!["node", "ls"],
+            vec!["node", "status", "node-0"],
+            vec!["events", "--limit", "5000"],
+            vec!["events", "--limit", "5000", "--json"],
+        ] {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+                .args(&args)
+                .env("CORRAL_ADDR", &u)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("corral runs");
+            // A real pipe whose reader closes before anything is written.
+            drop(child.stdout.take());
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            let status = child.wait().unwrap();
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert!(err.is_empty(), "{args:?}: {err}");
+            assert_eq!(status.code(), Some(141), "{args:?}: {err}");
+        }
+    })
+    .await
+    .unwrap();
+    cluster.shutdown().await;
+}
