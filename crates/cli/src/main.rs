@@ -143,6 +143,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cluster upkeep.
+    #[command(subcommand)]
+    System(SystemCmd),
     /// Firing alerts (and with --all the recently resolved).
     Alerts {
         #[arg(long)]
@@ -340,6 +343,17 @@ enum AllocCmd {
     /// Show one allocation.
     Status {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SystemCmd {
+    /// Garbage-collect every finished allocation, evaluation and
+    /// deployment and every down node now, whatever their age (the server
+    /// does it on its own past the `*_gc_threshold`s).
+    Gc {
         #[arg(long)]
         json: bool,
     },
@@ -614,6 +628,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cmd::events::events(&client, a).await
         }
         Cmd::Alerts { all, json } => cmd::alerts::list(&client, all, json).await,
+        Cmd::System(SystemCmd::Gc { json }) => {
+            let r = client.system_gc().await?;
+            if json {
+                return output::print_json(&r);
+            }
+            println!(
+                "garbage collected: {} allocations, {} evaluations, {} deployments, {} nodes",
+                r.allocations, r.evaluations, r.deployments, r.nodes
+            );
+            Ok(())
+        }
         Cmd::Plan { file, json } => cmd::run::plan(&client, &file, json).await,
         Cmd::Status { job: None, json } => cmd::status::list(&client, json).await,
         Cmd::Status { job: Some(j), json } => cmd::status::job(&client, &j, json).await,

@@ -63,7 +63,11 @@ fn render_api_error(_status: &u16, e: &ApiError) -> String {
 /// forms), nor can an empty one; no name or id is either.
 pub fn path(segments: &[&str]) -> Result<String, ClientError> {
     // Everything but the RFC 3986 unreserved characters.
-    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
     let mut out = String::new();
     for s in segments {
         if s.is_empty() || *s == "." || *s == ".." {
@@ -210,15 +214,21 @@ impl Client {
     }
 
     pub async fn job_versions(&self, name: &str) -> Result<Vec<JobVersionView>, ClientError> {
-        self.json(self.req(reqwest::Method::GET, &path(&["v1", "jobs", name, "versions"])?))
-            .await
+        self.json(self.req(
+            reqwest::Method::GET,
+            &path(&["v1", "jobs", name, "versions"])?,
+        ))
+        .await
     }
 
     /// Store the spec of `version` as the job's next version.
     pub async fn revert(&self, name: &str, version: u64) -> Result<SubmitResponse, ClientError> {
         self.json(
-            self.req(reqwest::Method::POST, &path(&["v1", "jobs", name, "revert"])?)
-                .json(&corral_types::api::RevertRequest { version }),
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "jobs", name, "revert"])?,
+            )
+            .json(&corral_types::api::RevertRequest { version }),
         )
         .await
     }
@@ -248,7 +258,10 @@ impl Client {
         job: &str,
         index: Option<(Index, Duration)>,
     ) -> Result<Deployment, ClientError> {
-        let mut rb = self.req(reqwest::Method::GET, &path(&["v1", "jobs", job, "deployment"])?);
+        let mut rb = self.req(
+            reqwest::Method::GET,
+            &path(&["v1", "jobs", job, "deployment"])?,
+        );
         if let Some((i, wait)) = index {
             rb = rb.query(&[
                 ("index", i.to_string()),
@@ -260,8 +273,11 @@ impl Client {
 
     /// Every deployment of a job, newest first.
     pub async fn deployments(&self, job: &str) -> Result<Vec<Deployment>, ClientError> {
-        self.json(self.req(reqwest::Method::GET, &path(&["v1", "jobs", job, "deployments"])?))
-            .await
+        self.json(self.req(
+            reqwest::Method::GET,
+            &path(&["v1", "jobs", job, "deployments"])?,
+        ))
+        .await
     }
 
     /// Promote, fail, pause or resume the job's active deployment.
@@ -383,6 +399,12 @@ impl Client {
         .await
     }
 
+    /// Garbage-collect every finished record now (`corral system gc`).
+    pub async fn system_gc(&self) -> Result<corral_types::api::GcReport, ClientError> {
+        self.json(self.req(reqwest::Method::PUT, "/v1/system/gc"))
+            .await
+    }
+
     // Agent side.
 
     pub async fn register(&self, reg: &NodeRegistration) -> Result<HeartbeatResponse, ClientError> {
@@ -428,9 +450,12 @@ impl Client {
         stats: &corral_types::api::NodeStats,
     ) -> Result<(), ClientError> {
         self.send(
-            self.req(reqwest::Method::POST, &path(&["v1", "nodes", node, "stats"])?)
-                .json(stats)
-                .timeout(AGENT_CALL_TIMEOUT),
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "nodes", node, "stats"])?,
+            )
+            .json(stats)
+            .timeout(AGENT_CALL_TIMEOUT),
         )
         .await
         .map(|_| ())
@@ -462,11 +487,23 @@ mod tests {
     fn every_segment_is_escaped() {
         let p = |s: &[&str]| path(s).expect("a path");
         assert_eq!(p(&["v1", "jobs", "web"]), "/v1/jobs/web");
-        assert_eq!(p(&["v1", "jobs", "nosuch/../j4"]), "/v1/jobs/nosuch%2F..%2Fj4");
-        assert_eq!(p(&["v1", "allocations", "../nodes"]), "/v1/allocations/..%2Fnodes");
-        assert_eq!(p(&["v1", "jobs", "x?index=abc"]), "/v1/jobs/x%3Findex%3Dabc");
+        assert_eq!(
+            p(&["v1", "jobs", "nosuch/../j4"]),
+            "/v1/jobs/nosuch%2F..%2Fj4"
+        );
+        assert_eq!(
+            p(&["v1", "allocations", "../nodes"]),
+            "/v1/allocations/..%2Fnodes"
+        );
+        assert_eq!(
+            p(&["v1", "jobs", "x?index=abc"]),
+            "/v1/jobs/x%3Findex%3Dabc"
+        );
         assert_eq!(p(&["v1", "jobs", "a b#c%2e"]), "/v1/jobs/a%20b%23c%252e");
-        assert_eq!(p(&["v1", "nodes", "node-1.example_x~"]), "/v1/nodes/node-1.example_x~");
+        assert_eq!(
+            p(&["v1", "nodes", "node-1.example_x~"]),
+            "/v1/nodes/node-1.example_x~"
+        );
         for bad in ["..", ".", ""] {
             assert!(
                 matches!(path(&["v1", "jobs", bad]), Err(ClientError::InvalidName(_))),

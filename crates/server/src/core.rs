@@ -270,7 +270,8 @@ mod tests {
         for token in ["", "  "] {
             let mut config = ServerConfig::new(dir.path().to_path_buf());
             config.api_token = Some(token.into());
-            let store = StateStore::open(Box::new(corral_store::MemoryStore::new())).expect("store");
+            let store =
+                StateStore::open(Box::new(corral_store::MemoryStore::new())).expect("store");
             let Err(e) = Server::start_with(config, store, CancellationToken::new()).await else {
                 panic!("a server started with api_token {token:?}");
             };

@@ -122,6 +122,7 @@ pub async fn mark_down(core: &Arc<Core>, node_id: &str) -> Result<(), crate::Ser
             }
             let mut n = (**node).clone();
             n.status = NodeStatus::Down;
+            n.down_since = Some(now);
             let mut writes = vec![Write::Node(n)];
             let evals = jobs_on_node(state, &id)
                 .into_iter()

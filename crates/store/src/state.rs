@@ -359,11 +359,7 @@ fn remove_index(index: &mut AllocIndex, key: &str, id: &str) {
     }
 }
 
-fn remove_eval_index(
-    index: &mut OrdMap<Key, OrdMap<IdKey, Arc<Evaluation>>>,
-    job: &str,
-    id: &str,
-) {
+fn remove_eval_index(index: &mut OrdMap<Key, OrdMap<IdKey, Arc<Evaluation>>>, job: &str, id: &str) {
     let empty = match index.get_mut(job) {
         Some(m) => {
             m.remove(Id::new(id));

@@ -23,6 +23,16 @@ pub fn bearer_matches(header: Option<&str>, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Answer of `PUT /v1/system/gc`: how many records one garbage
+/// collection deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub allocations: usize,
+    pub evaluations: usize,
+    pub deployments: usize,
+    pub nodes: usize,
+}
+
 /// Error body of every failed request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiError {

@@ -73,9 +73,7 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
         if digits == 0 {
             return Err(format!("invalid duration {s:?}; write e.g. 10s, 5m or 1h"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| too_large(s))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| too_large(s))?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())

@@ -21,7 +21,7 @@ use axum::extract::{RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use corral_types::Index;
 use serde::Deserialize;
 
@@ -60,6 +60,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/events", get(events::events))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/status", get(status))
+        .route("/v1/system/gc", put(system_gc))
         .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn(valid_path))
         .route_layer(middleware::from_fn_with_state(core.clone(), metrics::track))
@@ -74,6 +75,17 @@ async fn status(State(core): State<Arc<Core>>) -> axum::Json<serde_json::Value> 
         "pending_evaluations": core.broker.pending_count(),
         "blocked_evaluations": core.broker.blocked_count(),
     }))
+}
+
+/// `PUT /v1/system/gc`: collect every finished record now, whatever its
+/// age (Nomad's `system gc`).
+async fn system_gc(
+    State(core): State<Arc<Core>>,
+) -> Result<axum::Json<crate::gc::GcReport>, ServerError> {
+    let now = crate::core::now_ms();
+    crate::gc::collect(&core, now, crate::config::GcConfig::FORCE)
+        .await
+        .map(axum::Json)
 }
 
 /// Every path parameter must be a valid name (`{name}`: a job's) or id,

@@ -42,7 +42,9 @@ async fn a_bad_wait_is_refused_not_ignored() {
     // A good one still blocks for what it asked.
     let started = Instant::now();
     let r = http
-        .get(format!("{base}/v1/nodes/n1/allocations?index=1000&wait=300ms"))
+        .get(format!(
+            "{base}/v1/nodes/n1/allocations?index=1000&wait=300ms"
+        ))
         .send()
         .await
         .expect("answer");
@@ -102,10 +104,15 @@ async fn made_up_methods_do_not_grow_the_metrics() {
         .await
         .expect("text");
     assert!(
-        text.contains(r#"corral_api_requests_total{method="other",route="/v1/jobs",code="405"} 21"#),
+        text.contains(
+            r#"corral_api_requests_total{method="other",route="/v1/jobs",code="405"} 21"#
+        ),
         "{text}"
     );
-    assert!(!text.contains("ANYTHING") && !text.contains("/no/such"), "{text}");
+    assert!(
+        !text.contains("ANYTHING") && !text.contains("/no/such"),
+        "{text}"
+    );
     server.stop().await;
 }
 
@@ -161,7 +168,15 @@ async fn an_ambiguous_node_name_is_refused_with_the_ids() {
         .await
         .expect("drain");
     assert_eq!(r.status(), 200);
-    assert!(server.core.store.snapshot().node_by_id("new-node").expect("node").draining);
+    assert!(
+        server
+            .core
+            .store
+            .snapshot()
+            .node_by_id("new-node")
+            .expect("node")
+            .draining
+    );
     server.stop().await;
 }
 
@@ -184,8 +199,19 @@ async fn a_huge_drain_deadline_is_refused() {
         .expect("drain");
     assert_eq!(r.status(), 400);
     let body = r.text().await.expect("body");
-    assert!(body.contains("deadline: ") && body.contains("too large"), "{body}");
-    assert!(!server.core.store.snapshot().node_by_id("n1").expect("n1").draining);
+    assert!(
+        body.contains("deadline: ") && body.contains("too large"),
+        "{body}"
+    );
+    assert!(
+        !server
+            .core
+            .store
+            .snapshot()
+            .node_by_id("n1")
+            .expect("n1")
+            .draining
+    );
     server.stop().await;
 }
 
@@ -251,6 +277,10 @@ async fn logs_of_an_unknown_allocation_are_not_found_at_once() {
         .await
         .expect("answer");
     assert_eq!(r.status(), 404);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     server.stop().await;
 }

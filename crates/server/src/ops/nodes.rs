@@ -77,6 +77,7 @@ pub async fn register(
                 port_range: reg.port_range,
                 last_heartbeat: now,
                 registered_at: prev.map(|n| n.registered_at).unwrap_or(now),
+                down_since: None,
                 class: 0,
                 create_index: 0,
                 modify_index: 0,

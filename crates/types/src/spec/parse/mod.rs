@@ -18,8 +18,8 @@ mod service_tests;
 mod tests;
 
 use super::{JobSpec, SpecErrors};
-pub use ctx::name_problem;
 use ctx::Ctx;
+pub use ctx::name_problem;
 use tree::Pos;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

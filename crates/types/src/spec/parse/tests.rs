@@ -404,6 +404,9 @@ fn durations_beyond_100_years_are_refused_where_written() {
             "huge.yaml:3:22: update.progress_deadline: duration \"213503982334d\" is too large: at most 100 years (36500d)"
         ]
     );
-    let ok = one("image: a\nupdate:\n  progress_deadline: 36500d\n", "max.yaml");
+    let ok = one(
+        "image: a\nupdate:\n  progress_deadline: 36500d\n",
+        "max.yaml",
+    );
     assert_eq!(ok.update.progress_deadline, Millis::MAX);
 }
