@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use corral_store::{State, Write};
-use corral_types::{Allocation, ClientStatus, DesiredStatus, Evaluation, Plan, PlanResult};
+use corral_types::{
+    Allocation, ClientStatus, DesiredStatus, EvalStatus, Evaluation, Plan, PlanResult,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServerError;
@@ -216,6 +218,19 @@ pub fn evaluate(
             Some(_) => {}
         }
     }
+    // This evaluation reconciled the whole job: a blocked one of the same
+    // job waits for nothing any more (the broker already dropped it from
+    // memory). Without this it stayed `blocked` in the store, and came
+    // back after a restart.
+    for old in state.job_evals(&eval.job) {
+        if old.status == EvalStatus::Blocked && old.id != eval.id {
+            let mut old = (**old).clone();
+            old.status = EvalStatus::Canceled;
+            old.status_description = format!("superseded by evaluation {}", eval.id);
+            old.modified_at = now;
+            writes.push(Write::Eval(old));
+        }
+    }
     eval.modified_at = now;
     writes.push(Write::Eval(eval));
     (writes, result)
@@ -314,6 +329,53 @@ mod tests {
             writes.iter().all(|w| matches!(w, Write::Eval(_))),
             "{writes:?}"
         );
+    }
+
+    /// A blocked evaluation is superseded by the next one of its job that
+    /// commits: it is cancelled in the same transaction, not left
+    /// `blocked` in the store until a restart brings it back.
+    #[test]
+    fn a_newer_evaluation_cancels_the_blocked_one() {
+        let s = StateStore::open(Box::new(MemoryStore::new())).unwrap();
+        let j = job("web", 1, vec![group("web", 1).build()]);
+        let mut blocked = pending_eval();
+        blocked.status = corral_types::EvalStatus::Blocked;
+        let other = crate::core::Core::new_eval("db", corral_types::EvalTrigger::JobRegister, 1);
+        let mut other_blocked = other.clone();
+        other_blocked.status = corral_types::EvalStatus::Blocked;
+        s.commit(vec![
+            Write::Job(j),
+            Write::Eval(blocked.clone()),
+            Write::Eval(other_blocked),
+        ])
+        .unwrap();
+        let plan = Plan {
+            eval_id: "e2".into(),
+            job: "web".into(),
+            snapshot_index: s.snapshot().index(),
+            ..Plan::default()
+        };
+        let newer = pending_eval();
+        let (writes, _) = evaluate(&s.snapshot(), &plan, newer.clone(), 7, false);
+        s.commit(writes).unwrap();
+        let snap = s.snapshot();
+        let old = snap.eval(&blocked.id).unwrap();
+        assert_eq!(old.status, corral_types::EvalStatus::Canceled);
+        assert!(old.status_description.contains(&newer.id));
+        // Another job's blocked evaluation is not this one's business, and
+        // an evaluation re-run after being unblocked does not cancel itself.
+        assert_eq!(
+            snap.eval(&other.id).unwrap().status,
+            corral_types::EvalStatus::Blocked
+        );
+        let mut again = other.clone();
+        again.status = corral_types::EvalStatus::Blocked;
+        let plan = Plan {
+            job: "db".into(),
+            ..plan
+        };
+        let (writes, _) = evaluate(&snap, &plan, again, 8, false);
+        assert_eq!(writes.len(), 1, "{writes:?}");
     }
 
     fn pending_eval() -> corral_types::Evaluation {
