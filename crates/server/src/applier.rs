@@ -385,7 +385,7 @@ mod tests {
                 .iter()
                 .filter(|w| matches!(w, Write::Alloc(_)))
                 .count();
-            assert_eq!(allocs, result.placed as usize);
+            assert_eq!(allocs, result.placed);
             result.placed
         };
 
