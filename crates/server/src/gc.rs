@@ -6,8 +6,9 @@
 //! - terminal allocations of jobs that still exist, except the newest of
 //!   each slot the job still has (the scheduler reads it: a slot whose
 //!   allocation failed for good must not be placed again; `corral logs
-//!   JOB` shows it when nothing runs) and any allocation a running one
-//!   replaces (drain migrations follow `previous`);
+//!   JOB` shows it when nothing runs), any allocation a running one
+//!   replaces (drain migrations follow `previous`) and those of a
+//!   deployment still under way (its watcher counts them);
 //! - evaluations that are complete, failed or cancelled, except each
 //!   job's newest (`corral status` shows it);
 //! - deployments that ended, except each job's newest (the scheduler and
@@ -97,9 +98,17 @@ pub fn garbage(state: &State, now: UnixMillis, t: &GcConfig) -> (Vec<Write>, GcR
             let is_newest = newest
                 .get(&(a.job.as_str(), a.group.as_str(), a.index))
                 .is_some_and(|(_, id)| *id == a.id);
+            // The watcher counts an active deployment's allocations,
+            // finished ones included (placed, unhealthy).
+            let in_rollout = a
+                .deployment_id
+                .as_deref()
+                .and_then(|d| state.deployment(d))
+                .is_some_and(|d| d.is_active());
             older(a.modified_at, t.alloc)
                 && !(is_newest && slot_kept)
                 && !replaced.contains(a.id.as_str())
+                && !in_rollout
         };
         if collect {
             writes.push(Write::DeleteAlloc(a.id.clone()));

@@ -66,9 +66,16 @@ fn terminal_allocations_of_live_jobs() {
     );
     // Slot 0, recent: not yet.
     let a3 = ended(alloc("a3", &web, "web", 0, "n1"), ClientStatus::Failed, NOW);
+    // Slot 1, part of a paused rollout: its watcher counts it.
+    let mut b1 = ended(alloc("b1", &web, "web", 1, "n1"), ClientStatus::Failed, old);
+    b1.deployment_id = Some("d1".into());
+    let mut paused = corral_scheduler::deployment::new_deployment(&web, &[], "d1".into(), None, 1);
+    paused.status = DeploymentStatus::Paused;
     for w in [
         Write::Node(node("n1").build()),
         Write::Job(web.clone()),
+        Write::Deployment(paused),
+        Write::Alloc(b1),
         Write::Alloc(a0),
         Write::Alloc(a1),
         Write::Alloc(c0),
