@@ -150,6 +150,22 @@ pub fn garbage(state: &State, now: UnixMillis, t: &GcConfig) -> (Vec<Write>, GcR
     (writes, report)
 }
 
+/// Whether a delete `garbage` chose still holds on `state` (what it
+/// deletes cannot come back to life, but a node can).
+fn still_garbage(state: &State, w: &Write) -> bool {
+    match w {
+        Write::DeleteNode(id) => state.node_by_id(id).is_some_and(|n| {
+            n.status == NodeStatus::Down && state.node_allocs(id).iter().all(|a| !a.may_run())
+        }),
+        Write::DeleteAlloc(id) => state.alloc(id).is_some_and(|a| !a.may_run()),
+        Write::DeleteEval(id) => state
+            .eval(id)
+            .is_some_and(|e| !matches!(e.status, EvalStatus::Pending | EvalStatus::Blocked)),
+        Write::DeleteDeployment(id) => state.deployment(id).is_some_and(|d| !d.is_active()),
+        _ => false,
+    }
+}
+
 /// Collect garbage older than `thresholds` as of `now`.
 pub async fn collect(
     core: &Arc<Core>,
@@ -159,21 +175,38 @@ pub async fn collect(
     // A walk over every allocation (a million at the benchmark's scale):
     // off the async workers.
     let snapshot = core.store.snapshot();
-    let (writes, report) =
-        tokio::task::spawn_blocking(move || garbage(&snapshot, now, &thresholds))
-            .await
-            .map_err(|e| ServerError::Internal(format!("the garbage scan failed: {e}")))?;
-    let nodes: Vec<String> = writes
-        .iter()
-        .filter_map(|w| match w {
-            Write::DeleteNode(id) => Some(id.clone()),
-            _ => None,
-        })
-        .collect();
-    let mut writes = writes;
+    let (mut writes, _) = tokio::task::spawn_blocking(move || garbage(&snapshot, now, &thresholds))
+        .await
+        .map_err(|e| ServerError::Internal(format!("the garbage scan failed: {e}")))?;
+    let mut report = GcReport::default();
+    let mut nodes = Vec::new();
     while !writes.is_empty() {
         let rest = writes.split_off(writes.len().min(CHUNK));
-        core.commit(std::mem::replace(&mut writes, rest)).await?;
+        let chunk = std::mem::replace(&mut writes, rest);
+        // The scan ran on a snapshot: a node may have registered again
+        // since. Each delete is checked again on the state it commits on.
+        let (_, done) = core
+            .write(move |state, _| {
+                let chunk: Vec<Write> = chunk
+                    .into_iter()
+                    .filter(|w| still_garbage(state, w))
+                    .collect();
+                let done = chunk.clone();
+                Ok((chunk, done))
+            })
+            .await?;
+        for w in done {
+            match w {
+                Write::DeleteAlloc(_) => report.allocations += 1,
+                Write::DeleteEval(_) => report.evaluations += 1,
+                Write::DeleteDeployment(_) => report.deployments += 1,
+                Write::DeleteNode(id) => {
+                    report.nodes += 1;
+                    nodes.push(id);
+                }
+                _ => {}
+            }
+        }
     }
     for n in &nodes {
         core.usage.forget_node(n);

@@ -216,6 +216,19 @@ fn nodes_down_long_enough() {
     );
     let (writes, _) = garbage(&s.snapshot(), NOW, &GcConfig::FORCE);
     assert_eq!(deleted(&writes), ["alloc l0", "node old", "node recent"]);
+    // A node that registered again after the scan is not deleted.
+    s.commit(vec![Write::Node(node("old").build())])
+        .expect("back");
+    let back = s.snapshot();
+    assert!(!writes.iter().any(
+        |w| matches!(w, Write::DeleteNode(id) if id == "old") && super::still_garbage(&back, w)
+    ));
+    assert!(
+        writes
+            .iter()
+            .any(|w| matches!(w, Write::DeleteNode(id) if id == "recent")
+                && super::still_garbage(&back, w))
+    );
 }
 
 /// Through the server: `PUT /v1/system/gc` forces a collection; the job's
