@@ -105,10 +105,8 @@ pub fn garbage(state: &State, now: UnixMillis, t: &GcConfig) -> (Vec<Write>, GcR
                 .as_deref()
                 .and_then(|d| state.deployment(d))
                 .is_some_and(|d| d.is_active());
-            older(a.modified_at, t.alloc)
-                && !(is_newest && slot_kept)
-                && !replaced.contains(a.id.as_str())
-                && !in_rollout
+            let keep = (is_newest && slot_kept) || replaced.contains(a.id.as_str()) || in_rollout;
+            older(a.modified_at, t.alloc) && !keep
         };
         if collect {
             writes.push(Write::DeleteAlloc(a.id.clone()));
