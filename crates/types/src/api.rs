@@ -13,8 +13,12 @@ use crate::spec::{JobSpec, Resources, SpecError};
 
 /// Whether an `Authorization` header value carries `Bearer <token>`. The
 /// comparison takes the same time wherever the bytes differ, so response
-/// times do not reveal how much of a guess was right.
+/// times do not reveal how much of a guess was right. An empty token
+/// matches nothing (servers and agents refuse one at start).
 pub fn bearer_matches(header: Option<&str>, token: &str) -> bool {
+    if token.is_empty() {
+        return false;
+    }
     let Some(given) = header.and_then(|v| v.strip_prefix("Bearer ")) else {
         return false;
     };
@@ -366,5 +370,6 @@ mod tests {
         ] {
             assert!(!bearer_matches(wrong, "s3cret"), "{wrong:?}");
         }
+        assert!(!bearer_matches(Some("Bearer "), ""));
     }
 }
