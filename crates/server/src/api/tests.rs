@@ -245,6 +245,33 @@ async fn path_parameters_must_be_names_or_ids() {
         .await
         .expect("answer");
     assert_eq!(r.status(), 400);
+    // A node registering under a name no path can carry is refused, with
+    // the field named.
+    let mut reg = serde_json::json!({
+        "id": "n-1", "name": "my node", "address": "http://127.0.0.1:1",
+        "resources": {"cpu": 1000, "memory": 1073741824},
+        "attributes": {}, "labels": {}, "drivers": ["exec"], "port_range": [20000, 20100],
+    });
+    let r = http
+        .post(format!("{base}/v1/nodes/register"))
+        .json(&reg)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 400);
+    let e: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(
+        e["error"],
+        "name: \"my node\" is not a valid id or name; use letters, digits, `-`, `_` and `.`"
+    );
+    reg["name"] = "my-node".into();
+    let r = http
+        .post(format!("{base}/v1/nodes/register"))
+        .json(&reg)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
     // Valid names still get their ordinary answer.
     let r = http
         .get(format!("{base}/v1/jobs/web"))

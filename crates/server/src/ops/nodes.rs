@@ -56,6 +56,10 @@ pub async fn register(
             "node registration needs `id` and `name`".into(),
         ));
     }
+    // Both appear in URL paths (`corral node drain NAME`), where the API
+    // refuses anything else.
+    crate::api::valid_id("id", &reg.id)?;
+    crate::api::valid_id("name", &reg.name)?;
     let now = now_ms();
     let id = reg.id.clone();
     let (index, evals) = core
