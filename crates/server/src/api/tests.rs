@@ -288,9 +288,10 @@ async fn path_parameters_must_be_names_or_ids() {
 async fn logs_of_an_unknown_allocation_are_not_found_at_once() {
     let server = TestServer::start().await;
     let base = server.serve().await;
-    // A node whose agent would never answer (a blackhole address).
+    // A node whose agent never answers: a loopback port nobody accepts on.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut n = node("n1").build();
-    n.address = "http://10.255.255.1:7071".into();
+    n.address = format!("http://{}", silent.local_addr().expect("addr"));
     server
         .core
         .commit(vec![Write::Node(n)])
