@@ -38,6 +38,17 @@ pub enum AgentError {
     },
     #[error("no task driver works on this node: {0}")]
     NoDrivers(String),
+    #[error("the agent's token is empty: set the cluster's API token, or none")]
+    EmptyToken,
+}
+
+/// An empty token would guard the agent's endpoint with nothing a client
+/// can send: refused before anything starts.
+fn check_token(config: &AgentConfig) -> Result<(), AgentError> {
+    if config.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(AgentError::EmptyToken);
+    }
+    Ok(())
 }
 
 /// State shared by the agent loop, the alloc runners and the HTTP endpoint.
@@ -97,6 +108,7 @@ impl Agent {
         config: AgentConfig,
         shutdown: CancellationToken,
     ) -> Result<Agent, AgentError> {
+        check_token(&config)?;
         let drivers = default_drivers(&config).await?;
         Self::start_with(config, drivers, shutdown).await
     }
@@ -106,6 +118,7 @@ impl Agent {
         drivers: Drivers,
         shutdown: CancellationToken,
     ) -> Result<Agent, AgentError> {
+        check_token(&config)?;
         let dir_err = |path: &PathBuf| {
             let path = path.clone();
             move |source| AgentError::DataDir { path, source }
@@ -615,5 +628,21 @@ async fn push_usage(
             Ok(()) => server_has_tasks = !empty,
             Err(e) => tracing::debug!(error = %e, "cannot push task usage"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `token = ""` would leave nothing anyone can authenticate with: the
+    /// agent refuses to start, before it looks for drivers or binds.
+    #[tokio::test]
+    async fn an_empty_token_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = AgentConfig::new("http://127.0.0.1:1", dir.path().to_path_buf());
+        config.token = Some(" ".into());
+        let r = Agent::start(config, CancellationToken::new()).await;
+        assert!(matches!(r, Err(AgentError::EmptyToken)), "{:?}", r.err());
     }
 }

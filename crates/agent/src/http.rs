@@ -41,9 +41,8 @@ async fn require_token(
         let given = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+            .and_then(|v| v.to_str().ok());
+        if !corral_types::api::bearer_matches(given, token) {
             return (
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong token: send the cluster's API token as a bearer token\n",

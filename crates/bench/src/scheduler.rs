@@ -154,6 +154,7 @@ fn node(i: usize, classes: usize, now: u64) -> Node {
         port_range: (20000, 32000),
         last_heartbeat: now,
         registered_at: now,
+        down_since: None,
         class: 0,
         create_index: 0,
         modify_index: 0,

@@ -32,6 +32,10 @@ pub struct ServerFile {
     pub api_token: Option<String>,
     pub event_retention: Option<String>,
     pub event_max: Option<u64>,
+    pub alloc_gc_threshold: Option<String>,
+    pub eval_gc_threshold: Option<String>,
+    pub deployment_gc_threshold: Option<String>,
+    pub node_gc_threshold: Option<String>,
     #[serde(default)]
     pub alerts: AlertsFile,
 }
@@ -140,7 +144,8 @@ pub fn duration(key: &str, v: &Option<String>) -> Result<Option<std::time::Durat
         .transpose()
 }
 
-/// The event retention and `[server.alerts]` over the defaults.
+/// The event retention, the GC thresholds and `[server.alerts]` over the
+/// defaults.
 pub fn apply_events_and_alerts(
     file: &ServerFile,
     sc: &mut corral_server::ServerConfig,
@@ -152,6 +157,19 @@ pub fn apply_events_and_alerts(
         anyhow::ensure!(n > 0, "config key event_max: keep at least 1 event");
         sc.event_max = n;
     }
+    let gc = &mut sc.gc;
+    set_duration(
+        &mut gc.alloc,
+        "alloc_gc_threshold",
+        &file.alloc_gc_threshold,
+    )?;
+    set_duration(&mut gc.eval, "eval_gc_threshold", &file.eval_gc_threshold)?;
+    set_duration(
+        &mut gc.deployment,
+        "deployment_gc_threshold",
+        &file.deployment_gc_threshold,
+    )?;
+    set_duration(&mut gc.node, "node_gc_threshold", &file.node_gc_threshold)?;
     let f = &file.alerts;
     let c = &mut sc.alerts;
     set(&mut c.enabled, f.enabled);
@@ -284,6 +302,8 @@ mod tests {
 [server]
 event_retention = "6h"
 event_max = 1000
+alloc_gc_threshold = "2h"
+node_gc_threshold = "48h"
 [server.alerts]
 eval_interval = "1s"
 webhooks = ["http://127.0.0.1:9000/hook"]
@@ -311,6 +331,8 @@ enabled = false
         apply_events_and_alerts(&f, &mut sc).unwrap();
         let s = std::time::Duration::from_secs;
         assert_eq!((sc.event_retention, sc.event_max), (s(6 * 3600), 1000));
+        assert_eq!((sc.gc.alloc, sc.gc.node), (s(2 * 3600), s(48 * 3600)));
+        assert_eq!(sc.gc.eval, s(3600), "untouched keys keep their default");
         let a = &sc.alerts;
         assert!(a.enabled);
         assert_eq!(a.eval_interval, s(1));

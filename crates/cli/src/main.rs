@@ -143,6 +143,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Cluster upkeep.
+    #[command(subcommand)]
+    System(SystemCmd),
     /// Firing alerts (and with --all the recently resolved).
     Alerts {
         #[arg(long)]
@@ -346,6 +349,17 @@ enum AllocCmd {
 }
 
 #[derive(Subcommand)]
+enum SystemCmd {
+    /// Garbage-collect every finished allocation, evaluation and
+    /// deployment and every down node now, whatever their age (the server
+    /// does it on its own past the `*_gc_threshold`s).
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum NodeCmd {
     /// List nodes.
     Ls {
@@ -387,6 +401,7 @@ enum NodeCmd {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -400,11 +415,48 @@ fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Writers that return errors (events -f, logs) end the same way.
+        Err(e) if broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `corral events | head -1`: once the reader is gone, `println!` panics
+/// with EPIPE (Rust ignores SIGPIPE, and resetting it needs `unsafe`).
+/// Exit quietly with the status a process killed by SIGPIPE reports
+/// (128 + 13), as `seq 1 100000 | head -1` does, instead of a panic
+/// message and 101. Any other panic keeps the default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if is_closed_stdout(message) {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Whether a panic message is std's "failed printing to stdout" for a
+/// closed pipe (EPIPE is 32 on Linux).
+fn is_closed_stdout(message: &str) -> bool {
+    message.starts_with("failed printing to stdout")
+        && (message.contains("Broken pipe") || message.contains("os error 32"))
 }
 
 fn init_logging() {
@@ -576,6 +628,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cmd::events::events(&client, a).await
         }
         Cmd::Alerts { all, json } => cmd::alerts::list(&client, all, json).await,
+        Cmd::System(SystemCmd::Gc { json }) => {
+            let r = client.system_gc().await?;
+            if json {
+                return output::print_json(&r);
+            }
+            println!(
+                "garbage collected: {} allocations, {} evaluations, {} deployments, {} nodes",
+                r.allocations, r.evaluations, r.deployments, r.nodes
+            );
+            Ok(())
+        }
         Cmd::Plan { file, json } => cmd::run::plan(&client, &file, json).await,
         Cmd::Status { job: None, json } => cmd::status::list(&client, json).await,
         Cmd::Status { job: Some(j), json } => cmd::status::job(&client, &j, json).await,

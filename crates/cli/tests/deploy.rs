@@ -415,6 +415,36 @@ async fn run_exits_0_once_canaries_are_healthy_and_says_how_to_promote() {
     assert!(err.contains("corral deploy promote web"), "{err}");
 }
 
+/// A paused rollout goes nowhere until someone resumes it: `run` says so,
+/// with the command, and exits non-zero instead of following it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_following_a_paused_rollout_and_says_how_to_resume() {
+    use DeploymentStatus::*;
+    let (url, _) = serve(Fake {
+        frames: vec![
+            vec![dep("d2", 2, Running, group(3, 1, 0))],
+            vec![dep("d2", 2, Paused, group(3, 1, 1))],
+        ],
+        stable: vec![true, false],
+        ..Fake::default()
+    })
+    .await;
+    let (_dir, file) = job_file();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        corral(&url, &["run", &file]),
+    )
+    .await
+    .expect("run returns at a paused deployment");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("job web: the rollout of version 2 is paused: 1/3 healthy"),
+        "{err}"
+    );
+    assert!(err.contains("`corral deploy resume web`"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_detach_returns_after_submission() {
     let (url, fake) = serve(Fake::default()).await;

@@ -8,6 +8,7 @@ use corral_types::api::{
     NodeAllocations, NodeView, PlanResponse, SubmitResponse,
 };
 use corral_types::{Deployment, HeartbeatResponse, Index, NodeRegistration};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 mod events;
@@ -26,6 +27,8 @@ pub enum ClientError {
     },
     #[error("{}", render_api_error(.status, .error))]
     Api { status: u16, error: ApiError },
+    #[error("{0:?} is not a valid name or id")]
+    InvalidName(String),
     #[error("unexpected answer from {url}: {message}")]
     Protocol { url: String, message: String },
 }
@@ -51,6 +54,29 @@ fn render_api_error(_status: &u16, e: &ApiError) -> String {
         s.push_str(&format!("\n{h}"));
     }
     s
+}
+
+/// A URL path from segments, each percent-encoded: names come from the
+/// command line, and `nosuch/../j4` or `x?index=abc` must stay one
+/// segment, never become another path or a query. `.` and `..` cannot be
+/// sent as a segment at all (URL parsers resolve even their encoded
+/// forms), nor can an empty one; no name or id is either.
+pub fn path(segments: &[&str]) -> Result<String, ClientError> {
+    // Everything but the RFC 3986 unreserved characters.
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let mut out = String::new();
+    for s in segments {
+        if s.is_empty() || *s == "." || *s == ".." {
+            return Err(ClientError::InvalidName(s.to_string()));
+        }
+        out.push('/');
+        out.extend(utf8_percent_encode(s, SEGMENT));
+    }
+    Ok(out)
 }
 
 /// How long an agent's register, heartbeat or status report may take.
@@ -177,7 +203,7 @@ impl Client {
         name: &str,
         index: Option<(Index, Duration)>,
     ) -> Result<JobView, ClientError> {
-        let mut rb = self.req(reqwest::Method::GET, &format!("/v1/jobs/{name}"));
+        let mut rb = self.req(reqwest::Method::GET, &path(&["v1", "jobs", name])?);
         if let Some((i, wait)) = index {
             rb = rb.query(&[
                 ("index", i.to_string()),
@@ -188,15 +214,21 @@ impl Client {
     }
 
     pub async fn job_versions(&self, name: &str) -> Result<Vec<JobVersionView>, ClientError> {
-        self.json(self.req(reqwest::Method::GET, &format!("/v1/jobs/{name}/versions")))
-            .await
+        self.json(self.req(
+            reqwest::Method::GET,
+            &path(&["v1", "jobs", name, "versions"])?,
+        ))
+        .await
     }
 
     /// Store the spec of `version` as the job's next version.
     pub async fn revert(&self, name: &str, version: u64) -> Result<SubmitResponse, ClientError> {
         self.json(
-            self.req(reqwest::Method::POST, &format!("/v1/jobs/{name}/revert"))
-                .json(&corral_types::api::RevertRequest { version }),
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "jobs", name, "revert"])?,
+            )
+            .json(&corral_types::api::RevertRequest { version }),
         )
         .await
     }
@@ -212,7 +244,7 @@ impl Client {
         self.json(
             self.req(
                 reqwest::Method::POST,
-                &format!("/v1/allocations/{id}/health"),
+                &path(&["v1", "allocations", id, "health"])?,
             )
             .json(&serde_json::json!({ "healthy": healthy })),
         )
@@ -226,7 +258,10 @@ impl Client {
         job: &str,
         index: Option<(Index, Duration)>,
     ) -> Result<Deployment, ClientError> {
-        let mut rb = self.req(reqwest::Method::GET, &format!("/v1/jobs/{job}/deployment"));
+        let mut rb = self.req(
+            reqwest::Method::GET,
+            &path(&["v1", "jobs", job, "deployment"])?,
+        );
         if let Some((i, wait)) = index {
             rb = rb.query(&[
                 ("index", i.to_string()),
@@ -238,8 +273,11 @@ impl Client {
 
     /// Every deployment of a job, newest first.
     pub async fn deployments(&self, job: &str) -> Result<Vec<Deployment>, ClientError> {
-        self.json(self.req(reqwest::Method::GET, &format!("/v1/jobs/{job}/deployments")))
-            .await
+        self.json(self.req(
+            reqwest::Method::GET,
+            &path(&["v1", "jobs", job, "deployments"])?,
+        ))
+        .await
     }
 
     /// Promote, fail, pause or resume the job's active deployment.
@@ -250,14 +288,14 @@ impl Client {
     ) -> Result<Deployment, ClientError> {
         self.json(self.req(
             reqwest::Method::POST,
-            &format!("/v1/jobs/{job}/deployment/{}", action.as_str()),
+            &path(&["v1", "jobs", job, "deployment", action.as_str()])?,
         ))
         .await
     }
 
     pub async fn stop(&self, name: &str, purge: bool) -> Result<serde_json::Value, ClientError> {
         self.json(
-            self.req(reqwest::Method::DELETE, &format!("/v1/jobs/{name}"))
+            self.req(reqwest::Method::DELETE, &path(&["v1", "jobs", name])?)
                 .query(&[("purge", purge)]),
         )
         .await
@@ -274,7 +312,7 @@ impl Client {
     }
 
     pub async fn alloc(&self, id: &str) -> Result<AllocView, ClientError> {
-        self.json(self.req(reqwest::Method::GET, &format!("/v1/allocations/{id}")))
+        self.json(self.req(reqwest::Method::GET, &path(&["v1", "allocations", id])?))
             .await
     }
 
@@ -306,7 +344,7 @@ impl Client {
         self.send(
             self.req(
                 reqwest::Method::GET,
-                &format!("/v1/allocations/{alloc}/logs"),
+                &path(&["v1", "allocations", alloc, "logs"])?,
             )
             .query(&params),
         )
@@ -322,7 +360,7 @@ impl Client {
     }
 
     pub async fn eval(&self, id: &str) -> Result<EvalView, ClientError> {
-        self.json(self.req(reqwest::Method::GET, &format!("/v1/evaluations/{id}")))
+        self.json(self.req(reqwest::Method::GET, &path(&["v1", "evaluations", id])?))
             .await
     }
 
@@ -333,7 +371,7 @@ impl Client {
     }
 
     pub async fn node(&self, id: &str) -> Result<NodeView, ClientError> {
-        self.json(self.req(reqwest::Method::GET, &format!("/v1/nodes/{id}")))
+        self.json(self.req(reqwest::Method::GET, &path(&["v1", "nodes", id])?))
             .await
     }
 
@@ -341,7 +379,7 @@ impl Client {
         self.json(
             self.req(
                 reqwest::Method::POST,
-                &format!("/v1/nodes/{id}/eligibility"),
+                &path(&["v1", "nodes", id, "eligibility"])?,
             )
             .json(&serde_json::json!({ "eligible": eligible })),
         )
@@ -355,10 +393,16 @@ impl Client {
         deadline: Option<&str>,
     ) -> Result<NodeView, ClientError> {
         self.json(
-            self.req(reqwest::Method::POST, &format!("/v1/nodes/{id}/drain"))
+            self.req(reqwest::Method::POST, &path(&["v1", "nodes", id, "drain"])?)
                 .json(&serde_json::json!({ "enable": enable, "deadline": deadline })),
         )
         .await
+    }
+
+    /// Garbage-collect every finished record now (`corral system gc`).
+    pub async fn system_gc(&self) -> Result<corral_types::api::GcReport, ClientError> {
+        self.json(self.req(reqwest::Method::PUT, "/v1/system/gc"))
+            .await
     }
 
     // Agent side.
@@ -374,7 +418,7 @@ impl Client {
     pub async fn heartbeat(&self, node: &str) -> Result<HeartbeatResponse, ClientError> {
         self.json(self.req(
             reqwest::Method::POST,
-            &format!("/v1/nodes/{node}/heartbeat"),
+            &path(&["v1", "nodes", node, "heartbeat"])?,
         ))
         .await
     }
@@ -388,7 +432,7 @@ impl Client {
         self.json(
             self.req(
                 reqwest::Method::GET,
-                &format!("/v1/nodes/{node}/allocations"),
+                &path(&["v1", "nodes", node, "allocations"])?,
             )
             .query(&[
                 ("index", index.to_string()),
@@ -406,9 +450,12 @@ impl Client {
         stats: &corral_types::api::NodeStats,
     ) -> Result<(), ClientError> {
         self.send(
-            self.req(reqwest::Method::POST, &format!("/v1/nodes/{node}/stats"))
-                .json(stats)
-                .timeout(AGENT_CALL_TIMEOUT),
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "nodes", node, "stats"])?,
+            )
+            .json(stats)
+            .timeout(AGENT_CALL_TIMEOUT),
         )
         .await
         .map(|_| ())
@@ -422,11 +469,46 @@ impl Client {
         self.send(
             self.req(
                 reqwest::Method::POST,
-                &format!("/v1/nodes/{node}/allocations"),
+                &path(&["v1", "nodes", node, "allocations"])?,
             )
             .json(updates),
         )
         .await
         .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClientError, path};
+
+    /// Names from the command line stay one path segment each.
+    #[test]
+    fn every_segment_is_escaped() {
+        let p = |s: &[&str]| path(s).expect("a path");
+        assert_eq!(p(&["v1", "jobs", "web"]), "/v1/jobs/web");
+        assert_eq!(
+            p(&["v1", "jobs", "nosuch/../j4"]),
+            "/v1/jobs/nosuch%2F..%2Fj4"
+        );
+        assert_eq!(
+            p(&["v1", "allocations", "../nodes"]),
+            "/v1/allocations/..%2Fnodes"
+        );
+        assert_eq!(
+            p(&["v1", "jobs", "x?index=abc"]),
+            "/v1/jobs/x%3Findex%3Dabc"
+        );
+        assert_eq!(p(&["v1", "jobs", "a b#c%2e"]), "/v1/jobs/a%20b%23c%252e");
+        assert_eq!(
+            p(&["v1", "nodes", "node-1.example_x~"]),
+            "/v1/nodes/node-1.example_x~"
+        );
+        for bad in ["..", ".", ""] {
+            assert!(
+                matches!(path(&["v1", "jobs", bad]), Err(ClientError::InvalidName(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

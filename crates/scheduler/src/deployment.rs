@@ -110,6 +110,6 @@ fn group_deployment(g: &GroupSpec, destructive: &[String], now: UnixMillis) -> G
         placed: 0,
         healthy: 0,
         unhealthy: 0,
-        require_progress_by: (deadline.0 > 0).then(|| now + deadline.0),
+        require_progress_by: (deadline.0 > 0).then(|| deadline.after(now)),
     }
 }

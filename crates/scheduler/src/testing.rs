@@ -208,6 +208,7 @@ pub fn node(id: &str) -> NodeBuilder {
         port_range: (20000, 20099),
         last_heartbeat: 0,
         registered_at: 0,
+        down_since: None,
         class: 0,
         create_index: 0,
         modify_index: 0,

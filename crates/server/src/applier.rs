@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use corral_store::{State, Write};
-use corral_types::{Allocation, ClientStatus, DesiredStatus, Evaluation, Plan, PlanResult};
+use corral_types::{
+    Allocation, ClientStatus, DeploymentStatus, DesiredStatus, EvalStatus, Evaluation, Plan,
+    PlanResult,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServerError;
@@ -97,9 +100,27 @@ pub fn evaluate(
     // a job that is gone or moved on. Its nodes are refused (the worker
     // plans again on the newer state) and it creates nothing; its stops
     // still hold.
-    let stale = state
-        .job(&plan.job)
-        .is_none_or(|j| j.create_index > plan.snapshot_index);
+    //
+    // Likewise when the user stopped the job, or paused or failed the
+    // deployment the placements belong to, after the snapshot: the plan
+    // would start what they just stopped. (A deployment the plan itself
+    // creates is not in the state yet.)
+    let stale = match state.job(&plan.job) {
+        None => Some("the job was purged since the plan's snapshot"),
+        Some(j) if j.create_index > plan.snapshot_index => {
+            Some("the job changed since the plan's snapshot")
+        }
+        Some(j) if j.stopped && !plan.place.is_empty() => {
+            Some("the job was stopped since the plan's snapshot")
+        }
+        Some(_) => plan
+            .place
+            .iter()
+            .filter_map(|a| a.deployment_id.as_deref())
+            .filter_map(|d| state.deployment(d))
+            .any(|d| d.status != DeploymentStatus::Running && d.modify_index > plan.snapshot_index)
+            .then_some("its deployment was paused or ended since the plan's snapshot"),
+    };
     let mut by_node: BTreeMap<&str, Vec<&Allocation>> = BTreeMap::new();
     for a in &plan.place {
         by_node.entry(a.node_id.as_str()).or_default().push(a);
@@ -133,10 +154,10 @@ pub fn evaluate(
                 .copied()
                 .filter(|id| !keep.contains(id))
                 .collect();
-            let verdict = match state.node_by_id(node_id) {
-                _ if stale => Err("the job changed since the plan's snapshot".to_string()),
-                None => Err(format!("node {node_id} is gone")),
-                Some(node) => corral_scheduler::fits(state, node, allocs, &removed),
+            let verdict = match (stale, state.node_by_id(node_id)) {
+                (Some(why), _) => Err(why.to_string()),
+                (None, None) => Err(format!("node {node_id} is gone")),
+                (None, Some(node)) => corral_scheduler::fits(state, node, allocs, &removed),
             };
             if let Err(reason) = verdict {
                 tracing::debug!(node = %node_id, %reason, "plan refused for node");
@@ -192,7 +213,7 @@ pub fn evaluate(
         writes.push(Write::Alloc(a));
         result.stopped += 1;
     }
-    for u in plan.in_place.iter().filter(|_| !stale) {
+    for u in plan.in_place.iter().filter(|_| stale.is_none()) {
         if let Some(cur) = state.alloc(&u.id) {
             let mut a = (**cur).clone();
             u.apply_to(&mut a);
@@ -202,7 +223,7 @@ pub fn evaluate(
     }
     for d in &plan.deployments {
         match state.deployment(&d.id) {
-            None if stale => {}
+            None if stale.is_some() => {}
             None => writes.push(Write::Deployment(d.clone())),
             // Ending one (superseded, job stopped): only if nobody ended it
             // first, and keeping the watcher's counters.
@@ -214,6 +235,19 @@ pub fn evaluate(
                 writes.push(Write::Deployment(cur));
             }
             Some(_) => {}
+        }
+    }
+    // This evaluation reconciled the whole job: a blocked one of the same
+    // job waits for nothing any more (the broker already dropped it from
+    // memory). Without this it stayed `blocked` in the store, and came
+    // back after a restart.
+    for old in state.job_evals(&eval.job) {
+        if old.status == EvalStatus::Blocked && old.id != eval.id {
+            let mut old = (**old).clone();
+            old.status = EvalStatus::Canceled;
+            old.status_description = format!("superseded by evaluation {}", eval.id);
+            old.modified_at = now;
+            writes.push(Write::Eval(old));
         }
     }
     eval.modified_at = now;
@@ -314,6 +348,111 @@ mod tests {
             writes.iter().all(|w| matches!(w, Write::Eval(_))),
             "{writes:?}"
         );
+    }
+
+    /// A plan computed before `corral stop`, `deploy pause` or `deploy
+    /// fail` places nothing; the same plan on an unchanged state places.
+    #[test]
+    fn a_plan_from_before_a_stop_or_a_pause_places_nothing() {
+        use corral_types::DeploymentStatus;
+        let setup = || {
+            let s = StateStore::open(Box::new(MemoryStore::new())).unwrap();
+            let v1 = job("web", 1, vec![group("web", 2).build()]);
+            let mut v2 = job("web", 2, vec![group("web", 2).env("V", "2").build()]);
+            v2.spec.groups[0].update.max_parallel = 1;
+            let d = corral_scheduler::deployment::new_deployment(&v2, &[], "d2".into(), None, 1);
+            s.commit(vec![
+                Write::Node(node("a").build()),
+                Write::Job(v1),
+                Write::Job(v2.clone()),
+                Write::Deployment(d.clone()),
+            ])
+            .unwrap();
+            let mut p = alloc("p", &v2, "web", 0, "a");
+            p.deployment_id = Some("d2".into());
+            let plan = Plan {
+                eval_id: "e1".into(),
+                job: "web".into(),
+                snapshot_index: s.snapshot().index(),
+                place: vec![p],
+                ..Plan::default()
+            };
+            (s, v2, d, plan)
+        };
+        let placed = |s: &StateStore, plan: &Plan| {
+            let (writes, result) = evaluate(&s.snapshot(), plan, pending_eval(), 1, true);
+            let allocs = writes
+                .iter()
+                .filter(|w| matches!(w, Write::Alloc(_)))
+                .count();
+            assert_eq!(allocs, result.placed);
+            result.placed
+        };
+
+        // Ordinary: the deployment still runs, the counters moved on.
+        let (s, _, mut d, plan) = setup();
+        d.groups.values_mut().for_each(|g| g.healthy += 1);
+        s.commit(vec![Write::Deployment(d)]).unwrap();
+        assert_eq!(placed(&s, &plan), 1);
+
+        for status in [DeploymentStatus::Paused, DeploymentStatus::Failed] {
+            let (s, _, mut d, plan) = setup();
+            d.status = status;
+            s.commit(vec![Write::Deployment(d)]).unwrap();
+            assert_eq!(placed(&s, &plan), 0, "deployment {status}");
+        }
+
+        let (s, mut v2, _, plan) = setup();
+        v2.stopped = true;
+        s.commit(vec![Write::Job(v2)]).unwrap();
+        assert_eq!(placed(&s, &plan), 0, "job stopped");
+    }
+
+    /// A blocked evaluation is superseded by the next one of its job that
+    /// commits: it is cancelled in the same transaction, not left
+    /// `blocked` in the store until a restart brings it back.
+    #[test]
+    fn a_newer_evaluation_cancels_the_blocked_one() {
+        let s = StateStore::open(Box::new(MemoryStore::new())).unwrap();
+        let j = job("web", 1, vec![group("web", 1).build()]);
+        let mut blocked = pending_eval();
+        blocked.status = corral_types::EvalStatus::Blocked;
+        let other = crate::core::Core::new_eval("db", corral_types::EvalTrigger::JobRegister, 1);
+        let mut other_blocked = other.clone();
+        other_blocked.status = corral_types::EvalStatus::Blocked;
+        s.commit(vec![
+            Write::Job(j),
+            Write::Eval(blocked.clone()),
+            Write::Eval(other_blocked),
+        ])
+        .unwrap();
+        let plan = Plan {
+            eval_id: "e2".into(),
+            job: "web".into(),
+            snapshot_index: s.snapshot().index(),
+            ..Plan::default()
+        };
+        let newer = pending_eval();
+        let (writes, _) = evaluate(&s.snapshot(), &plan, newer.clone(), 7, false);
+        s.commit(writes).unwrap();
+        let snap = s.snapshot();
+        let old = snap.eval(&blocked.id).unwrap();
+        assert_eq!(old.status, corral_types::EvalStatus::Canceled);
+        assert!(old.status_description.contains(&newer.id));
+        // Another job's blocked evaluation is not this one's business, and
+        // an evaluation re-run after being unblocked does not cancel itself.
+        assert_eq!(
+            snap.eval(&other.id).unwrap().status,
+            corral_types::EvalStatus::Blocked
+        );
+        let mut again = other.clone();
+        again.status = corral_types::EvalStatus::Blocked;
+        let plan = Plan {
+            job: "db".into(),
+            ..plan
+        };
+        let (writes, _) = evaluate(&snap, &plan, again, 8, false);
+        assert_eq!(writes.len(), 1, "{writes:?}");
     }
 
     fn pending_eval() -> corral_types::Evaluation {

@@ -108,7 +108,13 @@ impl Broker {
 
     pub fn block(&self, eval: Evaluation) {
         let mut inner = self.lock();
-        inner.blocked.insert(eval.job.clone(), eval);
+        // A newer evaluation of the job already waits its turn: it will
+        // reconcile the job (and cancel this one in the store).
+        let newer_queued = inner.waiting.get(&eval.job).is_some_and(|w| !w.is_empty())
+            || inner.ready.iter().any(|e| e.job == eval.job);
+        if !newer_queued {
+            inner.blocked.insert(eval.job.clone(), eval);
+        }
     }
 
     /// Re-queue every blocked evaluation (capacity changed).
@@ -171,5 +177,23 @@ mod tests {
         assert_eq!(b.dequeue().await.unwrap().status, EvalStatus::Pending);
         b.close();
         assert!(b.dequeue().await.is_none());
+    }
+
+    /// An evaluation that blocks while a newer one of its job waits is
+    /// superseded: it is not kept to come back on the next capacity change.
+    #[tokio::test]
+    async fn a_blocked_eval_with_a_newer_one_queued_is_dropped() {
+        let b = Broker::new();
+        b.enqueue(Core::new_eval("a", EvalTrigger::JobRegister, 0));
+        let first = b.dequeue().await.unwrap();
+        b.enqueue(Core::new_eval("a", EvalTrigger::NodeUpdate, 0));
+        b.block(first.clone());
+        assert_eq!(b.blocked_count(), 0);
+        b.ack("a", &first.id);
+        let next = b.dequeue().await.unwrap();
+        assert_eq!(next.trigger, EvalTrigger::NodeUpdate);
+        b.block(next.clone());
+        b.ack("a", &next.id);
+        assert_eq!(b.blocked_count(), 1);
     }
 }

@@ -30,9 +30,62 @@ pub struct ServerConfig {
     pub event_max: u64,
     /// Built-in alert rules and where alerts go.
     pub alerts: crate::alerts::AlertsConfig,
+    /// When finished records are garbage collected.
+    pub gc: GcConfig,
+}
+
+/// How old finished records must be before garbage collection deletes
+/// them (Nomad's thresholds and defaults). `corral system gc` uses zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcConfig {
+    /// Terminal allocations of jobs that still exist.
+    pub alloc: Duration,
+    /// Evaluations that are complete, failed or cancelled.
+    pub eval: Duration,
+    /// Deployments that ended.
+    pub deployment: Duration,
+    /// Nodes down this long (with their terminal allocations).
+    pub node: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> GcConfig {
+        GcConfig {
+            alloc: Duration::from_secs(3600),
+            eval: Duration::from_secs(3600),
+            deployment: Duration::from_secs(3600),
+            node: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl GcConfig {
+    /// Everything finished, whatever its age (`corral system gc`).
+    pub const FORCE: GcConfig = GcConfig {
+        alloc: Duration::ZERO,
+        eval: Duration::ZERO,
+        deployment: Duration::ZERO,
+        node: Duration::ZERO,
+    };
 }
 
 impl ServerConfig {
+    /// Settings no server should start with.
+    pub fn validate(&self) -> Result<(), crate::ServerError> {
+        // An empty token would be required, yet no client can send one
+        // (an empty `CORRAL_TOKEN` sends none): every request would fail.
+        if self
+            .api_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(crate::ServerError::Config(
+                "api_token is empty: set a token, or remove the key to run without one".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn new(data_dir: PathBuf) -> ServerConfig {
         ServerConfig {
             data_dir,
@@ -46,6 +99,7 @@ impl ServerConfig {
             event_retention: Duration::from_secs(24 * 3600),
             event_max: 500_000,
             alerts: crate::alerts::AlertsConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }

@@ -48,6 +48,13 @@ pub fn new_id() -> String {
     id_at(uuid::Uuid::new_v4().as_u128(), now_ms())
 }
 
+/// When a server-made id was made (see [`new_id`]); `None` for anything
+/// else.
+pub fn id_time(id: &str) -> Option<UnixMillis> {
+    let u = uuid::Uuid::parse_str(id).ok()?;
+    Some(((u.as_u128() >> 48) & 0xffff_ffff_ffff) as u64)
+}
+
 fn id_at(random: u128, ms: u64) -> String {
     let head = (random >> 96) as u32;
     let tail = random & 0xffff_ffff_ffff;
@@ -140,6 +147,7 @@ impl Server {
         config: ServerConfig,
         shutdown: CancellationToken,
     ) -> Result<Server, ServerError> {
+        config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             ServerError::Internal(format!(
                 "cannot create data dir {}: {e}",
@@ -161,6 +169,7 @@ impl Server {
         store: StateStore,
         shutdown: CancellationToken,
     ) -> Result<Server, ServerError> {
+        config.validate()?;
         // Every commit from here on records its events.
         store.set_event_hook(crate::events::hook());
         let snapshot = store.snapshot();
@@ -248,5 +257,25 @@ mod tests {
         // The head is random: two ids made in the same millisecond differ
         // in their first eight digits.
         assert_ne!(new_id()[..8], new_id()[..8]);
+        assert_eq!(id_time(&a), Some(0x0123_4567_89ab));
+        assert_eq!(id_time(&later), Some(1_700_000_000_001));
+        assert_eq!(id_time("not-an-id"), None);
+    }
+
+    /// An empty token would lock every client out: the server refuses to
+    /// start with one, saying which key is wrong.
+    #[tokio::test]
+    async fn an_empty_api_token_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for token in ["", "  "] {
+            let mut config = ServerConfig::new(dir.path().to_path_buf());
+            config.api_token = Some(token.into());
+            let store =
+                StateStore::open(Box::new(corral_store::MemoryStore::new())).expect("store");
+            let Err(e) = Server::start_with(config, store, CancellationToken::new()).await else {
+                panic!("a server started with api_token {token:?}");
+            };
+            assert!(e.to_string().contains("api_token is empty"), "{e}");
+        }
     }
 }

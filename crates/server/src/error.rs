@@ -22,6 +22,9 @@ pub enum ServerError {
     Unauthorized(String),
     #[error("node {node}: {message}")]
     Agent { node: String, message: String },
+    /// A setting the server cannot start with.
+    #[error("invalid server config: {0}")]
+    Config(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("the server is shutting down")]
@@ -64,7 +67,7 @@ impl IntoResponse for ServerError {
             ),
             ServerError::Agent { .. } => (StatusCode::BAD_GATEWAY, None),
             ServerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, None),
-            ServerError::Store(_) | ServerError::Internal(_) => {
+            ServerError::Store(_) | ServerError::Internal(_) | ServerError::Config(_) => {
                 tracing::error!(error = %self, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, None)
             }

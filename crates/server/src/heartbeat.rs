@@ -41,8 +41,13 @@ impl Heartbeats {
     /// The TTL handed to agents: at least `min_ttl`, longer as the cluster
     /// grows so the server sees at most `per_second` heartbeats a second.
     pub fn ttl(&self) -> Duration {
-        let nodes = self.lock().len().max(1) as f64;
-        let spread = Duration::from_secs_f64(nodes / self.per_second.max(1.0));
+        let nodes = self.lock().len();
+        self.ttl_for(nodes)
+    }
+
+    /// The TTL for a cluster of `nodes`.
+    fn ttl_for(&self, nodes: usize) -> Duration {
+        let spread = Duration::from_secs_f64(nodes.max(1) as f64 / self.per_second.max(1.0));
         self.min_ttl.max(spread)
     }
 
@@ -58,9 +63,15 @@ impl Heartbeats {
         self.lock().remove(node);
     }
 
-    /// After a server start every known ready node gets the failover grace.
+    /// After a server start every known ready node gets the failover grace
+    /// on top of the longest TTL it may have been handed: the TTL for every
+    /// node the store knows (down ones included, they may have counted).
+    /// The map is still empty here, so `ttl()` would give the minimum, and
+    /// agents told to beat every 60s would be marked down long before
+    /// their next beat (Nomad resets every timer to its max TTL likewise).
     pub fn restore(&self, state: &State, config: &ServerConfig) {
-        let until = Instant::now() + config.failover_grace + self.ttl() + self.grace;
+        let ttl = self.ttl_for(state.nodes_iter().count());
+        let until = Instant::now() + config.failover_grace + ttl + self.grace;
         let mut d = self.lock();
         for n in state.nodes_iter() {
             if n.status != NodeStatus::Down {
@@ -111,6 +122,7 @@ pub async fn mark_down(core: &Arc<Core>, node_id: &str) -> Result<(), crate::Ser
             }
             let mut n = (**node).clone();
             n.status = NodeStatus::Down;
+            n.down_since = Some(now);
             let mut writes = vec![Write::Node(n)];
             let evals = jobs_on_node(state, &id)
                 .into_iter()
@@ -133,4 +145,35 @@ pub fn jobs_on_node(state: &State, node: &str) -> BTreeSet<String> {
         .filter(|a| a.may_run())
         .map(|a| a.job.clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use corral_scheduler::testing::node;
+    use corral_store::{MemoryStore, StateStore, Write};
+
+    use crate::test_server::TestServer;
+
+    /// 60 nodes at one heartbeat a second were handed a 60s TTL. A
+    /// server started on their state (a restart right after a round of
+    /// heartbeats) must not mark them down before they could beat again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_keeps_the_ttl_nodes_were_handed() {
+        let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
+        let nodes: Vec<Write> = (0..60)
+            .map(|i| Write::Node(node(&format!("n{i}")).build()))
+            .collect();
+        store.commit(nodes).expect("nodes");
+        let server = TestServer::start_on(store, |c| c.max_heartbeats_per_second = 1.0).await;
+        let hb = &server.core.heartbeats;
+        assert_eq!(hb.ttl(), Duration::from_secs(60));
+        // Failover grace 15s + TTL 60s + grace 5s: nobody expires before
+        // the agents' next beat (at most 60s away) has had its time.
+        let soon = Instant::now() + Duration::from_secs(70);
+        assert!(hb.expired(soon).is_empty(), "{:?}", hb.expired(soon));
+        assert_eq!(hb.expired(soon + Duration::from_secs(15)).len(), 60);
+        server.stop().await;
+    }
 }

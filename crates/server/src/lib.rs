@@ -17,6 +17,7 @@ pub mod core;
 pub mod deployments;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod heartbeat;
 pub mod maintenance;
 pub mod metrics;

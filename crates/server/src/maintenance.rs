@@ -3,7 +3,9 @@
 //!   `event_max`, are pruned (the newest is always kept);
 //! - resolved alerts older than the alerts' `retention` are deleted;
 //! - allocations of purged jobs are deleted once they can no longer run
-//!   (a purge deletes those already finished; these were still stopping).
+//!   (a purge deletes those already finished; these were still stopping);
+//! - finished allocations, evaluations, deployments and long-down nodes
+//!   are garbage collected (`crate::gc`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +36,9 @@ pub async fn run(core: Arc<Core>) {
         }
         if let Err(e) = delete_orphans(&core).await {
             tracing::warn!(error = %e, "deleting the allocations of purged jobs failed");
+        }
+        if let Err(e) = crate::gc::collect(&core, now_ms(), core.config.gc).await {
+            tracing::warn!(error = %e, "garbage collection failed");
         }
     }
 }

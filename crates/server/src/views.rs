@@ -82,8 +82,8 @@ pub fn job_view(state: &State, job: &Job) -> JobView {
         (&a.group, a.index, a.create_index).cmp(&(&b.group, b.index, b.create_index))
     });
     let latest_eval = state
-        .evals()
-        .filter(|e| e.job == job.name)
+        .job_evals(&job.name)
+        .into_iter()
         .max_by_key(|e| (e.create_index, e.modify_index))
         .map(|e| EvalView::from(e.as_ref()));
     JobView {

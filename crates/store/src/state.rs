@@ -37,6 +37,9 @@ pub struct State {
     pub(crate) node_usage: imbl::HashMap<Key, Arc<NodeUsage>>,
     pub(crate) nodes: OrdMap<Key, Arc<Node>>,
     pub(crate) evals: OrdMap<IdKey, Arc<Evaluation>>,
+    /// Evaluations per job: a job's blocking query looks at its own on
+    /// every wake-up, not at every evaluation in the store.
+    pub(crate) evals_by_job: OrdMap<Key, OrdMap<IdKey, Arc<Evaluation>>>,
     pub(crate) deployments: OrdMap<IdKey, Arc<Deployment>>,
     /// Deployment ids per job, by (create order, id).
     pub(crate) deployments_by_job: OrdMap<Key, OrdMap<(Index, String), Arc<Deployment>>>,
@@ -103,6 +106,14 @@ impl State {
 
     pub fn evals(&self) -> impl Iterator<Item = &Arc<Evaluation>> {
         self.evals.values()
+    }
+
+    /// A job's evaluations, oldest first.
+    pub fn job_evals(&self, job: &str) -> Vec<&Arc<Evaluation>> {
+        self.evals_by_job
+            .get(job)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
     }
 
     /// Evaluations that still need a worker (pending) or capacity (blocked).
@@ -286,11 +297,28 @@ impl State {
     }
 
     pub(crate) fn put_eval(&mut self, eval: Evaluation) {
-        self.evals.insert(eval.id.as_str().into(), Arc::new(eval));
+        let eval = Arc::new(eval);
+        let id = IdKey::from(eval.id.as_str());
+        let old = self.evals.insert(id.clone(), eval.clone());
+        // An evaluation never changes job, but stay right if one did.
+        if let Some(old) = old.filter(|o| o.job != eval.job) {
+            remove_eval_index(&mut self.evals_by_job, &old.job, &old.id);
+        }
+        match self.evals_by_job.get_mut(eval.job.as_str()) {
+            Some(m) => {
+                m.insert(id, eval);
+            }
+            None => {
+                self.evals_by_job
+                    .insert(eval.job.as_str().into(), OrdMap::unit(id, eval));
+            }
+        }
     }
 
     pub(crate) fn delete_eval(&mut self, id: &str) {
-        self.evals.remove(Id::new(id));
+        if let Some(old) = self.evals.remove(Id::new(id)) {
+            remove_eval_index(&mut self.evals_by_job, &old.job, id);
+        }
     }
 }
 
@@ -328,6 +356,19 @@ fn remove_index(index: &mut AllocIndex, key: &str, id: &str) {
     };
     if empty {
         index.remove(key);
+    }
+}
+
+fn remove_eval_index(index: &mut OrdMap<Key, OrdMap<IdKey, Arc<Evaluation>>>, job: &str, id: &str) {
+    let empty = match index.get_mut(job) {
+        Some(m) => {
+            m.remove(Id::new(id));
+            m.is_empty()
+        }
+        None => false,
+    };
+    if empty {
+        index.remove(job);
     }
 }
 

@@ -396,7 +396,8 @@ kill_timeout: 1s
         stopped.elapsed()
     );
 
-    // An allocation nobody knows: every node is asked, none has it.
+    // An allocation nobody knows, under an id no server made lately: 404
+    // without asking the nodes.
     let e = c
         .logs("00000000-0000-4000-8000-000000000000", &LogQuery::default())
         .await

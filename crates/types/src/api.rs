@@ -11,6 +11,32 @@ use crate::model::{
 };
 use crate::spec::{JobSpec, Resources, SpecError};
 
+/// Whether an `Authorization` header value carries `Bearer <token>`. The
+/// comparison takes the same time wherever the bytes differ, so response
+/// times do not reveal how much of a guess was right. An empty token
+/// matches nothing (servers and agents refuse one at start).
+pub fn bearer_matches(header: Option<&str>, token: &str) -> bool {
+    if token.is_empty() {
+        return false;
+    }
+    let Some(given) = header.and_then(|v| v.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    // The length is no secret worth hiding; the bytes are.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Answer of `PUT /v1/system/gc`: how many records one garbage
+/// collection deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub allocations: usize,
+    pub evaluations: usize,
+    pub deployments: usize,
+    pub nodes: usize,
+}
+
 /// Error body of every failed request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ApiError {
@@ -324,4 +350,26 @@ pub struct TaskUsage {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct NodeStats {
     pub tasks: Vec<TaskUsage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_matches;
+
+    #[test]
+    fn bearer_tokens_match_exactly() {
+        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
+        for wrong in [
+            None,
+            Some("s3cret"),
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("Bearer S3cret"),
+            Some("bearer s3cret"),
+            Some("Bearer "),
+        ] {
+            assert!(!bearer_matches(wrong, "s3cret"), "{wrong:?}");
+        }
+        assert!(!bearer_matches(Some("Bearer "), ""));
+    }
 }

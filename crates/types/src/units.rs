@@ -14,11 +14,27 @@ use serde::{Deserialize, Serialize};
 pub struct Millis(pub u64);
 
 impl Millis {
+    /// The longest duration anything accepts: 100 years. Every deadline
+    /// is `now + duration` in milliseconds since 1970; beyond this a user
+    /// means "never" (or mistyped), and sums near `u64::MAX` wrap to the
+    /// past in release builds.
+    pub const MAX: Millis = Millis(100 * 365 * 86_400_000);
+
     pub const fn from_secs(s: u64) -> Self {
         Millis(s * 1000)
     }
     pub fn as_std(self) -> std::time::Duration {
         std::time::Duration::from_millis(self.0)
+    }
+    /// `t + self`, for deadlines: saturates instead of wrapping around to
+    /// a time in the past.
+    pub fn after(self, t: crate::UnixMillis) -> crate::UnixMillis {
+        t.saturating_add(self.0)
+    }
+    /// A `std` duration in milliseconds, saturating (for deadlines computed
+    /// from durations that did not come through [`parse_duration`]).
+    pub fn from_std(d: std::time::Duration) -> Millis {
+        Millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -57,9 +73,7 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
         if digits == 0 {
             return Err(format!("invalid duration {s:?}; write e.g. 10s, 5m or 1h"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("duration {s:?} is too large"))?;
+        let n: u64 = rest[..digits].parse().map_err(|_| too_large(s))?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
@@ -86,9 +100,16 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
         total = n
             .checked_mul(mult)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} is too large"))?;
+            .ok_or_else(|| too_large(s))?;
+    }
+    if total > Millis::MAX.0 {
+        return Err(too_large(s));
     }
     Ok(Millis(total))
+}
+
+fn too_large(s: &str) -> String {
+    format!("duration {s:?} is too large: at most 100 years (36500d)")
 }
 
 /// A size in bytes, parsed from `256M`, `50G`, `512MiB`, `1024` (bytes).
@@ -220,6 +241,14 @@ mod tests {
                 .contains("unknown duration unit")
         );
         assert!(parse_duration("").is_err());
+        // Up to 100 years; beyond, `now + d` could wrap: refused.
+        assert_eq!(parse_duration("36500d"), Ok(Millis::MAX));
+        for huge in ["36501d", "213503982334d", "99999999999999999999s"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("too large: at most 100 years"), "{huge}: {e}");
+        }
+        assert_eq!(Millis(u64::MAX).after(5), u64::MAX);
+        assert_eq!(Millis(10).after(5), 15);
         assert_eq!(Millis(300_000).to_string(), "5m");
     }
 

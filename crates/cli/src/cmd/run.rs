@@ -311,8 +311,15 @@ async fn follow_rollout(
         DeploymentStatus::Cancelled => bail!(
             "job {name}: the rollout of version {version} was cancelled: {why}\nsee `corral deploy list {name}`"
         ),
-        DeploymentStatus::Running | DeploymentStatus::Paused => {
-            // follow_deployment returns a live deployment only when its
+        // Nothing moves until someone resumes it: following it would wait
+        // forever, and exiting 0 would pass for a deployed version.
+        DeploymentStatus::Paused => bail!(
+            "job {name}: the rollout of version {version} is paused: {}
+nothing more rolls out until `corral deploy resume {name}`; follow it then with `corral deploy status {name}`",
+            rollout::healthy_summary(&end)
+        ),
+        DeploymentStatus::Running => {
+            // follow_deployment returns a running deployment only when its
             // canaries wait for a user.
             eprintln!(
                 "job {name}: version {version}: canaries healthy, waiting for promotion\npromote with `corral deploy promote {name}`, or roll back with `corral deploy fail {name}`"
@@ -415,8 +422,8 @@ pub fn now_ms() -> UnixMillis {
         .unwrap_or_default()
 }
 
-/// Show a deployment live until it ends or its canaries wait for a user;
-/// returns its last state.
+/// Show a deployment live until it ends, is paused or its canaries wait
+/// for a user; returns its last state.
 async fn follow_deployment(
     c: &Client,
     name: &str,
@@ -430,7 +437,10 @@ async fn follow_deployment(
     loop {
         let now = now_ms();
         live.show(&d, now);
-        if d.status.is_terminal() || rollout::awaiting_promotion(&d) {
+        if d.status.is_terminal()
+            || d.status == DeploymentStatus::Paused
+            || rollout::awaiting_promotion(&d)
+        {
             live.finish(&d);
             return Ok(d);
         }

@@ -13,6 +13,11 @@ use crate::ServerError;
 use crate::core::Core;
 use crate::views;
 
+/// How long after its creation an allocation the server forgot may still
+/// have logs on a node (agents keep them `log_retention`, 7 days by
+/// default, after the allocation stopped).
+const GONE_LOGS_KEPT: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
+
 /// How long an agent may take to start answering a log request.
 const AGENT_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -85,7 +90,16 @@ pub async fn logs(
             (a.id.clone(), vec![node.clone()])
         }
         Err(e @ ServerError::NotFound { .. }) => {
-            if uuid::Uuid::parse_str(&id).is_err() {
+            // Only an id this server could have made for an allocation
+            // whose logs may still be kept is worth asking every node
+            // about: anything else (a typo, a made-up id) would cost one
+            // request per node and time out on unreachable ones.
+            let now = crate::core::now_ms();
+            let recent = crate::core::id_time(&id).is_some_and(|t| {
+                t <= now.saturating_add(60_000)
+                    && t >= now.saturating_sub(GONE_LOGS_KEPT.as_millis() as u64)
+            });
+            if !recent {
                 return Err(e);
             }
             let nodes: Vec<_> = s

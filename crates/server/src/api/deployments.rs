@@ -38,7 +38,7 @@ pub async fn latest(
             .unwrap_or(0);
         super::jobs::job_index(&c, &n).max(d)
     })
-    .await;
+    .await?;
     let s = core.store.snapshot();
     s.latest_deployment(&name)
         .map(|d| Json((**d).clone()))

@@ -20,10 +20,10 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Json<Vec<EvalView>> {
     let s = core.store.snapshot();
-    let mut evals: Vec<_> = s
-        .evals()
-        .filter(|e| q.job.as_ref().is_none_or(|j| &e.job == j))
-        .collect();
+    let mut evals: Vec<_> = match &q.job {
+        Some(j) => s.job_evals(j),
+        None => s.evals().collect(),
+    };
     evals.sort_by_key(|e| e.create_index);
     Json(
         evals

@@ -195,7 +195,7 @@ pub async fn get(
 ) -> Result<Json<JobView>, ServerError> {
     let n = name.clone();
     let c = core.clone();
-    block_until(&core, &q, move || job_index(&c, &n)).await;
+    block_until(&core, &q, move || job_index(&c, &n)).await?;
     let s = core.store.snapshot();
     let job = s
         .job(&name)
@@ -214,8 +214,8 @@ pub(super) fn job_index(core: &Core, name: &str) -> Index {
         .max()
         .unwrap_or(0);
     let evals = s
-        .evals()
-        .filter(|e| e.job == name)
+        .job_evals(name)
+        .iter()
         .map(|e| e.modify_index)
         .max()
         .unwrap_or(0);

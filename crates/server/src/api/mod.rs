@@ -10,16 +10,18 @@ mod jobs;
 mod metrics;
 mod nodes;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use corral_types::Index;
 use serde::Deserialize;
 
@@ -58,7 +60,9 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/events", get(events::events))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/status", get(status))
+        .route("/v1/system/gc", put(system_gc))
         .route("/metrics", get(metrics::metrics))
+        .route_layer(middleware::from_fn(valid_path))
         .route_layer(middleware::from_fn_with_state(core.clone(), metrics::track))
         .layer(middleware::from_fn_with_state(core.clone(), auth))
         .with_state(core)
@@ -73,15 +77,40 @@ async fn status(State(core): State<Arc<Core>>) -> axum::Json<serde_json::Value> 
     }))
 }
 
+/// `PUT /v1/system/gc`: collect every finished record now, whatever its
+/// age (Nomad's `system gc`).
+async fn system_gc(
+    State(core): State<Arc<Core>>,
+) -> Result<axum::Json<crate::gc::GcReport>, ServerError> {
+    let now = crate::core::now_ms();
+    crate::gc::collect(&core, now, crate::config::GcConfig::FORCE)
+        .await
+        .map(axum::Json)
+}
+
+/// Every path parameter must be a valid name (`{name}`: a job's) or id,
+/// before any handler looks it up.
+async fn valid_path(params: RawPathParams, req: Request, next: Next) -> Response {
+    for (key, value) in &params {
+        let checked = match key {
+            "name" => valid_job_name(value),
+            other => valid_id(other, value),
+        };
+        if let Err(e) = checked {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// Require the API token when one is configured.
 async fn auth(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
     if let Some(token) = &core.config.api_token {
         let given = req
             .headers()
             .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+            .and_then(|v| v.to_str().ok());
+        if !corral_types::api::bearer_matches(given, token) {
             return ServerError::Unauthorized("missing or wrong API token".into()).into_response();
         }
     }
@@ -98,37 +127,45 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    fn wait(&self, max: Duration) -> Duration {
-        let asked = self
-            .wait
-            .as_deref()
-            .and_then(|w| corral_types::units::parse_duration(w).ok())
-            .map(|m| m.as_std())
-            .unwrap_or(Duration::from_secs(30));
-        asked.min(max)
+    /// The wait asked for (default 30s), at most `max`. A `wait` that is
+    /// not a duration is refused, as a bad `index` is: silently waiting
+    /// the default would hide the caller's mistake.
+    fn wait(&self, max: Duration) -> Result<Duration, ServerError> {
+        let asked = match self.wait.as_deref() {
+            None => Duration::from_secs(30),
+            Some(w) => corral_types::units::parse_duration(w)
+                .map_err(|e| ServerError::BadRequest(format!("wait: {e}")))?
+                .as_std(),
+        };
+        Ok(asked.min(max))
     }
 }
 
 /// Wait until `changed(snapshot_index)` reports an index above the one the
 /// caller has seen, or the wait runs out. Returns the last seen index.
-pub async fn block_until<F>(core: &Arc<Core>, q: &Blocking, mut current: F) -> Index
+pub async fn block_until<F>(
+    core: &Arc<Core>,
+    q: &Blocking,
+    mut current: F,
+) -> Result<Index, ServerError>
 where
     F: FnMut() -> Index,
 {
+    let wait = q.wait(core.config.max_query_wait)?;
     let Some(seen) = q.index else {
-        return current();
+        return Ok(current());
     };
-    let deadline = tokio::time::Instant::now() + q.wait(core.config.max_query_wait);
+    let deadline = tokio::time::Instant::now() + wait;
     let mut rx = core.index.subscribe();
     loop {
         let idx = current();
         if idx > seen {
-            return idx;
+            return Ok(idx);
         }
         tokio::select! {
-            r = rx.changed() => if r.is_err() { return idx },
-            _ = tokio::time::sleep_until(deadline) => return idx,
-            _ = core.shutdown.cancelled() => return idx,
+            r = rx.changed() => if r.is_err() { return Ok(idx) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(idx),
+            _ = core.shutdown.cancelled() => return Ok(idx),
         }
     }
 }
@@ -154,5 +191,35 @@ pub fn by_prefix<'a, T>(
         n => Err(ServerError::BadRequest(format!(
             "{what} id prefix {id:?} matches {n} {what}s; give more characters"
         ))),
+    }
+}
+
+/// Refuse a `{name}` path parameter that no job can carry: such a request
+/// comes from a client that built its URL without escaping, and must not
+/// reach a job by accident.
+pub fn valid_job_name(name: &str) -> Result<(), ServerError> {
+    match corral_types::spec::name_problem(name) {
+        None => Ok(()),
+        Some(p) => Err(ServerError::BadRequest(format!("job name: {p}"))),
+    }
+}
+
+/// Refuse an id (or id prefix, or node name) path parameter with
+/// characters no id or node name has: `/`, `?`, `%`, spaces and the like,
+/// or a `.`/`..` segment.
+pub fn valid_id(field: &str, id: &str) -> Result<(), ServerError> {
+    let ok = !id.is_empty()
+        && id.len() <= 253
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServerError::BadRequest(format!(
+            "{field}: {id:?} is not a valid id or name; use letters, digits, `-`, `_` and `.`"
+        )))
     }
 }

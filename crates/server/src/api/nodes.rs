@@ -11,7 +11,7 @@ use corral_types::api::{AllocUpdates, NodeAllocations, NodeView};
 use corral_types::{DesiredStatus, HeartbeatResponse, NodeRegistration};
 use serde::Deserialize;
 
-use super::{Blocking, block_until, by_prefix};
+use super::{Blocking, block_until};
 use crate::core::Core;
 use crate::views;
 use crate::{ServerError, ops};
@@ -27,13 +27,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<NodeView>, ServerError> {
     let s = core.store.snapshot();
-    let by_name = s.nodes_iter().find(|n| n.name == id);
-    let n = by_prefix(
-        "node",
-        &id,
-        s.node_by_id(&id).or(by_name),
-        s.nodes_iter().map(|n| (n.id.as_str(), n)),
-    )?;
+    let n = ops::nodes::resolve(&s, &id)?;
     Ok(Json(views::node_view(&s, n)))
 }
 
@@ -76,9 +70,7 @@ pub async fn drain(
             .map_err(|e| ServerError::BadRequest(format!("deadline: {e}")))?
             .as_std(),
     };
-    let s = core.store.snapshot();
-    let by_name = s.nodes_iter().find(|n| n.name == id).map(|n| n.id.clone());
-    let node_id = by_name.unwrap_or(id);
+    let node_id = ops::nodes::resolve(&core.store.snapshot(), &id)?.id.clone();
     ops::nodes::drain(&core, &node_id, body.enable, deadline).await?;
     let s = core.store.snapshot();
     let n = s
@@ -97,6 +89,7 @@ pub async fn eligibility(
     Path(id): Path<String>,
     Json(body): Json<EligibilityBody>,
 ) -> Result<Json<NodeView>, ServerError> {
+    let id = ops::nodes::resolve(&core.store.snapshot(), &id)?.id.clone();
     let i = id.clone();
     core.write(move |state, _| {
         let node = state
@@ -139,7 +132,7 @@ pub async fn allocations(
             .unwrap_or(0)
             .max(s.node_by_id(&n).map(|n| n.create_index).unwrap_or(0))
     })
-    .await;
+    .await?;
     let s = core.store.snapshot();
     let allocations: Vec<_> = s
         .node_allocs(&id)

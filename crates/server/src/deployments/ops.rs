@@ -77,7 +77,7 @@ pub async fn act(
                     for g in d.groups.values_mut() {
                         g.promoted = true;
                         if let Some(by) = g.require_progress_by.as_mut() {
-                            *by = now + g.progress_deadline.0;
+                            *by = g.progress_deadline.after(now);
                         }
                     }
                     d.description = "promoted; rolling out".into();
@@ -124,7 +124,7 @@ pub async fn act(
                     // The deadline does not run while paused.
                     for g in d.groups.values_mut() {
                         if let Some(by) = g.require_progress_by.as_mut() {
-                            *by = now + g.progress_deadline.0;
+                            *by = g.progress_deadline.after(now);
                         }
                     }
                 }

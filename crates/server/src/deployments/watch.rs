@@ -81,7 +81,7 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
         if healthy > g.healthy
             && let Some(by) = g.require_progress_by.as_mut()
         {
-            *by = now + g.progress_deadline.0;
+            *by = g.progress_deadline.after(now);
         }
         g.healthy = healthy;
         if let Some(bad) = owned

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_store::{State, Write};
+use corral_types::units::Millis;
 use corral_types::{
     AllocUpdate, Allocation, ClientStatus, EvalTrigger, HeartbeatResponse, Index, Node,
     NodeRegistration, NodeStatus,
@@ -14,6 +15,35 @@ use corral_types::{
 
 use crate::ServerError;
 use crate::core::{Core, now_ms};
+
+/// The node a user means: by exact id, else by name, else by unique id
+/// prefix. Names need not be unique (a rebuilt machine registers under
+/// its old name with a new id, the old one stays down): a name that two
+/// nodes carry is refused with their ids rather than guessed.
+pub fn resolve<'a>(state: &'a State, key: &str) -> Result<&'a Arc<Node>, ServerError> {
+    if let Some(n) = state.node_by_id(key) {
+        return Ok(n);
+    }
+    let named: Vec<&Arc<Node>> = state.nodes_iter().filter(|n| n.name == key).collect();
+    match named.as_slice() {
+        [one] => Ok(one),
+        [] => crate::api::by_prefix(
+            "node",
+            key,
+            None,
+            state.nodes_iter().map(|n| (n.id.as_str(), n)),
+        ),
+        several => Err(ServerError::BadRequest(format!(
+            "node name {key:?} is ambiguous: {} nodes carry it ({}); give the node's id instead",
+            several.len(),
+            several
+                .iter()
+                .map(|n| format!("{} ({})", n.id, n.display_status()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
 
 /// An agent (re)joins. The node keeps its eligibility across restarts;
 /// its status becomes ready, which may unblock evaluations.
@@ -26,6 +56,10 @@ pub async fn register(
             "node registration needs `id` and `name`".into(),
         ));
     }
+    // Both appear in URL paths (`corral node drain NAME`), where the API
+    // refuses anything else.
+    crate::api::valid_id("id", &reg.id)?;
+    crate::api::valid_id("name", &reg.name)?;
     let now = now_ms();
     let id = reg.id.clone();
     let (index, evals) = core
@@ -47,6 +81,7 @@ pub async fn register(
                 port_range: reg.port_range,
                 last_heartbeat: now,
                 registered_at: prev.map(|n| n.registered_at).unwrap_or(now),
+                down_since: None,
                 class: 0,
                 create_index: 0,
                 modify_index: 0,
@@ -239,7 +274,7 @@ pub async fn drain(
                 .ok_or_else(|| ServerError::not_found("node", &id))?;
             let mut n = (**node).clone();
             n.draining = enable;
-            n.drain_deadline = enable.then(|| now + deadline.as_millis() as u64);
+            n.drain_deadline = enable.then(|| Millis::from_std(deadline).after(now));
             // Nomad's behaviour: a node being drained gets no new work, and
             // ending a drain makes it eligible again.
             n.eligible = !enable;

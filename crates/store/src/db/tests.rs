@@ -537,3 +537,55 @@ fn an_unknown_commit_outcome_stops_writes() {
         assert!(s.snapshot().alloc("a1").is_some());
     }
 }
+
+fn eval(id: &str, job: &str) -> Evaluation {
+    Evaluation {
+        id: id.into(),
+        job: job.into(),
+        trigger: EvalTrigger::JobRegister,
+        status: EvalStatus::Pending,
+        status_description: String::new(),
+        failed_placements: vec![],
+        snapshot_index: 0,
+        created_at: 1,
+        modified_at: 1,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// A job's evaluations are indexed by job (a job's blocking query reads
+/// its own, not every one in the store), through updates, deletes and a
+/// reopen.
+#[test]
+fn evaluations_are_indexed_by_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let s = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    s.commit(vec![
+        Write::Eval(eval("e1", "web")),
+        Write::Eval(eval("e2", "db")),
+        Write::Eval(eval("e3", "web")),
+    ])
+    .unwrap();
+    let ids = |s: &StateStore, job: &str| -> Vec<String> {
+        s.snapshot()
+            .job_evals(job)
+            .iter()
+            .map(|e| e.id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&s, "web"), ["e1", "e3"]);
+    let mut done = eval("e1", "web");
+    done.status = EvalStatus::Complete;
+    s.commit(vec![Write::Eval(done), Write::DeleteEval("e2".into())])
+        .unwrap();
+    assert_eq!(
+        s.snapshot().job_evals("web")[0].status,
+        EvalStatus::Complete
+    );
+    assert!(ids(&s, "db").is_empty());
+    drop(s);
+    let again = StateStore::open(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    assert_eq!(ids(&again, "web"), ["e1", "e3"]);
+}

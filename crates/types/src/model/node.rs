@@ -31,6 +31,10 @@ pub struct Node {
     pub port_range: (u16, u16),
     pub last_heartbeat: UnixMillis,
     pub registered_at: UnixMillis,
+    /// When the server marked it down (garbage collection counts from
+    /// there); `None` while it is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_since: Option<UnixMillis>,
     /// Hash of what placement constraints look at, minus what is unique to
     /// the node (Nomad's computed class): nodes with the same class pass
     /// or fail the same constraints, so the scheduler checks one per class.

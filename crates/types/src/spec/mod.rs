@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::units::{Bytes, MilliCpu, Millis};
 
 pub use error::{SpecError, SpecErrors};
-pub use parse::{SourceFormat, parse_jobs};
+pub use parse::{SourceFormat, name_problem, parse_jobs};
 
 /// A validated job: at least one group, every name unique, every count >= 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -465,7 +465,7 @@ pub(super) fn choice(
 }
 
 /// Why `name` is not a valid job, group or task name, if it is not.
-pub(super) fn name_problem(name: &str) -> Option<String> {
+pub fn name_problem(name: &str) -> Option<String> {
     const RULE: &str =
         "use lowercase letters, digits, `-` and `_`, starting with a letter or digit";
     if name.is_empty() {

@@ -19,6 +19,7 @@ mod tests;
 
 use super::{JobSpec, SpecErrors};
 use ctx::Ctx;
+pub use ctx::name_problem;
 use tree::Pos;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -392,3 +392,21 @@ fn a_misspelt_name_is_reported_once() {
         ["n.yaml:1:1: nmae: unknown field `nmae`; did you mean `name`?"]
     );
 }
+
+/// A duration no deadline can hold (`now + d` would wrap) is an error at
+/// its position, not a rollout that fails in the same second.
+#[test]
+fn durations_beyond_100_years_are_refused_where_written() {
+    let text = "image: a\nupdate:\n  progress_deadline: 213503982334d\n";
+    assert_eq!(
+        lines(text, "huge.yaml"),
+        [
+            "huge.yaml:3:22: update.progress_deadline: duration \"213503982334d\" is too large: at most 100 years (36500d)"
+        ]
+    );
+    let ok = one(
+        "image: a\nupdate:\n  progress_deadline: 36500d\n",
+        "max.yaml",
+    );
+    assert_eq!(ok.update.progress_deadline, Millis::MAX);
+}

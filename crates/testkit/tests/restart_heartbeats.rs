@@ -1,0 +1,55 @@
+//! A server restart does not mark healthy nodes down: after it, every node
+//! gets at least the TTL it was handed before. In-process server and exec
+//! agents (nothing runs on them).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use corral_testkit::{TestCluster, eventually};
+
+/// Ten nodes at one heartbeat a second are handed a 10s TTL and beat
+/// every 5s. Before the fix, the restarted server gave each of them the
+/// minimum (1s TTL + 1s failover grace + 1s grace) and marked down those
+/// whose next beat was more than 3s away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_marks_no_healthy_node_down() {
+    let mut cluster = TestCluster::start_with(|c| {
+        c.max_heartbeats_per_second = 1.0;
+        c.heartbeat_min_ttl = Duration::from_secs(1);
+        c.heartbeat_grace = Duration::from_secs(1);
+        c.failover_grace = Duration::from_secs(1);
+    })
+    .await;
+    for i in 0..10 {
+        cluster
+            .add_agent(&format!("node-{i}"), Default::default())
+            .await;
+    }
+    let c = cluster.client.clone();
+    eventually("ten ready nodes", Duration::from_secs(30), || async {
+        let nodes = c.nodes().await.map_err(|e| e.to_string())?;
+        let ready = nodes.iter().filter(|n| n.status == "ready").count();
+        (ready == 10).then_some(()).ok_or(format!("{ready} ready"))
+    })
+    .await;
+    // Every agent has been handed the 10s TTL (beats come every TTL/2 of
+    // the previous answer: at most 5s from the last registration).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    cluster.restart_server().await;
+    let restarted = Instant::now();
+    // Past every node's next beat (5s) and past the old, wrong deadline
+    // (3s), with room to spare.
+    while restarted.elapsed() < Duration::from_secs(9) {
+        let nodes = c.nodes().await.unwrap();
+        let down: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.status == "down")
+            .map(|n| n.name.as_str())
+            .collect();
+        assert!(down.is_empty(), "marked down after the restart: {down:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.shutdown().await;
+}
