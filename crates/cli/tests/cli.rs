@@ -3,23 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use corral_client::Client;
 use corral_testkit::{TestCluster, eventually};
 
-fn corral(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .env("CORRAL_ADDR", addr)
-        .output()
-        .expect("corral runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
+mod common;
+use common::{corral, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_status_json_and_exit_codes() {

@@ -4,24 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use corral_testkit::jobs::{log_containing, wait_running};
 use corral_testkit::procs::is_root;
 use corral_testkit::{TestCluster, prereq};
 
-fn corral(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .env("CORRAL_ADDR", addr)
-        .output()
-        .expect("corral runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
+mod common;
+use common::{corral, text};
 
 async fn corral_ok(addr: &str, args: &[&str]) -> String {
     let (a, args2): (String, Vec<String>) = (

@@ -4,22 +4,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use corral_client::Client;
 use corral_testkit::TestCluster;
 
-fn corral(addr: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(args)
-        .env("CORRAL_ADDR", addr)
-        .output()
-        .expect("corral runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
+mod common;
+use common::{corral, text};
 
 /// `stop --purge 'nosuch/../j4'` used to purge j4, `alloc status
 /// ../nodes` fetched the node list and `status 'x?index=abc'` sent a

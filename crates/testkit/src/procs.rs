@@ -21,6 +21,20 @@ pub fn live_with_marker(marker: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Waits (up to `deadline`, stretched by the harness's patience) until
+/// exactly `n` live processes carry `marker`.
+pub async fn wait_procs(marker: &str, n: usize, deadline: std::time::Duration) {
+    crate::eventually(&format!("{n} processes of {marker}"), deadline, || async {
+        let p = live_with_marker(marker);
+        if p.len() == n {
+            Ok(())
+        } else {
+            Err(format!("{} live: {p:?}", p.len()))
+        }
+    })
+    .await
+}
+
 fn is_zombie(dir: &Path) -> bool {
     let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
     // The state follows the last ')' (the command name may hold spaces).

@@ -66,15 +66,7 @@ async fn wait_running(c: &Client, name: &str, n: usize) -> JobView {
 }
 
 async fn wait_procs(marker: &str, n: usize) {
-    eventually(&format!("{n} processes"), D, || async {
-        let p = live_with_marker(marker);
-        if p.len() == n {
-            Ok(())
-        } else {
-            Err(format!("{} live: {p:?}", p.len()))
-        }
-    })
-    .await
+    corral_testkit::procs::wait_procs(marker, n, D).await
 }
 
 async fn log_of(c: &Client, alloc: &str) -> String {

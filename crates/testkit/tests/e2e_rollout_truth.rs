@@ -81,15 +81,7 @@ async fn ended(c: &Client, job: &str, version: u64, want: DeploymentStatus) -> D
 }
 
 async fn wait_procs(marker: &str, n: usize) {
-    eventually(&format!("{n} processes of {marker}"), D, || async {
-        let p = live_with_marker(marker);
-        if p.len() == n {
-            Ok(())
-        } else {
-            Err(format!("{} live: {p:?}", p.len()))
-        }
-    })
-    .await
+    corral_testkit::procs::wait_procs(marker, n, D).await
 }
 
 async fn finish(cl: TestCluster, job: &str) {
