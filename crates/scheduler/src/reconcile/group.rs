@@ -118,11 +118,17 @@ impl<'a> GroupCtx<'a, '_> {
             .rollout
             .filter(|r| r.canary_phase() && r.deployment.status == DeploymentStatus::Running)
             .map(|r| {
-                let live = in_range()
-                    .flat_map(|s| &s.live)
-                    .filter(|a| a.canary && r.owns(a))
+                // Slots holding a canary: one moving off a draining node
+                // and its replacement count once; one past the drain
+                // deadline is stopped, and not at all.
+                let held = in_range()
+                    .filter(|s| {
+                        s.live
+                            .iter()
+                            .any(|a| a.canary && r.owns(a) && self.draining(a) != Some(true))
+                    })
                     .count();
-                (r.group.desired_canaries as usize).saturating_sub(live)
+                (r.group.desired_canaries as usize).saturating_sub(held)
             })
             .unwrap_or(0);
         Budget {
@@ -134,13 +140,15 @@ impl<'a> GroupCtx<'a, '_> {
     }
 
     /// Whether `r` (not on a draining node) is the migration replacement of
-    /// a live allocation of its slot that is on one.
+    /// a live allocation of its slot that is on one (a canary of a canary;
+    /// a canary beside its slot's old allocation replaces nothing yet).
     fn migrates(&self, r: &Allocation, live: &[&Allocation]) -> bool {
-        !r.canary
-            && self.draining(r).is_none()
-            && live
-                .iter()
-                .any(|d| self.draining(d).is_some() && r.previous.as_deref() == Some(d.id.as_str()))
+        self.draining(r).is_none()
+            && live.iter().any(|d| {
+                self.draining(d).is_some()
+                    && r.canary == d.canary
+                    && r.previous.as_deref() == Some(d.id.as_str())
+            })
     }
 
     /// A new-version allocation whose health is not proven yet: it counts
@@ -165,7 +173,7 @@ impl<'a> GroupCtx<'a, '_> {
     }
 
     fn reconcile_slot(&self, index: u32, mut slot: Slot<'a>, w: &mut Work<'a, '_>) {
-        let has_canary = self.set_aside_canaries(&mut slot, w.out);
+        let has_canary = self.set_aside_canaries(index, &mut slot, w);
         let Some(keep) = self.preferred(&slot.live) else {
             return self.fill(index, &slot, has_canary, w);
         };
@@ -180,7 +188,7 @@ impl<'a> GroupCtx<'a, '_> {
     /// is left out of the slot; a deployment that ended without promotion
     /// stops its canaries. Whether the slot has a canary of a rollout still
     /// under way.
-    fn set_aside_canaries(&self, slot: &mut Slot<'a>, out: &mut Reconciled<'a>) -> bool {
+    fn set_aside_canaries(&self, index: u32, slot: &mut Slot<'a>, w: &mut Work<'a, '_>) -> bool {
         let Some(r) = self.rollout.filter(|r| r.canary_phase()) else {
             return false;
         };
@@ -189,19 +197,65 @@ impl<'a> GroupCtx<'a, '_> {
         slot.live = rest;
         if !r.deployment.is_active() {
             for a in &canaries {
-                out.stop(self.state, a, "canary of a failed deployment");
+                w.out.stop(self.state, a, "canary of a failed deployment");
             }
             return false;
         }
-        !canaries.is_empty()
+        let mut held = false;
+        for &c in &canaries {
+            held |= self.move_canary(index, c, &canaries, slot, w);
+        }
+        held
     }
 
-    /// Which of several live allocations sharing a slot to keep: the current
-    /// version, then one off draining nodes, then running over pending, then
-    /// the oldest.
+    /// A canary on a draining node moves like any allocation: a replacement
+    /// canary beside it (within the migration budget), the old one stopped
+    /// once the replacement runs, or at the deadline. Whether `c` (or its
+    /// replacement) still holds the slot's canary place.
+    fn move_canary(
+        &self,
+        index: u32,
+        c: &'a Allocation,
+        canaries: &[&'a Allocation],
+        slot: &Slot<'a>,
+        w: &mut Work<'a, '_>,
+    ) -> bool {
+        match self.draining(c) {
+            None => return true,
+            Some(true) => {
+                w.out.stop(self.state, c, "node drain deadline reached");
+                return false;
+            }
+            Some(false) => {}
+        }
+        let replacement = canaries
+            .iter()
+            .find(|x| x.previous.as_deref() == Some(c.id.as_str()) && self.draining(x).is_none());
+        match replacement {
+            Some(x) if x.client == ClientStatus::Running => {
+                w.out.stop(self.state, c, "node drained");
+            }
+            Some(_) => {}
+            None if slot.terminal_replacement_of(c).is_some() => {}
+            None if w.budget.migrations < w.budget.migration_limit => {
+                w.budget.migrations += 1;
+                w.out.places.push(PlaceRequest {
+                    canary: true,
+                    ..self.fresh(index, Some(c))
+                });
+            }
+            None => {}
+        }
+        true
+    }
+
+    /// Which of several live allocations sharing a slot to keep: not one
+    /// past its node's drain deadline, then the current version, then one
+    /// off draining nodes, then running over pending, then the oldest.
     fn preferred(&self, live: &[&'a Allocation]) -> Option<&'a Allocation> {
         let key = |a: &Allocation| {
             (
+                self.draining(a) == Some(true),
                 a.job_version != self.job.version,
                 self.draining(a).is_some(),
                 a.client != ClientStatus::Running,
@@ -223,7 +277,9 @@ impl<'a> GroupCtx<'a, '_> {
             if migrated && keep.client != ClientStatus::Running && self.draining(a) == Some(false) {
                 continue;
             }
-            let why = if keep.canary {
+            let why = if self.draining(a) == Some(true) {
+                "node drain deadline reached"
+            } else if keep.canary {
                 "replaced by a promoted canary"
             } else if migrated {
                 "node drained"
@@ -303,12 +359,20 @@ impl<'a> GroupCtx<'a, '_> {
         let canary_phase = self.rollout.is_some_and(|r| r.canary_phase());
         if let Some(last) = slot.failed.last().filter(|_| !has_canary) {
             // Before promotion the new version runs as canaries only.
-            if !canary_phase
+            // A spec change frees it, when the rollout may replace it now.
+            let may = match self.rollout {
+                None => true,
+                Some(r) => r.may_replace() && w.budget.rolling > 0,
+            };
+            if may
                 && slot
                     .failed
                     .iter()
                     .all(|a| w.specs.changed(self.state, self.job, self.g, a))
             {
+                if self.rollout.is_some() {
+                    w.budget.rolling -= 1;
+                }
                 let why = format!("job updated to version {}", self.job.version);
                 for a in &slot.failed {
                     w.out.stop(self.state, a, &why);

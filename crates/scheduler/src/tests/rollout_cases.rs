@@ -432,3 +432,138 @@ fn a_lost_replacement_keeps_the_old_version_until_promotion() {
     assert_eq!(plan.place.len(), 1, "{plan:#?}");
     assert_eq!(plan.place[0].job_version, 1);
 }
+
+/// v1 (count 2) everywhere; v2 with one canary placed (on its node).
+fn canary_placed() -> (MemState, Allocation) {
+    let mut s = MemState::with_nodes(["dev", "n2", "n3"].map(|id| node(id).build()));
+    s.add_job(job("J", 1, vec![g("g", 2, "v1")]));
+    converge(&mut s, "v1-");
+    set_status(&mut s, 1, DeploymentStatus::Successful);
+    let mut v2 = g("g", 2, "v2");
+    v2.update.canary = 1;
+    s.add_job(job("J", 2, vec![v2]));
+    let plan = s.schedule("v2", "J");
+    s.apply(&plan, ClientStatus::Running);
+    let canary = plan.place[0].clone();
+    assert!(canary.canary);
+    (s, canary)
+}
+
+/// Found by a hostile run: a canary on a draining node blocked the drain
+/// forever. It moves like any allocation (a new canary beside it, the old
+/// one stopped once that runs), and goes at the deadline.
+#[test]
+fn a_canary_on_a_draining_node_moves() {
+    let (mut s, canary) = canary_placed();
+    drain(&mut s, &canary.node_id);
+    let plan = s.schedule("drain", "J");
+    assert_eq!(plan.place.len(), 1, "{plan:#?}");
+    let moved = &plan.place[0];
+    assert!(moved.canary && moved.job_version == 2);
+    assert_eq!(moved.previous.as_deref(), Some(canary.id.as_str()));
+    assert!(
+        plan.stop.is_empty(),
+        "the old canary runs until the new one does"
+    );
+    s.apply(&plan, ClientStatus::Pending);
+    assert!(s.schedule("pending", "J").is_noop());
+    set_health(&mut s, &moved.id, true);
+    let plan = s.schedule("running", "J");
+    assert!(plan.stop.iter().any(|x| x.id == canary.id), "{plan:#?}");
+    // (A v1 allocation on the same node may be migrating, in version 1.)
+    assert!(plan.place.iter().all(|a| !a.canary && a.job_version == 1));
+
+    // Past the deadline: stopped, and a new canary placed at once.
+    let (mut s, canary) = canary_placed();
+    if let Some(n) = s.node_mut(&canary.node_id) {
+        n.draining = true;
+        n.drain_deadline = Some(500);
+    }
+    let plan = s.schedule("deadline", "J");
+    assert!(
+        plan.stop
+            .iter()
+            .any(|x| x.id == canary.id && x.reason == "node drain deadline reached"),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.place
+            .iter()
+            .any(|a| a.canary && a.node_id != canary.node_id)
+    );
+}
+
+/// Found by a hostile run: a failed old-version allocation was replaced by
+/// the new version while the deployment was paused or failed, and beyond
+/// max_parallel while it ran.
+#[test]
+fn a_failed_old_allocation_is_replaced_only_as_the_rollout_allows() {
+    for status in [DeploymentStatus::Paused, DeploymentStatus::Failed] {
+        let mut s = two_nodes();
+        s.add_job(job("J", 1, vec![g("g", 3, "v1")]));
+        converge(&mut s, "v1-");
+        set_status(&mut s, 1, DeploymentStatus::Successful);
+        s.add_job(job("J", 2, vec![g("g", 3, "v2")]));
+        let plan = s.schedule("v2", "J");
+        s.apply(&plan, ClientStatus::Pending);
+        set_status(&mut s, 2, status);
+        let old = live(&s, "g")
+            .into_iter()
+            .find(|a| a.job_version == 1)
+            .expect("a v1 allocation");
+        if let Some(a) = s.allocs.iter_mut().find(|a| a.id == old.id) {
+            a.client = ClientStatus::Failed;
+        }
+        let plan = s.schedule("crash", "J");
+        assert!(
+            plan.place.iter().all(|a| a.job_version != 2),
+            "{status:?}: {plan:#?}"
+        );
+    }
+    // Running, max_parallel 1, one replacement in flight: a crash of
+    // another v1 waits for the budget.
+    let mut s = two_nodes();
+    s.add_job(job("J", 1, vec![g("g", 3, "v1")]));
+    converge(&mut s, "v1-");
+    set_status(&mut s, 1, DeploymentStatus::Successful);
+    s.add_job(job("J", 2, vec![g("g", 3, "v2")]));
+    let plan = s.schedule("v2", "J");
+    s.apply(&plan, ClientStatus::Pending);
+    for a in s
+        .allocs
+        .iter_mut()
+        .filter(|a| a.job_version == 1 && a.is_live())
+    {
+        a.client = ClientStatus::Failed;
+    }
+    let plan = s.schedule("crash", "J");
+    assert!(plan.place.is_empty(), "{plan:#?}");
+}
+
+/// Found by a hostile run: promoting a canary past its node's drain
+/// deadline stopped the healthy old allocation of its slot too.
+#[test]
+fn a_promoted_canary_past_its_drain_deadline_does_not_take_the_old_one_along() {
+    let (mut s, canary) = canary_placed();
+    promote(&mut s, 2);
+    if let Some(n) = s.node_mut(&canary.node_id) {
+        n.draining = true;
+        n.drain_deadline = Some(500);
+    }
+    let old = live(&s, "g")
+        .into_iter()
+        .find(|a| a.index == canary.index && !a.canary)
+        .expect("the slot's old allocation");
+    let plan = s.schedule("promoted", "J");
+    assert!(plan.stop.iter().any(|x| x.id == canary.id), "{plan:#?}");
+    // The old one is replaced as a rolling update (stopped only once its
+    // replacement found a node), not stopped for nothing.
+    if plan.stop.iter().any(|x| x.id == old.id) {
+        assert!(
+            plan.place
+                .iter()
+                .any(|a| a.previous.as_deref() == Some(old.id.as_str())),
+            "{plan:#?}"
+        );
+    }
+}

@@ -9,7 +9,7 @@
 //!   wait for promotion, to replace an older one (migrations included);
 //! - a deployment that becomes successful (or a version that becomes
 //!   stable) has every slot healthy on its version and nothing older
-//!   running;
+//!   running, and the watcher promotes canaries only when asked to;
 //! - failed replacements do not bring an unbounded series of placements.
 
 use std::collections::BTreeMap;
@@ -392,11 +392,33 @@ fn check_slots(s: &State, plan: &Plan, now: UnixMillis) -> Result<(), TestCaseEr
     Ok(())
 }
 
-/// What became successful or stable between `before` and `after` holds.
+/// What became successful, stable or promoted between `before` and
+/// `after` (one watcher pass) holds.
 fn check_successes(before: &State, after: &State) -> Result<(), TestCaseError> {
     let Some(job) = after.job("J") else {
         return Ok(());
     };
+    for d in after.job_deployments("J") {
+        let Some(b) = before
+            .job_deployments("J")
+            .into_iter()
+            .find(|b| b.id == d.id)
+        else {
+            continue;
+        };
+        for (name, g) in &d.groups {
+            let was = b.groups.get(name).is_some_and(|x| x.promoted);
+            let others = after
+                .job_allocs("J")
+                .iter()
+                .any(|a| a.group == *name && a.job_version != d.job_version && !a.canary);
+            prop_assert!(
+                was || !g.promoted || g.auto_promote || !others,
+                "group {name} of version {} promoted by nobody",
+                d.job_version
+            );
+        }
+    }
     let newly_successful = after.job_deployments("J").into_iter().filter(|d| {
         d.status == DeploymentStatus::Successful
             && before

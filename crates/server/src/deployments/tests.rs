@@ -455,3 +455,58 @@ fn an_allocation_left_undecided_by_an_earlier_deployment_is_not_healthy() {
     assert_eq!(v.deployment.status, DeploymentStatus::Running);
     assert_eq!(v.deployment.groups["web"].healthy, 0);
 }
+
+/// Found by a hostile run: an old allocation that crashed (or was drained
+/// away) left "nothing to compare" and the canary was promoted with
+/// nobody promoting. It waits for a person.
+#[test]
+fn a_canary_whose_old_allocation_crashed_still_waits_for_promotion() {
+    let s = store();
+    let mut v1 = version(1, 1, |_| {});
+    v1.stable = true;
+    let v2 = version(2, 1, |g| g.update.canary = 1);
+    let mut d = deployment(&v2, 1);
+    d.job_version = 2;
+    let mut old = alloc("old", &v1, "web", 0, "n1");
+    old.client = ClientStatus::Failed;
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Job(v2.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("c0", &v2, 0, Some(true), true)),
+            Write::Alloc(old),
+        ],
+    );
+    let v = judge(&s.snapshot(), &d, T0 + 1).unwrap();
+    assert!(!v.deployment.groups["web"].promoted);
+    assert_eq!(v.deployment.status, DeploymentStatus::Running);
+    assert!(!v.stable);
+}
+
+/// Found by a hostile run: scaled to 0, the version was stable while the
+/// old processes were still stopping.
+#[test]
+fn a_version_without_a_deployment_waits_for_older_allocations_to_stop() {
+    let s = store();
+    let v1 = version(1, 1, |_| {});
+    let v2 = version(2, 0, |_| {});
+    let mut old = alloc("old", &v1, "web", 0, "n1");
+    old.desired = corral_types::DesiredStatus::Stop;
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Job(v2.clone()),
+            Write::Alloc(old.clone()),
+        ],
+    );
+    let (writes, _) = pass(&s.snapshot(), 0, T0);
+    assert!(writes.is_empty(), "stable while v1 still runs: {writes:?}");
+    old.client = ClientStatus::Complete;
+    commit(&s, vec![Write::Alloc(old)]);
+    let (writes, _) = pass(&s.snapshot(), 0, T0);
+    commit(&s, writes);
+    assert!(s.snapshot().job("web").unwrap().stable);
+}

@@ -99,12 +99,13 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
         // Counted live and healthy (a canary lost or failed does not count).
         let healthy_canaries = healthy_canaries(owned.iter().copied());
         let canaries_ready = g.desired_canaries > 0 && healthy_canaries >= g.desired_canaries;
-        // Nothing of an older version left to compare canaries with (the
-        // old allocations went another way, e.g. in place on a rollback):
-        // nothing to wait for.
-        let nothing_to_canary = !allocs.iter().any(|a| {
-            a.group == *name && a.is_live() && a.job_version != d.job_version && !a.canary
-        });
+        // No allocation of another version in the group at all: nothing to
+        // compare canaries with, nothing to wait for. Old allocations that
+        // crashed, were drained or stopped still wait for a person: a
+        // canary is promoted by someone, or by `auto_promote`.
+        let nothing_to_canary = !allocs
+            .iter()
+            .any(|a| a.group == *name && a.job_version != d.job_version && !a.canary);
         if !g.promoted && g.desired_canaries > 0 && nothing_to_canary {
             g.promoted = true;
             reschedule = true;
@@ -127,8 +128,8 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
             && now > by
         {
             failure = Some(format!(
-                "no allocation of group {name} became healthy within the progress deadline ({})",
-                g.progress_deadline
+                "group {name} has {} of {} allocations healthy, and none more became healthy within the progress deadline ({})",
+                g.healthy, g.desired_total, g.progress_deadline
             ));
         }
     }

@@ -122,9 +122,10 @@ fn settled(state: &State, j: &Job) -> bool {
         return false;
     }
     let allocs = state.job_allocs(&j.name);
+    // Older allocations told to stop count until their agent says they did.
     if allocs
         .iter()
-        .any(|a| a.is_live() && a.job_version != j.version)
+        .any(|a| a.may_run() && a.job_version != j.version)
     {
         return false;
     }
