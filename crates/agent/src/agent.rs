@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use corral_client::Client;
 use corral_types::api::AllocUpdates;
-use corral_types::{AllocUpdate, DesiredStatus, DriverKind, NodeRegistration};
+use corral_types::{AllocUpdate, Allocation, DesiredStatus, DriverKind, NodeRegistration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -422,6 +422,24 @@ impl NodeLoop {
         }
     }
 
+    /// The allocations still stopping on this node that `alloc` must wait
+    /// for (Nomad's previous-allocation watcher, widened to ports): the one
+    /// it replaces, and any holding a host port it needs (a job stopped and
+    /// run again, a node back with what it ran before). A canary's old
+    /// allocation is not stopping: canaries do not wait.
+    fn stopping_in_the_way(&self, alloc: &Allocation) -> Vec<tokio::sync::watch::Receiver<bool>> {
+        let ports: HashSet<u16> = alloc.ports.values().copied().collect();
+        self.runners
+            .iter()
+            .filter(|(_, r)| r.is_stopping() && !r.is_finished())
+            .filter(|(id, r)| {
+                alloc.previous.as_deref() == Some(id.as_str())
+                    || r.ports().iter().any(|p| ports.contains(p))
+            })
+            .map(|(_, r)| r.finished())
+            .collect()
+    }
+
     /// Make the runners match the server's view of this node.
     fn sync(&mut self, resp: corral_types::api::NodeAllocations) {
         // First answer since start: adopt what the previous agent process
@@ -440,33 +458,35 @@ impl NodeLoop {
                 rec.group,
                 true,
                 self.runners_cancel.child_token(),
-                None,
+                Vec::new(),
             );
             if !wanted {
                 runner.stop();
             }
             self.runners.insert(id, runner);
         }
-        // Allocations told to stop: a replacement of one of them waits for
-        // it (a canary's old allocation keeps running: no wait).
-        let stopping: HashSet<String> = resp
+        // Stops first, so that what starts next knows what is stopping.
+        let listed: HashSet<&str> = resp.allocations.iter().map(|a| a.id.as_str()).collect();
+        // Anything we run that the server no longer lists was replaced
+        // (node lost) or garbage-collected: stop it.
+        for (id, r) in &self.runners {
+            if !listed.contains(id.as_str()) {
+                tracing::info!(alloc = %id, "allocation no longer wanted here: stopping it");
+                r.stop();
+            }
+        }
+        for alloc in resp
             .allocations
             .iter()
             .filter(|a| a.desired == DesiredStatus::Stop)
-            .map(|a| a.id.clone())
-            .collect();
-        let mut wanted = HashSet::new();
-        for alloc in resp.allocations {
-            let id = alloc.id.clone();
-            if alloc.desired == DesiredStatus::Stop {
-                if let Some(r) = self.runners.get(&id) {
-                    r.stop();
-                }
+        {
+            match self.runners.get(&alloc.id) {
+                Some(r) => r.stop(),
                 // A stop for an allocation we never ran: report it done so
                 // the server stops waiting.
-                else {
+                None => {
                     let _ = self.env.updates.send(AllocUpdate {
-                        id: id.clone(),
+                        id: alloc.id.clone(),
                         client: corral_types::ClientStatus::Complete,
                         tasks: Default::default(),
                         message: "stopped before it started on this node".into(),
@@ -474,10 +494,16 @@ impl NodeLoop {
                         health: None,
                     });
                 }
-                wanted.insert(id);
-                continue;
             }
-            wanted.insert(id.clone());
+        }
+        let runs: Vec<Allocation> = resp
+            .allocations
+            .iter()
+            .filter(|a| a.desired == DesiredStatus::Run)
+            .cloned()
+            .collect();
+        for alloc in runs {
+            let id = alloc.id.clone();
             if let Some(r) = self.runners.get(&id) {
                 r.update(alloc);
                 continue;
@@ -500,12 +526,7 @@ impl NodeLoop {
                 tracing::error!(alloc = %id, group = %alloc.group, "group missing from the job spec");
                 continue;
             };
-            let previous = alloc
-                .previous
-                .as_ref()
-                .filter(|p| stopping.contains(*p))
-                .and_then(|p| self.runners.get(p))
-                .map(AllocRunner::finished);
+            let waits = self.stopping_in_the_way(&alloc);
             let runner = AllocRunner::spawn(
                 &self.tracker,
                 self.env.clone(),
@@ -513,17 +534,9 @@ impl NodeLoop {
                 group,
                 false,
                 self.runners_cancel.child_token(),
-                previous,
+                waits,
             );
             self.runners.insert(id, runner);
-        }
-        // Anything we run that the server no longer lists was replaced
-        // (node lost) or garbage-collected: stop it.
-        for (id, r) in &self.runners {
-            if !wanted.contains(id) {
-                tracing::info!(alloc = %id, "allocation no longer wanted here: stopping it");
-                r.stop();
-            }
         }
         self.runners.retain(|_, r| !r.is_finished());
     }

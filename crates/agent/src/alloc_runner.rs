@@ -46,10 +46,11 @@ pub struct AllocRunner {
 }
 
 impl AllocRunner {
-    /// `previous`: the runner of the allocation this one replaces on this
-    /// node, when that one is stopping. The new one starts only once it has
-    /// finished (Nomad's previous-allocation watcher), so a static host
-    /// port or a file the old one holds is free.
+    /// `wait_for`: the runners of allocations stopping on this node that
+    /// are in this one's way (the one it replaces, those holding a port it
+    /// needs). It starts only once they have finished (Nomad's
+    /// previous-allocation watcher), so a static host port or a file the
+    /// old one holds is free.
     pub fn spawn(
         tracker: &TaskTracker,
         env: Arc<RunnerEnv>,
@@ -57,7 +58,7 @@ impl AllocRunner {
         group: GroupSpec,
         recovering: bool,
         detach: CancellationToken,
-        previous: Option<watch::Receiver<bool>>,
+        wait_for: Vec<watch::Receiver<bool>>,
     ) -> AllocRunner {
         let stop = CancellationToken::new();
         let done = Arc::new(AtomicBool::new(false));
@@ -70,7 +71,7 @@ impl AllocRunner {
             let id = alloc.id.clone();
             tokio::select! {
                 _ = async {
-                    if wait_for_previous(&env, &alloc, previous, &s).await {
+                    if wait_for_previous(&env, &alloc, wait_for, &s).await {
                         run(env.clone(), alloc, group, recovering, s, alloc_rx).await;
                     }
                 } => {}
@@ -94,6 +95,16 @@ impl AllocRunner {
         self.finished.clone()
     }
 
+    /// Whether it was told to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// The host ports its allocation holds.
+    pub fn ports(&self) -> Vec<u16> {
+        self.alloc.borrow().ports.values().copied().collect()
+    }
+
     /// Stop the allocation's tasks (kill_timeout honoured) and clean up.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -114,22 +125,25 @@ impl AllocRunner {
     }
 }
 
-/// Wait until the allocation `alloc` replaces on this node has finished;
+/// Wait until the allocations in `alloc`'s way on this node have finished;
 /// false (and reported complete) when `alloc` is stopped meanwhile.
 async fn wait_for_previous(
     env: &RunnerEnv,
     alloc: &Allocation,
-    previous: Option<watch::Receiver<bool>>,
+    wait_for: Vec<watch::Receiver<bool>>,
     stop: &CancellationToken,
 ) -> bool {
-    let Some(mut previous) = previous else {
+    if wait_for.is_empty() {
         return true;
-    };
-    tracing::info!(alloc = %alloc.id, previous = ?alloc.previous,
-        "waiting for the allocation this one replaces to stop");
-    tokio::select! {
+    }
+    tracing::info!(alloc = %alloc.id, previous = ?alloc.previous, n = wait_for.len(),
+        "waiting for the allocations in its way on this node to stop");
+    let all = futures::future::join_all(wait_for.into_iter().map(|mut rx| async move {
         // A closed channel means its runner is gone: nothing to wait for.
-        _ = previous.wait_for(|f| *f) => true,
+        let _ = rx.wait_for(|f| *f).await;
+    }));
+    tokio::select! {
+        _ = all => true,
         _ = stop.cancelled() => {
             let _ = env.updates.send(AllocUpdate {
                 id: alloc.id.clone(),

@@ -54,13 +54,13 @@ struct Run {
 }
 
 fn start(group: GroupSpec, alloc: Allocation) -> Run {
-    start_after(group, alloc, None)
+    start_after(group, alloc, Vec::new())
 }
 
 fn start_after(
     group: GroupSpec,
     alloc: Allocation,
-    previous: Option<tokio::sync::watch::Receiver<bool>>,
+    previous: Vec<tokio::sync::watch::Receiver<bool>>,
 ) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let driver = Arc::new(FakeDriver::new());
@@ -211,7 +211,7 @@ async fn a_replacement_waits_for_the_allocation_it_replaces() {
     let mut r = start_after(
         group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
         allocation(None),
-        Some(prev_rx),
+        vec![prev_rx],
     );
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(r.driver.starts(), 0, "started beside the old allocation");
@@ -229,7 +229,7 @@ async fn a_replacement_stopped_while_waiting_never_starts() {
     let mut r = start_after(
         group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
         allocation(None),
-        Some(prev_rx),
+        vec![prev_rx],
     );
     r.runner.stop();
     let seen = r

@@ -302,26 +302,14 @@ groups:
     finish(cl, "stable").await;
 }
 
-/// Case 7: a replacement on the same node whose old allocation ignores
-/// SIGTERM and holds a static host port starts once the old one is gone,
-/// and the rollout succeeds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_same_node_replacement_waits_for_the_port() {
-    require_root();
-    let mut cl = TestCluster::start().await;
-    cl.add_agent("dev", BTreeMap::new()).await;
-    let c = &cl.client;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let root = tempfile::tempdir().unwrap();
-    let spec = |tag: &str| {
-        let dir = root.path().join(marker("port", tag));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("ok-{tag}")), "ok").unwrap();
-        format!(
-            "name: port
+/// A job holding static host port `port` with a task that ignores SIGTERM
+/// (busybox httpd serving `ok-TAG` from a directory named by its marker).
+fn port_job(root: &std::path::Path, test: &str, port: u16, tag: &str) -> String {
+    let dir = root.join(marker(test, tag));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("ok-{tag}")), "ok").unwrap();
+    format!(
+        "name: port
 groups:
   - name: g
     count: 1
@@ -337,9 +325,49 @@ groups:
         kill_timeout: 3s
         check: {{type: http, port: http, path: /ok-{tag}, interval: 300ms, timeout: 250ms}}
 ",
-            dir.display()
-        )
-    };
+        dir.display()
+    )
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Found by a hostile run: `corral stop` then `corral run` again placed
+/// the new allocation (no `previous`) while the old one still held the
+/// port. A new allocation waits for whatever stopping allocation on its
+/// node holds a port it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_run_again_after_a_stop_waits_for_the_port() {
+    require_root();
+    let mut cl = TestCluster::start().await;
+    cl.add_agent("dev", BTreeMap::new()).await;
+    let c = &cl.client;
+    let port = free_port();
+    let root = tempfile::tempdir().unwrap();
+    let v1 = submit(c, &port_job(root.path(), "again", port, "v1")).await;
+    ended(c, "port", v1, DeploymentStatus::Successful).await;
+    c.stop("port", false).await.unwrap();
+    let v2 = submit(c, &port_job(root.path(), "again", port, "v2")).await;
+    ended(c, "port", v2, DeploymentStatus::Successful).await;
+    assert_eq!(live_with_marker(&marker("again", "v1")).len(), 0);
+    assert_eq!(live_with_marker(&marker("again", "v2")).len(), 1);
+    finish(cl, "port").await;
+}
+
+/// Case 7: a replacement on the same node whose old allocation ignores
+/// SIGTERM and holds a static host port starts once the old one is gone,
+/// and the rollout succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_node_replacement_waits_for_the_port() {
+    require_root();
+    let mut cl = TestCluster::start().await;
+    cl.add_agent("dev", BTreeMap::new()).await;
+    let c = &cl.client;
+    let port = free_port();
+    let root = tempfile::tempdir().unwrap();
+    let spec = |tag: &str| port_job(root.path(), "port", port, tag);
     let v1 = submit(c, &spec("v1")).await;
     ended(c, "port", v1, DeploymentStatus::Successful).await;
     wait_procs(&marker("port", "v1"), 1).await;
