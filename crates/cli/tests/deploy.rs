@@ -40,6 +40,8 @@ struct Fake {
     /// read on (a revert without a deployment settling).
     stable_after_reads: Option<usize>,
     version_reads: usize,
+    /// The submission equals the current version.
+    unchanged: bool,
     /// What a deployment action answers (else 404).
     action_result: Option<Deployment>,
     actions: Vec<String>,
@@ -74,13 +76,14 @@ fn spec() -> JobSpec {
     }
 }
 
-async fn submit(State(_): State<Shared>) -> Json<SubmitResponse> {
+async fn submit(State(f): State<Shared>) -> Json<SubmitResponse> {
+    let unchanged = f.lock().await.unchanged;
     Json(SubmitResponse {
         index: 1,
         jobs: vec![SubmittedJob {
             name: JOB.into(),
             version: 2,
-            changed: true,
+            changed: !unchanged,
             eval_id: "e1".into(),
         }],
     })
@@ -355,6 +358,31 @@ async fn run_follows_a_rollback_that_got_no_deployment() {
         assert!(err.contains(needle), "no {needle:?} in:\n{err}");
     }
     assert!(!err.contains("no rollback started"), "{err}");
+}
+
+/// Found by a hostile run: running a job file again, unchanged, after its
+/// rollout failed said "2/2 running" and exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_of_an_unchanged_version_whose_rollout_failed_says_so() {
+    use DeploymentStatus::*;
+    let mut failed = dep("d2", 2, Failed, group(2, 2, 0));
+    failed.description = "allocation web.web[0] is unhealthy: check web-exec failing".into();
+    let (url, _) = serve(Fake {
+        frames: vec![vec![failed]],
+        stable: vec![true, false],
+        unchanged: true,
+        ..Fake::default()
+    })
+    .await;
+    let (_dir, file) = job_file();
+    let out = corral(&url, &["run", "--timeout", "20s", &file]).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("job web: unchanged (version 2), and its rollout failed: allocation web.web[0] is unhealthy"),
+        "{err}"
+    );
+    assert!(err.contains("corral job revert web VERSION"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

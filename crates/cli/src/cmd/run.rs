@@ -189,6 +189,9 @@ pub async fn follow(c: &Client, sub: &Submitted<'_>, timeout: Option<Duration>) 
         .latest_eval
         .as_ref()
         .is_some_and(|e| e.status == "blocked");
+    if !sub.changed {
+        unchanged_rollout_ended_badly(c, sub).await?;
+    }
     if !blocked && let Some(d) = find_deployment(c, sub).await? {
         return follow_rollout(c, name, d, timeout.map(|t| start + t)).await;
     }
@@ -199,6 +202,26 @@ pub async fn follow(c: &Client, sub: &Submitted<'_>, timeout: Option<Duration>) 
         alloc_deadline.saturating_duration_since(Instant::now()),
     )
     .await
+}
+
+/// An unchanged resubmission of a version whose rollout failed (or was
+/// cancelled) does not run: say so at once, with what to do.
+async fn unchanged_rollout_ended_badly(c: &Client, sub: &Submitted<'_>) -> Result<()> {
+    let name = sub.name;
+    let last = c
+        .deployments(name)
+        .await?
+        .into_iter()
+        .filter(|d| d.job_version == sub.version)
+        .max_by_key(|d| d.create_index);
+    match last {
+        Some(d) if d.status == DeploymentStatus::Failed => bail!(
+            "job {name}: unchanged (version {}), and its rollout failed: {}\nchange the job and run it again, or go back with `corral job revert {name} VERSION` (`corral job history {name}` lists them)",
+            sub.version,
+            rollout::reason(&d)
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Wait until the scheduler has handled the job's latest evaluation (the
