@@ -85,7 +85,17 @@ pub fn assess(j: &JobView, eval_id: &str) -> Progress {
         .iter()
         .filter(|a| a.status == ClientStatus::Running)
         .count() as u32;
-    if running >= desired {
+    // What an older version still runs (told to stop, not stopped yet)
+    // runs all the same: not done until it is gone.
+    let stopping = j
+        .allocations
+        .iter()
+        .filter(|a| a.job_version != j.version && !a.status.is_terminal())
+        .count();
+    if stopping > 0 {
+        parts.push(format!("{stopping} of an older version stopping"));
+    }
+    if running >= desired && stopping == 0 {
         return Progress::Done(parts.join(", "));
     }
     Progress::Waiting(parts.join(", "))

@@ -103,7 +103,27 @@ fn old_version_running_does_not_count() {
             (2, ClientStatus::Running, DesiredStatus::Run),
         ],
     );
-    assert_eq!(assess(&v, "e1"), Progress::Waiting("1/2 running".into()));
+    assert_eq!(
+        assess(&v, "e1"),
+        Progress::Waiting("1/2 running, 1 of an older version stopping".into())
+    );
+}
+
+/// Found by a hostile run: scaled to 0, `run` said done while the old
+/// processes still ran. An older version stopping is waited for.
+#[test]
+fn an_older_version_still_stopping_is_not_done() {
+    let mut v = view(
+        "complete",
+        vec![
+            (2, ClientStatus::Running, DesiredStatus::Run),
+            (2, ClientStatus::Running, DesiredStatus::Run),
+            (1, ClientStatus::Running, DesiredStatus::Stop),
+        ],
+    );
+    assert!(matches!(assess(&v, "e1"), Progress::Waiting(_)));
+    v.allocations[2].status = ClientStatus::Complete;
+    assert_eq!(assess(&v, "e1"), Progress::Done("2/2 running".into()));
 }
 
 #[test]
