@@ -354,19 +354,28 @@ impl NodeLoop {
     async fn run(mut self) {
         let ttl = self.register().await;
         let node = self.registration.id.clone();
+        let reconnected = Arc::new(tokio::sync::Notify::new());
         let beats = tokio::spawn(heartbeat(
             self.client.clone(),
             self.registration.clone(),
             ttl,
+            reconnected.clone(),
             self.shutdown.clone(),
         ));
         let mut index = 0;
+        // The server was unreachable: when it answers again (a restart,
+        // maybe having forgotten the TTLs it handed out), beat soon rather
+        // than at the next TTL/2.
+        let mut unreachable = false;
         loop {
             let wait = self.config.watch_wait;
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 r = self.client.node_allocations(&node, index, wait) => match r {
                     Ok(resp) => {
+                        if std::mem::take(&mut unreachable) {
+                            reconnected.notify_one();
+                        }
                         let new = resp.index;
                         if new != index {
                             self.sync(resp);
@@ -378,6 +387,7 @@ impl NodeLoop {
                         index = 0;
                     }
                     Err(e) => {
+                        unreachable = true;
                         tracing::warn!(error = %e, "cannot fetch allocations; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -543,16 +553,28 @@ impl NodeLoop {
 }
 
 /// Beat within the TTL the server hands out; register again when the
-/// server no longer knows us (it marked us down, or lost its state).
+/// server no longer knows us (it marked us down, or lost its state). A
+/// failed beat is retried within a second or two, not a TTL/2 later; after
+/// the server was unreachable, the next beat comes within a few seconds,
+/// staggered by node so a restarted server is not hit by every node at
+/// once.
 async fn heartbeat(
     client: Client,
     reg: NodeRegistration,
     mut ttl: Duration,
+    reconnected: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
+    let mut next = ttl / 2;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(ttl / 2) => {}
+            _ = tokio::time::sleep(next) => {}
+            _ = reconnected.notified() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(stagger(&reg.id, (ttl / 2).min(RECONNECT_BEAT_WITHIN))) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
             _ = shutdown.cancelled() => return,
         }
         let r = match client.heartbeat(&reg.id).await {
@@ -565,10 +587,29 @@ async fn heartbeat(
             r => r,
         };
         match r {
-            Ok(r) => ttl = Duration::from_millis(r.heartbeat_ttl_ms.max(200)),
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            Ok(r) => {
+                ttl = Duration::from_millis(r.heartbeat_ttl_ms.max(200));
+                next = ttl / 2;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                next = (ttl / 2).min(Duration::from_secs(2));
+            }
         }
     }
+}
+
+/// How soon after the server is back a node beats (staggered within it).
+const RECONNECT_BEAT_WITHIN: Duration = Duration::from_secs(5);
+
+/// A delay in `[0, window)` that is the same for a node each time and
+/// spread over nodes (FNV-1a of its id).
+fn stagger(node: &str, window: Duration) -> Duration {
+    let h = node.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(h % ms)
 }
 
 /// Send observed state to the server in batches; keep the newest per

@@ -83,6 +83,20 @@ impl ServerConfig {
                 "api_token is empty: set a token, or remove the key to run without one".into(),
             ));
         }
+        // Agents beat every TTL/2, no faster than every 100 ms: a shorter
+        // TTL marks healthy nodes down between two beats.
+        if self.heartbeat_min_ttl < std::time::Duration::from_secs(1) {
+            return Err(crate::ServerError::Config(format!(
+                "heartbeat_min_ttl is {:?}: it must be at least 1s (the default is 5s)",
+                self.heartbeat_min_ttl
+            )));
+        }
+        let r = self.max_heartbeats_per_second;
+        if !(r.is_finite() && r > 0.0) {
+            return Err(crate::ServerError::Config(format!(
+                "max_heartbeats_per_second is {r}: it must be a number above 0 (the default is 50)"
+            )));
+        }
         Ok(())
     }
 

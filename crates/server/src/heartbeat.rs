@@ -45,9 +45,15 @@ impl Heartbeats {
         self.ttl_for(nodes)
     }
 
-    /// The TTL for a cluster of `nodes`.
+    /// The TTL for a cluster of `nodes`. Agents beat twice per TTL (at
+    /// TTL/2, so one late beat is not a missed one): a TTL of
+    /// `2 * nodes / per_second` keeps the server at `per_second`.
     fn ttl_for(&self, nodes: usize) -> Duration {
-        let spread = Duration::from_secs_f64(nodes.max(1) as f64 / self.per_second.max(1.0));
+        let secs = 2.0 * nodes.max(1) as f64 / self.per_second;
+        // A day at most: a rate that small is a typo, and deadlines stay
+        // far from what an `Instant` can hold.
+        let day = Duration::from_secs(86_400);
+        let spread = Duration::try_from_secs_f64(secs).unwrap_or(day).min(day);
         self.min_ttl.max(spread)
     }
 
@@ -168,12 +174,43 @@ mod tests {
         store.commit(nodes).expect("nodes");
         let server = TestServer::start_on(store, |c| c.max_heartbeats_per_second = 1.0).await;
         let hb = &server.core.heartbeats;
-        assert_eq!(hb.ttl(), Duration::from_secs(60));
-        // Failover grace 15s + TTL 60s + grace 5s: nobody expires before
+        // 60 nodes beating every TTL/2 at one a second: a 120s TTL.
+        assert_eq!(hb.ttl(), Duration::from_secs(120));
+        // Failover grace 15s + TTL 120s + grace 5s: nobody expires before
         // the agents' next beat (at most 60s away) has had its time.
-        let soon = Instant::now() + Duration::from_secs(70);
+        let soon = Instant::now() + Duration::from_secs(130);
         assert!(hb.expired(soon).is_empty(), "{:?}", hb.expired(soon));
         assert_eq!(hb.expired(soon + Duration::from_secs(15)).len(), 60);
         server.stop().await;
+    }
+
+    /// Found by a hostile run: agents beat at TTL/2, so a TTL of
+    /// `nodes / rate` sent twice the configured rate. And settings that
+    /// make healthy nodes flap are refused.
+    #[test]
+    fn the_ttl_keeps_the_configured_rate_and_bad_settings_are_refused() {
+        let mut c = crate::ServerConfig::new("/tmp/x".into());
+        c.max_heartbeats_per_second = 10.0;
+        let hb = super::Heartbeats::new(&c);
+        for nodes in [100usize, 1000, 10_000] {
+            let ttl = hb.ttl_for(nodes).as_secs_f64();
+            let rate = nodes as f64 / (ttl / 2.0);
+            assert!((rate - 10.0).abs() < 0.01, "{nodes} nodes: {rate}/s");
+        }
+        c.max_heartbeats_per_second = 1e-12;
+        let hb = super::Heartbeats::new(&c);
+        assert_eq!(hb.ttl_for(10), Duration::from_secs(86_400), "capped");
+        for (ttl, rate) in [
+            (0, 50.0),
+            (500, 50.0),
+            (5000, 0.0),
+            (5000, -5.0),
+            (5000, f64::NAN),
+        ] {
+            let mut c = crate::ServerConfig::new("/tmp/x".into());
+            c.heartbeat_min_ttl = Duration::from_millis(ttl);
+            c.max_heartbeats_per_second = rate;
+            assert!(c.validate().is_err(), "accepted ttl {ttl}ms, rate {rate}");
+        }
     }
 }

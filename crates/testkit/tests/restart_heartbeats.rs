@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use corral_testkit::{TestCluster, eventually};
 
-/// Ten nodes at one heartbeat a second are handed a 10s TTL and beat
-/// every 5s. Before the fix, the restarted server gave each of them the
+/// Ten nodes at one heartbeat a second are handed a 20s TTL and beat
+/// every 10s. Before the fix, the restarted server gave each of them the
 /// minimum (1s TTL + 1s failover grace + 1s grace) and marked down those
 /// whose next beat was more than 3s away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,8 +33,8 @@ async fn a_server_restart_marks_no_healthy_node_down() {
         (ready == 10).then_some(()).ok_or(format!("{ready} ready"))
     })
     .await;
-    // Every agent has been handed the 10s TTL (beats come every TTL/2 of
-    // the previous answer: at most 5s from the last registration).
+    // Every agent has been handed a longer TTL than the minimum (beats
+    // come every TTL/2 of the previous answer).
     tokio::time::sleep(Duration::from_secs(6)).await;
 
     cluster.restart_server().await;
@@ -42,6 +42,52 @@ async fn a_server_restart_marks_no_healthy_node_down() {
     // Past every node's next beat (5s) and past the old, wrong deadline
     // (3s), with room to spare.
     while restarted.elapsed() < Duration::from_secs(9) {
+        let nodes = c.nodes().await.unwrap();
+        let down: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.status == "down")
+            .map(|n| n.name.as_str())
+            .collect();
+        assert!(down.is_empty(), "marked down after the restart: {down:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.shutdown().await;
+}
+
+/// Found by a hostile run: a server restarted after down nodes were
+/// garbage-collected computed a shorter TTL than the one it had handed
+/// out, and marked every healthy node down. Here the restarted server is
+/// told a higher heartbeat rate (the same effect: it believes a shorter
+/// TTL was handed out). Agents beat within seconds of reaching a server
+/// again, so none goes down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_beat_soon_after_the_server_comes_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let rate = Arc::new(AtomicU64::new(0.5f64.to_bits()));
+    let r = rate.clone();
+    let mut cluster = TestCluster::start_with(move |c| {
+        c.max_heartbeats_per_second = f64::from_bits(r.load(Ordering::SeqCst));
+        c.heartbeat_min_ttl = Duration::from_secs(1);
+        c.heartbeat_grace = Duration::from_secs(1);
+        c.failover_grace = Duration::from_secs(8);
+    })
+    .await;
+    for i in 0..10 {
+        cluster
+            .add_agent(&format!("node-{i}"), Default::default())
+            .await;
+    }
+    // 10 nodes at 0.5/s: a 40s TTL, a beat every 20s. Let them all have
+    // it (registration answers came with shorter ones).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    rate.store(1000f64.to_bits(), Ordering::SeqCst);
+    cluster.restart_server().await;
+    let restarted = Instant::now();
+    // The restarted server allows 8s + 1s + 1s; the old beat schedule
+    // would come up to 20s later.
+    let c = cluster.client.clone();
+    while restarted.elapsed() < Duration::from_secs(25) {
         let nodes = c.nodes().await.unwrap();
         let down: Vec<&str> = nodes
             .iter()
