@@ -15,7 +15,9 @@
 //!   `corral deploy status` read it) and any a running allocation
 //!   belongs to;
 //! - nodes down for the node threshold with nothing that may still run
-//!   on them, together with their terminal allocations. Their firing
+//!   on them, together with their terminal allocations but a failed one
+//!   holding its slot (the scheduler treats its node as missing). Their
+//!   firing
 //!   `node_down` alert resolves ("the node was removed") and their metric
 //!   series go with them.
 //!
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use corral_store::{State, Write};
 pub use corral_types::api::GcReport;
-use corral_types::{EvalStatus, NodeStatus, UnixMillis};
+use corral_types::{ClientStatus, DesiredStatus, EvalStatus, NodeStatus, UnixMillis};
 
 use crate::ServerError;
 use crate::config::GcConfig;
@@ -85,9 +87,14 @@ pub fn garbage(state: &State, now: UnixMillis, t: &GcConfig) -> (Vec<Write>, GcR
             continue;
         }
         let on_gone_node = gone_nodes.contains(a.node_id.as_str());
-        let collect = on_gone_node || {
-            // Purged jobs' allocations are left to the orphan sweep.
+        let collect = {
+            // Purged jobs' allocations are left to the orphan sweep (or go
+            // with their node).
             let Some(job) = state.job(&a.job) else {
+                if on_gone_node {
+                    writes.push(Write::DeleteAlloc(a.id.clone()));
+                    report.allocations += 1;
+                }
                 continue;
             };
             let slot_kept = job
@@ -105,8 +112,14 @@ pub fn garbage(state: &State, now: UnixMillis, t: &GcConfig) -> (Vec<Write>, GcR
                 .as_deref()
                 .and_then(|d| state.deployment(d))
                 .is_some_and(|d| d.is_active());
-            let keep = (is_newest && slot_kept) || replaced.contains(a.id.as_str()) || in_rollout;
-            older(a.modified_at, t.alloc) && !keep
+            // A failed allocation holding its slot stays even when its node
+            // goes: without it the failing spec would be placed again.
+            let holds_slot = is_newest
+                && slot_kept
+                && (!on_gone_node
+                    || (a.desired == DesiredStatus::Run && a.client == ClientStatus::Failed));
+            let keep = holds_slot || replaced.contains(a.id.as_str()) || in_rollout;
+            (on_gone_node || older(a.modified_at, t.alloc)) && !keep
         };
         if collect {
             writes.push(Write::DeleteAlloc(a.id.clone()));

@@ -231,6 +231,41 @@ fn nodes_down_long_enough() {
     );
 }
 
+/// Found by a hostile run: collecting a down node deleted the failed
+/// allocation holding its slot, and the scheduler placed the failing spec
+/// again. It stays (its node gone), and the job's plan places nothing.
+#[test]
+fn a_failed_allocation_holding_its_slot_outlives_its_node() {
+    let s = store();
+    let web = job("web", 1, vec![group("web", 1).build()]);
+    let mut dead = node("gone").build();
+    dead.status = NodeStatus::Down;
+    dead.down_since = Some(NOW - 25 * HOUR);
+    let mut failed = alloc("f0", &web, "web", 0, "gone");
+    failed.client = ClientStatus::Failed;
+    failed.modified_at = NOW - 25 * HOUR;
+    s.commit(vec![
+        Write::Job(web.clone()),
+        Write::Node(dead),
+        Write::Node(node("up").build()),
+        Write::Alloc(failed),
+    ])
+    .expect("commit");
+    let (writes, _) = garbage(&s.snapshot(), NOW, &GcConfig::FORCE);
+    assert_eq!(deleted(&writes), ["node gone"]);
+    s.commit(writes).expect("gc");
+    let snap = s.snapshot();
+    assert!(snap.alloc("f0").is_some());
+    let mut ids = corral_scheduler::testing::ids("e");
+    let mut ctx = corral_scheduler::PlanContext {
+        new_id: &mut ids,
+        now: NOW,
+    };
+    let eval = corral_scheduler::testing::eval("e", "web");
+    let plan = corral_scheduler::schedule(&*snap, &eval, &mut ctx);
+    assert!(plan.place.is_empty(), "{plan:#?}");
+}
+
 /// Through the server: `PUT /v1/system/gc` forces a collection; the job's
 /// history and status still answer, a GC'd node's metric series are gone
 /// and its firing `node_down` alert resolves.
