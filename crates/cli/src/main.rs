@@ -483,6 +483,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 addr: listen,
                 cri_socket,
                 no_containers,
+                token: cli.token,
             };
             cmd::dev::run(args, shutdown::on_signals()).await
         }

@@ -138,6 +138,82 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn spawn_dev(dir: &std::path::Path, port: u16, token: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "dev",
+            "--no-containers",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--token",
+            token,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dev starts")
+}
+
+/// `corral dev --token` requires the token on its API as `corral server`
+/// does (its own agent sends it), and refuses a blank one at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_with_a_token_requires_it_and_refuses_a_blank_one() {
+    let missing = if corral_testkit::procs::is_root() {
+        vec![]
+    } else {
+        vec!["root (cgroups)".to_string()]
+    };
+    if !corral_testkit::prereq::can_run(
+        "dev_with_a_token_requires_it_and_refuses_a_blank_one",
+        "run corral dev",
+        &missing,
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for blank in ["", "  "] {
+        let mut dev = spawn_dev(&dir.path().join("blank"), free_port(), blank);
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(s) = dev.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                dev.kill().unwrap();
+                dev.wait().unwrap();
+                panic!("corral dev started with the blank token {blank:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut dev.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{err}");
+        assert!(err.contains("api_token is empty"), "{err}");
+    }
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut dev = spawn_dev(&dir.path().join("dev"), port, "secret");
+    let with = Client::new(&url, Some("secret".into()));
+    // The in-process agent registered: it sends the token.
+    eventually("dev's node ready", Duration::from_secs(30), || async {
+        match with.nodes().await {
+            Ok(n) if n.len() == 1 => Ok(()),
+            Ok(n) => Err(format!("{} nodes", n.len())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    let without = Client::new(&url, None).nodes().await;
+    let wrong = Client::new(&url, Some("guess".into())).nodes().await;
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+    assert_eq!(without.map(|_| ()).unwrap_err().status(), Some(401));
+    assert_eq!(wrong.map(|_| ()).unwrap_err().status(), Some(401));
+}
+
 fn spawn_server(dir: &std::path::Path, port: u16) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_corral"))
         .args([

@@ -119,3 +119,85 @@ kill_timeout: 1s
     );
     cluster.shutdown().await;
 }
+
+/// `corral logs JOB | head -1` with two allocations: the closed pipe ends
+/// every stream quietly with 141 (as for one allocation), without an
+/// error line per allocation or a "no allocation has logs" claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_a_jobs_logs_quietly() {
+    use std::io::{BufRead, Read};
+    use std::process::{Command, Stdio};
+
+    let missing = if is_root() {
+        vec![]
+    } else {
+        vec!["root (cgroups)".to_string()]
+    };
+    if !prereq::can_run(
+        "a_closed_pipe_ends_a_jobs_logs_quietly",
+        "run exec tasks",
+        &missing,
+    ) {
+        return;
+    }
+    let cluster = TestCluster::with_agent().await;
+    let url = cluster.url();
+    let c = &cluster.client;
+    // A backlog bigger than a pipe's buffer on both streams, then a line
+    // now and then for -f.
+    c.submit(
+        "driver: exec
+command: [/bin/sh, -c, 'l=$(printf \"%0100d\" $CORRAL_ALLOC_INDEX); i=0; while [ $i -lt 4000 ]; do echo \"$l\"; echo \"$l\" >&2; i=$((i+1)); done; echo filled; echo filled >&2; while true; do echo tick; echo tick >&2; sleep 0.1; done']
+count: 2
+resources: {cpu: 50m, memory: 16M}
+kill_timeout: 1s
+",
+        "chat.yaml",
+    )
+    .await
+    .unwrap();
+    let j = wait_running(c, "chat", 2, Duration::from_secs(30)).await;
+    for a in &j.allocations {
+        for stream in ["stdout", "stderr"] {
+            log_containing(c, &a.id, stream, "filled", Duration::from_secs(30)).await;
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        for extra in [
+            vec![],
+            vec!["-f"],
+            vec!["-t"],
+            vec!["--stderr"],
+            vec!["--tail", "3000"],
+        ] {
+            let mut args = vec!["logs", "chat"];
+            args.extend(extra);
+            let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+                .args(&args)
+                .env("CORRAL_ADDR", &url)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("corral runs");
+            // `| head -1`: one line read, then the reader is gone.
+            let mut first = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            assert!(first.starts_with("chat.chat["), "{args:?}: {first}");
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            let status = child.wait().unwrap();
+            assert!(err.is_empty(), "{args:?}: {err}");
+            assert_eq!(status.code(), Some(141), "{args:?}: {err}");
+        }
+    })
+    .await
+    .unwrap();
+    cluster.shutdown().await;
+}

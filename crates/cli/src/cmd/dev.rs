@@ -18,10 +18,17 @@ pub struct DevArgs {
     pub addr: SocketAddr,
     pub cri_socket: Option<PathBuf>,
     pub no_containers: bool,
+    /// Required on the API, as `corral server` requires it; the in-process
+    /// agent sends it.
+    pub token: Option<String>,
 }
 
 pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     let data_dir = &a.data_dir;
+    let mut server_config = ServerConfig::new(data_dir.join("server"));
+    server_config.api_token = a.token.clone();
+    // Before containerd is started: a refused token must leave nothing behind.
+    server_config.validate()?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     // containerd first: a missing one is the likeliest failure, and it
@@ -48,7 +55,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         drivers.push("container".into());
     }
 
-    let server = Server::start(ServerConfig::new(data_dir.join("server")), shutdown.clone())
+    let server = Server::start(server_config, shutdown.clone())
         .await
         .context("cannot start the server")?;
     let listener = tokio::net::TcpListener::bind(a.addr).await.with_context(|| {
@@ -60,6 +67,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
 
     let mut config = AgentConfig::new(&format!("http://{bound}"), data_dir.join("agent"));
     config.name = Some("dev".into());
+    config.token = a.token;
     config.drivers = drivers;
     config.cri_socket = socket;
     // One machine, one user: Ctrl-C takes the tasks down with it.

@@ -126,22 +126,31 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<()> {
                 .max()
                 .unwrap_or(0);
             let out = &out;
-            let streams = targets.iter().map(|(id, name)| {
-                let prefix = format!("{name:width$} | ");
-                let q = q.clone();
-                async move {
-                    let r = one(c, id, &q, Some(prefix.clone()), out).await;
-                    if let Err(e) = &r {
-                        eprintln!("{prefix}error: {e:#}");
+            let mut streams: futures::stream::FuturesUnordered<_> = targets
+                .iter()
+                .map(|(id, name)| {
+                    let prefix = format!("{name:width$} | ");
+                    let q = q.clone();
+                    async move {
+                        let r = one(c, id, &q, Some(prefix.clone()), out).await;
+                        (prefix, r)
                     }
-                    r
+                })
+                .collect();
+            let mut failed = 0;
+            while let Some((prefix, r)) = streams.next().await {
+                match r {
+                    Ok(()) => {}
+                    // The reader is gone (`| head`): every stream is done
+                    // for, and main exits quietly as for one allocation.
+                    // Returning drops (so stops) the other streams.
+                    Err(e) if crate::broken_pipe(&e) => return Err(e),
+                    Err(e) => {
+                        eprintln!("{prefix}error: {e:#}");
+                        failed += 1;
+                    }
                 }
-            });
-            let failed = futures::future::join_all(streams)
-                .await
-                .into_iter()
-                .filter(Result::is_err)
-                .count();
+            }
             if failed == n {
                 bail!("no allocation of {} has logs to show", a.job);
             }

@@ -95,10 +95,48 @@ pub async fn drain(c: &Client, id: &str, deadline: &str, disable: bool, json: bo
     if disable {
         println!("node {} is no longer draining and is {}", n.name, n.status);
     } else {
-        println!(
-            "node {} is draining: its {} allocation(s) move off it (replacement first, update.max_parallel per group at a time); what is left stops after {deadline}. Watch with `corral node status {}`",
-            n.name, n.allocations, n.name
-        );
+        println!("{}", draining_message(&n, deadline));
     }
     Ok(())
+}
+
+/// The hint names the node by id: a name may be shared by several nodes
+/// (or look like another node's id prefix), and `node status` refuses it.
+fn draining_message(n: &corral_types::api::NodeView, deadline: &str) -> String {
+    format!(
+        "node {} is draining: its {} allocation(s) move off it (replacement first, update.max_parallel per group at a time); what is left stops after {deadline}. Watch with `corral node status {}`",
+        n.name, n.allocations, n.id
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_types::Resources;
+    use corral_types::api::NodeView;
+
+    #[test]
+    fn the_drain_hint_names_the_node_by_id() {
+        let n = NodeView {
+            id: "8c1f2e4a-0000-4000-8000-000000000002".into(),
+            name: "n2".into(),
+            address: String::new(),
+            status: "draining".into(),
+            eligible: false,
+            draining: true,
+            resources: Resources::default(),
+            allocated: Resources::ZERO,
+            allocations: 3,
+            attributes: Default::default(),
+            labels: Default::default(),
+            drivers: vec![],
+            last_heartbeat: 0,
+            registered_at: 0,
+        };
+        let m = super::draining_message(&n, "1h");
+        assert!(m.starts_with("node n2 is draining"), "{m}");
+        assert!(
+            m.ends_with("`corral node status 8c1f2e4a-0000-4000-8000-000000000002`"),
+            "{m}"
+        );
+    }
 }

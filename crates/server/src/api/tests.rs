@@ -145,7 +145,7 @@ async fn an_ambiguous_node_name_is_refused_with_the_ids() {
         body.contains("0ld-node (down)") && body.contains("new-node (ready)"),
         "{body}"
     );
-    assert!(body.contains("give the node's id"), "{body}");
+    assert!(body.contains("give the node's full id"), "{body}");
     for (method, path) in [
         (reqwest::Method::GET, "/v1/nodes/dev"),
         (reqwest::Method::POST, "/v1/nodes/dev/eligibility"),

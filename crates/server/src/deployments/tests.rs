@@ -510,3 +510,46 @@ fn a_version_without_a_deployment_waits_for_older_allocations_to_stop() {
     commit(&s, writes);
     assert!(s.snapshot().job("web").unwrap().stable);
 }
+
+/// Paused, a deployment's counters follow its allocations, but it neither
+/// promotes, fails (unhealthy allocation, progress deadline) nor
+/// succeeds: those wait for resume.
+#[test]
+fn a_paused_deployment_counts_but_does_not_move() {
+    let s = store();
+    let v1 = version(1, 2, |_| {});
+    // One canary and no other version: a running deployment promotes.
+    let mut d = deployment(&v1, 1);
+    d.status = DeploymentStatus::Paused;
+    d.description = "paused by user".into();
+    commit(
+        &s,
+        vec![
+            Write::Job(v1.clone()),
+            Write::Deployment(d.clone()),
+            Write::Alloc(owned("a0", &v1, 0, Some(true), true)),
+            Write::Alloc(owned("a1", &v1, 1, Some(false), false)),
+        ],
+    );
+    let late = T0 + 24 * 3_600_000;
+    let v = judge(&s.snapshot(), &d, late).expect("judged while paused");
+    let g = &v.deployment.groups["web"];
+    assert_eq!((g.placed, g.healthy, g.unhealthy), (2, 1, 1));
+    assert_eq!(g.placed_canaries, vec!["a0".to_string()]);
+    assert_eq!(v.deployment.status, DeploymentStatus::Paused);
+    assert_eq!(v.deployment.description, "paused by user");
+    assert!(!g.promoted);
+    assert_eq!(g.require_progress_by, d.groups["web"].require_progress_by);
+    assert!(!v.reschedule && !v.stable && v.revert_to.is_none());
+    assert_eq!(v.deployment.modified_at, late);
+
+    // All healthy: still paused, the version not stable.
+    commit(
+        &s,
+        vec![Write::Alloc(owned("a1", &v1, 1, Some(true), false))],
+    );
+    let v = judge(&s.snapshot(), &v.deployment, late + 1).expect("judged");
+    assert_eq!(v.deployment.groups["web"].healthy, 2);
+    assert_eq!(v.deployment.status, DeploymentStatus::Paused);
+    assert!(!v.stable && !v.reschedule);
+}

@@ -21,7 +21,8 @@ pub struct Verdict {
 
 /// Judge `d` against the latest state at `now`.
 pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> {
-    if d.status != DeploymentStatus::Running {
+    let paused = d.status == DeploymentStatus::Paused;
+    if d.status != DeploymentStatus::Running && !paused {
         return None;
     }
     let job = state.job(&d.job)?;
@@ -132,6 +133,28 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
                 g.healthy, g.desired_total, g.progress_deadline
             ));
         }
+    }
+    if paused {
+        // Paused, the counters still follow the allocations; nothing else
+        // moves (no promotion, deadline or success: resume restarts those).
+        let mut counted = d.clone();
+        for (name, g) in counted.groups.iter_mut() {
+            if let Some(n) = next.groups.get(name) {
+                g.placed = n.placed;
+                g.healthy = n.healthy;
+                g.unhealthy = n.unhealthy;
+                g.placed_canaries.clone_from(&n.placed_canaries);
+            }
+        }
+        if counted != *d {
+            counted.modified_at = now;
+        }
+        return Some(Verdict {
+            deployment: counted,
+            reschedule: false,
+            revert_to: None,
+            stable: false,
+        });
     }
     let mut revert_to = None;
     let mut stable = false;

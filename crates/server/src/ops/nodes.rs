@@ -19,22 +19,31 @@ use crate::core::{Core, now_ms};
 /// The node a user means: by exact id, else by name, else by unique id
 /// prefix. Names need not be unique (a rebuilt machine registers under
 /// its old name with a new id, the old one stays down): a name that two
-/// nodes carry is refused with their ids rather than guessed.
+/// nodes carry is refused with their ids rather than guessed, and so is
+/// one name that is also a prefix of another node's id.
 pub fn resolve<'a>(state: &'a State, key: &str) -> Result<&'a Arc<Node>, ServerError> {
     if let Some(n) = state.node_by_id(key) {
         return Ok(n);
     }
     let named: Vec<&Arc<Node>> = state.nodes_iter().filter(|n| n.name == key).collect();
-    match named.as_slice() {
-        [one] => Ok(one),
-        [] => crate::api::by_prefix(
+    if named.is_empty() {
+        return crate::api::by_prefix(
             "node",
             key,
             None,
             state.nodes_iter().map(|n| (n.id.as_str(), n)),
-        ),
+        );
+    }
+    // A name can look like another node's short id (the one `node ls`
+    // shows): neither reading may win silently.
+    let candidates: Vec<&Arc<Node>> = state
+        .nodes_iter()
+        .filter(|n| n.name == key || n.id.starts_with(key))
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(one),
         several => Err(ServerError::BadRequest(format!(
-            "node name {key:?} is ambiguous: {} nodes carry it ({}); give the node's id instead",
+            "node name {key:?} is ambiguous: {} nodes answer to it by name or id prefix ({}); give the node's full id instead",
             several.len(),
             several
                 .iter()

@@ -78,3 +78,41 @@ async fn only_a_rolling_update_is_re_evaluated_on_health() {
     assert_eq!(report_evals(&core), 1, "the rollout moves on");
     server.stop().await;
 }
+
+/// A node named like another node's short id (`node ls` shows 8
+/// characters): neither is picked, both ids are named; the full id of
+/// either still reaches it.
+#[test]
+fn a_name_that_is_another_nodes_id_prefix_is_ambiguous() {
+    let s =
+        corral_store::StateStore::open(Box::new(corral_store::MemoryStore::new())).expect("store");
+    let dev_id = "0f8bc42b-1111-2222-3333-444455556666";
+    let mut dev = node(dev_id).build();
+    dev.name = "dev".into();
+    let mut other = node("9a9a9a9a-0000-0000-0000-000000000000").build();
+    other.name = "0f8bc42b".into();
+    s.commit(vec![Write::Node(dev), Write::Node(other)])
+        .expect("nodes");
+    let state = s.snapshot();
+    let err = super::resolve(&state, "0f8bc42b")
+        .expect_err("a name and an id prefix of two nodes")
+        .to_string();
+    assert!(
+        err.contains(dev_id) && err.contains("9a9a9a9a-0000-0000-0000-000000000000"),
+        "{err}"
+    );
+    assert!(err.contains("full id"), "{err}");
+    assert_eq!(super::resolve(&state, dev_id).expect("by id").name, "dev");
+    assert_eq!(
+        super::resolve(&state, "9a9a9a9a-0000-0000-0000-000000000000")
+            .expect("by id")
+            .name,
+        "0f8bc42b"
+    );
+    // A name that is also a prefix of its own id is no ambiguity.
+    assert_eq!(super::resolve(&state, "dev").expect("by name").id, dev_id);
+    assert_eq!(
+        super::resolve(&state, "0f8b").expect("by prefix").name,
+        "dev"
+    );
+}
