@@ -186,6 +186,14 @@ pub async fn collect(
     // A walk over every allocation (a million at the benchmark's scale):
     // off the async workers.
     let snapshot = core.store.snapshot();
+    // A node that went down shortly before counted in the TTL agents were
+    // handed; a restarted server derives that TTL from the nodes it knows.
+    // Keep it until every agent has beaten since (even when forced), so a
+    // restart right after a collection marks no healthy node down.
+    let mut thresholds = thresholds;
+    thresholds.node = thresholds
+        .node
+        .max(core.heartbeats.window(snapshot.nodes_iter().count()));
     let (mut writes, _) = tokio::task::spawn_blocking(move || garbage(&snapshot, now, &thresholds))
         .await
         .map_err(|e| ServerError::Internal(format!("the garbage scan failed: {e}")))?;

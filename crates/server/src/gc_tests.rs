@@ -366,3 +366,32 @@ async fn forced_gc_through_the_api_keeps_history_and_resolves_node_alerts() {
     .await;
     server.stop().await;
 }
+
+/// Found by a hostile run: a node collected right after it went down, then
+/// a server restart, and the restarted server (knowing fewer nodes) gave
+/// every healthy node a shorter deadline than the TTL it had handed out.
+/// Even a forced collection keeps a down node until every agent has beaten
+/// since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_just_down_is_kept_until_every_agent_has_beaten_since() {
+    let server = TestServer::start_with(|_| {}).await;
+    let core = server.core.clone();
+    let now = crate::core::now_ms();
+    let mut recent = node("recent").build();
+    recent.status = NodeStatus::Down;
+    recent.down_since = Some(now);
+    let mut old = node("old").build();
+    old.status = NodeStatus::Down;
+    old.down_since = Some(now - 3_600_000);
+    core.commit(vec![Write::Node(recent), Write::Node(old)])
+        .await
+        .expect("commit");
+    let report = super::collect(&core, now, GcConfig::FORCE)
+        .await
+        .expect("gc");
+    assert_eq!(report.nodes, 1);
+    let snap = core.store.snapshot();
+    assert!(snap.node_by_id("recent").is_some());
+    assert!(snap.node_by_id("old").is_none());
+    server.stop().await;
+}

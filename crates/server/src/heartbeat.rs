@@ -57,6 +57,13 @@ impl Heartbeats {
         self.min_ttl.max(spread)
     }
 
+    /// How long after a change in the node count every agent has been
+    /// handed a TTL computed without it (a beat comes every TTL/2 of a TTL
+    /// for at most `nodes`), plus the grace.
+    pub fn window(&self, nodes: usize) -> Duration {
+        self.ttl_for(nodes) + self.grace
+    }
+
     /// Record a heartbeat; returns the TTL the agent should beat within.
     pub fn beat(&self, node: &str) -> Duration {
         let ttl = self.ttl();
