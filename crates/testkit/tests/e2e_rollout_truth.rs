@@ -377,3 +377,53 @@ async fn a_same_node_replacement_waits_for_the_port() {
     assert_eq!(live_with_marker(&marker("port", "v2")).len(), 1);
     finish(cl, "port").await;
 }
+
+/// Found by a hostile run: with slot 1's old allocation failed, the
+/// rollout replaced slot 0 and then nothing more (no report brought an
+/// evaluation), and failed at its progress deadline with a slot empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_old_allocation_in_a_later_slot_is_replaced_by_the_rollout() {
+    require_root();
+    let cl = two_nodes().await;
+    let c = &cl.client;
+    let (m1, m2) = (marker("failslot", "v1"), marker("failslot", "v2"));
+    let spec = |m: &str| {
+        format!(
+            "name: failslot
+groups:
+  - name: g
+    count: 2
+    restart: {{attempts: 0, mode: fail}}
+    update: {{max_parallel: 1, min_healthy_time: 1s, healthy_deadline: 10s, progress_deadline: 40s}}
+    tasks: [{}]
+",
+            looping(m)
+        )
+    };
+    let v1 = submit(c, &spec(&m1)).await;
+    ended(c, "failslot", v1, DeploymentStatus::Successful).await;
+    // Kill slot 1's process: its allocation fails for good.
+    for pid in live_with_marker(&m1) {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env = String::from_utf8_lossy(&env);
+        if env.split('\0').any(|kv| kv == "CORRAL_ALLOC_INDEX=1") {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+    eventually("slot 1 failed", D, || async {
+        let j = c.job("failslot", None).await.map_err(|e| e.to_string())?;
+        j.allocations
+            .iter()
+            .any(|a| a.index == 1 && a.status == corral_types::ClientStatus::Failed)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let v2 = submit(c, &spec(&m2)).await;
+    ended(c, "failslot", v2, DeploymentStatus::Successful).await;
+    assert_eq!(live_with_marker(&m2).len(), 2);
+    assert_eq!(live_with_marker(&m1).len(), 0);
+    finish(cl, "failslot").await;
+}

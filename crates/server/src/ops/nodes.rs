@@ -248,10 +248,17 @@ impl Rolling {
                 let Some(job) = state.job(&a.job) else {
                     return false;
                 };
-                state
-                    .job_allocs(&a.job)
-                    .iter()
-                    .any(|o| o.group == a.group && o.is_live() && o.job_version != job.version)
+                // Older allocations still to replace: live ones, and failed
+                // ones holding their slot (replaced within the rolling budget
+                // too: the report that frees the budget must bring the
+                // evaluation that replaces them).
+                state.job_allocs(&a.job).iter().any(|o| {
+                    o.group == a.group
+                        && o.job_version != job.version
+                        && (o.is_live()
+                            || (o.desired == corral_types::DesiredStatus::Run
+                                && o.client == ClientStatus::Failed))
+                })
             })
     }
 }

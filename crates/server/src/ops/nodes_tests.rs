@@ -79,6 +79,38 @@ async fn only_a_rolling_update_is_re_evaluated_on_health() {
     server.stop().await;
 }
 
+/// Found by a hostile run: slot 1's old allocation had failed, slot 0 was
+/// replaced, and its health report brought no evaluation (nothing older
+/// was live), so slot 1 stayed empty until the deployment failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_older_allocation_keeps_the_rollout_evaluated() {
+    let server = TestServer::start().await;
+    let core = server.core.clone();
+    let v1 = job("web", 1, vec![group("web", 2).build()]);
+    let v2 = job("web", 2, vec![group("web", 2).env("V", "2").build()]);
+    let mut failed = owned("a1", &v1, 1);
+    failed.client = ClientStatus::Failed;
+    let b0 = owned("b0", &v2, 0);
+    core.commit(vec![
+        Write::Node(node("n1").build()),
+        Write::Job(v1),
+        Write::Job(v2),
+        Write::Alloc(failed),
+        Write::Alloc(b0.clone()),
+    ])
+    .await
+    .expect("commit");
+    update_allocations(&core, "n1", vec![healthy(&b0)])
+        .await
+        .expect("report");
+    assert_eq!(
+        report_evals(&core),
+        1,
+        "the failed slot is still to replace"
+    );
+    server.stop().await;
+}
+
 /// A node named like another node's short id (`node ls` shows 8
 /// characters): neither is picked, both ids are named; the full id of
 /// either still reaches it.
