@@ -93,6 +93,17 @@ impl Heartbeats {
         }
     }
 
+    /// The server itself did not run for `gap` (a stalled or suspended
+    /// process, a VM paused): the nodes were not the ones missing, so every
+    /// deadline moves by that much, plus the failover grace for agents to
+    /// get their beats through.
+    pub fn stalled(&self, gap: Duration, failover_grace: Duration) {
+        let by = gap + failover_grace;
+        for d in self.lock().values_mut() {
+            *d += by;
+        }
+    }
+
     /// Nodes whose deadline passed.
     pub fn expired(&self, now: Instant) -> Vec<String> {
         self.lock()
@@ -106,10 +117,19 @@ impl Heartbeats {
 pub async fn monitor(core: Arc<Core>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut forced = std::collections::HashSet::new();
+    let mut last = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = core.shutdown.cancelled() => return,
+        }
+        // Ticks come every 500 ms; one much later means this process did
+        // not run meanwhile, and no heartbeat could reach it.
+        let gap = last.elapsed();
+        last = Instant::now();
+        if gap > STALL {
+            tracing::warn!(?gap, "the server stalled: node deadlines move by as much");
+            core.heartbeats.stalled(gap, core.config.failover_grace);
         }
         crate::ops::nodes::drain_tick(&core, &mut forced).await;
         for node in core.heartbeats.expired(Instant::now()) {
@@ -120,6 +140,10 @@ pub async fn monitor(core: Arc<Core>) {
         }
     }
 }
+
+/// A gap between the monitor's ticks past which the server counts as
+/// having stalled.
+const STALL: Duration = Duration::from_secs(5);
 
 /// Mark a node down and create an evaluation for every job with work on it.
 pub async fn mark_down(core: &Arc<Core>, node_id: &str) -> Result<(), crate::ServerError> {
@@ -189,6 +213,20 @@ mod tests {
         assert!(hb.expired(soon).is_empty(), "{:?}", hb.expired(soon));
         assert_eq!(hb.expired(soon + Duration::from_secs(15)).len(), 60);
         server.stop().await;
+    }
+
+    /// Found by a hostile run: a server suspended for 30s marked every
+    /// node down when it resumed. The stall moves every deadline.
+    #[test]
+    fn a_stalled_server_moves_every_deadline() {
+        let c = crate::ServerConfig::new("/tmp/x".into());
+        let hb = super::Heartbeats::new(&c);
+        hb.beat("n1");
+        let later = Instant::now() + Duration::from_secs(30);
+        assert_eq!(hb.expired(later).len(), 1);
+        hb.stalled(Duration::from_secs(30), c.failover_grace);
+        assert!(hb.expired(later).is_empty());
+        assert_eq!(hb.expired(later + Duration::from_secs(30)).len(), 1);
     }
 
     /// Found by a hostile run: agents beat at TTL/2, so a TTL of

@@ -74,9 +74,10 @@ pub fn judge(state: &State, d: &Deployment, now: UnixMillis) -> Option<Verdict> 
             .any(|a| a.group == *name && a.job_version != d.job_version && a.may_run());
         g.placed = owned.len() as u32;
         g.unhealthy = owned.iter().filter(|a| a.is_unhealthy()).count() as u32;
+        // A canary moved off a draining node is replaced, not one more.
         g.placed_canaries = owned
             .iter()
-            .filter(|a| a.canary)
+            .filter(|a| a.canary && a.desired == corral_types::DesiredStatus::Run)
             .map(|a| a.id.clone())
             .collect();
         if healthy > g.healthy

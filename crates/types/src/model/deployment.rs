@@ -51,7 +51,8 @@ pub struct GroupDeployment {
     /// `count` of the group in this version.
     pub desired_total: u32,
     pub desired_canaries: u32,
-    /// Canary allocation ids placed so far.
+    /// Canary allocation ids placed and not stopped (a canary moved off a
+    /// draining node counts once).
     #[serde(default)]
     pub placed_canaries: Vec<String>,
     pub promoted: bool,
