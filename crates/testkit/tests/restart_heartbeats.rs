@@ -13,6 +13,20 @@ use tokio::sync::Mutex;
 /// deadlines they check are a few seconds.
 static ONE: Mutex<()> = Mutex::const_new(());
 
+/// Polls the nodes until `until`; fails as soon as one is down.
+async fn no_node_down_until(c: &corral_client::Client, until: Instant) {
+    while Instant::now() < until {
+        let nodes = c.nodes().await.unwrap();
+        let down: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.status == "down")
+            .map(|n| n.name.as_str())
+            .collect();
+        assert!(down.is_empty(), "marked down after the restart: {down:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Ten nodes at one heartbeat a second are handed a 20s TTL and beat
 /// every 10s. Before the fix, the restarted server gave each of them the
 /// minimum (1s TTL + 1s failover grace + 1s grace) and marked down those
@@ -47,16 +61,7 @@ async fn a_server_restart_marks_no_healthy_node_down() {
     let restarted = Instant::now();
     // Past every node's next beat (5s) and past the old, wrong deadline
     // (3s), with room to spare.
-    while restarted.elapsed() < Duration::from_secs(9) {
-        let nodes = c.nodes().await.unwrap();
-        let down: Vec<&str> = nodes
-            .iter()
-            .filter(|n| n.status == "down")
-            .map(|n| n.name.as_str())
-            .collect();
-        assert!(down.is_empty(), "marked down after the restart: {down:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    no_node_down_until(&c, restarted + Duration::from_secs(9)).await;
     cluster.shutdown().await;
 }
 
@@ -95,15 +100,6 @@ async fn agents_beat_soon_after_the_server_comes_back() {
     // comes up to 20s later (about 3 nodes in 10 would be marked down),
     // a beat after reconnecting within about 6s.
     let c = cluster.client.clone();
-    while restarted.elapsed() < Duration::from_secs(25) {
-        let nodes = c.nodes().await.unwrap();
-        let down: Vec<&str> = nodes
-            .iter()
-            .filter(|n| n.status == "down")
-            .map(|n| n.name.as_str())
-            .collect();
-        assert!(down.is_empty(), "marked down after the restart: {down:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    no_node_down_until(&c, restarted + Duration::from_secs(25)).await;
     cluster.shutdown().await;
 }
