@@ -193,8 +193,7 @@ pub fn task_env(
     out.insert("CORRAL_ALLOC_DIR".into(), alloc_dir.display().to_string());
     for (t, name, _) in group.ports() {
         if let Some(p) = alloc.ports.get(&format!("{t}.{name}")) {
-            let var = name.to_uppercase().replace('-', "_");
-            out.insert(format!("CORRAL_PORT_{var}"), p.to_string());
+            out.insert(GroupSpec::port_env_var(name), p.to_string());
         }
     }
     out

@@ -73,6 +73,13 @@ impl GroupSpec {
         a != b
     }
 
+    /// The environment variable telling a task its port `name`
+    /// (`web-ui` → `CORRAL_PORT_WEB_UI`). Names that give the same variable
+    /// are refused in one group.
+    pub fn port_env_var(name: &str) -> String {
+        format!("CORRAL_PORT_{}", name.to_uppercase().replace('-', "_"))
+    }
+
     /// Named ports of every task, in a stable order.
     pub fn ports(&self) -> impl Iterator<Item = (&str, &str, u16)> {
         self.tasks.iter().flat_map(|t| {

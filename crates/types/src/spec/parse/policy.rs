@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::spec::{
-    Constraint, ConstraintOp, HealthCheckMode, Resources, RestartMode, RestartPolicy, SecuritySpec,
-    Spread, UpdatePolicy,
+    Constraint, ConstraintOp, GroupSpec, HealthCheckMode, Resources, RestartMode, RestartPolicy,
+    SecuritySpec, Spread, UpdatePolicy,
 };
 use crate::units::Bytes;
 
@@ -505,6 +505,21 @@ pub(super) fn check_port_clashes(ctx: &mut Ctx<'_>, decls: &[PortDecl]) {
                 format!(
                     "port name `{}` is already used by task `{}`; port names must be unique within a group",
                     d.name, e.task
+                ),
+            );
+        } else if let Some(e) = earlier.iter().find(|e| {
+            GroupSpec::port_env_var(&e.name) == GroupSpec::port_env_var(&d.name)
+        }) {
+            // Both would be told their port in the same variable.
+            ctx.error(
+                d.name_pos,
+                &d.path,
+                format!(
+                    "port name `{}` gives the same variable as port `{}` of task `{}` ({}); rename one of them",
+                    d.name,
+                    e.name,
+                    e.task,
+                    GroupSpec::port_env_var(&d.name)
                 ),
             );
         } else if let Some(e) = earlier.iter().find(|e| e.number == d.number) {
