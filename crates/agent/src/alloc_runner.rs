@@ -490,7 +490,13 @@ pub fn fold(tasks: &BTreeMap<String, TaskState>, failed: bool, finished: bool) -
             ClientStatus::Complete
         };
     }
-    if tasks.values().any(|t| t.state == TaskLifecycle::Pending) {
+    // A task waiting for its restart runs nothing: as Nomad, the
+    // allocation is pending until every task runs again (a task that never
+    // starts is never reported running).
+    if tasks
+        .values()
+        .any(|t| matches!(t.state, TaskLifecycle::Pending | TaskLifecycle::Restarting))
+    {
         ClientStatus::Pending
     } else {
         ClientStatus::Running

@@ -242,3 +242,38 @@ async fn a_replacement_stopped_while_waiting_never_starts() {
     assert_eq!(r.driver.starts(), 0);
     r.stop().await;
 }
+
+/// Issue 13, case 10: a task waiting for its restart (or one that never
+/// starts) runs nothing; the allocation is pending, not running.
+#[test]
+fn a_restarting_task_makes_the_allocation_pending() {
+    use corral_types::{ClientStatus, TaskLifecycle, TaskState};
+    let state = |s: TaskLifecycle| TaskState {
+        state: s,
+        ..TaskState::default()
+    };
+    let tasks = |states: &[TaskLifecycle]| {
+        states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("t{i}"), state(*s)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    use TaskLifecycle::*;
+    assert_eq!(
+        super::fold(&tasks(&[Restarting]), false, false),
+        ClientStatus::Pending
+    );
+    assert_eq!(
+        super::fold(&tasks(&[Running, Restarting]), false, false),
+        ClientStatus::Pending
+    );
+    assert_eq!(
+        super::fold(&tasks(&[Running, Running]), false, false),
+        ClientStatus::Running
+    );
+    assert_eq!(
+        super::fold(&tasks(&[Dead, Running]), false, false),
+        ClientStatus::Running
+    );
+}

@@ -568,3 +568,39 @@ async fn a_purged_job_submitted_again_rolls_out_again() {
     .await;
     cluster.shutdown().await;
 }
+
+/// Issue 13, case 10: a task that never starts (its command is missing)
+/// is never reported running while it waits for its restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_never_starts_is_not_reported_running() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let cluster = TestCluster::with_agent().await;
+    let c = &cluster.client;
+    c.submit(
+        "name: nope
+driver: exec
+command: [/nonexistent/corral-test-binary]
+count: 1
+restart: {attempts: 3, delay: 1s, mode: fail}
+resources: {cpu: 20m, memory: 16M}
+",
+        "nope.yaml",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let j = c.job("nope", None).await.unwrap();
+        for a in &j.allocations {
+            seen.push(a.status);
+            assert_ne!(a.status, ClientStatus::Running, "reported running: {a:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!seen.is_empty(), "no allocation seen");
+    c.stop("nope", true).await.unwrap();
+    cluster.shutdown().await;
+}

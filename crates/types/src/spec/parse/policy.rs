@@ -507,9 +507,10 @@ pub(super) fn check_port_clashes(ctx: &mut Ctx<'_>, decls: &[PortDecl]) {
                     d.name, e.task
                 ),
             );
-        } else if let Some(e) = earlier.iter().find(|e| {
-            GroupSpec::port_env_var(&e.name) == GroupSpec::port_env_var(&d.name)
-        }) {
+        } else if let Some(e) = earlier
+            .iter()
+            .find(|e| GroupSpec::port_env_var(&e.name) == GroupSpec::port_env_var(&d.name))
+        {
             // Both would be told their port in the same variable.
             ctx.error(
                 d.name_pos,
