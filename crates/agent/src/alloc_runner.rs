@@ -302,9 +302,12 @@ async fn run(
                 states.insert(task.name.clone(), rx);
                 continue;
             }
-            if let Some(h) = persist::load_handle(&dir, &task.name) {
-                runner = runner.recovering(h, previous);
-            }
+            runner = match persist::load_handle(&dir, &task.name) {
+                Some(h) => runner.recovering(h, previous),
+                // No process to re-attach to: start again, restarts kept
+                // (issue 13, case 3: the count went back to its start).
+                None => runner.resuming(previous),
+            };
         }
         states.insert(task.name.clone(), runner.subscribe());
         links.insert(

@@ -277,3 +277,58 @@ fn a_restarting_task_makes_the_allocation_pending() {
         ClientStatus::Running
     );
 }
+
+/// Issue 13, case 3: a task with no process to re-attach to after an agent
+/// restart (it never started, or waited for a restart) starts again with
+/// the restarts it had, not from zero.
+#[tokio::test(start_paused = true)]
+async fn a_task_without_a_handle_keeps_its_restart_count_across_an_agent_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Arc::new(FakeDriver::new());
+    let mut drivers: crate::agent::Drivers = HashMap::new();
+    drivers.insert(DriverKind::Exec, driver.clone());
+    let (tx, mut updates) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(
+        dir.path().to_path_buf(),
+        Arc::new(TaskMetrics::new("n1")),
+    ));
+    let alloc = allocation(None);
+    let alloc_dir = shared.alloc_dir(&alloc.id);
+    std::fs::create_dir_all(&alloc_dir).expect("alloc dir");
+    let before = corral_types::TaskState {
+        state: corral_types::TaskLifecycle::Restarting,
+        restarts: 2,
+        ..corral_types::TaskState::default()
+    };
+    crate::persist::save_task_state(&alloc_dir, "app", &before).expect("state");
+    let env = Arc::new(RunnerEnv {
+        shared,
+        drivers,
+        updates: tx,
+        node_id: "n1".into(),
+    });
+    let tracker = TaskTracker::new();
+    let runner = AllocRunner::spawn(
+        &tracker,
+        env,
+        alloc,
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        true,
+        CancellationToken::new(),
+        Vec::new(),
+    );
+    let running = loop {
+        let u = tokio::time::timeout(Duration::from_secs(300), updates.recv())
+            .await
+            .expect("an update")
+            .expect("open");
+        if u.client == corral_types::ClientStatus::Running {
+            break u;
+        }
+    };
+    assert_eq!(running.tasks["app"].restarts, 2, "{running:#?}");
+    assert_eq!(driver.starts(), 1);
+    runner.stop();
+    tracker.close();
+    tracker.wait().await;
+}

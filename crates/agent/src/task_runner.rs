@@ -163,6 +163,16 @@ impl TaskRunner {
         self
     }
 
+    /// Continues a task that had no running process when the agent went
+    /// away (it never started, or waited for a restart): it starts again,
+    /// and the restarts already done still count against the policy.
+    pub fn resuming(mut self, previous: TaskState) -> Self {
+        self.tracker = RestartTracker::with_restarts(*self.tracker.policy(), previous.restarts);
+        let restarts = previous.restarts;
+        self.state.send_modify(|s| s.restarts = restarts);
+        self
+    }
+
     /// The task's state; updated on every change.
     pub fn subscribe(&self) -> watch::Receiver<TaskState> {
         self.state.subscribe()

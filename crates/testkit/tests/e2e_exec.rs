@@ -604,3 +604,67 @@ resources: {cpu: 20m, memory: 16M}
     c.stop("nope", true).await.unwrap();
     cluster.shutdown().await;
 }
+
+/// Issue 13, case 3 (the counter half): an agent restarted while a task
+/// that never starts waits for its next try keeps the task's restart
+/// count; it used to go back to 0. (The restart window still starts
+/// afresh: the task gets its attempts again, which is left open.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_keeps_the_restart_count_of_a_task_that_never_started() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let mut cluster = TestCluster::start().await;
+    cluster
+        .add_agent_with("node-0", |c| c.stop_on_shutdown = false)
+        .await;
+    let c = cluster.client.clone();
+    c.submit(
+        "name: never
+driver: exec
+command: [/nonexistent/corral-test-binary]
+count: 1
+restart: {attempts: 3, interval: 10m, delay: 2s, mode: fail}
+resources: {cpu: 20m, memory: 16M}
+",
+        "never.yaml",
+    )
+    .await
+    .unwrap();
+    let restarts = |j: &JobView| {
+        j.allocations
+            .first()
+            .and_then(|a| a.tasks.values().next())
+            .map_or(0, |t| t.restarts)
+    };
+    eventually("two restarts", D, || async {
+        let j = c.job("never", None).await.map_err(|e| e.to_string())?;
+        (restarts(&j) >= 2)
+            .then_some(())
+            .ok_or(format!("{} restarts", restarts(&j)))
+    })
+    .await;
+    // Like kill -9: the agent goes, its runners detach.
+    cluster.take_agent("node-0").unwrap().shutdown().await;
+    cluster
+        .add_agent_with("node-0", |c| c.stop_on_shutdown = false)
+        .await;
+    let lowest = std::sync::atomic::AtomicU32::new(u32::MAX);
+    let j = eventually("the allocation failed", D, || async {
+        let j = c.job("never", None).await.map_err(|e| e.to_string())?;
+        lowest.fetch_min(restarts(&j), std::sync::atomic::Ordering::SeqCst);
+        let failed = j
+            .allocations
+            .first()
+            .is_some_and(|a| a.status == ClientStatus::Failed);
+        failed
+            .then_some(j)
+            .ok_or_else(|| "not failed yet".to_string())
+    })
+    .await;
+    let lowest = lowest.into_inner();
+    assert!(lowest >= 2, "the restart count went back to {lowest}");
+    assert!(restarts(&j) >= 3, "{:?}", j.allocations);
+    c.stop("never", true).await.unwrap();
+    cluster.shutdown().await;
+}
