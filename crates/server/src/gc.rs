@@ -87,39 +87,36 @@ pub fn garbage(state: &State, now: UnixMillis, t: &GcConfig) -> (Vec<Write>, GcR
             continue;
         }
         let on_gone_node = gone_nodes.contains(a.node_id.as_str());
-        let collect = {
-            // Purged jobs' allocations are left to the orphan sweep (or go
-            // with their node).
-            let Some(job) = state.job(&a.job) else {
-                if on_gone_node {
-                    writes.push(Write::DeleteAlloc(a.id.clone()));
-                    report.allocations += 1;
-                }
-                continue;
-            };
-            let slot_kept = job
-                .spec
-                .groups
-                .iter()
-                .any(|g| g.name == a.group && a.index < g.count);
-            let is_newest = newest
-                .get(&(a.job.as_str(), a.group.as_str(), a.index))
-                .is_some_and(|(_, id)| *id == a.id);
-            // The watcher counts an active deployment's allocations,
-            // finished ones included (placed, unhealthy).
-            let in_rollout = a
-                .deployment_id
-                .as_deref()
-                .and_then(|d| state.deployment(d))
-                .is_some_and(|d| d.is_active());
-            // A failed allocation holding its slot stays even when its node
-            // goes: without it the failing spec would be placed again.
-            let holds_slot = is_newest
-                && slot_kept
-                && (!on_gone_node
-                    || (a.desired == DesiredStatus::Run && a.client == ClientStatus::Failed));
-            let keep = holds_slot || replaced.contains(a.id.as_str()) || in_rollout;
-            (on_gone_node || older(a.modified_at, t.alloc)) && !keep
+        // Purged jobs' allocations are left to the orphan sweep (or go
+        // with their node).
+        let collect = match state.job(&a.job) {
+            None => on_gone_node,
+            Some(job) => {
+                let slot_kept = job
+                    .spec
+                    .groups
+                    .iter()
+                    .any(|g| g.name == a.group && a.index < g.count);
+                let is_newest = newest
+                    .get(&(a.job.as_str(), a.group.as_str(), a.index))
+                    .is_some_and(|(_, id)| *id == a.id);
+                // The watcher counts an active deployment's allocations,
+                // finished ones included (placed, unhealthy).
+                let in_rollout = a
+                    .deployment_id
+                    .as_deref()
+                    .and_then(|d| state.deployment(d))
+                    .is_some_and(|d| d.is_active());
+                // A failed allocation holding its slot stays even when its
+                // node goes: without it the failing spec would be placed
+                // again.
+                let holds_slot = is_newest
+                    && slot_kept
+                    && (!on_gone_node
+                        || (a.desired == DesiredStatus::Run && a.client == ClientStatus::Failed));
+                let keep = holds_slot || replaced.contains(a.id.as_str()) || in_rollout;
+                (on_gone_node || older(a.modified_at, t.alloc)) && !keep
+            }
         };
         if collect {
             writes.push(Write::DeleteAlloc(a.id.clone()));

@@ -381,24 +381,16 @@ impl<'a> GroupCtx<'a, '_> {
             }
             return;
         }
-        // A canary lost with its slot's old allocation is not what the slot
-        // ran: replace the old one.
-        let previous = slot
-            .lost
-            .iter()
-            .chain(&slot.complete)
-            .rev()
-            .find(|a| !a.canary)
-            .or(slot.lost.last())
-            .or(slot.complete.last())
-            .copied();
-        let place = match previous {
-            // The canary's old allocation is gone: replace it (in its own
-            // version), so the slot keeps something to compare with.
-            Some(old) if !old.canary => self.replacement(index, old, w),
-            _ if has_canary || canary_phase => return,
+        // What the slot ran before: its old allocation rather than a canary
+        // lost with it, so the slot keeps something to compare with.
+        let gone = || slot.lost.iter().chain(&slot.complete).rev().copied();
+        let place = match gone().find(|a| !a.canary) {
             Some(old) => self.replacement(index, old, w),
-            None => self.fresh(index, None),
+            None if has_canary || canary_phase => return,
+            None => match slot.lost.last().or(slot.complete.last()).copied() {
+                Some(canary) => self.replacement(index, canary, w),
+                None => self.fresh(index, None),
+            },
         };
         w.out.places.push(place);
     }
