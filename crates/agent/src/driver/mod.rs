@@ -4,7 +4,7 @@
 //!
 //! - `exec` ([`exec::ExecDriver`]): a command run directly on the node in its
 //!   own cgroup;
-//! - `container` (containerd through CRI, written next): one pod sandbox per
+//! - `container` ([`cri::CriDriver`], containerd through CRI): one pod sandbox per
 //!   allocation, created in [`Driver::prepare_alloc`] and removed in
 //!   [`Driver::cleanup_alloc`], one container per task.
 //!
@@ -283,6 +283,15 @@ pub trait Driver: Send + Sync + 'static {
     /// Idempotent; works from the handle alone, also for a task this
     /// driver instance never started or recovered.
     async fn destroy(&self, handle: &TaskHandle) -> Result<(), DriverError>;
+
+    /// Removes whatever of `task` of the allocation runs or is left on this
+    /// node, with or without a handle: an agent killed while a start was in
+    /// flight saved none, and a start cancelled half-way may have left a
+    /// process or a container behind (exec: the task's cgroup; CRI: the
+    /// containers labelled with the allocation and task). Idempotent.
+    async fn clear_task(&self, _alloc: &AllocContext, _task: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
 
     /// After an agent restart: whether the task described by a persisted
     /// handle still runs. When it does, the driver re-attaches so that
