@@ -5,12 +5,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_client::Client;
 use corral_types::api::AllocUpdates;
-use corral_types::{AllocUpdate, Allocation, DesiredStatus, DriverKind, NodeRegistration};
+use corral_types::{AllocUpdate, Allocation, DesiredStatus, NodeRegistration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,8 +19,10 @@ use crate::alloc_runner::{AllocRunner, RunnerEnv};
 use crate::config::AgentConfig;
 use crate::driver::Driver;
 use crate::driver::exec::ExecDriver;
+use crate::layout::{AllocRecord, NodeDir};
 use crate::metrics::TaskMetrics;
-use crate::{fingerprint, http, persist};
+pub use crate::node::{Drivers, Shared};
+use crate::{fingerprint, http};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -50,46 +52,6 @@ fn check_token(config: &AgentConfig) -> Result<(), AgentError> {
     }
     Ok(())
 }
-
-/// State shared by the agent loop, the alloc runners and the HTTP endpoint.
-pub struct Shared {
-    pub data_dir: PathBuf,
-    /// Every task runner's task, for `/metrics` and usage pushes.
-    pub metrics: Arc<TaskMetrics>,
-    active: Mutex<HashSet<String>>,
-}
-
-impl Shared {
-    /// For runners outside a full agent (tests).
-    pub fn new(data_dir: PathBuf, metrics: Arc<TaskMetrics>) -> Shared {
-        Shared {
-            data_dir,
-            metrics,
-            active: Mutex::new(HashSet::new()),
-        }
-    }
-
-    pub fn alloc_dir(&self, id: &str) -> PathBuf {
-        self.data_dir.join("allocs").join(id)
-    }
-
-    /// Whether an allocation still has a runner on this node.
-    pub fn is_active(&self, id: &str) -> bool {
-        self.active.lock().map(|a| a.contains(id)).unwrap_or(false)
-    }
-
-    pub(crate) fn set_active(&self, id: &str, on: bool) {
-        if let Ok(mut a) = self.active.lock() {
-            if on {
-                a.insert(id.to_string());
-            } else {
-                a.remove(id);
-            }
-        }
-    }
-}
-
-pub type Drivers = HashMap<DriverKind, Arc<dyn Driver>>;
 
 /// A running agent.
 pub struct Agent {
@@ -123,9 +85,9 @@ impl Agent {
             let path = path.clone();
             move |source| AgentError::DataDir { path, source }
         };
-        std::fs::create_dir_all(config.data_dir.join("allocs"))
-            .map_err(dir_err(&config.data_dir))?;
-        let node_id = persist::node_id(&config.data_dir).map_err(dir_err(&config.data_dir))?;
+        let dirs = NodeDir::new(&config.data_dir);
+        std::fs::create_dir_all(dirs.allocs()).map_err(dir_err(&config.data_dir))?;
+        let node_id = dirs.node_id().map_err(dir_err(&config.data_dir))?;
         let facts = fingerprint::detect();
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -143,11 +105,7 @@ impl Agent {
             .unwrap_or_else(|| format!("http://{bound}"));
         let node_name = config.name.clone().unwrap_or(facts.hostname);
         let metrics = Arc::new(TaskMetrics::new(&node_name));
-        let shared = Arc::new(Shared {
-            data_dir: config.data_dir.clone(),
-            metrics: metrics.clone(),
-            active: Mutex::new(HashSet::new()),
-        });
+        let shared = Arc::new(Shared::new(dirs.clone(), metrics.clone()));
         let tasks = TaskTracker::new();
         {
             let app = http::router(shared.clone(), config.token.clone());
@@ -189,7 +147,7 @@ impl Agent {
         let runners = TaskTracker::new();
         // Adopt what a previous agent process left running.
         let mut adopted = HashMap::new();
-        let records = persist::load_allocs(&shared);
+        let records = dirs.records();
         let keep: HashSet<String> = records.iter().map(|r| r.alloc.id.clone()).collect();
         for d in env.drivers.values() {
             match d.remove_orphans(&node_id, &keep).await {
@@ -214,6 +172,7 @@ impl Agent {
             env,
             runners: HashMap::new(),
             adopt: adopted,
+            finished: dirs.finished().into_iter().collect(),
             tracker: runners,
             runners_cancel,
             shutdown: shutdown.clone(),
@@ -319,7 +278,7 @@ pub async fn container_driver(config: &AgentConfig) -> Result<Arc<dyn Driver>, S
         let busybox = std::path::Path::new(crate::image::BUSYBOX);
         let tar = crate::image::build_into(
             &crate::image::pause_image(busybox),
-            &config.data_dir.join("images"),
+            &NodeDir::new(&config.data_dir).images(),
         )
         .map_err(|e| {
             format!("cannot build the sandbox image (is busybox-static installed?): {e}")
@@ -344,7 +303,11 @@ struct NodeLoop {
     env: Arc<RunnerEnv>,
     runners: HashMap<String, AllocRunner>,
     /// Allocations found on disk, adopted at the first sync.
-    adopt: HashMap<String, persist::PersistedAlloc>,
+    adopt: HashMap<String, AllocRecord>,
+    /// Allocations that ended on this node, with their last report: never
+    /// run again, and their report is sent again while the server has not
+    /// taken it.
+    finished: HashMap<String, AllocUpdate>,
     tracker: TaskTracker,
     runners_cancel: CancellationToken,
     shutdown: CancellationToken,
@@ -450,16 +413,41 @@ impl NodeLoop {
             .collect()
     }
 
+    /// Forget the runners that ended, keeping how each ended.
+    fn reap(&mut self) {
+        let ended: Vec<String> = self
+            .runners
+            .iter()
+            .filter(|(_, r)| r.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            self.runners.remove(&id);
+            // No last report: it was stopped before it ran here.
+            let last = self
+                .env
+                .shared
+                .alloc_dir(&id)
+                .load_final()
+                .unwrap_or_else(|| stopped_before_start(&id));
+            self.finished.insert(id, last);
+        }
+    }
+
     /// Make the runners match the server's view of this node.
     fn sync(&mut self, resp: corral_types::api::NodeAllocations) {
+        self.reap();
         // First answer since start: adopt what the previous agent process
-        // ran; what the server no longer wants is adopted only to be
-        // stopped and cleaned up.
+        // ran; what the server no longer wants, or what had ended here
+        // when the agent died (its last report kept), is adopted only to
+        // be stopped and cleaned up.
         for (id, rec) in std::mem::take(&mut self.adopt) {
-            let wanted = resp
-                .allocations
-                .iter()
-                .any(|a| a.id == id && a.desired == DesiredStatus::Run);
+            let ended = self.env.shared.alloc_dir(&id).load_final().is_some();
+            let wanted = !ended
+                && resp
+                    .allocations
+                    .iter()
+                    .any(|a| a.id == id && a.desired == DesiredStatus::Run);
             tracing::info!(alloc = %id, wanted, "adopting allocation from disk");
             let runner = AllocRunner::spawn(
                 &self.tracker,
@@ -492,18 +480,17 @@ impl NodeLoop {
         {
             match self.runners.get(&alloc.id) {
                 Some(r) => r.stop(),
-                // A stop for an allocation we never ran: report it done so
-                // the server stops waiting.
-                None => {
-                    let _ = self.env.updates.send(AllocUpdate {
-                        id: alloc.id.clone(),
-                        client: corral_types::ClientStatus::Complete,
-                        tasks: Default::default(),
-                        message: "stopped before it started on this node".into(),
-                        checks: Default::default(),
-                        health: None,
-                    });
+                // Ended here already, or never ran here: say so (again) if
+                // the server has not taken it, so it stops waiting.
+                None if !alloc.client.is_terminal() => {
+                    let last = self
+                        .finished
+                        .get(&alloc.id)
+                        .cloned()
+                        .unwrap_or_else(|| stopped_before_start(&alloc.id));
+                    let _ = self.env.updates.send(last);
                 }
+                None => {}
             }
         }
         let runs: Vec<Allocation> = resp
@@ -516,6 +503,14 @@ impl NodeLoop {
             let id = alloc.id.clone();
             if let Some(r) = self.runners.get(&id) {
                 r.update(alloc);
+                continue;
+            }
+            // It ended here: it never runs a second time. The server may
+            // not have its last report yet (a kill lost it).
+            if let Some(last) = self.finished.get(&id) {
+                if !alloc.client.is_terminal() {
+                    let _ = self.env.updates.send(last.clone());
+                }
                 continue;
             }
             let Some(job) = resp
@@ -548,7 +543,19 @@ impl NodeLoop {
             );
             self.runners.insert(id, runner);
         }
-        self.runners.retain(|_, r| !r.is_finished());
+        self.finished.retain(|id, _| listed.contains(id.as_str()));
+    }
+}
+
+/// The report of an allocation stopped before it ran on this node.
+fn stopped_before_start(id: &str) -> AllocUpdate {
+    AllocUpdate {
+        id: id.to_string(),
+        client: corral_types::ClientStatus::Complete,
+        tasks: Default::default(),
+        message: "stopped before it started on this node".into(),
+        checks: Default::default(),
+        health: None,
     }
 }
 

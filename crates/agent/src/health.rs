@@ -18,6 +18,7 @@
 //! and states; [`spawn`] feeds it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_types::units::Millis;
@@ -206,7 +207,7 @@ pub async fn watch(
     tasks: BTreeMap<String, watch::Receiver<TaskState>>,
     checks: watch::Receiver<CheckStates>,
     has_checks: bool,
-    out: watch::Sender<Option<AllocHealth>>,
+    out: Arc<watch::Sender<Option<AllocHealth>>>,
     stop: CancellationToken,
 ) {
     let base = Instant::now();
@@ -259,6 +260,7 @@ pub async fn watch(
                     };
                     tracing::info!(deployment = ?deployment, healthy, %message,
                         "allocation health decided");
+                    crate::killpoint::reached("health.decided");
                     out.send_replace(Some(AllocHealth {
                         healthy,
                         at: now_unix_ms(),

@@ -233,7 +233,7 @@ fn world(alloc: Allocation, mode: HealthCheckMode) -> World {
         BTreeMap::from([("app".to_string(), task_rx)]),
         checks_rx,
         true,
-        out_tx,
+        std::sync::Arc::new(out_tx),
         stop.clone(),
     ));
     World {

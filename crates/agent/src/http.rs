@@ -13,7 +13,7 @@ use axum::routing::get;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use crate::agent::Shared;
+use crate::node::Shared;
 use crate::logs;
 
 /// With `token`, logs and metrics need `Authorization: Bearer <token>`
@@ -132,7 +132,7 @@ fn open_logs(
         .map(|s| logs::read::parse_since(s, logs::Timestamp::now()))
         .transpose()
         .map_err(LogError::BadQuery)?;
-    let alloc_dir = shared.alloc_dir(id);
+    let alloc_dir = shared.alloc_dir(id).path().to_path_buf();
     if !logs::log_dir(&alloc_dir).is_dir() {
         return Err(LogError::NoAlloc(id.to_string()));
     }

@@ -22,9 +22,11 @@ pub mod fingerprint;
 pub mod health;
 pub mod http;
 pub mod image;
+pub mod killpoint;
+pub mod layout;
 pub mod logs;
 pub mod metrics;
-pub mod persist;
+pub mod node;
 pub mod restart;
 pub mod task_runner;
 

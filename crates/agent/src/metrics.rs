@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -24,9 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::agent::Drivers;
 use crate::driver::{AllocContext, Driver, TaskHandle, TaskStats, now_unix_ms};
-use crate::persist;
 
 /// The Prometheus text format, version 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -48,13 +45,12 @@ struct Tracked {
     job: String,
     group: String,
     task: String,
-    alloc_dir: PathBuf,
     driver: Arc<dyn Driver>,
     memory_limit: u64,
     state: watch::Receiver<TaskState>,
     oom_kills: AtomicU64,
-    /// The handle of the current run, loaded from the persisted one.
-    handle: Mutex<Option<TaskHandle>>,
+    /// The handle of the current run (`None` while it does not run).
+    handle: watch::Receiver<Option<TaskHandle>>,
 }
 
 /// One task as measured now.
@@ -87,23 +83,20 @@ impl TaskMetrics {
         self: &Arc<Self>,
         alloc: &AllocContext,
         task: &TaskSpec,
-        drivers: &Drivers,
+        driver: Arc<dyn Driver>,
         state: watch::Receiver<TaskState>,
+        handle: watch::Receiver<Option<TaskHandle>>,
     ) {
-        let Some(driver) = drivers.get(&task.driver).cloned() else {
-            return;
-        };
         let entry = Arc::new(Tracked {
             alloc_id: alloc.alloc_id.clone(),
             job: alloc.job.clone(),
             group: alloc.group.clone(),
             task: task.name.clone(),
-            alloc_dir: alloc.alloc_dir.clone(),
             driver,
             memory_limit: task.resources.memory.0,
             state: state.clone(),
             oom_kills: AtomicU64::new(0),
-            handle: Mutex::new(None),
+            handle,
         });
         let key = (alloc.alloc_id.clone(), task.name.clone());
         lock(&self.tasks).insert(key.clone(), entry.clone());
@@ -121,7 +114,7 @@ impl TaskMetrics {
         let samples = tracked.iter().map(|t| async move {
             let state = t.state.borrow().clone();
             let running = state.state == TaskLifecycle::Running;
-            let stats = if running { t.stats(&state).await } else { None };
+            let stats = if running { t.stats().await } else { None };
             TaskSample {
                 job: t.job.clone(),
                 group: t.group.clone(),
@@ -157,7 +150,7 @@ impl TaskMetrics {
 
 /// `GET /metrics` on the agent's HTTP port.
 pub async fn serve(
-    axum::extract::State(shared): axum::extract::State<Arc<crate::agent::Shared>>,
+    axum::extract::State(shared): axum::extract::State<Arc<crate::node::Shared>>,
 ) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
@@ -166,17 +159,8 @@ pub async fn serve(
 }
 
 impl Tracked {
-    async fn stats(&self, state: &TaskState) -> Option<TaskStats> {
-        let handle = {
-            let mut cached = lock(&self.handle);
-            let current = cached
-                .as_ref()
-                .is_some_and(|h| Some(h.started_at_ms) == state.started_at);
-            if !current {
-                *cached = persist::load_handle(&self.alloc_dir, &self.task);
-            }
-            cached.clone()?
-        };
+    async fn stats(&self) -> Option<TaskStats> {
+        let handle = self.handle.borrow().clone()?;
         match tokio::time::timeout(STATS_TIMEOUT, self.driver.stats(&handle)).await {
             Ok(Ok(s)) => Some(s),
             Ok(Err(e)) => {
@@ -424,8 +408,6 @@ mod tests {
         let metrics = Arc::new(TaskMetrics::new("n"));
         let dir = tempfile::tempdir().expect("tempdir");
         let driver: Arc<dyn Driver> = Arc::new(FakeDriver::new());
-        let mut drivers: Drivers = HashMap::new();
-        drivers.insert(driver.kind(), driver);
         let alloc = AllocContext {
             alloc_id: "a-1".into(),
             job: "web".into(),
@@ -440,12 +422,13 @@ mod tests {
             memory: corral_types::units::Bytes(1024),
         };
         let spec: TaskSpec = serde_json::from_value(serde_json::json!({
-            "name": "main", "driver": driver_name(&drivers), "command": ["x"],
+            "name": "main", "driver": driver.kind().as_str(), "command": ["x"],
             "resources": serde_json::to_value(resources).expect("json"),
         }))
         .expect("task spec");
         let (tx, rx) = watch::channel(TaskState::default());
-        metrics.track(&alloc, &spec, &drivers, rx);
+        let (_handle_tx, handle_rx) = watch::channel(None);
+        metrics.track(&alloc, &spec, driver.clone(), rx, handle_rx);
         for (i, oom) in [(1u64, true), (2, false), (3, true)] {
             tx.send_modify(|s| {
                 s.state = TaskLifecycle::Restarting;
@@ -483,12 +466,5 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("condition not met in 2 s");
-    }
-
-    fn driver_name(d: &Drivers) -> String {
-        d.keys()
-            .next()
-            .map(|k| k.as_str().to_string())
-            .unwrap_or_default()
     }
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 use corral_types::{RestartMode, RestartPolicy};
 
 use crate::driver::ExitResult;
+use crate::layout::RestartRecord;
 
 /// Upper bound of the backoff (unless `delay` itself is larger).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
@@ -56,14 +57,40 @@ impl RestartTracker {
         Self::with_restarts(policy, 0)
     }
 
-    /// Continues a restart counter (e.g. after an agent restart); the
-    /// window starts afresh.
+    /// Continues a restart counter; the window starts afresh.
     pub fn with_restarts(policy: RestartPolicy, restarts: u32) -> Self {
         RestartTracker {
             policy,
             window_start: None,
             in_window: 0,
             restarts,
+        }
+    }
+
+    /// Continues where a persisted record left off (an agent restart):
+    /// counter, window and the exits counted in it. The record's times
+    /// must be on the clock the caller passes to [`Self::on_exit`].
+    pub fn restore(policy: RestartPolicy, rec: &RestartRecord) -> Self {
+        RestartTracker {
+            policy,
+            window_start: rec.window_start,
+            in_window: if rec.window_start.is_some() {
+                rec.in_window
+            } else {
+                0
+            },
+            restarts: rec.restarts,
+        }
+    }
+
+    /// What to persist; `due` is when a decided restart starts, if one
+    /// waits.
+    pub fn record(&self, due: Option<u64>) -> RestartRecord {
+        RestartRecord {
+            restarts: self.restarts,
+            window_start: self.window_start,
+            in_window: self.in_window,
+            due,
         }
     }
 
@@ -152,6 +179,28 @@ mod tests {
         RestartDecision::Restart {
             after: Duration::from_secs(s),
         }
+    }
+
+    /// An agent restart in the middle of a window continues it: the
+    /// attempts already used stay used, and the backoff goes on.
+    #[test]
+    fn a_restored_tracker_continues_its_window_and_backoff() {
+        let p = policy(3, 600, 2, RestartMode::Fail);
+        let mut t = RestartTracker::new(p);
+        assert_eq!(t.on_exit(1_000, &fail()), restart(2));
+        assert_eq!(t.on_exit(5_000, &fail()), restart(4));
+        let rec = t.record(Some(9_000));
+        assert_eq!(rec.due, Some(9_000));
+        let mut back = RestartTracker::restore(p, &rec);
+        assert_eq!(back.restarts(), 2);
+        assert_eq!(back.on_exit(20_000, &fail()), restart(8));
+        assert!(matches!(
+            back.on_exit(30_000, &fail()),
+            RestartDecision::Fail { .. }
+        ));
+        // Past the window, a restored tracker opens a new one.
+        let mut late = RestartTracker::restore(p, &rec);
+        assert_eq!(late.on_exit(1_000 + 600_000, &fail()), restart(2));
     }
 
     #[test]

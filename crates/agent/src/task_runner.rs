@@ -1,7 +1,7 @@
 //! [`TaskRunner`]: owns one task of one allocation on this node.
 //!
 //! It starts the task through its [`Driver`], persists the handle through a
-//! [`HandleSink`], waits for the exit, asks the [`RestartTracker`] what to
+//! [`TaskStore`], waits for the exit, asks the [`RestartTracker`] what to
 //! do, sleeps the restart delay (interruptible) and starts again, until the
 //! policy gives up or the [`CancellationToken`] fires. Every change of the
 //! task's [`TaskState`] is published on a `watch` channel.
@@ -14,6 +14,20 @@
 //!   while the restarted task runs, so people see why it restarted);
 //! - `started_at`: the most recent start;
 //! - `message`: a sentence about the latest change.
+//!
+//! What survives a kill -9 of the agent, and in which order it is written
+//! (each before the runner acts on it), so that nothing runs twice and no
+//! exit is counted twice or lost:
+//! 1. the handle, right after the start returns;
+//! 2. the restart record (counter, window, when a decided restart is due),
+//!    after every restart decision and before the run it ends is
+//!    destroyed, and again after the start it led to.
+//!
+//! After an agent restart the runner continues in one of two ways:
+//! [`TaskRunner::recovering`] (a handle was saved: re-attach, or count the
+//! exit that happened meanwhile) or [`TaskRunner::resuming`] (no handle:
+//! whatever a start cut short left behind is cleared, a pending restart
+//! waits out the rest of its delay, then the task starts again).
 //!
 //! Health checks hook in twice: the runner publishes the current handle
 //! ([`TaskRunner::subscribe_handle`], `None` while the task does not run),
@@ -30,27 +44,37 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{Driver, ExitResult, TaskContext, TaskHandle, now_unix_ms};
+use crate::layout::RestartRecord;
 use crate::restart::{RestartDecision, RestartTracker};
 
 /// Message of a task found dead when the agent tries to re-attach to it.
 pub const EXITED_WHILE_AWAY: &str = "exited while the agent was away";
 
-/// Where the runner persists task handles (the agent writes them as JSON
-/// into its data dir, to `recover` them after a restart).
+/// Where the runner persists what a restarted agent needs (the agent
+/// writes it as JSON into the allocation's directory).
 #[async_trait]
-pub trait HandleSink: Send + Sync + 'static {
-    /// Called after every successful start.
-    async fn save(&self, handle: &TaskHandle) -> std::io::Result<()>;
+pub trait TaskStore: Send + Sync + 'static {
+    /// Called after every successful start, before the task is reported
+    /// running.
+    async fn save_handle(&self, handle: &TaskHandle) -> std::io::Result<()>;
     /// Called once the task run is destroyed: the handle is of no use any
     /// more.
-    async fn remove(&self, handle: &TaskHandle) -> std::io::Result<()>;
+    async fn remove_handle(&self, handle: &TaskHandle) -> std::io::Result<()>;
+    /// Called after every restart decision, before the runner acts on it,
+    /// and after the start it led to.
+    async fn save_restarts(&self, record: &RestartRecord) -> std::io::Result<()>;
 }
 
-/// Keeps the handles in memory (tests, or a caller that does not persist).
+/// Keeps it in memory (tests, or a caller that does not persist).
 #[derive(Debug, Default)]
 pub struct MemorySink {
     current: Mutex<Option<TaskHandle>>,
     saved: Mutex<Vec<TaskHandle>>,
+    restarts: Mutex<Option<RestartRecord>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemorySink {
@@ -59,34 +83,49 @@ impl MemorySink {
     }
     /// The handle saved and not removed yet.
     pub fn current(&self) -> Option<TaskHandle> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        locked(&self.current).clone()
     }
     /// Every handle ever saved.
     pub fn saved(&self) -> Vec<TaskHandle> {
-        self.saved.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        locked(&self.saved).clone()
+    }
+    /// The last restart record saved.
+    pub fn restarts(&self) -> Option<RestartRecord> {
+        *locked(&self.restarts)
     }
 }
 
 #[async_trait]
-impl HandleSink for MemorySink {
-    async fn save(&self, handle: &TaskHandle) -> std::io::Result<()> {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
-        self.saved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle.clone());
+impl TaskStore for MemorySink {
+    async fn save_handle(&self, handle: &TaskHandle) -> std::io::Result<()> {
+        *locked(&self.current) = Some(handle.clone());
+        locked(&self.saved).push(handle.clone());
         Ok(())
     }
-    async fn remove(&self, handle: &TaskHandle) -> std::io::Result<()> {
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+    async fn remove_handle(&self, handle: &TaskHandle) -> std::io::Result<()> {
+        let mut cur = locked(&self.current);
         if cur.as_ref().is_some_and(|h| h.id == handle.id) {
             *cur = None;
         }
         Ok(())
     }
+    async fn save_restarts(&self, record: &RestartRecord) -> std::io::Result<()> {
+        *locked(&self.restarts) = Some(*record);
+        Ok(())
+    }
+}
+
+/// The live view of one task that the allocation's hooks get (checks,
+/// health, metrics): its state, its current run's handle, its driver, and
+/// a way to ask for a restart.
+#[derive(Clone)]
+pub struct TaskView {
+    pub driver: Arc<dyn Driver>,
+    pub state: watch::Receiver<TaskState>,
+    /// The task's current handle (`None` while it does not run).
+    pub handle: watch::Receiver<Option<TaskHandle>>,
+    /// Restart requests to the task's runner (the reason).
+    pub restart: mpsc::UnboundedSender<String>,
 }
 
 /// How a runner ended. Either way the task is Dead and nothing of it runs.
@@ -98,11 +137,22 @@ pub enum TaskOutcome {
     Failed { reason: String },
 }
 
+/// How the first run begins.
+enum Begin {
+    /// Start the task.
+    Fresh,
+    /// Re-attach to the run of this handle (an agent restart).
+    Recover(TaskHandle),
+    /// An agent restart found no handle: clear leftovers, wait for a due
+    /// restart, start.
+    Resume,
+}
+
 pub struct TaskRunner {
     driver: Arc<dyn Driver>,
     ctx: TaskContext,
     tracker: RestartTracker,
-    sink: Arc<dyn HandleSink>,
+    store: Arc<dyn TaskStore>,
     cancel: CancellationToken,
     state: watch::Sender<TaskState>,
     /// The handle of the run in progress, for health checks.
@@ -112,10 +162,13 @@ pub struct TaskRunner {
     /// Why the task is being restarted, when a request did it: said again
     /// in the message of the next start.
     restart_cause: Option<String>,
-    recovered: Option<TaskHandle>,
-    /// Monotonic base of the restart tracker's clock (tokio's, so paused
-    /// time in tests drives it too).
-    clock: tokio::time::Instant,
+    begin: Begin,
+    /// When a restart decided before an agent restart is due.
+    due: Option<u64>,
+    /// The restart tracker's clock: unix milliseconds when the runner was
+    /// made, advanced by tokio's monotonic clock (so paused time in tests
+    /// drives it, and persisted times compare across agent restarts).
+    clock: (u64, tokio::time::Instant),
 }
 
 enum Waited {
@@ -125,6 +178,13 @@ enum Waited {
     Restart(String),
 }
 
+/// An exit to decide on, and the run to destroy once the decision is
+/// saved (destroying first would let a kill in between lose the exit).
+struct Exit {
+    result: ExitResult,
+    run: Option<TaskHandle>,
+}
+
 impl TaskRunner {
     /// A runner for `ctx`. The restart policy is the task's own
     /// (`ctx.task.restart`) when set, else `group_policy`.
@@ -132,7 +192,7 @@ impl TaskRunner {
         driver: Arc<dyn Driver>,
         ctx: TaskContext,
         group_policy: RestartPolicy,
-        sink: Arc<dyn HandleSink>,
+        store: Arc<dyn TaskStore>,
         cancel: CancellationToken,
     ) -> Self {
         let policy = ctx.task.restart.unwrap_or(group_policy);
@@ -140,14 +200,15 @@ impl TaskRunner {
             driver,
             ctx,
             tracker: RestartTracker::new(policy),
-            sink,
+            store,
             cancel,
             state: watch::channel(TaskState::default()).0,
             handle: watch::channel(None).0,
             restart_requests: None,
             restart_cause: None,
-            recovered: None,
-            clock: tokio::time::Instant::now(),
+            begin: Begin::Fresh,
+            due: None,
+            clock: (now_unix_ms(), tokio::time::Instant::now()),
         }
     }
 
@@ -159,18 +220,46 @@ impl TaskRunner {
     pub fn recovering(mut self, handle: TaskHandle, previous: TaskState) -> Self {
         self.tracker = RestartTracker::with_restarts(*self.tracker.policy(), previous.restarts);
         self.state.send_replace(previous);
-        self.recovered = Some(handle);
+        self.begin = Begin::Recover(handle);
         self
     }
 
-    /// Continues a task that had no running process when the agent went
-    /// away (it never started, or waited for a restart): it starts again,
-    /// and the restarts already done still count against the policy.
+    /// Continues a task that had no handle when the agent went away (it
+    /// never started, a start was cut short, or it waited for a restart):
+    /// leftovers are cleared, it starts again, and the restarts already
+    /// done still count against the policy.
     pub fn resuming(mut self, previous: TaskState) -> Self {
         self.tracker = RestartTracker::with_restarts(*self.tracker.policy(), previous.restarts);
-        let restarts = previous.restarts;
-        self.state.send_modify(|s| s.restarts = restarts);
+        self.state.send_modify(|s| {
+            s.restarts = previous.restarts;
+            s.exit_code = previous.exit_code;
+            s.oom_killed = previous.oom_killed;
+            s.finished_at = previous.finished_at;
+            s.started_at = previous.started_at;
+        });
+        self.begin = Begin::Resume;
         self
+    }
+
+    /// The restart record saved before an agent restart: the window, its
+    /// counted exits and a pending restart carry on (after `recovering` or
+    /// `resuming`).
+    pub fn with_restart_record(mut self, rec: RestartRecord) -> Self {
+        self.tracker = RestartTracker::restore(*self.tracker.policy(), &rec);
+        self.due = rec.due;
+        self
+    }
+
+    /// The task's live view; its restart requests reach this runner.
+    pub fn view(&mut self) -> TaskView {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.restart_requests = Some(rx);
+        TaskView {
+            driver: self.driver.clone(),
+            state: self.subscribe(),
+            handle: self.subscribe_handle(),
+            restart: tx,
+        }
     }
 
     /// The task's state; updated on every change.
@@ -195,42 +284,33 @@ impl TaskRunner {
     /// Runs the task until the restart policy gives up or the token fires.
     pub async fn run(mut self) -> TaskOutcome {
         let mut current: Option<TaskHandle> = None;
-        let mut pending_exit: Option<ExitResult> = None;
-
-        if let Some(h) = self.recovered.take() {
-            match self.driver.recover(&h).await {
-                Ok(true) => {
-                    let started = h.started_at_ms;
-                    self.handle.send_replace(Some(h.clone()));
-                    self.publish(|s| {
-                        s.state = TaskLifecycle::Running;
-                        s.started_at.get_or_insert(started);
-                        s.message = "re-attached after an agent restart".into();
-                    });
-                    current = Some(h);
-                }
-                other => {
-                    if let Err(e) = other {
-                        tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot recover task");
+        let mut pending: Option<Exit> = None;
+        match std::mem::replace(&mut self.begin, Begin::Fresh) {
+            Begin::Fresh => {}
+            Begin::Recover(h) => match self.reattach(h).await {
+                Ok(h) => current = Some(h),
+                Err(exit) => pending = Some(exit),
+            },
+            Begin::Resume => {
+                self.clear_leftovers().await;
+                if let Some(due) = self.due.take() {
+                    let after = Duration::from_millis(due.saturating_sub(self.clock_ms()));
+                    let why = "waiting for its restart (resumed after an agent restart)";
+                    if !self.wait_restart(after, why, None).await {
+                        return self.finish_stopped("stopped while waiting to restart", None);
                     }
-                    self.cleanup(&h).await;
-                    pending_exit = Some(ExitResult {
-                        message: EXITED_WHILE_AWAY.into(),
-                        ..ExitResult::default()
-                    });
                 }
             }
         }
-
         loop {
-            let exit = if let Some(exit) = pending_exit.take() {
+            let exit = if let Some(exit) = pending.take() {
                 exit
             } else if let Some(h) = current.take() {
                 match self.wait_or_cancel(&h).await {
-                    Waited::Exited(exit) => {
-                        self.cleanup(&h).await;
-                        exit
-                    }
+                    Waited::Exited(result) => Exit {
+                        result,
+                        run: Some(h),
+                    },
                     Waited::Cancelled => return self.stop_and_finish(h).await,
                     Waited::Restart(reason) => self.stop_for_restart(h, reason).await,
                 }
@@ -238,72 +318,182 @@ impl TaskRunner {
                 if self.cancel.is_cancelled() {
                     return self.finish_stopped("stopped before it started", None);
                 }
-                match self.driver.start(&self.ctx).await {
-                    Ok(h) => {
-                        if let Err(e) = self.sink.save(&h).await {
-                            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot persist the task handle");
-                        }
-                        let started = h.started_at_ms;
-                        let restarts = self.tracker.restarts();
-                        let cause = self.restart_cause.take();
-                        // Requests meant for the previous run.
-                        if let Some(rx) = self.restart_requests.as_mut() {
-                            while rx.try_recv().is_ok() {}
-                        }
-                        self.handle.send_replace(Some(h.clone()));
-                        self.publish(|s| {
-                            s.state = TaskLifecycle::Running;
-                            s.started_at = Some(started);
-                            s.message = match (restarts, cause) {
-                                (0, _) => "started".into(),
-                                (n, Some(c)) => format!("restarted (restart {n}) after: {c}"),
-                                (n, None) => format!("restarted (restart {n})"),
-                            };
-                        });
+                match self.start().await {
+                    Ok(Some(h)) => {
                         current = Some(h);
                         continue;
                     }
-                    Err(e) => ExitResult {
-                        message: format!("failed to start: {e}"),
-                        ..ExitResult::default()
-                    },
+                    Ok(None) => return self.finish_stopped("stopped before it started", None),
+                    Err(result) => Exit { result, run: None },
                 }
             };
+            if let Some(outcome) = self.decide(exit).await {
+                return outcome;
+            }
+        }
+    }
 
-            let now = now_unix_ms();
-            let decision = self.tracker.on_exit(self.clock_ms(), &exit);
-            tracing::info!(task = %self.ctx.describe(), exit = %exit.message, ?decision, "task exited");
-            match decision {
-                RestartDecision::Restart { after } => {
-                    self.publish(|s| {
-                        s.state = TaskLifecycle::Restarting;
-                        s.exit_code = exit.exit_code;
-                        s.oom_killed = exit.oom_killed;
-                        s.finished_at = Some(now);
-                        s.message =
-                            format!("{}; restarting in {}", exit.message, fmt_duration(after));
-                    });
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => {
-                            return self.finish_stopped("stopped while waiting to restart", None);
-                        }
-                        _ = tokio::time::sleep(after) => {}
-                    }
-                    let restarts = self.tracker.restarts();
-                    self.publish(|s| s.restarts = restarts);
+    /// Re-attaches to a run from before an agent restart; the exit to
+    /// decide on when it is gone.
+    async fn reattach(&mut self, h: TaskHandle) -> Result<TaskHandle, Exit> {
+        match self.driver.recover(&h).await {
+            Ok(true) => {
+                let started = h.started_at_ms;
+                self.handle.send_replace(Some(h.clone()));
+                self.publish(|s| {
+                    s.state = TaskLifecycle::Running;
+                    s.started_at.get_or_insert(started);
+                    s.message = "re-attached after an agent restart".into();
+                });
+                Ok(h)
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot recover task");
                 }
-                RestartDecision::Fail { reason } => {
-                    self.publish(|s| {
-                        s.state = TaskLifecycle::Dead;
-                        s.failed = true;
-                        s.exit_code = exit.exit_code;
-                        s.oom_killed = exit.oom_killed;
-                        s.finished_at = Some(now);
-                        s.message = reason.clone();
-                    });
-                    return TaskOutcome::Failed { reason };
+                Err(Exit {
+                    result: ExitResult {
+                        message: EXITED_WHILE_AWAY.into(),
+                        ..ExitResult::default()
+                    },
+                    run: Some(h),
+                })
+            }
+        }
+    }
+
+    /// One start, raced against the cancel token (an image pull must not
+    /// hold up a stop). `Ok(None)`: cancelled, and whatever the cut-short
+    /// start left is cleared. `Err`: the start failed, as an exit.
+    async fn start(&mut self) -> Result<Option<TaskHandle>, ExitResult> {
+        let started = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => None,
+            r = self.driver.start(&self.ctx) => Some(r),
+        };
+        let h = match started {
+            None => {
+                self.clear_leftovers().await;
+                return Ok(None);
+            }
+            Some(Err(e)) => {
+                return Err(ExitResult {
+                    message: format!("failed to start: {e}"),
+                    ..ExitResult::default()
+                });
+            }
+            Some(Ok(h)) => h,
+        };
+        crate::killpoint::reached("start.before_handle");
+        if let Err(e) = self.store.save_handle(&h).await {
+            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot persist the task handle");
+        }
+        self.save_restarts(None).await;
+        crate::killpoint::reached("start.after_handle");
+        let started = h.started_at_ms;
+        let restarts = self.tracker.restarts();
+        let cause = self.restart_cause.take();
+        // Requests meant for the previous run.
+        if let Some(rx) = self.restart_requests.as_mut() {
+            while rx.try_recv().is_ok() {}
+        }
+        self.handle.send_replace(Some(h.clone()));
+        self.publish(|s| {
+            s.state = TaskLifecycle::Running;
+            s.started_at = Some(started);
+            s.restarts = restarts;
+            s.message = match (restarts, cause) {
+                (0, _) => "started".into(),
+                (n, Some(c)) => format!("restarted (restart {n}) after: {c}"),
+                (n, None) => format!("restarted (restart {n})"),
+            };
+        });
+        Ok(Some(h))
+    }
+
+    /// Asks the restart policy about an exit, saves the decision, destroys
+    /// the run that ended, then waits for the restart (`None`: go on) or
+    /// ends the runner.
+    async fn decide(&mut self, exit: Exit) -> Option<TaskOutcome> {
+        let Exit { result: exit, run } = exit;
+        let now = now_unix_ms();
+        let decision = self.tracker.on_exit(self.clock_ms(), &exit);
+        tracing::info!(task = %self.ctx.describe(), exit = %exit.message, ?decision, "task exited");
+        let due = match &decision {
+            RestartDecision::Restart { after } => {
+                Some(self.clock_ms() + u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
+            }
+            RestartDecision::Fail { .. } => None,
+        };
+        self.save_restarts(due).await;
+        crate::killpoint::reached("exit.after_decision");
+        if let Some(h) = run {
+            self.cleanup(&h).await;
+        }
+        match decision {
+            RestartDecision::Restart { after } => {
+                if self.wait_restart(after, &exit.message, Some((&exit, now))).await {
+                    None
+                } else {
+                    Some(self.finish_stopped("stopped while waiting to restart", None))
                 }
             }
+            RestartDecision::Fail { reason } => {
+                self.publish(|s| {
+                    s.state = TaskLifecycle::Dead;
+                    s.failed = true;
+                    s.exit_code = exit.exit_code;
+                    s.oom_killed = exit.oom_killed;
+                    s.finished_at = Some(now);
+                    s.message = reason.clone();
+                });
+                Some(TaskOutcome::Failed { reason })
+            }
+        }
+    }
+
+    /// Restarting for `after` (interrupted by the cancel token: false);
+    /// `exit`: the exit that led here and when it happened.
+    async fn wait_restart(
+        &mut self,
+        after: Duration,
+        why: &str,
+        exit: Option<(&ExitResult, u64)>,
+    ) -> bool {
+        self.publish(|s| {
+            s.state = TaskLifecycle::Restarting;
+            if let Some((e, at)) = exit {
+                s.exit_code = e.exit_code;
+                s.oom_killed = e.oom_killed;
+                s.finished_at = Some(at);
+            }
+            s.message = format!("{why}; restarting in {}", fmt_duration(after));
+        });
+        crate::killpoint::reached("restart.waiting");
+        tokio::select! {
+            _ = self.cancel.cancelled() => return false,
+            _ = tokio::time::sleep(after) => {}
+        }
+        let restarts = self.tracker.restarts();
+        self.publish(|s| s.restarts = restarts);
+        true
+    }
+
+    async fn save_restarts(&self, due: Option<u64>) {
+        if let Err(e) = self.store.save_restarts(&self.tracker.record(due)).await {
+            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot persist the restart record");
+        }
+    }
+
+    /// Removes what a start that never saved its handle may have left
+    /// (an agent killed during the start, or a start cancelled half-way).
+    async fn clear_leftovers(&self) {
+        if let Err(e) = self
+            .driver
+            .clear_task(&self.ctx.alloc, &self.ctx.task.name)
+            .await
+        {
+            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot clear what an interrupted start left");
         }
     }
 
@@ -330,37 +520,37 @@ impl TaskRunner {
     }
 
     /// Stops the task for a requested restart; the exit carries the
-    /// request's reason.
-    async fn stop_for_restart(&mut self, h: TaskHandle, reason: String) -> ExitResult {
+    /// request's reason (the run is destroyed after the decision).
+    async fn stop_for_restart(&mut self, h: TaskHandle, reason: String) -> Exit {
         tracing::info!(task = %self.ctx.describe(), %reason, "restart requested");
-        let timeout = self.ctx.task.kill_timeout.as_std();
-        if let Err(e) = self.driver.stop(&h, timeout).await {
-            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot stop the task");
-        }
-        let stopped = tokio::time::timeout(Duration::from_secs(1), self.driver.wait(&h))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        self.cleanup(&h).await;
+        let stopped = self.stop_run(&h).await.unwrap_or_default();
         self.restart_cause = Some(reason.clone());
-        ExitResult {
-            message: reason,
-            ..stopped
+        Exit {
+            result: ExitResult {
+                message: reason,
+                ..stopped
+            },
+            run: Some(h),
         }
     }
 
-    /// Stop (graceful, then kill after `kill_timeout`), destroy, Dead.
-    async fn stop_and_finish(&mut self, h: TaskHandle) -> TaskOutcome {
+    /// Stop (graceful, then kill after `kill_timeout`); the exit status
+    /// after the stop, when the driver still knows it.
+    async fn stop_run(&self, h: &TaskHandle) -> Option<ExitResult> {
         let timeout = self.ctx.task.kill_timeout.as_std();
-        if let Err(e) = self.driver.stop(&h, timeout).await {
+        if let Err(e) = self.driver.stop(h, timeout).await {
             tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot stop the task");
         }
-        // The exit status after the stop, when the driver still knows it.
-        let exit = tokio::time::timeout(Duration::from_secs(1), self.driver.wait(&h))
+        tokio::time::timeout(Duration::from_secs(1), self.driver.wait(h))
             .await
             .ok()
-            .and_then(Result::ok);
+            .and_then(Result::ok)
+    }
+
+    /// Stop, destroy, Dead.
+    async fn stop_and_finish(&mut self, h: TaskHandle) -> TaskOutcome {
+        let exit = self.stop_run(&h).await;
+        crate::killpoint::reached("stop.after_signal");
         self.cleanup(&h).await;
         self.finish_stopped("stopped", exit)
     }
@@ -388,7 +578,7 @@ impl TaskRunner {
         if let Err(e) = self.driver.destroy(h).await {
             tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot destroy the task");
         }
-        if let Err(e) = self.sink.remove(h).await {
+        if let Err(e) = self.store.remove_handle(h).await {
             tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot remove the persisted task handle");
         }
     }
@@ -398,7 +588,8 @@ impl TaskRunner {
     }
 
     fn clock_ms(&self) -> u64 {
-        self.clock.elapsed().as_millis() as u64
+        let (base, at) = self.clock;
+        base.saturating_add(u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 }
 

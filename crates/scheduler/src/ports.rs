@@ -61,7 +61,7 @@ pub fn assign(
     match group.network {
         NetworkMode::Host => {
             for (task, name, port) in group.ports() {
-                out.insert(format!("{task}.{name}"), port);
+                out.insert(GroupSpec::port_key(task, name), port);
             }
         }
         NetworkMode::Bridge => {
@@ -78,7 +78,7 @@ pub fn assign(
                     let p = lo + ((start + step) % len) as u16;
                     step += 1;
                     if !usage.port_used(p) {
-                        out.insert(format!("{task}.{name}"), p);
+                        out.insert(GroupSpec::port_key(task, name), p);
                         break;
                     }
                 }

@@ -31,7 +31,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral_types::units::Millis;
@@ -39,16 +39,21 @@ use corral_types::{
     CheckKind, CheckSpec, CheckState, CheckStatus, DriverKind, GroupSpec, NetworkMode,
     TaskLifecycle, TaskState,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::driver::{Driver, TaskHandle, now_unix_ms};
+use crate::driver::now_unix_ms;
+pub use crate::task_runner::TaskView;
 
-pub use tracker::{CheckTracker, Probe, Recorded};
+pub use tracker::{CheckTracker, Probe, Recorded, RunId, SavedCheck};
 
 /// Every check's latest state, by check name.
 pub type CheckStates = BTreeMap<String, CheckState>;
+
+/// Every check's tracker as it stands, by check name (what the allocation
+/// persists; see [`SavedCheck`]).
+pub type SavedChecks = BTreeMap<String, SavedCheck>;
 
 /// One check of an allocation, resolved against its group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +77,7 @@ pub struct PortRef {
 impl PortRef {
     /// The key of its host port in `Allocation::ports`.
     pub fn key(&self) -> String {
-        format!("{}.{}", self.task, self.name)
+        corral_types::GroupSpec::port_key(&self.task, &self.name)
     }
 }
 
@@ -167,17 +172,6 @@ pub fn worth_reporting(reported: &CheckStates, live: &CheckStates) -> bool {
         })
 }
 
-/// What the checks need of one task of the allocation.
-#[derive(Clone)]
-pub struct TaskLink {
-    pub driver: Arc<dyn Driver>,
-    pub state: watch::Receiver<TaskState>,
-    /// The task's current handle (`None` while it does not run).
-    pub handle: watch::Receiver<Option<TaskHandle>>,
-    /// Restart requests to the task's runner (the reason).
-    pub restart: mpsc::UnboundedSender<String>,
-}
-
 /// The running check loops; dropping it stops them.
 pub struct Running {
     _loops: JoinSet<()>,
@@ -191,24 +185,44 @@ struct Env {
     http: Option<reqwest::Client>,
 }
 
-/// Starts one loop per check. Returns the live states (every check from
-/// the start, `pending` until probed) and the loops' guard.
+/// Starts one loop per check; the states are published on the returned
+/// channel. Dropping [`Running`] stops the loops.
 pub fn spawn(
     checks: Vec<PlannedCheck>,
-    tasks: &BTreeMap<String, TaskLink>,
+    tasks: &BTreeMap<String, TaskView>,
     network: NetworkMode,
     host_ports: BTreeMap<String, u16>,
 ) -> (watch::Receiver<CheckStates>, Running) {
+    let (tx, rx) = watch::channel(CheckStates::new());
+    let saved = Arc::new(Mutex::new(SavedChecks::new()));
+    let running = spawn_into(checks, tasks, network, host_ports, Arc::new(tx), saved);
+    (rx, running)
+}
+
+/// [`spawn`], publishing into `out`, and keeping every tracker in `saved`:
+/// a check whose task is still in the run it was saved for carries on
+/// from there (an agent restart re-attached to it).
+pub fn spawn_into(
+    checks: Vec<PlannedCheck>,
+    tasks: &BTreeMap<String, TaskView>,
+    network: NetworkMode,
+    host_ports: BTreeMap<String, u16>,
+    out: Arc<watch::Sender<CheckStates>>,
+    saved: Arc<Mutex<SavedChecks>>,
+) -> Running {
     let now = now_unix_ms();
+    let previous = lock(&saved).clone();
     let initial: CheckStates = checks
         .iter()
         .map(|c| {
-            let t = CheckTracker::new(&c.spec);
+            let mut t = CheckTracker::new(&c.spec);
+            if let Some(p) = previous.get(&c.spec.name) {
+                t.restore(p);
+            }
             (c.spec.name.clone(), t.state(&c.task, now))
         })
         .collect();
-    let (tx, rx) = watch::channel(initial);
-    let tx = Arc::new(tx);
+    out.send_replace(initial);
     let http = if checks
         .iter()
         .any(|c| matches!(c.spec.kind, CheckKind::Http { .. }))
@@ -236,13 +250,24 @@ pub fn spawn(
             continue;
         };
         let port_link = c.port.as_ref().and_then(|p| tasks.get(&p.task)).cloned();
-        loops.spawn(run_check(c, link, port_link, env.clone(), tx.clone()));
+        let ends = Ends {
+            out: out.clone(),
+            saved: saved.clone(),
+        };
+        loops.spawn(run_check(c, link, port_link, env.clone(), ends));
     }
-    (rx, Running { _loops: loops })
+    Running { _loops: loops }
 }
 
-/// Which run of the task a probe belongs to.
-type RunId = (Option<u64>, u32);
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where a check loop puts what it learns.
+struct Ends {
+    out: Arc<watch::Sender<CheckStates>>,
+    saved: Arc<Mutex<SavedChecks>>,
+}
 
 fn run_id(s: &TaskState) -> Option<RunId> {
     (s.state == TaskLifecycle::Running).then_some((s.started_at, s.restarts))
@@ -250,22 +275,31 @@ fn run_id(s: &TaskState) -> Option<RunId> {
 
 async fn run_check(
     c: PlannedCheck,
-    link: TaskLink,
-    port_link: Option<TaskLink>,
+    link: TaskView,
+    port_link: Option<TaskView>,
     env: Arc<Env>,
-    out: Arc<watch::Sender<CheckStates>>,
+    ends: Ends,
 ) {
-    let base = Instant::now();
-    let clock = || base.elapsed().as_millis() as u64;
+    // Unix milliseconds advanced by tokio's clock: saved start times stay
+    // meaningful across an agent restart, paused time drives tests.
+    let (base_unix, base) = (now_unix_ms(), Instant::now());
+    let clock = || base_unix + base.elapsed().as_millis() as u64;
     let interval = c.spec.interval.as_std().max(Duration::from_millis(100));
     let timeout = c.spec.timeout.as_std();
     let mut tracker = CheckTracker::new(&c.spec);
     let mut state = link.state.clone();
+    let mut handle = link.handle.clone();
     let mut current: Option<RunId> = None;
+    let mut restored = lock(&ends.saved).get(&c.spec.name).cloned();
     let mut addr_cache: Option<(String, SocketAddr)> = None;
-    let publish = |t: &CheckTracker| {
+    let publish = |t: &CheckTracker, run: Option<RunId>| {
         let st = t.state(&c.task, now_unix_ms());
-        out.send_if_modified(|m| {
+        if let Some(run) = run {
+            lock(&ends.saved).insert(c.spec.name.clone(), t.save(run));
+        } else {
+            lock(&ends.saved).remove(&c.spec.name);
+        }
+        ends.out.send_if_modified(|m| {
             if m.get(&c.spec.name) == Some(&st) {
                 false
             } else {
@@ -275,14 +309,35 @@ async fn run_check(
         });
     };
     loop {
-        let run = match state.wait_for(|s| s.state == TaskLifecycle::Running).await {
-            Ok(s) => run_id(&s),
-            Err(_) => return,
+        if current.is_some() && run_id(&state.borrow()).is_none() {
+            // The task stopped: nothing to vouch for until it runs again.
+            current = None;
+            tracker.task_stopped();
+            publish(&tracker, None);
+        }
+        // Running, with a handle to probe (a state carried over an agent
+        // restart says running before the runner re-attached).
+        let run = loop {
+            let s = state.borrow_and_update().clone();
+            if s.state == TaskLifecycle::Running && handle.borrow_and_update().is_some() {
+                break run_id(&s);
+            }
+            let changed = tokio::select! {
+                r = state.changed() => r,
+                r = handle.changed() => r,
+            };
+            if changed.is_err() {
+                return;
+            }
         };
         if run != current {
             current = run;
-            tracker.task_started(clock());
-            publish(&tracker);
+            match restored.take().filter(|s| Some(s.run) == run) {
+                // Re-attached to the run it was saved for: carry on.
+                Some(saved) => tracker.restore(&saved),
+                None => tracker.task_started(clock()),
+            }
+            publish(&tracker, current);
         }
         let next = Instant::now() + interval;
         let probe = probe(
@@ -295,11 +350,11 @@ async fn run_check(
         )
         .await;
         // A probe across a stop or restart of the task says nothing.
-        if run_id(&state.borrow()) != current {
+        if run_id(&state.borrow()) != current || link.handle.borrow().is_none() {
             continue;
         }
         let rec = tracker.record(clock(), probe);
-        publish(&tracker);
+        publish(&tracker, current);
         if rec.status_changed {
             tracing::info!(check = %c.spec.name, task = %c.task, status = tracker.status().as_str(),
                 "health check status changed");
@@ -326,8 +381,8 @@ async fn run_check(
 
 async fn probe(
     c: &PlannedCheck,
-    link: &TaskLink,
-    port_link: Option<&TaskLink>,
+    link: &TaskView,
+    port_link: Option<&TaskView>,
     env: &Env,
     addr_cache: &mut Option<(String, SocketAddr)>,
     timeout: Duration,
@@ -371,7 +426,7 @@ async fn probe(
 /// The address of the check's port, cached per run of the port's task.
 async fn resolve(
     c: &PlannedCheck,
-    port_link: Option<&TaskLink>,
+    port_link: Option<&TaskView>,
     env: &Env,
     cache: &mut Option<(String, SocketAddr)>,
 ) -> Result<SocketAddr, String> {

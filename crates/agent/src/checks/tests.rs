@@ -409,7 +409,7 @@ fn fake_task(
     driver: &Arc<FakeDriver>,
     restart: RestartPolicy,
     cancel: &CancellationToken,
-) -> (TaskLink, TaskRunner) {
+) -> (TaskView, TaskRunner) {
     let task: corral_types::TaskSpec = serde_json::from_value(serde_json::json!({
         "name": "app", "driver": "exec", "command": ["app"], "kill_timeout": 1000
     }))
@@ -439,7 +439,7 @@ fn fake_task(
         cancel.child_token(),
     )
     .with_restart_requests(rx);
-    let link = TaskLink {
+    let link = TaskView {
         driver: driver.clone(),
         state: runner.subscribe(),
         handle: runner.subscribe_handle(),

@@ -17,6 +17,26 @@
 //!   task; the count starts again after the request.
 
 use corral_types::{CheckRestart, CheckSpec, CheckState, CheckStatus};
+use serde::{Deserialize, Serialize};
+
+/// Which run of a task a check measured: its start time and restart
+/// count.
+pub type RunId = (Option<u64>, u32);
+
+/// A check's tracker as persisted, with the task run it measured, so a
+/// restarted agent that re-attaches to the same run carries on with the
+/// same status (no flip to pending, no second `check.passing`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedCheck {
+    pub run: RunId,
+    pub status: CheckStatus,
+    pub passes: u32,
+    pub failures: u32,
+    pub restart_failures: u32,
+    pub output: String,
+    /// When the run started, on the tracker's clock.
+    pub started_at: u64,
+}
 
 /// Longest output kept in a [`CheckState`] (bytes, cut at a character
 /// boundary).
@@ -78,6 +98,39 @@ impl CheckTracker {
         self.failures = 0;
         self.restart_failures = 0;
         self.started_at = now;
+    }
+
+    /// The check's task stopped (exited, waits for a restart): a check
+    /// says nothing about a task that does not run, so it is pending
+    /// again until the next run proves itself.
+    pub fn task_stopped(&mut self) {
+        self.status = CheckStatus::Pending;
+        self.passes = 0;
+        self.failures = 0;
+        self.restart_failures = 0;
+    }
+
+    /// What to persist, for the run `run`.
+    pub fn save(&self, run: RunId) -> SavedCheck {
+        SavedCheck {
+            run,
+            status: self.status,
+            passes: self.passes,
+            failures: self.failures,
+            restart_failures: self.restart_failures,
+            output: self.output.clone(),
+            started_at: self.started_at,
+        }
+    }
+
+    /// Carries on from a saved tracker of the same run.
+    pub fn restore(&mut self, saved: &SavedCheck) {
+        self.status = saved.status;
+        self.passes = saved.passes;
+        self.failures = saved.failures;
+        self.restart_failures = saved.restart_failures;
+        self.output = saved.output.clone();
+        self.started_at = saved.started_at;
     }
 
     pub fn status(&self) -> CheckStatus {

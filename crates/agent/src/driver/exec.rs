@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{
-    Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, TaskStats, now_unix_ms,
+    AllocContext, Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, TaskStats, now_unix_ms,
 };
 use crate::cgroup::{self, CgroupError, CgroupLimits, Cgroups, cgroup_name, join_on_exec, procfs};
 use crate::logs::{self, Timestamp, capture};
@@ -444,6 +444,12 @@ impl Driver for ExecDriver {
                 Err(e)
             }
         }
+    }
+
+    /// The task's cgroup holds whatever of it runs, handle or not.
+    async fn clear_task(&self, alloc: &AllocContext, task: &str) -> Result<(), DriverError> {
+        let name = cgroup_name(&alloc.alloc_id, task);
+        self.clear_cgroup(&alloc.alloc_id, task, &name).await
     }
 
     async fn wait(&self, handle: &TaskHandle) -> Result<ExitResult, DriverError> {

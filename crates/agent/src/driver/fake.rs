@@ -24,6 +24,8 @@ pub enum FakeRun {
     Exit { after: Duration, exit: ExitResult },
     /// `start` fails with this reason.
     StartError(String),
+    /// `start` never returns (an image pull that hangs).
+    StartHangs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,7 @@ pub enum FakeCall {
     Stop { id: String, timeout: Duration },
     Destroy { id: String },
     Recover { id: String },
+    ClearTask { alloc_id: String, task: String },
     Exec { id: String, command: Vec<String> },
 }
 
@@ -212,9 +215,26 @@ impl Driver for FakeDriver {
         Ok(())
     }
 
-    async fn start(&self, ctx: &TaskContext) -> Result<TaskHandle, DriverError> {
+    async fn clear_task(&self, alloc: &AllocContext, task: &str) -> Result<(), DriverError> {
         let mut g = self.lock();
-        let run = g.script.pop_front().unwrap_or_else(|| g.default.clone());
+        g.calls.push(FakeCall::ClearTask {
+            alloc_id: alloc.alloc_id.clone(),
+            task: task.to_string(),
+        });
+        let prefix = format!("fake-{}-{task}-", alloc.alloc_id);
+        g.tasks.retain(|id, _| !id.starts_with(&prefix));
+        Ok(())
+    }
+
+    async fn start(&self, ctx: &TaskContext) -> Result<TaskHandle, DriverError> {
+        let run = {
+            let mut g = self.lock();
+            g.script.pop_front().unwrap_or_else(|| g.default.clone())
+        };
+        if matches!(run, FakeRun::StartHangs) {
+            return std::future::pending().await;
+        }
+        let mut g = self.lock();
         if let FakeRun::StartError(reason) = run {
             g.calls.push(FakeCall::StartFailed {
                 task: ctx.task.name.clone(),

@@ -16,8 +16,8 @@
 //! - `.<task>.<n>.stdout|stderr`: the FIFOs of a running exec task.
 //!
 //! The allocation's directory stays after the allocation stops (only its
-//! record goes, see [`crate::persist::remove_alloc`]); [`sweep`] deletes
-//! it once the retention has passed.
+//! record goes, see [`crate::layout::AllocDir::forget`]);
+//! [`crate::layout::sweep`] deletes it once the retention has passed.
 
 pub mod capture;
 pub mod format;
@@ -27,11 +27,11 @@ pub mod writer;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::Shared;
+use crate::node::Shared;
 use crate::driver::Driver;
 
 pub use format::{Stream, Timestamp};
@@ -73,9 +73,7 @@ pub enum LogError {
     },
 }
 
-pub fn log_dir(alloc_dir: &Path) -> PathBuf {
-    alloc_dir.join("logs")
-}
+pub use crate::layout::alloc_log_dir as log_dir;
 
 /// The current log file of a task.
 pub fn log_file(alloc_dir: &Path, task: &str) -> PathBuf {
@@ -230,56 +228,7 @@ pub fn tasks(alloc_dir: &Path) -> Vec<String> {
     out
 }
 
-/// When an allocation directory was last touched: its own change time
-/// (its record is removed when the allocation stops) or its newest log.
-fn last_change(dir: &Path) -> Option<SystemTime> {
-    let mut t = std::fs::metadata(dir).ok()?.modified().ok()?;
-    if let Ok(rd) = std::fs::read_dir(log_dir(dir)) {
-        for e in rd.filter_map(Result::ok) {
-            if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
-                t = t.max(m);
-            }
-        }
-    }
-    Some(t)
-}
-
-/// Deletes the directories of allocations that stopped (no record, no
-/// runner) more than `retention` ago. Returns how many went.
-pub fn sweep(allocs_dir: &Path, retention: Duration, is_active: impl Fn(&str) -> bool) -> usize {
-    let Ok(rd) = std::fs::read_dir(allocs_dir) else {
-        return 0;
-    };
-    let now = SystemTime::now();
-    let mut removed = 0;
-    for e in rd.filter_map(Result::ok) {
-        let dir = e.path();
-        let Some(id) = e.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if !dir.is_dir() || dir.join("alloc.json").exists() || is_active(&id) {
-            continue;
-        }
-        let Some(changed) = last_change(&dir) else {
-            continue;
-        };
-        if now.duration_since(changed).unwrap_or_default() < retention {
-            continue;
-        }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {
-                tracing::info!(alloc = %id, "deleted the logs of a stopped allocation (retention passed)");
-                removed += 1;
-            }
-            Err(err) => {
-                tracing::warn!(alloc = %id, error = %err, "cannot delete the logs of a stopped allocation")
-            }
-        }
-    }
-    removed
-}
-
-/// How often [`sweep`] runs for a retention: a quarter of it, between a
+/// How often [`crate::layout::sweep`] runs for a retention: a quarter of it, between a
 /// second and ten minutes.
 pub fn sweep_interval(retention: Duration) -> Duration {
     (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
@@ -287,7 +236,7 @@ pub fn sweep_interval(retention: Duration) -> Duration {
 
 /// The agent's log upkeep until `shutdown`: every `check` it asks each
 /// driver to rotate the logs it does not write itself (containers), and
-/// every [`sweep_interval`] it deletes the logs of allocations stopped
+/// every [`sweep_interval`] it deletes the directories of allocations stopped
 /// more than `retention` ago.
 pub async fn upkeep(
     shared: Arc<Shared>,
@@ -315,9 +264,9 @@ pub async fn upkeep(
             }
             _ = sweeps.tick() => {
                 let s = shared.clone();
-                let allocs = s.data_dir.join("allocs");
+                let allocs = s.dirs.allocs();
                 let _ = tokio::task::spawn_blocking(move || {
-                    sweep(&allocs, retention, |id| s.is_active(id))
+                    crate::layout::sweep(&allocs, retention, |id| s.is_active(id))
                 })
                 .await;
             }

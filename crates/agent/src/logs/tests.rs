@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::layout::sweep;
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -34,6 +34,8 @@ pub struct ClusterOptions {
     /// `info`). Logs go to files in the cluster dir; their tail is printed
     /// when a test fails, all of them with `CORRAL_TEST_LOGS=1`.
     pub log: String,
+    /// Extra environment of every agent process (e.g. a kill point).
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
@@ -42,6 +44,7 @@ impl ClusterOptions {
             hosts,
             zones: ["a", "b", "c"].map(String::from).to_vec(),
             log: std::env::var("CORRAL_LOG").unwrap_or_else(|_| "info".into()),
+            agent_env: Vec::new(),
         }
     }
 }
@@ -56,6 +59,8 @@ pub struct Cluster {
     pub client: Client,
     server: Option<Child>,
     log: String,
+    /// Extra environment of the agents started from now on.
+    pub agent_env: Vec<(String, String)>,
     /// Allocation ids seen by [`Cluster::no_duplicates`]: their cgroups
     /// are removed on drop even when no agent recorded them.
     seen_allocs: std::sync::Mutex<BTreeSet<String>>,
@@ -79,6 +84,7 @@ impl Cluster {
             hosts: vec![],
             server: None,
             log: opts.log.clone(),
+            agent_env: opts.agent_env.clone(),
             seen_allocs: Default::default(),
             slot,
         };
@@ -211,6 +217,7 @@ impl Cluster {
             .arg("--cri-socket")
             .arg(h.dir.join("no-containerd.sock"));
         self.prepare(&mut cmd, h.agent_log());
+        cmd.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot start the agent of host {i}: {e}", self.name));
@@ -250,6 +257,15 @@ impl Cluster {
         let _ = c.kill();
         let _ = c.wait();
         h.paused = false;
+    }
+
+    /// Whether host `i`'s agent process has exited (killed itself at a
+    /// kill point, or crashed), and how.
+    pub fn agent_exit(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.hosts[i]
+            .agent
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Starts host `i`'s agent again on the same data dir (same node id).

@@ -80,6 +80,11 @@ impl GroupSpec {
         format!("CORRAL_PORT_{}", name.to_uppercase().replace('-', "_"))
     }
 
+    /// The key of a task's port in `Allocation::ports`: `<task>.<name>`.
+    pub fn port_key(task: &str, name: &str) -> String {
+        format!("{task}.{name}")
+    }
+
     /// Named ports of every task, in a stable order.
     pub fn ports(&self) -> impl Iterator<Item = (&str, &str, u16)> {
         self.tasks.iter().flat_map(|t| {

@@ -8,16 +8,12 @@
 //! from there.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use corral_types::{GroupSpec, NetworkMode};
 use serde::{Deserialize, Serialize};
 
 use crate::driver::AllocContext;
-
-/// The file the alloc runner writes the allocation record to (see
-/// [`crate::persist::save_alloc`]).
-pub const ALLOC_RECORD: &str = "alloc.json";
+use crate::layout::AllocDir;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodOptions {
@@ -35,7 +31,7 @@ impl PodOptions {
         PodOptions {
             group_ports: group
                 .ports()
-                .map(|(task, name, port)| (format!("{task}.{name}"), port))
+                .map(|(task, name, port)| (GroupSpec::port_key(task, name), port))
                 .collect(),
             network_host: group.network == NetworkMode::Host,
             privileged: group.tasks.iter().any(|t| t.security.privileged),
@@ -46,11 +42,12 @@ impl PodOptions {
     /// an unreadable one) the defaults apply: bridge network, container
     /// port = host port.
     pub fn load(alloc: &AllocContext) -> PodOptions {
-        let path = alloc.alloc_dir.join(ALLOC_RECORD);
-        match read_record(&path) {
-            Ok(rec) => PodOptions::from_group(&rec.group),
-            Err(e) => {
-                tracing::warn!(alloc = %alloc.alloc_id, file = %path.display(), error = %e,
+        let dir = AllocDir::new(&alloc.alloc_dir);
+        match dir.load_record() {
+            Ok(Some(rec)) => PodOptions::from_group(&rec.group),
+            r => {
+                let error = r.err().map(|e| e.to_string()).unwrap_or_else(|| "missing".into());
+                tracing::warn!(alloc = %alloc.alloc_id, dir = %dir.path().display(), %error,
                     "no readable allocation record: bridge network, container ports = host ports");
                 PodOptions::default()
             }
@@ -63,16 +60,6 @@ impl PodOptions {
     }
 }
 
-/// The part of [`crate::persist::PersistedAlloc`] the sandbox needs.
-#[derive(Deserialize)]
-struct Record {
-    group: GroupSpec,
-}
-
-fn read_record(path: &Path) -> std::io::Result<Record> {
-    let bytes = std::fs::read(path)?;
-    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
-}
 
 #[cfg(test)]
 mod tests {

@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{AllocRunner, RunnerEnv};
-use crate::agent::Shared;
+use crate::node::Shared;
 use crate::driver::ExecOutput;
-use crate::driver::fake::FakeDriver;
+use crate::driver::fake::{FakeCall, FakeDriver};
 use crate::metrics::TaskMetrics;
 
 fn group(check: &str) -> GroupSpec {
@@ -62,14 +62,37 @@ fn start_after(
     alloc: Allocation,
     previous: Vec<tokio::sync::watch::Receiver<bool>>,
 ) -> Run {
+    start_full(group, alloc, previous, false, |_, _| {})
+}
+
+/// Adopts `alloc` as a restarted agent would, with what `before` left in
+/// its directory and on its driver.
+fn adopt(
+    group: GroupSpec,
+    alloc: Allocation,
+    before: impl FnOnce(&crate::layout::AllocDir, &FakeDriver),
+) -> Run {
+    start_full(group, alloc, Vec::new(), true, before)
+}
+
+fn start_full(
+    group: GroupSpec,
+    alloc: Allocation,
+    previous: Vec<tokio::sync::watch::Receiver<bool>>,
+    recovering: bool,
+    before: impl FnOnce(&crate::layout::AllocDir, &FakeDriver),
+) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let driver = Arc::new(FakeDriver::new());
-    let mut drivers: crate::agent::Drivers = HashMap::new();
+    let alloc_dir = crate::layout::NodeDir::new(dir.path()).alloc(&alloc.id);
+    std::fs::create_dir_all(alloc_dir.path()).expect("alloc dir");
+    before(&alloc_dir, &driver);
+    let mut drivers: crate::node::Drivers = HashMap::new();
     drivers.insert(DriverKind::Exec, driver.clone());
     let (tx, updates) = mpsc::unbounded_channel();
     let env = Arc::new(RunnerEnv {
         shared: Arc::new(Shared::new(
-            dir.path().to_path_buf(),
+            crate::layout::NodeDir::new(dir.path()),
             Arc::new(TaskMetrics::new("n1")),
         )),
         drivers,
@@ -82,7 +105,7 @@ fn start_after(
         env,
         alloc,
         group,
-        false,
+        recovering,
         CancellationToken::new(),
         previous,
     );
@@ -285,22 +308,22 @@ fn a_restarting_task_makes_the_allocation_pending() {
 async fn a_task_without_a_handle_keeps_its_restart_count_across_an_agent_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let driver = Arc::new(FakeDriver::new());
-    let mut drivers: crate::agent::Drivers = HashMap::new();
+    let mut drivers: crate::node::Drivers = HashMap::new();
     drivers.insert(DriverKind::Exec, driver.clone());
     let (tx, mut updates) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(
-        dir.path().to_path_buf(),
+        crate::layout::NodeDir::new(dir.path()),
         Arc::new(TaskMetrics::new("n1")),
     ));
     let alloc = allocation(None);
     let alloc_dir = shared.alloc_dir(&alloc.id);
-    std::fs::create_dir_all(&alloc_dir).expect("alloc dir");
+    std::fs::create_dir_all(alloc_dir.path()).expect("alloc dir");
     let before = corral_types::TaskState {
         state: corral_types::TaskLifecycle::Restarting,
         restarts: 2,
         ..corral_types::TaskState::default()
     };
-    crate::persist::save_task_state(&alloc_dir, "app", &before).expect("state");
+    alloc_dir.save_task_state("app", &before).expect("state");
     let env = Arc::new(RunnerEnv {
         shared,
         drivers,
@@ -331,4 +354,208 @@ async fn a_task_without_a_handle_keeps_its_restart_count_across_an_agent_restart
     runner.stop();
     tracker.close();
     tracker.wait().await;
+}
+
+fn handle(id: &str) -> crate::driver::TaskHandle {
+    crate::driver::TaskHandle {
+        driver: DriverKind::Exec,
+        task: "app".into(),
+        alloc_id: "a1".into(),
+        id: id.into(),
+        started_at_ms: 1234,
+        state: serde_json::json!({}),
+    }
+}
+
+fn running_state(restarts: u32) -> corral_types::TaskState {
+    corral_types::TaskState {
+        state: corral_types::TaskLifecycle::Running,
+        restarts,
+        started_at: Some(1234),
+        ..corral_types::TaskState::default()
+    }
+}
+
+/// Issue 13, case 1: an agent killed during a task's first start saved no
+/// handle; the allocation is then stopped. Whatever the start left (the
+/// task's cgroup, a container) is cleared, handle or not.
+#[tokio::test(start_paused = true)]
+async fn a_task_without_a_handle_is_cleared_even_when_the_allocation_is_stopped() {
+    let mut r = adopt(
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        allocation(None),
+        |_, _| {},
+    );
+    r.runner.stop();
+    r.until(|u| u.client == corral_types::ClientStatus::Complete)
+        .await;
+    let calls = r.driver.calls();
+    assert!(
+        calls.contains(&FakeCall::ClearTask {
+            alloc_id: "a1".into(),
+            task: "app".into()
+        }),
+        "{calls:?}"
+    );
+    r.stop().await;
+}
+
+/// Issue 13, case 2: a task of the allocation failed and the agent died
+/// before it stopped the others. After the restart the failure stands:
+/// the live sibling is stopped and the allocation reports failed.
+#[tokio::test(start_paused = true)]
+async fn a_failure_decided_before_an_agent_restart_stands() {
+    let mut r = adopt(
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        allocation(None),
+        |dir, _| {
+            dir.save_handle("app", &handle("live-1")).expect("handle");
+            dir.save_task_state("app", &running_state(0)).expect("state");
+            dir.save_failure("task bad: exceeded 0 restarts").expect("failure");
+        },
+    );
+    let seen = r.until(|u| u.client.is_terminal()).await;
+    let last = seen.last().expect("an update");
+    assert_eq!(last.client, corral_types::ClientStatus::Failed, "{seen:#?}");
+    assert_eq!(last.message, "task bad: exceeded 0 restarts");
+    assert!(
+        seen.iter()
+            .all(|u| u.client != corral_types::ClientStatus::Running),
+        "{seen:#?}"
+    );
+    assert_eq!(r.driver.running(), 0);
+    assert_eq!(r.driver.starts(), 0);
+    r.stop().await;
+}
+
+/// Issue 13, case 3: the restart window and a pending backoff survive an
+/// agent restart. Two of three attempts were used in the window and a
+/// restart was due in 30 s: it waits those 30 s, and the next exit is the
+/// last one allowed.
+#[tokio::test(start_paused = true)]
+async fn the_restart_window_and_a_pending_delay_survive_an_agent_restart() {
+    let now = crate::driver::now_unix_ms();
+    let mut r = adopt(
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        allocation(None),
+        |dir, driver| {
+            let mut s = running_state(2);
+            s.state = corral_types::TaskLifecycle::Restarting;
+            dir.save_task_state("app", &s).expect("state");
+            dir.save_restarts(
+                "app",
+                &crate::layout::RestartRecord {
+                    restarts: 3,
+                    window_start: Some(now - 10_000),
+                    in_window: 3,
+                    due: Some(now + 30_000),
+                },
+            )
+            .expect("restarts");
+            driver.set_default(crate::driver::fake::FakeRun::Exit {
+                after: Duration::from_secs(5),
+                exit: crate::driver::ExitResult::from_status(Some(1), None, false),
+            });
+        },
+    );
+    let t0 = tokio::time::Instant::now();
+    let seen = r.until(|u| u.tasks["app"].state == corral_types::TaskLifecycle::Running).await;
+    assert!(t0.elapsed() >= Duration::from_secs(29), "{:?}", t0.elapsed());
+    assert_eq!(seen.last().expect("update").tasks["app"].restarts, 3);
+    // group(): attempts 3 in 1h: the window is full, the next exit fails.
+    let seen = r.until(|u| u.client.is_terminal()).await;
+    let last = seen.last().expect("an update");
+    assert_eq!(last.client, corral_types::ClientStatus::Failed, "{seen:#?}");
+    assert_eq!(r.driver.starts(), 1);
+    r.stop().await;
+}
+
+/// Issue 13, case 9: a stop does not wait for a start that hangs (an image
+/// pull from a registry that never answers); what the start left is
+/// cleared.
+#[tokio::test(start_paused = true)]
+async fn a_stop_does_not_wait_for_a_hanging_start() {
+    let mut r = start_full(
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        allocation(None),
+        Vec::new(),
+        false,
+        |_, driver| driver.set_default(crate::driver::fake::FakeRun::StartHangs),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t0 = tokio::time::Instant::now();
+    r.runner.stop();
+    r.until(|u| u.client == corral_types::ClientStatus::Complete)
+        .await;
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert!(r.driver.calls().contains(&FakeCall::ClearTask {
+        alloc_id: "a1".into(),
+        task: "app".into()
+    }));
+    r.stop().await;
+}
+
+/// Issue 13, case 6: a check says nothing about a task that does not run:
+/// pending while the task waits for its restart, not its last status.
+#[tokio::test(start_paused = true)]
+async fn a_check_is_pending_while_its_task_restarts() {
+    let mut r = start_full(
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        allocation(None),
+        Vec::new(),
+        false,
+        |_, driver| {
+            driver.push(crate::driver::fake::FakeRun::Exit {
+                after: Duration::from_secs(10),
+                exit: crate::driver::ExitResult::from_status(Some(1), None, false),
+            });
+        },
+    );
+    r.until(|u| u.checks["web-exec"].status == CheckStatus::Passing)
+        .await;
+    let seen = r
+        .until(|u| u.tasks["app"].state == corral_types::TaskLifecycle::Restarting)
+        .await;
+    let u = seen.last().expect("an update");
+    assert_eq!(u.checks["web-exec"].status, CheckStatus::Pending, "{u:#?}");
+    r.stop().await;
+}
+
+/// Issue 13, case 6: an agent restart that re-attaches to the same run
+/// carries the check's status on: no flip to pending, so no second
+/// `check.passing` event on the server.
+#[tokio::test(start_paused = true)]
+async fn a_reattached_task_keeps_its_check_status() {
+    let mut r = adopt(
+        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        allocation(None),
+        |dir, _| {
+            dir.save_handle("app", &handle("live-1")).expect("handle");
+            dir.save_task_state("app", &running_state(0)).expect("state");
+            let mut t = crate::checks::CheckTracker::new(
+                &crate::checks::plan(&group(
+                    "{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}",
+                ))[0]
+                    .spec,
+            );
+            t.record(0, crate::checks::Probe::Pass("ok".into()));
+            let saved = crate::checks::SavedChecks::from([(
+                "web-exec".to_string(),
+                t.save((Some(1234), 0)),
+            )]);
+            dir.save_checks(&saved).expect("checks");
+        },
+    );
+    let seen = r
+        .until(|u| u.tasks["app"].state == corral_types::TaskLifecycle::Running)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    while let Ok(u) = r.updates.try_recv() {
+        assert_eq!(u.checks["web-exec"].status, CheckStatus::Passing, "{u:#?}");
+    }
+    for u in &seen {
+        assert_eq!(u.checks["web-exec"].status, CheckStatus::Passing, "{u:#?}");
+    }
+    assert_eq!(r.driver.starts(), 0);
+    r.stop().await;
 }

@@ -1,0 +1,124 @@
+//! The node's disk layout, owned here and nowhere else: every path under
+//! the agent's data dir is built by this module, and so is the rule for
+//! what may be deleted.
+//!
+//! ```text
+//! <data_dir>/
+//!   node-id                      the node's id, created once
+//!   images/                      images the agent built (the sandbox image)
+//!   allocs/<alloc id>/           one allocation: AllocDir
+//!     alloc.json                 its record (allocation + group spec), kept
+//!                                while it runs here; a restarted agent
+//!                                adopts what has one
+//!     failure.json               why it failed, once decided
+//!     final.json                 its last report, once it ended here
+//!     checks.json                its checks' last status, by run
+//!     tasks/<task>.handle.json   how the driver finds the task's run again
+//!     tasks/<task>.state.json    the task's last reported state
+//!     tasks/<task>.restart.json  its restart window and pending restart
+//!     logs/                      the tasks' logs (see crate::logs)
+//!     <task>/                    the task's working directory
+//! ```
+//!
+//! Everything but `logs/`, `final.json` and the task directories goes when the
+//! allocation ends on this node ([`AllocDir::forget`]); the directory
+//! itself goes after the log retention ([`sweep`]), and never across a
+//! mount point (volumes will be mounted under it).
+
+mod alloc;
+mod atomic;
+mod sweep;
+
+use std::path::{Path, PathBuf};
+
+pub use alloc::{AllocDir, AllocRecord, RestartRecord, log_dir as alloc_log_dir};
+pub use atomic::write_atomic;
+pub use sweep::{is_mount_point, sweep};
+
+/// The agent's data dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDir {
+    root: PathBuf,
+}
+
+impl NodeDir {
+    pub fn new(root: impl Into<PathBuf>) -> NodeDir {
+        NodeDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where allocation directories live.
+    pub fn allocs(&self) -> PathBuf {
+        self.root.join("allocs")
+    }
+
+    /// Where images the agent builds itself go.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    pub fn alloc(&self, id: &str) -> AllocDir {
+        AllocDir::new(self.allocs().join(id))
+    }
+
+    /// The node id, created once and kept.
+    pub fn node_id(&self) -> std::io::Result<String> {
+        let path = self.root.join("node-id");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            _ => {
+                let id = uuid::Uuid::new_v4().to_string();
+                write_atomic(&path, id.as_bytes())?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Allocations that ended here and have no record any more, with
+    /// their last report.
+    pub fn finished(&self) -> Vec<(String, corral_types::AllocUpdate)> {
+        let Ok(rd) = std::fs::read_dir(self.allocs()) else {
+            return vec![];
+        };
+        rd.filter_map(Result::ok)
+            .map(|e| AllocDir::new(e.path()))
+            .filter(|d| !d.has_record())
+            .filter_map(|d| Some((d.id()?.to_string(), d.load_final()?)))
+            .collect()
+    }
+
+    /// Allocations with a record: what a previous agent process ran.
+    pub fn records(&self) -> Vec<AllocRecord> {
+        let Ok(rd) = std::fs::read_dir(self.allocs()) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for e in rd.filter_map(Result::ok) {
+            let dir = AllocDir::new(e.path());
+            match dir.load_record() {
+                Ok(Some(rec)) => out.push(rec),
+                Ok(None) => {}
+                Err(err) => tracing::error!(dir = %dir.path().display(), error = %err,
+                    "unreadable allocation record; ignoring it"),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_is_stable() {
+        let d = tempfile::tempdir().unwrap();
+        let n = NodeDir::new(d.path());
+        let a = n.node_id().unwrap();
+        assert_eq!(a, n.node_id().unwrap());
+        assert_eq!(a.len(), 36);
+    }
+}
