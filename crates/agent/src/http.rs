@@ -13,8 +13,8 @@ use axum::routing::get;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use crate::node::Shared;
 use crate::logs;
+use crate::node::Shared;
 
 /// With `token`, logs and metrics need `Authorization: Bearer <token>`
 /// (the server forwards its API token); the health probe stays open.

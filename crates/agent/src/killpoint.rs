@@ -44,7 +44,8 @@ fn armed() -> Option<&'static str> {
 pub fn reached(point: &'static str) {
     if armed() == Some(point) {
         tracing::warn!(point, "kill point reached: SIGKILL");
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         // The signal is delivered before kill returns for this process;
         // never go on past a kill point.
         std::process::abort();

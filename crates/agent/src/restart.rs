@@ -84,13 +84,15 @@ impl RestartTracker {
     }
 
     /// What to persist; `due` is when a decided restart starts, if one
-    /// waits.
+    /// waits (the caller fills in what the exit was).
     pub fn record(&self, due: Option<u64>) -> RestartRecord {
         RestartRecord {
             restarts: self.restarts,
             window_start: self.window_start,
             in_window: self.in_window,
             due,
+            exited: None,
+            gave_up: None,
         }
     }
 

@@ -91,7 +91,7 @@ impl MemorySink {
     }
     /// The last restart record saved.
     pub fn restarts(&self) -> Option<RestartRecord> {
-        *locked(&self.restarts)
+        locked(&self.restarts).clone()
     }
 }
 
@@ -110,7 +110,7 @@ impl TaskStore for MemorySink {
         Ok(())
     }
     async fn save_restarts(&self, record: &RestartRecord) -> std::io::Result<()> {
-        *locked(&self.restarts) = Some(*record);
+        *locked(&self.restarts) = Some(record.clone());
         Ok(())
     }
 }
@@ -163,8 +163,10 @@ pub struct TaskRunner {
     /// in the message of the next start.
     restart_cause: Option<String>,
     begin: Begin,
-    /// When a restart decided before an agent restart is due.
-    due: Option<u64>,
+    /// What the restart record saved before an agent restart says beyond
+    /// the counters: a due restart, the run whose exit it counts, whether
+    /// the policy gave up.
+    carried: RestartRecord,
     /// The restart tracker's clock: unix milliseconds when the runner was
     /// made, advanced by tokio's monotonic clock (so paused time in tests
     /// drives it, and persisted times compare across agent restarts).
@@ -207,7 +209,7 @@ impl TaskRunner {
             restart_requests: None,
             restart_cause: None,
             begin: Begin::Fresh,
-            due: None,
+            carried: RestartRecord::default(),
             clock: (now_unix_ms(), tokio::time::Instant::now()),
         }
     }
@@ -246,7 +248,7 @@ impl TaskRunner {
     /// `resuming`).
     pub fn with_restart_record(mut self, rec: RestartRecord) -> Self {
         self.tracker = RestartTracker::restore(*self.tracker.policy(), &rec);
-        self.due = rec.due;
+        self.carried = rec;
         self
     }
 
@@ -285,20 +287,24 @@ impl TaskRunner {
     pub async fn run(mut self) -> TaskOutcome {
         let mut current: Option<TaskHandle> = None;
         let mut pending: Option<Exit> = None;
+        let carried = std::mem::take(&mut self.carried);
         match std::mem::replace(&mut self.begin, Begin::Fresh) {
             Begin::Fresh => {}
+            // Its exit is counted already: only the destroy was missing.
+            Begin::Recover(h) if carried.exited.as_deref() == Some(h.id.as_str()) => {
+                self.cleanup(&h).await;
+                if let Some(outcome) = self.resume(&carried).await {
+                    return outcome;
+                }
+            }
             Begin::Recover(h) => match self.reattach(h).await {
                 Ok(h) => current = Some(h),
                 Err(exit) => pending = Some(exit),
             },
             Begin::Resume => {
                 self.clear_leftovers().await;
-                if let Some(due) = self.due.take() {
-                    let after = Duration::from_millis(due.saturating_sub(self.clock_ms()));
-                    let why = "waiting for its restart (resumed after an agent restart)";
-                    if !self.wait_restart(after, why, None).await {
-                        return self.finish_stopped("stopped while waiting to restart", None);
-                    }
+                if let Some(outcome) = self.resume(&carried).await {
+                    return outcome;
                 }
             }
         }
@@ -330,6 +336,29 @@ impl TaskRunner {
             if let Some(outcome) = self.decide(exit).await {
                 return outcome;
             }
+        }
+    }
+
+    /// Carries on from a restart record with no run to follow: the policy
+    /// gave up (dead for good), or a restart is due (wait out the rest of
+    /// its delay); `None`: start the task.
+    async fn resume(&mut self, carried: &RestartRecord) -> Option<TaskOutcome> {
+        if let Some(reason) = &carried.gave_up {
+            let reason = reason.clone();
+            self.publish(|s| {
+                s.state = TaskLifecycle::Dead;
+                s.failed = true;
+                s.message = reason.clone();
+            });
+            return Some(TaskOutcome::Failed { reason });
+        }
+        let due = carried.due?;
+        let after = Duration::from_millis(due.saturating_sub(self.clock_ms()));
+        let why = "waiting for its restart (resumed after an agent restart)";
+        if self.wait_restart(after, why, None).await {
+            None
+        } else {
+            Some(self.finish_stopped("stopped while waiting to restart", None))
         }
     }
 
@@ -419,20 +448,28 @@ impl TaskRunner {
         let now = now_unix_ms();
         let decision = self.tracker.on_exit(self.clock_ms(), &exit);
         tracing::info!(task = %self.ctx.describe(), exit = %exit.message, ?decision, "task exited");
-        let due = match &decision {
+        let mut rec = self.tracker.record(None);
+        match &decision {
             RestartDecision::Restart { after } => {
-                Some(self.clock_ms() + u64::try_from(after.as_millis()).unwrap_or(u64::MAX))
+                rec.due =
+                    Some(self.clock_ms() + u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
             }
-            RestartDecision::Fail { .. } => None,
-        };
-        self.save_restarts(due).await;
+            RestartDecision::Fail { reason } => rec.gave_up = Some(reason.clone()),
+        }
+        rec.exited = run.as_ref().map(|h| h.id.clone());
+        if let Err(e) = self.store.save_restarts(&rec).await {
+            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot persist the restart decision");
+        }
         crate::killpoint::reached("exit.after_decision");
         if let Some(h) = run {
             self.cleanup(&h).await;
         }
         match decision {
             RestartDecision::Restart { after } => {
-                if self.wait_restart(after, &exit.message, Some((&exit, now))).await {
+                if self
+                    .wait_restart(after, &exit.message, Some((&exit, now)))
+                    .await
+                {
                     None
                 } else {
                     Some(self.finish_stopped("stopped while waiting to restart", None))
@@ -953,5 +990,104 @@ mod tests {
                 .contains(&FakeCall::Destroy { id: "old-1".into() })
         );
         assert_eq!(driver.starts(), 0);
+    }
+
+    fn old_handle() -> TaskHandle {
+        TaskHandle {
+            driver: DriverKind::Exec,
+            task: "app".into(),
+            alloc_id: "a1".into(),
+            id: "old-1".into(),
+            started_at_ms: 1234,
+            state: serde_json::json!({}),
+        }
+    }
+
+    /// Killed after the decision on an exit was saved, before its run was
+    /// destroyed: the restarted agent destroys it, does not count the exit
+    /// again, and waits out the rest of the delay.
+    #[tokio::test(start_paused = true)]
+    async fn an_exit_counted_before_an_agent_restart_is_not_counted_again() {
+        let driver = Arc::new(FakeDriver::new());
+        let sink = Arc::new(MemorySink::new());
+        let runner = TaskRunner::new(
+            driver.clone(),
+            ctx(),
+            policy(3, RestartMode::Fail),
+            sink.clone(),
+            CancellationToken::new(),
+        );
+        let now = runner.clock_ms();
+        let runner = runner
+            .recovering(old_handle(), TaskState::default())
+            .with_restart_record(RestartRecord {
+                restarts: 1,
+                window_start: Some(now),
+                in_window: 1,
+                due: Some(now + 5_000),
+                exited: Some("old-1".into()),
+                gave_up: None,
+            });
+        let mut rx = runner.subscribe();
+        let t0 = tokio::time::Instant::now();
+        let run = tokio::spawn(runner.run());
+        rx.wait_for(|s| s.state == TaskLifecycle::Running)
+            .await
+            .expect("running");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(4900),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(rx.borrow().restarts, 1);
+        let calls = driver.calls();
+        assert!(
+            !calls.contains(&FakeCall::Recover { id: "old-1".into() }),
+            "{calls:?}"
+        );
+        assert!(
+            calls.contains(&FakeCall::Destroy { id: "old-1".into() }),
+            "{calls:?}"
+        );
+        assert_eq!(sink.restarts().map(|r| r.restarts), Some(1));
+        drop(run);
+    }
+
+    /// Killed after the policy gave up: the task stays dead and failed,
+    /// nothing starts again.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_the_policy_gave_up_on_stays_dead_after_an_agent_restart() {
+        let driver = Arc::new(FakeDriver::new());
+        let runner = TaskRunner::new(
+            driver.clone(),
+            ctx(),
+            policy(1, RestartMode::Fail),
+            Arc::new(MemorySink::new()),
+            CancellationToken::new(),
+        )
+        .resuming(TaskState {
+            state: TaskLifecycle::Running,
+            restarts: 1,
+            exit_code: Some(3),
+            ..TaskState::default()
+        })
+        .with_restart_record(RestartRecord {
+            restarts: 1,
+            gave_up: Some("exceeded 1 restart".into()),
+            ..RestartRecord::default()
+        });
+        let rx = runner.subscribe();
+        assert_eq!(
+            runner.run().await,
+            TaskOutcome::Failed {
+                reason: "exceeded 1 restart".into()
+            }
+        );
+        assert_eq!(driver.starts(), 0);
+        let s = rx.borrow().clone();
+        assert_eq!(
+            (s.state, s.failed, s.restarts, s.exit_code),
+            (TaskLifecycle::Dead, true, 1, Some(3))
+        );
     }
 }

@@ -148,7 +148,12 @@ async fn follow(
     while !joins.is_empty() {
         tokio::select! {
             Some(_) = changes.next() => {}
-            Some(r) = joins.join_next() => on_task_end(view, r, failure),
+            Some(r) = joins.join_next() => {
+                // The task's last state is on disk before the allocation
+                // acts on how it ended.
+                reporter.send(failure.as_deref(), false);
+                on_task_end(view, r, failure);
+            }
             r = alloc_rx.changed(), if alloc_open => {
                 alloc_open = r.is_ok();
                 if r.is_ok() {

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use corral_types::{
-    AllocHealth, AllocUpdate, CheckStatus, ClientStatus, TaskLifecycle, TaskState,
-};
+use corral_types::{AllocHealth, AllocUpdate, CheckStatus, ClientStatus, TaskLifecycle, TaskState};
 use tokio::sync::{mpsc, watch};
 
 use crate::checks::{self, CheckStates};

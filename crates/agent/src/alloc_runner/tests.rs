@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{AllocRunner, RunnerEnv};
-use crate::node::Shared;
 use crate::driver::ExecOutput;
 use crate::driver::fake::{FakeCall, FakeDriver};
 use crate::metrics::TaskMetrics;
+use crate::node::Shared;
 
 fn group(check: &str) -> GroupSpec {
     let yaml = format!(
@@ -410,8 +410,10 @@ async fn a_failure_decided_before_an_agent_restart_stands() {
         allocation(None),
         |dir, _| {
             dir.save_handle("app", &handle("live-1")).expect("handle");
-            dir.save_task_state("app", &running_state(0)).expect("state");
-            dir.save_failure("task bad: exceeded 0 restarts").expect("failure");
+            dir.save_task_state("app", &running_state(0))
+                .expect("state");
+            dir.save_failure("task bad: exceeded 0 restarts")
+                .expect("failure");
         },
     );
     let seen = r.until(|u| u.client.is_terminal()).await;
@@ -449,6 +451,7 @@ async fn the_restart_window_and_a_pending_delay_survive_an_agent_restart() {
                     window_start: Some(now - 10_000),
                     in_window: 3,
                     due: Some(now + 30_000),
+                    ..Default::default()
                 },
             )
             .expect("restarts");
@@ -459,8 +462,14 @@ async fn the_restart_window_and_a_pending_delay_survive_an_agent_restart() {
         },
     );
     let t0 = tokio::time::Instant::now();
-    let seen = r.until(|u| u.tasks["app"].state == corral_types::TaskLifecycle::Running).await;
-    assert!(t0.elapsed() >= Duration::from_secs(29), "{:?}", t0.elapsed());
+    let seen = r
+        .until(|u| u.tasks["app"].state == corral_types::TaskLifecycle::Running)
+        .await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(29),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(seen.last().expect("update").tasks["app"].restarts, 3);
     // group(): attempts 3 in 1h: the window is full, the next exit fails.
     let seen = r.until(|u| u.client.is_terminal()).await;
@@ -531,7 +540,8 @@ async fn a_reattached_task_keeps_its_check_status() {
         allocation(None),
         |dir, _| {
             dir.save_handle("app", &handle("live-1")).expect("handle");
-            dir.save_task_state("app", &running_state(0)).expect("state");
+            dir.save_task_state("app", &running_state(0))
+                .expect("state");
             let mut t = crate::checks::CheckTracker::new(
                 &crate::checks::plan(&group(
                     "{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}",

@@ -36,7 +36,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{
-    AllocContext, Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, TaskStats, now_unix_ms,
+    AllocContext, Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, TaskStats,
+    now_unix_ms,
 };
 use crate::cgroup::{self, CgroupError, CgroupLimits, Cgroups, cgroup_name, join_on_exec, procfs};
 use crate::logs::{self, Timestamp, capture};

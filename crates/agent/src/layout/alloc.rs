@@ -21,7 +21,7 @@ pub struct AllocRecord {
 /// A task's restart policy state, so that an agent restart neither resets
 /// the window nor skips (or repeats) a pending restart delay. Times are
 /// unix milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartRecord {
     /// Restarts decided so far (all windows).
     pub restarts: u32,
@@ -34,6 +34,13 @@ pub struct RestartRecord {
     /// A decided restart not started yet: when it is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<u64>,
+    /// The run (handle id) whose exit this record already counts: a
+    /// restarted agent that still finds its handle must not count it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited: Option<String>,
+    /// The policy gave up, for this reason: the task is dead for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,10 +169,7 @@ impl AllocDir {
 
     /// The names of the per-task state files, for tests and tools.
     pub fn task_files(&self, task: &str) -> Vec<PathBuf> {
-        TASK_FILES
-            .iter()
-            .map(|w| self.task_file(task, w))
-            .collect()
+        TASK_FILES.iter().map(|w| self.task_file(task, w)).collect()
     }
 }
 
@@ -216,6 +220,8 @@ mod tests {
             window_start: Some(5),
             in_window: 2,
             due: Some(9),
+            exited: Some("run-1".into()),
+            gave_up: None,
         };
         dir.save_restarts("web", &r).unwrap();
         std::fs::create_dir_all(dir.log_dir()).unwrap();

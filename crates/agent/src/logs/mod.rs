@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::node::Shared;
 use crate::driver::Driver;
+use crate::node::Shared;
 
 pub use format::{Stream, Timestamp};
 

@@ -48,7 +48,10 @@ async fn keep_writing(
             r = alloc.changed(), if alloc_open => alloc_open = r.is_ok(),
             r = health.changed(), if health_open => health_open = r.is_ok(),
         }
-        let a = merged(&alloc.borrow_and_update(), health.borrow_and_update().as_ref());
+        let a = merged(
+            &alloc.borrow_and_update(),
+            health.borrow_and_update().as_ref(),
+        );
         let rec = AllocRecord {
             alloc: a,
             group: group.clone(),

@@ -46,7 +46,10 @@ impl PodOptions {
         match dir.load_record() {
             Ok(Some(rec)) => PodOptions::from_group(&rec.group),
             r => {
-                let error = r.err().map(|e| e.to_string()).unwrap_or_else(|| "missing".into());
+                let error = r
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "missing".into());
                 tracing::warn!(alloc = %alloc.alloc_id, dir = %dir.path().display(), %error,
                     "no readable allocation record: bridge network, container ports = host ports");
                 PodOptions::default()
@@ -59,7 +62,6 @@ impl PodOptions {
         self.group_ports.get(key).copied().unwrap_or(host_port)
     }
 }
-
 
 #[cfg(test)]
 mod tests {
