@@ -43,8 +43,8 @@ impl PodOptions {
     /// port = host port.
     pub fn load(alloc: &AllocContext) -> PodOptions {
         let dir = AllocDir::new(&alloc.alloc_dir);
-        match dir.load_record() {
-            Ok(Some(rec)) => PodOptions::from_group(&rec.group),
+        match dir.load_group() {
+            Ok(Some(group)) => PodOptions::from_group(&group),
             r => {
                 let error = r
                     .err()
