@@ -249,6 +249,14 @@ pub struct Joiner {
 }
 
 impl Joiner {
+    /// Whether a line of `stream` has begun and not ended.
+    pub fn is_open(&self, stream: Stream) -> bool {
+        match stream {
+            Stream::Stdout => self.stdout.is_some(),
+            Stream::Stderr => self.stderr.is_some(),
+        }
+    }
+
     /// Feeds one record; returns the line it completes.
     pub fn push(&mut self, r: &Record<'_>) -> Option<Line> {
         let slot = match r.stream {
