@@ -5,10 +5,10 @@
 //!   `PATH` when that has none);
 //! - working directory: `task.workdir` (relative to the task dir) or the
 //!   task dir;
-//! - stdin is `/dev/null`; stdout and stderr are FIFOs that a capture
-//!   process (or the agent, see [`capture::Copier`]) copies, line by line
-//!   with the time, into the task's rotated log (see
-//!   [`crate::logs::capture`]); it outlives the agent;
+//! - stdin is `/dev/null`; stdout and stderr are FIFOs copied, line by
+//!   line with the time, into the task's rotated log by a capture process
+//!   that outlives the agent (or by the agent itself, see
+//!   [`capture::Copier`]; and [`crate::logs::capture`]);
 //! - the process leads its own process group, so `stop` can signal the
 //!   whole group;
 //! - it joins its cgroup `<parent>/<alloc_id>-<task>` (cpu and memory

@@ -3,7 +3,7 @@
 //! `follow` what comes next, across rotations and restarts (a restart
 //! appends to the same file), until the allocation is gone. A line a file
 //! ends inside (an older agent's, or a container's) goes on in the next
-//! file ([`carry`]).
+//! file (`carry`).
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -3,7 +3,7 @@
 //! Each stream is a FIFO in the log directory. The task gets it opened
 //! read-write as its fd 1 or 2; a copier reads it, stamps each line with
 //! the time and writes it to the task's log through the rotating
-//! [`writer`](super::writer). The copier is a capture process per run
+//! [`super::writer`]. The copier is a capture process per run
 //! (`corral logmon`, [`process`]) in its own session, outside the task's
 //! cgroup and process group, that outlives the agent; or, when the agent
 //! does not know its binary ([`Copier::InProcess`]: unit tests), a task
@@ -13,7 +13,7 @@
 //! the task holds a read end of its FIFOs too, so its writes wait in the
 //! pipe (64 KiB; then it blocks) instead of failing; the agent holds
 //! another read end (it never reads from it) while it supervises the run
-//! ([`supervise`]), so a task that exits while the capture process is
+//! (`supervise`), so a task that exits while the capture process is
 //! being replaced leaves its last output in the pipe for the next one. The
 //! agent starts a capture process again when one dies, and after its own
 //! restart finds the running one ([`reattach`]) by the lock it holds
