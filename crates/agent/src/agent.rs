@@ -221,7 +221,7 @@ pub async fn default_drivers(config: &AgentConfig) -> Result<Drivers, AgentError
     for name in &config.drivers {
         let d: Arc<dyn Driver> = match name.as_str() {
             "exec" => match ExecDriver::detect() {
-                Ok(d) => Arc::new(d),
+                Ok(d) => Arc::new(d.with_capture_exe(config.capture_exe.clone())),
                 Err(e) => {
                     why.push(format!("exec: {e}"));
                     continue;

@@ -44,6 +44,12 @@ pub struct AgentConfig {
     pub log_check_interval: Duration,
     /// How often running tasks' usage is pushed to the server.
     pub stats_interval: Duration,
+    /// The `corral` binary, which the exec driver starts as each run's
+    /// capture process (`corral logmon`), so that task output survives an
+    /// agent restart. Unset (a library user without the binary: tests),
+    /// the agent copies the output itself, and loses what is in flight
+    /// when it dies.
+    pub capture_exe: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -67,6 +73,7 @@ impl AgentConfig {
             log_retention: crate::logs::DEFAULT_RETENTION,
             log_check_interval: crate::logs::DEFAULT_CHECK_INTERVAL,
             stats_interval: Duration::from_secs(10),
+            capture_exe: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use corral_client::Client;
 
@@ -152,6 +152,12 @@ enum Cmd {
         all: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// The capture process of an exec task's run, started by the agent.
+    #[command(name = corral_agent::logs::capture::SUBCOMMAND, hide = true)]
+    Logmon {
+        /// The run's capture spec (JSON).
+        spec: String,
     },
 }
 
@@ -403,10 +409,13 @@ enum NodeCmd {
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One per exec task runs: one thread each is plenty.
+    let mut builder = if matches!(cli.cmd, Cmd::Logmon { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -457,6 +466,16 @@ fn broken_pipe(e: &anyhow::Error) -> bool {
 fn is_closed_stdout(message: &str) -> bool {
     message.starts_with("failed printing to stdout")
         && (message.contains("Broken pipe") || message.contains("os error 32"))
+}
+
+/// This binary, for the exec driver's capture processes; `None` (the agent
+/// copies task output itself) when the OS cannot tell.
+pub(crate) fn capture_exe() -> Option<PathBuf> {
+    std::env::current_exe()
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "cannot find this binary; the agent copies task output itself")
+        })
+        .ok()
 }
 
 fn init_logging() {
@@ -563,6 +582,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             if let Some(d) = config::duration("log_retention", &file.log_retention)? {
                 config.log_retention = d;
             }
+            config.capture_exe = capture_exe();
             cmd::agent::run(config, shutdown::on_signals()).await
         }
         Cmd::Run {
@@ -629,6 +649,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cmd::events::events(&client, a).await
         }
         Cmd::Alerts { all, json } => cmd::alerts::list(&client, all, json).await,
+        Cmd::Logmon { spec } => {
+            init_logging();
+            corral_agent::logs::capture::process::run(&spec)
+                .await
+                .context("capture process")
+        }
         Cmd::System(SystemCmd::Gc { json }) => {
             let r = client.system_gc().await?;
             if json {

@@ -17,6 +17,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "e2e_logs/binary.rs"]
+mod binary;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

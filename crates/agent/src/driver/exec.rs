@@ -5,9 +5,10 @@
 //!   `PATH` when that has none);
 //! - working directory: `task.workdir` (relative to the task dir) or the
 //!   task dir;
-//! - stdin is `/dev/null`; stdout and stderr are FIFOs the agent copies,
-//!   line by line with the time, into the task's rotated log (see
-//!   [`crate::logs::capture`]), also after an agent restart;
+//! - stdin is `/dev/null`; stdout and stderr are FIFOs copied, line by
+//!   line with the time, into the task's rotated log by a capture process
+//!   that outlives the agent (or by the agent itself, see
+//!   [`capture::Copier`]; and [`crate::logs::capture`]);
 //! - the process leads its own process group, so `stop` can signal the
 //!   whole group;
 //! - it joins its cgroup `<parent>/<alloc_id>-<task>` (cpu and memory
@@ -87,6 +88,8 @@ pub struct ExecDriver {
     tasks: Mutex<HashMap<String, Tracked>>,
     /// How often `/proc` is polled for the exit of a recovered task.
     poll_interval: Duration,
+    /// Who copies the tasks' output to their logs.
+    copier: capture::Copier,
 }
 
 impl ExecDriver {
@@ -95,7 +98,15 @@ impl ExecDriver {
             cgroups,
             tasks: Mutex::new(HashMap::new()),
             poll_interval: Duration::from_millis(250),
+            copier: capture::Copier::InProcess,
         }
+    }
+
+    /// Capture processes of `exe` (the `corral` binary) copy the tasks'
+    /// output, so that it survives the agent; without one the agent copies.
+    pub fn with_capture_exe(mut self, exe: Option<std::path::PathBuf>) -> Self {
+        self.copier = capture::Copier::of(exe);
+        self
     }
 
     /// With the cgroup layout of this node, under [`cgroup::DEFAULT_PARENT`].
@@ -227,7 +238,7 @@ impl ExecDriver {
             stdout,
             stderr,
             drained,
-        } = capture::start(&spec).map_err(|e| {
+        } = capture::start(&spec, &self.copier).map_err(|e| {
             io(
                 format!(
                     "cannot set up the log capture in {}",
@@ -436,6 +447,9 @@ impl Driver for ExecDriver {
                 cg.open_procs(&n)
             })
             .await?;
+        // An earlier run's copier still writing (its output was held open
+        // by what the cleared cgroup ran) finishes before this run's.
+        capture::settle(&ctx.alloc.alloc_dir, &task, LOG_DRAIN_TIMEOUT).await;
         match self.spawn_task(ctx, program, first_args, &name, fds) {
             Ok(h) => Ok(h),
             Err(e) => {
@@ -549,15 +563,12 @@ impl Driver for ExecDriver {
         if !st.main_alive() {
             return Ok(false);
         }
-        // Its output waited in the FIFOs while nobody read them.
-        let drained = match st.logs.as_ref().map(capture::reattach).transpose() {
-            Ok(d) => d.flatten(),
-            Err(e) => {
-                tracing::warn!(alloc = %handle.alloc_id, task = %handle.task, error = %e,
-                    "cannot reattach to the task's output; it stays in its pipe");
-                None
-            }
-        };
+        // Its capture process copied on while the agent was away (or its
+        // output waited in the FIFOs): watch the copy again.
+        let drained = st
+            .logs
+            .as_ref()
+            .and_then(|spec| capture::reattach(spec, &self.copier));
         let (tx, rx) = watch::channel(None);
         let cg = self.cgroups.clone();
         let poll = self.poll_interval;

@@ -210,6 +210,16 @@ impl LineSplitter {
         }
     }
 
+    /// A pause of the copy while the stream goes on (the capture process
+    /// stops; another one continues): what is left becomes a `P` part, so
+    /// that the line reads whole with what the next copier writes.
+    pub fn cut(&mut self, time: Timestamp, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            encode(out, time, self.stream, true, &self.pending);
+            self.pending.clear();
+        }
+    }
+
     /// Writes the pending bytes: whole `P` parts while more than
     /// [`MAX_RECORD`] remain (or is exactly that and the line continues),
     /// then, with `line_end`, the rest as the final part.
@@ -249,6 +259,14 @@ pub struct Joiner {
 }
 
 impl Joiner {
+    /// Whether a line of `stream` has begun and not ended.
+    pub fn is_open(&self, stream: Stream) -> bool {
+        match stream {
+            Stream::Stdout => self.stdout.is_some(),
+            Stream::Stderr => self.stderr.is_some(),
+        }
+    }
+
     /// Feeds one record; returns the line it completes.
     pub fn push(&mut self, r: &Record<'_>) -> Option<Line> {
         let slot = match r.stream {
@@ -372,6 +390,13 @@ mod tests {
         out.clear();
         s.finish(t, &mut out);
         assert!(out.is_empty());
+
+        // Cut while the line goes on: a part, joined with what follows.
+        s.push(b"first-", t, &mut out);
+        s.cut(t, &mut out);
+        s.cut(t, &mut out);
+        assert_eq!(records(&out), vec![(true, b"first-".to_vec())]);
+        out.clear();
 
         // A long line in parts; joined back to the same text.
         let long: Vec<u8> = (0..MAX_RECORD * 2 + 10)

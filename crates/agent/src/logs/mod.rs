@@ -5,7 +5,7 @@
 //!
 //! Layout, the same for both drivers, under `<alloc_dir>/logs/`:
 //!
-//! - `<task>.log`: the current file, in the CRI log format ([`format`]),
+//! - `<task>.log`: the current file, in the CRI log format ([`format`](mod@format)),
 //!   both streams, every run of the task appended (containerd opens it in
 //!   append mode for each new container; the exec writer appends too);
 //! - `<task>.log.<seq>`: rotated files, a higher `seq` is newer; at most

@@ -1,7 +1,9 @@
 //! Reading a task's log: what is on disk (all of it, the last `tail`
 //! lines, the lines since a time, or only the previous run), then with
 //! `follow` what comes next, across rotations and restarts (a restart
-//! appends to the same file), until the allocation is gone.
+//! appends to the same file), until the allocation is gone. A line a file
+//! ends inside (an older agent's, or a container's) goes on in the next
+//! file (`carry`).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -15,6 +17,8 @@ use tokio::sync::mpsc;
 
 use super::format::{Joiner, Line, MAX_LINE, Stream, Timestamp, parse_record};
 use super::{ChainFile, LogError, chain};
+
+mod carry;
 
 /// How often a follower looks for new output.
 const POLL: Duration = Duration::from_millis(250);
@@ -323,7 +327,11 @@ fn history(
                     continue;
                 }
                 let mut ring: VecDeque<Vec<u8>> = VecDeque::new();
-                let mut joiner = Joiner::default();
+                // A line the previous file left open ends in this one.
+                let mut joiner = match i.checked_sub(1) {
+                    Some(prev) => carry::open_parts(&files[prev].1)?,
+                    None => Joiner::default(),
+                };
                 let (pos, _) = scan(file, 0, &mut joiner, |l| {
                     if filter.past(&l) {
                         return ControlFlow::Break(());
@@ -359,10 +367,16 @@ fn history(
         None => {
             let mut joiner = Joiner::default();
             let mut out = Vec::new();
+            let mut skipped = false;
             for (i, (cf, file)) in files.iter().enumerate() {
                 let newest = i + 1 == n_files;
                 if !newest && (before(file) || after(file)) {
+                    skipped = true;
                     continue;
+                }
+                if std::mem::take(&mut skipped) && i > 0 {
+                    // What the skipped file left open ends in this one.
+                    joiner = carry::open_parts(&files[i - 1].1)?;
                 }
                 let mut gone = false;
                 let (pos, stopped) = scan(file, 0, &mut joiner, |l| {
@@ -448,14 +462,14 @@ impl Follower {
                     }
                     match File::open(&f.path) {
                         Ok(file) => {
+                            // The joiner goes on: the old file may end
+                            // inside a line this one ends (see `carry`).
                             self.held = Some(Held {
                                 file,
                                 ino: f.ino,
                                 pos: 0,
                                 pending: Vec::new(),
                             });
-                            // Parts of a line never span files.
-                            self.joiner = Joiner::default();
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(e),

@@ -1,8 +1,10 @@
 //! The exec driver's log writer: appends whole records to a task's
 //! current log file and rotates it before a record would take it past
-//! `max_size`. One writer per file in this process ([`shared`]), so the
-//! runs of a task (and both streams of a run) never rotate the same file
-//! from two places.
+//! `max_size`, but never inside a line: the `P` parts of a line and its
+//! final part stay in one file, so a reader of one file (`--tail`, `-f`)
+//! sees the line whole. One writer per file in this process ([`shared`]),
+//! so the runs of a task (and both streams of a run) never rotate the same
+//! file from two places.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,6 +14,8 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use corral_types::LogPolicy;
 
+use super::format::{MAX_LINE, Stream, parse_record};
+
 #[derive(Debug)]
 pub struct RotatingWriter {
     path: PathBuf,
@@ -19,6 +23,9 @@ pub struct RotatingWriter {
     file: Option<File>,
     /// Bytes in the current file.
     size: u64,
+    /// Bytes of the line each stream (stdout, stderr) has begun with `P`
+    /// parts and not ended yet.
+    open: [u64; 2],
 }
 
 impl RotatingWriter {
@@ -30,6 +37,7 @@ impl RotatingWriter {
             policy,
             file: None,
             size: 0,
+            open: [0; 2],
         };
         w.reopen()?;
         Ok(w)
@@ -57,8 +65,9 @@ impl RotatingWriter {
     }
 
     /// Writes complete records (each ending in a newline). The file is
-    /// rotated between records, so each file stays within `max_size`
-    /// unless a single record is larger.
+    /// rotated between lines, so each file stays within `max_size` unless
+    /// a line that was being written when it got there, or a single
+    /// record, is larger.
     pub fn write_records(&mut self, records: &[u8]) -> std::io::Result<()> {
         for rec in records.split_inclusive(|b| *b == b'\n') {
             self.write_record(rec)?;
@@ -68,7 +77,7 @@ impl RotatingWriter {
 
     fn write_record(&mut self, rec: &[u8]) -> std::io::Result<()> {
         let len = rec.len() as u64;
-        if self.size > 0 && self.size + len > self.policy.max_size.0 {
+        if self.size > 0 && self.size + len > self.policy.max_size.0 && self.between_lines() {
             self.rotate()?;
         }
         // Someone removed or rotated the file behind our back: follow the
@@ -81,7 +90,30 @@ impl RotatingWriter {
         };
         f.write_all(rec)?;
         self.size += len;
+        self.track(rec);
         Ok(())
+    }
+
+    /// Whether no stream is inside a line, so a rotation cuts none. A
+    /// line already past [`MAX_LINE`] does not hold the rotation back:
+    /// readers cut it there anyway, and the file must not grow forever.
+    fn between_lines(&self) -> bool {
+        self.open.iter().all(|n| *n == 0 || *n >= MAX_LINE as u64)
+    }
+
+    fn track(&mut self, rec: &[u8]) {
+        let Some(r) = parse_record(rec.strip_suffix(b"\n").unwrap_or(rec)) else {
+            return;
+        };
+        let open = &mut self.open[match r.stream {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }];
+        *open = if r.partial {
+            *open + r.message.len() as u64
+        } else {
+            0
+        };
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -188,6 +220,84 @@ mod tests {
             std::fs::read_to_string(d.path().join("app.log.1")).unwrap(),
             "0123456789\n"
         );
+    }
+
+    /// Records of `lines` as the capture makes them (40 KB lines: two `P`
+    /// parts and a final one), with a short stderr line between the parts
+    /// of the third.
+    fn long_line_records() -> Vec<u8> {
+        use crate::logs::format::{LineSplitter, Timestamp};
+        let mut out = Vec::new();
+        let mut split = LineSplitter::new(Stream::Stdout);
+        let mut err = LineSplitter::new(Stream::Stderr);
+        for i in 0..6u8 {
+            let line = vec![b'a' + i; 40_000];
+            split.push(&line[..30_000], Timestamp(i.into()), &mut out);
+            if i == 2 {
+                err.push(b"between\n", Timestamp(9), &mut out);
+            }
+            split.push(&line[30_000..], Timestamp(i.into()), &mut out);
+            split.push(b"\n", Timestamp(i.into()), &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn never_rotates_inside_a_line() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("app.log");
+        let mut w = RotatingWriter::open(&path, policy(60_000, 10)).unwrap();
+        // One record at a time, as reads may end between a line's parts.
+        for rec in long_line_records().split_inclusive(|b| *b == b'\n') {
+            w.write_records(rec).unwrap();
+        }
+        let files = chain(&path).unwrap();
+        assert!(files.len() >= 3, "rotated: {files:?}");
+        let mut lines = Vec::new();
+        for f in &files {
+            // Each file alone joins into whole lines, nothing left open.
+            let text = std::fs::read(&f.path).unwrap();
+            let mut j = crate::logs::format::Joiner::default();
+            for rec in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                lines.extend(j.push(&parse_record(rec).unwrap()));
+            }
+            assert!(
+                !j.is_open(Stream::Stdout) && !j.is_open(Stream::Stderr),
+                "{} ends inside a line",
+                f.path.display()
+            );
+        }
+        let lens: Vec<(Stream, usize)> = lines.iter().map(|l| (l.stream, l.text.len())).collect();
+        let mut want = vec![(Stream::Stdout, 40_000); 6];
+        want.insert(2, (Stream::Stderr, 7));
+        assert_eq!(lens, want);
+    }
+
+    #[test]
+    fn a_line_past_the_longest_joined_one_rotates() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("app.log");
+        let mut w = RotatingWriter::open(&path, policy(100_000, 100)).unwrap();
+        let mut out = Vec::new();
+        let mut split = crate::logs::format::LineSplitter::new(Stream::Stdout);
+        split.push(
+            &vec![b'x'; 3 * MAX_LINE],
+            crate::logs::format::Timestamp(0),
+            &mut out,
+        );
+        w.write_records(&out).unwrap();
+        // Held back up to MAX_LINE, then rotated at the size again.
+        let sizes: Vec<u64> = chain(&path)
+            .unwrap()
+            .iter()
+            .map(|f| std::fs::metadata(&f.path).unwrap().len())
+            .collect();
+        assert!(sizes.len() > 15, "{sizes:?}");
+        assert!(
+            sizes[0] > MAX_LINE as u64 && sizes[0] < MAX_LINE as u64 + 20_000,
+            "{sizes:?}"
+        );
+        assert!(sizes[1..].iter().all(|s| *s <= 100_000), "{sizes:?}");
     }
 
     #[test]

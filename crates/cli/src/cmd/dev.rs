@@ -70,6 +70,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     config.token = a.token;
     config.drivers = drivers;
     config.cri_socket = socket;
+    config.capture_exe = crate::capture_exe();
     // One machine, one user: Ctrl-C takes the tasks down with it.
     config.stop_on_shutdown = true;
     let agent = Agent::start(config, shutdown.clone())

@@ -273,3 +273,122 @@ async fn follow_waits_for_a_log_that_does_not_exist_yet() {
     append(&log_file(d.path(), "app"), &out);
     expect_lines(&mut rx, &lines([1])).await;
 }
+
+/// A log as an older agent wrote it, rotated inside a long stdout line:
+/// `app.log.1` has line 0 and the first two parts of line X (written at
+/// t(1)), with a stderr line between them; `app.log` has X's final part
+/// and line 6.
+fn cut_fixture() -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().unwrap();
+    let cur = log_file(d.path(), "app");
+    let x: Vec<String> = ["aaaa", "bbbb", "cccc"].map(|p| p.repeat(1000)).to_vec();
+    let mut old = Vec::new();
+    rec(&mut old, 0, Stream::Stdout, "line 0");
+    encode(&mut old, t(1), Stream::Stdout, true, x[0].as_bytes());
+    rec(&mut old, 2, Stream::Stderr, "line 2");
+    encode(&mut old, t(1), Stream::Stdout, true, x[1].as_bytes());
+    append(&cur.with_extension("log.1"), &old);
+    let mut new = Vec::new();
+    encode(&mut new, t(5), Stream::Stdout, false, x[2].as_bytes());
+    rec(&mut new, 6, Stream::Stdout, "line 6");
+    append(&cur, &new);
+    (d, x.concat())
+}
+
+#[tokio::test]
+async fn a_line_an_older_agent_rotated_inside_reads_whole() {
+    let (d, x) = cut_fixture();
+    let tail = |n| Query {
+        tail: Some(n),
+        ..Query::default()
+    };
+    assert_eq!(
+        read(d.path(), Query::default()).await,
+        format!("line 0\nline 2\n{x}\nline 6\n")
+    );
+    assert_eq!(read(d.path(), tail(2)).await, format!("{x}\nline 6\n"));
+    assert_eq!(read(d.path(), tail(1)).await, "line 6\n");
+    assert_eq!(
+        read(d.path(), tail(4)).await,
+        format!("line 0\nline 2\n{x}\nline 6\n")
+    );
+    // The line began at t(1): its time, for --since and --timestamps.
+    let since = |s, tail| Query {
+        since: Some(t(s)),
+        tail,
+        ..Query::default()
+    };
+    assert_eq!(read(d.path(), since(3, None)).await, "line 6\n");
+    assert_eq!(read(d.path(), since(3, Some(5))).await, "line 6\n");
+    assert_eq!(
+        read(d.path(), since(1, Some(5))).await,
+        format!("line 2\n{x}\nline 6\n")
+    );
+    let q = Query {
+        tail: Some(2),
+        timestamps: true,
+        ..Query::default()
+    };
+    assert_eq!(
+        read(d.path(), q).await,
+        format!("{} {x}\n{} line 6\n", t(1), t(6))
+    );
+}
+
+#[tokio::test]
+async fn follow_joins_a_line_across_a_rotation_inside_it() {
+    let d = tempfile::tempdir().unwrap();
+    let cur = log_file(d.path(), "app");
+    let mut out = Vec::new();
+    rec(&mut out, 0, Stream::Stdout, "line 0");
+    encode(&mut out, t(1), Stream::Stdout, true, b"first-");
+    append(&cur, &out);
+    let q = Query {
+        follow: true,
+        ..Query::default()
+    };
+    let mut rx = stream(d.path(), "app", &q, never()).unwrap();
+    expect_lines(&mut rx, "line 0\n").await;
+    tokio::time::sleep(POLL * 2).await;
+    crate::logs::rotate(&cur, 3).unwrap();
+    let mut out = Vec::new();
+    encode(&mut out, t(2), Stream::Stdout, false, b"second");
+    rec(&mut out, 3, Stream::Stdout, "line 3");
+    append(&cur, &out);
+    expect_lines(&mut rx, "first-second\nline 3\n").await;
+}
+
+#[test]
+fn open_parts_look_back_as_far_as_a_line_began() {
+    let d = tempfile::tempdir().unwrap();
+    // A line of 300 KB in parts, then 200 KB of stderr lines.
+    let mut parts = Vec::new();
+    rec(&mut parts, 0, Stream::Stderr, "err");
+    for _ in 0..20 {
+        encode(&mut parts, t(1), Stream::Stdout, true, &[b'x'; 15_000]);
+    }
+    let mut errs = Vec::new();
+    for i in 0..2000 {
+        rec(&mut errs, 2, Stream::Stderr, &format!("{i:0100}"));
+    }
+    let mut end = Vec::new();
+    encode(&mut end, t(3), Stream::Stdout, false, b"!");
+
+    let path = d.path().join("open.log");
+    append(&path, &parts);
+    append(&path, &errs);
+    let mut j = carry::open_parts(&File::open(&path).unwrap()).unwrap();
+    assert!(j.is_open(Stream::Stdout) && !j.is_open(Stream::Stderr));
+    let line = j
+        .push(&parse_record(&end[..end.len() - 1]).unwrap())
+        .unwrap();
+    assert_eq!((line.text.len(), line.time), (300_001, t(1)));
+
+    // The line ended, far back: nothing open.
+    let path = d.path().join("closed.log");
+    append(&path, &parts);
+    append(&path, &end);
+    append(&path, &errs);
+    let j = carry::open_parts(&File::open(&path).unwrap()).unwrap();
+    assert!(!j.is_open(Stream::Stdout) && !j.is_open(Stream::Stderr));
+}
