@@ -279,6 +279,48 @@ impl ContainerNode {
             .collect()
     }
 
+    /// The pid of a containerd task (a sandbox's pause process, or a
+    /// container's), from `ctr tasks ls`.
+    pub async fn task_pid(&self, id: &str) -> Option<i32> {
+        self.ctr(&["tasks", "ls"]).await.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(id)).then(|| f.next()?.parse().ok())?
+        })
+    }
+
+    /// SIGKILLs the pause process of a sandbox (as the OOM killer or a
+    /// stray `kill -9` would) and waits until the runtime says so.
+    pub async fn kill_pause(&self, sandbox_id: &str) {
+        let pid = self
+            .task_pid(sandbox_id)
+            .await
+            .unwrap_or_else(|| panic!("no pause process for sandbox {sandbox_id}"));
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+        eventually(
+            "the sandbox to be not ready",
+            Duration::from_secs(30),
+            || async {
+                match self.sandboxes().await.get(sandbox_id) {
+                    Some(true) => Err("still ready".to_string()),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Runs a command in a container (CRI ExecSync); its exit code.
+    pub async fn exec(&self, container_id: &str, cmd: &[&str]) -> i32 {
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        self.cri
+            .exec_sync(container_id, &cmd, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("exec {cmd:?} in {container_id}: {e}"))
+            .exit_code
+    }
+
     /// Task containers, as the CRI lists them.
     pub async fn containers(&self) -> Vec<ContainerInfo> {
         let list = self

@@ -56,13 +56,28 @@ impl World {
 
     /// With `agent` false, no agent yet.
     async fn start_with(test: &str, agent: bool) -> Option<World> {
+        Self::start_configured(test, agent, false).await
+    }
+
+    /// With `patient`, the server waits 30 s before it marks a silent
+    /// node down: an agent may be away a while without its allocations
+    /// being replaced.
+    async fn start_configured(test: &str, agent: bool, patient: bool) -> Option<World> {
         if !can_run(test) {
             return None;
         }
         let shared = EXCLUSIVE.read().await;
         let started = Instant::now();
         let node = ContainerNode::start(test).await;
-        let mut cluster = TestCluster::start().await;
+        let mut cluster = if patient {
+            TestCluster::start_with(|c| {
+                c.heartbeat_min_ttl = Duration::from_secs(30);
+                c.heartbeat_grace = Duration::from_secs(30);
+            })
+            .await
+        } else {
+            TestCluster::start().await
+        };
         if agent {
             cluster.add_container_agent("node-0", node.socket()).await;
         }
@@ -698,4 +713,163 @@ fn fmt_ms(v: &[f64]) -> String {
         .map(|x| format!("{x:.0}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The allocation of a job (it has one), as the server shows it.
+async fn only_alloc(c: &Client, job: &str) -> AllocView {
+    let j = c.job(job, None).await.unwrap();
+    assert_eq!(j.allocations.len(), 1, "{}", summary(&j));
+    j.allocations[0].clone()
+}
+
+/// 10. Issue 13, case 8 (a): the pause process of a pod is killed; the
+/// task's next restart gets a new sandbox (with its network and host
+/// port) instead of failing for good with "no running task found", and
+/// the restart is counted as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pause_process_gets_a_new_sandbox() {
+    let Some(w) = World::start("pause").await else {
+        return;
+    };
+    let c = w.client();
+    w.node.import(&busybox_image(BUSYBOX_IMAGE, &[])).await;
+    c.submit(
+        &format!(
+            "name: pod
+image: {BUSYBOX_IMAGE}
+command: [/bin/sh, -c, 'echo hello-from-$(hostname) > /tmp/index.html; httpd -p 8080 -h /tmp; sleep 6; exit 1']
+ports: {{http: 8080}}
+restart: {{attempts: 3, delay: 1s, interval: 10m, mode: fail}}
+kill_timeout: 1s
+"
+        ),
+        "pod.yaml",
+    )
+    .await
+    .unwrap();
+    let j = wait_running(c, "pod", 1).await;
+    let addr = running(&j)[0].ports["pod.http"].clone();
+    let get = |want: &'static str| {
+        let addr = addr.clone();
+        async move {
+            eventually(&format!("HTTP on {addr}"), D, || async {
+                let r = http_get(&addr).await?;
+                if r.contains(want) {
+                    Ok(())
+                } else {
+                    Err(format!("answer: {r:?}"))
+                }
+            })
+            .await
+        }
+    };
+    get("hello-from-pod-0").await;
+    let before = w.node.running_containers().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let old = before[0].sandbox_id.clone();
+    w.node.kill_pause(&old).await;
+
+    // The task exits after 6 s and restarts in a new, ready sandbox.
+    let a = eventually("a restart in a new sandbox", D, || async {
+        let a = only_alloc(c, "pod").await;
+        let t = &a.tasks["pod"];
+        let now = w.node.running_containers().await;
+        let sandboxes = w.node.sandboxes().await;
+        match now.first() {
+            Some(k)
+                if k.sandbox_id != old
+                    && t.restarts >= 1
+                    && sandboxes.get(&k.sandbox_id) == Some(&true) =>
+            {
+                Ok((a.clone(), k.clone(), sandboxes))
+            }
+            _ => Err(format!("{:?} {:?}; containers {now:?}", a.status, t)),
+        }
+    })
+    .await;
+    let (a, k, sandboxes) = a;
+    assert!(
+        !sandboxes.contains_key(&old),
+        "the dead sandbox is removed: {sandboxes:?}"
+    );
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    let t = &a.tasks["pod"];
+    assert!(!t.failed, "{t:?}");
+    assert!(!t.message.contains("failed to start"), "{t:?}");
+    assert_eq!(k.attempt, t.restarts, "one container per run: {k:?} {t:?}");
+    // The host port reaches the task in its new network namespace.
+    get("hello-from-pod-0").await;
+    w.finish(&["pod"]).await;
+}
+
+/// 11. Issue 13, case 11: containers that exit while the agent is away
+/// (one with a code, one OOM-killed) are reported with their exit code
+/// and OOM flag once the next agent adopts them, not as "exited while the
+/// agent was away" with no code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_while_the_agent_is_away_keep_their_code() {
+    let Some(mut w) = World::start_configured("away", false, true).await else {
+        return;
+    };
+    w.node.import(&busybox_image(BUSYBOX_IMAGE, &[])).await;
+    let socket = w.node.socket().to_path_buf();
+    w.cluster
+        .add_container_agent_with("node-0", &socket, false)
+        .await;
+    let c = w.client().clone();
+    // Each waits for /tmp/go, which the test creates while the agent is
+    // away.
+    let wait_go = "until [ -e /tmp/go ]; do sleep 0.1; done";
+    c.submit(
+        &format!(
+            "name: code\nimage: {BUSYBOX_IMAGE}\ncommand: [/bin/sh, -c, '{wait_go}; exit 5']\nrestart: {{attempts: 0, mode: fail}}\n"
+        ),
+        "code.yaml",
+    )
+    .await
+    .unwrap();
+    c.submit(
+        &format!(
+            "name: hog\nimage: {BUSYBOX_IMAGE}\ncommand: [/bin/sh, -c, '{wait_go}; x=$(head -c 200000000 /dev/zero | tr \"\\0\" a)']\nresources: {{memory: 32M}}\nrestart: {{attempts: 0, mode: fail}}\n"
+        ),
+        "hog.yaml",
+    )
+    .await
+    .unwrap();
+    wait_running(&c, "code", 1).await;
+    wait_running(&c, "hog", 1).await;
+    let containers = w.node.running_containers().await;
+    assert_eq!(containers.len(), 2, "{containers:?}");
+
+    w.cluster.take_agent("node-0").unwrap().shutdown().await;
+    for k in &containers {
+        assert_eq!(
+            w.node.exec(&k.id, &["/bin/sh", "-c", ": > /tmp/go"]).await,
+            0
+        );
+    }
+    eventually("both containers to exit", D, || async {
+        let r = w.node.running_containers().await;
+        if r.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+
+    w.cluster
+        .add_container_agent_with("node-0", &socket, true)
+        .await;
+    let a = wait_alloc(&c, "code", ClientStatus::Failed).await;
+    let t = &a.tasks["code"];
+    assert_eq!(t.exit_code, Some(5), "{t:?}");
+    assert!(!t.oom_killed, "{t:?}");
+    assert!(!t.message.contains("away"), "{t:?}");
+    let a = wait_alloc(&c, "hog", ClientStatus::Failed).await;
+    let t = &a.tasks["hog"];
+    assert!(t.oom_killed, "{t:?}");
+    assert_eq!(t.exit_code, Some(137), "{t:?}");
+    assert!(t.message.contains("oom"), "{t:?}");
+    w.finish(&["code", "hog"]).await;
 }
