@@ -253,7 +253,7 @@ async fn run(
             let _ = persist::remove_alloc(&dir);
             return;
         };
-        if !recovering && let Err(e) = driver.prepare_alloc(&actx).await {
+        if let Err(e) = driver.prepare_alloc(&actx).await {
             report(
                 ClientStatus::Failed,
                 BTreeMap::new(),
