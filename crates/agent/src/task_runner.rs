@@ -238,7 +238,19 @@ impl TaskRunner {
                 if self.cancel.is_cancelled() {
                     return self.finish_stopped("stopped before it started", None);
                 }
-                match self.driver.start(&self.ctx).await {
+                // A stop must not wait for a start (an image pull may
+                // hang for minutes): drop it and remove what it made.
+                let started = tokio::select! {
+                    r = self.driver.start(&self.ctx) => r,
+                    _ = self.cancel.cancelled() => {
+                        let (alloc, task) = (&self.ctx.alloc, &self.ctx.task.name);
+                        if let Err(e) = self.driver.clear_task(alloc, task).await {
+                            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot clear a cancelled start");
+                        }
+                        return self.finish_stopped("stopped while starting", None);
+                    }
+                };
+                match started {
                     Ok(h) => {
                         if let Err(e) = self.sink.save(&h).await {
                             tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot persist the task handle");
