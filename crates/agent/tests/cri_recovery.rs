@@ -394,3 +394,76 @@ async fn a_start_dropped_half_way_leaves_nothing_behind() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     env.finish().await;
 }
+
+/// Issue 13, case 13: a sandbox whose network teardown was cut short (the
+/// runtime's retry then skips the masquerade chain) loses what is left
+/// when the driver removes it; another pod's rules stay. First with the
+/// leftovers put back as such a stop leaves them, then with real
+/// StopPodSandbox calls cut short at various points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_network_teardown_is_finished_on_removal() {
+    if !can_run() {
+        return;
+    }
+    let env = Env::start("teardown").await;
+    let chains_before = cni_nat_rules().iter().any(|r| r.contains("CNI-HOSTPORT"));
+    let live = env.alloc("live1", &[("web.http", free_port())]);
+    env.driver.prepare_alloc(&live).await.unwrap();
+    let live_id = env.driver.list_node_sandboxes(&env.node_id).await.unwrap()[0]
+        .id
+        .clone();
+    let live_rules = cni_nat_of(&live_id);
+    assert!(!live_rules.is_empty());
+
+    let cut = env.alloc("cut1", &[("web.http", free_port())]);
+    let id = env
+        .driver
+        .prepare_pod(&cut, &PodOptions::default())
+        .await
+        .unwrap();
+    let leftovers = cni_nat_of(&id);
+    assert!(
+        leftovers.iter().any(|l| l.contains("MASQUERADE"))
+            && leftovers.iter().any(|l| l.contains("DNAT")),
+        "{leftovers:?}"
+    );
+    // The stop went through (the sandbox is still listed, not ready), but
+    // its rules are back as a cut-short teardown leaves them.
+    env.driver.client().stop_pod_sandbox(&id).await.unwrap();
+    assert!(cni_nat_of(&id).is_empty());
+    restore_nat(&leftovers);
+    env.driver.cleanup_alloc(&cut).await.unwrap();
+    assert!(cni_nat_of(&id).is_empty(), "{:?}", cni_nat_of(&id));
+    assert_eq!(cni_nat_of(&live_id), live_rules);
+
+    // Real stops cut short: whatever each leaves, the removal finishes.
+    for ms in [100u64, 150, 200, 250, 300, 400] {
+        let a = env.alloc(&format!("cut{ms}"), &[("web.http", free_port())]);
+        let id = env
+            .driver
+            .prepare_pod(&a, &PodOptions::default())
+            .await
+            .unwrap();
+        let short = env
+            .driver
+            .client()
+            .clone()
+            .with_timeout(Duration::from_millis(ms));
+        let _ = short.stop_pod_sandbox(&id).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after_cut = cni_nat_of(&id).len();
+        env.driver.cleanup_alloc(&a).await.unwrap();
+        let left = cni_nat_of(&id);
+        eprintln!(
+            "[teardown] stop cut at {ms} ms left {after_cut} nat lines; after removal: {}",
+            left.len()
+        );
+        assert!(left.is_empty(), "cut at {ms} ms: {left:?}");
+    }
+    assert_eq!(cni_nat_of(&live_id), live_rules);
+    env.driver.cleanup_alloc(&live).await.unwrap();
+    if !chains_before {
+        remove_portmap_chains();
+    }
+    env.finish().await;
+}

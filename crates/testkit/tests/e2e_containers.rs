@@ -21,6 +21,7 @@ use corral_agent::image::{BUSYBOX, DEMO_IMAGE, demo_image};
 use corral_client::Client;
 use corral_testkit::containers::{
     BUSYBOX_IMAGE, ContainerNode, LocalRegistry, REQUIRE_ENV, busybox_image, can_run,
+    restore_leases, restore_nat,
 };
 use corral_testkit::jobs::{self, log_text, running, summary};
 use corral_testkit::{TestCluster, eventually};
@@ -872,4 +873,101 @@ async fn exits_while_the_agent_is_away_keep_their_code() {
     assert_eq!(t.exit_code, Some(137), "{t:?}");
     assert!(t.message.contains("oom"), "{t:?}");
     w.finish(&["code", "hog"]).await;
+}
+
+/// The sandbox of a job's (only) allocation.
+async fn sandbox_of_job(c: &Client, node: &ContainerNode, job: &str) -> String {
+    let a = only_alloc(c, job).await;
+    node.containers()
+        .await
+        .into_iter()
+        .find(|k| k.alloc_id == a.id)
+        .map(|k| k.sandbox_id)
+        .unwrap_or_else(|| panic!("no container of {job}"))
+}
+
+/// 12. Issue 13, case 13: an agent killed during a stop can leave a pod's
+/// CNI masquerade chain, portmap DNAT chain and lease behind (the
+/// runtime's retry skips them). The next agent sweeps the leftovers of
+/// sandboxes the runtime no longer has, and leaves a live pod's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_leftovers_of_vanished_sandboxes_are_swept_at_agent_start() {
+    let Some(mut w) = World::start_configured("cnisweep", false, true).await else {
+        return;
+    };
+    w.node.import_demo().await;
+    let socket = w.node.socket().to_path_buf();
+    w.cluster
+        .add_container_agent_with("node-0", &socket, false)
+        .await;
+    let c = w.client().clone();
+    for name in ["live", "gone"] {
+        c.submit(
+            &format!("name: {name}\nimage: {DEMO_IMAGE}\nenv: {{FOO: {name}}}\nports: {{http: 8080}}\nkill_timeout: 2s\n"),
+            &format!("{name}.yaml"),
+        )
+        .await
+        .unwrap();
+    }
+    let live = wait_running(&c, "live", 1).await;
+    let live_alloc = running(&live)[0].clone();
+    wait_running(&c, "gone", 1).await;
+    let (live_sb, gone_sb) = (
+        sandbox_of_job(&c, &w.node, "live").await,
+        sandbox_of_job(&c, &w.node, "gone").await,
+    );
+    let live_rules = w.node.cni_nat_of(&live_sb);
+    let leftovers = w.node.cni_nat_of(&gone_sb);
+    let leases = w.node.cni_leases_of(&gone_sb);
+    assert!(
+        leftovers.iter().any(|l| l.contains("MASQUERADE"))
+            && leftovers.iter().any(|l| l.contains("DNAT")),
+        "{leftovers:?}"
+    );
+    assert_eq!(leases.len(), 1, "{leases:?}");
+
+    // As a kill during the stop leaves them: the sandbox is gone, its
+    // rules and lease are not.
+    stop_and_wait(&c, "gone").await;
+    eventually("the stopped pod's rules removed", D, || async {
+        let left = w.node.cni_nat_of(&gone_sb);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+    restore_nat(&leftovers);
+    restore_leases(&leases, Duration::from_secs(120));
+    assert_eq!(w.node.cni_nat_of(&gone_sb).len(), leftovers.len());
+
+    // The agent goes and comes back.
+    w.cluster.take_agent("node-0").unwrap().shutdown().await;
+    w.cluster
+        .add_container_agent_with("node-0", &socket, true)
+        .await;
+    eventually("the leftovers swept", D, || async {
+        let left = w.node.cni_nat_of(&gone_sb);
+        let leases: Vec<_> = leases.iter().filter(|(p, _)| p.exists()).collect();
+        if left.is_empty() && leases.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?} {leases:?}"))
+        }
+    })
+    .await;
+    // The live pod's rules are untouched and it still answers.
+    assert_eq!(w.node.cni_nat_of(&live_sb), live_rules);
+    let addr = live_alloc.ports["live.http"].clone();
+    eventually(&format!("HTTP on {addr}"), D, || async {
+        let r = http_get(&addr).await?;
+        if r.contains("FOO=live") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    w.finish(&["live"]).await;
 }

@@ -306,7 +306,9 @@ pub trait Driver: Send + Sync + 'static {
 
     /// After an agent restart: remove what this driver finds labelled as
     /// this node's but belonging to no allocation in `keep` (CRI: pod
-    /// sandboxes left by a crash). Returns how many were removed.
+    /// sandboxes left by a crash, then the CNI nat rules and leases of
+    /// sandboxes the runtime no longer has). Returns how many were
+    /// removed.
     async fn remove_orphans(
         &self,
         _node_id: &str,

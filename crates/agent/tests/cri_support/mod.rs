@@ -523,6 +523,51 @@ pub fn cni_nat_rules() -> Vec<String> {
         .collect()
 }
 
+/// What CNI wrote into the nat table for a sandbox: the rules whose
+/// comment names it and the chains they jump to (`-N` lines first).
+pub fn cni_nat_of(sandbox_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    let owned: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains(&format!("id: \\\"{sandbox_id}\\\"")))
+        .collect();
+    let chains: Vec<&str> = owned
+        .iter()
+        .filter_map(|l| l.rsplit_once(" -j ").map(|(_, j)| j.trim()))
+        .filter(|j| j.starts_with("CNI-") && !j.starts_with("CNI-HOSTPORT-"))
+        .collect();
+    let mut out: Vec<String> = chains.iter().map(|c| format!("-N {c}")).collect();
+    for l in all.lines() {
+        if chains.iter().any(|c| l.starts_with(&format!("-A {c} "))) || owned.contains(&l) {
+            out.push(l.to_string());
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Puts nat lines (from [`cni_nat_of`]) back, as an interrupted teardown
+/// leaves them.
+pub fn restore_nat(lines: &[String]) {
+    for l in lines {
+        let args = corral_agent::driver::cri::cni::split_words(l).unwrap();
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "5", "-t", "nat"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Debian's docker-registry on a free loopback port, storing under `dir`.
 pub struct LocalRegistry {
     pub port: u16,

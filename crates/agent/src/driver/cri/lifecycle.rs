@@ -80,6 +80,9 @@ impl CriDriver {
             Err(e) if !e.is_not_found() => return Err(e),
             _ => {}
         }
+        // A teardown interrupted earlier (an agent killed during a stop)
+        // is not finished by the runtime's retry: finish it.
+        self.clear_network_of(id).await;
         tracing::info!(sandbox = %id, ms = started.elapsed().as_millis() as u64, "pod sandbox removed");
         Ok(())
     }

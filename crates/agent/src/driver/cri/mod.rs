@@ -20,14 +20,20 @@
 //!   `recover` also takes back a container that exited while the agent was
 //!   away, with its exit code and OOM flag;
 //! - exits are noticed by listing all containers (every 200 ms by default,
-//!   one call for the node, see [`exit`]) and cached until `destroy`.
+//!   one call for the node, see [`exit`]) and cached until `destroy`;
+//! - what an interrupted network teardown leaves (the bridge plugin's
+//!   masquerade chain, portmap's DNAT chain, host-local leases) is removed
+//!   after each sandbox removal and, for sandboxes the runtime no longer
+//!   has, when the agent starts (`remove_orphans`; see [`cni`]).
 //!
 //! Files: [`client`] (the CRI connection), [`pod`] (what the sandbox needs
 //! from the group), [`sandbox`] (its config, its cgroups), `lifecycle`
 //! (creating, finding and removing sandboxes), [`container`], [`image`],
-//! [`exit`], `logs` (rotating container logs).
+//! [`exit`], `logs` (rotating container logs), [`cni`] and `sweep` (network
+//! leftovers), `launch` (the calls that run to their end).
 
 pub mod client;
+pub mod cni;
 pub mod container;
 pub mod exit;
 pub mod image;
@@ -36,6 +42,7 @@ mod lifecycle;
 mod logs;
 pub mod pod;
 pub mod sandbox;
+mod sweep;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -361,6 +368,17 @@ impl Driver for CriDriver {
                 self.remove_sandbox(&sb.id).await.map_err(unavailable)?;
                 removed += 1;
             }
+        }
+        match self.sweep_cni_leftovers().await {
+            Ok(s) if s.nat + s.leases > 0 => {
+                tracing::info!(
+                    nat = s.nat,
+                    leases = s.leases,
+                    "removed CNI leftovers of pod sandboxes the runtime no longer has"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot sweep CNI leftovers"),
         }
         Ok(removed)
     }
