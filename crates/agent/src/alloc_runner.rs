@@ -69,14 +69,23 @@ impl AllocRunner {
         let s = stop.clone();
         tracker.spawn(async move {
             let id = alloc.id.clone();
+            let stopping = s.clone();
+            let run = async {
+                if wait_for_previous(&env, &alloc, wait_for, &s).await {
+                    run(env.clone(), alloc, group, recovering, s, alloc_rx).await;
+                }
+            };
+            tokio::pin!(run);
             tokio::select! {
-                _ = async {
-                    if wait_for_previous(&env, &alloc, wait_for, &s).await {
-                        run(env.clone(), alloc, group, recovering, s, alloc_rx).await;
+                _ = &mut run => {}
+                // Dropping the run future leaves the tasks running; but a
+                // stop in progress is finished: dropped, it would cancel
+                // the runtime's stop and teardown half-way.
+                _ = detach.cancelled() => {
+                    if stopping.is_cancelled() {
+                        run.await;
                     }
-                } => {}
-                // Dropping the run future leaves the tasks running.
-                _ = detach.cancelled() => {}
+                }
             }
             env.shared.set_active(&id, false);
             d.store(true, Ordering::SeqCst);

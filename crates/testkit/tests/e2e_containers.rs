@@ -971,3 +971,47 @@ async fn cni_leftovers_of_vanished_sandboxes_are_swept_at_agent_start() {
     .await;
     w.finish(&["live"]).await;
 }
+
+/// 13. Issue 13 (suspected): a plain agent (tasks kept on shutdown) shut
+/// down while an allocation stops finishes that stop: the runner is not
+/// dropped in the middle of StopContainer or StopPodSandbox, so nothing of
+/// the stopped allocation is left for the next agent (or nobody) to find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_shutdown_finishes_a_stop_in_progress() {
+    let Some(mut w) = World::start_configured("shutstop", false, true).await else {
+        return;
+    };
+    w.node.import(&busybox_image(BUSYBOX_IMAGE, &[])).await;
+    let socket = w.node.socket().to_path_buf();
+    w.cluster
+        .add_container_agent_with("node-0", &socket, false)
+        .await;
+    let c = w.client().clone();
+    c.submit(
+        &format!(
+            "name: slow\nimage: {BUSYBOX_IMAGE}\ncommand: [/bin/sh, -c, \"trap '' TERM; while :; do sleep 1; done\"]\nports: {{http: 8080}}\nkill_timeout: 3s\n"
+        ),
+        "slow.yaml",
+    )
+    .await
+    .unwrap();
+    wait_running(&c, "slow", 1).await;
+    c.stop("slow", false).await.unwrap();
+    // The agent is in the task's 3 s kill timeout when it is shut down.
+    eventually("the stop to begin", D, || async {
+        let a = only_alloc(&c, "slow").await;
+        if a.desired == corral_types::DesiredStatus::Stop {
+            Ok(())
+        } else {
+            Err(format!("{a:?}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    w.cluster.take_agent("node-0").unwrap().shutdown().await;
+    eprintln!("agent shut down in {} ms", t.elapsed().as_millis());
+    let left = w.node.leftovers().await;
+    assert!(left.is_empty(), "left by the stop: {left:?}");
+    w.finish(&[]).await;
+}
