@@ -476,10 +476,9 @@ async fn a_new_driver_recovers_a_running_container() {
     let fresh = CriDriver::connect(cc).await.unwrap();
     fresh.fingerprint().await.unwrap();
     assert!(fresh.recover(&persisted).await.unwrap());
-    assert!(
-        !fresh.recover(&done).await.unwrap(),
-        "an exited task is not re-attached"
-    );
+    // An exited task is taken back with its exit (issue 13, case 11).
+    assert!(fresh.recover(&done).await.unwrap());
+    assert!(fresh.wait(&done).await.unwrap().success());
     assert_eq!(
         CriDriver::state_of(&persisted).unwrap().container_id,
         CriDriver::state_of(&h).unwrap().container_id

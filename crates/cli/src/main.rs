@@ -56,6 +56,13 @@ enum Cmd {
         /// Run exec tasks only, without containerd.
         #[arg(long)]
         no_containers: bool,
+        /// The private containerd's pod bridge (at most 15 characters);
+        /// two `corral dev` on one machine need different ones.
+        #[arg(long, default_value = cmd::dev::DEFAULT_POD_BRIDGE)]
+        pod_bridge: String,
+        /// The private containerd's pod subnet (IPv4 CIDR).
+        #[arg(long, default_value = cmd::dev::DEFAULT_POD_SUBNET)]
+        pod_subnet: String,
     },
     /// Run the control plane.
     Server {
@@ -495,6 +502,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
             listen,
             cri_socket,
             no_containers,
+            pod_bridge,
+            pod_subnet,
         } => {
             init_logging();
             let args = cmd::dev::DevArgs {
@@ -503,6 +512,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 cri_socket,
                 no_containers,
                 token: cli.token,
+                pod_bridge,
+                pod_subnet,
             };
             cmd::dev::run(args, shutdown::on_signals()).await
         }

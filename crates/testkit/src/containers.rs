@@ -279,6 +279,48 @@ impl ContainerNode {
             .collect()
     }
 
+    /// The pid of a containerd task (a sandbox's pause process, or a
+    /// container's), from `ctr tasks ls`.
+    pub async fn task_pid(&self, id: &str) -> Option<i32> {
+        self.ctr(&["tasks", "ls"]).await.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(id)).then(|| f.next()?.parse().ok())?
+        })
+    }
+
+    /// SIGKILLs the pause process of a sandbox (as the OOM killer or a
+    /// stray `kill -9` would) and waits until the runtime says so.
+    pub async fn kill_pause(&self, sandbox_id: &str) {
+        let pid = self
+            .task_pid(sandbox_id)
+            .await
+            .unwrap_or_else(|| panic!("no pause process for sandbox {sandbox_id}"));
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+        eventually(
+            "the sandbox to be not ready",
+            Duration::from_secs(30),
+            || async {
+                match self.sandboxes().await.get(sandbox_id) {
+                    Some(true) => Err("still ready".to_string()),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Runs a command in a container (CRI ExecSync); its exit code.
+    pub async fn exec(&self, container_id: &str, cmd: &[&str]) -> i32 {
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        self.cri
+            .exec_sync(container_id, &cmd, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("exec {cmd:?} in {container_id}: {e}"))
+            .exit_code
+    }
+
     /// Task containers, as the CRI lists them.
     pub async fn containers(&self) -> Vec<ContainerInfo> {
         let list = self
@@ -369,6 +411,50 @@ impl ContainerNode {
             .filter(|l| l.contains(&prefix))
             .map(str::to_string)
             .collect()
+    }
+
+    /// What CNI wrote into the nat table for a sandbox: the rules whose
+    /// comment names it and the chains they jump to (`-N` lines first),
+    /// as `iptables -t nat -S` prints them.
+    pub fn cni_nat_of(&self, sandbox_id: &str) -> Vec<String> {
+        let all = command_stdout("iptables", &["-t", "nat", "-S"]);
+        let owned: Vec<&str> = all
+            .lines()
+            .filter(|l| l.contains(&format!("id: \\\"{sandbox_id}\\\"")))
+            .collect();
+        let chains: Vec<&str> = owned
+            .iter()
+            .filter_map(|l| l.rsplit_once(" -j ").map(|(_, j)| j.trim()))
+            .filter(|j| j.starts_with("CNI-") && !j.starts_with("CNI-HOSTPORT-"))
+            .collect();
+        let mut out: Vec<String> = chains.iter().map(|c| format!("-N {c}")).collect();
+        for l in all.lines() {
+            let in_chain = chains.iter().any(|c| l.starts_with(&format!("-A {c} ")));
+            if in_chain || owned.contains(&l) {
+                out.push(l.to_string());
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    /// host-local leases that name a sandbox: (file, content).
+    pub fn cni_leases_of(&self, sandbox_id: &str) -> Vec<(PathBuf, String)> {
+        let mut out = vec![];
+        let ipam = &self.containerd.paths().cni_ipam_dir;
+        for net in std::fs::read_dir(ipam).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(net.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+                if text.lines().next().map(str::trim) == Some(sandbox_id) {
+                    out.push((f.path(), text));
+                }
+            }
+        }
+        out
     }
 
     /// Live processes of this containerd: itself and its shims (their
@@ -520,6 +606,39 @@ fn find_dirs_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
                 find_dirs_named(&e.path(), name, out);
             }
         }
+    }
+}
+
+/// Puts nat lines (as [`ContainerNode::cni_nat_of`] returned them) back
+/// into the table, as an interrupted teardown leaves them.
+pub fn restore_nat(lines: &[String]) {
+    for l in lines {
+        let args = corral_agent::driver::cri::cni::split_words(l)
+            .unwrap_or_else(|| panic!("cannot split {l:?}"));
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "5", "-t", "nat"])
+            .args(&args)
+            .output()
+            .expect("iptables runs");
+        assert!(
+            out.status.success(),
+            "iptables {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Puts lease files back, changed `age` ago (the agent leaves leases
+/// younger than a minute alone: they may be a sandbox in creation).
+pub fn restore_leases(leases: &[(PathBuf, String)], age: Duration) {
+    for (path, text) in leases {
+        std::fs::write(path, text).expect("lease written");
+        let when = std::time::SystemTime::now() - age;
+        let f = std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("lease opened");
+        f.set_modified(when).expect("lease backdated");
     }
 }
 

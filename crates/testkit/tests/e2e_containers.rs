@@ -21,6 +21,7 @@ use corral_agent::image::{BUSYBOX, DEMO_IMAGE, demo_image};
 use corral_client::Client;
 use corral_testkit::containers::{
     BUSYBOX_IMAGE, ContainerNode, LocalRegistry, REQUIRE_ENV, busybox_image, can_run,
+    restore_leases, restore_nat,
 };
 use corral_testkit::jobs::{self, log_text, running, summary};
 use corral_testkit::{TestCluster, eventually};
@@ -56,13 +57,28 @@ impl World {
 
     /// With `agent` false, no agent yet.
     async fn start_with(test: &str, agent: bool) -> Option<World> {
+        Self::start_configured(test, agent, false).await
+    }
+
+    /// With `patient`, the server waits 30 s before it marks a silent
+    /// node down: an agent may be away a while without its allocations
+    /// being replaced.
+    async fn start_configured(test: &str, agent: bool, patient: bool) -> Option<World> {
         if !can_run(test) {
             return None;
         }
         let shared = EXCLUSIVE.read().await;
         let started = Instant::now();
         let node = ContainerNode::start(test).await;
-        let mut cluster = TestCluster::start().await;
+        let mut cluster = if patient {
+            TestCluster::start_with(|c| {
+                c.heartbeat_min_ttl = Duration::from_secs(30);
+                c.heartbeat_grace = Duration::from_secs(30);
+            })
+            .await
+        } else {
+            TestCluster::start().await
+        };
         if agent {
             cluster.add_container_agent("node-0", node.socket()).await;
         }
@@ -698,4 +714,304 @@ fn fmt_ms(v: &[f64]) -> String {
         .map(|x| format!("{x:.0}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The allocation of a job (it has one), as the server shows it.
+async fn only_alloc(c: &Client, job: &str) -> AllocView {
+    let j = c.job(job, None).await.unwrap();
+    assert_eq!(j.allocations.len(), 1, "{}", summary(&j));
+    j.allocations[0].clone()
+}
+
+/// 10. Issue 13, case 8 (a): the pause process of a pod is killed; the
+/// task's next restart gets a new sandbox (with its network and host
+/// port) instead of failing for good with "no running task found", and
+/// the restart is counted as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pause_process_gets_a_new_sandbox() {
+    let Some(w) = World::start("pause").await else {
+        return;
+    };
+    let c = w.client();
+    w.node.import(&busybox_image(BUSYBOX_IMAGE, &[])).await;
+    c.submit(
+        &format!(
+            "name: pod
+image: {BUSYBOX_IMAGE}
+command: [/bin/sh, -c, 'echo hello-from-$(hostname) > /tmp/index.html; httpd -p 8080 -h /tmp; sleep 6; exit 1']
+ports: {{http: 8080}}
+restart: {{attempts: 3, delay: 1s, interval: 10m, mode: fail}}
+kill_timeout: 1s
+"
+        ),
+        "pod.yaml",
+    )
+    .await
+    .unwrap();
+    let j = wait_running(c, "pod", 1).await;
+    let addr = running(&j)[0].ports["pod.http"].clone();
+    let get = |want: &'static str| {
+        let addr = addr.clone();
+        async move {
+            eventually(&format!("HTTP on {addr}"), D, || async {
+                let r = http_get(&addr).await?;
+                if r.contains(want) {
+                    Ok(())
+                } else {
+                    Err(format!("answer: {r:?}"))
+                }
+            })
+            .await
+        }
+    };
+    get("hello-from-pod-0").await;
+    let before = w.node.running_containers().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    let old = before[0].sandbox_id.clone();
+    w.node.kill_pause(&old).await;
+
+    // The task exits after 6 s and restarts in a new, ready sandbox.
+    let a = eventually("a restart in a new sandbox", D, || async {
+        let a = only_alloc(c, "pod").await;
+        let t = &a.tasks["pod"];
+        let now = w.node.running_containers().await;
+        let sandboxes = w.node.sandboxes().await;
+        match now.first() {
+            Some(k)
+                if k.sandbox_id != old
+                    && t.restarts >= 1
+                    && sandboxes.get(&k.sandbox_id) == Some(&true) =>
+            {
+                Ok((a.clone(), k.clone(), sandboxes))
+            }
+            _ => Err(format!("{:?} {:?}; containers {now:?}", a.status, t)),
+        }
+    })
+    .await;
+    let (a, k, sandboxes) = a;
+    assert!(
+        !sandboxes.contains_key(&old),
+        "the dead sandbox is removed: {sandboxes:?}"
+    );
+    assert_eq!(sandboxes.len(), 1, "{sandboxes:?}");
+    let t = &a.tasks["pod"];
+    assert!(!t.failed, "{t:?}");
+    assert!(!t.message.contains("failed to start"), "{t:?}");
+    assert_eq!(k.attempt, t.restarts, "one container per run: {k:?} {t:?}");
+    // The host port reaches the task in its new network namespace.
+    get("hello-from-pod-0").await;
+    w.finish(&["pod"]).await;
+}
+
+/// 11. Issue 13, case 11: containers that exit while the agent is away
+/// (one with a code, one OOM-killed) are reported with their exit code
+/// and OOM flag once the next agent adopts them, not as "exited while the
+/// agent was away" with no code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exits_while_the_agent_is_away_keep_their_code() {
+    let Some(mut w) = World::start_configured("away", false, true).await else {
+        return;
+    };
+    w.node.import(&busybox_image(BUSYBOX_IMAGE, &[])).await;
+    let socket = w.node.socket().to_path_buf();
+    w.cluster
+        .add_container_agent_with("node-0", &socket, false)
+        .await;
+    let c = w.client().clone();
+    // Each waits for /tmp/go, which the test creates while the agent is
+    // away.
+    let wait_go = "until [ -e /tmp/go ]; do sleep 0.1; done";
+    c.submit(
+        &format!(
+            "name: code\nimage: {BUSYBOX_IMAGE}\ncommand: [/bin/sh, -c, '{wait_go}; exit 5']\nrestart: {{attempts: 0, mode: fail}}\n"
+        ),
+        "code.yaml",
+    )
+    .await
+    .unwrap();
+    c.submit(
+        &format!(
+            "name: hog\nimage: {BUSYBOX_IMAGE}\ncommand: [/bin/sh, -c, '{wait_go}; x=$(head -c 200000000 /dev/zero | tr \"\\0\" a)']\nresources: {{memory: 32M}}\nrestart: {{attempts: 0, mode: fail}}\n"
+        ),
+        "hog.yaml",
+    )
+    .await
+    .unwrap();
+    wait_running(&c, "code", 1).await;
+    wait_running(&c, "hog", 1).await;
+    let containers = w.node.running_containers().await;
+    assert_eq!(containers.len(), 2, "{containers:?}");
+
+    w.cluster.take_agent("node-0").unwrap().shutdown().await;
+    for k in &containers {
+        assert_eq!(
+            w.node.exec(&k.id, &["/bin/sh", "-c", ": > /tmp/go"]).await,
+            0
+        );
+    }
+    eventually("both containers to exit", D, || async {
+        let r = w.node.running_containers().await;
+        if r.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+
+    w.cluster
+        .add_container_agent_with("node-0", &socket, true)
+        .await;
+    let a = wait_alloc(&c, "code", ClientStatus::Failed).await;
+    let t = &a.tasks["code"];
+    assert_eq!(t.exit_code, Some(5), "{t:?}");
+    assert!(!t.oom_killed, "{t:?}");
+    assert!(!t.message.contains("away"), "{t:?}");
+    let a = wait_alloc(&c, "hog", ClientStatus::Failed).await;
+    let t = &a.tasks["hog"];
+    assert!(t.oom_killed, "{t:?}");
+    assert_eq!(t.exit_code, Some(137), "{t:?}");
+    assert!(t.message.contains("oom"), "{t:?}");
+    w.finish(&["code", "hog"]).await;
+}
+
+/// The sandbox of a job's (only) allocation.
+async fn sandbox_of_job(c: &Client, node: &ContainerNode, job: &str) -> String {
+    let a = only_alloc(c, job).await;
+    node.containers()
+        .await
+        .into_iter()
+        .find(|k| k.alloc_id == a.id)
+        .map(|k| k.sandbox_id)
+        .unwrap_or_else(|| panic!("no container of {job}"))
+}
+
+/// 12. Issue 13, case 13: an agent killed during a stop can leave a pod's
+/// CNI masquerade chain, portmap DNAT chain and lease behind (the
+/// runtime's retry skips them). The next agent sweeps the leftovers of
+/// sandboxes the runtime no longer has, and leaves a live pod's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_leftovers_of_vanished_sandboxes_are_swept_at_agent_start() {
+    let Some(mut w) = World::start_configured("cnisweep", false, true).await else {
+        return;
+    };
+    w.node.import_demo().await;
+    let socket = w.node.socket().to_path_buf();
+    w.cluster
+        .add_container_agent_with("node-0", &socket, false)
+        .await;
+    let c = w.client().clone();
+    for name in ["live", "gone"] {
+        c.submit(
+            &format!("name: {name}\nimage: {DEMO_IMAGE}\nenv: {{FOO: {name}}}\nports: {{http: 8080}}\nkill_timeout: 2s\n"),
+            &format!("{name}.yaml"),
+        )
+        .await
+        .unwrap();
+    }
+    let live = wait_running(&c, "live", 1).await;
+    let live_alloc = running(&live)[0].clone();
+    wait_running(&c, "gone", 1).await;
+    let (live_sb, gone_sb) = (
+        sandbox_of_job(&c, &w.node, "live").await,
+        sandbox_of_job(&c, &w.node, "gone").await,
+    );
+    let live_rules = w.node.cni_nat_of(&live_sb);
+    let leftovers = w.node.cni_nat_of(&gone_sb);
+    let leases = w.node.cni_leases_of(&gone_sb);
+    assert!(
+        leftovers.iter().any(|l| l.contains("MASQUERADE"))
+            && leftovers.iter().any(|l| l.contains("DNAT")),
+        "{leftovers:?}"
+    );
+    assert_eq!(leases.len(), 1, "{leases:?}");
+
+    // As a kill during the stop leaves them: the sandbox is gone, its
+    // rules and lease are not.
+    stop_and_wait(&c, "gone").await;
+    eventually("the stopped pod's rules removed", D, || async {
+        let left = w.node.cni_nat_of(&gone_sb);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+    restore_nat(&leftovers);
+    restore_leases(&leases, Duration::from_secs(120));
+    assert_eq!(w.node.cni_nat_of(&gone_sb).len(), leftovers.len());
+
+    // The agent goes and comes back.
+    w.cluster.take_agent("node-0").unwrap().shutdown().await;
+    w.cluster
+        .add_container_agent_with("node-0", &socket, true)
+        .await;
+    eventually("the leftovers swept", D, || async {
+        let left = w.node.cni_nat_of(&gone_sb);
+        let leases: Vec<_> = leases.iter().filter(|(p, _)| p.exists()).collect();
+        if left.is_empty() && leases.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?} {leases:?}"))
+        }
+    })
+    .await;
+    // The live pod's rules are untouched and it still answers.
+    assert_eq!(w.node.cni_nat_of(&live_sb), live_rules);
+    let addr = live_alloc.ports["live.http"].clone();
+    eventually(&format!("HTTP on {addr}"), D, || async {
+        let r = http_get(&addr).await?;
+        if r.contains("FOO=live") {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    })
+    .await;
+    w.finish(&["live"]).await;
+}
+
+/// 13. Issue 13 (suspected): a plain agent (tasks kept on shutdown) shut
+/// down while an allocation stops finishes that stop: the runner is not
+/// dropped in the middle of StopContainer or StopPodSandbox, so nothing of
+/// the stopped allocation is left for the next agent (or nobody) to find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_shutdown_finishes_a_stop_in_progress() {
+    let Some(mut w) = World::start_configured("shutstop", false, true).await else {
+        return;
+    };
+    w.node.import(&busybox_image(BUSYBOX_IMAGE, &[])).await;
+    let socket = w.node.socket().to_path_buf();
+    w.cluster
+        .add_container_agent_with("node-0", &socket, false)
+        .await;
+    let c = w.client().clone();
+    c.submit(
+        &format!(
+            "name: slow\nimage: {BUSYBOX_IMAGE}\ncommand: [/bin/sh, -c, \"trap '' TERM; while :; do sleep 1; done\"]\nports: {{http: 8080}}\nkill_timeout: 3s\n"
+        ),
+        "slow.yaml",
+    )
+    .await
+    .unwrap();
+    wait_running(&c, "slow", 1).await;
+    c.stop("slow", false).await.unwrap();
+    // The agent is in the task's 3 s kill timeout when it is shut down.
+    eventually("the stop to begin", D, || async {
+        let a = only_alloc(&c, "slow").await;
+        if a.desired == corral_types::DesiredStatus::Stop {
+            Ok(())
+        } else {
+            Err(format!("{a:?}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    w.cluster.take_agent("node-0").unwrap().shutdown().await;
+    eprintln!("agent shut down in {} ms", t.elapsed().as_millis());
+    let left = w.node.leftovers().await;
+    assert!(left.is_empty(), "left by the stop: {left:?}");
+    w.finish(&[]).await;
 }

@@ -8,8 +8,15 @@
 //! - [`registry`]: `hosts.toml` for registries over plain HTTP;
 //! - [`images`]: importing OCI tarballs with `ctr`.
 //!
-//! What this machine needs (see RUNTIME-NOTES): `restrict_oom_score_adj`,
-//! CNI plugins in `/usr/lib/cni`, netns mounts under the state dir.
+//! What a Debian machine needs, and why (written into `config.toml`, see
+//! [`config::render_config`]): `restrict_oom_score_adj = true` (the CRI
+//! gives sandboxes oom_score_adj -998, which root without
+//! CAP_SYS_RESOURCE cannot set: runc then fails with "can't get final
+//! child's PID from pipe: EOF"); the CNI plugins in `/usr/lib/cni`
+//! (Debian's path, not /opt/cni/bin); netns mounts under the instance's
+//! state dir; the sandbox image imported beforehand (nothing is pulled
+//! from the internet). The driver side (cgroup parent, pull deadlines,
+//! exit reasons) is in [`crate::driver::cri`].
 
 pub mod config;
 pub mod images;
@@ -21,7 +28,7 @@ use std::time::Duration;
 
 pub use config::{ContainerdConfig, Paths};
 pub use images::import_image;
-pub use process::PrivateContainerd;
+pub use process::{PrivateContainerd, RunningContainerd, remove_bridge};
 pub use registry::register_insecure_registry;
 
 use crate::driver::cri::client::CriClient;

@@ -163,31 +163,127 @@ impl PrivateContainerd {
     /// any more (the CNI plugins never delete it). Call it after every pod
     /// is gone and containerd is stopped.
     pub fn remove_bridge(&self) -> Result<bool, ContainerdError> {
-        let br = &self.cfg.bridge_name;
-        let brif = Path::new("/sys/class/net").join(br).join("brif");
-        let attached = match std::fs::read_dir(&brif) {
-            Ok(rd) => rd.count(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io_err(&brif, "cannot read", e)),
-        };
-        if attached > 0 {
-            return Ok(false);
-        }
-        let out = std::process::Command::new("ip")
-            .args(["link", "delete", br.as_str(), "type", "bridge"])
-            .output()
-            .map_err(|source| ContainerdError::Spawn {
-                bin: PathBuf::from("ip"),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(ContainerdError::Bridge {
-                bridge: br.clone(),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(true)
+        remove_bridge(&self.cfg.bridge_name)
     }
+}
+
+/// Deletes a pod bridge when no interface is attached to it any more;
+/// false when it is still in use or not there.
+pub fn remove_bridge(br: &str) -> Result<bool, ContainerdError> {
+    let brif = Path::new("/sys/class/net").join(br).join("brif");
+    let attached = match std::fs::read_dir(&brif) {
+        Ok(rd) => rd.count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(&brif, "cannot read", e)),
+    };
+    if attached > 0 {
+        return Ok(false);
+    }
+    let out = std::process::Command::new("ip")
+        .args(["link", "delete", br, "type", "bridge"])
+        .output()
+        .map_err(|source| ContainerdError::Spawn {
+            bin: PathBuf::from("ip"),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ContainerdError::Bridge {
+            bridge: br.to_string(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(true)
+}
+
+/// A private containerd this process did not start (it outlived the
+/// process that did): found by the config file on its command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningContainerd {
+    pub pid: i32,
+    pub paths: Paths,
+    /// Its pod bridge, from the CNI network list it was started with.
+    pub bridge: Option<String>,
+}
+
+impl RunningContainerd {
+    /// The containerd running with `<root_dir>/config.toml`, if any.
+    pub fn find(root_dir: &Path) -> Option<RunningContainerd> {
+        let paths = Paths::new(root_dir);
+        let pid = pid_with_config(&paths.config)?;
+        Some(RunningContainerd {
+            pid,
+            bridge: bridge_of(&paths),
+            paths,
+        })
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout`; returns once it is gone.
+    /// It is not our child: its exit is seen in /proc (a zombie counts
+    /// as gone, its parent reaps it).
+    pub async fn stop(&self, timeout: Duration) {
+        signal(self.pid, Signal::TERM);
+        if !wait_gone(self.pid, timeout).await {
+            tracing::warn!(pid = self.pid, after = ?timeout, "containerd ignored SIGTERM; killing it");
+            signal(self.pid, Signal::KILL);
+            if !wait_gone(self.pid, Duration::from_secs(5)).await {
+                tracing::warn!(pid = self.pid, "containerd survived SIGKILL");
+                return;
+            }
+        }
+        for s in [&self.paths.socket, &self.paths.ttrpc_socket] {
+            let _ = std::fs::remove_file(s);
+        }
+        tracing::info!(pid = self.pid, "private containerd stopped");
+    }
+}
+
+/// The pid of the process whose command line is `... --config <config>`.
+fn pid_with_config(config: &Path) -> Option<i32> {
+    let want = config.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let mut args = cmd.split(|b| *b == 0);
+            args.next().is_some_and(|bin| bin.ends_with(b"containerd"))
+                && args.any(|a| a == want)
+                && is_alive(*pid)
+        })
+}
+
+/// Whether the process is gone within `timeout`.
+async fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while is_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Whether a process exists and is not a zombie.
+fn is_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the last ')' (the command name may hold spaces).
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// The bridge named in the instance's CNI network list.
+fn bridge_of(paths: &Paths) -> Option<String> {
+    let file = paths.cni_conf_dir.join(CNI_CONFLIST);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    v["plugins"]
+        .as_array()?
+        .iter()
+        .find_map(|p| p["bridge"].as_str().map(str::to_string))
 }
 
 impl Drop for PrivateContainerd {

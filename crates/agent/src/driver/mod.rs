@@ -253,8 +253,10 @@ pub trait Driver: Send + Sync + 'static {
     /// permissions). The agent advertises only drivers that pass.
     async fn fingerprint(&self) -> Result<(), DriverError>;
 
-    /// Called once per allocation before its tasks start (CRI: create the
-    /// pod sandbox). Default: nothing to do.
+    /// Called before an allocation's tasks start, and again when a
+    /// restarted agent adopts the allocation: idempotent (CRI: adopt the
+    /// allocation's ready pod sandbox, or replace a dead one, or create
+    /// one). Default: nothing to do.
     async fn prepare_alloc(&self, _alloc: &AllocContext) -> Result<(), DriverError> {
         Ok(())
     }
@@ -293,15 +295,20 @@ pub trait Driver: Send + Sync + 'static {
         Ok(())
     }
 
-    /// After an agent restart: whether the task described by a persisted
-    /// handle still runs. When it does, the driver re-attaches so that
-    /// `wait`, `stop` and `destroy` work again; when it does not, the
-    /// caller should `destroy` the leftovers and treat the task as exited.
+    /// After an agent restart: true when the driver can follow the task
+    /// described by a persisted handle: it runs, or it exited and its
+    /// status is still known (CRI: an exited container's exit code and
+    /// OOM flag); `wait` then answers at once. The driver re-attaches so
+    /// that `wait`, `stop` and `destroy` work again. False when it can
+    /// not: the caller should `destroy` the leftovers and treat the task
+    /// as exited for an unknown reason.
     async fn recover(&self, handle: &TaskHandle) -> Result<bool, DriverError>;
 
     /// After an agent restart: remove what this driver finds labelled as
     /// this node's but belonging to no allocation in `keep` (CRI: pod
-    /// sandboxes left by a crash). Returns how many were removed.
+    /// sandboxes left by a crash, then the CNI nat rules and leases of
+    /// sandboxes the runtime no longer has). Returns how many were
+    /// removed.
     async fn remove_orphans(
         &self,
         _node_id: &str,

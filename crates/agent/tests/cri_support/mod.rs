@@ -270,6 +270,63 @@ impl Env {
             .collect()
     }
 
+    /// The pid of a containerd task (a sandbox's pause process, or a
+    /// container's), from `ctr tasks ls`.
+    pub fn task_pid(&self, id: &str) -> Option<i32> {
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd.socket_path())
+            .args(["-n", "k8s.io", "tasks", "ls"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(id)).then(|| f.next()?.parse().ok())?
+        })
+    }
+
+    /// SIGKILLs a sandbox's pause process, as the OOM killer or a stray
+    /// `kill -9` would, and waits until the runtime says it is not ready.
+    pub async fn kill_pause(&self, sandbox_id: &str) {
+        let pid = self.task_pid(sandbox_id).expect("the pause process");
+        let p = rustix::process::Pid::from_raw(pid).unwrap();
+        rustix::process::kill_process(p, rustix::process::Signal::KILL).unwrap();
+        let c = self.driver.client();
+        let t = Instant::now();
+        loop {
+            let st = c.pod_sandbox_status(sandbox_id).await.unwrap();
+            if st.status.unwrap().state != k8s_cri::v1::PodSandboxState::SandboxReady as i32 {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "sandbox still ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The state of a container (running, exited, ...), `None` when the
+    /// runtime does not know it.
+    pub async fn container_state(&self, id: &str) -> Option<k8s_cri::v1::ContainerState> {
+        let st = self.driver.client().container_status(id).await.ok()?;
+        k8s_cri::v1::ContainerState::try_from(st.state).ok()
+    }
+
+    /// Waits until the container exited.
+    pub async fn wait_exited(&self, id: &str) {
+        let t = Instant::now();
+        while self.container_state(id).await != Some(k8s_cri::v1::ContainerState::ContainerExited) {
+            assert!(t.elapsed() < Duration::from_secs(30), "{id} did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A second driver on the same containerd, as a restarted agent has.
+    pub async fn fresh_driver(&self) -> CriDriver {
+        let mut cc = CriConfig::new(self.containerd.socket_path());
+        cc.sandbox_image = Some(IMAGE.to_string());
+        cc.pull_timeout = Duration::from_secs(30);
+        CriDriver::connect(cc).await.unwrap()
+    }
+
     /// Checks that no sandbox, container, netns or veth is left, then
     /// stops containerd and deletes its bridge.
     pub async fn finish(mut self) {
@@ -464,6 +521,51 @@ pub fn cni_nat_rules() -> Vec<String> {
         .filter(|l| l.contains("CNI-"))
         .map(str::to_string)
         .collect()
+}
+
+/// What CNI wrote into the nat table for a sandbox: the rules whose
+/// comment names it and the chains they jump to (`-N` lines first).
+pub fn cni_nat_of(sandbox_id: &str) -> Vec<String> {
+    let out = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    let owned: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains(&format!("id: \\\"{sandbox_id}\\\"")))
+        .collect();
+    let chains: Vec<&str> = owned
+        .iter()
+        .filter_map(|l| l.rsplit_once(" -j ").map(|(_, j)| j.trim()))
+        .filter(|j| j.starts_with("CNI-") && !j.starts_with("CNI-HOSTPORT-"))
+        .collect();
+    let mut out: Vec<String> = chains.iter().map(|c| format!("-N {c}")).collect();
+    for l in all.lines() {
+        if chains.iter().any(|c| l.starts_with(&format!("-A {c} "))) || owned.contains(&l) {
+            out.push(l.to_string());
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Puts nat lines (from [`cni_nat_of`]) back, as an interrupted teardown
+/// leaves them.
+pub fn restore_nat(lines: &[String]) {
+    for l in lines {
+        let args = corral_agent::driver::cri::cni::split_words(l).unwrap();
+        let out = std::process::Command::new("iptables")
+            .args(["-w", "5", "-t", "nat"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Debian's docker-registry on a free loopback port, storing under `dir`.

@@ -1,13 +1,16 @@
 //! `corral dev`: a server and an agent in one process, for one machine. It
 //! uses the machine's containerd when one answers, or starts a private one
-//! under the data dir, and stops it on exit.
+//! under the data dir, and stops it on exit. A private containerd still
+//! running from a `corral dev` that was killed is adopted (its containers
+//! live on), and stopped on exit like one started here: waited for, and
+//! its pod bridge removed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use corral_agent::config::DEFAULT_CRI_SOCKET;
-use corral_agent::containerd::{self, ContainerdConfig, PrivateContainerd};
+use corral_agent::containerd::{self, ContainerdConfig, PrivateContainerd, RunningContainerd};
 use corral_agent::image;
 use corral_agent::{Agent, AgentConfig};
 use corral_server::{Server, ServerConfig};
@@ -21,7 +24,14 @@ pub struct DevArgs {
     /// Required on the API, as `corral server` requires it; the in-process
     /// agent sends it.
     pub token: Option<String>,
+    /// The private containerd's pod network: its bridge and subnet.
+    pub pod_bridge: String,
+    pub pod_subnet: String,
 }
+
+/// The pod network of a private containerd unless told otherwise.
+pub const DEFAULT_POD_BRIDGE: &str = "corral-dev0";
+pub const DEFAULT_POD_SUBNET: &str = "10.89.0.0/24";
 
 pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     let data_dir = &a.data_dir;
@@ -47,8 +57,8 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
                     socket.display()
                 );
             }
-            let pd = start_private(data_dir).await?;
-            socket = pd.socket_path(data_dir);
+            let pd = start_private(data_dir, &a.pod_bridge, &a.pod_subnet).await?;
+            socket = pd.socket_path();
             private = Some(pd);
         }
         import_demo_image(&socket, data_dir).await;
@@ -103,32 +113,42 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
 /// are adopted, so it must not be restarted under them).
 enum Private {
     Started(Box<PrivateContainerd>),
-    Adopted { pid: i32 },
+    Adopted(Box<RunningContainerd>),
 }
 
+/// How long an adopted containerd gets to exit after SIGTERM (as long as
+/// one started here gets).
+const ADOPTED_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Private {
-    fn socket_path(&self, data_dir: &Path) -> PathBuf {
+    fn socket_path(&self) -> PathBuf {
         match self {
             Private::Started(pd) => pd.socket_path().to_path_buf(),
-            Private::Adopted { .. } => private_root(data_dir).join("containerd.sock"),
+            Private::Adopted(rc) => rc.paths.socket.clone(),
         }
     }
 
+    /// Stops containerd, waits for it, then removes the pod bridge (the
+    /// CNI plugins never do; it is ours). An adopted one was only sent
+    /// SIGTERM before: the process exited while containerd was still
+    /// going, and the bridge stayed.
     async fn stop(self) {
-        match self {
+        let bridge = match self {
             Private::Started(mut pd) => {
                 if let Err(e) = pd.stop().await {
                     eprintln!("corral dev: stopping the private containerd: {e}");
                 }
-                // The CNI bridge outlives containerd; it is ours to remove.
-                if let Err(e) = pd.remove_bridge() {
-                    eprintln!("corral dev: removing the pod bridge: {e}");
-                }
+                Some(pd.config().bridge_name.clone())
             }
-            Private::Adopted { pid } => {
-                let _ = rustix::process::Pid::from_raw(pid)
-                    .map(|p| rustix::process::kill_process(p, rustix::process::Signal::TERM));
+            Private::Adopted(rc) => {
+                rc.stop(ADOPTED_STOP_TIMEOUT).await;
+                rc.bridge
             }
+        };
+        if let Some(b) = bridge
+            && let Err(e) = containerd::remove_bridge(&b)
+        {
+            eprintln!("corral dev: removing the pod bridge: {e}");
         }
     }
 }
@@ -138,25 +158,30 @@ fn private_root(data_dir: &Path) -> PathBuf {
     data_dir.join("ctrd")
 }
 
-async fn start_private(data_dir: &Path) -> Result<Private> {
+async fn start_private(data_dir: &Path, bridge: &str, subnet: &str) -> Result<Private> {
     let root = private_root(data_dir);
     let pidfile = root.join("corral-dev.pid");
     if containerd::probe(&root.join("containerd.sock")).await {
-        let pid = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .unwrap_or(0);
+        // Found by its command line: a pid file can name a reused pid.
+        let Some(rc) = RunningContainerd::find(&root) else {
+            bail!(
+                "a CRI runtime answers on {} but no containerd runs with {}: stop it first",
+                root.join("containerd.sock").display(),
+                root.join("config.toml").display()
+            );
+        };
         eprintln!(
-            "corral dev: reusing the private containerd still running from the last run (pid {pid})"
+            "corral dev: reusing the private containerd still running from the last run (pid {})",
+            rc.pid
         );
-        return Ok(Private::Adopted { pid });
+        return Ok(Private::Adopted(Box::new(rc)));
     }
     if containerd::find_containerd_binary().is_none() {
         bail!(
             "containerd is not installed: install it with `apt-get install containerd runc containernetworking-plugins`, or run `corral dev --no-containers` for exec tasks only"
         );
     }
-    let cfg = ContainerdConfig::new(&root, "corral-dev0", "10.89.0.0/24", image::PAUSE_IMAGE);
+    let cfg = ContainerdConfig::new(&root, bridge, subnet, image::PAUSE_IMAGE);
     let pd = PrivateContainerd::start(cfg)
         .await
         .with_context(|| format!("cannot start a private containerd under {}", root.display()))?;

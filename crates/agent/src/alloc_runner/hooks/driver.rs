@@ -32,17 +32,29 @@ impl AllocHook for Drivers {
                     message: format!("driver {k} is not available on this node"),
                 });
             };
-            // An adopted allocation's setup exists already.
-            if !view.recovering
-                && let Err(e) = driver.prepare_alloc(&view.ctx).await
-            {
-                let _ = driver.cleanup_alloc(&view.ctx).await;
-                return Err(HookError {
-                    hook: self.name(),
-                    message: format!("cannot prepare the allocation: {e}"),
-                });
+            self.prepared.push(driver.clone());
+            if !view.recovering {
+                if let Err(e) = driver.prepare_alloc(&view.ctx).await {
+                    let _ = driver.cleanup_alloc(&view.ctx).await;
+                    return Err(HookError {
+                        hook: self.name(),
+                        message: format!("cannot prepare the allocation: {e}"),
+                    });
+                }
+                continue;
             }
-            self.prepared.push(driver);
+            // Adopted: the setup may have died with the node (a reboot)
+            // and is made again, or adopted when it is ready. Not for an
+            // allocation adopted only to be stopped, and a failure here
+            // must not fail (and tear down) what was just adopted: a
+            // task's start makes the setup again when it is missing.
+            if view.stop.is_cancelled() {
+                continue;
+            }
+            if let Err(e) = driver.prepare_alloc(&view.ctx).await {
+                tracing::warn!(alloc = %view.ctx.alloc_id, error = %e,
+                    "cannot prepare an adopted allocation again; its tasks' starts will retry");
+            }
         }
         Ok(())
     }

@@ -175,6 +175,14 @@ impl CriClient {
         Self::call(|| "version".into(), deadline, rt.version(req)).await
     }
 
+    /// The runtime's status; with `verbose`, its `info` map too
+    /// (containerd: `cniconfig`, the CNI network it loaded).
+    pub async fn runtime_status(&self, verbose: bool) -> Result<cri::StatusResponse, CriError> {
+        let mut rt = self.runtime.clone();
+        let req = cri::StatusRequest { verbose };
+        Self::call(|| "runtime status".into(), self.timeout, rt.status(req)).await
+    }
+
     pub async fn run_pod_sandbox(&self, config: cri::PodSandboxConfig) -> Result<String, CriError> {
         let mut rt = self.runtime.clone();
         let name = config

@@ -104,6 +104,29 @@ impl ExitWatcher {
         Tracked { exit: rx }
     }
 
+    /// Watches a container whose exit is already known (found exited
+    /// after an agent restart): `wait` answers at once.
+    pub fn track_exited(&self, handle_id: &str, container_id: &str, exit: ExitResult) -> Tracked {
+        let t = self.track(handle_id, container_id);
+        self.resolve(container_id, &exit);
+        t
+    }
+
+    /// Gives the watchers of a container its exit now: it is about to be
+    /// removed, and a listing would only find it gone.
+    pub fn resolve(&self, container_id: &str, exit: &ExitResult) {
+        let watched = lock(&self.shared.watched);
+        for w in watched.values().filter(|w| w.container_id == container_id) {
+            w.tx.send_if_modified(|cur| {
+                let unknown = cur.is_none();
+                if unknown {
+                    *cur = Some(exit.clone());
+                }
+                unknown
+            });
+        }
+    }
+
     /// Looks again at once (after a stop).
     pub fn poke(&self) {
         self.poke.notify_one();
@@ -112,6 +135,12 @@ impl ExitWatcher {
     /// Stops watching a task's container (it was removed).
     pub fn forget(&self, handle_id: &str) {
         lock(&self.shared.watched).remove(handle_id);
+    }
+
+    /// Stops watching a container, whatever handle watched it (it was
+    /// removed without one).
+    pub fn forget_container(&self, container_id: &str) {
+        lock(&self.shared.watched).retain(|_, w| w.container_id != container_id);
     }
 }
 

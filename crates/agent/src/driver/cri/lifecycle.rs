@@ -7,12 +7,16 @@ use std::time::Instant;
 
 use corral_types::PullPolicy;
 use k8s_cri::v1 as cri;
+use tokio::sync::OwnedMutexGuard;
 
 use super::client::CriError;
 use super::image::ImageError;
+use super::launch::run_to_end;
 use super::pod::PodOptions;
 use super::sandbox::{self, LABEL_ALLOC, LABEL_NODE};
-use super::{CriDriver, SANDBOX, SandboxRef, SandboxSummary, failed, image, lock};
+use super::{
+    AsyncLock, CriDriver, SANDBOX, SandboxRef, SandboxSummary, container, failed, image, lock,
+};
 use crate::driver::{AllocContext, DriverError};
 
 impl CriDriver {
@@ -76,6 +80,9 @@ impl CriDriver {
             Err(e) if !e.is_not_found() => return Err(e),
             _ => {}
         }
+        // A teardown interrupted earlier (an agent killed during a stop)
+        // is not finished by the runtime's retry: finish it.
+        self.clear_network_of(id).await;
         tracing::info!(sandbox = %id, ms = started.elapsed().as_millis() as u64, "pod sandbox removed");
         Ok(())
     }
@@ -101,44 +108,52 @@ impl CriDriver {
             .await
     }
 
-    /// The ready sandbox of the allocation: known, or found by its label
-    /// (after an agent restart). Its config is rebuilt then: containerd
-    /// 1.6 crashes on a CreateContainer without the sandbox config.
+    /// The lock that makes sandbox checks, creations and removals of one
+    /// allocation happen one at a time.
+    fn pod_lock(&self, alloc_id: &str) -> AsyncLock {
+        lock(&self.pod_locks)
+            .entry(alloc_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Whether the runtime says the sandbox is ready (its pause process
+    /// runs); a sandbox it does not know is not.
+    async fn is_ready(&self, id: &str) -> Result<bool, CriError> {
+        match self.client.pod_sandbox_status(id).await {
+            Ok(r) => Ok(r
+                .status
+                .is_some_and(|s| s.state == cri::PodSandboxState::SandboxReady as i32)),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The ready sandbox of the allocation, checked with the runtime at
+    /// every call (its pause process may have died, or a reboot left it
+    /// behind): known, found by its label after an agent restart, or
+    /// created anew in place of a dead one.
     pub(super) async fn sandbox_of(
         &self,
         alloc: &AllocContext,
         task: &str,
     ) -> Result<SandboxRef, DriverError> {
         let alloc_id = &alloc.alloc_id;
-        if let Some(s) = lock(&self.sandboxes).get(alloc_id) {
-            return Ok(s.clone());
+        let held = self.pod_lock(alloc_id).lock_owned().await;
+        let cached = lock(&self.sandboxes).get(alloc_id).cloned();
+        if let Some(s) = cached {
+            if self
+                .is_ready(&s.id)
+                .await
+                .map_err(|e| failed(alloc_id, task, e))?
+            {
+                return Ok(s);
+            }
+            tracing::warn!(alloc = %alloc_id, sandbox = %s.id,
+                "the pod sandbox is not ready any more (its pause process died?)");
+            lock(&self.sandboxes).remove(alloc_id);
         }
-        let found = self
-            .alloc_sandboxes(alloc_id)
-            .await
-            .map_err(|e| failed(alloc_id, task, e))?
-            .into_iter()
-            .find(|sb| sb.state == cri::PodSandboxState::SandboxReady as i32)
-            .ok_or_else(|| {
-                failed(
-                    alloc_id,
-                    task,
-                    "the allocation has no ready pod sandbox (was it prepared?)",
-                )
-            })?;
-        let opts = PodOptions {
-            network_host: sandbox::is_network_host(&found),
-            ..PodOptions::load(alloc)
-        };
-        let config =
-            sandbox::sandbox_config(alloc, &opts).map_err(|e| failed(alloc_id, task, e))?;
-        let s = SandboxRef {
-            network_host: opts.network_host,
-            id: found.id,
-            config,
-        };
-        lock(&self.sandboxes).insert(alloc_id.to_string(), s.clone());
-        Ok(s)
+        self.ensure_pod(alloc, &PodOptions::load(alloc), held).await
     }
 
     /// Checks once per image that the sandbox image is there, pulling it
@@ -168,37 +183,102 @@ impl CriDriver {
         Ok(())
     }
 
-    /// Creates the sandbox with explicit pod options (the trait method
-    /// reads them from the allocation record).
+    /// Makes sure the allocation has a ready sandbox, with explicit pod
+    /// options (the trait method reads them from the allocation record):
+    /// idempotent, also after an agent restart or a host reboot.
     pub async fn prepare_pod(
         &self,
         alloc: &AllocContext,
         opts: &PodOptions,
     ) -> Result<String, DriverError> {
+        let held = self.pod_lock(&alloc.alloc_id).lock_owned().await;
+        self.ensure_pod(alloc, opts, held).await.map(|s| s.id)
+    }
+
+    /// Adopts the allocation's ready sandbox, or removes its dead ones
+    /// (their name is reserved by the runtime) and creates a new one.
+    /// `held` is the allocation's pod lock.
+    async fn ensure_pod(
+        &self,
+        alloc: &AllocContext,
+        opts: &PodOptions,
+        held: OwnedMutexGuard<()>,
+    ) -> Result<SandboxRef, DriverError> {
         let alloc_id = &alloc.alloc_id;
-        let config =
-            sandbox::sandbox_config(alloc, opts).map_err(|e| failed(alloc_id, SANDBOX, e))?;
-        // Idempotent: a ready sandbox of this allocation is reused, a dead
-        // one (same name, which the runtime reserves) is removed first.
         let existing = self
             .alloc_sandboxes(alloc_id)
             .await
             .map_err(|e| failed(alloc_id, SANDBOX, e))?;
-        for sb in existing {
-            if sb.state == cri::PodSandboxState::SandboxReady as i32 {
-                tracing::info!(alloc = %alloc_id, sandbox = %sb.id, "reusing the pod sandbox");
-                let s = SandboxRef {
-                    id: sb.id.clone(),
-                    config,
-                    network_host: opts.network_host,
-                };
-                lock(&self.sandboxes).insert(alloc_id.clone(), s);
-                return Ok(sb.id);
-            }
-            self.stop_and_remove_sandbox(&sb.id)
+        if let Some(sb) = existing
+            .iter()
+            .find(|sb| sb.state == cri::PodSandboxState::SandboxReady as i32)
+        {
+            // Its network mode is what it was created with.
+            let opts = PodOptions {
+                network_host: sandbox::is_network_host(sb),
+                ..opts.clone()
+            };
+            let s = SandboxRef {
+                id: sb.id.clone(),
+                config: sandbox::sandbox_config(alloc, &opts)
+                    .map_err(|e| failed(alloc_id, SANDBOX, e))?,
+                network_host: opts.network_host,
+            };
+            tracing::info!(alloc = %alloc_id, sandbox = %sb.id, "using the ready pod sandbox");
+            lock(&self.sandboxes).insert(alloc_id.clone(), s.clone());
+            return Ok(s);
+        }
+        for sb in &existing {
+            tracing::info!(alloc = %alloc_id, sandbox = %sb.id,
+                "removing a pod sandbox that is not ready, to create a new one");
+            self.retire_sandbox(alloc_id, &sb.id)
                 .await
                 .map_err(|e| failed(alloc_id, SANDBOX, e))?;
         }
+        self.create_pod(alloc, opts, held).await
+    }
+
+    /// Stops a dead sandbox, keeps the exits of its containers (their
+    /// runners, or a `recover` after an agent restart, learn how they
+    /// ended) and removes it.
+    async fn retire_sandbox(&self, alloc_id: &str, id: &str) -> Result<(), CriError> {
+        match self.client.stop_pod_sandbox(id).await {
+            Err(e) if !e.is_not_found() => return Err(e),
+            _ => {}
+        }
+        let containers = self
+            .client
+            .list_containers(cri::ContainerFilter {
+                pod_sandbox_id: id.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        for c in containers {
+            let Ok(st) = self.client.container_status(&c.id).await else {
+                continue;
+            };
+            if container::state_of(&st) != cri::ContainerState::ContainerExited {
+                continue;
+            }
+            let exit = container::exit_of(&st);
+            self.exits.resolve(&c.id, &exit);
+            lock(&self.removed_exits).insert(c.id, (alloc_id.to_string(), exit));
+        }
+        self.stop_and_remove_sandbox(id).await
+    }
+
+    /// RunPodSandbox, after checking the sandbox image and creating the
+    /// log directory. The call runs to its end, holding the pod lock, even
+    /// when the caller is dropped: `cleanup_alloc` then finds the sandbox.
+    async fn create_pod(
+        &self,
+        alloc: &AllocContext,
+        opts: &PodOptions,
+        held: OwnedMutexGuard<()>,
+    ) -> Result<SandboxRef, DriverError> {
+        let alloc_id = &alloc.alloc_id;
+        let config =
+            sandbox::sandbox_config(alloc, opts).map_err(|e| failed(alloc_id, SANDBOX, e))?;
         self.check_sandbox_image(alloc_id).await?;
         let logs = sandbox::log_directory(&alloc.alloc_dir);
         std::fs::create_dir_all(&logs).map_err(|source| DriverError::Io {
@@ -207,35 +287,53 @@ impl CriDriver {
             what: format!("cannot create {}", logs.display()),
             source,
         })?;
-        let started = Instant::now();
-        let id = self
-            .client
-            .run_pod_sandbox(config.clone())
+        let (client, cache, alloc_key) = (
+            self.client.clone(),
+            self.sandboxes.clone(),
+            alloc_id.clone(),
+        );
+        let network_host = opts.network_host;
+        let create = async move {
+            let started = Instant::now();
+            let id = client.run_pod_sandbox(config.clone()).await?;
+            tracing::info!(alloc = %alloc_key, sandbox = %id, ports = config.port_mappings.len(),
+                ms = started.elapsed().as_millis() as u64, "pod sandbox running");
+            let s = SandboxRef {
+                id,
+                config,
+                network_host,
+            };
+            lock(&cache).insert(alloc_key, s.clone());
+            Ok::<_, CriError>(s)
+        };
+        run_to_end(held, create)
             .await
+            .ok_or_else(|| failed(alloc_id, SANDBOX, "creating the pod sandbox panicked"))?
             .map_err(|e| {
                 failed(
                     alloc_id,
                     SANDBOX,
                     format!("cannot create the pod sandbox: {e}"),
                 )
-            })?;
-        tracing::info!(alloc = %alloc_id, sandbox = %id, ports = config.port_mappings.len(),
-            ms = started.elapsed().as_millis() as u64, "pod sandbox running");
-        lock(&self.sandboxes).insert(
-            alloc_id.clone(),
-            SandboxRef {
-                id: id.clone(),
-                config,
-                network_host: opts.network_host,
-            },
-        );
-        Ok(id)
+            })
     }
 
     /// Stops and removes every sandbox of the allocation (the one this
     /// driver knows and any other the runtime lists with its label), then
     /// the pod's cgroups.
     pub(super) async fn cleanup_pod(&self, alloc_id: &str) -> Result<(), DriverError> {
+        let pod = self.pod_lock(alloc_id);
+        let _one = pod.lock().await;
+        // Containers still being created (a start dropped half-way) end
+        // first, so that the sandbox takes them along.
+        let launches: Vec<_> = lock(&self.task_locks)
+            .iter()
+            .filter(|((a, _), _)| a == alloc_id)
+            .map(|(_, l)| l.clone())
+            .collect();
+        for l in launches {
+            drop(l.lock().await);
+        }
         let mut ids: Vec<String> = lock(&self.sandboxes)
             .remove(alloc_id)
             .map(|s| s.id)
@@ -254,6 +352,15 @@ impl CriDriver {
                 .map_err(|e| failed(alloc_id, SANDBOX, e))?;
         }
         self.remove_cgroups(alloc_id).await;
+        self.forget_alloc(alloc_id);
         Ok(())
+    }
+
+    /// Drops what the driver kept about an allocation that is gone.
+    fn forget_alloc(&self, alloc_id: &str) {
+        lock(&self.attempts).retain(|(a, _), _| a != alloc_id);
+        lock(&self.task_locks).retain(|(a, _), _| a != alloc_id);
+        lock(&self.removed_exits).retain(|_, (a, _)| a != alloc_id);
+        lock(&self.pod_locks).remove(alloc_id);
     }
 }

@@ -4,33 +4,50 @@
 //! - one pod sandbox per allocation, created in `prepare_alloc` (network,
 //!   port mappings, cgroup parent `/corral/pod<alloc id>`, CRI logs in
 //!   `<alloc_dir>/logs/`, see [`crate::logs`]) and removed in
-//!   `cleanup_alloc` with the cgroups runc leaves behind;
-//! - one container per task run, named after the task, its `attempt` one
-//!   more than the previous container of the task in the sandbox; the
-//!   image is pulled first when the pull policy or its absence says so;
+//!   `cleanup_alloc` with the cgroups runc leaves behind. `prepare_alloc`
+//!   is idempotent (a ready sandbox is adopted), and every start checks
+//!   that the sandbox is still ready: one whose pause process died (or
+//!   that a host reboot left behind) is removed and a new one created, as
+//!   the kubelet does; the containers of the dead one end with it;
+//! - one container per task run, named after the task, its `attempt`
+//!   counting the task's runs in the allocation (0, 1, 2, ...: the driver
+//!   keeps the count, since each run's container is removed before the
+//!   next starts); the image is pulled first when the pull policy or its
+//!   absence says so. Dropping a `start` at any await leaves nothing that
+//!   `clear_task` and `cleanup_alloc` cannot find by its labels;
 //! - the handle state ([`CriState`]) holds the sandbox and container ids, so
 //!   `wait`, `stop`, `destroy` and `recover` work from the handle alone;
+//!   `recover` also takes back a container that exited while the agent was
+//!   away, with its exit code and OOM flag;
 //! - exits are noticed by listing all containers (every 200 ms by default,
-//!   one call for the node, see [`exit`]) and cached until `destroy`.
+//!   one call for the node, see [`exit`]) and cached until `destroy`;
+//! - what an interrupted network teardown leaves (the bridge plugin's
+//!   masquerade chain, portmap's DNAT chain, host-local leases) is removed
+//!   after each sandbox removal and, for sandboxes the runtime no longer
+//!   has, when the agent starts (`remove_orphans`; see [`cni`]).
 //!
 //! Files: [`client`] (the CRI connection), [`pod`] (what the sandbox needs
 //! from the group), [`sandbox`] (its config, its cgroups), `lifecycle`
 //! (creating, finding and removing sandboxes), [`container`], [`image`],
-//! [`exit`], `logs` (rotating container logs).
+//! [`exit`], `logs` (rotating container logs), [`cni`] and `sweep` (network
+//! leftovers), `launch` (the calls that run to their end).
 
 pub mod client;
+pub mod cni;
 pub mod container;
 pub mod exit;
 pub mod image;
+mod launch;
 mod lifecycle;
 mod logs;
 pub mod pod;
 pub mod sandbox;
+mod sweep;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -41,8 +58,9 @@ use serde::{Deserialize, Serialize};
 use self::client::{CriClient, CriError, DEFAULT_RPC_TIMEOUT};
 use self::container::{ContainerParams, container_config, state_of};
 use self::exit::{ExitWatcher, Tracked};
+use self::launch::{Launch, launch, run_to_end};
 use self::pod::PodOptions;
-use self::sandbox::LABEL_TASK;
+use self::sandbox::{LABEL_ALLOC, LABEL_TASK};
 use super::{
     AllocContext, Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, TaskStats,
     now_unix_ms,
@@ -111,6 +129,9 @@ struct SandboxRef {
     network_host: bool,
 }
 
+/// A lock held across awaits (and by a task that runs a call to its end).
+type AsyncLock = Arc<tokio::sync::Mutex<()>>;
+
 #[derive(Debug)]
 pub struct CriDriver {
     client: CriClient,
@@ -118,11 +139,25 @@ pub struct CriDriver {
     /// Whether memory limits can forbid swap (v1 `memsw` or v2).
     limit_swap: bool,
     /// alloc id -> its sandbox.
-    sandboxes: Mutex<HashMap<String, SandboxRef>>,
+    /// Shared with the task that creates a sandbox to its end.
+    sandboxes: Arc<Mutex<HashMap<String, SandboxRef>>>,
     /// Exits of the containers started or recovered.
     exits: ExitWatcher,
     /// Sandbox images already checked.
     checked_images: Mutex<HashSet<String>>,
+    /// (alloc id, task) -> attempt number of the task's next container.
+    /// Kept here: the runner removes a run's container before the next
+    /// run starts, so the runtime no longer lists the previous attempt.
+    attempts: Mutex<HashMap<(String, String), u32>>,
+    /// One sandbox check, creation or removal at a time per allocation
+    /// (its tasks start concurrently).
+    pod_locks: Mutex<HashMap<String, AsyncLock>>,
+    /// Held while a task's container is being created and started, to its
+    /// end (see [`launch`]); `clear_task` waits for it.
+    task_locks: Mutex<HashMap<(String, String), AsyncLock>>,
+    /// Exits of containers removed with a dead sandbox: container id ->
+    /// (alloc id, exit), for `recover` after an agent restart.
+    removed_exits: Mutex<HashMap<String, (String, ExitResult)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -138,21 +173,6 @@ fn failed(alloc_id: &str, task: &str, reason: impl std::fmt::Display) -> DriverE
 }
 
 impl CriDriver {
-    /// Whether a container is still running after an update failed.
-    /// containerd handles a task's exit event asynchronously, so the status
-    /// can say "running" for a moment after the shim is gone: look a few
-    /// times before calling the failure real.
-    async fn still_running(&self, container_id: &str) -> bool {
-        for _ in 0..10 {
-            match self.client.container_status(container_id).await {
-                Ok(st) if state_of(&st) == cri::ContainerState::ContainerRunning => {}
-                _ => return false,
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        true
-    }
-
     /// Connects to the runtime now and checks that it answers.
     pub async fn connect(cfg: CriConfig) -> Result<CriDriver, DriverError> {
         let unavailable = |e: CriError| DriverError::Unavailable {
@@ -189,8 +209,12 @@ impl CriDriver {
             client,
             cfg,
             limit_swap,
-            sandboxes: Mutex::new(HashMap::new()),
+            sandboxes: Arc::new(Mutex::new(HashMap::new())),
             checked_images: Mutex::new(HashSet::new()),
+            attempts: Mutex::new(HashMap::new()),
+            pod_locks: Mutex::new(HashMap::new()),
+            task_locks: Mutex::new(HashMap::new()),
+            removed_exits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -223,59 +247,99 @@ impl CriDriver {
         Ok(st)
     }
 
-    /// Removes what is left of earlier runs of the task in the sandbox and
-    /// returns the attempt number of the next one.
-    async fn next_attempt(
-        &self,
-        alloc_id: &str,
-        task: &str,
-        sandbox_id: &str,
-    ) -> Result<u32, DriverError> {
+    /// Removes what is left of earlier runs of the task (in any sandbox
+    /// of the allocation) and returns the attempt number of the next one:
+    /// one more than any run this driver counted or the runtime lists.
+    async fn next_attempt(&self, alloc_id: &str, task: &str) -> Result<u32, DriverError> {
         let previous = self
-            .client
-            .list_containers(cri::ContainerFilter {
-                pod_sandbox_id: sandbox_id.to_string(),
-                label_selector: HashMap::from([(LABEL_TASK.to_string(), task.to_string())]),
-                ..Default::default()
-            })
+            .task_containers(alloc_id, task)
             .await
             .map_err(|e| failed(alloc_id, task, e))?;
-        let mut next = 0;
-        for c in previous {
-            let attempt = c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
-            next = next.max(attempt.saturating_add(1));
+        let listed = previous
+            .iter()
+            .filter_map(|c| c.metadata.as_ref())
+            .map(|m| m.attempt.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        for c in &previous {
             if c.state == cri::ContainerState::ContainerRunning as i32 {
                 tracing::warn!(alloc = %alloc_id, task, container = %c.id,
                     "an earlier container of the task still runs: stopping it");
-                let _ = self.client.stop_container(&c.id, 0).await;
             }
-            match self.client.remove_container(&c.id).await {
-                Err(e) if !e.is_not_found() => {
-                    tracing::warn!(alloc = %alloc_id, task, error = %e, "cannot remove an earlier container")
-                }
+            if let Err(e) = self.kill_and_remove(c).await {
+                tracing::warn!(alloc = %alloc_id, task, error = %e, "cannot remove an earlier container");
+            }
+        }
+        // Counted before the container exists: a start dropped half-way
+        // still uses up its number, so no two containers share one.
+        let mut attempts = lock(&self.attempts);
+        let next = attempts
+            .entry((alloc_id.to_string(), task.to_string()))
+            .or_insert(0);
+        let attempt = (*next).max(listed);
+        *next = attempt.saturating_add(1);
+        Ok(attempt)
+    }
+
+    fn task_lock(&self, alloc_id: &str, task: &str) -> AsyncLock {
+        lock(&self.task_locks)
+            .entry((alloc_id.to_string(), task.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// After a recover: the task's next container comes after `attempt`.
+    fn count_attempt(&self, alloc_id: &str, task: &str, attempt: u32) {
+        let mut attempts = lock(&self.attempts);
+        let next = attempts
+            .entry((alloc_id.to_string(), task.to_string()))
+            .or_insert(0);
+        *next = (*next).max(attempt.saturating_add(1));
+    }
+
+    /// The containers labelled with the allocation and task, in any state.
+    async fn task_containers(
+        &self,
+        alloc_id: &str,
+        task: &str,
+    ) -> Result<Vec<cri::Container>, CriError> {
+        self.client
+            .list_containers(cri::ContainerFilter {
+                label_selector: HashMap::from([
+                    (LABEL_ALLOC.to_string(), alloc_id.to_string()),
+                    (LABEL_TASK.to_string(), task.to_string()),
+                ]),
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// Kills (no grace) and removes a container; one already gone is fine.
+    async fn kill_and_remove(&self, c: &cri::Container) -> Result<(), CriError> {
+        if c.state == cri::ContainerState::ContainerRunning as i32 {
+            match self.client.stop_container(&c.id, 0).await {
+                Err(e) if !e.is_not_found() => return Err(e),
                 _ => {}
             }
         }
-        Ok(next)
+        match self.client.remove_container(&c.id).await {
+            Err(e) if !e.is_not_found() => return Err(e),
+            _ => {}
+        }
+        self.exits.forget_container(&c.id);
+        Ok(())
+    }
+
+    /// The exit of a container removed with its dead sandbox, once.
+    fn removed_exit(&self, container_id: &str) -> Option<ExitResult> {
+        lock(&self.removed_exits)
+            .remove(container_id)
+            .map(|(_, e)| e)
     }
 
     fn track(&self, handle_id: &str, container_id: &str) -> Tracked {
         self.exits.track(handle_id, container_id)
     }
-}
-
-/// containerd's ways of saying the container's process is already gone
-/// (its own status may lag behind by a moment).
-fn exited_meanwhile(err: &str) -> bool {
-    // "ttrpc: closed": the shim went away with the task it served.
-    [
-        "stopped container",
-        "not running",
-        "deleted process",
-        "ttrpc: closed",
-    ]
-    .iter()
-    .any(|m| err.contains(m))
 }
 
 #[async_trait]
@@ -304,6 +368,17 @@ impl Driver for CriDriver {
                 self.remove_sandbox(&sb.id).await.map_err(unavailable)?;
                 removed += 1;
             }
+        }
+        match self.sweep_cni_leftovers().await {
+            Ok(s) if s.nat + s.leases > 0 => {
+                tracing::info!(
+                    nat = s.nat,
+                    leases = s.leases,
+                    "removed CNI leftovers of pod sandboxes the runtime no longer has"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot sweep CNI leftovers"),
         }
         Ok(removed)
     }
@@ -351,7 +426,7 @@ impl Driver for CriDriver {
         )
         .await
         .map_err(|e| failed(alloc_id, task, e))?;
-        let attempt = self.next_attempt(alloc_id, task, &sb.id).await?;
+        let attempt = self.next_attempt(alloc_id, task).await?;
         let config = container_config(&ContainerParams {
             ctx,
             image: &image,
@@ -382,45 +457,23 @@ impl Driver for CriDriver {
         let t_create = Instant::now();
         // Every line of this run is written after this.
         let run_started = crate::logs::Timestamp::now();
-        let container_id = self
-            .client
-            .create_container(&sb.id, config, sb.config.clone())
+        let l = Launch {
+            sandbox_id: sb.id.clone(),
+            config,
+            sandbox_config: sb.config.clone(),
+            limits,
+        };
+        let held = self.task_lock(alloc_id, task).lock_owned().await;
+        let container_id = run_to_end(held, launch(self.client.clone(), l))
             .await
-            .map_err(|e| failed(alloc_id, task, format!("cannot create the container: {e}")))?;
-        let t_start = Instant::now();
-        if let Err(e) = self.client.start_container(&container_id).await {
-            let _ = self.client.remove_container(&container_id).await;
-            return Err(failed(
-                alloc_id,
-                task,
-                format!("cannot start the container: {e}"),
-            ));
-        }
-        // A task that already exited needs no limit (containerd refuses to
-        // update it, with various messages): only a running one is a failure.
-        if let Some(limits) = limits
-            && let Err(e) = self
-                .client
-                .update_container_resources(&container_id, limits)
-                .await
-            && !exited_meanwhile(&e.to_string())
-            && self.still_running(&container_id).await
-        {
-            let _ = self.client.stop_container(&container_id, 0).await;
-            let _ = self.client.remove_container(&container_id).await;
-            return Err(failed(
-                alloc_id,
-                task,
-                format!("cannot apply the cpu limit: {e}"),
-            ));
-        }
+            .ok_or_else(|| failed(alloc_id, task, "the container start panicked"))?
+            .map_err(|e| failed(alloc_id, task, e))?;
         if let Err(e) = crate::logs::record_start(&ctx.alloc.alloc_dir, task, run_started) {
             tracing::warn!(alloc = %alloc_id, task, error = %e, "cannot record the start of the run in its log");
         }
         tracing::info!(alloc = %alloc_id, task, container = %container_id, image, attempt,
             prepare_ms = (t_create - t0).as_millis() as u64,
-            create_ms = (t_start - t_create).as_millis() as u64,
-            start_ms = t_start.elapsed().as_millis() as u64, "container started");
+            launch_ms = t_create.elapsed().as_millis() as u64, "container started");
 
         let state = CriState {
             sandbox_id: sb.id,
@@ -487,20 +540,60 @@ impl Driver for CriDriver {
         Ok(())
     }
 
+    async fn clear_task(&self, alloc: &AllocContext, task: &str) -> Result<(), DriverError> {
+        let alloc_id = &alloc.alloc_id;
+        // A start dropped half-way may still be creating its container.
+        let lock = self.task_lock(alloc_id, task);
+        let _held = lock.lock().await;
+        let containers = self
+            .task_containers(alloc_id, task)
+            .await
+            .map_err(|e| failed(alloc_id, task, e))?;
+        for c in &containers {
+            tracing::info!(alloc = %alloc_id, task, container = %c.id, "removing a container of the task");
+            self.kill_and_remove(c)
+                .await
+                .map_err(|e| failed(alloc_id, task, e))?;
+        }
+        Ok(())
+    }
+
+    /// Running: re-attached. Exited (also when its dead sandbox was just
+    /// replaced): tracked with its exit, which `wait` answers at once.
     async fn recover(&self, handle: &TaskHandle) -> Result<bool, DriverError> {
         let st = Self::state_of(handle)?;
+        self.count_attempt(&handle.alloc_id, &handle.task, st.attempt);
         let status = match self.client.container_status(&st.container_id).await {
             Ok(s) => s,
-            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) if e.is_not_found() => {
+                let Some(exit) = self.removed_exit(&st.container_id) else {
+                    return Ok(false);
+                };
+                self.exits
+                    .track_exited(&handle.id, &st.container_id, exit.clone());
+                tracing::info!(alloc = %handle.alloc_id, task = %handle.task, container = %st.container_id,
+                    exit = %exit.message, "the container exited while the agent was away (its pod sandbox died)");
+                return Ok(true);
+            }
             Err(e) => return Err(DriverError::failed(handle, e.to_string())),
         };
-        if state_of(&status) != cri::ContainerState::ContainerRunning {
-            return Ok(false);
+        match state_of(&status) {
+            cri::ContainerState::ContainerRunning => {
+                self.track(&handle.id, &st.container_id);
+                tracing::info!(alloc = %handle.alloc_id, task = %handle.task, container = %st.container_id,
+                    "re-attached to the running container");
+                Ok(true)
+            }
+            cri::ContainerState::ContainerExited => {
+                let exit = container::exit_of(&status);
+                tracing::info!(alloc = %handle.alloc_id, task = %handle.task, container = %st.container_id,
+                    exit = %exit.message, "the container exited while the agent was away");
+                self.exits.track_exited(&handle.id, &st.container_id, exit);
+                Ok(true)
+            }
+            // Created but never started, or unknown: nothing to follow.
+            _ => Ok(false),
         }
-        self.track(&handle.id, &st.container_id);
-        tracing::info!(alloc = %handle.alloc_id, task = %handle.task, container = %st.container_id,
-            "re-attached to the running container");
-        Ok(true)
     }
 
     async fn rotate_logs(&self, node_id: &str) -> Result<usize, DriverError> {
