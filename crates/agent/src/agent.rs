@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use corral_client::Client;
 use corral_types::api::AllocUpdates;
-use corral_types::{AllocUpdate, Allocation, DesiredStatus, NodeRegistration};
+use corral_types::{AllocUpdate, Allocation, DesiredStatus, DriverKind, NodeRegistration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -219,15 +219,15 @@ pub async fn default_drivers(config: &AgentConfig) -> Result<Drivers, AgentError
     let mut drivers: Drivers = HashMap::new();
     let mut why = Vec::new();
     for name in &config.drivers {
-        let d: Arc<dyn Driver> = match name.as_str() {
-            "exec" => match ExecDriver::detect() {
+        let d: Arc<dyn Driver> = match DriverKind::parse(name) {
+            Some(DriverKind::Exec) => match ExecDriver::detect() {
                 Ok(d) => Arc::new(d.with_capture_exe(config.capture_exe.clone())),
                 Err(e) => {
                     why.push(format!("exec: {e}"));
                     continue;
                 }
             },
-            "container" => match container_driver(config).await {
+            Some(DriverKind::Container) => match container_driver(config).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(error = %e, "container driver not available");
@@ -235,8 +235,8 @@ pub async fn default_drivers(config: &AgentConfig) -> Result<Drivers, AgentError
                     continue;
                 }
             },
-            other => {
-                why.push(format!("{other}: unknown driver"));
+            None => {
+                why.push(format!("{name}: unknown driver (exec or container)"));
                 continue;
             }
         };

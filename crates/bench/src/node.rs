@@ -25,7 +25,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use corral_client::Client;
 use corral_types::api::AllocView;
@@ -315,12 +315,7 @@ fn mean_gap(pairs: impl Iterator<Item = (u64, Option<u64>)>) -> Option<f64> {
     (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use corral_types::model::now_ms;
 
 fn load1() -> f64 {
     std::fs::read_to_string("/proc/loadavg")

@@ -1,7 +1,5 @@
 //! Human output: aligned tables, relative times; `--json` everywhere else.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, Table};
 use serde::Serialize;
@@ -34,10 +32,7 @@ pub fn ago(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(ms);
+    let now = corral_types::model::now_ms().max(ms);
     let s = now.saturating_sub(ms) / 1000;
     match s {
         0..=59 => format!("{s}s ago"),

@@ -3,7 +3,6 @@
 //! and stop all of them on one shutdown signal.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use corral_store::{SqliteStore, State, StateStore, StoreError, Write};
 use corral_types::{EvalStatus, EvalTrigger, Evaluation, Index, UnixMillis};
@@ -33,12 +32,7 @@ pub struct Core {
     pub shutdown: CancellationToken,
 }
 
-pub fn now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use corral_types::model::now_ms;
 
 /// A new id, `rrrrrrrr-tttt-tttt-tttt-rrrrrrrrrrrr`: eight random hex
 /// digits (what the CLI shows and matches by prefix), the time in

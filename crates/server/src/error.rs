@@ -11,8 +11,8 @@ pub enum ServerError {
     Store(#[from] corral_store::StoreError),
     #[error("{0}")]
     Spec(SpecErrors),
-    #[error("{what} {id:?} not found")]
-    NotFound { what: &'static str, id: String },
+    #[error("{} {id:?} not found", what.noun())]
+    NotFound { what: Resource, id: String },
     #[error("{0}")]
     BadRequest(String),
     /// The request does not fit the object's current state.
@@ -31,8 +31,46 @@ pub enum ServerError {
     ShuttingDown,
 }
 
+/// The kinds of things the API looks up: what a "not found" names, and
+/// the command that lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Job,
+    Allocation,
+    Node,
+    Evaluation,
+    /// The deployments of a job (it has none yet).
+    DeploymentOfJob,
+}
+
+impl Resource {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Resource::Job => "job",
+            Resource::Allocation => "allocation",
+            Resource::Node => "node",
+            Resource::Evaluation => "evaluation",
+            Resource::DeploymentOfJob => "deployment for job",
+        }
+    }
+
+    /// What to do next.
+    pub fn hint(self) -> String {
+        match self {
+            Resource::Job | Resource::Evaluation => "list them with `corral status`".into(),
+            Resource::Allocation => "list them with `corral alloc ls`".into(),
+            Resource::Node => "list them with `corral node ls`".into(),
+            Resource::DeploymentOfJob => {
+                "a job gets a deployment when `corral run` rolls out a new version; \
+                 see `corral status`"
+                    .into()
+            }
+        }
+    }
+}
+
 impl ServerError {
-    pub fn not_found(what: &'static str, id: impl Into<String>) -> ServerError {
+    pub fn not_found(what: Resource, id: impl Into<String>) -> ServerError {
         ServerError::NotFound {
             what,
             id: id.into(),
@@ -49,24 +87,26 @@ impl IntoResponse for ServerError {
             ),
             ServerError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
             ServerError::Conflict(_) => (StatusCode::CONFLICT, None),
-            ServerError::NotFound { what, .. } if *what == "deployment for job" => (
-                StatusCode::NOT_FOUND,
-                Some(
-                    "a job gets a deployment when `corral run` rolls out a new version; \
-                     see `corral status`"
-                        .into(),
-                ),
-            ),
-            ServerError::NotFound { what, .. } => (
-                StatusCode::NOT_FOUND,
-                Some(format!("list them with `corral {}`", list_cmd(what))),
-            ),
+            ServerError::NotFound { what, .. } => (StatusCode::NOT_FOUND, Some(what.hint())),
             ServerError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
                 Some("set CORRAL_TOKEN to the server's API token".into()),
             ),
             ServerError::Agent { .. } => (StatusCode::BAD_GATEWAY, None),
             ServerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, None),
+            ServerError::Store(e) if e.retryable() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("nothing was written; send the request again".into()),
+            ),
+            ServerError::Store(
+                corral_store::StoreError::Fatal | corral_store::StoreError::Closed { .. },
+            ) => {
+                tracing::error!(error = %self, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Some("restart the server to reload its state".into()),
+                )
+            }
             ServerError::Store(_) | ServerError::Internal(_) | ServerError::Config(_) => {
                 tracing::error!(error = %self, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, None)
@@ -93,14 +133,5 @@ impl IntoResponse for ServerError {
             }),
         )
             .into_response()
-    }
-}
-
-fn list_cmd(what: &str) -> &'static str {
-    match what {
-        "job" => "status",
-        "allocation" => "alloc ls",
-        "node" => "node ls",
-        _ => "status",
     }
 }

@@ -167,9 +167,7 @@ impl StateStore {
         // built and requests arriving meanwhile wait for the one after
         // (group commit holds when the disk is the slower stage).
         let (to_disk, from_builder) = std::sync::mpsc::sync_channel::<(Built, Vec<Done>)>(0);
-        let spawn_err = |e: std::io::Error| StoreError::Batch {
-            message: format!("cannot start the store's threads: {e}"),
-        };
+        let spawn_err = |source: std::io::Error| StoreError::Start { source };
         // The disk thread first: if the builder cannot start, the disk
         // thread's channel closes and it ends.
         let disk = {
@@ -187,15 +185,10 @@ impl StateStore {
                             tracing::error!("writing a batch panicked");
                             inner.fatal.store(true, Ordering::Release);
                             inner.broken.store(epoch + 1, Ordering::Release);
-                            Err(fatal_error().to_string())
+                            Err(BatchError::Fatal)
                         });
                         for d in dones {
-                            call_done(
-                                d,
-                                result
-                                    .clone()
-                                    .map_err(|message| StoreError::Batch { message }),
-                            );
+                            call_done(d, result.clone().map_err(BatchError::into_store));
                         }
                     }
                 })
@@ -304,8 +297,8 @@ impl Inner {
             drop(q);
             call_done(
                 req.done,
-                Err(StoreError::Batch {
-                    message: "the store is closed".into(),
+                Err(StoreError::Closed {
+                    why: "it is shutting down",
                 }),
             );
             return;
@@ -348,7 +341,7 @@ impl Inner {
             }
             if self.fatal.load(Ordering::Acquire) {
                 for r in batch {
-                    call_done(r.done, Err(fatal_error()));
+                    call_done(r.done, Err(StoreError::Fatal));
                 }
                 continue;
             }
@@ -363,8 +356,8 @@ impl Inner {
                 for d in dones {
                     call_done(
                         d,
-                        Err(StoreError::Batch {
-                            message: "building the write panicked".into(),
+                        Err(StoreError::Refused {
+                            why: "building the write panicked".into(),
                         }),
                     );
                 }
@@ -432,7 +425,7 @@ impl Inner {
 
     /// The disk thread's part: commit a built batch to the backend and
     /// publish it; the outcome goes to each of its requests.
-    fn write_built(&self, built: Built) -> Result<Index, String> {
+    fn write_built(&self, built: Built) -> Result<Index, BatchError> {
         let Built {
             base_index,
             next,
@@ -442,12 +435,12 @@ impl Inner {
             epoch,
         } = built;
         match outcome {
-            Err(e) => Err(e.to_string()),
-            _ if self.broken.load(Ordering::Acquire) == epoch + 1 => {
-                Err("an earlier commit this write was built on failed; try again".to_string())
-            }
+            Err(e) => Err(BatchError::Refused(e.to_string())),
+            _ if self.broken.load(Ordering::Acquire) == epoch + 1 => Err(BatchError::Refused(
+                "an earlier commit this write was built on failed".to_string(),
+            )),
             Ok(()) if txn.ops.is_empty() => Ok(base_index),
-            Ok(()) if self.fatal.load(Ordering::Acquire) => Err(fatal_error().to_string()),
+            Ok(()) if self.fatal.load(Ordering::Acquire) => Err(BatchError::Fatal),
             Ok(()) => {
                 let r = match self.store.txn(&txn) {
                     Ok(TxnOutcome::Committed { revision }) if revision != base_index + 1 => {
@@ -457,7 +450,7 @@ impl Inner {
                             "the store's backend revision moved under it"
                         );
                         self.fatal.store(true, Ordering::Release);
-                        Err(fatal_error().to_string())
+                        Err(BatchError::Fatal)
                     }
                     Ok(TxnOutcome::Committed { revision }) => {
                         // Before the state is published: whoever sees the
@@ -473,9 +466,7 @@ impl Inner {
                     // No compares are issued here: the builder thread
                     // serialises writers. A failure means another process
                     // wrote.
-                    Ok(TxnOutcome::CompareFailed { key }) => {
-                        Err(StoreError::Conflict { key }.to_string())
-                    }
+                    Ok(TxnOutcome::CompareFailed { key }) => Err(BatchError::Conflict(key)),
                     Err(e) => {
                         // A failed commit may still have landed (an IO
                         // error after the commit record was written): then
@@ -483,8 +474,9 @@ impl Inner {
                         if !self.store.revision().is_ok_and(|r| r == base_index) {
                             tracing::error!(error = %e, "a failed commit left the backend's revision unknown or moved");
                             self.fatal.store(true, Ordering::Release);
+                            return Err(BatchError::Fatal);
                         }
-                        Err(e.to_string())
+                        Err(BatchError::Failed(e.to_string()))
                     }
                 };
                 if r.is_err() {
@@ -505,9 +497,24 @@ fn call_done(d: Done, r: Result<Index, StoreError>) {
     }
 }
 
-fn fatal_error() -> StoreError {
-    StoreError::Batch {
-        message: "the store's backend changed under it (a failed commit may have landed); restart the server to reload the state".into(),
+/// How a batch failed, told to each of its writers (clonable: one result
+/// for many callers).
+#[derive(Debug, Clone)]
+enum BatchError {
+    Refused(String),
+    Failed(String),
+    Conflict(String),
+    Fatal,
+}
+
+impl BatchError {
+    fn into_store(self) -> StoreError {
+        match self {
+            BatchError::Refused(why) => StoreError::Refused { why },
+            BatchError::Failed(message) => StoreError::Failed { message },
+            BatchError::Conflict(key) => StoreError::Conflict { key },
+            BatchError::Fatal => StoreError::Fatal,
+        }
     }
 }
 
@@ -525,8 +532,8 @@ impl Drop for CloseOnExit<'_> {
         for r in left {
             call_done(
                 r.done,
-                Err(StoreError::Batch {
-                    message: "the store's writer stopped".into(),
+                Err(StoreError::Closed {
+                    why: "its writer stopped",
                 }),
             );
         }

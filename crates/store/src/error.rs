@@ -39,13 +39,44 @@ pub enum StoreError {
     },
     #[error("write conflict on {key}: it changed since it was read")]
     Conflict { key: String },
+    /// The store is closed (shutting down) or its writer stopped: this
+    /// process writes no more.
+    #[error("the state store is closed ({why}); restart the server")]
+    Closed { why: &'static str },
+    /// Refused before it reached the disk (an earlier commit it was built
+    /// on failed, building it panicked): nothing landed.
+    #[error("state write refused, nothing was written: {why}; try again")]
+    Refused { why: String },
+    /// The backend's commit failed and its revision did not move: nothing
+    /// landed.
     #[error("state write failed: {message}")]
-    Batch { message: String },
+    Failed { message: String },
+    /// The backend changed under the store (a failed commit may have
+    /// landed): memory and disk may disagree until the state is reloaded.
+    #[error(
+        "the store's backend changed under it (a failed commit may have landed); restart the server to reload the state"
+    )]
+    Fatal,
+    #[error("cannot start the store's threads: {source}")]
+    Start {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the store lock is poisoned: a writer panicked")]
     Poisoned,
 }
 
 impl StoreError {
+    /// Whether the same write may succeed if tried again (nothing landed
+    /// and the store still works); `false` for a closed store, a fatal
+    /// error, bad data.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Refused { .. } | StoreError::Failed { .. } | StoreError::Conflict { .. }
+        )
+    }
+
     pub(crate) fn sqlite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
         move |source| StoreError::Sqlite { op, source }
     }

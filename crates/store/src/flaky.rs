@@ -23,7 +23,7 @@ pub(crate) struct Flaky {
 }
 
 fn on_fire() -> StoreError {
-    StoreError::Batch {
+    StoreError::Failed {
         message: "disk on fire".into(),
     }
 }

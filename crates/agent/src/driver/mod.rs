@@ -383,12 +383,7 @@ pub fn signal_name(sig: i32) -> &'static str {
 }
 
 /// Unix time now, in milliseconds.
-pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use corral_types::model::now_ms as now_unix_ms;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use corral_client::Client;
@@ -448,12 +448,7 @@ async fn follow_revert_version(
     }
 }
 
-pub fn now_ms() -> UnixMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub use corral_types::model::now_ms;
 
 /// Show a deployment live until it ends, is paused or its canaries wait
 /// for a user; returns its last state.

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use crate::error::Resource;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, RawQuery, State};
@@ -57,7 +58,7 @@ pub async fn get(
 ) -> Result<Json<AllocView>, ServerError> {
     let s = core.store.snapshot();
     let a = by_prefix(
-        "allocation",
+        Resource::Allocation,
         &id,
         s.alloc(&id),
         s.allocs().map(|a| (a.id.as_str(), a)),
@@ -77,7 +78,7 @@ pub async fn logs(
     let query = query.unwrap_or_default();
     let s = core.store.snapshot();
     let found = by_prefix(
-        "allocation",
+        Resource::Allocation,
         &id,
         s.alloc(&id),
         s.allocs().map(|a| (a.id.as_str(), a)),
@@ -86,7 +87,7 @@ pub async fn logs(
         Ok(a) => {
             let node = s
                 .node_by_id(&a.node_id)
-                .ok_or_else(|| ServerError::not_found("node", &a.node_id))?;
+                .ok_or_else(|| ServerError::not_found(Resource::Node, &a.node_id))?;
             (a.id.clone(), vec![node.clone()])
         }
         Err(e @ ServerError::NotFound { .. }) => {
@@ -112,7 +113,7 @@ pub async fn logs(
         Err(e) => return Err(e),
     };
     if nodes.is_empty() {
-        return Err(ServerError::not_found("allocation", &id));
+        return Err(ServerError::not_found(Resource::Allocation, &id));
     }
     let several = nodes.len() > 1;
     let asks = nodes.iter().map(|node| {
@@ -152,7 +153,7 @@ pub async fn logs(
                 message,
             });
         }
-        Err(_) => return Err(ServerError::not_found("allocation", &id)),
+        Err(_) => return Err(ServerError::not_found(Resource::Allocation, &id)),
     };
     let status = resp.status();
     let mut builder = Response::builder().status(status.as_u16());

@@ -1,6 +1,7 @@
 //! Deployments of a job and what users do to them; `revert` stores an
 //! earlier version's spec as a new version.
 
+use crate::error::Resource;
 use std::sync::Arc;
 
 use axum::Json;
@@ -15,7 +16,7 @@ use crate::deployments::ops;
 
 fn no_deployment(job: &str) -> ServerError {
     ServerError::NotFound {
-        what: "deployment for job",
+        what: crate::error::Resource::DeploymentOfJob,
         id: job.to_string(),
     }
 }
@@ -52,7 +53,7 @@ pub async fn list(
 ) -> Result<Json<Vec<Deployment>>, ServerError> {
     let s = core.store.snapshot();
     if s.job(&name).is_none() {
-        return Err(ServerError::not_found("job", &name));
+        return Err(ServerError::not_found(Resource::Job, &name));
     }
     let mut v: Vec<Deployment> = s
         .job_deployments(&name)

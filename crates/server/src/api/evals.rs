@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use crate::error::Resource;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use corral_types::api::EvalView;
@@ -39,7 +40,7 @@ pub async fn get(
 ) -> Result<Json<EvalView>, ServerError> {
     let s = core.store.snapshot();
     let e = by_prefix(
-        "evaluation",
+        Resource::Evaluation,
         &id,
         s.eval(&id),
         s.evals().map(|e| (e.id.as_str(), e)),

@@ -13,6 +13,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+use crate::error::Resource;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,7 +174,7 @@ where
 /// Find a record by exact id, else by a unique id prefix (as Nomad's CLI
 /// accepts short ids).
 pub fn by_prefix<'a, T>(
-    what: &'static str,
+    kind: Resource,
     id: &str,
     exact: Option<&'a T>,
     all: impl Iterator<Item = (&'a str, &'a T)>,
@@ -185,9 +186,10 @@ pub fn by_prefix<'a, T>(
         .filter(|(k, _)| k.starts_with(id))
         .map(|(_, t)| t)
         .collect();
+    let what = kind.noun();
     match matches.len() {
         1 => Ok(matches[0]),
-        0 => Err(ServerError::not_found(what, id)),
+        0 => Err(ServerError::not_found(kind, id)),
         n => Err(ServerError::BadRequest(format!(
             "{what} id prefix {id:?} matches {n} {what}s; give more characters"
         ))),

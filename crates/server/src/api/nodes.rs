@@ -1,6 +1,7 @@
 //! Node endpoints, for operators (list, status, eligibility) and for
 //! agents (register, heartbeat, their allocations, status updates).
 
+use crate::error::Resource;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -75,7 +76,7 @@ pub async fn drain(
     let s = core.store.snapshot();
     let n = s
         .node_by_id(&node_id)
-        .ok_or_else(|| ServerError::not_found("node", &node_id))?;
+        .ok_or_else(|| ServerError::not_found(Resource::Node, &node_id))?;
     Ok(Json(views::node_view(&s, n)))
 }
 
@@ -94,7 +95,7 @@ pub async fn eligibility(
     core.write(move |state, _| {
         let node = state
             .node_by_id(&i)
-            .ok_or_else(|| ServerError::not_found("node", &i))?;
+            .ok_or_else(|| ServerError::not_found(Resource::Node, &i))?;
         let mut n = (**node).clone();
         n.eligible = body.eligible;
         Ok((vec![Write::Node(n)], ()))
@@ -106,7 +107,7 @@ pub async fn eligibility(
     let s = core.store.snapshot();
     let n = s
         .node_by_id(&id)
-        .ok_or_else(|| ServerError::not_found("node", &id))?;
+        .ok_or_else(|| ServerError::not_found(Resource::Node, &id))?;
     Ok(Json(views::node_view(&s, n)))
 }
 
@@ -118,7 +119,7 @@ pub async fn allocations(
     Query(q): Query<Blocking>,
 ) -> Result<Json<NodeAllocations>, ServerError> {
     if core.store.snapshot().node_by_id(&id).is_none() {
-        return Err(ServerError::not_found("node", &id));
+        return Err(ServerError::not_found(Resource::Node, &id));
     }
     let c = core.clone();
     let n = id.clone();

@@ -1,6 +1,7 @@
 //! `POST /v1/nodes/{id}/stats`: an agent's usage sample of its running
 //! tasks, kept in memory by [`crate::usage::Usage`] (never in the store).
 
+use crate::error::Resource;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,7 +18,7 @@ pub async fn push(
     Json(body): Json<NodeStats>,
 ) -> Result<StatusCode, ServerError> {
     if core.store.snapshot().node_by_id(&id).is_none() {
-        return Err(ServerError::not_found("node", &id));
+        return Err(ServerError::not_found(Resource::Node, &id));
     }
     core.usage.record(&id, body.tasks, now_ms());
     Ok(StatusCode::NO_CONTENT)

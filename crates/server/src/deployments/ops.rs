@@ -1,6 +1,7 @@
 //! What users do to deployments and versions: promote, fail, pause,
 //! resume, revert.
 
+use crate::error::Resource;
 use std::sync::Arc;
 
 use corral_scheduler::StateView;
@@ -26,7 +27,7 @@ pub async fn act(
             let cur = state
                 .latest_deployment(&name)
                 .ok_or_else(|| ServerError::NotFound {
-                    what: "deployment for job",
+                    what: crate::error::Resource::DeploymentOfJob,
                     id: name.clone(),
                 })?;
             let mut d = (**cur).clone();
@@ -152,7 +153,7 @@ pub async fn revert(
         .write(move |state, _| {
             let latest = state
                 .job(&name)
-                .ok_or_else(|| ServerError::not_found("job", &name))?;
+                .ok_or_else(|| ServerError::not_found(Resource::Job, &name))?;
             let target = state.job_version(&name, version).ok_or_else(|| {
                 ServerError::BadRequest(format!(
                     "job {name} has no version {version}; see `corral job history {name}`"
@@ -203,7 +204,7 @@ pub async fn set_health(
         .write(move |state, _| {
             let cur = state
                 .alloc(&id)
-                .ok_or_else(|| ServerError::not_found("allocation", &id))?;
+                .ok_or_else(|| ServerError::not_found(Resource::Allocation, &id))?;
             let Some(dep) = cur
                 .deployment_id
                 .as_deref()

@@ -1,5 +1,6 @@
 //! Job operations shared by the HTTP handlers and in-process callers.
 
+use crate::error::Resource;
 use std::sync::Arc;
 
 use corral_store::{State, Write};
@@ -19,12 +20,7 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
             let mut out = Vec::new();
             for spec in specs {
                 let latest = state.job(&spec.name);
-                let unchanged = latest.is_some_and(|j| j.spec == spec && !j.stopped);
-                let version = match latest {
-                    Some(j) if unchanged => j.version,
-                    Some(j) => j.version + 1,
-                    None => 1,
-                };
+                let (version, unchanged) = next_version(latest.map(|j| &**j), &spec);
                 let eval = Core::new_eval(&spec.name, EvalTrigger::JobRegister, now);
                 out.push((
                     SubmittedJob {
@@ -53,17 +49,7 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
                     }
                 }
                 if !unchanged {
-                    writes.push(Write::Job(Job {
-                        name: spec.name.clone(),
-                        version,
-                        spec,
-                        stopped: false,
-                        stable: false,
-                        reverts_to: None,
-                        submitted_at: now,
-                        create_index: 0,
-                        modify_index: 0,
-                    }));
+                    writes.push(Write::Job(new_version(spec, version, now)));
                 }
                 writes.push(Write::Eval(eval));
             }
@@ -73,6 +59,34 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
     let (jobs, evals): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
     core.enqueue(evals);
     Ok(SubmitResponse { index, jobs })
+}
+
+/// The version a submitted spec gets, and whether it is unchanged: the
+/// latest version again when the spec is the same and the job runs, else
+/// one more (a stopped job submitted again is a new version).
+pub(crate) fn next_version(latest: Option<&Job>, spec: &JobSpec) -> (u64, bool) {
+    let unchanged = latest.is_some_and(|j| &j.spec == spec && !j.stopped);
+    let version = match latest {
+        Some(j) if unchanged => j.version,
+        Some(j) => j.version + 1,
+        None => 1,
+    };
+    (version, unchanged)
+}
+
+/// A new version of a job, as submitted at `now`.
+pub(crate) fn new_version(spec: JobSpec, version: u64, now: u64) -> Job {
+    Job {
+        name: spec.name.clone(),
+        version,
+        spec,
+        stopped: false,
+        stable: false,
+        reverts_to: None,
+        submitted_at: now,
+        create_index: 0,
+        modify_index: 0,
+    }
 }
 
 /// Deletes of the allocations of job `name` that can no longer run.
@@ -97,7 +111,7 @@ pub async fn stop(
     let (index, eval) = core
         .write(move |state, _| {
             let Some(job) = state.job(&n) else {
-                return Err(ServerError::not_found("job", &n));
+                return Err(ServerError::not_found(Resource::Job, &n));
             };
             let eval = Core::new_eval(&n, EvalTrigger::JobDeregister, now);
             let mut writes = Vec::new();

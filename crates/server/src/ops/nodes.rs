@@ -1,6 +1,7 @@
 //! Node operations shared by the HTTP handlers and in-process callers
 //! (the scheduler simulator): registration, heartbeats, observed state.
 
+use crate::error::Resource;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -28,7 +29,7 @@ pub fn resolve<'a>(state: &'a State, key: &str) -> Result<&'a Arc<Node>, ServerE
     let named: Vec<&Arc<Node>> = state.nodes_iter().filter(|n| n.name == key).collect();
     if named.is_empty() {
         return crate::api::by_prefix(
-            "node",
+            crate::error::Resource::Node,
             key,
             None,
             state.nodes_iter().map(|n| (n.id.as_str(), n)),
@@ -125,11 +126,11 @@ pub fn heartbeat(core: &Arc<Core>, id: &str) -> Result<HeartbeatResponse, Server
     let s = core.store.snapshot();
     let node = s
         .node_by_id(id)
-        .ok_or_else(|| ServerError::not_found("node", id))?;
+        .ok_or_else(|| ServerError::not_found(Resource::Node, id))?;
     if node.status == NodeStatus::Down {
         // Marked down while it was away: it must register again so the
         // server re-evaluates what it still runs.
-        return Err(ServerError::not_found("node", id));
+        return Err(ServerError::not_found(Resource::Node, id));
     }
     let ttl = core.heartbeats.beat(id);
     Ok(HeartbeatResponse {
@@ -287,7 +288,7 @@ pub async fn drain(
         .write(move |state, _| {
             let node = state
                 .node_by_id(&id)
-                .ok_or_else(|| ServerError::not_found("node", &id))?;
+                .ok_or_else(|| ServerError::not_found(Resource::Node, &id))?;
             let mut n = (**node).clone();
             n.draining = enable;
             n.drain_deadline = enable.then(|| Millis::from_std(deadline).after(now));

@@ -390,8 +390,18 @@ fn a_failed_commit_fails_the_batch_built_on_it() {
     assert!(saw_first, "built on the pending state");
     assert_eq!(index, 2);
     release_tx.send(()).unwrap();
-    assert!(first.join().unwrap().is_err());
-    assert!(second.join().unwrap().is_err());
+    // The first failed at the disk, the second was refused before it:
+    // nothing of either landed, both may be tried again.
+    let first = first.join().unwrap().unwrap_err();
+    assert!(matches!(first, StoreError::Failed { .. }), "{first}");
+    assert!(first.retryable());
+    match second.join().unwrap() {
+        Err(e) => {
+            assert!(matches!(e, StoreError::Refused { .. }), "{e}");
+            assert!(e.retryable());
+        }
+        other => panic!("{other:?}"),
+    }
     // Nothing of either is visible, and the next write starts over.
     assert!(s.snapshot().alloc("a1").is_none());
     let i = s
@@ -530,9 +540,10 @@ fn an_unknown_commit_outcome_stops_writes() {
         );
         let err = s
             .commit(vec![Write::Alloc(alloc("a3", "web", "n1"))])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("restart the server"), "panics {panics}: {err}");
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fatal), "panics {panics}: {err}");
+        assert!(!err.retryable());
+        assert!(err.to_string().contains("restart the server"), "{err}");
         assert!(s.snapshot().alloc("a3").is_none());
         assert!(s.snapshot().alloc("a1").is_some());
     }

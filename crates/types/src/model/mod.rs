@@ -22,6 +22,15 @@ pub use plan::*;
 /// before a write so store writes stay deterministic.
 pub type UnixMillis = u64;
 
+/// Unix time now, in milliseconds: the one clock read of every crate (the
+/// scheduler never reads it; it gets `now` from its caller).
+pub fn now_ms() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// A store revision (etcd's `revision`, Nomad's raft index): every committed
 /// write gets the next one.
 pub type Index = u64;

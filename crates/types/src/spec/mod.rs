@@ -204,11 +204,18 @@ pub enum DriverKind {
 }
 
 impl DriverKind {
+    pub const ALL: [DriverKind; 2] = [DriverKind::Container, DriverKind::Exec];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DriverKind::Container => "container",
             DriverKind::Exec => "exec",
         }
+    }
+
+    /// The driver named `name`, as written in specs and configs.
+    pub fn parse(name: &str) -> Option<DriverKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
 
