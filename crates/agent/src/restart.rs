@@ -93,6 +93,7 @@ impl RestartTracker {
             due,
             exited: None,
             gave_up: None,
+            stopping_since: None,
         }
     }
 

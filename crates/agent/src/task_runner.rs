@@ -167,6 +167,8 @@ pub struct TaskRunner {
     /// the counters: a due restart, the run whose exit it counts, whether
     /// the policy gave up.
     carried: RestartRecord,
+    /// When a stop interrupted by an agent restart began.
+    stop_began: Option<u64>,
     /// The restart tracker's clock: unix milliseconds when the runner was
     /// made, advanced by tokio's monotonic clock (so paused time in tests
     /// drives it, and persisted times compare across agent restarts).
@@ -210,6 +212,7 @@ impl TaskRunner {
             restart_cause: None,
             begin: Begin::Fresh,
             carried: RestartRecord::default(),
+            stop_began: None,
             clock: (now_unix_ms(), tokio::time::Instant::now()),
         }
     }
@@ -248,6 +251,7 @@ impl TaskRunner {
     /// `resuming`).
     pub fn with_restart_record(mut self, rec: RestartRecord) -> Self {
         self.tracker = RestartTracker::restore(*self.tracker.policy(), &rec);
+        self.stop_began = rec.stopping_since;
         self.carried = rec;
         self
     }
@@ -560,7 +564,7 @@ impl TaskRunner {
     /// request's reason (the run is destroyed after the decision).
     async fn stop_for_restart(&mut self, h: TaskHandle, reason: String) -> Exit {
         tracing::info!(task = %self.ctx.describe(), %reason, "restart requested");
-        let stopped = self.stop_run(&h).await.unwrap_or_default();
+        let stopped = self.stop_run(&h, Duration::ZERO).await.unwrap_or_default();
         self.restart_cause = Some(reason.clone());
         Exit {
             result: ExitResult {
@@ -573,8 +577,8 @@ impl TaskRunner {
 
     /// Stop (graceful, then kill after `kill_timeout`); the exit status
     /// after the stop, when the driver still knows it.
-    async fn stop_run(&self, h: &TaskHandle) -> Option<ExitResult> {
-        let timeout = self.ctx.task.kill_timeout.as_std();
+    async fn stop_run(&self, h: &TaskHandle, spent: Duration) -> Option<ExitResult> {
+        let timeout = self.ctx.task.kill_timeout.as_std().saturating_sub(spent);
         if let Err(e) = self.driver.stop(h, timeout).await {
             tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot stop the task");
         }
@@ -584,9 +588,17 @@ impl TaskRunner {
             .and_then(Result::ok)
     }
 
-    /// Stop, destroy, Dead.
+    /// Stop, destroy, Dead. The stop's start is saved first: an agent
+    /// killed during it finishes it with what is left of `kill_timeout`.
     async fn stop_and_finish(&mut self, h: TaskHandle) -> TaskOutcome {
-        let exit = self.stop_run(&h).await;
+        let began = self.stop_began.take().unwrap_or_else(|| self.clock_ms());
+        let mut rec = self.tracker.record(None);
+        rec.stopping_since = Some(began);
+        if let Err(e) = self.store.save_restarts(&rec).await {
+            tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot persist the start of a stop");
+        }
+        let spent = Duration::from_millis(self.clock_ms().saturating_sub(began));
+        let exit = self.stop_run(&h, spent).await;
         crate::killpoint::reached("stop.after_signal");
         self.cleanup(&h).await;
         self.finish_stopped("stopped", exit)
@@ -1027,6 +1039,7 @@ mod tests {
                 due: Some(now + 5_000),
                 exited: Some("old-1".into()),
                 gave_up: None,
+                stopping_since: None,
             });
         let mut rx = runner.subscribe();
         let t0 = tokio::time::Instant::now();
@@ -1088,6 +1101,42 @@ mod tests {
         assert_eq!(
             (s.state, s.failed, s.restarts, s.exit_code),
             (TaskLifecycle::Dead, true, 1, Some(3))
+        );
+    }
+
+    /// Killed during a stop: the restarted agent, stopping again, gives
+    /// the task what was left of its kill_timeout (2 s, 1.5 s spent).
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_interrupted_by_an_agent_restart_keeps_its_deadline() {
+        let driver = Arc::new(FakeDriver::new());
+        let cancel = CancellationToken::new();
+        let runner = TaskRunner::new(
+            driver.clone(),
+            ctx(),
+            policy(3, RestartMode::Fail),
+            Arc::new(MemorySink::new()),
+            cancel.clone(),
+        );
+        let now = runner.clock_ms();
+        let runner = runner
+            .recovering(old_handle(), TaskState::default())
+            .with_restart_record(RestartRecord {
+                stopping_since: Some(now - 1_500),
+                ..RestartRecord::default()
+            });
+        cancel.cancel();
+        assert_eq!(runner.run().await, TaskOutcome::Stopped);
+        let stop = driver
+            .calls()
+            .into_iter()
+            .find_map(|c| match c {
+                FakeCall::Stop { timeout, .. } => Some(timeout),
+                _ => None,
+            })
+            .expect("stopped");
+        assert!(
+            stop <= Duration::from_millis(500) && stop >= Duration::from_millis(400),
+            "{stop:?}"
         );
     }
 }

@@ -41,6 +41,10 @@ pub struct RestartRecord {
     /// The policy gave up, for this reason: the task is dead for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gave_up: Option<String>,
+    /// When a stop of the task began: a restarted agent finishing it gives
+    /// the task what is left of its `kill_timeout`, not a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_since: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +235,7 @@ mod tests {
             due: Some(9),
             exited: Some("run-1".into()),
             gave_up: None,
+            stopping_since: None,
         };
         dir.save_restarts("web", &r).unwrap();
         std::fs::create_dir_all(dir.log_dir()).unwrap();
