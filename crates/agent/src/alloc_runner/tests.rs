@@ -33,6 +33,11 @@ groups:
     jobs[0].groups[0].clone()
 }
 
+/// The group with an exec check that passes.
+fn web() -> GroupSpec {
+    group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}")
+}
+
 fn allocation(deployment: Option<&str>) -> Allocation {
     let mut a: Allocation = serde_json::from_value(serde_json::json!({
         "id": "a1", "job": "shop", "job_version": 1, "group": "web", "index": 0,
@@ -144,10 +149,7 @@ impl Run {
 
 #[tokio::test(start_paused = true)]
 async fn checks_and_health_are_reported_on_change_only() {
-    let mut r = start(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(Some("d1")),
-    );
+    let mut r = start(web(), allocation(Some("d1")));
     let seen = r
         .until(|u| u.health.as_ref().is_some_and(|h| h.healthy))
         .await;
@@ -213,10 +215,7 @@ async fn check_restart_makes_a_deployment_allocation_unhealthy() {
 
 #[tokio::test(start_paused = true)]
 async fn without_a_deployment_there_is_no_verdict() {
-    let mut r = start(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-    );
+    let mut r = start(web(), allocation(None));
     r.until(|u| u.checks["web-exec"].status == CheckStatus::Passing)
         .await;
     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -231,11 +230,7 @@ async fn without_a_deployment_there_is_no_verdict() {
 #[tokio::test(start_paused = true)]
 async fn a_replacement_waits_for_the_allocation_it_replaces() {
     let (prev_tx, prev_rx) = tokio::sync::watch::channel(false);
-    let mut r = start_after(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-        vec![prev_rx],
-    );
+    let mut r = start_after(web(), allocation(None), vec![prev_rx]);
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(r.driver.starts(), 0, "started beside the old allocation");
     prev_tx.send_replace(true);
@@ -249,11 +244,7 @@ async fn a_replacement_waits_for_the_allocation_it_replaces() {
 #[tokio::test(start_paused = true)]
 async fn a_replacement_stopped_while_waiting_never_starts() {
     let (_prev_tx, prev_rx) = tokio::sync::watch::channel(false);
-    let mut r = start_after(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-        vec![prev_rx],
-    );
+    let mut r = start_after(web(), allocation(None), vec![prev_rx]);
     r.runner.stop();
     let seen = r
         .until(|u| u.client == corral_types::ClientStatus::Complete)
@@ -335,7 +326,7 @@ async fn a_task_without_a_handle_keeps_its_restart_count_across_an_agent_restart
         &tracker,
         env,
         alloc,
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
+        web(),
         true,
         CancellationToken::new(),
         Vec::new(),
@@ -381,11 +372,7 @@ fn running_state(restarts: u32) -> corral_types::TaskState {
 /// task's cgroup, a container) is cleared, handle or not.
 #[tokio::test(start_paused = true)]
 async fn a_task_without_a_handle_is_cleared_even_when_the_allocation_is_stopped() {
-    let mut r = adopt(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-        |_, _| {},
-    );
+    let mut r = adopt(web(), allocation(None), |_, _| {});
     r.runner.stop();
     r.until(|u| u.client == corral_types::ClientStatus::Complete)
         .await;
@@ -405,17 +392,13 @@ async fn a_task_without_a_handle_is_cleared_even_when_the_allocation_is_stopped(
 /// the live sibling is stopped and the allocation reports failed.
 #[tokio::test(start_paused = true)]
 async fn a_failure_decided_before_an_agent_restart_stands() {
-    let mut r = adopt(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-        |dir, _| {
-            dir.save_handle("app", &handle("live-1")).expect("handle");
-            dir.save_task_state("app", &running_state(0))
-                .expect("state");
-            dir.save_failure("task bad: exceeded 0 restarts")
-                .expect("failure");
-        },
-    );
+    let mut r = adopt(web(), allocation(None), |dir, _| {
+        dir.save_handle("app", &handle("live-1")).expect("handle");
+        dir.save_task_state("app", &running_state(0))
+            .expect("state");
+        dir.save_failure("task bad: exceeded 0 restarts")
+            .expect("failure");
+    });
     let seen = r.until(|u| u.client.is_terminal()).await;
     let last = seen.last().expect("an update");
     assert_eq!(last.client, corral_types::ClientStatus::Failed, "{seen:#?}");
@@ -437,30 +420,26 @@ async fn a_failure_decided_before_an_agent_restart_stands() {
 #[tokio::test(start_paused = true)]
 async fn the_restart_window_and_a_pending_delay_survive_an_agent_restart() {
     let now = crate::driver::now_unix_ms();
-    let mut r = adopt(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-        |dir, driver| {
-            let mut s = running_state(2);
-            s.state = corral_types::TaskLifecycle::Restarting;
-            dir.save_task_state("app", &s).expect("state");
-            dir.save_restarts(
-                "app",
-                &crate::layout::RestartRecord {
-                    restarts: 3,
-                    window_start: Some(now - 10_000),
-                    in_window: 3,
-                    due: Some(now + 30_000),
-                    ..Default::default()
-                },
-            )
-            .expect("restarts");
-            driver.set_default(crate::driver::fake::FakeRun::Exit {
-                after: Duration::from_secs(5),
-                exit: crate::driver::ExitResult::from_status(Some(1), None, false),
-            });
-        },
-    );
+    let mut r = adopt(web(), allocation(None), |dir, driver| {
+        let mut s = running_state(2);
+        s.state = corral_types::TaskLifecycle::Restarting;
+        dir.save_task_state("app", &s).expect("state");
+        dir.save_restarts(
+            "app",
+            &crate::layout::RestartRecord {
+                restarts: 3,
+                window_start: Some(now - 10_000),
+                in_window: 3,
+                due: Some(now + 30_000),
+                ..Default::default()
+            },
+        )
+        .expect("restarts");
+        driver.set_default(crate::driver::fake::FakeRun::Exit {
+            after: Duration::from_secs(5),
+            exit: crate::driver::ExitResult::from_status(Some(1), None, false),
+        });
+    });
     let t0 = tokio::time::Instant::now();
     let seen = r
         .until(|u| u.tasks["app"].state == corral_types::TaskLifecycle::Running)
@@ -484,13 +463,9 @@ async fn the_restart_window_and_a_pending_delay_survive_an_agent_restart() {
 /// cleared.
 #[tokio::test(start_paused = true)]
 async fn a_stop_does_not_wait_for_a_hanging_start() {
-    let mut r = start_full(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-        Vec::new(),
-        false,
-        |_, driver| driver.set_default(crate::driver::fake::FakeRun::StartHangs),
-    );
+    let mut r = start_full(web(), allocation(None), Vec::new(), false, |_, driver| {
+        driver.set_default(crate::driver::fake::FakeRun::StartHangs)
+    });
     tokio::time::sleep(Duration::from_secs(5)).await;
     let t0 = tokio::time::Instant::now();
     r.runner.stop();
@@ -508,18 +483,12 @@ async fn a_stop_does_not_wait_for_a_hanging_start() {
 /// pending while the task waits for its restart, not its last status.
 #[tokio::test(start_paused = true)]
 async fn a_check_is_pending_while_its_task_restarts() {
-    let mut r = start_full(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-        Vec::new(),
-        false,
-        |_, driver| {
-            driver.push(crate::driver::fake::FakeRun::Exit {
-                after: Duration::from_secs(10),
-                exit: crate::driver::ExitResult::from_status(Some(1), None, false),
-            });
-        },
-    );
+    let mut r = start_full(web(), allocation(None), Vec::new(), false, |_, driver| {
+        driver.push(crate::driver::fake::FakeRun::Exit {
+            after: Duration::from_secs(10),
+            exit: crate::driver::ExitResult::from_status(Some(1), None, false),
+        });
+    });
     r.until(|u| u.checks["web-exec"].status == CheckStatus::Passing)
         .await;
     let seen = r
@@ -535,27 +504,16 @@ async fn a_check_is_pending_while_its_task_restarts() {
 /// `check.passing` event on the server.
 #[tokio::test(start_paused = true)]
 async fn a_reattached_task_keeps_its_check_status() {
-    let mut r = adopt(
-        group("{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}"),
-        allocation(None),
-        |dir, _| {
-            dir.save_handle("app", &handle("live-1")).expect("handle");
-            dir.save_task_state("app", &running_state(0))
-                .expect("state");
-            let mut t = crate::checks::CheckTracker::new(
-                &crate::checks::plan(&group(
-                    "{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms}",
-                ))[0]
-                    .spec,
-            );
-            t.record(0, crate::checks::Probe::Pass("ok".into()));
-            let saved = crate::checks::SavedChecks::from([(
-                "web-exec".to_string(),
-                t.save((Some(1234), 0)),
-            )]);
-            dir.save_checks(&saved).expect("checks");
-        },
-    );
+    let mut r = adopt(web(), allocation(None), |dir, _| {
+        dir.save_handle("app", &handle("live-1")).expect("handle");
+        dir.save_task_state("app", &running_state(0))
+            .expect("state");
+        let mut t = crate::checks::CheckTracker::new(&crate::checks::plan(&web())[0].spec);
+        t.record(0, crate::checks::Probe::Pass("ok".into()));
+        let saved =
+            crate::checks::SavedChecks::from([("web-exec".to_string(), t.save((Some(1234), 0)))]);
+        dir.save_checks(&saved).expect("checks");
+    });
     let seen = r
         .until(|u| u.tasks["app"].state == corral_types::TaskLifecycle::Running)
         .await;
