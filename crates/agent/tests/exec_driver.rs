@@ -73,6 +73,7 @@ fn fixture(command: &[&str], resources: Resources) -> Fixture {
             node_id: "node".into(),
             alloc_dir: dir.path().to_path_buf(),
             ports: BTreeMap::new(),
+            pod: Default::default(),
         },
         task: TaskSpec {
             name: "app".into(),

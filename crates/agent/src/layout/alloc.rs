@@ -96,15 +96,6 @@ impl AllocDir {
         load(&self.record_file())
     }
 
-    /// Only the group spec of the record (what a driver needs of it).
-    pub fn load_group(&self) -> std::io::Result<Option<GroupSpec>> {
-        #[derive(Deserialize)]
-        struct GroupOnly {
-            group: GroupSpec,
-        }
-        Ok(load::<GroupOnly>(&self.record_file())?.map(|r| r.group))
-    }
-
     /// Why the allocation failed, persisted before the agent acts on it
     /// (stops the other tasks), so a restarted agent does not forget it.
     pub fn save_failure(&self, why: &str) -> std::io::Result<()> {

@@ -241,6 +241,7 @@ impl Env {
             node_id: self.node_id.clone(),
             alloc_dir,
             ports: ports.iter().map(|(k, p)| (k.to_string(), *p)).collect(),
+            pod: Default::default(),
         }
     }
 
