@@ -10,10 +10,10 @@ mod cri_support;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use corral_agent::driver::cri::pod::PodOptions;
-use corral_agent::driver::cri::sandbox::log_file;
-use corral_agent::driver::cri::{CriConfig, CriDriver};
-use corral_agent::driver::{Driver, DriverError};
+use corral_runtime::driver::cri::pod::PodOptions;
+use corral_runtime::driver::cri::sandbox::log_file;
+use corral_runtime::driver::cri::{CriConfig, CriDriver};
+use corral_runtime::driver::{Driver, DriverError};
 use corral_types::units::{Bytes, MilliCpu};
 use corral_types::{PullPolicy, Resources};
 use cri_support::*;
@@ -460,7 +460,7 @@ async fn a_new_driver_recovers_a_running_container() {
     env.driver.wait(&done).await.unwrap();
 
     // The agent restarts: a new driver, the persisted handles.
-    let persisted: corral_agent::driver::TaskHandle =
+    let persisted: corral_runtime::driver::TaskHandle =
         serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
     let mut cc = CriConfig::new(env.containerd.socket_path());
     cc.sandbox_image = Some(IMAGE.to_string());
