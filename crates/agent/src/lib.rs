@@ -3,32 +3,34 @@
 //!
 //! - [`agent`]: the node loop (register, heartbeat, watch, report).
 //! - [`alloc_runner`] / [`task_runner`]: one allocation / one task.
-//! - [`driver`]: the `Driver` trait and its implementations (`exec`).
-//! - [`cgroup`]: cgroup v1/v2 behind a trait.
+//! - [`driver`], [`cgroup`], [`containerd`], [`image`], [`killpoint`]:
+//!   the node runtime, re-exported from [`corral_runtime`] under their old
+//!   paths (the drivers and what they stand on; nothing there knows the
+//!   runners).
 //! - [`restart`]: the restart policy, as a pure state machine.
 //! - [`checks`], [`health`]: health checks of allocations, and their
 //!   deployment health.
-//! - [`persist`]: what survives an agent restart.
-//! - [`logs`], [`http`]: task log files and the endpoint that serves them.
+//! - [`layout`]: the node's disk layout, and what survives an agent
+//!   restart.
+//! - [`logs`], [`http`]: task log files (the files are
+//!   [`corral_runtime::logs`]; the upkeep is here) and the endpoint that
+//!   serves them.
 
 pub mod agent;
 pub mod alloc_runner;
-pub mod cgroup;
 pub mod checks;
 pub mod config;
-pub mod containerd;
-pub mod driver;
 pub mod fingerprint;
 pub mod health;
 pub mod http;
-pub mod image;
-pub mod killpoint;
 pub mod layout;
 pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod restart;
 pub mod task_runner;
+
+pub use corral_runtime::{cgroup, containerd, driver, image, killpoint};
 
 pub use agent::{Agent, AgentError};
 pub use config::AgentConfig;

@@ -416,6 +416,7 @@ mod tests {
             node_id: "n-1".into(),
             alloc_dir: dir.path().to_path_buf(),
             ports: Default::default(),
+            pod: Default::default(),
         };
         let resources = corral_types::spec::Resources {
             cpu: corral_types::units::MilliCpu(100),

@@ -668,6 +668,7 @@ mod tests {
                 node_id: "n1".into(),
                 alloc_dir: PathBuf::from("/tmp/a1"),
                 ports: BTreeMap::new(),
+                pod: Default::default(),
             },
             task: TaskSpec {
                 name: "app".into(),

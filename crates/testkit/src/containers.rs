@@ -32,7 +32,7 @@ pub use crate::prereq::REQUIRE_ENV;
 pub const BUSYBOX_IMAGE: &str = "corral.local/busybox:e2e";
 
 /// Subnets of the private containerds: `10.78.<n>.0/24` (the driver tests
-/// of crates/agent use 10.77, `corral dev` its own).
+/// of crates/runtime use 10.77, `corral dev` its own).
 const SUBNET_PREFIX: &str = "10.78";
 
 /// What this machine lacks to run real containers (empty: nothing).

@@ -16,7 +16,7 @@ use super::RunnerEnv;
 use super::hooks::{self, AllocHook, AllocView};
 use super::status::Reporter;
 use super::tasks::{self, Setup, Task};
-use crate::driver::AllocContext;
+use crate::driver::{AllocContext, PodOptions};
 use crate::task_runner::{TaskOutcome, TaskRunner};
 
 type Joins = JoinSet<(String, TaskOutcome)>;
@@ -90,6 +90,7 @@ fn prepare(
         node_id: env.node_id.clone(),
         alloc_dir: dir.path().to_path_buf(),
         ports: alloc.ports.clone(),
+        pod: PodOptions::from_group(&group),
     };
     let setup = Setup {
         env: &env,

@@ -423,6 +423,7 @@ fn fake_task(
             node_id: "n1".into(),
             alloc_dir: "/tmp/a1".into(),
             ports: BTreeMap::new(),
+            pod: Default::default(),
         },
         task,
         env: BTreeMap::new(),

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::write_atomic;
 use crate::driver::TaskHandle;
 
+/// The log directory of an allocation directory: the drivers write there,
+/// so the runtime names it.
+pub use corral_runtime::logs::log_dir;
+
 /// What the agent keeps of an allocation it runs: enough to adopt it
 /// after a restart without asking the server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,15 +104,6 @@ impl AllocDir {
         load(&self.record_file())
     }
 
-    /// Only the group spec of the record (what a driver needs of it).
-    pub fn load_group(&self) -> std::io::Result<Option<GroupSpec>> {
-        #[derive(Deserialize)]
-        struct GroupOnly {
-            group: GroupSpec,
-        }
-        Ok(load::<GroupOnly>(&self.record_file())?.map(|r| r.group))
-    }
-
     /// Why the allocation failed, persisted before the agent acts on it
     /// (stops the other tasks), so a restarted agent does not forget it.
     pub fn save_failure(&self, why: &str) -> std::io::Result<()> {
@@ -184,11 +179,6 @@ impl AllocDir {
     pub fn task_files(&self, task: &str) -> Vec<PathBuf> {
         TASK_FILES.iter().map(|w| self.task_file(task, w)).collect()
     }
-}
-
-/// The log directory of the allocation directory `alloc_dir`.
-pub fn log_dir(alloc_dir: &Path) -> PathBuf {
-    alloc_dir.join("logs")
 }
 
 fn save<T: Serialize + ?Sized>(path: &Path, v: &T) -> std::io::Result<()> {

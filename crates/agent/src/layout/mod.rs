@@ -1,6 +1,8 @@
 //! The node's disk layout, owned here and nowhere else: every path under
 //! the agent's data dir is built by this module, and so is the rule for
-//! what may be deleted.
+//! what may be deleted. The one exception is what the drivers write: the
+//! files under an allocation's `logs/` are named by
+//! [`corral_runtime::logs`] (which also names `logs/` itself).
 //!
 //! ```text
 //! <data_dir>/
@@ -16,7 +18,7 @@
 //!     tasks/<task>.handle.json   how the driver finds the task's run again
 //!     tasks/<task>.state.json    the task's last reported state
 //!     tasks/<task>.restart.json  its restart window and pending restart
-//!     logs/                      the tasks' logs (see crate::logs)
+//!     logs/                      the tasks' logs (corral_runtime::logs)
 //!     <task>/                    the task's working directory
 //! ```
 //!

@@ -276,6 +276,7 @@ impl NodeWorld {
             node_id: "bench-bare".into(),
             alloc_dir: alloc_dir.clone(),
             ports: Default::default(),
+            pod: Default::default(),
         };
         let mut task: TaskSpec = serde_json::from_value(serde_json::json!({
             "name": "web",

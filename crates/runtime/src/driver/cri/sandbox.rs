@@ -257,6 +257,7 @@ mod tests {
             node_id: "n1".into(),
             alloc_dir: PathBuf::from("/data/allocs/a1b2"),
             ports: BTreeMap::from([("app.http".to_string(), 20001)]),
+            pod: Default::default(),
         }
     }
 

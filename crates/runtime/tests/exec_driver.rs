@@ -8,23 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use corral_agent::cgroup::{
+use corral_runtime::cgroup::{
     self, CgroupLimits, CgroupV1, CgroupV2, CgroupVersion, Cgroups, cgroup_name, join_on_exec,
     procfs,
 };
-use corral_agent::driver::exec::{DEFAULT_PATH, ExecDriver, ExecState};
-use corral_agent::driver::{AllocContext, Driver, DriverError, TaskContext, TaskHandle};
-use corral_agent::logs::{
+use corral_runtime::driver::exec::{DEFAULT_PATH, ExecDriver, ExecState};
+use corral_runtime::driver::{AllocContext, Driver, DriverError, TaskContext, TaskHandle};
+use corral_runtime::logs::{
     self,
     read::{Query, Streams},
 };
-use corral_agent::task_runner::{MemorySink, TaskOutcome, TaskRunner};
 use corral_types::units::{Bytes, MilliCpu, Millis};
-use corral_types::{
-    DriverKind, PullPolicy, Resources, RestartMode, RestartPolicy, SecuritySpec, TaskLifecycle,
-    TaskSpec,
-};
-use tokio_util::sync::CancellationToken;
+use corral_types::{DriverKind, PullPolicy, Resources, SecuritySpec, TaskSpec};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -73,6 +68,7 @@ fn fixture(command: &[&str], resources: Resources) -> Fixture {
             node_id: "node".into(),
             alloc_dir: dir.path().to_path_buf(),
             ports: BTreeMap::new(),
+            pod: Default::default(),
         },
         task: TaskSpec {
             name: "app".into(),
@@ -165,7 +161,7 @@ async fn wait_for_file(p: &Path) -> String {
     }
 }
 
-async fn wait_exit(d: &ExecDriver, h: &TaskHandle) -> corral_agent::driver::ExitResult {
+async fn wait_exit(d: &ExecDriver, h: &TaskHandle) -> corral_runtime::driver::ExitResult {
     tokio::time::timeout(WAIT, d.wait(h))
         .await
         .expect("task exits in time")
@@ -497,98 +493,6 @@ async fn missing_binary_fails_to_start_and_leaves_nothing() {
         d.start(&f.ctx).await,
         Err(DriverError::InvalidTask { .. })
     ));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_runner_restarts_real_processes_and_stops_them() {
-    let Some(cg) = cgroups_or_skip("task_runner_restarts_real_processes_and_stops_them") else {
-        return;
-    };
-    // Exits 1 twice (counted in a file), then stays up.
-    let script = r#"
-echo run >> runs.txt
-[ "$(wc -l < runs.txt)" -ge 3 ] && exec sleep 300
-exit 1
-"#;
-    let f = fixture(&["sh", "-c", script], small());
-    let driver = Arc::new(ExecDriver::new(cg.clone()));
-    let sink = Arc::new(MemorySink::new());
-    let cancel = CancellationToken::new();
-    let policy = RestartPolicy {
-        attempts: 3,
-        interval: Millis::from_secs(60),
-        delay: Millis(100),
-        mode: RestartMode::Fail,
-    };
-    let runner = TaskRunner::new(
-        driver.clone(),
-        f.ctx.clone(),
-        policy,
-        sink.clone(),
-        cancel.clone(),
-    );
-    let mut rx = runner.subscribe();
-    let run = tokio::spawn(runner.run());
-    tokio::time::timeout(
-        WAIT,
-        rx.wait_for(|s| s.state == TaskLifecycle::Running && s.restarts == 2),
-    )
-    .await
-    .expect("in time")
-    .expect("running after 2 restarts");
-    let s = rx.borrow().clone();
-    assert_eq!(s.exit_code, Some(1));
-    let h = sink.current().expect("persisted handle");
-    let st = state(&h);
-    assert!(st.main_alive());
-
-    cancel.cancel();
-    let outcome = tokio::time::timeout(WAIT, run)
-        .await
-        .expect("stops in time")
-        .expect("join");
-    assert_eq!(outcome, TaskOutcome::Stopped);
-    let s = rx.borrow().clone();
-    assert_eq!(s.state, TaskLifecycle::Dead);
-    assert_eq!(s.restarts, 2);
-    assert_dead(st.pid);
-    assert_no_cgroup(cg.as_ref(), &st.cgroup);
-    assert_eq!(sink.current(), None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_runner_gives_up_on_a_missing_binary() {
-    let Some(cg) = cgroups_or_skip("task_runner_gives_up_on_a_missing_binary") else {
-        return;
-    };
-    let f = fixture(&["/nonexistent/corral-test-binary"], small());
-    let driver = Arc::new(ExecDriver::new(cg.clone()));
-    let policy = RestartPolicy {
-        attempts: 1,
-        interval: Millis::from_secs(60),
-        delay: Millis(10),
-        mode: RestartMode::Fail,
-    };
-    let runner = TaskRunner::new(
-        driver,
-        f.ctx.clone(),
-        policy,
-        Arc::new(MemorySink::new()),
-        CancellationToken::new(),
-    );
-    let rx = runner.subscribe();
-    let TaskOutcome::Failed { reason } = runner.run().await else {
-        panic!("expected failure");
-    };
-    assert!(reason.contains("failed to start"), "{reason}");
-    assert!(
-        reason.contains("cannot start \"/nonexistent/corral-test-binary\""),
-        "{reason}"
-    );
-    let s = rx.borrow().clone();
-    assert_eq!(s.state, TaskLifecycle::Dead);
-    assert_eq!(s.restarts, 1);
-    assert_no_cgroup(cg.as_ref(), &cgroup_name(&f.ctx.alloc.alloc_id, "app"));
 }
 
 /// The v2 code on the hybrid machine's unified hierarchy (which has no

@@ -10,11 +10,11 @@ mod cri_support;
 
 use std::time::{Duration, Instant};
 
-use corral_agent::driver::cri::CriDriver;
-use corral_agent::driver::cri::container::{ContainerParams, container_config};
-use corral_agent::driver::cri::pod::PodOptions;
-use corral_agent::driver::cri::sandbox::{LABEL_ALLOC, LABEL_TASK, sandbox_config};
-use corral_agent::driver::{Driver, TaskHandle};
+use corral_runtime::driver::cri::CriDriver;
+use corral_runtime::driver::cri::container::{ContainerParams, container_config};
+use corral_runtime::driver::cri::pod::PodOptions;
+use corral_runtime::driver::cri::sandbox::{LABEL_ALLOC, LABEL_TASK, sandbox_config};
+use corral_runtime::driver::{Driver, TaskHandle};
 use corral_types::units::{Bytes, MilliCpu};
 use corral_types::{PullPolicy, Resources};
 use cri_support::*;

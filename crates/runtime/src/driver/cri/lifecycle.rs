@@ -153,7 +153,7 @@ impl CriDriver {
                 "the pod sandbox is not ready any more (its pause process died?)");
             lock(&self.sandboxes).remove(alloc_id);
         }
-        self.ensure_pod(alloc, &PodOptions::load(alloc), held).await
+        self.ensure_pod(alloc, &alloc.pod, held).await
     }
 
     /// Checks once per image that the sandbox image is there, pulling it
@@ -184,7 +184,7 @@ impl CriDriver {
     }
 
     /// Makes sure the allocation has a ready sandbox, with explicit pod
-    /// options (the trait method reads them from the allocation record):
+    /// options (the trait method takes those of the [`AllocContext`]):
     /// idempotent, also after an agent restart or a host reboot.
     pub async fn prepare_pod(
         &self,

@@ -2,22 +2,18 @@
 //! the container port behind each assigned host port, the network mode and
 //! whether any task is privileged.
 //!
-//! [`AllocContext`] carries only the host ports. The alloc runner writes the
-//! allocation record (with its group spec) to `<alloc_dir>/alloc.json`
-//! before it calls `prepare_alloc`, so [`PodOptions::load`] reads the group
-//! from there.
+//! The driver's [`AllocContext`](crate::driver::AllocContext) carries the
+//! host ports and these options (its `pod`): whoever runs the allocation
+//! builds them from its group with [`PodOptions::from_group`].
 
 use std::collections::BTreeMap;
 
 use corral_types::{GroupSpec, NetworkMode};
 use serde::{Deserialize, Serialize};
 
-use crate::driver::AllocContext;
-use crate::layout::AllocDir;
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodOptions {
-    /// Port each task listens on, keyed like [`AllocContext::ports`]
+    /// Port each task listens on, keyed like the allocation's host ports
     /// (`"<task>.<port name>"`).
     pub group_ports: BTreeMap<String, u16>,
     /// The pod uses the node's network namespace (no port mappings).
@@ -35,25 +31,6 @@ impl PodOptions {
                 .collect(),
             network_host: group.network == NetworkMode::Host,
             privileged: group.tasks.iter().any(|t| t.security.privileged),
-        }
-    }
-
-    /// From the allocation record in the alloc dir. Without one (or with
-    /// an unreadable one) the defaults apply: bridge network, container
-    /// port = host port.
-    pub fn load(alloc: &AllocContext) -> PodOptions {
-        let dir = AllocDir::new(&alloc.alloc_dir);
-        match dir.load_group() {
-            Ok(Some(group)) => PodOptions::from_group(&group),
-            r => {
-                let error = r
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "missing".into());
-                tracing::warn!(alloc = %alloc.alloc_id, dir = %dir.path().display(), %error,
-                    "no readable allocation record: bridge network, container ports = host ports");
-                PodOptions::default()
-            }
         }
     }
 

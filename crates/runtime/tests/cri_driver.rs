@@ -10,10 +10,10 @@ mod cri_support;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use corral_agent::driver::cri::pod::PodOptions;
-use corral_agent::driver::cri::sandbox::log_file;
-use corral_agent::driver::cri::{CriConfig, CriDriver};
-use corral_agent::driver::{Driver, DriverError};
+use corral_runtime::driver::cri::pod::PodOptions;
+use corral_runtime::driver::cri::sandbox::log_file;
+use corral_runtime::driver::cri::{CriConfig, CriDriver};
+use corral_runtime::driver::{Driver, DriverError};
 use corral_types::units::{Bytes, MilliCpu};
 use corral_types::{PullPolicy, Resources};
 use cri_support::*;
@@ -257,8 +257,8 @@ async fn host_port_answers_http_on_loopback() {
     let env = Env::start("port").await;
     let rules_before = cni_nat_rules();
     let host_port = free_port();
-    let alloc = env.alloc("port1", &[("web.http", host_port)]);
-    // What the alloc runner writes before prepare_alloc: the group's ports.
+    let mut alloc = env.alloc("port1", &[("web.http", host_port)]);
+    // What the alloc runner passes to prepare_alloc: the group's ports.
     let group: corral_types::GroupSpec = serde_json::from_value(serde_json::json!({
         "name": "web", "count": 1,
         "tasks": [serde_json::to_value({
@@ -268,17 +268,8 @@ async fn host_port_answers_http_on_loopback() {
         }).unwrap()]
     }))
     .unwrap();
-    assert_eq!(
-        PodOptions::from_group(&group).group_ports.get("web.http"),
-        Some(&8080)
-    );
-    // What the alloc runner writes before prepare_alloc: the allocation
-    // record with the group, where the driver finds the container ports.
-    std::fs::write(
-        alloc.alloc_dir.join("alloc.json"),
-        serde_json::to_vec(&serde_json::json!({"alloc": {}, "group": group})).unwrap(),
-    )
-    .unwrap();
+    alloc.pod = PodOptions::from_group(&group);
+    assert_eq!(alloc.pod.group_ports.get("web.http"), Some(&8080));
     let t0 = Instant::now();
     env.driver.prepare_alloc(&alloc).await.unwrap();
     let sandbox_ms = t0.elapsed().as_millis();
@@ -469,7 +460,7 @@ async fn a_new_driver_recovers_a_running_container() {
     env.driver.wait(&done).await.unwrap();
 
     // The agent restarts: a new driver, the persisted handles.
-    let persisted: corral_agent::driver::TaskHandle =
+    let persisted: corral_runtime::driver::TaskHandle =
         serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
     let mut cc = CriConfig::new(env.containerd.socket_path());
     cc.sandbox_image = Some(IMAGE.to_string());

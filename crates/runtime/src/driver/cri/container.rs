@@ -240,6 +240,7 @@ mod tests {
                 node_id: "n".into(),
                 alloc_dir: PathBuf::from("/a"),
                 ports: BTreeMap::new(),
+                pod: Default::default(),
             },
             task,
             env: BTreeMap::from([("FOO".to_string(), "bar".to_string())]),

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use corral_agent::containerd::{ContainerdConfig, PrivateContainerd, import_image};
-use corral_agent::driver::cri::{CriConfig, CriDriver};
-use corral_agent::driver::{AllocContext, TaskContext};
+use corral_runtime::containerd::{ContainerdConfig, PrivateContainerd, import_image};
+use corral_runtime::driver::cri::{CriConfig, CriDriver};
+use corral_runtime::driver::{AllocContext, TaskContext};
 use corral_types::TaskSpec;
 use sha2::{Digest, Sha256};
 
@@ -241,6 +241,7 @@ impl Env {
             node_id: self.node_id.clone(),
             alloc_dir,
             ports: ports.iter().map(|(k, p)| (k.to_string(), *p)).collect(),
+            pod: Default::default(),
         }
     }
 
@@ -554,7 +555,7 @@ pub fn cni_nat_of(sandbox_id: &str) -> Vec<String> {
 /// leaves them.
 pub fn restore_nat(lines: &[String]) {
     for l in lines {
-        let args = corral_agent::driver::cri::cni::split_words(l).unwrap();
+        let args = corral_runtime::driver::cri::cni::split_words(l).unwrap();
         let out = std::process::Command::new("iptables")
             .args(["-w", "5", "-t", "nat"])
             .args(&args)

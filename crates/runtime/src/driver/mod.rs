@@ -8,8 +8,8 @@
 //!   allocation, created in [`Driver::prepare_alloc`] and removed in
 //!   [`Driver::cleanup_alloc`], one container per task.
 //!
-//! Lifecycle of one task run, as the [`crate::task_runner::TaskRunner`]
-//! drives it: `start` -> persist the [`TaskHandle`] -> `wait` -> (`stop`) ->
+//! Lifecycle of one task run, as the agent's task runner drives it:
+//! `start` -> persist the [`TaskHandle`] -> `wait` -> (`stop`) ->
 //! `destroy`. After an agent restart the persisted handle goes through
 //! `recover`, and if the task still runs, `wait`/`stop`/`destroy` work on it
 //! as if it had been started by this process.
@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupError;
 
+pub use self::cri::pod::PodOptions;
+
 /// What a driver needs to know about the allocation a task belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocContext {
@@ -41,6 +43,12 @@ pub struct AllocContext {
     pub alloc_dir: PathBuf,
     /// Host ports assigned by the scheduler, by port name.
     pub ports: BTreeMap<String, u16>,
+    /// What the allocation's pod needs of its group (container ports,
+    /// network mode, privilege), from [`PodOptions::from_group`]: the
+    /// container driver's sandbox is made from it; the exec driver has no
+    /// use for it.
+    #[serde(default)]
+    pub pod: PodOptions,
 }
 
 /// Everything needed to start one task.

@@ -59,7 +59,6 @@ use self::client::{CriClient, CriError, DEFAULT_RPC_TIMEOUT};
 use self::container::{ContainerParams, container_config, state_of};
 use self::exit::{ExitWatcher, Tracked};
 use self::launch::{Launch, launch, run_to_end};
-use self::pod::PodOptions;
 use self::sandbox::{LABEL_ALLOC, LABEL_TASK};
 use super::{
     AllocContext, Driver, DriverError, ExecOutput, ExitResult, TaskContext, TaskHandle, TaskStats,
@@ -395,8 +394,7 @@ impl Driver for CriDriver {
     }
 
     async fn prepare_alloc(&self, alloc: &AllocContext) -> Result<(), DriverError> {
-        let opts = PodOptions::load(alloc);
-        self.prepare_pod(alloc, &opts).await.map(|_| ())
+        self.prepare_pod(alloc, &alloc.pod).await.map(|_| ())
     }
 
     async fn cleanup_alloc(&self, alloc: &AllocContext) -> Result<(), DriverError> {
