@@ -476,8 +476,13 @@ fn is_closed_stdout(message: &str) -> bool {
 }
 
 /// This binary, for the exec driver's capture processes; `None` (the agent
-/// copies task output itself) when the OS cannot tell.
+/// copies task output itself) when the OS cannot tell, or when
+/// `CORRAL_LOG_CAPTURE=agent` asks for that (no process per task; output
+/// written while the agent is down can then be lost, see docs/LOGS.md).
 pub(crate) fn capture_exe() -> Option<PathBuf> {
+    if std::env::var("CORRAL_LOG_CAPTURE").is_ok_and(|v| v == "agent") {
+        return None;
+    }
     std::env::current_exe()
         .inspect_err(|e| {
             tracing::warn!(error = %e, "cannot find this binary; the agent copies task output itself")
