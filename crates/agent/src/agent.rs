@@ -147,7 +147,8 @@ impl Agent {
         let runners = TaskTracker::new();
         // Adopt what a previous agent process left running.
         let mut adopted = HashMap::new();
-        let records = dirs.records();
+        let (records, unreadable) = dirs.records();
+        clear_unreadable(&env.drivers, unreadable).await;
         let keep: HashSet<String> = records.iter().map(|r| r.alloc.id.clone()).collect();
         for d in env.drivers.values() {
             match d.remove_orphans(&node_id, &keep).await {
@@ -211,6 +212,33 @@ impl Agent {
     /// Wait until the agent has shut down.
     pub async fn wait(self) {
         self.tasks.wait().await;
+    }
+}
+
+/// Allocations whose record cannot be read cannot be adopted: what runs
+/// of them is stopped, and their last report says why (the server learns
+/// it once it lists them).
+async fn clear_unreadable(drivers: &Drivers, dirs: Vec<crate::layout::AllocDir>) {
+    for dir in dirs {
+        let Some(id) = dir.id().map(str::to_string) else {
+            continue;
+        };
+        for d in drivers.values() {
+            if let Err(e) = d.clear_alloc(&id).await {
+                tracing::warn!(alloc = %id, driver = %d.kind(), error = %e, "cannot clear an allocation whose record is unreadable");
+            }
+        }
+        let last = AllocUpdate {
+            id: id.clone(),
+            client: corral_types::ClientStatus::Failed,
+            tasks: Default::default(),
+            message: "its record on the node was unreadable after an agent restart; what ran of it was stopped".into(),
+            checks: Default::default(),
+            health: None,
+        };
+        if let Err(e) = dir.save_final(&last).and_then(|()| dir.forget()) {
+            tracing::warn!(alloc = %id, error = %e, "cannot retire an allocation whose record is unreadable");
+        }
     }
 }
 
@@ -318,12 +346,16 @@ impl NodeLoop {
         let ttl = self.register().await;
         let node = self.registration.id.clone();
         let reconnected = Arc::new(tokio::sync::Notify::new());
+        // Beats go on until the runners finished (a stop in progress at
+        // shutdown is finished and reported; the node must not go down
+        // meanwhile).
+        let beats_stop = CancellationToken::new();
         let beats = tokio::spawn(heartbeat(
             self.client.clone(),
             self.registration.clone(),
             ttl,
             reconnected.clone(),
-            self.shutdown.clone(),
+            beats_stop.clone(),
         ));
         let mut index = 0;
         // The server was unreachable: when it answers again (a restart,
@@ -360,7 +392,6 @@ impl NodeLoop {
                 },
             }
         }
-        let _ = beats.await;
         if self.config.stop_on_shutdown {
             for r in self.runners.values() {
                 r.stop();
@@ -372,6 +403,8 @@ impl NodeLoop {
         }
         self.tracker.close();
         self.tracker.wait().await;
+        beats_stop.cancel();
+        let _ = beats.await;
     }
 
     /// Register until it works (or shutdown); returns the heartbeat TTL.
@@ -619,8 +652,14 @@ fn stagger(node: &str, window: Duration) -> Duration {
     Duration::from_millis(h % ms)
 }
 
+/// How long after shutdown the last reports may take to reach the server.
+const FINAL_REPORT_WITHIN: Duration = Duration::from_secs(10);
+
 /// Send observed state to the server in batches; keep the newest per
-/// allocation and retry until it is accepted.
+/// allocation and retry until it is accepted. After `shutdown` it goes on
+/// until the runners are gone (their channel closes: a stop finished at
+/// shutdown is reported), for at most [`FINAL_REPORT_WITHIN`] once they
+/// are.
 async fn report(
     client: Client,
     node: String,
@@ -628,14 +667,15 @@ async fn report(
     shutdown: CancellationToken,
 ) {
     let mut pending: HashMap<String, AllocUpdate> = HashMap::new();
+    // Set once the runners are gone: the last moment to try.
+    let mut give_up: Option<tokio::time::Instant> = None;
     loop {
         if pending.is_empty() {
-            tokio::select! {
-                u = rx.recv() => match u {
-                    Some(u) => { pending.insert(u.id.clone(), u); }
-                    None => return,
-                },
-                _ = shutdown.cancelled() => return,
+            match rx.recv().await {
+                Some(u) => {
+                    pending.insert(u.id.clone(), u);
+                }
+                None => return,
             }
         }
         // Gather what arrives in the next moment into the same request.
@@ -650,10 +690,18 @@ async fn report(
             Ok(()) => pending.clear(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot report allocation status; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.cancelled() => return,
+                if shutdown.is_cancelled() && rx.is_closed() {
+                    let at = *give_up
+                        .get_or_insert_with(|| tokio::time::Instant::now() + FINAL_REPORT_WITHIN);
+                    if tokio::time::Instant::now() >= at {
+                        tracing::warn!(
+                            n = pending.len(),
+                            "shutting down with reports the server did not take"
+                        );
+                        return;
+                    }
                 }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }

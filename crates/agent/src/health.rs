@@ -34,6 +34,14 @@ use tokio_util::sync::CancellationToken;
 use crate::checks::CheckStates;
 use crate::driver::now_unix_ms;
 
+/// When the watch for a deployment started (unix ms): persisted, so an
+/// agent restart does not give the allocation a new `healthy_deadline`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WatchStart {
+    pub deployment: String,
+    pub at: u64,
+}
+
 /// How the verdict is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthRules {
@@ -208,10 +216,13 @@ pub async fn watch(
     checks: watch::Receiver<CheckStates>,
     has_checks: bool,
     out: Arc<watch::Sender<Option<AllocHealth>>>,
+    started: Arc<watch::Sender<Option<WatchStart>>>,
     stop: CancellationToken,
 ) {
-    let base = Instant::now();
-    let clock = || base.elapsed().as_millis() as u64;
+    // Unix milliseconds advanced by tokio's clock: a start persisted
+    // before an agent restart compares with it; paused time drives tests.
+    let (base_unix, base) = (now_unix_ms(), Instant::now());
+    let clock = || base_unix + base.elapsed().as_millis() as u64;
     let rules = HealthRules::of(&update, has_checks);
     let mut deployment = {
         let a = alloc.borrow_and_update();
@@ -246,8 +257,17 @@ pub async fn watch(
     let mut changes_open = true;
     loop {
         let undecided = out.borrow().is_none();
-        if let (Some(rules), Some(_), true) = (rules, &deployment, undecided) {
-            let mut tracker = HealthTracker::new(rules, clock(), &snapshot());
+        if let (Some(rules), Some(d), true) = (rules, &deployment, undecided) {
+            // The deadline runs from the first watch of this deployment.
+            let since = match &*started.borrow() {
+                Some(s) if s.deployment == *d => s.at.min(clock()),
+                _ => clock(),
+            };
+            started.send_replace(Some(WatchStart {
+                deployment: d.clone(),
+                at: since,
+            }));
+            let mut tracker = HealthTracker::new(rules, since, &snapshot());
             loop {
                 if stop.is_cancelled() {
                     return;
@@ -268,7 +288,8 @@ pub async fn watch(
                     }));
                     break;
                 }
-                let wake = base + Duration::from_millis(tracker.next_wakeup());
+                let wake =
+                    base + Duration::from_millis(tracker.next_wakeup().saturating_sub(base_unix));
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep_until(wake) => {}

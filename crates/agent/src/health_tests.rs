@@ -234,6 +234,7 @@ fn world(alloc: Allocation, mode: HealthCheckMode) -> World {
         checks_rx,
         true,
         std::sync::Arc::new(out_tx),
+        std::sync::Arc::new(watch::channel(None).0),
         stop.clone(),
     ));
     World {

@@ -356,3 +356,52 @@ async fn a_start_cut_short_and_then_stopped_leaves_no_process() {
     cl.restart_agent(0);
     svc_stopped(&cl, &c).await;
 }
+
+/// Found by a hostile run: an allocation whose record is corrupt after an
+/// agent kill cannot be adopted; its processes must not run on unowned
+/// (they did, while the server showed it complete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_leaves_no_process_behind() {
+    let test = "a_corrupt_record_leaves_no_process_behind";
+    if !can_run(test) {
+        return;
+    }
+    let _two = TWO.acquire().await.unwrap();
+    let mut cl = Cluster::start_with(test, ClusterOptions::new(1)).await;
+    let c = cl.client.clone();
+    c.submit(&svc_job(), "job.yaml").await.unwrap();
+    let id = eventually("svc running", D, || async {
+        let j = job(&c, "svc").await?;
+        let a = only_alloc(&j)?;
+        (a.status == ClientStatus::Running)
+            .then(|| a.id.clone())
+            .ok_or(a.status.as_str().to_string())
+    })
+    .await;
+    cl.kill_agent(0);
+    let record = cl.hosts[0]
+        .data_dir()
+        .join("allocs")
+        .join(&id)
+        .join("alloc.json");
+    std::fs::write(&record, "{\"alloc\": garbage").unwrap();
+    assert_eq!(cl.job_procs("svc").len(), 1);
+    c.stop("svc", false).await.unwrap();
+    cl.restart_agent(0);
+    eventually("no svc process", D, || async {
+        let p = cl.job_procs("svc");
+        p.is_empty().then_some(()).ok_or(format!("{p:?}"))
+    })
+    .await;
+    let a = eventually("svc ended", D, || async {
+        let j = job(&c, "svc").await?;
+        let a = only_alloc(&j)?.clone();
+        a.status
+            .is_terminal()
+            .then_some(a.clone())
+            .ok_or(a.status.as_str().to_string())
+    })
+    .await;
+    assert_eq!(a.status, ClientStatus::Failed, "{}", a.message);
+    assert!(a.message.contains("unreadable"), "{}", a.message);
+}

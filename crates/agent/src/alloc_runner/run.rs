@@ -82,6 +82,10 @@ fn prepare(
     alloc_rx: watch::Receiver<Allocation>,
 ) -> (AllocView, Vec<(String, Box<TaskRunner>)>) {
     let dir = env.shared.alloc_dir(&alloc.id);
+    let health_watch = recovering
+        .then(|| dir.load_record().ok().flatten())
+        .flatten()
+        .and_then(|r| r.health_watch);
     let ctx = AllocContext {
         alloc_id: alloc.id.clone(),
         job: alloc.job.clone(),
@@ -123,6 +127,7 @@ fn prepare(
         tasks: views,
         checks: Arc::new(watch::channel(BTreeMap::new()).0),
         health: Arc::new(watch::channel(None).0),
+        health_watch: Arc::new(watch::channel(health_watch).0),
     };
     (view, runners)
 }
@@ -211,5 +216,5 @@ async fn finish(
     }
     crate::killpoint::reached("alloc.after_final");
     hooks::finish_all(hooks, view).await;
-    reporter.send(failure, true);
+    reporter.send_final(failure);
 }

@@ -120,6 +120,17 @@ impl Reporter {
                 tracing::warn!(alloc = %self.id, task = %name, error = %e, "cannot persist the task state");
             }
         }
+        self.report(u);
+    }
+
+    /// The last report: the allocation's state on disk is gone already
+    /// (its last report is kept instead).
+    pub fn send_final(&mut self, failure: Option<&str>) {
+        let u = self.current(failure, true);
+        self.report(u);
+    }
+
+    fn report(&mut self, u: AllocUpdate) {
         let sent = Sent {
             client: u.client,
             tasks: u.tasks.clone(),

@@ -527,3 +527,64 @@ async fn a_reattached_task_keeps_its_check_status() {
     assert_eq!(r.driver.starts(), 0);
     r.stop().await;
 }
+
+/// Found by a hostile run: the healthy_deadline started over at every
+/// agent restart (a node restarting more often than the deadline never
+/// decided). 50 s of the 1 m deadline were spent before the restart: the
+/// verdict comes about 10 s after it.
+#[tokio::test(start_paused = true)]
+async fn the_healthy_deadline_runs_on_across_an_agent_restart() {
+    let now = crate::driver::now_unix_ms();
+    let mut r = adopt(web(), allocation(Some("d1")), |dir, driver| {
+        dir.save_handle("app", &handle("live-1")).expect("handle");
+        dir.save_task_state("app", &running_state(0))
+            .expect("state");
+        dir.save_record(&crate::layout::AllocRecord {
+            alloc: allocation(Some("d1")),
+            group: web(),
+            health_watch: Some(crate::health::WatchStart {
+                deployment: "d1".into(),
+                at: now - 50_000,
+            }),
+        })
+        .expect("record");
+        driver.set_exec_default(Ok(ExecOutput {
+            exit_code: 1,
+            output: "sick".into(),
+        }));
+    });
+    let t0 = tokio::time::Instant::now();
+    let seen = r.until(|u| u.health.is_some()).await;
+    let h = seen.last().and_then(|u| u.health.clone()).expect("health");
+    assert!(!h.healthy, "{h:?}");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    r.stop().await;
+}
+
+/// Found by a hostile run: the failures counted towards check_restart
+/// were persisted only when the status changed, so an agent restart
+/// started the count over. Every counted failure is on disk.
+#[tokio::test(start_paused = true)]
+async fn check_restart_failures_are_persisted_as_they_are_counted() {
+    let mut r = start(
+        group(
+            "{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms, check_restart: {limit: 9}}",
+        ),
+        allocation(None),
+    );
+    r.driver.set_exec_default(Ok(ExecOutput {
+        exit_code: 3,
+        output: "broken".into(),
+    }));
+    // Five probes, a second apart, every one failing.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let dir = crate::layout::NodeDir::new(r._dir.path()).alloc("a1");
+    let saved: crate::checks::SavedChecks = dir.load_checks().expect("checks saved");
+    let c = &saved["web-exec"];
+    assert!(c.restart_failures >= 4 && c.failures >= 4, "{c:?}");
+    r.stop().await;
+}

@@ -20,6 +20,9 @@ pub use corral_runtime::logs::log_dir;
 pub struct AllocRecord {
     pub alloc: Allocation,
     pub group: GroupSpec,
+    /// When the health watch of the allocation's deployment started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_watch: Option<crate::health::WatchStart>,
 }
 
 /// A task's restart policy state, so that an agent restart neither resets
@@ -169,7 +172,17 @@ impl AllocDir {
         remove(&self.record_file())?;
         remove(&self.root.join("failure.json"))?;
         remove(&self.root.join("checks.json"))?;
-        match std::fs::remove_dir_all(self.root.join("tasks")) {
+        let tasks = self.root.join("tasks");
+        // Only what the agent wrote: never through something mounted there.
+        if super::is_mount_point(&tasks) {
+            for e in std::fs::read_dir(&tasks)?.filter_map(Result::ok) {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    remove(&e.path())?;
+                }
+            }
+            return Ok(());
+        }
+        match std::fs::remove_dir_all(tasks) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -237,5 +250,37 @@ mod tests {
         assert!(dir.load_task_state("web").is_none());
         assert!(dir.load_failure().is_none());
         assert!(dir.log_dir().join("web.log").exists());
+    }
+
+    /// Found by a hostile run: forgetting an allocation removed `tasks/`
+    /// recursively, through a tmpfs mounted in it (root: it mounts).
+    #[test]
+    fn forget_never_deletes_through_a_mount() {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CORRAL_REQUIRE_ROOT_TESTS").is_none(),
+                "root tests must run"
+            );
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let dir = AllocDir::new(d.path().join("a1"));
+        dir.save_task_state("web", &TaskState::default()).unwrap();
+        let m = dir.path().join("tasks").join("m");
+        std::fs::create_dir_all(&m).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&m)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::fs::write(m.join("precious"), "keep me").unwrap();
+        let r = dir.forget();
+        let survived = m.join("precious").exists();
+        let _ = std::process::Command::new("umount").arg(&m).status();
+        r.unwrap();
+        assert!(survived, "forget deleted through the mount");
+        assert!(dir.load_task_state("web").is_none());
     }
 }

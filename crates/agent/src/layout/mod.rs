@@ -92,22 +92,27 @@ impl NodeDir {
             .collect()
     }
 
-    /// Allocations with a record: what a previous agent process ran.
-    pub fn records(&self) -> Vec<AllocRecord> {
+    /// Allocations with a record: what a previous agent process ran; and
+    /// the directories whose record cannot be read (what runs of them must
+    /// be cleared: it cannot be adopted).
+    pub fn records(&self) -> (Vec<AllocRecord>, Vec<AllocDir>) {
         let Ok(rd) = std::fs::read_dir(self.allocs()) else {
-            return vec![];
+            return (vec![], vec![]);
         };
-        let mut out = Vec::new();
+        let (mut out, mut bad) = (Vec::new(), Vec::new());
         for e in rd.filter_map(Result::ok) {
             let dir = AllocDir::new(e.path());
             match dir.load_record() {
                 Ok(Some(rec)) => out.push(rec),
                 Ok(None) => {}
-                Err(err) => tracing::error!(dir = %dir.path().display(), error = %err,
-                    "unreadable allocation record; ignoring it"),
+                Err(err) => {
+                    tracing::error!(dir = %dir.path().display(), error = %err,
+                        "unreadable allocation record: what runs of it is stopped");
+                    bad.push(dir);
+                }
             }
         }
-        out
+        (out, bad)
     }
 }
 

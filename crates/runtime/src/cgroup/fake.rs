@@ -64,6 +64,10 @@ impl Cgroups for RecordingCgroups {
         Ok(())
     }
 
+    fn list(&self) -> Vec<String> {
+        self.lock().live.keys().cloned().collect()
+    }
+
     fn exists(&self, name: &str) -> bool {
         self.lock().live.contains_key(name)
     }

@@ -126,6 +126,10 @@ pub trait Cgroups: Send + Sync + std::fmt::Debug + 'static {
     /// Whether a cgroup of that name exists (in any hierarchy on v1).
     fn exists(&self, name: &str) -> bool;
 
+    /// The names of the task cgroups under the parent (any hierarchy on
+    /// v1), sorted.
+    fn list(&self) -> Vec<String>;
+
     /// Creates the cgroup and applies the limits. Fails when a limit cannot
     /// be applied: a task never runs with fewer limits than it asked for.
     fn create(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError>;
@@ -179,6 +183,20 @@ pub fn cgroup_name(alloc_id: &str, task: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The names of the directories in `dirs` (cgroups are directories).
+pub(crate) fn subdirs(dirs: impl IntoIterator<Item = PathBuf>) -> Vec<String> {
+    let mut out: Vec<String> = dirs
+        .into_iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|rd| rd.filter_map(Result::ok))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), CgroupError> {

@@ -180,6 +180,10 @@ impl Cgroups for CgroupV1 {
         Ok(())
     }
 
+    fn list(&self) -> Vec<String> {
+        super::subdirs(self.mounts.values().map(|m| m.join(&self.parent)))
+    }
+
     fn exists(&self, name: &str) -> bool {
         validate_name(name).is_ok() && self.dirs(name).iter().any(|d| d.exists())
     }

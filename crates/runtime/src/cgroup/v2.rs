@@ -164,6 +164,10 @@ impl Cgroups for CgroupV2 {
         self.setup_parent()
     }
 
+    fn list(&self) -> Vec<String> {
+        super::subdirs([self.parent_dir()])
+    }
+
     fn exists(&self, name: &str) -> bool {
         validate_name(name).is_ok() && self.dir(name).exists()
     }

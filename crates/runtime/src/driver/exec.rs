@@ -461,6 +461,17 @@ impl Driver for ExecDriver {
         }
     }
 
+    async fn clear_alloc(&self, alloc_id: &str) -> Result<(), DriverError> {
+        let prefix = cgroup_name(alloc_id, "");
+        for name in self.cgroups.list() {
+            if name.starts_with(&prefix) {
+                tracing::warn!(alloc = %alloc_id, cgroup = %name, "clearing a task of an allocation whose record is unreadable");
+                self.clear_cgroup(alloc_id, &name, &name).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The task's cgroup holds whatever of it runs, handle or not.
     async fn clear_task(&self, alloc: &AllocContext, task: &str) -> Result<(), DriverError> {
         let name = cgroup_name(&alloc.alloc_id, task);

@@ -303,6 +303,14 @@ pub trait Driver: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Removes whatever of the allocation runs on this node, every task,
+    /// knowing only its id (its record on disk was unreadable). Exec: the
+    /// cgroups named after the allocation; CRI: its pod sandbox goes with
+    /// [`Driver::remove_orphans`]. Idempotent.
+    async fn clear_alloc(&self, _alloc_id: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
+
     /// After an agent restart: true when the driver can follow the task
     /// described by a persisted handle: it runs, or it exited and its
     /// status is still known (CRI: an exited container's exit code and

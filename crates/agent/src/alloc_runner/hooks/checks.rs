@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::{AllocHook, AllocView, HookError};
+use corral_types::CheckStatus;
+
 use crate::checks::{self, CheckStates, SavedChecks};
 use crate::layout::AllocDir;
 
@@ -26,24 +28,34 @@ impl Drop for Checks {
     }
 }
 
-/// Persists the trackers whenever a status changes.
+/// What decides a check's future: its run, status and the failures
+/// counted towards `failure_threshold` and `check_restart` (a passing
+/// probe that changes none of it is not worth a write).
+type Counted = Vec<(String, checks::RunId, CheckStatus, u32, u32)>;
+
+fn counted(saved: &SavedChecks) -> Counted {
+    saved
+        .iter()
+        .map(|(k, s)| (k.clone(), s.run, s.status, s.failures, s.restart_failures))
+        .collect()
+}
+
+/// Persists the trackers whenever what they count changes.
 async fn keep_saving(
     dir: AllocDir,
     mut states: tokio::sync::watch::Receiver<CheckStates>,
     saved: Arc<Mutex<SavedChecks>>,
 ) {
-    let mut last: Option<CheckStates> = None;
+    let mut last: Option<Counted> = None;
     loop {
-        let live = states.borrow_and_update().clone();
-        if last
-            .as_ref()
-            .is_none_or(|old| checks::worth_reporting(old, &live))
-        {
-            let snapshot = saved.lock().map(|s| s.clone()).unwrap_or_default();
+        states.borrow_and_update();
+        let snapshot = saved.lock().map(|s| s.clone()).unwrap_or_default();
+        let now = counted(&snapshot);
+        if last.as_ref() != Some(&now) {
             if let Err(e) = dir.save_checks(&snapshot) {
                 tracing::warn!(dir = %dir.path().display(), error = %e, "cannot persist the checks' status");
             }
-            last = Some(live);
+            last = Some(now);
         }
         if states.changed().await.is_err() {
             return;

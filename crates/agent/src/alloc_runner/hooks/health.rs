@@ -38,6 +38,7 @@ impl AllocHook for Health {
             view.checks.subscribe(),
             view.group.has_checks(),
             view.health.clone(),
+            view.health_watch.clone(),
             view.stop.clone(),
         )));
         Ok(())

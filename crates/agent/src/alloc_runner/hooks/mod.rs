@@ -62,6 +62,9 @@ pub struct AllocView {
     pub checks: Arc<watch::Sender<CheckStates>>,
     /// The deployment health verdict, published by the health hook.
     pub health: Arc<watch::Sender<Option<AllocHealth>>>,
+    /// When the health watch of the current deployment started (kept in
+    /// the record).
+    pub health_watch: Arc<watch::Sender<Option<crate::health::WatchStart>>>,
 }
 
 /// A hook failed its `prerun`: the allocation cannot run here.

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{AllocHook, AllocView, HookError};
+use crate::health::WatchStart;
 use crate::layout::{AllocDir, AllocRecord};
 
 #[derive(Default)]
@@ -36,25 +37,29 @@ fn merged(server: &Allocation, local: Option<&AllocHealth>) -> Allocation {
     a
 }
 
-async fn keep_writing(
-    dir: AllocDir,
-    group: corral_types::GroupSpec,
-    mut alloc: watch::Receiver<Allocation>,
-    mut health: watch::Receiver<Option<AllocHealth>>,
-) {
-    let (mut alloc_open, mut health_open) = (true, true);
-    while alloc_open || health_open {
+/// What the record follows.
+struct Sources {
+    alloc: watch::Receiver<Allocation>,
+    health: watch::Receiver<Option<AllocHealth>>,
+    watch: watch::Receiver<Option<WatchStart>>,
+}
+
+async fn keep_writing(dir: AllocDir, group: corral_types::GroupSpec, mut s: Sources) {
+    let (mut alloc_open, mut health_open, mut watch_open) = (true, true, true);
+    while alloc_open || health_open || watch_open {
         tokio::select! {
-            r = alloc.changed(), if alloc_open => alloc_open = r.is_ok(),
-            r = health.changed(), if health_open => health_open = r.is_ok(),
+            r = s.alloc.changed(), if alloc_open => alloc_open = r.is_ok(),
+            r = s.health.changed(), if health_open => health_open = r.is_ok(),
+            r = s.watch.changed(), if watch_open => watch_open = r.is_ok(),
         }
         let a = merged(
-            &alloc.borrow_and_update(),
-            health.borrow_and_update().as_ref(),
+            &s.alloc.borrow_and_update(),
+            s.health.borrow_and_update().as_ref(),
         );
         let rec = AllocRecord {
             alloc: a,
             group: group.clone(),
+            health_watch: s.watch.borrow_and_update().clone(),
         };
         if let Err(e) = dir.save_record(&rec) {
             tracing::warn!(alloc = %rec.alloc.id, error = %e, "cannot update the allocation record");
@@ -73,6 +78,7 @@ impl AllocHook for Record {
         let rec = AllocRecord {
             alloc,
             group: view.group.clone(),
+            health_watch: view.health_watch.borrow().clone(),
         };
         view.dir.save_record(&rec).map_err(|e| HookError {
             hook: self.name(),
@@ -81,11 +87,15 @@ impl AllocHook for Record {
                 view.dir.path().display()
             ),
         })?;
+        let sources = Sources {
+            alloc: view.alloc.clone(),
+            health: view.health.subscribe(),
+            watch: view.health_watch.subscribe(),
+        };
         self.writer = Some(tokio::spawn(keep_writing(
             view.dir.clone(),
             view.group.clone(),
-            view.alloc.clone(),
-            view.health.subscribe(),
+            sources,
         )));
         Ok(())
     }
