@@ -42,6 +42,14 @@ pub struct WatchStart {
     pub at: u64,
 }
 
+/// Where [`watch`] publishes.
+pub struct Outputs {
+    /// The verdict (`None` until decided).
+    pub verdict: Arc<watch::Sender<Option<AllocHealth>>>,
+    /// When the watch of the current deployment started.
+    pub started: Arc<watch::Sender<Option<WatchStart>>>,
+}
+
 /// How the verdict is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthRules {
@@ -215,10 +223,13 @@ pub async fn watch(
     tasks: BTreeMap<String, watch::Receiver<TaskState>>,
     checks: watch::Receiver<CheckStates>,
     has_checks: bool,
-    out: Arc<watch::Sender<Option<AllocHealth>>>,
-    started: Arc<watch::Sender<Option<WatchStart>>>,
+    outs: Outputs,
     stop: CancellationToken,
 ) {
+    let Outputs {
+        verdict: out,
+        started,
+    } = outs;
     // Unix milliseconds advanced by tokio's clock: a start persisted
     // before an agent restart compares with it; paused time drives tests.
     let (base_unix, base) = (now_unix_ms(), Instant::now());

@@ -233,8 +233,10 @@ fn world(alloc: Allocation, mode: HealthCheckMode) -> World {
         BTreeMap::from([("app".to_string(), task_rx)]),
         checks_rx,
         true,
-        std::sync::Arc::new(out_tx),
-        std::sync::Arc::new(watch::channel(None).0),
+        Outputs {
+            verdict: std::sync::Arc::new(out_tx),
+            started: std::sync::Arc::new(watch::channel(None).0),
+        },
         stop.clone(),
     ));
     World {

@@ -570,7 +570,7 @@ async fn the_healthy_deadline_runs_on_across_an_agent_restart() {
 /// started the count over. Every counted failure is on disk.
 #[tokio::test(start_paused = true)]
 async fn check_restart_failures_are_persisted_as_they_are_counted() {
-    let mut r = start(
+    let r = start(
         group(
             "{type: exec, command: [/bin/ok], interval: 1s, timeout: 500ms, check_restart: {limit: 9}}",
         ),

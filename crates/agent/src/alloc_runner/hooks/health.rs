@@ -37,8 +37,10 @@ impl AllocHook for Health {
             states,
             view.checks.subscribe(),
             view.group.has_checks(),
-            view.health.clone(),
-            view.health_watch.clone(),
+            crate::health::Outputs {
+                verdict: view.health.clone(),
+                started: view.health_watch.clone(),
+            },
             view.stop.clone(),
         )));
         Ok(())
