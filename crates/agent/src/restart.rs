@@ -94,6 +94,8 @@ impl RestartTracker {
             exited: None,
             gave_up: None,
             stopping_since: None,
+            exit_code: None,
+            oom_killed: false,
         }
     }
 

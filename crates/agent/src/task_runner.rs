@@ -352,6 +352,8 @@ impl TaskRunner {
             self.publish(|s| {
                 s.state = TaskLifecycle::Dead;
                 s.failed = true;
+                s.exit_code = carried.exit_code.or(s.exit_code);
+                s.oom_killed |= carried.oom_killed;
                 s.message = reason.clone();
             });
             return Some(TaskOutcome::Failed { reason });
@@ -461,6 +463,8 @@ impl TaskRunner {
             RestartDecision::Fail { reason } => rec.gave_up = Some(reason.clone()),
         }
         rec.exited = run.as_ref().map(|h| h.id.clone());
+        rec.exit_code = exit.exit_code;
+        rec.oom_killed = exit.oom_killed;
         if let Err(e) = self.store.save_restarts(&rec).await {
             tracing::warn!(task = %self.ctx.describe(), error = %e, "cannot persist the restart decision");
         }
@@ -1041,6 +1045,8 @@ mod tests {
                 exited: Some("old-1".into()),
                 gave_up: None,
                 stopping_since: None,
+                exit_code: Some(1),
+                oom_killed: false,
             });
         let mut rx = runner.subscribe();
         let t0 = tokio::time::Instant::now();
@@ -1088,6 +1094,7 @@ mod tests {
         .with_restart_record(RestartRecord {
             restarts: 1,
             gave_up: Some("exceeded 1 restart".into()),
+            exit_code: Some(4),
             ..RestartRecord::default()
         });
         let rx = runner.subscribe();
@@ -1101,7 +1108,7 @@ mod tests {
         let s = rx.borrow().clone();
         assert_eq!(
             (s.state, s.failed, s.restarts, s.exit_code),
-            (TaskLifecycle::Dead, true, 1, Some(3))
+            (TaskLifecycle::Dead, true, 1, Some(4))
         );
     }
 

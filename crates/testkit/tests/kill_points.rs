@@ -269,6 +269,7 @@ async fn fail_ends_failed(cl: &Cluster, c: &Client) {
     let bad = &a.tasks["bad"];
     assert_eq!(bad.restarts, 2, "{bad:?}");
     assert!(bad.failed, "{bad:?}");
+    assert_eq!(bad.exit_code, Some(3), "{bad:?}");
     assert_eq!(bad.state, TaskLifecycle::Dead);
     let runs: BTreeSet<i32> = marks(c, &a.id, "bad").await.into_iter().collect();
     assert_eq!(runs.len(), 3, "{runs:?}");

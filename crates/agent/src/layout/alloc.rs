@@ -48,6 +48,12 @@ pub struct RestartRecord {
     /// The policy gave up, for this reason: the task is dead for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gave_up: Option<String>,
+    /// The exit this record decided on (code, OOM), for the task's state
+    /// when the run it ended is gone by the time an agent restart reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
     /// When a stop of the task began: a restarted agent finishing it gives
     /// the task what is left of its `kill_timeout`, not a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +245,8 @@ mod tests {
             exited: Some("run-1".into()),
             gave_up: None,
             stopping_since: None,
+            exit_code: Some(1),
+            oom_killed: false,
         };
         dir.save_restarts("web", &r).unwrap();
         std::fs::create_dir_all(dir.log_dir()).unwrap();
