@@ -938,9 +938,29 @@ async fn cni_leftovers_of_vanished_sandboxes_are_swept_at_agent_start() {
         }
     })
     .await;
-    restore_nat(&leftovers);
     restore_leases(&leases, Duration::from_secs(120));
-    assert_eq!(w.node.cni_nat_of(&gone_sb).len(), leftovers.len());
+    // The stop's own sweep may still be running (it removed rules once
+    // already in CI): restore until the leftovers stay put for a second.
+    eventually("the leftovers restored", D, || async {
+        let now = w.node.cni_nat_of(&gone_sb);
+        let missing: Vec<String> = leftovers
+            .iter()
+            .filter(|l| !now.contains(l))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            restore_nat(&missing);
+            return Err(format!("restored {} rules", missing.len()));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = w.node.cni_nat_of(&gone_sb);
+        if after.len() == leftovers.len() {
+            Ok(())
+        } else {
+            Err(format!("{} of {} left", after.len(), leftovers.len()))
+        }
+    })
+    .await;
 
     // The agent goes and comes back.
     w.cluster.take_agent("node-0").unwrap().shutdown().await;
