@@ -3,6 +3,7 @@
 
 mod cmd;
 mod config;
+mod datadir;
 mod output;
 mod rollout;
 mod shutdown;

@@ -39,10 +39,19 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     server_config.api_token = a.token.clone();
     // Before containerd is started: a refused token must leave nothing behind.
     server_config.validate()?;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    // containerd first: a missing one is the likeliest failure, and it
-    // should come before anything is started.
+    // The data dirs first (its own, its server's and its agent's: a
+    // `corral server` or `corral agent` on them is refused too), the port
+    // next: a second `corral dev` touches nothing.
+    let _locks = [
+        crate::datadir::lock(data_dir, "corral dev")?,
+        crate::datadir::lock(&data_dir.join("server"), "corral dev")?,
+        crate::datadir::lock(&data_dir.join("agent"), "corral dev")?,
+    ];
+    let listener = tokio::net::TcpListener::bind(a.addr).await.with_context(|| {
+        format!("cannot listen on {}: is another `corral dev` running? stop it or pick another --addr", a.addr)
+    })?;
+    // containerd next: a missing one is the likeliest failure, and it
+    // should come before anything else is started.
     let mut private = None;
     let mut drivers = vec!["exec".to_string()];
     let mut socket = a
@@ -68,9 +77,6 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     let server = Server::start(server_config, shutdown.clone())
         .await
         .context("cannot start the server")?;
-    let listener = tokio::net::TcpListener::bind(a.addr).await.with_context(|| {
-        format!("cannot listen on {}: is another `corral dev` running? stop it or pick another --addr", a.addr)
-    })?;
     let bound = listener.local_addr()?;
     let core = server.core.clone();
     let server_task = tokio::spawn(server.serve(listener));
