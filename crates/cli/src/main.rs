@@ -89,7 +89,7 @@ enum Cmd {
         json: bool,
         /// Give up waiting after this long (e.g. 5m). Default: 5m for the
         /// allocations; a deployment is followed until it ends.
-        #[arg(long)]
+        #[arg(long, value_parser = valid_duration)]
         timeout: Option<String>,
     },
     /// Show what a job file would change, storing nothing.
@@ -247,7 +247,7 @@ enum JobCmd {
         json: bool,
         /// Give up waiting after this long (e.g. 5m). Default: 5m for the
         /// allocations; a deployment is followed until it ends.
-        #[arg(long)]
+        #[arg(long, value_parser = valid_duration)]
         timeout: Option<String>,
     },
 }
@@ -403,6 +403,7 @@ enum NodeCmd {
         json: bool,
     },
     /// Allow or forbid new placements on a node.
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["enable", "disable"])))]
     Eligibility {
         id: String,
         #[arg(long, conflicts_with = "disable")]
@@ -773,12 +774,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
             disable,
             json,
         }) => {
-            if enable == disable {
-                bail!("say --enable or --disable");
-            }
+            // clap requires exactly one of them.
+            let _ = disable;
             cmd::node::eligibility(&client, &id, enable, json).await
         }
     }
+}
+
+/// A duration flag checked while the command line is parsed: a bad one
+/// is a usage error (exit 2), like any other bad flag.
+fn valid_duration(t: &str) -> Result<String, String> {
+    corral_types::units::parse_duration(t)
+        .map(|_| t.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_timeout(t: Option<&str>) -> Result<Option<Duration>> {

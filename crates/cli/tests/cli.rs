@@ -302,3 +302,24 @@ async fn kill_9_of_the_server_loses_no_acknowledged_job() {
     server.kill().unwrap();
     let _ = server.wait();
 }
+
+/// Issue 14, case 11: a bad flag value or a missing choice is a usage
+/// error (exit 2, as clap's own), said before anything is sent.
+#[test]
+fn bad_flags_are_usage_errors() {
+    let nowhere = "http://127.0.0.1:9";
+    for args in [
+        &["run", "--timeout", "bogus", "x.yaml"][..],
+        &["node", "eligibility", "abc"],
+        &["node", "eligibility", "abc", "--enable", "--disable"],
+    ] {
+        let out = corral(nowhere, args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("Usage:") || text(&out.stderr).contains("--help"));
+    }
+}
