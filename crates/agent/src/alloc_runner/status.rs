@@ -112,10 +112,17 @@ impl Reporter {
         }
     }
 
-    /// Persists the task states and reports, when anything changed.
+    /// Persists the task states that changed and reports, when anything
+    /// changed.
     pub fn send(&mut self, failure: Option<&str>, finished: bool) {
         let u = self.current(failure, finished);
+        // Only what changed since the last report (which carried every
+        // state): a check's change rewrites no task file.
+        let before = self.last.as_ref().map(|l| &l.tasks);
         for (name, s) in &u.tasks {
+            if before.and_then(|b| b.get(name)) == Some(s) {
+                continue;
+            }
             if let Err(e) = self.dir.save_task_state(name, s) {
                 tracing::warn!(alloc = %self.id, task = %name, error = %e, "cannot persist the task state");
             }
