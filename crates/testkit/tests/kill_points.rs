@@ -74,6 +74,18 @@ groups:
     .to_string()
 }
 
+/// The `svc` task's own processes (not `true`): a probe of its exec check
+/// runs in its environment too and must not count.
+fn svc_procs(cl: &Cluster) -> Vec<corral_testkit::netns::TaskProc> {
+    cl.job_procs("svc")
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                .is_ok_and(|c| c.trim() != "true")
+        })
+        .collect()
+}
+
 /// Which job drives a point, and whether it is stopped to reach it.
 fn scenario(point: &str) -> (&'static str, bool) {
     match point {
@@ -210,7 +222,7 @@ async fn svc_runs_once(cl: &Cluster, c: &Client) {
     })
     .await;
     assert_eq!(a.tasks["app"].restarts, 0, "{:?}", a.tasks["app"]);
-    let procs = cl.job_procs("svc");
+    let procs = svc_procs(cl);
     assert_eq!(procs.len(), 1, "{procs:?}");
     assert_eq!(procs[0].alloc_id, a.id);
     // Its run printed once; a run the kill cut short printed at most once
@@ -238,12 +250,12 @@ async fn svc_stopped(cl: &Cluster, c: &Client) {
     .await;
     let before = marks(c, &a.id, "app").await;
     eventually("no svc process", D, || async {
-        let p = cl.job_procs("svc");
+        let p = svc_procs(cl);
         p.is_empty().then_some(()).ok_or(format!("{p:?}"))
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(cl.job_procs("svc").is_empty());
+    assert!(svc_procs(cl).is_empty());
     assert_eq!(marks(c, &a.id, "app").await, before, "started again");
     assert_eq!(a.tasks["app"].state, TaskLifecycle::Dead);
 }
@@ -351,7 +363,7 @@ async fn a_start_cut_short_and_then_stopped_leaves_no_process() {
     let c = cl.client.clone();
     c.submit(&svc_job(), "job.yaml").await.unwrap();
     wait_self_kill(&mut cl, "start.before_handle").await;
-    assert_eq!(cl.job_procs("svc").len(), 1, "the start ran the task");
+    assert_eq!(svc_procs(&cl).len(), 1, "the start ran the task");
     c.stop("svc", false).await.unwrap();
     cl.agent_env.clear();
     cl.restart_agent(0);
@@ -386,11 +398,11 @@ async fn a_corrupt_record_leaves_no_process_behind() {
         .join(&id)
         .join("alloc.json");
     std::fs::write(&record, "{\"alloc\": garbage").unwrap();
-    assert_eq!(cl.job_procs("svc").len(), 1);
+    assert_eq!(svc_procs(&cl).len(), 1);
     c.stop("svc", false).await.unwrap();
     cl.restart_agent(0);
     eventually("no svc process", D, || async {
-        let p = cl.job_procs("svc");
+        let p = svc_procs(&cl);
         p.is_empty().then_some(()).ok_or(format!("{p:?}"))
     })
     .await;
