@@ -24,6 +24,10 @@ use crate::metrics::TaskMetrics;
 pub use crate::node::{Drivers, Shared};
 use crate::{fingerprint, http};
 
+/// How an agent's user points it at the server (named in its errors).
+pub const SERVER_ADDR_SETTING: &str =
+    "set --server or CORRAL_SERVER (or `server` in the [agent] config) to the server's address";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("agent data dir {path}: {source}")]
@@ -135,7 +139,8 @@ impl Agent {
             drivers: driver_names,
             port_range: config.port_range,
         };
-        let client = Client::new(&config.server, config.token.clone());
+        let client = Client::new(&config.server, config.token.clone())
+            .with_addr_setting(SERVER_ADDR_SETTING);
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         let env = Arc::new(RunnerEnv {
             shared: shared.clone(),

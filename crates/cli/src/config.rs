@@ -144,6 +144,32 @@ pub fn duration(key: &str, v: &Option<String>) -> Result<Option<std::time::Durat
         .transpose()
 }
 
+/// The server's settings from its `[server]` table over the defaults
+/// (`corral server` and `corral dev` alike; flags are applied after).
+pub fn server_config(
+    file: &ServerFile,
+    data_dir: std::path::PathBuf,
+) -> Result<corral_server::ServerConfig> {
+    let mut sc = corral_server::ServerConfig::new(data_dir);
+    if let Some(w) = file.workers {
+        sc.workers = w;
+    }
+    if let Some(d) = duration("heartbeat_min_ttl", &file.heartbeat_min_ttl)? {
+        sc.heartbeat_min_ttl = d;
+    }
+    if let Some(d) = duration("heartbeat_grace", &file.heartbeat_grace)? {
+        sc.heartbeat_grace = d;
+    }
+    if let Some(d) = duration("failover_grace", &file.failover_grace)? {
+        sc.failover_grace = d;
+    }
+    if let Some(r) = file.max_heartbeats_per_second {
+        sc.max_heartbeats_per_second = r;
+    }
+    apply_events_and_alerts(file, &mut sc)?;
+    Ok(sc)
+}
+
 /// The event retention, the GC thresholds and `[server.alerts]` over the
 /// defaults.
 pub fn apply_events_and_alerts(

@@ -11,6 +11,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+/// The lock's file in a data dir.
+pub const LOCK_FILE: &str = "lock";
+
 /// Held while the process owns the data dir.
 #[derive(Debug)]
 pub struct DataDirLock {
@@ -22,7 +25,7 @@ pub struct DataDirLock {
 pub fn lock(dir: &Path, what: &str) -> Result<DataDirLock> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
-    let path = dir.join("lock");
+    let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

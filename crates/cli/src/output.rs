@@ -1,4 +1,4 @@
-//! Human output: aligned tables, relative times; `--json` everywhere else.
+//! Human output (aligned tables, relative times) and `-o json|yaml|wide|name`.
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, Table};
@@ -44,4 +44,88 @@ pub fn ago(ms: u64) -> String {
 
 pub fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+/// How a command prints: `-o json|yaml|wide|name` or `--json`; a table
+/// (or a description) by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Out {
+    #[default]
+    Human,
+    /// The table with more columns (full ids, addresses).
+    Wide,
+    Json,
+    Yaml,
+    /// Only the names or ids, one per line (for scripts).
+    Name,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Yaml,
+    Wide,
+    Name,
+}
+
+/// The output flags every listing and action takes.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct OutputArgs {
+    /// Print JSON (the same as `-o json`).
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
+    /// Output format: json, yaml, wide (more columns) or name (names or
+    /// ids only, one per line). Times are Unix epoch milliseconds.
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+    pub output: Option<Format>,
+}
+
+impl OutputArgs {
+    pub fn out(self) -> Out {
+        match (self.json, self.output) {
+            (true, _) | (_, Some(Format::Json)) => Out::Json,
+            (_, Some(Format::Yaml)) => Out::Yaml,
+            (_, Some(Format::Wide)) => Out::Wide,
+            (_, Some(Format::Name)) => Out::Name,
+            (false, None) => Out::Human,
+        }
+    }
+}
+
+impl Out {
+    /// Prints `v` when the format is json or yaml, and `names()` one per
+    /// line for `name`; returns whether it printed (a human format is
+    /// left to the caller).
+    pub fn data<T: Serialize>(
+        self,
+        v: &T,
+        names: impl FnOnce() -> Vec<String>,
+    ) -> anyhow::Result<bool> {
+        match self {
+            Out::Json => print_json(v)?,
+            Out::Yaml => print_yaml(v)?,
+            Out::Name => {
+                for n in names() {
+                    println!("{n}");
+                }
+            }
+            Out::Human | Out::Wide => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    pub fn wide(self) -> bool {
+        self == Out::Wide
+    }
+}
+
+pub fn print_yaml<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    print!("{}", to_yaml(v)?);
+    Ok(())
+}
+
+pub fn to_yaml<T: Serialize>(v: &T) -> anyhow::Result<String> {
+    // Through a JSON value: YAML then has exactly the JSON's fields.
+    let v = serde_json::to_value(v)?;
+    serde_saphyr::to_string(&v).map_err(|e| anyhow::anyhow!("cannot write YAML: {e}"))
 }

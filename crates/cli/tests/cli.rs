@@ -147,7 +147,7 @@ fn spawn_dev(dir: &std::path::Path, port: u16, token: &str) -> std::process::Chi
             dir.to_str().unwrap(),
             "--addr",
             &format!("127.0.0.1:{port}"),
-            "--token",
+            "--api-token",
             token,
         ])
         .stdout(Stdio::null())

@@ -545,7 +545,9 @@ async fn deploy_actions_print_the_resulting_status() {
         ..Fake::default()
     })
     .await;
-    let out = corral(&url, &["deploy", "promote", JOB]).await;
+    // --detach: the action's own answer (following is tested against a
+    // real rollout in cli_habits.rs).
+    let out = corral(&url, &["deploy", "promote", JOB, "--detach"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout).trim(),

@@ -110,6 +110,7 @@ impl EventStream {
                 Err(source) => {
                     return Some(Err(ClientError::Unreachable {
                         addr: self.addr.clone(),
+                        setting: crate::CLI_ADDR_SETTING,
                         source,
                     }));
                 }

@@ -18,12 +18,22 @@ pub use events::{EventQuery, EventStream};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot reach the server at {addr}: is `corral dev` (or `corral server`) running? set CORRAL_ADDR if it listens elsewhere"
+        "cannot reach the server at {addr}: is `corral dev` (or `corral server`) running? {setting}"
     )]
     Unreachable {
         addr: String,
+        /// How the caller sets the address (differs for the CLI and an agent).
+        setting: &'static str,
         #[source]
         source: reqwest::Error,
+    },
+    #[error(
+        "{addr:?} is not a server address: {problem}; write it as http://HOST:PORT ({setting})"
+    )]
+    BadAddress {
+        addr: String,
+        problem: String,
+        setting: &'static str,
     },
     #[error("{}", render_api_error(.status, .error))]
     Api { status: u16, error: ApiError },
@@ -31,6 +41,16 @@ pub enum ClientError {
     InvalidName(String),
     #[error("unexpected answer from {url}: {message}")]
     Protocol { url: String, message: String },
+    #[error(
+        "{url} answered {status} with {what}, not corral's API: is {addr} a corral server? ({setting})"
+    )]
+    NotCorral {
+        url: String,
+        addr: String,
+        status: u16,
+        what: String,
+        setting: &'static str,
+    },
 }
 
 impl ClientError {
@@ -79,6 +99,14 @@ pub fn path(segments: &[&str]) -> Result<String, ClientError> {
     Ok(out)
 }
 
+fn content_kind(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
 /// How long an agent's register, heartbeat or status report may take.
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -87,6 +115,44 @@ pub struct Client {
     addr: String,
     token: Option<String>,
     http: reqwest::Client,
+    setting: &'static str,
+}
+
+/// How the CLI's users point it elsewhere.
+pub const CLI_ADDR_SETTING: &str = "set CORRAL_ADDR or --api to the server's address";
+
+/// A server address as users write it: `http://host:port`, `https://...`,
+/// or `host:port` (http assumed, as kubectl and nomad do). Anything else
+/// (another scheme, a path, no host) is refused with what to write.
+pub fn normalize_addr(addr: &str, setting: &'static str) -> Result<String, ClientError> {
+    let bad = |problem: &str| ClientError::BadAddress {
+        addr: addr.to_string(),
+        problem: problem.to_string(),
+        setting,
+    };
+    let trimmed = addr.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    let full = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let url = reqwest::Url::parse(&full).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(&format!(
+            "the scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it names no host"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(bad("it has a path; the API lives at the root"));
+    }
+    Ok(full)
 }
 
 /// Options for reading logs.
@@ -117,7 +183,15 @@ impl Client {
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
+            setting: CLI_ADDR_SETTING,
         }
+    }
+
+    /// How errors tell the user to change the address (an agent reads
+    /// `--server`/`CORRAL_SERVER`, not the CLI's `CORRAL_ADDR`).
+    pub fn with_addr_setting(mut self, setting: &'static str) -> Client {
+        self.setting = setting;
+        self
     }
 
     pub fn addr(&self) -> &str {
@@ -135,6 +209,7 @@ impl Client {
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         let resp = rb.send().await.map_err(|source| ClientError::Unreachable {
             addr: self.addr.clone(),
+            setting: self.setting,
             source,
         })?;
         if resp.status().is_success() {
@@ -142,16 +217,34 @@ impl Client {
         }
         let status = resp.status().as_u16();
         let url = resp.url().to_string();
+        let kind = content_kind(&resp);
         let body = resp.bytes().await.unwrap_or_default();
-        let error = serde_json::from_slice::<ApiError>(&body).unwrap_or_else(|_| ApiError {
-            error: format!(
-                "{url} answered {status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            ),
-            hint: None,
-            spec_errors: vec![],
-        });
-        Err(ClientError::Api { status, error })
+        match serde_json::from_slice::<ApiError>(&body) {
+            Ok(error) => Err(ClientError::Api { status, error }),
+            Err(_) => Err(self.not_corral(url, status, &kind, &body)),
+        }
+    }
+
+    /// Something that is not corral answered (another web server on the
+    /// port, a proxy's error page): one line, never its HTML.
+    fn not_corral(&self, url: String, status: u16, kind: &str, body: &[u8]) -> ClientError {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        let what = if kind.contains("html") || text.starts_with('<') {
+            "an HTML page".to_string()
+        } else if text.is_empty() {
+            "an empty body".to_string()
+        } else {
+            let first: String = text.lines().next().unwrap_or("").chars().take(80).collect();
+            format!("{first:?}")
+        };
+        ClientError::NotCorral {
+            url,
+            addr: self.addr.clone(),
+            status,
+            what,
+            setting: self.setting,
+        }
     }
 
     async fn json<T: DeserializeOwned>(
@@ -160,13 +253,19 @@ impl Client {
     ) -> Result<T, ClientError> {
         let resp = self.send(rb).await?;
         let url = resp.url().to_string();
+        let status = resp.status().as_u16();
+        let kind = content_kind(&resp);
         let bytes = resp
             .bytes()
             .await
             .map_err(|source| ClientError::Unreachable {
                 addr: self.addr.clone(),
+                setting: self.setting,
                 source,
             })?;
+        if !kind.contains("json") {
+            return Err(self.not_corral(url, status, &kind, &bytes));
+        }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
             url,
             message: e.to_string(),

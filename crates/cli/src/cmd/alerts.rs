@@ -4,12 +4,12 @@ use anyhow::Result;
 use corral_client::Client;
 use corral_types::Alert;
 
-use crate::output::{ago, print_json, table};
+use crate::output::{Out, ago, table};
 
-pub async fn list(c: &Client, all: bool, json: bool) -> Result<()> {
+pub async fn list(c: &Client, all: bool, out: Out) -> Result<()> {
     let alerts = c.alerts(all).await?;
-    if json {
-        return print_json(&alerts);
+    if out.data(&alerts, || alerts.iter().map(|a| a.id.clone()).collect())? {
+        return Ok(());
     }
     if alerts.is_empty() {
         println!(

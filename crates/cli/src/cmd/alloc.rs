@@ -5,43 +5,49 @@ use corral_client::Client;
 use corral_types::{AllocHealth, CheckState};
 
 use super::status::desired;
-use crate::output::{ago, print_json, short, table};
+use crate::output::{Out, ago, short, table};
 
-pub async fn list(c: &Client, job: Option<&str>, json: bool) -> Result<()> {
+pub async fn list(c: &Client, job: Option<&str>, out: Out) -> Result<()> {
     let allocs = c.allocs(job).await?;
-    if json {
-        return print_json(&allocs);
+    if out.data(&allocs, || allocs.iter().map(|a| a.id.clone()).collect())? {
+        return Ok(());
     }
     let rows = allocs
         .iter()
         .map(|a| {
-            vec![
-                short(&a.id).to_string(),
+            let mut row = vec![
+                if out.wide() {
+                    a.id.clone()
+                } else {
+                    short(&a.id).to_string()
+                },
                 a.name.clone(),
                 a.node.clone(),
                 a.job_version.to_string(),
                 desired(a.desired).to_string(),
                 a.status.as_str().to_string(),
                 ago(a.modified_at),
-            ]
+            ];
+            if out.wide() {
+                row.push(super::status::addresses(a));
+            }
+            row
         })
         .collect();
-    println!(
-        "{}",
-        table(
-            &[
-                "id", "name", "node", "version", "desired", "status", "modified"
-            ],
-            rows
-        )
-    );
+    let mut header = vec![
+        "id", "name", "node", "version", "desired", "status", "modified",
+    ];
+    if out.wide() {
+        header.push("addresses");
+    }
+    println!("{}", table(&header, rows));
     Ok(())
 }
 
-pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
+pub async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
     let a = c.alloc(id).await?;
-    if json {
-        return print_json(&a);
+    if out.data(&a, || vec![a.id.clone()])? {
+        return Ok(());
     }
     println!("id        {}", a.id);
     println!("name      {}", a.name);

@@ -7,7 +7,7 @@ use corral_types::api::DeploymentAction;
 use corral_types::{Deployment, DeploymentStatus};
 
 use crate::cmd::run::now_ms;
-use crate::output::{ago, print_json, short, table};
+use crate::output::{Out, ago, short, table};
 use crate::rollout;
 
 /// A 404 from a deployment route, said the way a user can act on: is the
@@ -27,13 +27,13 @@ pub async fn no_deployment(c: &Client, job: &str, e: ClientError) -> anyhow::Err
     }
 }
 
-pub async fn status(c: &Client, job: &str, json: bool) -> Result<()> {
+pub async fn status(c: &Client, job: &str, out: Out) -> Result<()> {
     let d = match c.deployment(job, None).await {
         Ok(d) => d,
         Err(e) => return Err(no_deployment(c, job, e).await),
     };
-    if json {
-        return print_json(&d);
+    if out.data(&d, || vec![d.id.clone()])? {
+        return Ok(());
     }
     let now = now_ms();
     println!("deployment   {}", d.id);
@@ -80,7 +80,7 @@ fn next_step(d: &Deployment) -> Option<String> {
     }
 }
 
-pub async fn list(c: &Client, job: &str, json: bool) -> Result<()> {
+pub async fn list(c: &Client, job: &str, out: Out) -> Result<()> {
     let all = match c.deployments(job).await {
         Ok(all) => all,
         Err(e) => return Err(no_deployment(c, job, e).await),
@@ -90,16 +90,16 @@ pub async fn list(c: &Client, job: &str, json: bool) -> Result<()> {
         if let Err(e) = c.job(job, None).await {
             return Err(no_deployment(c, job, e).await);
         }
-        if json {
-            return print_json(&all);
+        if out.data(&all, Vec::new)? {
+            return Ok(());
         }
         println!(
             "job {job} has no deployments yet; a deployment starts when `corral run` submits a spec that changes a group's tasks"
         );
         return Ok(());
     }
-    if json {
-        return print_json(&all);
+    if out.data(&all, || all.iter().map(|d| d.id.clone()).collect())? {
+        return Ok(());
     }
     let rows = all
         .iter()
@@ -134,7 +134,33 @@ pub async fn list(c: &Client, job: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn action(c: &Client, job: &str, a: DeploymentAction, json: bool) -> Result<()> {
+/// `corral deploy promote JOB`: promote, then follow the rest of the
+/// rollout as `corral run` does (unless `detach`).
+pub async fn promote(c: &Client, job: &str, detach: bool, out: Out) -> Result<()> {
+    let d = act(c, job, DeploymentAction::Promote).await?;
+    if detach || d.status.is_terminal() {
+        return report(job, DeploymentAction::Promote, &d, out);
+    }
+    let id = d.id.clone();
+    if out == Out::Human || out == Out::Wide {
+        report(job, DeploymentAction::Promote, &d, out)?;
+    }
+    let r = crate::cmd::run::follow_rollout(c, job, d, None).await;
+    if !matches!(out, Out::Human | Out::Wide) {
+        let end = c.deployments(job).await?.into_iter().find(|x| x.id == id);
+        if let Some(end) = end {
+            out.data(&end, || vec![end.id.clone()])?;
+        }
+    }
+    r
+}
+
+pub async fn action(c: &Client, job: &str, a: DeploymentAction, out: Out) -> Result<()> {
+    let d = act(c, job, a).await?;
+    report(job, a, &d, out)
+}
+
+async fn act(c: &Client, job: &str, a: DeploymentAction) -> Result<Deployment> {
     let d = match c.deployment_action(job, a).await {
         Ok(d) => d,
         // A known job: the server says why (no active deployment, nothing
@@ -147,8 +173,12 @@ pub async fn action(c: &Client, job: &str, a: DeploymentAction, json: bool) -> R
         }
         Err(e) => return Err(no_deployment(c, job, e).await),
     };
-    if json {
-        return print_json(&d);
+    Ok(d)
+}
+
+fn report(job: &str, a: DeploymentAction, d: &Deployment, out: Out) -> Result<()> {
+    if out.data(d, || vec![d.id.clone()])? {
+        return Ok(());
     }
     let done = match a {
         DeploymentAction::Promote => "promoted",
@@ -175,15 +205,15 @@ pub async fn action(c: &Client, job: &str, a: DeploymentAction, json: bool) -> R
 }
 
 /// `corral deploy health ALLOC --healthy|--unhealthy`.
-pub async fn health(c: &Client, alloc: &str, healthy: bool, json: bool) -> Result<()> {
+pub async fn health(c: &Client, alloc: &str, healthy: bool, out: Out) -> Result<()> {
     // The server resolves id prefixes on reads.
     let id = c.alloc(alloc).await?.id;
     let a = c
         .set_alloc_health(&id, healthy)
         .await
         .map_err(|e| anyhow!("cannot set the health of allocation {alloc}: {e}"))?;
-    if json {
-        return print_json(&a);
+    if out.data(&a, || vec![a.id.clone()])? {
+        return Ok(());
     }
     println!(
         "allocation {} marked {}; `corral deploy status {}` shows the rollout",

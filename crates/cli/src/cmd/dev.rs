@@ -5,7 +5,6 @@
 //! live on), and stopped on exit like one started here: waited for, and
 //! its pod bridge removed.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -13,31 +12,22 @@ use corral_agent::config::DEFAULT_CRI_SOCKET;
 use corral_agent::containerd::{self, ContainerdConfig, PrivateContainerd, RunningContainerd};
 use corral_agent::image;
 use corral_agent::{Agent, AgentConfig};
-use corral_server::{Server, ServerConfig};
-use tokio_util::sync::CancellationToken;
+use corral_server::Server;
 
-pub struct DevArgs {
-    pub data_dir: PathBuf,
-    pub addr: SocketAddr,
-    pub cri_socket: Option<PathBuf>,
-    pub no_containers: bool,
-    /// Required on the API, as `corral server` requires it; the in-process
-    /// agent sends it.
-    pub token: Option<String>,
-    /// The private containerd's pod network: its bridge and subnet.
-    pub pod_bridge: String,
-    pub pod_subnet: String,
-}
+use crate::args::DevArgs;
+use tokio_util::sync::CancellationToken;
 
 /// The pod network of a private containerd unless told otherwise.
 pub const DEFAULT_POD_BRIDGE: &str = "corral-dev0";
 pub const DEFAULT_POD_SUBNET: &str = "10.89.0.0/24";
 
 pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
-    let data_dir = &a.data_dir;
-    let mut server_config = ServerConfig::new(data_dir.join("server"));
-    server_config.api_token = a.token.clone();
-    // Before containerd is started: a refused token must leave nothing behind.
+    let data_dir = &a.data_dir.clone().unwrap_or_else(default_data_dir);
+    let file = crate::config::load(a.config.as_deref())?.server;
+    let mut server_config = crate::config::server_config(&file, data_dir.join("server"))?;
+    server_config.api_token = a.api_token.clone().or(file.api_token);
+    // Before containerd is started: a refused token or config must leave
+    // nothing behind.
     server_config.validate()?;
     // The data dirs first (its own, its server's and its agent's: a
     // `corral server` or `corral agent` on them is refused too), the port
@@ -47,9 +37,12 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         crate::datadir::lock(&data_dir.join("server"), "corral dev")?,
         crate::datadir::lock(&data_dir.join("agent"), "corral dev")?,
     ];
-    let listener = tokio::net::TcpListener::bind(a.addr).await.with_context(|| {
-        format!("cannot listen on {}: is another `corral dev` running? stop it or pick another --addr", a.addr)
+    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| {
+        format!("cannot listen on {}: is another `corral dev` running? stop it or pick another --addr", a.listen)
     })?;
+    if a.fresh {
+        forget_server_state(&data_dir.join("server"))?;
+    }
     // containerd next: a missing one is the likeliest failure, and it
     // should come before anything else is started.
     let mut private = None;
@@ -74,6 +67,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         drivers.push("container".into());
     }
 
+    let api_token = server_config.api_token.clone();
     let server = Server::start(server_config, shutdown.clone())
         .await
         .context("cannot start the server")?;
@@ -83,7 +77,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
 
     let mut config = AgentConfig::new(&format!("http://{bound}"), data_dir.join("agent"));
     config.name = Some("dev".into());
-    config.token = a.token;
+    config.token = api_token;
     config.drivers = drivers;
     config.cri_socket = socket;
     config.capture_exe = crate::capture_exe();
@@ -102,6 +96,26 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         "corral dev: API on http://{bound}, data in {}",
         data_dir.display()
     );
+    if bound.to_string() != crate::conn::DEFAULT_API.trim_start_matches("http://") {
+        eprintln!("corral dev: for the CLI: export CORRAL_ADDR=http://{bound}");
+    }
+    // Jobs still meant to run (a stopped one is history, not a restore).
+    let restored: Vec<String> = core
+        .store
+        .snapshot()
+        .jobs()
+        .filter(|j| !j.stopped)
+        .map(|j| j.spec.name.clone())
+        .collect();
+    if !restored.is_empty() {
+        eprintln!(
+            "corral dev: restored {} job{} from {} ({}); `corral dev --fresh` starts empty",
+            restored.len(),
+            if restored.len() == 1 { "" } else { "s" },
+            data_dir.display(),
+            restored.join(", ")
+        );
+    }
     eprintln!(
         "corral dev: node {} ready; submit a job with `corral run FILE`",
         agent.node_id
@@ -111,6 +125,32 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     if let Some(pd) = private {
         pd.stop().await;
     }
+    Ok(())
+}
+
+/// `--fresh`: the server's store goes (jobs, allocations, events); its
+/// lock stays, held by this process. The agent's state stays: it stops
+/// what the new, empty server does not know.
+fn forget_server_state(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    for e in entries {
+        let e = e.with_context(|| format!("cannot read {}", dir.display()))?;
+        if e.file_name() == crate::datadir::LOCK_FILE {
+            continue;
+        }
+        let path = e.path();
+        let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        r.with_context(|| format!("--fresh: cannot remove {}", path.display()))?;
+    }
+    eprintln!("corral dev: --fresh: forgot the jobs in {}", dir.display());
     Ok(())
 }
 

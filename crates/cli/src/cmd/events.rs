@@ -6,11 +6,13 @@ use anyhow::{Context, Result};
 use corral_client::{Client, EventQuery};
 use corral_types::Event;
 
+use crate::output::Out;
+
 pub struct EventsArgs {
     pub follow: bool,
     pub topics: Vec<String>,
     pub jobs: Vec<String>,
-    pub json: bool,
+    pub out: Out,
     pub since_index: Option<u64>,
     pub limit: usize,
 }
@@ -29,8 +31,10 @@ pub async fn events(c: &Client, a: EventsArgs) -> Result<()> {
         c.events(&q).await?
     };
     if !a.follow {
-        if a.json {
-            return crate::output::print_json(&recent);
+        if a.out.data(&recent, || {
+            recent.iter().map(|e| e.index.to_string()).collect()
+        })? {
+            return Ok(());
         }
         if recent.is_empty() {
             println!("no events{}", describe(&a));
@@ -42,7 +46,7 @@ pub async fn events(c: &Client, a: EventsArgs) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     for e in &recent {
-        print(&mut out, e, a.json)?;
+        print(&mut out, e, a.out)?;
     }
     // Resume right after what was printed: nothing missed, nothing twice.
     let after = match (a.since_index, recent.last()) {
@@ -76,7 +80,7 @@ pub async fn events(c: &Client, a: EventsArgs) -> Result<()> {
             );
         }
         last = e.index;
-        print(&mut out, &e, a.json)?;
+        print(&mut out, &e, a.out)?;
     }
     anyhow::bail!("the server ended the event stream (is it shutting down?)")
 }
@@ -95,11 +99,14 @@ fn describe(a: &EventsArgs) -> String {
     s
 }
 
-fn print(out: &mut impl Write, e: &Event, json: bool) -> Result<()> {
-    if json {
-        writeln!(out, "{}", serde_json::to_string(e)?)
-    } else {
-        writeln!(out, "{}", line(e))
+/// One streamed event: a JSON line, a YAML document, its index, or the
+/// human line.
+fn print(out: &mut impl Write, e: &Event, format: Out) -> Result<()> {
+    match format {
+        Out::Json => writeln!(out, "{}", serde_json::to_string(e)?),
+        Out::Yaml => write!(out, "---\n{}", crate::output::to_yaml(e)?),
+        Out::Name => writeln!(out, "{}", e.index),
+        Out::Human | Out::Wide => writeln!(out, "{}", line(e)),
     }
     .context("cannot write to stdout")?;
     out.flush().context("cannot write to stdout")

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use corral_client::Client;
 use corral_types::JobSpec;
 use corral_types::api::JobVersionView;
 use serde::Serialize;
 
 use crate::cmd::run::{Submitted, follow};
-use crate::output::{ago, print_json};
+use crate::output::{Format, Out, ago};
 use crate::specdiff::{self, Change};
 
 /// One version in `corral job history --json`.
@@ -56,13 +56,15 @@ pub fn history_entries(versions: &[JobVersionView]) -> Result<Vec<HistoryEntry<'
     Ok(out)
 }
 
-pub async fn history(c: &Client, job: &str, json: bool) -> Result<()> {
+pub async fn history(c: &Client, job: &str, out: Out) -> Result<()> {
     let mut versions = c.job_versions(job).await?;
     // Newest first, whatever order the server used.
     versions.sort_by_key(|v| std::cmp::Reverse(v.version));
     let entries = history_entries(&versions)?;
-    if json {
-        return print_json(&entries);
+    if out.data(&entries, || {
+        entries.iter().map(|e| e.version.to_string()).collect()
+    })? {
+        return Ok(());
     }
     for (i, e) in entries.iter().enumerate() {
         if i > 0 {
@@ -109,12 +111,12 @@ pub async fn revert(
     job: &str,
     version: u64,
     detach: bool,
-    json: bool,
+    out: Out,
     timeout: Option<Duration>,
 ) -> Result<()> {
     let resp = c.revert(job, version).await?;
-    if json && detach {
-        return print_json(&resp);
+    if detach && out.data(&resp, || resp.jobs.iter().map(|j| j.name.clone()).collect())? {
+        return Ok(());
     }
     for j in &resp.jobs {
         if j.changed {
@@ -140,12 +142,101 @@ pub async fn revert(
             follow(c, &sub, timeout).await?;
         }
     }
-    if json {
+    if !detach && !matches!(out, Out::Human | Out::Wide) {
         let mut views = Vec::new();
         for j in &resp.jobs {
             views.push(c.job(&j.name, None).await?);
         }
-        print_json(&views)?;
+        out.data(&views, || views.iter().map(|v| v.name.clone()).collect())?;
     }
     Ok(())
+}
+
+/// `corral job inspect JOB [--version N]`: the spec as a job file that
+/// `corral run` takes back unchanged.
+pub async fn inspect(
+    c: &Client,
+    job: &str,
+    version: Option<u64>,
+    format: Option<Format>,
+) -> Result<()> {
+    let spec = match version {
+        None => c.job(job, None).await?.spec,
+        Some(v) => {
+            let versions = c.job_versions(job).await?;
+            match versions.into_iter().find(|x| x.version == v) {
+                Some(x) => x.spec,
+                None => bail!(
+                    "job {job} has no version {v}; `corral job history {job}` lists its versions"
+                ),
+            }
+        }
+    };
+    let doc = corral_types::spec::render::document(&spec);
+    match format {
+        Some(Format::Json) => crate::output::print_json(&doc),
+        None | Some(Format::Yaml) => crate::output::print_yaml(&doc),
+        Some(f) => bail!("job inspect prints yaml or json, not {f:?}; use -o yaml or -o json"),
+    }
+}
+
+/// `corral stop JOB`: store the stop, then (unless `detach`) wait until
+/// every allocation of the job has stopped, showing how many are left.
+pub async fn stop(c: &Client, job: &str, purge: bool, detach: bool, out: Out) -> Result<()> {
+    let r = c.stop(job, purge).await?;
+    let what = if purge {
+        "stopped and purged"
+    } else {
+        "stopped"
+    };
+    if !detach {
+        wait_stopped(c, job).await?;
+    }
+    if out.data(&r, || vec![job.to_string()])? {
+        return Ok(());
+    }
+    println!("job {job} {what}");
+    Ok(())
+}
+
+/// How long `stop` waits for allocations: past every kill_timeout of a
+/// sane spec; a node that is down cannot confirm at all.
+const STOP_WAIT: Duration = Duration::from_secs(120);
+
+async fn wait_stopped(c: &Client, job: &str) -> Result<()> {
+    let start = std::time::Instant::now();
+    let mut last_shown = usize::MAX;
+    loop {
+        let allocs = match c.allocs(Some(job)).await {
+            Ok(a) => a,
+            // Purged and collected: nothing is left to wait for.
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let running: Vec<_> = allocs.iter().filter(|a| !a.status.is_terminal()).collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        if running.len() != last_shown {
+            eprintln!(
+                "job {job}: waiting for {} allocation{} to stop",
+                running.len(),
+                if running.len() == 1 { "" } else { "s" }
+            );
+            last_shown = running.len();
+        }
+        if start.elapsed() > STOP_WAIT {
+            let names: Vec<_> = running
+                .iter()
+                .map(|a| format!("{} on {} ({})", a.name, a.node, a.status.as_str()))
+                .collect();
+            bail!(
+                "job {job}: the stop is stored, but after {}s {} still run: {}\nsee `corral alloc status ID`; a node that is down cannot confirm until it is marked lost",
+                STOP_WAIT.as_secs(),
+                running.len(),
+                names.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

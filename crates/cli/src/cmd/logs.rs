@@ -176,7 +176,12 @@ async fn one(
     let mut stream = resp.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.context("the log stream broke off")?;
+        let chunk = chunk.with_context(|| {
+            format!(
+                "the log stream broke off: the server at {} (or the allocation's node) went away",
+                c.addr()
+            )
+        })?;
         let buf = match &prefix {
             None => chunk.to_vec(),
             Some(p) => {
@@ -205,7 +210,49 @@ async fn one(
             .await?;
         o.flush().await?;
     }
+    if q.follow {
+        follow_ended(c, alloc).await?;
+    }
     Ok(())
+}
+
+/// A followed stream ends when its allocation stops; any other end (the
+/// server shutting down, restarting) is an error, as `events -f` says.
+async fn follow_ended(c: &Client, alloc: &str) -> Result<()> {
+    // The agent's report that the allocation stopped can trail the end of
+    // its log by a moment.
+    let settle = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match c.alloc(alloc).await {
+            Ok(a)
+                if !(a.status.is_terminal() || a.desired == DesiredStatus::Stop)
+                    && std::time::Instant::now() < settle =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            r => return judge_end(c, r),
+        }
+    }
+}
+
+fn judge_end(
+    c: &Client,
+    r: Result<corral_types::api::AllocView, corral_client::ClientError>,
+) -> Result<()> {
+    match r {
+        Ok(a) if a.status.is_terminal() || a.desired == DesiredStatus::Stop => Ok(()),
+        Ok(a) => bail!(
+            "the server ended the log stream while allocation {} is still {} (is the server restarting?); run the command again",
+            a.name,
+            a.status.as_str()
+        ),
+        // Forgotten by the server (collected): it ended for sure.
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(e).context(format!(
+            "the log stream ended and the server at {} no longer answers",
+            c.addr()
+        ))),
+    }
 }
 
 #[cfg(test)]

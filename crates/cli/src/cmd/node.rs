@@ -1,12 +1,12 @@
 use anyhow::Result;
 use corral_client::Client;
 
-use crate::output::{ago, print_json, short, table};
+use crate::output::{Out, ago, short, table};
 
-pub async fn list(c: &Client, json: bool) -> Result<()> {
+pub async fn list(c: &Client, out: Out) -> Result<()> {
     let nodes = c.nodes().await?;
-    if json {
-        return print_json(&nodes);
+    if out.data(&nodes, || nodes.iter().map(|n| n.id.clone()).collect())? {
+        return Ok(());
     }
     if nodes.is_empty() {
         println!("no nodes; start an agent with `corral agent --server URL` (or use `corral dev`)");
@@ -16,7 +16,11 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
         .iter()
         .map(|n| {
             vec![
-                short(&n.id).to_string(),
+                if out.wide() {
+                    n.id.clone()
+                } else {
+                    short(&n.id).to_string()
+                },
                 n.name.clone(),
                 n.status.clone(),
                 n.address.clone(),
@@ -40,7 +44,7 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
                 "allocs",
                 "cpu",
                 "memory",
-                "registered"
+                "heartbeat"
             ],
             rows
         )
@@ -48,10 +52,10 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
+pub async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
     let n = c.node(id).await?;
-    if json {
-        return print_json(&n);
+    if out.data(&n, || vec![n.id.clone()])? {
+        return Ok(());
     }
     println!("id          {}", n.id);
     println!("name        {}", n.name);
@@ -78,19 +82,27 @@ pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn eligibility(c: &Client, id: &str, eligible: bool, json: bool) -> Result<()> {
-    let n = c.set_eligibility(id, eligible).await?;
-    if json {
-        return print_json(&n);
+/// A node as users name it (id, id prefix or name), resolved by the
+/// server's read route; the write routes take the full id only.
+async fn resolve(c: &Client, id: &str) -> Result<String> {
+    Ok(c.node(id).await?.id)
+}
+
+pub async fn eligibility(c: &Client, id: &str, eligible: bool, out: Out) -> Result<()> {
+    let n = c.set_eligibility(&resolve(c, id).await?, eligible).await?;
+    if out.data(&n, || vec![n.id.clone()])? {
+        return Ok(());
     }
     println!("node {} is now {}", n.name, n.status);
     Ok(())
 }
 
-pub async fn drain(c: &Client, id: &str, deadline: &str, disable: bool, json: bool) -> Result<()> {
-    let n = c.drain(id, !disable, Some(deadline)).await?;
-    if json {
-        return print_json(&n);
+pub async fn drain(c: &Client, id: &str, deadline: &str, disable: bool, out: Out) -> Result<()> {
+    let n = c
+        .drain(&resolve(c, id).await?, !disable, Some(deadline))
+        .await?;
+    if out.data(&n, || vec![n.id.clone()])? {
+        return Ok(());
     }
     if disable {
         println!("node {} is no longer draining and is {}", n.name, n.status);

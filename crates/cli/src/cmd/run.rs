@@ -19,7 +19,9 @@ use corral_types::api::JobView;
 use corral_types::{ClientStatus, Deployment, DeploymentStatus, DesiredStatus, UnixMillis};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::output::print_json;
+use std::io::Read;
+
+use crate::output::Out;
 use crate::rollout;
 
 /// Where a submitted version stands.
@@ -125,22 +127,36 @@ const STUCK_AFTER_DEADLINE: Duration = Duration::from_secs(60);
 /// to it, so a server that does not block is not hammered.
 const MIN_POLL: Duration = Duration::from_millis(250);
 
-pub async fn run(
-    c: &Client,
-    file: &Path,
-    detach: bool,
-    json: bool,
-    timeout: Option<Duration>,
-) -> Result<()> {
+/// A job file's text and the name the server gives it (errors and the
+/// default job name); `-` is standard input.
+pub fn read_job_file(file: &Path) -> Result<(String, String)> {
+    if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the job from standard input")?;
+        return Ok((text, corral_types::spec::STDIN_NAME.to_string()));
+    }
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read job file {}", file.display()))?;
     let filename = file
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
         .unwrap_or_else(|| file.display().to_string());
+    Ok((text, filename))
+}
+
+pub async fn run(
+    c: &Client,
+    file: &Path,
+    detach: bool,
+    out: Out,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let (text, filename) = read_job_file(file)?;
     let resp = c.submit(&text, &filename).await?;
-    if json && detach {
-        return print_json(&resp);
+    if detach && out.data(&resp, || resp.jobs.iter().map(|j| j.name.clone()).collect())? {
+        return Ok(());
     }
     for j in &resp.jobs {
         if j.changed {
@@ -164,12 +180,12 @@ pub async fn run(
             failed.push(format!("{e:#}"));
         }
     }
-    if json {
+    if !matches!(out, Out::Human | Out::Wide) {
         let mut views = Vec::new();
         for j in &resp.jobs {
             views.push(c.job(&j.name, None).await?);
         }
-        print_json(&views)?;
+        out.data(&views, || views.iter().map(|v| v.name.clone()).collect())?;
     }
     if !failed.is_empty() {
         bail!("{}", failed.join("\n"));
@@ -282,7 +298,7 @@ async fn find_deployment(c: &Client, sub: &Submitted<'_>) -> Result<Option<Deplo
 
 /// Follow a deployment to its end and judge it; on failure, follow the
 /// automatic rollback too (the user's version failed all the same).
-async fn follow_rollout(
+pub(crate) async fn follow_rollout(
     c: &Client,
     name: &str,
     d: Deployment,
@@ -720,17 +736,26 @@ fn signature(j: &JobView) -> Vec<(String, u32)> {
 mod tests;
 
 /// `corral plan FILE`: the scheduler's answer without storing anything.
-pub async fn plan(c: &Client, file: &Path, json: bool) -> Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read job file {}", file.display()))?;
-    let filename = file
-        .file_name()
-        .map(|f| f.to_string_lossy().to_string())
-        .unwrap_or_default();
+/// Exits [`PLAN_UNPLACEABLE`] when some allocation cannot be placed (as
+/// `nomad job plan` has its own code for changes), after printing.
+pub async fn plan(c: &Client, file: &Path, out: Out) -> Result<()> {
+    let (text, filename) = read_job_file(file)?;
     let p = c.plan(&text, &filename).await?;
-    if json {
-        return print_json(&p);
+    let unplaceable = p.jobs.iter().any(|j| !j.failures.is_empty());
+    let printed = out.data(&p, || p.jobs.iter().map(|j| j.name.clone()).collect())?;
+    if !printed {
+        print_plan(&p);
     }
+    if unplaceable {
+        return Err(crate::Exit(PLAN_UNPLACEABLE).into());
+    }
+    Ok(())
+}
+
+/// `corral plan`'s exit code when something cannot be placed.
+pub const PLAN_UNPLACEABLE: u8 = 3;
+
+fn print_plan(p: &corral_types::api::PlanResponse) {
     for j in &p.jobs {
         println!(
             "job {} (version {}{})",
@@ -751,5 +776,9 @@ pub async fn plan(c: &Client, file: &Path, json: bool) -> Result<()> {
             println!("  ! {f}");
         }
     }
-    Ok(())
+    if p.jobs.iter().any(|j| !j.failures.is_empty()) {
+        eprintln!(
+            "some allocations cannot be placed (above); `corral run` would store the job and wait for room"
+        );
+    }
 }

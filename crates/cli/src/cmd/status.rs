@@ -1,14 +1,14 @@
 use anyhow::Result;
 use corral_client::Client;
 use corral_types::DesiredStatus;
-use corral_types::api::JobView;
+use corral_types::api::{AllocView, JobView};
 
-use crate::output::{ago, print_json, short, table};
+use crate::output::{Out, ago, short, table};
 
-pub async fn list(c: &Client, json: bool) -> Result<()> {
+pub async fn list(c: &Client, out: Out) -> Result<()> {
     let jobs = c.jobs().await?;
-    if json {
-        return print_json(&jobs);
+    if out.data(&jobs, || jobs.iter().map(|j| j.name.clone()).collect())? {
+        return Ok(());
     }
     if jobs.is_empty() {
         println!("no jobs; submit one with `corral run FILE`");
@@ -35,10 +35,10 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
+pub async fn job(c: &Client, name: &str, out: Out) -> Result<()> {
     let j = c.job(name, None).await?;
-    if json {
-        return print_json(&json_view(&j));
+    if out.data(&json_view(&j), || vec![j.name.clone()])? {
+        return Ok(());
     }
     println!("job      {}", j.name);
     println!("version  {}", j.version);
@@ -101,7 +101,11 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
         .map(|a| {
             let restarts: u32 = a.tasks.values().map(|t| t.restarts).sum();
             vec![
-                short(&a.id).to_string(),
+                if out.wide() {
+                    a.id.clone()
+                } else {
+                    short(&a.id).to_string()
+                },
                 a.name.clone(),
                 a.node.clone(),
                 a.job_version.to_string(),
@@ -109,6 +113,7 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
                 a.status.as_str().to_string(),
                 restarts.to_string(),
                 ago(a.modified_at),
+                addresses(a),
             ]
         })
         .collect();
@@ -116,12 +121,39 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
         "{}",
         table(
             &[
-                "id", "name", "node", "version", "desired", "status", "restarts", "modified"
+                "id", "name", "node", "version", "desired", "status", "restarts", "modified",
+                "address"
             ],
             rows
         )
     );
     Ok(())
+}
+
+/// Where an allocation answers: `host:port` for its one named port, else
+/// `name=host:port` for each (the task is named only when two tasks name
+/// a port alike); `-` without ports.
+pub fn addresses(a: &AllocView) -> String {
+    if a.ports.is_empty() {
+        return "-".into();
+    }
+    if a.ports.len() == 1 {
+        return a.ports.values().next().cloned().unwrap_or_default();
+    }
+    let names: Vec<&str> = a
+        .ports
+        .keys()
+        .map(|k| k.split_once('.').map_or(k.as_str(), |(_, n)| n))
+        .collect();
+    a.ports
+        .iter()
+        .zip(&names)
+        .map(|((key, addr), name)| {
+            let shared = names.iter().filter(|n| *n == name).count() > 1;
+            format!("{}={addr}", if shared { key.as_str() } else { name })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The documented `status --json` shape: the job view, whose allocations

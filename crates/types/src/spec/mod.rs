@@ -7,6 +7,7 @@
 
 mod error;
 mod parse;
+pub mod render;
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::units::{Bytes, MilliCpu, Millis};
 
 pub use error::{SpecError, SpecErrors};
-pub use parse::{SourceFormat, name_problem, parse_jobs};
+pub use parse::{STDIN_NAME, SourceFormat, name_problem, parse_jobs};
 
 /// A validated job: at least one group, every name unique, every count >= 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,8 +46,16 @@ impl SourceFormat {
     }
 }
 
-/// The default job name: the file name without directory and extension.
+/// The name errors give a spec read from standard input (`corral run -`);
+/// it has no file to name the job after.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// The default job name: the file name without directory and extension
+/// (none for standard input: the job must name itself).
 fn file_stem(file: &str) -> &str {
+    if file == STDIN_NAME {
+        return "";
+    }
     let base = file.rsplit(['/', '\\']).next().unwrap_or(file);
     match base.rfind('.') {
         Some(dot) if dot > 0 => &base[..dot],
