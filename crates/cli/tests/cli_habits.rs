@@ -130,6 +130,21 @@ async fn formats_stdin_inspect_plan_and_stop() {
     let out = corral(&url, &["status", "huge"]);
     assert_eq!(out.status.code(), Some(1), "plan stored nothing");
 
+    // Nodes by name or id prefix on every node command (the help says so).
+    let node_id = text(&corral(&url, &["node", "ls", "-o", "name"]).stdout)
+        .trim()
+        .to_string();
+    for (who, flag, want) in [
+        ("node-0", "--disable", "ineligible"),
+        (&node_id[..8], "--enable", "ready"),
+    ] {
+        let out = corral(&url, &["node", "eligibility", who, flag]);
+        assert!(out.status.success(), "{who}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(want), "{who}: {}", text(&out.stdout));
+    }
+    let out = corral(&url, &["node", "drain", "node-0", "--disable", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     // `stop` returns once the processes are gone, not when the stop is
     // stored.
     assert_eq!(procs::live_with_marker("habits-marker").len(), 2);
