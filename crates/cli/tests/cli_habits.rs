@@ -116,6 +116,18 @@ async fn formats_stdin_inspect_plan_and_stop() {
         text(&out.stdout)
     );
 
+    // The spec inside `status -o json` is a job file too.
+    let v: serde_json::Value =
+        serde_json::from_slice(&corral(&url, &["status", "habits", "-o", "json"]).stdout).unwrap();
+    assert_eq!(v["spec"]["groups"][0]["tasks"][0]["kill_timeout"], "2s");
+    let out = with_stdin(&url, &["plan", "-"], &v["spec"].to_string());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("unchanged"),
+        "{}",
+        text(&out.stdout)
+    );
+
     // `plan` exits 3 when something cannot be placed, and says what.
     let dir = tempfile::tempdir().unwrap();
     let huge = dir.path().join("huge.yaml");
@@ -140,9 +152,16 @@ async fn formats_stdin_inspect_plan_and_stop() {
     ] {
         let out = corral(&url, &["node", "eligibility", who, flag]);
         assert!(out.status.success(), "{who}: {}", text(&out.stderr));
-        assert!(text(&out.stdout).contains(want), "{who}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains(want),
+            "{who}: {}",
+            text(&out.stdout)
+        );
     }
-    let out = corral(&url, &["node", "drain", "node-0", "--disable", "-o", "json"]);
+    let out = corral(
+        &url,
+        &["node", "drain", "node-0", "--disable", "-o", "json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // `stop` returns once the processes are gone, not when the stop is

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use corral_client::Client;
-use corral_types::JobSpec;
 use corral_types::api::JobVersionView;
 use serde::Serialize;
 
@@ -15,7 +14,7 @@ use crate::specdiff::{self, Change};
 
 /// One version in `corral job history --json`.
 #[derive(Debug, Serialize)]
-pub struct HistoryEntry<'a> {
+pub struct HistoryEntry {
     pub version: u64,
     pub submitted_at: u64,
     /// Its rollout succeeded: what an automatic revert goes back to.
@@ -27,11 +26,12 @@ pub struct HistoryEntry<'a> {
     /// The version `changes` compare against (`None` for the first).
     pub previous: Option<u64>,
     pub changes: Vec<Change>,
-    pub spec: &'a JobSpec,
+    /// As a job file (`corral job inspect` prints the same).
+    pub spec: serde_json::Value,
 }
 
 /// Versions (newest first, as the server lists them) with their changes.
-pub fn history_entries(versions: &[JobVersionView]) -> Result<Vec<HistoryEntry<'_>>> {
+pub fn history_entries(versions: &[JobVersionView]) -> Result<Vec<HistoryEntry>> {
     let mut out = Vec::with_capacity(versions.len());
     for (i, v) in versions.iter().enumerate() {
         let prev = versions.get(i + 1);
@@ -50,7 +50,7 @@ pub fn history_entries(versions: &[JobVersionView]) -> Result<Vec<HistoryEntry<'
             reverts_to: v.reverts_to,
             previous: prev.map(|p| p.version),
             changes,
-            spec: &v.spec,
+            spec: corral_types::spec::render::document(&v.spec),
         });
     }
     Ok(out)
