@@ -202,3 +202,34 @@ async fn logs_follow_fails_when_the_server_goes_away() {
     let err = text(&out.stderr);
     assert!(err.contains("server"), "{err}");
 }
+
+/// An agent that cannot reach its server names the settings it reads
+/// (`--server`/`CORRAL_SERVER`), not the CLI's CORRAL_ADDR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_names_its_own_server_setting() {
+    if !can_run("an_agent_names_its_own_server_setting") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["agent", "--server", &format!("127.0.0.1:{}", free_port())])
+        .args(["--data-dir", tmp.path().join("agent").to_str().unwrap()])
+        .env_remove("CORRAL_SERVER")
+        .env_remove("CORRAL_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let err = stop(child);
+    assert!(err.contains("retrying"), "{err}");
+    assert!(
+        err.contains("CORRAL_SERVER") && !err.contains("CORRAL_ADDR"),
+        "{err}"
+    );
+    // The agent took `host:port` as http://host:port.
+    assert!(
+        err.contains("cannot reach the server at http://127.0.0.1:"),
+        "{err}"
+    );
+}
