@@ -88,7 +88,9 @@ pub(super) fn update(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &UpdatePolicy) -> 
     };
     let mut p = *base;
     if let Some(x) = f.get("max_parallel") {
-        p.max_parallel = uint(ctx, x.node, &x.path, "max_parallel", 1).unwrap_or(p.max_parallel);
+        // 0: no rolling update and no deployment; every allocation is
+        // replaced at once (Nomad's `max_parallel = 0`).
+        p.max_parallel = uint(ctx, x.node, &x.path, "max_parallel", 0).unwrap_or(p.max_parallel);
     }
     if let Some(x) = f.get("min_healthy_time") {
         p.min_healthy_time = duration(ctx, x.node, &x.path).unwrap_or(p.min_healthy_time);
@@ -141,6 +143,26 @@ pub(super) fn update(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &UpdatePolicy) -> 
                 p.progress_deadline, p.healthy_deadline
             ),
         );
+    }
+    if p.max_parallel == 0 {
+        // Canaries and reverts belong to a deployment, which a group
+        // replaced all at once never gets: refuse what would be ignored.
+        if p.canary > 0 {
+            let (pos, path) = at(&f, &["canary", "max_parallel"]);
+            ctx.error(
+                pos,
+                &path,
+                "canaries need a deployment, and `max_parallel: 0` replaces every allocation at once without one; set `max_parallel` to 1 or more, or `canary` to 0",
+            );
+        }
+        if p.auto_revert {
+            let (pos, path) = at(&f, &["auto_revert", "max_parallel"]);
+            ctx.error(
+                pos,
+                &path,
+                "auto_revert reverts a failed deployment, and `max_parallel: 0` replaces every allocation at once without one; set `max_parallel` to 1 or more, or `auto_revert: false`",
+            );
+        }
     }
     if p.auto_promote && p.canary == 0 {
         let (pos, path) = at(&f, &["auto_promote"]);
