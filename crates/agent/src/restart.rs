@@ -19,9 +19,6 @@
 //!   - mode `fail`: no more restarts, the task is dead and failed;
 //!   - mode `delay`: wait until the window closes (`interval` after its
 //!     first counted exit), then restart with a fresh window.
-//!
-//! Note: the doc comment of `RestartPolicy` in corral-types mentions the
-//! doubling only for `delay` mode; the backoff applies in both modes here.
 
 use std::time::Duration;
 

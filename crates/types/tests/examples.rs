@@ -48,6 +48,64 @@ fn every_example_parses() {
     }
 }
 
+/// Issue 14, case 8: each example says what it needs to run, in a comment
+/// at its top (JSON has none) and in the table of examples/README.md,
+/// which lists every example and agrees with the comments on which run
+/// offline.
+#[test]
+fn every_example_says_what_it_needs() {
+    let mut files: Vec<String> = fs::read_dir(examples_dir())
+        .expect("read examples/")
+        .map(|entry| entry.expect("directory entry").file_name())
+        .filter_map(|n| n.to_str().map(str::to_owned))
+        .filter(|n| n != "README.md")
+        .collect();
+    files.sort();
+    let readme = fs::read_to_string(examples_dir().join("README.md")).expect("examples/README.md");
+    // Rows: | [`file`](file) | yes/no | needs | shows |
+    let mut rows: BTreeMap<String, bool> = BTreeMap::new();
+    for line in readme.lines().filter(|l| l.starts_with("| [`")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let file = cells[1].split('`').nth(1).expect("a file name");
+        let offline = match cells[2] {
+            "yes" => true,
+            "no" => false,
+            other => panic!("examples/README.md: `{file}` runs offline: {other:?}, not yes or no"),
+        };
+        assert!(
+            rows.insert(file.to_owned(), offline).is_none(),
+            "examples/README.md lists {file} twice"
+        );
+        assert!(
+            !cells[3].is_empty(),
+            "examples/README.md: `{file}` does not say what it needs"
+        );
+    }
+    let listed: Vec<&String> = rows.keys().collect();
+    let present: Vec<&String> = files.iter().collect();
+    assert_eq!(
+        listed, present,
+        "examples/README.md must list every file of examples/"
+    );
+    for name in files.iter().filter(|n| !n.ends_with(".json")) {
+        let text = fs::read_to_string(examples_dir().join(name)).expect("read example");
+        let first = text.lines().next().unwrap_or_default();
+        let offline = if first.starts_with("# Runs offline") {
+            true
+        } else if first.starts_with("# Needs ") {
+            false
+        } else {
+            panic!(
+                "examples/{name} must start with `# Runs offline ...` or `# Needs ...`, found {first:?}"
+            )
+        };
+        assert_eq!(
+            offline, rows[name],
+            "examples/{name}: its comment and examples/README.md disagree on running offline"
+        );
+    }
+}
+
 #[test]
 fn app_is_the_seed_job() {
     let jobs = parse("app.yaml");

@@ -129,3 +129,68 @@ pub fn build(s: &Setup<'_>, spec: &TaskSpec) -> Option<(Task, TaskView)> {
     let view = runner.view();
     Some((Task::Run(Box::new(runner)), view))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    use corral_types::Allocation;
+    use corral_types::spec::{SourceFormat, parse_jobs};
+
+    use super::task_env;
+
+    /// The variables of the table after `<!-- task-env -->` in SPEC.md.
+    fn documented(doc: &str) -> BTreeSet<String> {
+        doc.lines()
+            .skip_while(|l| l.trim() != "<!-- task-env -->")
+            .skip(3)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('`').nth(1))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Issue 14, case 10: docs/SPEC.md lists every variable a task gets,
+    /// and no other.
+    #[test]
+    fn the_task_environment_is_the_documented_one() {
+        let spec = "name: shop\ngroups:\n  - name: web\n    tasks:\n      - {name: app, image: a:1, ports: {http: 8080}}\n      - {name: ui, image: b:1, ports: {web-ui: 9090}}\n";
+        let jobs = parse_jobs(spec, "shop.yaml", SourceFormat::Yaml).expect("parses");
+        let group = &jobs[0].groups[0];
+        let alloc: Allocation = serde_json::from_value(serde_json::json!({
+            "id": "a1", "job": "shop", "job_version": 1, "group": "web", "index": 2,
+            "node_id": "n1", "desired": "run", "client": "pending",
+            "resources": {"cpu": 100, "memory": 1000000},
+            "ports": {"app.http": 20001, "ui.web-ui": 20002},
+            "created_at": 0, "modified_at": 0, "create_index": 0, "modify_index": 0
+        }))
+        .expect("allocation");
+        let own = BTreeMap::from([
+            ("FOO".to_owned(), "bar".to_owned()),
+            ("CORRAL_JOB".to_owned(), "mine".to_owned()),
+        ]);
+        let env = task_env(&alloc, group, "ui", &own, Path::new("/data/allocs/a1"));
+        assert_eq!(env["FOO"], "bar");
+        // corral's own win over the spec's (as SPEC.md says).
+        assert_eq!(env["CORRAL_JOB"], "shop");
+        assert_eq!(env["CORRAL_ALLOC_NAME"], "shop.web[2]");
+        assert_eq!(env["CORRAL_ALLOC_DIR"], "/data/allocs/a1");
+        // Every task learns every port of its group.
+        assert_eq!(env["CORRAL_PORT_HTTP"], "20001");
+        assert_eq!(env["CORRAL_PORT_WEB_UI"], "20002");
+        let set: BTreeSet<String> = env
+            .keys()
+            .filter(|k| k.starts_with("CORRAL_"))
+            .map(|k| {
+                if k.starts_with("CORRAL_PORT_") {
+                    "CORRAL_PORT_<NAME>".to_owned()
+                } else {
+                    k.clone()
+                }
+            })
+            .collect();
+        let doc = documented(include_str!("../../../../docs/SPEC.md"));
+        assert_eq!(set, doc, "docs/SPEC.md, The task environment");
+    }
+}

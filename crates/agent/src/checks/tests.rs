@@ -548,13 +548,18 @@ async fn check_restart_restarts_the_task_through_its_policy() {
         .await
         .expect("restarted")
         .clone();
-    assert!(
-        running
-            .message
-            .starts_with("restarted (restart 1) after: check `app-exec` failed 3 times"),
-        "{}",
-        running.message
+    assert_eq!(
+        running.message,
+        "restarted (restart 1) after: check `app-exec` failed 3 times in a row (last: exit code 2: down); check_restart restarts the task"
     );
+    // docs/CHECKS.md quotes both messages as they are (issue 14, case 9).
+    let doc = include_str!("../../../../docs/CHECKS.md");
+    for message in [&restarting.message, &running.message] {
+        assert!(
+            doc.contains(&format!("``{message}``")),
+            "docs/CHECKS.md does not quote {message:?}"
+        );
+    }
     assert_eq!(driver.starts(), 2);
     // The policy allows two restarts; the third request fails the task.
     let outcome = run.await.expect("join");

@@ -222,6 +222,29 @@ fn max_parallel_zero_replaces_everything_without_a_deployment() {
     assert!(plan.deployments.iter().all(|d| d.job_version != 2));
 }
 
+/// Issue 14, case 7: the README's `max_parallel: 0`, written in a spec and
+/// read by the parser, replaces every allocation at once without a
+/// deployment.
+#[test]
+fn max_parallel_zero_as_written_in_a_spec_replaces_everything_at_once() {
+    use corral_types::spec::{SourceFormat, parse_jobs};
+    let jobs = parse_jobs(
+        "image: org/web:2.0\ncount: 4\nupdate: {max_parallel: 0}\n",
+        "web.yaml",
+        SourceFormat::Yaml,
+    )
+    .expect("the spec parses");
+    let written = jobs[0].groups[0].update;
+    assert_eq!(written.max_parallel, 0);
+    let mut s = running(4);
+    update(&mut s, 2, |g| g.update = written);
+    let plan = s.schedule("e2", "web");
+    assert_eq!(plan.place.len(), 4, "every allocation replaced at once");
+    assert_eq!(plan.stop.len(), 4);
+    assert!(plan.place.iter().all(|a| a.deployment_id.is_none()));
+    assert!(plan.deployments.iter().all(|d| d.job_version != 2));
+}
+
 #[test]
 fn an_unhealthy_allocation_stops_the_rollout_even_with_budget_left() {
     let mut s = running(4);

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use corral_store::{MemoryStore, StateStore};
@@ -318,4 +318,30 @@ async fn extra_sources_are_appended() {
     let text = encode(&core).await.expect("encodes");
     assert_eq!(value(&text, "corral_extra"), Some(7.0));
     assert_eq!(text.matches("# TYPE corral_nodes gauge").count(), 1);
+}
+
+/// docs/METRICS.md lists the statuses `corral_nodes` has, and no other: a
+/// node is `ready` as soon as it registers, never `initializing` (issue
+/// 14, case 9).
+#[tokio::test]
+async fn node_statuses_are_the_documented_ones() {
+    let (server, _dir) = server().await;
+    let core = server.core.clone();
+    crate::ops::nodes::register(&core, registration("n-1", "alpha"))
+        .await
+        .expect("register");
+    let text = encode(&core).await.expect("encodes");
+    assert_eq!(value(&text, "corral_nodes{status=\"ready\"}"), Some(1.0));
+    let emitted: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("corral_nodes{status=\"")?.split('"').next())
+        .collect();
+    let doc = include_str!("../../../../docs/METRICS.md");
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `corral_nodes` |"))
+        .expect("the corral_nodes row of docs/METRICS.md");
+    // The code spans of the row: the name, `status`, then the statuses.
+    let documented: BTreeSet<&str> = row.split('`').skip(1).step_by(2).skip(2).collect();
+    assert_eq!(emitted, documented, "docs/METRICS.md: {row}");
 }

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::units::{Bytes, MilliCpu, Millis};
 
 pub use error::{SpecError, SpecErrors};
-pub use parse::{STDIN_NAME, SourceFormat, name_problem, parse_jobs};
+pub use parse::{
+    NOT_YET_FIELDS, SEED_GROUP_FIELDS, SEED_TASK_FIELDS, SPEC_BLOCKS, STDIN_NAME, SourceFormat,
+    SpecBlock, name_problem, parse_jobs,
+};
 
 /// A validated job: at least one group, every name unique, every count >= 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,9 +278,10 @@ impl Resources {
 }
 
 /// What happens when a task exits. Nomad's semantics: up to `attempts`
-/// restarts within `interval`, each after `delay` (doubled each time in
-/// `delay` mode); then `fail` marks the allocation failed, `delay` waits for
-/// the rest of the interval and starts counting again.
+/// restarts within `interval`, the first after `delay` and each next one
+/// after twice the last (capped; see `corral_agent::restart`); then `fail`
+/// marks the allocation failed, `delay` waits for the rest of the interval
+/// and starts counting again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartPolicy {
     pub attempts: u32,

@@ -15,7 +15,7 @@ use super::service::{self, TaskChecks};
 use super::tree::{Node, Pos};
 
 /// Group fields, also allowed at the top of the seed form.
-const GROUP_LEVEL: &[&str] = &[
+pub(super) const GROUP_LEVEL: &[&str] = &[
     "count",
     "restart",
     "constraints",
@@ -28,7 +28,7 @@ const GROUP_LEVEL: &[&str] = &[
 
 /// Task fields, also allowed at the top of the seed form (`restart` there
 /// is the group's).
-const TASK_LEVEL: &[&str] = &[
+pub(super) const TASK_LEVEL: &[&str] = &[
     "driver",
     "image",
     "command",
@@ -45,7 +45,7 @@ const TASK_LEVEL: &[&str] = &[
     "checks",
 ];
 
-const TOP_FIELDS: &[&str] = &[
+pub(super) const TOP_FIELDS: &[&str] = &[
     "name",
     "image",
     "env",
@@ -73,7 +73,7 @@ const TOP_FIELDS: &[&str] = &[
     "groups",
 ];
 
-const GROUP_FIELDS: &[&str] = &[
+pub(super) const GROUP_FIELDS: &[&str] = &[
     "name",
     "count",
     "restart",
@@ -87,7 +87,7 @@ const GROUP_FIELDS: &[&str] = &[
     "tasks",
 ];
 
-const TASK_FIELDS: &[&str] = &[
+pub(super) const TASK_FIELDS: &[&str] = &[
     "name",
     "driver",
     "image",

@@ -4,7 +4,7 @@ use crate::spec::LogPolicy;
 
 use super::ctx::{Ctx, Field, fields, size, uint};
 
-const LOG_FIELDS: &[&str] = &["max_size", "max_files"];
+pub(super) const LOG_FIELDS: &[&str] = &["max_size", "max_files"];
 
 /// A logs block; fields not given keep their defaults.
 pub(super) fn logs(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> LogPolicy {

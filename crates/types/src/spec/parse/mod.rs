@@ -4,6 +4,11 @@
 //! line:column. The source becomes a tree of nodes with positions
 //! ([`tree`]), which is walked by hand into the validated types ([`job`],
 //! [`policy`]) collecting every error rather than stopping at the first.
+//!
+//! Adding a field: list it in its block's `*_FIELDS` (what [`SPEC_BLOCKS`]
+//! shows), read it, give it a row in docs/SPEC.md with its type, default
+//! and an example (`tests/docs.rs` fails until it has one), and add its
+//! mistakes to the corpus of `tests/bad/`.
 
 mod ctx;
 mod job;
@@ -21,6 +26,86 @@ use super::{JobSpec, SpecErrors};
 use ctx::Ctx;
 pub use ctx::name_problem;
 use tree::Pos;
+
+/// One mapping of a job spec and the fields the parser takes in it (any
+/// other key is refused with a suggestion). docs/SPEC.md documents each,
+/// and its test (`crates/types/tests/docs.rs`) holds it to these lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecBlock {
+    /// `job`, `group`, `task`, or the field holding the mapping
+    /// (`restart`, `update`, `check`, ...; `constraint` for one item of
+    /// `constraints`).
+    pub name: &'static str,
+    pub fields: &'static [&'static str],
+}
+
+/// Every mapping of a job spec, outermost first. `job` is the top level,
+/// which in the seed form also takes [`SEED_GROUP_FIELDS`] and
+/// [`SEED_TASK_FIELDS`].
+pub const SPEC_BLOCKS: &[SpecBlock] = &[
+    SpecBlock {
+        name: "job",
+        fields: job::TOP_FIELDS,
+    },
+    SpecBlock {
+        name: "group",
+        fields: job::GROUP_FIELDS,
+    },
+    SpecBlock {
+        name: "task",
+        fields: job::TASK_FIELDS,
+    },
+    SpecBlock {
+        name: "restart",
+        fields: policy::RESTART_FIELDS,
+    },
+    SpecBlock {
+        name: "update",
+        fields: policy::UPDATE_FIELDS,
+    },
+    SpecBlock {
+        name: "constraint",
+        fields: policy::CONSTRAINT_FIELDS,
+    },
+    SpecBlock {
+        name: "spread",
+        fields: policy::SPREAD_FIELDS,
+    },
+    SpecBlock {
+        name: "resources",
+        fields: policy::RESOURCES_FIELDS,
+    },
+    SpecBlock {
+        name: "security",
+        fields: policy::SECURITY_FIELDS,
+    },
+    SpecBlock {
+        name: "logs",
+        fields: logs::LOG_FIELDS,
+    },
+    SpecBlock {
+        name: "service",
+        fields: service::SERVICE_FIELDS,
+    },
+    SpecBlock {
+        name: "check",
+        fields: service::CHECK_FIELDS,
+    },
+    SpecBlock {
+        name: "check_restart",
+        fields: service::CHECK_RESTART_FIELDS,
+    },
+];
+
+/// Group fields the seed form takes at the top level (`restart` there is
+/// the group's).
+pub const SEED_GROUP_FIELDS: &[&str] = job::GROUP_LEVEL;
+
+/// Task fields the seed form takes at the top level.
+pub const SEED_TASK_FIELDS: &[&str] = job::TASK_LEVEL;
+
+/// Fields of the design that are refused as "not supported yet".
+pub const NOT_YET_FIELDS: &[&str] = ctx::NOT_YET;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceFormat {

@@ -25,7 +25,7 @@ fn at(f: &Fields<'_>, names: &[&str]) -> (Pos, String) {
         .unwrap_or_else(|| (f.pos, f.path.clone()))
 }
 
-const RESTART_FIELDS: &[&str] = &["attempts", "interval", "delay", "mode"];
+pub(super) const RESTART_FIELDS: &[&str] = &["attempts", "interval", "delay", "mode"];
 
 /// A restart block; fields not given come from `base`.
 pub(super) fn restart(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &RestartPolicy) -> RestartPolicy {
@@ -68,7 +68,7 @@ pub(super) fn restart(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &RestartPolicy) -
     p
 }
 
-const UPDATE_FIELDS: &[&str] = &[
+pub(super) const UPDATE_FIELDS: &[&str] = &[
     "max_parallel",
     "min_healthy_time",
     "healthy_deadline",
@@ -88,7 +88,9 @@ pub(super) fn update(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &UpdatePolicy) -> 
     };
     let mut p = *base;
     if let Some(x) = f.get("max_parallel") {
-        p.max_parallel = uint(ctx, x.node, &x.path, "max_parallel", 1).unwrap_or(p.max_parallel);
+        // 0: no rolling update and no deployment; every allocation is
+        // replaced at once (Nomad's `max_parallel = 0`).
+        p.max_parallel = uint(ctx, x.node, &x.path, "max_parallel", 0).unwrap_or(p.max_parallel);
     }
     if let Some(x) = f.get("min_healthy_time") {
         p.min_healthy_time = duration(ctx, x.node, &x.path).unwrap_or(p.min_healthy_time);
@@ -142,6 +144,26 @@ pub(super) fn update(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &UpdatePolicy) -> 
             ),
         );
     }
+    if p.max_parallel == 0 {
+        // Canaries and reverts belong to a deployment, which a group
+        // replaced all at once never gets: refuse what would be ignored.
+        if p.canary > 0 {
+            let (pos, path) = at(&f, &["canary", "max_parallel"]);
+            ctx.error(
+                pos,
+                &path,
+                "canaries need a deployment, and `max_parallel: 0` replaces every allocation at once without one; set `max_parallel` to 1 or more, or `canary` to 0",
+            );
+        }
+        if p.auto_revert {
+            let (pos, path) = at(&f, &["auto_revert", "max_parallel"]);
+            ctx.error(
+                pos,
+                &path,
+                "auto_revert reverts a failed deployment, and `max_parallel: 0` replaces every allocation at once without one; set `max_parallel` to 1 or more, or `auto_revert: false`",
+            );
+        }
+    }
     if p.auto_promote && p.canary == 0 {
         let (pos, path) = at(&f, &["auto_promote"]);
         ctx.error(
@@ -153,7 +175,7 @@ pub(super) fn update(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &UpdatePolicy) -> 
     p
 }
 
-const CONSTRAINT_FIELDS: &[&str] = &["attr", "op", "value", "values"];
+pub(super) const CONSTRAINT_FIELDS: &[&str] = &["attr", "op", "value", "values"];
 const OPS: &[&str] = &["=", "!=", "regexp", "in", "distinct_hosts"];
 
 pub(super) fn constraints(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> Vec<Constraint> {
@@ -346,9 +368,11 @@ fn regex_reason(e: &regex::Error) -> String {
         .to_owned()
 }
 
+pub(super) const SPREAD_FIELDS: &[&str] = &["attr"];
+
 pub(super) fn spread(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> Option<Spread> {
     let expected = "a spread like {attr: node.labels.zone}";
-    let f = fields(ctx, fl.node, &fl.path, &["attr"], expected)?;
+    let f = fields(ctx, fl.node, &fl.path, SPREAD_FIELDS, expected)?;
     match f.get("attr") {
         Some(x) => node_attr(ctx, &x).map(|attr| Spread { attr }),
         None if f.has_or_meant("attr") => None,
@@ -367,10 +391,12 @@ pub(super) fn spread(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> Option<Spread> {
 /// and a number without a unit (bytes) is the usual cause.
 const MIN_MEMORY: Bytes = Bytes(1 << 20);
 
+pub(super) const RESOURCES_FIELDS: &[&str] = &["cpu", "memory"];
+
 pub(super) fn resources(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> Resources {
     let mut r = Resources::default();
     let expected = "resources like {cpu: 500m, memory: 256M}";
-    let Some(f) = fields(ctx, fl.node, &fl.path, &["cpu", "memory"], expected) else {
+    let Some(f) = fields(ctx, fl.node, &fl.path, RESOURCES_FIELDS, expected) else {
         return r;
     };
     if let Some(x) = f.get("cpu")
@@ -625,7 +651,7 @@ pub(super) fn command(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> Option<Vec<String>> 
     Some(parts)
 }
 
-const SECURITY_FIELDS: &[&str] = &[
+pub(super) const SECURITY_FIELDS: &[&str] = &[
     "privileged",
     "read_only_rootfs",
     "user",

@@ -25,9 +25,9 @@ use super::ctx::{
 use super::policy::{self, PortDecl};
 use super::tree::{Node, Pos, Value};
 
-const SERVICE_FIELDS: &[&str] = &["name", "port", "check", "checks"];
+pub(super) const SERVICE_FIELDS: &[&str] = &["name", "port", "check", "checks"];
 
-const CHECK_FIELDS: &[&str] = &[
+pub(super) const CHECK_FIELDS: &[&str] = &[
     "name",
     "type",
     "path",
@@ -45,7 +45,7 @@ const CHECK_FIELDS: &[&str] = &[
     "check_restart",
 ];
 
-const CHECK_RESTART_FIELDS: &[&str] = &["limit", "grace"];
+pub(super) const CHECK_RESTART_FIELDS: &[&str] = &["limit", "grace"];
 
 const TYPES: &[&str] = &["http", "tcp", "exec"];
 

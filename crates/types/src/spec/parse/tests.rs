@@ -234,6 +234,33 @@ fn partial_group_update_fills_from_the_job() {
     assert_eq!((u.max_parallel, u.canary), (3, 2));
 }
 
+/// Issue 14, case 7: `max_parallel: 0` (README: everything replaced at
+/// once, without a deployment) is accepted at job and group level, and
+/// what only a deployment does (canaries, auto_revert) is refused with it.
+#[test]
+fn max_parallel_zero_replaces_everything_at_once() {
+    let job = one("image: a:1\nupdate: {max_parallel: 0}\n", "j.yaml");
+    assert_eq!(job.update.max_parallel, 0);
+    assert_eq!(job.groups[0].update.max_parallel, 0);
+    let text = "update: {canary: 1, auto_revert: true}\ngroups:\n  - name: a\n    update: {max_parallel: 0, canary: 0, auto_revert: false}\n    tasks: [{image: x}]\n  - name: b\n    tasks: [{image: x}]\n";
+    let job = one(text, "j.yaml");
+    let (a, b) = (job.groups[0].update, job.groups[1].update);
+    assert_eq!((a.max_parallel, a.canary, a.auto_revert), (0, 0, false));
+    assert_eq!((b.max_parallel, b.canary, b.auto_revert), (1, 1, true));
+    // Inherited from the job: pointed at the group's `max_parallel`.
+    let text = "update: {canary: 1}\ngroups:\n  - name: a\n    update: {max_parallel: 0}\n    tasks: [{image: x}]\n";
+    assert_eq!(
+        lines(text, "j.yaml"),
+        [
+            "j.yaml:4:28: groups[0].update.max_parallel: canaries need a deployment, and `max_parallel: 0` replaces every allocation at once without one; set `max_parallel` to 1 or more, or `canary` to 0"
+        ]
+    );
+    assert_eq!(
+        lines("image: a:1\nupdate: {max_parallel: -1}\n", "j.yaml"),
+        ["j.yaml:2:24: update.max_parallel: max_parallel must be 0 or more, found -1"]
+    );
+}
+
 #[test]
 fn several_documents() {
     let text = "name: one\nimage: a\n---\n# nothing here\n---\nname: two\nimage: b\ncount: 0\n";

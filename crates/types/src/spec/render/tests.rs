@@ -72,7 +72,7 @@ groups:
     distinct_hosts: true
     spread: {attr: node.labels.rack}
     network: host
-    update: {max_parallel: 3}
+    update: {max_parallel: 0, auto_revert: false, canary: 0, auto_promote: false}
     service:
       name: web
       port: http
