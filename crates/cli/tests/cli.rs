@@ -10,7 +10,7 @@ use corral_client::Client;
 use corral_testkit::{TestCluster, eventually};
 
 mod common;
-use common::{corral, text};
+use common::{corral, free_port, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_status_json_and_exit_codes() {
@@ -128,14 +128,6 @@ fn unreachable_server_says_what_to_do() {
         "{err}"
     );
     assert!(err.contains("corral dev"), "{err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn spawn_dev(dir: &std::path::Path, port: u16, token: &str) -> std::process::Child {

@@ -8,18 +8,13 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::free_port;
+
 fn corral() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
     c.env_remove("CORRAL_TOKEN").env("CORRAL_LOG", "warn");
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Killed(Child);

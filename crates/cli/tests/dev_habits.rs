@@ -14,15 +14,7 @@ use corral_client::Client;
 use corral_testkit::eventually;
 
 mod common;
-use common::{corral, text};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{corral, free_port, text};
 
 fn dev(dir: &Path, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_corral"))
