@@ -283,10 +283,12 @@ pub struct DevArgs {
     /// /var/lib/corral/dev as root, else ~/.local/share/corral/dev].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Where the API listens.
-    #[arg(long = "addr", default_value = "127.0.0.1:7070")]
-    pub listen: SocketAddr,
-    /// TOML config file (`[server]` table: alerts, webhooks, events, gc).
+    /// Where the API listens [default: the config's `addr`, else
+    /// 127.0.0.1:7070].
+    #[arg(long = "addr")]
+    pub listen: Option<SocketAddr>,
+    /// TOML config file (`[server]` table: addr, alerts, webhooks, events,
+    /// gc).
     #[arg(
         long,
         env = "CORRAL_CONFIG",
@@ -511,7 +513,7 @@ Examples:
         version: Option<u64>,
         /// json or yaml [default: yaml].
         #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
-        output: Option<crate::output::Format>,
+        output: Option<crate::output::SpecFormat>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -649,9 +651,11 @@ Examples:
 
 #[derive(Subcommand)]
 pub enum SystemCmd {
-    /// Garbage-collect every finished allocation, evaluation and
-    /// deployment and every down node now, whatever their age (the server
-    /// does it on its own past the `*_gc_threshold`s).
+    /// Garbage-collect finished allocations, evaluations and deployments
+    /// and down nodes now, whatever their age (the server does it on its
+    /// own past the `*_gc_threshold`s). Each job slot's newest allocation,
+    /// each job's newest evaluation and deployment stay: `corral logs`,
+    /// `corral status` and the scheduler read them (docs/CONFIG.md).
     #[command(after_help = "Example:\n  corral system gc")]
     Gc {
         #[command(flatten)]

@@ -4,6 +4,7 @@
 //! shell for the CLI must not configure a server).
 
 use anyhow::Result;
+pub use corral_client::DEFAULT_PORT;
 use corral_client::{CLI_ADDR_SETTING, Client, normalize_addr};
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:7070";
@@ -11,8 +12,8 @@ pub const DEFAULT_API: &str = "http://127.0.0.1:7070";
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Connection")]
 pub struct Conn {
-    /// The server's API address: http://HOST:PORT, https://..., or
-    /// HOST:PORT.
+    /// The server's API address: http://HOST:PORT, HOST:PORT, or HOST
+    /// (port 7070).
     #[arg(
         long = "api",
         env = "CORRAL_ADDR",

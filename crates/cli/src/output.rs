@@ -68,6 +68,13 @@ pub enum Format {
     Name,
 }
 
+/// A job file's formats (`corral job inspect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpecFormat {
+    Json,
+    Yaml,
+}
+
 /// The output flags every listing and action takes.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct OutputArgs {

@@ -128,6 +128,20 @@ async fn formats_stdin_inspect_plan_and_stop() {
         text(&out.stdout)
     );
 
+    // So is the one `run -o json` prints once the job runs.
+    let out = with_stdin(&url, &["run", "-", "-o", "json"], WEB);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = with_stdin(&url, &["plan", "-"], &v[0]["spec"].to_string());
+    assert!(
+        text(&out.stdout).contains("unchanged"),
+        "{}",
+        text(&out.stdout)
+    );
+    // `job inspect` prints job files only: another format is a usage error.
+    let out = corral(&url, &["job", "inspect", "habits", "-o", "wide"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
     // `plan` exits 3 when something cannot be placed, and says what.
     let dir = tempfile::tempdir().unwrap();
     let huge = dir.path().join("huge.yaml");
@@ -279,4 +293,21 @@ fn another_web_server_is_named_in_one_line() {
     assert!(!err.contains("<html"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("not corral's API"), "{err}");
+}
+
+/// A server that takes the connection and never answers: the command ends
+/// with a one-line error instead of hanging.
+#[test]
+fn a_silent_server_does_not_hang_the_cli() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let _hold = std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+    });
+    let out = corral(&addr.to_string(), &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("did not answer within 30s"), "{err}");
 }

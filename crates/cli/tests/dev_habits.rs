@@ -100,9 +100,39 @@ async fn dev_says_where_it_listens_what_it_restored_and_takes_a_config() {
         "dev ignored --config:\n{err}"
     );
 
-    std::fs::write(&config, "[server.alerts]\neval_interval = \"2s\"\n").unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    // `data_dir` is `corral server`'s: refused, naming what to use.
+    std::fs::write(&config, "[server]\ndata_dir = \"/tmp/elsewhere\"\n").unwrap();
     let child = dev(&data, port, &["--config", config.to_str().unwrap()]);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("--data-dir"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The config's `addr` is where it listens when --addr is not given.
+    std::fs::write(
+        &config,
+        format!("[server]\naddr = \"127.0.0.1:{port}\"\n[server.alerts]\neval_interval = \"2s\"\n"),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "dev",
+            "--no-containers",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(["--config", config.to_str().unwrap()])
+        .env("CORRAL_TOKEN", "left-in-the-shell")
+        .env_remove("CORRAL_API_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     ready(&url).await;
     // No token required although CORRAL_TOKEN is set in its environment.
     let job = tmp.path().join("kept.yaml");

@@ -28,6 +28,15 @@ pub enum ClientError {
         source: reqwest::Error,
     },
     #[error(
+        "the server at {addr} took the connection but did not answer within {}s: is it a corral server, and is it overloaded? ({setting})",
+        .after.as_secs()
+    )]
+    TimedOut {
+        addr: String,
+        after: Duration,
+        setting: &'static str,
+    },
+    #[error(
         "{addr:?} is not a server address: {problem}; write it as http://HOST:PORT ({setting})"
     )]
     BadAddress {
@@ -107,6 +116,10 @@ fn content_kind(resp: &reqwest::Response) -> String {
         .to_ascii_lowercase()
 }
 
+/// How long a request for data may take before the server counts as not
+/// answering (blocking queries get their wait on top).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long an agent's register, heartbeat or status report may take.
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -118,12 +131,16 @@ pub struct Client {
     setting: &'static str,
 }
 
+/// The API's port when an address names none (`corral dev`'s default).
+pub const DEFAULT_PORT: u16 = 7070;
+
 /// How the CLI's users point it elsewhere.
 pub const CLI_ADDR_SETTING: &str = "set CORRAL_ADDR or --api to the server's address";
 
-/// A server address as users write it: `http://host:port`, `https://...`,
-/// or `host:port` (http assumed, as kubectl and nomad do). Anything else
-/// (another scheme, a path, no host) is refused with what to write.
+/// A server address as users write it: `http://host:port`, `host:port`
+/// (http assumed, as kubectl does) or a bare `host` (port 7070, the
+/// default). Anything else (https, which this build does not speak yet,
+/// another scheme, a path, no host) is refused with what to write.
 pub fn normalize_addr(addr: &str, setting: &'static str) -> Result<String, ClientError> {
     let bad = |problem: &str| ClientError::BadAddress {
         addr: addr.to_string(),
@@ -134,17 +151,21 @@ pub fn normalize_addr(addr: &str, setting: &'static str) -> Result<String, Clien
     if trimmed.is_empty() {
         return Err(bad("it is empty"));
     }
-    let full = if trimmed.contains("://") {
-        trimmed.to_string()
-    } else {
+    let schemeless = !trimmed.contains("://");
+    let full = if schemeless {
         format!("http://{trimmed}")
+    } else {
+        trimmed.to_string()
     };
-    let url = reqwest::Url::parse(&full).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad(&format!(
-            "the scheme {:?} is not http or https",
-            url.scheme()
-        )));
+    let mut url = reqwest::Url::parse(&full).map_err(|e| bad(&e.to_string()))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(bad(
+                "this build speaks plain http to the API only (TLS for the API is not built yet); put a TLS proxy in front and give its http address, or use http://",
+            ));
+        }
+        other => return Err(bad(&format!("the scheme {other:?} is not http"))),
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("it names no host"));
@@ -152,7 +173,11 @@ pub fn normalize_addr(addr: &str, setting: &'static str) -> Result<String, Clien
     if url.path() != "/" || url.query().is_some() {
         return Err(bad("it has a path; the API lives at the root"));
     }
-    Ok(full)
+    if schemeless && url.port().is_none() {
+        // `corral dev`'s and `corral server`'s default port, not http's 80.
+        let _ = url.set_port(Some(DEFAULT_PORT));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// Options for reading logs.
@@ -207,11 +232,13 @@ impl Client {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp = rb.send().await.map_err(|source| ClientError::Unreachable {
-            addr: self.addr.clone(),
-            setting: self.setting,
-            source,
-        })?;
+        let (client, request) = rb.build_split();
+        let request = request.map_err(|source| self.unreachable(source))?;
+        let after = request.timeout().copied().unwrap_or(REQUEST_TIMEOUT);
+        let resp = reqwest::RequestBuilder::from_parts(client, request)
+            .send()
+            .await
+            .map_err(|source| self.failed(source, after))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -222,6 +249,27 @@ impl Client {
         match serde_json::from_slice::<ApiError>(&body) {
             Ok(error) => Err(ClientError::Api { status, error }),
             Err(_) => Err(self.not_corral(url, status, &kind, &body)),
+        }
+    }
+
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            addr: self.addr.clone(),
+            setting: self.setting,
+            source,
+        }
+    }
+
+    /// A request that failed: no answer in time, or no connection.
+    fn failed(&self, source: reqwest::Error, after: Duration) -> ClientError {
+        if source.is_timeout() {
+            ClientError::TimedOut {
+                addr: self.addr.clone(),
+                after,
+                setting: self.setting,
+            }
+        } else {
+            self.unreachable(source)
         }
     }
 
@@ -251,18 +299,22 @@ impl Client {
         &self,
         rb: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let resp = self.send(rb).await?;
+        // A server that takes the connection and never answers must not
+        // hang a command: every request for data has a deadline (a
+        // blocking query's is its wait plus this).
+        let (client, request) = rb.build_split();
+        let mut request = request.map_err(|source| self.unreachable(source))?;
+        let after = *request.timeout_mut().get_or_insert(REQUEST_TIMEOUT);
+        let resp = self
+            .send(reqwest::RequestBuilder::from_parts(client, request))
+            .await?;
         let url = resp.url().to_string();
         let status = resp.status().as_u16();
         let kind = content_kind(&resp);
         let bytes = resp
             .bytes()
             .await
-            .map_err(|source| ClientError::Unreachable {
-                addr: self.addr.clone(),
-                setting: self.setting,
-                source,
-            })?;
+            .map_err(|source| self.failed(source, after))?;
         if !kind.contains("json") {
             return Err(self.not_corral(url, status, &kind, &bytes));
         }
@@ -304,10 +356,12 @@ impl Client {
     ) -> Result<JobView, ClientError> {
         let mut rb = self.req(reqwest::Method::GET, &path(&["v1", "jobs", name])?);
         if let Some((i, wait)) = index {
-            rb = rb.query(&[
-                ("index", i.to_string()),
-                ("wait", format!("{}ms", wait.as_millis())),
-            ]);
+            rb = rb
+                .query(&[
+                    ("index", i.to_string()),
+                    ("wait", format!("{}ms", wait.as_millis())),
+                ])
+                .timeout(wait + REQUEST_TIMEOUT);
         }
         self.json(rb).await
     }
@@ -362,10 +416,12 @@ impl Client {
             &path(&["v1", "jobs", job, "deployment"])?,
         );
         if let Some((i, wait)) = index {
-            rb = rb.query(&[
-                ("index", i.to_string()),
-                ("wait", format!("{}ms", wait.as_millis())),
-            ]);
+            rb = rb
+                .query(&[
+                    ("index", i.to_string()),
+                    ("wait", format!("{}ms", wait.as_millis())),
+                ])
+                .timeout(wait + REQUEST_TIMEOUT);
         }
         self.json(rb).await
     }
@@ -579,7 +635,34 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use super::{ClientError, path};
+    use super::{CLI_ADDR_SETTING, ClientError, normalize_addr, path};
+
+    #[test]
+    fn addresses_as_users_write_them() {
+        let ok = |a: &str| normalize_addr(a, CLI_ADDR_SETTING).unwrap();
+        assert_eq!(ok("localhost:7401"), "http://localhost:7401");
+        assert_eq!(ok("http://10.0.0.1:7070/"), "http://10.0.0.1:7070");
+        assert_eq!(ok("10.0.0.1"), "http://10.0.0.1:7070");
+        assert_eq!(ok("[::1]:7401"), "http://[::1]:7401");
+        // With a scheme the URL means what it says (a proxy on port 80).
+        assert_eq!(ok("http://corral.example"), "http://corral.example");
+        for bad in [
+            "",
+            "https://h:1",
+            "ftp://h:1",
+            "http://h:1/v1",
+            "h:1?x=1",
+            "http://:1",
+        ] {
+            let e = normalize_addr(bad, CLI_ADDR_SETTING)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("http://HOST:PORT") && e.contains("CORRAL_ADDR"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     /// Names from the command line stay one path segment each.
     #[test]

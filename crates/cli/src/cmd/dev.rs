@@ -5,6 +5,7 @@
 //! live on), and stopped on exit like one started here: waited for, and
 //! its pod bridge removed.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -24,6 +25,16 @@ pub const DEFAULT_POD_SUBNET: &str = "10.89.0.0/24";
 pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     let data_dir = &a.data_dir.clone().unwrap_or_else(default_data_dir);
     let file = crate::config::load(a.config.as_deref())?.server;
+    if let Some(d) = &file.data_dir {
+        bail!(
+            "config key data_dir ({}) is `corral server`'s; corral dev keeps its server's state in DATA_DIR/server: give --data-dir instead",
+            d.display()
+        );
+    }
+    let listen = a
+        .listen
+        .or(file.addr)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], crate::conn::DEFAULT_PORT)));
     let mut server_config = crate::config::server_config(&file, data_dir.join("server"))?;
     server_config.api_token = a.api_token.clone().or(file.api_token);
     // Before containerd is started: a refused token or config must leave
@@ -37,8 +48,8 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         crate::datadir::lock(&data_dir.join("server"), "corral dev")?,
         crate::datadir::lock(&data_dir.join("agent"), "corral dev")?,
     ];
-    let listener = tokio::net::TcpListener::bind(a.listen).await.with_context(|| {
-        format!("cannot listen on {}: is another `corral dev` running? stop it or pick another --addr", a.listen)
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}: is another `corral dev` running? stop it or pick another --addr")
     })?;
     if a.fresh {
         forget_server_state(&data_dir.join("server"))?;

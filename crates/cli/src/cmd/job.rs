@@ -9,7 +9,7 @@ use corral_types::api::JobVersionView;
 use serde::Serialize;
 
 use crate::cmd::run::{Submitted, follow};
-use crate::output::{Format, Out, ago};
+use crate::output::{Out, SpecFormat, ago};
 use crate::specdiff::{self, Change};
 
 /// One version in `corral job history --json`.
@@ -147,7 +147,10 @@ pub async fn revert(
         for j in &resp.jobs {
             views.push(c.job(&j.name, None).await?);
         }
-        out.data(&views, || views.iter().map(|v| v.name.clone()).collect())?;
+        let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+        let views: Vec<serde_json::Value> =
+            views.iter().map(crate::cmd::status::json_view).collect();
+        out.data(&views, || names)?;
     }
     Ok(())
 }
@@ -158,7 +161,7 @@ pub async fn inspect(
     c: &Client,
     job: &str,
     version: Option<u64>,
-    format: Option<Format>,
+    format: Option<SpecFormat>,
 ) -> Result<()> {
     let spec = match version {
         None => c.job(job, None).await?.spec,
@@ -174,9 +177,8 @@ pub async fn inspect(
     };
     let doc = corral_types::spec::render::document(&spec);
     match format {
-        Some(Format::Json) => crate::output::print_json(&doc),
-        None | Some(Format::Yaml) => crate::output::print_yaml(&doc),
-        Some(f) => bail!("job inspect prints yaml or json, not {f:?}; use -o yaml or -o json"),
+        Some(SpecFormat::Json) => crate::output::print_json(&doc),
+        None | Some(SpecFormat::Yaml) => crate::output::print_yaml(&doc),
     }
 }
 

@@ -154,6 +154,10 @@ pub async fn logs(c: &Client, a: LogsArgs) -> Result<()> {
             if failed == n {
                 bail!("no allocation of {} has logs to show", a.job);
             }
+            if failed > 0 {
+                // Said above, per allocation; the exit code says it too.
+                bail!("{failed} of {n} allocations of {} failed (above)", a.job);
+            }
             Ok(())
         }
     }

@@ -185,7 +185,10 @@ pub async fn run(
         for j in &resp.jobs {
             views.push(c.job(&j.name, None).await?);
         }
-        out.data(&views, || views.iter().map(|v| v.name.clone()).collect())?;
+        let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+        let views: Vec<serde_json::Value> =
+            views.iter().map(crate::cmd::status::json_view).collect();
+        out.data(&views, || names)?;
     }
     if !failed.is_empty() {
         bail!("{}", failed.join("\n"));

@@ -160,7 +160,7 @@ pub fn addresses(a: &AllocView) -> String {
 /// carry id, node, group, status and tasks{state, restarts, exit_code},
 /// and whose `spec` is a job file (durations like `15s`, sizes like
 /// `256MiB`) that `corral run` takes back as it is.
-fn json_view(j: &JobView) -> serde_json::Value {
+pub fn json_view(j: &JobView) -> serde_json::Value {
     let mut v = serde_json::to_value(j).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
         o.insert("spec".into(), corral_types::spec::render::document(&j.spec));

@@ -551,10 +551,20 @@ fn task_body(ctx: &mut Ctx<'_>, f: &Fields<'_>, task_name: &str) -> (TaskSpec, V
         },
         None => PullPolicy::IfNotPresent,
     };
-    let security = f
-        .get("security")
-        .map(|x| policy::security(ctx, &x))
-        .unwrap_or_default();
+    let security = match f.get("security") {
+        // Accepting what the exec driver cannot do would be a lie: a task
+        // asking for `user: nobody` would run as the agent's root.
+        Some(x) if driver == DriverKind::Exec => {
+            ctx.error(
+                x.key_pos,
+                &x.path,
+                "`security` is for `driver: container`; the exec driver runs tasks as the agent's user with its capabilities. Remove it, or run the task in a container",
+            );
+            Default::default()
+        }
+        Some(x) => policy::security(ctx, &x),
+        None => Default::default(),
+    };
     let logs = f
         .get("logs")
         .map(|x| logs::logs(ctx, &x))

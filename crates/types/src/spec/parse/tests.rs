@@ -92,7 +92,6 @@ update: {max_parallel: 2, canary: 1, auto_promote: true}
 network: host
 kill_timeout: 30s
 pull_policy: always
-security: {read_only_rootfs: true, user: 1000, cap_drop: [ALL], cap_add: [NET_BIND_SERVICE]}
 "#;
     let job = one(text, "x.yaml");
     assert_eq!(job.name, "api");
@@ -152,9 +151,7 @@ security: {read_only_rootfs: true, user: 1000, cap_drop: [ALL], cap_add: [NET_BI
     assert_eq!(t.ports["admin"], 9090);
     assert_eq!(t.kill_timeout, Millis::from_secs(30));
     assert_eq!(t.pull_policy, PullPolicy::Always);
-    assert!(t.security.read_only_rootfs);
-    assert_eq!(t.security.user.as_deref(), Some("1000"));
-    assert_eq!(t.security.cap_drop, ["ALL"]);
+    assert_eq!(t.security, Default::default());
 }
 
 const SHOP: &str = r#"
@@ -436,4 +433,30 @@ fn durations_beyond_100_years_are_refused_where_written() {
         "max.yaml",
     );
     assert_eq!(ok.update.progress_deadline, Millis::MAX);
+}
+
+/// `security` is the container driver's: on an exec task it would be
+/// accepted and not applied (the task runs as the agent's root).
+#[test]
+fn security_is_for_containers_only() {
+    let t = &one(
+        "image: org/app:1\nsecurity: {read_only_rootfs: true, user: 1000, cap_drop: [ALL], cap_add: [NET_BIND_SERVICE]}\n",
+        "x.yaml",
+    )
+    .groups[0]
+        .tasks[0];
+    assert!(t.security.read_only_rootfs);
+    assert_eq!(t.security.user.as_deref(), Some("1000"));
+    assert_eq!(t.security.cap_drop, ["ALL"]);
+    let e = parse_jobs(
+        "driver: exec\ncommand: [/bin/true]\nsecurity: {user: nobody}\n",
+        "x.yaml",
+        SourceFormat::Yaml,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("x.yaml:3:1: security: `security` is for `driver: container`"),
+        "{e}"
+    );
 }
