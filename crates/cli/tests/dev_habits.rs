@@ -163,9 +163,26 @@ async fn dev_says_where_it_listens_what_it_restored_and_takes_a_config() {
         "nothing to restore the first time:\n{err}"
     );
 
-    // Started again: it says what it restored and how to start empty.
+    // Started again: it says what it restored and how to start empty, and
+    // the job runs again (its task was stopped with the dev before).
     let child = dev(&data, port, &[]);
     ready(&url).await;
+    let c = Client::new(&url, None);
+    eventually(
+        "the restored job runs again",
+        Duration::from_secs(60),
+        || async {
+            let j = c.job("kept", None).await.map_err(|e| e.to_string())?;
+            let running: u32 = j.groups.iter().map(|g| g.running).sum();
+            let procs = corral_testkit::procs::live_with_marker("dev-habits-kept").len();
+            if running == 1 && procs == 1 {
+                Ok(())
+            } else {
+                Err(format!("{running} running, {procs} processes"))
+            }
+        },
+    )
+    .await;
     let err = stop(child);
     assert!(
         err.contains("restored 1 job") && err.contains("kept") && err.contains("--fresh"),

@@ -79,7 +79,10 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     }
 
     let api_token = server_config.api_token.clone();
-    let server = Server::start(server_config, shutdown.clone())
+    // The server outlives the agent: the agent's last reports (its tasks
+    // stopped) must reach it, or a restarted dev would find them running.
+    let server_shutdown = CancellationToken::new();
+    let server = Server::start(server_config, server_shutdown.clone())
         .await
         .context("cannot start the server")?;
     let bound = listener.local_addr()?;
@@ -132,6 +135,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         agent.node_id
     );
     agent.wait().await;
+    server_shutdown.cancel();
     server_task.await.context("server task")??;
     if let Some(pd) = private {
         pd.stop().await;

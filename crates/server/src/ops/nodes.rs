@@ -153,6 +153,7 @@ pub async fn update_allocations(
             let mut writes = Vec::new();
             let mut freed = false;
             let mut migrations = std::collections::BTreeSet::new();
+            let mut stopped = std::collections::BTreeSet::new();
             let mut seen = BTreeMap::new();
             let mut rolling = Rolling::default();
             for u in updates {
@@ -217,11 +218,28 @@ pub async fn update_allocations(
                 {
                     migrations.insert(a.job.clone());
                 }
+                // An allocation that should run ended without failing: its
+                // agent stopped it (a `corral dev` shut down, a node's
+                // tasks stopped with it). The restart policy never ends
+                // an allocation that way, so its slot is filled again.
+                if cur.client != a.client
+                    && a.client == ClientStatus::Complete
+                    && a.desired == corral_types::DesiredStatus::Run
+                {
+                    stopped.insert(a.job.clone());
+                }
                 writes.push(Write::Alloc(a));
             }
+            // One evaluation per job: a migration's does the refill too.
+            let refill: Vec<_> = stopped.difference(&migrations).cloned().collect();
             let evals: Vec<_> = migrations
                 .into_iter()
                 .map(|j| Core::new_eval(&j, EvalTrigger::NodeDrain, now))
+                .chain(
+                    refill
+                        .into_iter()
+                        .map(|j| Core::new_eval(&j, EvalTrigger::AllocStopped, now)),
+                )
                 .collect();
             writes.extend(evals.iter().cloned().map(Write::Eval));
             Ok::<_, ServerError>((writes, (freed, evals)))

@@ -148,3 +148,58 @@ fn a_name_that_is_another_nodes_id_prefix_is_ambiguous() {
         "dev"
     );
 }
+
+/// An allocation that should run ending without failing (its agent
+/// stopped it: a `corral dev` shut down) brings an evaluation, so its slot
+/// is filled again; one that failed, or was told to stop, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocation_its_agent_stopped_is_replaced() {
+    let server = TestServer::start().await;
+    let core = server.core.clone();
+    let v1 = job("web", 1, vec![group("web", 3).build()]);
+    let (a0, a1) = (
+        alloc("a0", &v1, "web", 0, "n1"),
+        alloc("a1", &v1, "web", 1, "n1"),
+    );
+    let mut a2 = alloc("a2", &v1, "web", 2, "n1");
+    a2.desired = corral_types::DesiredStatus::Stop;
+    core.commit(vec![
+        Write::Node(node("n1").build()),
+        Write::Job(v1.clone()),
+        Write::Alloc(a0.clone()),
+        Write::Alloc(a1.clone()),
+        Write::Alloc(a2.clone()),
+    ])
+    .await
+    .expect("commit");
+    let ended = |a: &Allocation, client| AllocUpdate {
+        id: a.id.clone(),
+        client,
+        tasks: BTreeMap::new(),
+        message: String::new(),
+        checks: BTreeMap::new(),
+        health: None,
+    };
+    let stopped_evals = |core: &crate::Core| {
+        core.store
+            .snapshot()
+            .evals()
+            .filter(|e| e.trigger == EvalTrigger::AllocStopped)
+            .count()
+    };
+    update_allocations(
+        &core,
+        "n1",
+        vec![
+            ended(&a1, ClientStatus::Failed),
+            ended(&a2, ClientStatus::Complete),
+        ],
+    )
+    .await
+    .expect("report");
+    assert_eq!(stopped_evals(&core), 0);
+    update_allocations(&core, "n1", vec![ended(&a0, ClientStatus::Complete)])
+        .await
+        .expect("report");
+    assert_eq!(stopped_evals(&core), 1);
+}

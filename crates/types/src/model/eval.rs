@@ -31,6 +31,9 @@ pub enum EvalTrigger {
     NodeUpdate,
     NodeDrain,
     AllocFailed,
+    /// An allocation that should run ended without failing (its agent
+    /// stopped it): its slot is filled again.
+    AllocStopped,
     /// A blocked evaluation woken by new capacity.
     Unblocked,
     /// The plan applier refused part of a plan until the worker gave up
