@@ -21,8 +21,9 @@ pub async fn list(c: &Client, job: Option<&str>, json: bool) -> Result<()> {
                 a.node.clone(),
                 a.job_version.to_string(),
                 desired(a.desired).to_string(),
-                a.status.as_str().to_string(),
+                a.state.as_str().to_string(),
                 ago(a.modified_at),
+                a.reason.clone(),
             ]
         })
         .collect();
@@ -30,7 +31,7 @@ pub async fn list(c: &Client, job: Option<&str>, json: bool) -> Result<()> {
         "{}",
         table(
             &[
-                "id", "name", "node", "version", "desired", "status", "modified"
+                "id", "name", "node", "version", "desired", "status", "modified", "reason"
             ],
             rows
         )
@@ -56,8 +57,10 @@ pub async fn status(c: &Client, id: &str, json: bool) -> Result<()> {
             format!(" ({})", a.desired_reason)
         }
     );
-    println!("status    {}", a.status.as_str());
-    if !a.message.is_empty() {
+    println!("status    {}", a.state.as_str());
+    if !a.reason.is_empty() {
+        println!("reason    {}", a.reason);
+    } else if !a.message.is_empty() {
         println!("message   {}", a.message);
     }
     println!(

@@ -25,12 +25,23 @@ pub async fn list(c: &Client, json: bool) -> Result<()> {
                 j.status.as_str().to_string(),
                 format!("{running}/{desired}"),
                 ago(j.submitted_at),
+                j.reason.clone(),
             ]
         })
         .collect();
     println!(
         "{}",
-        table(&["name", "version", "status", "running", "submitted"], rows)
+        table(
+            &[
+                "name",
+                "version",
+                "status",
+                "running",
+                "submitted",
+                "reason"
+            ],
+            rows
+        )
     );
     Ok(())
 }
@@ -47,6 +58,9 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
         j.status.as_str(),
         if j.stopped { " (stopped)" } else { "" }
     );
+    if !j.reason.is_empty() {
+        println!("reason   {}", j.reason);
+    }
     println!("submitted {}", ago(j.submitted_at));
     // The rollout of this version, when it had one.
     if let Ok(d) = c.deployment(name, None).await
@@ -106,9 +120,10 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
                 a.node.clone(),
                 a.job_version.to_string(),
                 desired(a.desired).to_string(),
-                a.status.as_str().to_string(),
+                a.state.as_str().to_string(),
                 restarts.to_string(),
                 ago(a.modified_at),
+                a.reason.clone(),
             ]
         })
         .collect();
@@ -116,7 +131,8 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
         "{}",
         table(
             &[
-                "id", "name", "node", "version", "desired", "status", "restarts", "modified"
+                "id", "name", "node", "version", "desired", "status", "restarts", "modified",
+                "reason"
             ],
             rows
         )
