@@ -237,3 +237,64 @@ kill_timeout: 1s
     assert_eq!(firing.len(), 1, "{firing:?}");
     cluster.shutdown().await;
 }
+
+/// A job of one exec task: `good` runs, else it exits 3 and its restart
+/// policy gives up at once (the allocation fails, so does the rollout).
+fn flaky(good: bool) -> String {
+    let script = if good {
+        "while true; do sleep 1; done"
+    } else {
+        "echo boom; exit 3"
+    };
+    format!(
+        "name: flaky
+driver: exec
+command: [/bin/sh, -c, '{script}', flaky-{pid}]
+resources: {{cpu: 50m, memory: 16M}}
+restart: {{attempts: 0, mode: fail}}
+update: {{min_healthy_time: 1s, healthy_deadline: 30s, progress_deadline: 60s}}
+kill_timeout: 1s
+",
+        pid = std::process::id()
+    )
+}
+
+/// Issue 14, case 3: a failed deployment's alert resolves once the job's
+/// current version is stable, however it got there: here a rollback by
+/// hand (`corral job revert`), whose deployment is a rollback and used to
+/// leave the alert firing until the job was stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deployment_alert_resolves_when_a_rollback_is_stable() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let cluster = cluster(&url).await;
+    let c = &cluster.client;
+
+    c.submit(&flaky(true), "flaky.yaml").await.unwrap();
+    eventually("version 1 stable", D, || async {
+        let h = c.job_versions("flaky").await.map_err(|e| e.to_string())?;
+        h.iter()
+            .find(|v| v.version == 1 && v.stable)
+            .map(|_| ())
+            .ok_or_else(|| format!("{h:?}"))
+    })
+    .await;
+    // Version 2 fails: its rollout fails, the alert fires.
+    c.submit(&flaky(false), "flaky.yaml").await.unwrap();
+    let fired = notification(&got, "firing", "deployment_failed", "flaky").await;
+    assert_eq!(fired["alert"]["job_version"], 2, "{fired}");
+    // Back to version 1 by hand: stored as version 3, rolled out, stable.
+    c.revert("flaky", 1).await.unwrap();
+    let resolved = notification(&got, "resolved", "deployment_failed", "flaky").await;
+    assert_eq!(resolved["alert"]["id"], fired["alert"]["id"], "{resolved}");
+    assert_eq!(
+        resolved["alert"]["resolution"], "version 3 (the spec of version 1) is stable",
+        "{resolved}"
+    );
+    let j = c.job("flaky", None).await.unwrap();
+    assert_eq!((j.version, j.status.as_str()), (3, "running"));
+    assert!(c.alerts(false).await.unwrap().is_empty());
+    cluster.shutdown().await;
+}

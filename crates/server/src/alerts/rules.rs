@@ -374,22 +374,40 @@ impl Engine {
             return;
         }
         let state = ev.inp.state;
-        // A later deployment of the job that rolled out a version of its
-        // own (not a rollback) fixes it.
-        let fixed_after = |job: &str, failed: Option<&str>| -> Option<u64> {
+        // Fixed: a later deployment of the job rolled out a version of its
+        // own; or, however it got there (a rollback, a version that needed
+        // no deployment), the job's current version is newer than the one
+        // that failed and is stable.
+        let fixed = |job: &str, failed: Option<&str>, version: Option<u64>| -> Option<String> {
             let ds = state.job_deployments(job);
-            let pos = failed.and_then(|f| ds.iter().position(|d| d.id == f))?;
-            ds[pos + 1..]
-                .iter()
-                .rev()
-                .find(|d| d.status == DeploymentStatus::Successful && d.reverts_to.is_none())
-                .map(|d| d.job_version)
+            let deployed = failed
+                .and_then(|f| ds.iter().position(|d| d.id == f))
+                .and_then(|pos| {
+                    ds[pos + 1..].iter().rev().find(|d| {
+                        d.status == DeploymentStatus::Successful && d.reverts_to.is_none()
+                    })
+                });
+            if let Some(d) = deployed {
+                return Some(format!(
+                    "version {} was deployed successfully",
+                    d.job_version
+                ));
+            }
+            let j = state.job(job)?;
+            (j.stable && !j.stopped && version.is_none_or(|v| j.version > v)).then(|| {
+                match j.reverts_to {
+                    Some(to) => {
+                        format!("version {} (the spec of version {to}) is stable", j.version)
+                    }
+                    None => format!("version {} is stable", j.version),
+                }
+            })
         };
         // As with OOM kills: dropped once counted in a stored alert (or
         // fixed), so a failed commit loses none.
         self.failures.retain(|f| {
             !ev.counted(&(AlertRule::DeploymentFailed, f.subject.clone()), f)
-                && fixed_after(&f.job, f.deployment.as_deref()).is_none()
+                && fixed(&f.job, f.deployment.as_deref(), f.job_version).is_none()
         });
         for f in &self.failures {
             let key = (AlertRule::DeploymentFailed, f.subject.clone());
@@ -426,8 +444,7 @@ impl Engine {
             let why = match state.job(&job) {
                 None => Some("the job was purged".to_string()),
                 Some(j) if j.stopped => Some("the job was stopped".to_string()),
-                Some(_) => fixed_after(&job, a.deployment.as_deref())
-                    .map(|v| format!("version {v} was deployed successfully")),
+                Some(_) => fixed(&job, a.deployment.as_deref(), a.job_version),
             };
             if let Some(why) = why {
                 ev.resolve(&key, why);

@@ -317,7 +317,7 @@ fn node_down_waits_for_its_duration_and_resolves_when_back() {
 }
 
 #[test]
-fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
+fn a_failed_and_reverted_deployment_is_one_alert_until_the_job_is_stable_again() {
     let mut w = World::new(|_| {});
     let v2 = web(2);
     let mut d1 =
@@ -354,8 +354,10 @@ fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
     );
     assert_eq!(c[0].alert.job_version, Some(2));
 
-    // The rollback's own deployment succeeding does not resolve it.
-    let v3 = web(3);
+    // The rollback rolling out does not resolve it; the rolled-back
+    // version being stable does (issue 14, case 3: however it got there).
+    let mut v3 = web(3);
+    v3.reverts_to = Some(1);
     let mut back = corral_scheduler::deployment::new_deployment(
         &v3,
         &["web".into()],
@@ -363,21 +365,93 @@ fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
         Some(1),
         T0,
     );
-    back.status = DeploymentStatus::Successful;
-    w.commit(vec![Write::Job(v3), Write::Deployment(back)]);
+    w.commit(vec![
+        Write::Job(v3.clone()),
+        Write::Deployment(back.clone()),
+    ]);
     assert!(w.eval(T0 + 2).is_empty());
-    // A new version deployed successfully does.
-    let v4 = web(4);
-    let mut good =
-        corral_scheduler::deployment::new_deployment(&v4, &["web".into()], "d3".into(), None, T0);
-    good.status = DeploymentStatus::Successful;
-    w.commit(vec![Write::Job(v4), Write::Deployment(good)]);
+    back.status = DeploymentStatus::Successful;
+    v3.stable = true;
+    w.commit(vec![Write::Job(v3), Write::Deployment(back)]);
     let c = w.eval(T0 + 3);
     assert_eq!(
         transitions(&c),
         [(AlertRule::DeploymentFailed, Transition::Resolved)]
     );
-    assert_eq!(c[0].alert.resolution, "version 4 was deployed successfully");
+    assert_eq!(
+        c[0].alert.resolution,
+        "version 3 (the spec of version 1) is stable"
+    );
+}
+
+/// Issue 14, case 3: every allocation of version 1 failed, and version 2
+/// runs fine and is stable without a deployment of its own (a version
+/// that needed none, as with `max_parallel: 0`): the alert resolves.
+#[test]
+fn a_failed_deployment_resolves_when_a_later_version_is_stable_without_a_deployment() {
+    let mut w = World::new(|_| {});
+    let v1 = web(1);
+    let mut d1 =
+        corral_scheduler::deployment::new_deployment(&v1, &["web".into()], "d1".into(), None, T0);
+    d1.status = DeploymentStatus::Failed;
+    w.commit(vec![Write::Job(v1), Write::Deployment(d1)]);
+    w.see(
+        Event::new(
+            EventType::DeploymentFailed,
+            T0,
+            "deployment of web version 1 failed",
+        )
+        .job("web")
+        .deployment("d1"),
+    );
+    let c = w.eval(T0 + 1);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::DeploymentFailed, Transition::Fired)]
+    );
+    assert_eq!(c[0].alert.job_version, Some(1));
+    // Version 2 submitted: not stable yet, the alert stays.
+    let mut v2 = web(2);
+    w.commit(vec![Write::Job(v2.clone())]);
+    assert!(w.eval(T0 + 2).is_empty());
+    // Every slot runs it: stable, with no deployment.
+    v2.stable = true;
+    w.commit(vec![Write::Job(v2)]);
+    let c = w.eval(T0 + 3);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::DeploymentFailed, Transition::Resolved)]
+    );
+    assert_eq!(c[0].alert.resolution, "version 2 is stable");
+    // Resolved once: nothing more.
+    assert!(w.eval(T0 + 4).is_empty());
+}
+
+/// A stable version no newer than the failed one fixes nothing.
+#[test]
+fn a_stable_version_older_than_the_failed_one_does_not_resolve_it() {
+    let mut w = World::new(|_| {});
+    let mut v1 = web(1);
+    v1.stable = true;
+    let v2 = web(2);
+    let mut d2 =
+        corral_scheduler::deployment::new_deployment(&v2, &["web".into()], "d2".into(), None, T0);
+    d2.status = DeploymentStatus::Failed;
+    w.commit(vec![Write::Job(v1), Write::Job(v2), Write::Deployment(d2)]);
+    w.see(
+        Event::new(
+            EventType::DeploymentFailed,
+            T0,
+            "deployment of web version 2 failed",
+        )
+        .job("web")
+        .deployment("d2"),
+    );
+    assert_eq!(
+        transitions(&w.eval(T0 + 1)),
+        [(AlertRule::DeploymentFailed, Transition::Fired)]
+    );
+    assert!(w.eval(T0 + 2).is_empty());
 }
 
 #[test]
