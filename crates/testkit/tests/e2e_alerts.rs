@@ -298,3 +298,48 @@ async fn a_failed_deployment_alert_resolves_when_a_rollback_is_stable() {
     assert!(c.alerts(false).await.unwrap().is_empty());
     cluster.shutdown().await;
 }
+
+/// Issue 14, case 5: webhook bodies carry the alert as stored, with the
+/// store's `create_index` and `modify_index` (they were 0/0 when firing,
+/// and the firing's values when resolved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_bodies_carry_the_stored_records() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let cluster = cluster(&url).await;
+    let c = &cluster.client;
+
+    c.submit(&crashy(1, false), "crashy.yaml").await.unwrap();
+    let fired = notification(&got, "firing", "crash_loop", "crashy").await;
+    let sent: corral_types::Alert = serde_json::from_value(fired["alert"].clone()).unwrap();
+    assert!(sent.create_index > 0, "{fired}");
+    assert_eq!(sent.modify_index, sent.create_index, "{fired}");
+    let stored = c
+        .alerts(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id == sent.id)
+        .unwrap();
+    // The crash loop goes on: the stored record may have been updated
+    // since (count, last seen), never created again.
+    assert_eq!(stored.create_index, sent.create_index);
+    assert!(stored.modify_index >= sent.modify_index);
+
+    c.submit(&crashy(2, true), "crashy.yaml").await.unwrap();
+    let resolved = notification(&got, "resolved", "crash_loop", "crashy").await;
+    let sent: corral_types::Alert = serde_json::from_value(resolved["alert"].clone()).unwrap();
+    let stored = c
+        .alerts(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id == sent.id)
+        .unwrap();
+    // Nothing changes a resolved alert: the body is the stored record.
+    assert_eq!(sent, stored);
+    assert!(sent.modify_index > sent.create_index, "{resolved}");
+    cluster.shutdown().await;
+}
