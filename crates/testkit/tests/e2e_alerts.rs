@@ -343,3 +343,135 @@ async fn webhook_bodies_carry_the_stored_records() {
     assert!(sent.modify_index > sent.create_index, "{resolved}");
     cluster.shutdown().await;
 }
+
+/// A job `name` whose task holds ~50 MB (a fifth of its limit) until the
+/// file `release` exists, then exits; its restart waits an hour.
+fn holder(name: &str, release: &std::path::Path) -> String {
+    format!(
+        r#"name: {name}
+driver: exec
+command:
+  - /bin/sh
+  - -c
+  - |
+    x=$(head -c 50000000 /dev/zero | tr '\0' x)
+    echo "holding ${{#x}} bytes"
+    while [ ! -e {release} ]; do sleep 0.2; done
+    echo released
+  - {name}-{pid}
+resources: {{cpu: 100m, memory: 256M}}
+restart: {{attempts: 1, interval: 24h, delay: 1h, mode: fail}}
+kill_timeout: 1s
+"#,
+        release = release.display(),
+        pid = std::process::id()
+    )
+}
+
+/// The server's `corral_node_memory_used_bytes` for `node_id`: what the
+/// node's last usage push holds.
+async fn node_memory_used(server: &str, node_id: &str) -> Result<f64, String> {
+    let text = reqwest::get(format!("{server}/metrics"))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    text.lines()
+        .find(|l| {
+            l.starts_with("corral_node_memory_used_bytes{")
+                && l.contains(&format!("node_id=\"{node_id}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| "no corral_node_memory_used_bytes for the node".to_string())
+}
+
+/// Issue 14, case 4: `memory_high` counts its `for` from the samples'
+/// times, and forgets the samples of a run that ended. The agent pushes
+/// every 15 s and the rule wants 3 s: a task above the threshold in one
+/// push that then exits has held nothing for 3 s (it fired on that one
+/// stale sample, counted from the evaluations that kept seeing it until
+/// the next push); a task above it in two pushes has held 15 s and fires,
+/// and resolves as soon as its run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_high_counts_sample_times_and_forgets_ended_runs() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let mut cluster = TestCluster::start_with(move |s| {
+        s.alerts.eval_interval = Duration::from_millis(200);
+        s.alerts.webhooks = vec![url.clone()];
+        s.alerts.webhook_backoff = Duration::from_millis(100);
+        s.alerts.disk.enabled = false;
+        s.alerts.memory.threshold = 0.15;
+        s.alerts.memory.for_duration = Duration::from_secs(3);
+    })
+    .await;
+    let node_id = cluster
+        .add_agent_with("node-0", |a| a.stats_interval = Duration::from_secs(15))
+        .await
+        .node_id
+        .clone();
+    let c = &cluster.client;
+    let server = cluster.url();
+    let dir = tempfile::tempdir().unwrap();
+
+    // One push sees the task above the threshold, then it exits.
+    let release = dir.path().join("blip");
+    c.submit(&holder("blip", &release), "blip.yaml")
+        .await
+        .unwrap();
+    eventually("the server holds blip's high sample", D, || async {
+        let used = node_memory_used(&server, &node_id).await?;
+        (used >= 40e6).then_some(()).ok_or(format!("{used}"))
+    })
+    .await;
+    std::fs::write(&release, "").unwrap();
+    eventually("blip exited", D, || async {
+        let j = c.job("blip", None).await.map_err(|e| e.to_string())?;
+        (j.status == corral_types::JobStatus::Restarting)
+            .then_some(())
+            .ok_or_else(|| jobs::summary(&j))
+    })
+    .await;
+    // Until the next push (up to 15 s) the server still holds the sample.
+    eventually("the next push replaced blip's sample", D, || async {
+        let used = node_memory_used(&server, &node_id).await?;
+        (used < 40e6).then_some(()).ok_or(format!("{used}"))
+    })
+    .await;
+    let alerts = c.alerts(true).await.unwrap();
+    assert!(
+        alerts.iter().all(|a| a.job.as_deref() != Some("blip")),
+        "{alerts:#?}"
+    );
+
+    // Above the threshold in two pushes: it held 15 s, it fires.
+    let release = dir.path().join("steady");
+    c.submit(&holder("steady", &release), "steady.yaml")
+        .await
+        .unwrap();
+    let fired = notification(&got, "firing", "memory_high", "steady").await;
+    let summary = fired["alert"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("above 15% in every sample for"),
+        "{summary}"
+    );
+    // Its run ends: resolved, without waiting for the next push.
+    std::fs::write(&release, "").unwrap();
+    let resolved = notification(&got, "resolved", "memory_high", "steady").await;
+    assert_eq!(
+        resolved["alert"]["resolution"], "the task no longer runs",
+        "{resolved}"
+    );
+    assert!(
+        got.lock()
+            .unwrap()
+            .iter()
+            .all(|n| n["alert"]["job"] != "blip"),
+        "blip alerted"
+    );
+    cluster.shutdown().await;
+}

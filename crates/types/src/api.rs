@@ -359,6 +359,12 @@ pub struct TaskUsage {
     pub cpu_seconds: f64,
     /// When it was measured.
     pub at: UnixMillis,
+    /// When the measured run started (the agent's clock, as `at`): samples
+    /// of two runs are not compared (a CPU rate across a restart), and a
+    /// sample of a run that ended is not taken for the task's current one.
+    /// Absent from agents before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<UnixMillis>,
 }
 
 /// Body of `POST /v1/nodes/{id}/stats`: every running task of the node

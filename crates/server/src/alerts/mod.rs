@@ -10,7 +10,7 @@
 //!
 //! Rules and defaults (`[server.alerts]`, docs/CONFIG.md): crash loop (3
 //! restarts of a task in 10m), OOM kill, node down, deployment failed or
-//! reverted, memory above 90% of the limit for 5m, data dir above 90%
+//! reverted, memory above 90% of the limit in every sample over 5m, data dir above 90%
 //! full. After a restart the engine replays the events of the last
 //! `lookback` so its windows are whole again; events already counted in
 //! a stored alert are skipped.
@@ -191,6 +191,8 @@ pub fn memory_samples(core: &Core) -> Vec<MemorySample> {
             node_id: s.node_id,
             memory_bytes: s.memory_bytes,
             limit_bytes: s.memory_limit_bytes,
+            at: s.at,
+            run: s.started_at,
         })
         .collect()
 }
