@@ -475,3 +475,55 @@ async fn memory_high_counts_sample_times_and_forgets_ended_runs() {
     );
     cluster.shutdown().await;
 }
+
+/// Issue 14, suspected: a task crashing forever under `restart: {mode:
+/// delay}` with the default policy (2 attempts in 30m, 15s delay) and the
+/// default crash-loop rule (3 restarts in 10m). Its third exit waits out
+/// the rest of the 30m interval; counted only once it happened, that
+/// restart came 30 minutes later and the rule saw two restarts in every
+/// ten minutes before. Counted when decided, it fires at the third exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_under_delay_mode_fires_with_the_defaults() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let cluster = cluster(&url).await;
+    let c = &cluster.client;
+    c.submit(
+        &format!(
+            "name: looper
+driver: exec
+command: [/bin/sh, -c, 'echo boom; exit 3', looper-{}]
+resources: {{cpu: 50m, memory: 16M}}
+restart: {{mode: delay}}
+kill_timeout: 1s
+",
+            std::process::id()
+        ),
+        "looper.yaml",
+    )
+    .await
+    .unwrap();
+    // The default delays: 15s, then 30s; allow for a slow machine.
+    let fired = eventually("a firing crash_loop alert for looper", D * 3, || async {
+        let all = got.lock().unwrap().clone();
+        all.iter()
+            .find(|n| {
+                n["status"] == "firing"
+                    && n["alert"]["rule"] == "crash_loop"
+                    && n["alert"]["job"] == "looper"
+            })
+            .cloned()
+            .ok_or_else(|| format!("received so far: {all:?}"))
+    })
+    .await;
+    assert_eq!(fired["alert"]["subject"], "looper/looper/looper", "{fired}");
+    // The third restart waits for the interval: the task is restarting,
+    // its restart counted.
+    let j = c.job("looper", None).await.unwrap();
+    let t = &j.allocations[0].tasks["looper"];
+    assert_eq!(t.restarts, 3, "{t:?}");
+    assert_eq!(t.state, corral_types::TaskLifecycle::Restarting, "{t:?}");
+    cluster.shutdown().await;
+}

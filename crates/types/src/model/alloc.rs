@@ -270,6 +270,8 @@ impl std::fmt::Display for ClientStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TaskState {
     pub state: TaskLifecycle,
+    /// Restarts decided by the restart policy, counted at the exit it
+    /// answers (before the delay), as Nomad counts them.
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
