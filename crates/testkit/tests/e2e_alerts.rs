@@ -5,6 +5,10 @@
 //! - A crash-looping task fires the crash-loop alert, and it resolves when
 //!   a fixed version of the job runs.
 //! - A task killed for running out of memory fires the OOM alert.
+//! - Issue 14: a failed deployment's alert resolves once a rollback is
+//!   stable; webhook bodies are the stored records; `memory_high` counts
+//!   between samples and forgets runs that ended; a crash loop under
+//!   `restart: {mode: delay}` fires with the defaults.
 
 #![allow(clippy::unwrap_used)]
 

@@ -140,8 +140,9 @@ pub async fn job(c: &Client, name: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The documented `status --json` shape: the job view, whose allocations
-/// carry id, node, group, status and tasks{state, restarts, exit_code}.
+/// The documented `status --json` shape: the job view (status, reason),
+/// whose allocations carry id, node, group, status, state, reason and
+/// tasks{state, restarts, exit_code, message} (docs/STATUS.md).
 fn json_view(j: &JobView) -> &JobView {
     j
 }
