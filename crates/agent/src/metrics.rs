@@ -66,6 +66,8 @@ pub struct TaskSample {
     pub memory_limit_bytes: u64,
     /// Usage of a running task whose driver answered.
     pub stats: Option<TaskStats>,
+    /// When the measured run started (with `stats`).
+    pub run_started_at: Option<UnixMillis>,
     pub at: UnixMillis,
 }
 
@@ -114,7 +116,13 @@ impl TaskMetrics {
         let samples = tracked.iter().map(|t| async move {
             let state = t.state.borrow().clone();
             let running = state.state == TaskLifecycle::Running;
-            let stats = if running { t.stats().await } else { None };
+            let (stats, run_started_at) = match running {
+                true => t
+                    .stats()
+                    .await
+                    .map_or((None, None), |(s, at)| (Some(s), Some(at))),
+                false => (None, None),
+            };
             TaskSample {
                 job: t.job.clone(),
                 group: t.group.clone(),
@@ -125,6 +133,7 @@ impl TaskMetrics {
                 oom_kills: t.oom_kills.load(Ordering::Relaxed),
                 memory_limit_bytes: t.memory_limit,
                 stats,
+                run_started_at,
                 at: now_unix_ms(),
             }
         });
@@ -159,10 +168,11 @@ pub async fn serve(
 }
 
 impl Tracked {
-    async fn stats(&self) -> Option<TaskStats> {
+    /// The current run's usage, and when that run started.
+    async fn stats(&self) -> Option<(TaskStats, UnixMillis)> {
         let handle = self.handle.borrow().clone()?;
         match tokio::time::timeout(STATS_TIMEOUT, self.driver.stats(&handle)).await {
-            Ok(Ok(s)) => Some(s),
+            Ok(Ok(s)) => Some((s, handle.started_at_ms)),
             Ok(Err(e)) => {
                 tracing::debug!(alloc = %self.alloc_id, task = %self.task, error = %e, "no stats");
                 None
@@ -218,6 +228,7 @@ pub fn to_usage(samples: &[TaskSample]) -> Vec<TaskUsage> {
                 memory_limit_bytes: s.memory_limit_bytes,
                 cpu_seconds: st.cpu_usage_ns as f64 / 1e9,
                 at: s.at,
+                started_at: s.run_started_at,
             })
         })
         .collect()
@@ -344,6 +355,7 @@ mod tests {
                 memory_bytes: 50 << 20,
                 cpu_usage_ns: 1_500_000_000,
             }),
+            run_started_at: running.then_some(1_699_999_990_000),
             at: 1_700_000_000_000,
         }
     }
@@ -401,6 +413,9 @@ mod tests {
         assert_eq!(u[0].memory_bytes, 50 << 20);
         assert_eq!(u[0].memory_limit_bytes, 64 << 20);
         assert!((u[0].cpu_seconds - 1.5).abs() < 1e-9);
+        // The run it measured goes with it (issue 14: the server tells
+        // runs apart).
+        assert_eq!(u[0].started_at, Some(1_699_999_990_000));
     }
 
     #[tokio::test]

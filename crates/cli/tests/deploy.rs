@@ -97,6 +97,7 @@ async fn job(Path(name): Path<String>) -> Response {
         name: JOB.into(),
         version: 2,
         status: JobStatus::Running,
+        reason: String::new(),
         stopped: false,
         submitted_at: now_ms(),
         spec: spec(),

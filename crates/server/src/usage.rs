@@ -12,6 +12,10 @@
 //! not refreshed for [`STALE_AFTER`] (a node down or cut off) are left out
 //! of every answer and dropped.
 //!
+//! Each sample names the run it measured (when it started): a CPU rate is
+//! taken only between two samples of one run, and [`is_current`] tells a
+//! rule whether a sample still measures what the state says runs.
+//!
 //! Readers: the alert engine ("memory above 90% of limit for 5 min") with
 //! [`Usage::get`] and [`Usage::all`]; the node metrics with
 //! [`Usage::node_totals`].
@@ -44,6 +48,9 @@ pub struct UsageSample {
     pub cpu_cores: Option<f64>,
     /// When the agent measured it (the agent's clock).
     pub at: UnixMillis,
+    /// When the measured run started (the agent's clock), if the agent
+    /// said.
+    pub started_at: Option<UnixMillis>,
     /// When the server received it (the server's clock).
     pub received_at: UnixMillis,
 }
@@ -97,9 +104,14 @@ impl Usage {
         for t in samples {
             let key = (t.alloc_id, t.task);
             let cpu_cores = previous.get(&key).and_then(|p| {
+                // A restart resets the counter: no rate across it. The
+                // run's start tells; without it (an older agent), only a
+                // counter that went down does.
+                if p.started_at.is_some() && p.started_at != t.started_at {
+                    return None;
+                }
                 let dt = t.at.checked_sub(p.at)? as f64 / 1e3;
                 let used = t.cpu_seconds - p.cpu_seconds;
-                // A restart resets the counter: no rate across it.
                 (dt > 0.0 && used >= 0.0).then(|| used / dt)
             });
             let sample = UsageSample {
@@ -111,6 +123,7 @@ impl Usage {
                 cpu_seconds: t.cpu_seconds,
                 cpu_cores,
                 at: t.at,
+                started_at: t.started_at,
                 received_at: now,
             };
             // An allocation moves only with a new id, but be safe: the
@@ -187,6 +200,31 @@ impl Usage {
     }
 }
 
+/// Whether a sample of `alloc_id`'s `task` from the run that started at
+/// `run` measures what runs now, as the state knows it: the allocation is
+/// live, the task runs, and the sample is not of a run older than the
+/// task's current one. A sample outlives its run until the node's next
+/// push; a rule must not count it for the run after, or for nothing.
+pub fn is_current(
+    state: &corral_store::State,
+    alloc_id: &str,
+    task: &str,
+    run: Option<UnixMillis>,
+) -> bool {
+    let Some(a) = state.alloc(alloc_id) else {
+        return false;
+    };
+    let Some(t) = a.tasks.get(task) else {
+        return false;
+    };
+    a.is_live()
+        && t.state == corral_types::TaskLifecycle::Running
+        && match (run, t.started_at) {
+            (Some(run), Some(started)) => run >= started,
+            _ => true,
+        }
+}
+
 fn fresh(s: &UsageSample, now: UnixMillis) -> bool {
     now.saturating_sub(s.received_at) < STALE_AFTER_MS
 }
@@ -212,7 +250,87 @@ mod tests {
             memory_limit_bytes: 1000,
             cpu_seconds: cpu,
             at,
+            started_at: None,
         }
+    }
+
+    /// A sample of the run that started at `run`.
+    fn of_run(run: u64, cpu: f64, at: u64) -> TaskUsage {
+        TaskUsage {
+            started_at: Some(run),
+            ..t("a1", "app", 100, cpu, at)
+        }
+    }
+
+    /// Issue 14, suspected: a restarted run whose counter is already above
+    /// the last sample of the run before got a rate made of two runs'
+    /// counters.
+    #[test]
+    fn no_cpu_rate_across_a_restart_even_when_the_counter_went_up() {
+        let u = Usage::default();
+        u.record("n1", vec![of_run(1_000, 1.0, 10_000)], 10_000);
+        u.record("n1", vec![of_run(1_000, 3.0, 20_000)], 20_000);
+        assert_eq!(
+            u.get_at("a1", "app", 20_000).expect("s").cpu_cores,
+            Some(0.2)
+        );
+        // The task restarted at 21 s and used 4 s of CPU by 30 s: its
+        // counter (4.0) is above the last sample's (3.0), but 0.1 cores
+        // is no rate of anything.
+        u.record("n1", vec![of_run(21_000, 4.0, 30_000)], 30_000);
+        assert_eq!(u.get_at("a1", "app", 30_000).expect("s").cpu_cores, None);
+        // The new run's next sample has its own rate.
+        u.record("n1", vec![of_run(21_000, 9.0, 40_000)], 40_000);
+        assert_eq!(
+            u.get_at("a1", "app", 40_000).expect("s").cpu_cores,
+            Some(0.5)
+        );
+    }
+
+    /// A sample is current only while the state has its run running.
+    #[test]
+    fn a_sample_of_a_run_that_ended_is_not_current() {
+        use corral_scheduler::testing::{alloc, group, job, node};
+        use corral_store::{MemoryStore, StateStore, Write};
+        use corral_types::{ClientStatus, TaskLifecycle, TaskState};
+        let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
+        let j = job("web", 1, vec![group("web", 1).build()]);
+        let mut a = alloc("a1", &j, "web", 0, "n1");
+        let running = |started: u64| TaskState {
+            state: TaskLifecycle::Running,
+            started_at: Some(started),
+            ..TaskState::default()
+        };
+        a.tasks.insert("app".into(), running(1_000));
+        store
+            .commit(vec![
+                Write::Node(node("n1").build()),
+                Write::Job(j),
+                Write::Alloc(a.clone()),
+            ])
+            .expect("commit");
+        let current = |store: &StateStore, run| is_current(&store.snapshot(), "a1", "app", run);
+        assert!(current(&store, Some(1_000)));
+        assert!(current(&store, None), "an older agent's sample");
+        assert!(!is_current(&store.snapshot(), "a1", "other", Some(1_000)));
+        assert!(!is_current(&store.snapshot(), "a2", "app", Some(1_000)));
+        // Exited, waiting for its restart.
+        let mut restarting = a.clone();
+        restarting.client = ClientStatus::Pending;
+        restarting.tasks.get_mut("app").expect("task").state = TaskLifecycle::Restarting;
+        store
+            .commit(vec![Write::Alloc(restarting)])
+            .expect("commit");
+        assert!(!current(&store, Some(1_000)));
+        // Running again: the old run's sample is not the new run's.
+        a.tasks.insert("app".into(), running(5_000));
+        store.commit(vec![Write::Alloc(a.clone())]).expect("commit");
+        assert!(!current(&store, Some(1_000)));
+        assert!(current(&store, Some(5_000)));
+        // The allocation ended.
+        a.client = ClientStatus::Complete;
+        store.commit(vec![Write::Alloc(a)]).expect("commit");
+        assert!(!current(&store, Some(5_000)));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use corral_store::State;
 use corral_types::api::{AllocView, EvalView, GroupSummary, JobListEntry, JobView, NodeView};
-use corral_types::{Allocation, ClientStatus, DesiredStatus, Job, JobStatus, Node, Resources};
+use corral_types::{
+    AllocState, Allocation, ClientStatus, DesiredStatus, Job, JobStatus, Node, Resources,
+};
 
 pub fn group_summaries(state: &State, job: &Job) -> Vec<GroupSummary> {
     let allocs = state.job_allocs(&job.name);
@@ -37,30 +39,89 @@ pub fn group_summaries(state: &State, job: &Job) -> Vec<GroupSummary> {
         .collect()
 }
 
-/// Derived job status: dead when stopped and nothing runs, running when
-/// every group has its count running, pending otherwise.
-pub fn job_status(job: &Job, groups: &[GroupSummary]) -> JobStatus {
+/// Derived job status (see [`JobStatus`]) and why it is not running: dead
+/// when stopped and nothing runs; running when every group has its count
+/// running; otherwise the worst of what keeps a slot from running: a
+/// failed allocation nothing replaces, an allocation restarting, then
+/// anything pending (being placed, waiting, starting).
+pub fn job_status(state: &State, job: &Job, groups: &[GroupSummary]) -> (JobStatus, String) {
     let running: u32 = groups.iter().map(|g| g.running + g.pending).sum();
     if job.stopped {
-        return if running == 0 {
+        let status = if running == 0 {
             JobStatus::Dead
         } else {
             JobStatus::Pending
         };
+        return (status, String::new());
     }
     if groups.iter().all(|g| g.running >= g.count) {
-        JobStatus::Running
-    } else {
-        JobStatus::Pending
+        return (JobStatus::Running, String::new());
     }
+    let all = state.job_allocs(&job.name);
+    // Superseded allocations that ended are history, as in the group
+    // summaries.
+    let current: Vec<&Allocation> = all
+        .iter()
+        .map(|a| a.as_ref())
+        .filter(|a| {
+            !(a.desired == DesiredStatus::Stop && a.client.is_terminal())
+                && job
+                    .spec
+                    .groups
+                    .iter()
+                    .any(|g| g.name == a.group && a.index < g.count)
+        })
+        .collect();
+    let named = |a: &Allocation| {
+        let why = a.reason();
+        if why.is_empty() {
+            a.name()
+        } else {
+            format!("{}: {why}", a.name())
+        }
+    };
+    // A failed allocation holds its slot (no rescheduling) unless
+    // something live was placed in it.
+    let failed = current.iter().find(|a| {
+        a.client == ClientStatus::Failed
+            && !all
+                .iter()
+                .any(|b| b.group == a.group && b.index == a.index && b.may_run())
+    });
+    if let Some(a) = failed {
+        return (JobStatus::Failed, named(a));
+    }
+    if let Some(a) = current
+        .iter()
+        .find(|a| a.is_live() && a.state() == AllocState::Restarting)
+    {
+        return (JobStatus::Restarting, named(a));
+    }
+    let why = current
+        .iter()
+        .find(|a| a.is_live() && a.client == ClientStatus::Pending && !a.reason().is_empty())
+        .map(|a| named(a))
+        .or_else(|| {
+            let e = state
+                .job_evals(&job.name)
+                .into_iter()
+                .max_by_key(|e| (e.create_index, e.modify_index))?;
+            e.failed_placements
+                .first()
+                .map(|f| format!("cannot place: {f}"))
+        })
+        .unwrap_or_default();
+    (JobStatus::Pending, why)
 }
 
 pub fn job_list_entry(state: &State, job: &Job) -> JobListEntry {
     let groups = group_summaries(state, job);
+    let (status, reason) = job_status(state, job, &groups);
     JobListEntry {
         name: job.name.clone(),
         version: job.version,
-        status: job_status(job, &groups),
+        status,
+        reason,
         stopped: job.stopped,
         submitted_at: job.submitted_at,
         groups,
@@ -86,10 +147,12 @@ pub fn job_view(state: &State, job: &Job) -> JobView {
         .into_iter()
         .max_by_key(|e| (e.create_index, e.modify_index))
         .map(|e| EvalView::from(e.as_ref()));
+    let (status, reason) = job_status(state, job, &groups);
     JobView {
         name: job.name.clone(),
         version: job.version,
-        status: job_status(job, &groups),
+        status,
+        reason,
         stopped: job.stopped,
         submitted_at: job.submitted_at,
         spec: job.spec.clone(),
@@ -127,3 +190,7 @@ pub fn node_view(state: &State, n: &Node) -> NodeView {
         registered_at: n.registered_at,
     }
 }
+
+#[cfg(test)]
+#[path = "views_tests.rs"]
+mod tests;

@@ -5,6 +5,10 @@
 //! - A crash-looping task fires the crash-loop alert, and it resolves when
 //!   a fixed version of the job runs.
 //! - A task killed for running out of memory fires the OOM alert.
+//! - Issue 14: a failed deployment's alert resolves once a rollback is
+//!   stable; webhook bodies are the stored records; `memory_high` counts
+//!   between samples and forgets runs that ended; a crash loop under
+//!   `restart: {mode: delay}` fires with the defaults.
 
 #![allow(clippy::unwrap_used)]
 
@@ -235,5 +239,295 @@ kill_timeout: 1s
         .filter(|a| a.rule.as_str() == "oom_kill")
         .collect();
     assert_eq!(firing.len(), 1, "{firing:?}");
+    cluster.shutdown().await;
+}
+
+/// A job of one exec task: `good` runs, else it exits 3 and its restart
+/// policy gives up at once (the allocation fails, so does the rollout).
+fn flaky(good: bool) -> String {
+    let script = if good {
+        "while true; do sleep 1; done"
+    } else {
+        "echo boom; exit 3"
+    };
+    format!(
+        "name: flaky
+driver: exec
+command: [/bin/sh, -c, '{script}', flaky-{pid}]
+resources: {{cpu: 50m, memory: 16M}}
+restart: {{attempts: 0, mode: fail}}
+update: {{min_healthy_time: 1s, healthy_deadline: 30s, progress_deadline: 60s}}
+kill_timeout: 1s
+",
+        pid = std::process::id()
+    )
+}
+
+/// Issue 14, case 3: a failed deployment's alert resolves once the job's
+/// current version is stable, however it got there: here a rollback by
+/// hand (`corral job revert`), whose deployment is a rollback and used to
+/// leave the alert firing until the job was stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deployment_alert_resolves_when_a_rollback_is_stable() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let cluster = cluster(&url).await;
+    let c = &cluster.client;
+
+    c.submit(&flaky(true), "flaky.yaml").await.unwrap();
+    eventually("version 1 stable", D, || async {
+        let h = c.job_versions("flaky").await.map_err(|e| e.to_string())?;
+        h.iter()
+            .find(|v| v.version == 1 && v.stable)
+            .map(|_| ())
+            .ok_or_else(|| format!("{h:?}"))
+    })
+    .await;
+    // Version 2 fails: its rollout fails, the alert fires.
+    c.submit(&flaky(false), "flaky.yaml").await.unwrap();
+    let fired = notification(&got, "firing", "deployment_failed", "flaky").await;
+    assert_eq!(fired["alert"]["job_version"], 2, "{fired}");
+    // Back to version 1 by hand: stored as version 3, rolled out, stable.
+    c.revert("flaky", 1).await.unwrap();
+    let resolved = notification(&got, "resolved", "deployment_failed", "flaky").await;
+    assert_eq!(resolved["alert"]["id"], fired["alert"]["id"], "{resolved}");
+    assert_eq!(
+        resolved["alert"]["resolution"], "version 3 (the spec of version 1) is stable",
+        "{resolved}"
+    );
+    let j = c.job("flaky", None).await.unwrap();
+    assert_eq!((j.version, j.status.as_str()), (3, "running"));
+    assert!(c.alerts(false).await.unwrap().is_empty());
+    cluster.shutdown().await;
+}
+
+/// Issue 14, case 5: webhook bodies carry the alert as stored, with the
+/// store's `create_index` and `modify_index` (they were 0/0 when firing,
+/// and the firing's values when resolved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_bodies_carry_the_stored_records() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let cluster = cluster(&url).await;
+    let c = &cluster.client;
+
+    c.submit(&crashy(1, false), "crashy.yaml").await.unwrap();
+    let fired = notification(&got, "firing", "crash_loop", "crashy").await;
+    let sent: corral_types::Alert = serde_json::from_value(fired["alert"].clone()).unwrap();
+    assert!(sent.create_index > 0, "{fired}");
+    assert_eq!(sent.modify_index, sent.create_index, "{fired}");
+    let stored = c
+        .alerts(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id == sent.id)
+        .unwrap();
+    // The crash loop goes on: the stored record may have been updated
+    // since (count, last seen), never created again.
+    assert_eq!(stored.create_index, sent.create_index);
+    assert!(stored.modify_index >= sent.modify_index);
+
+    c.submit(&crashy(2, true), "crashy.yaml").await.unwrap();
+    let resolved = notification(&got, "resolved", "crash_loop", "crashy").await;
+    let sent: corral_types::Alert = serde_json::from_value(resolved["alert"].clone()).unwrap();
+    let stored = c
+        .alerts(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.id == sent.id)
+        .unwrap();
+    // Nothing changes a resolved alert: the body is the stored record.
+    assert_eq!(sent, stored);
+    assert!(sent.modify_index > sent.create_index, "{resolved}");
+    cluster.shutdown().await;
+}
+
+/// A job `name` whose task holds ~50 MB (a fifth of its limit) until the
+/// file `release` exists, then exits; its restart waits an hour.
+fn holder(name: &str, release: &std::path::Path) -> String {
+    format!(
+        r#"name: {name}
+driver: exec
+command:
+  - /bin/sh
+  - -c
+  - |
+    x=$(head -c 50000000 /dev/zero | tr '\0' x)
+    echo "holding ${{#x}} bytes"
+    while [ ! -e {release} ]; do sleep 0.2; done
+    echo released
+  - {name}-{pid}
+resources: {{cpu: 100m, memory: 256M}}
+restart: {{attempts: 1, interval: 24h, delay: 1h, mode: fail}}
+kill_timeout: 1s
+"#,
+        release = release.display(),
+        pid = std::process::id()
+    )
+}
+
+/// The server's `corral_node_memory_used_bytes` for `node_id`: what the
+/// node's last usage push holds.
+async fn node_memory_used(server: &str, node_id: &str) -> Result<f64, String> {
+    let text = reqwest::get(format!("{server}/metrics"))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    text.lines()
+        .find(|l| {
+            l.starts_with("corral_node_memory_used_bytes{")
+                && l.contains(&format!("node_id=\"{node_id}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| "no corral_node_memory_used_bytes for the node".to_string())
+}
+
+/// Issue 14, case 4: `memory_high` counts its `for` from the samples'
+/// times, and forgets the samples of a run that ended. The agent pushes
+/// every 15 s and the rule wants 3 s: a task above the threshold in one
+/// push that then exits has held nothing for 3 s (it fired on that one
+/// stale sample, counted from the evaluations that kept seeing it until
+/// the next push); a task above it in two pushes has held 15 s and fires,
+/// and resolves as soon as its run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_high_counts_sample_times_and_forgets_ended_runs() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let mut cluster = TestCluster::start_with(move |s| {
+        s.alerts.eval_interval = Duration::from_millis(200);
+        s.alerts.webhooks = vec![url.clone()];
+        s.alerts.webhook_backoff = Duration::from_millis(100);
+        s.alerts.disk.enabled = false;
+        s.alerts.memory.threshold = 0.15;
+        s.alerts.memory.for_duration = Duration::from_secs(3);
+    })
+    .await;
+    let node_id = cluster
+        .add_agent_with("node-0", |a| a.stats_interval = Duration::from_secs(15))
+        .await
+        .node_id
+        .clone();
+    let c = &cluster.client;
+    let server = cluster.url();
+    let dir = tempfile::tempdir().unwrap();
+
+    // One push sees the task above the threshold, then it exits.
+    let release = dir.path().join("blip");
+    c.submit(&holder("blip", &release), "blip.yaml")
+        .await
+        .unwrap();
+    eventually("the server holds blip's high sample", D, || async {
+        let used = node_memory_used(&server, &node_id).await?;
+        (used >= 40e6).then_some(()).ok_or(format!("{used}"))
+    })
+    .await;
+    std::fs::write(&release, "").unwrap();
+    eventually("blip exited", D, || async {
+        let j = c.job("blip", None).await.map_err(|e| e.to_string())?;
+        (j.status == corral_types::JobStatus::Restarting)
+            .then_some(())
+            .ok_or_else(|| jobs::summary(&j))
+    })
+    .await;
+    // Until the next push (up to 15 s) the server still holds the sample.
+    eventually("the next push replaced blip's sample", D, || async {
+        let used = node_memory_used(&server, &node_id).await?;
+        (used < 40e6).then_some(()).ok_or(format!("{used}"))
+    })
+    .await;
+    let alerts = c.alerts(true).await.unwrap();
+    assert!(
+        alerts.iter().all(|a| a.job.as_deref() != Some("blip")),
+        "{alerts:#?}"
+    );
+
+    // Above the threshold in two pushes: it held 15 s, it fires.
+    let release = dir.path().join("steady");
+    c.submit(&holder("steady", &release), "steady.yaml")
+        .await
+        .unwrap();
+    let fired = notification(&got, "firing", "memory_high", "steady").await;
+    let summary = fired["alert"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("above 15% in every sample for"),
+        "{summary}"
+    );
+    // Its run ends: resolved, without waiting for the next push.
+    std::fs::write(&release, "").unwrap();
+    let resolved = notification(&got, "resolved", "memory_high", "steady").await;
+    assert_eq!(
+        resolved["alert"]["resolution"], "the task no longer runs",
+        "{resolved}"
+    );
+    assert!(
+        got.lock()
+            .unwrap()
+            .iter()
+            .all(|n| n["alert"]["job"] != "blip"),
+        "blip alerted"
+    );
+    cluster.shutdown().await;
+}
+
+/// Issue 14, suspected: a task crashing forever under `restart: {mode:
+/// delay}` with the default policy (2 attempts in 30m, 15s delay) and the
+/// default crash-loop rule (3 restarts in 10m). Its third exit waits out
+/// the rest of the 30m interval; counted only once it happened, that
+/// restart came 30 minutes later and the rule saw two restarts in every
+/// ten minutes before. Counted when decided, it fires at the third exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_under_delay_mode_fires_with_the_defaults() {
+    if !is_root() {
+        panic!("this test drives real cgroups and must run as root (CI runs it as root)");
+    }
+    let (url, got) = receiver().await;
+    let cluster = cluster(&url).await;
+    let c = &cluster.client;
+    c.submit(
+        &format!(
+            "name: looper
+driver: exec
+command: [/bin/sh, -c, 'echo boom; exit 3', looper-{}]
+resources: {{cpu: 50m, memory: 16M}}
+restart: {{mode: delay}}
+kill_timeout: 1s
+",
+            std::process::id()
+        ),
+        "looper.yaml",
+    )
+    .await
+    .unwrap();
+    // The default delays: 15s, then 30s; allow for a slow machine.
+    let fired = eventually("a firing crash_loop alert for looper", D * 3, || async {
+        let all = got.lock().unwrap().clone();
+        all.iter()
+            .find(|n| {
+                n["status"] == "firing"
+                    && n["alert"]["rule"] == "crash_loop"
+                    && n["alert"]["job"] == "looper"
+            })
+            .cloned()
+            .ok_or_else(|| format!("received so far: {all:?}"))
+    })
+    .await;
+    assert_eq!(fired["alert"]["subject"], "looper/looper/looper", "{fired}");
+    // The third restart waits for the interval: the task is restarting,
+    // its restart counted.
+    let j = c.job("looper", None).await.unwrap();
+    let t = &j.allocations[0].tasks["looper"];
+    assert_eq!(t.restarts, 3, "{t:?}");
+    assert_eq!(t.state, corral_types::TaskLifecycle::Restarting, "{t:?}");
     cluster.shutdown().await;
 }

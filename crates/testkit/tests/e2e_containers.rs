@@ -271,6 +271,54 @@ async fn registry_image_is_pulled_and_a_missing_tag_fails_clearly() {
     registry.stop().await;
 }
 
+/// Issue 14, case 2: an image that cannot be pulled runs nothing. The task
+/// waits out its restart delay; the allocation and the job say
+/// restarting, with the pull's error, never running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_is_restarting_not_running() {
+    let Some(w) = World::start("unpullable").await else {
+        return;
+    };
+    let c = w.client();
+    // A registry address nothing listens on.
+    let image = format!(
+        "127.0.0.1:{}/corral/none:1",
+        corral_testkit::containers::free_port()
+    );
+    c.submit(
+        &format!(
+            "name: unpullable\nimage: {image}\nrestart: {{attempts: 1, interval: 24h, delay: 1h, mode: fail}}\n"
+        ),
+        "unpullable.yaml",
+    )
+    .await
+    .unwrap();
+    let j = eventually("the allocation restarting", D, || async {
+        let j = c.job("unpullable", None).await.map_err(|e| e.to_string())?;
+        match j.allocations.first() {
+            Some(a) if a.state == corral_types::AllocState::Restarting => Ok(j),
+            _ => Err(summary(&j)),
+        }
+    })
+    .await;
+    let a = &j.allocations[0];
+    assert_eq!(a.status, ClientStatus::Pending, "{}", summary(&j));
+    assert!(
+        a.reason.starts_with("task unpullable: failed to start: ")
+            && a.reason.contains(&image)
+            && a.reason.ends_with("; restarting in 1h"),
+        "{}",
+        a.reason
+    );
+    assert_eq!(j.status, corral_types::JobStatus::Restarting);
+    assert_eq!(j.reason, format!("unpullable.unpullable[0]: {}", a.reason));
+    let listed = c.jobs().await.unwrap();
+    let l = listed.iter().find(|l| l.name == "unpullable").unwrap();
+    assert_eq!(l.status, corral_types::JobStatus::Restarting);
+    assert_eq!(l.groups[0].running, 0);
+    w.finish(&["unpullable"]).await;
+}
+
 /// 3. A container that allocates past its memory limit is reported as
 /// OOM-killed with exit code 137.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AllocUpdate, Allocation, ClientStatus, DesiredStatus, Evaluation, Index, Job, JobStatus, Node,
-    TaskState, UnixMillis,
+    AllocState, AllocUpdate, Allocation, ClientStatus, DesiredStatus, Evaluation, Index, Job,
+    JobStatus, Node, TaskState, UnixMillis,
 };
 use crate::spec::{JobSpec, Resources, SpecError};
 
@@ -112,6 +112,10 @@ pub struct JobListEntry {
     pub name: String,
     pub version: u64,
     pub status: JobStatus,
+    /// Why the job is not running, in one line: an allocation's reason
+    /// (`web.web[0]: task app: ...`) or why it cannot be placed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
     pub stopped: bool,
     pub submitted_at: UnixMillis,
     pub groups: Vec<GroupSummary>,
@@ -122,6 +126,9 @@ pub struct JobView {
     pub name: String,
     pub version: u64,
     pub status: JobStatus,
+    /// As [`JobListEntry::reason`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
     pub stopped: bool,
     pub submitted_at: UnixMillis,
     pub spec: JobSpec,
@@ -173,6 +180,13 @@ pub struct AllocView {
     pub node_id: String,
     /// Observed state: pending|running|complete|failed|lost.
     pub status: ClientStatus,
+    /// What people are told: `status`, except `restarting` while it is
+    /// pending because a task waits out its restart delay.
+    pub state: AllocState,
+    /// Why it is not running, in one line (the task's last message, or
+    /// the allocation's); empty while it runs or once it completed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
     pub desired: DesiredStatus,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub desired_reason: String,
@@ -221,6 +235,8 @@ impl AllocView {
                 .unwrap_or_else(|| a.node_id.clone()),
             node_id: a.node_id.clone(),
             status: a.client,
+            state: a.state(),
+            reason: a.reason(),
             desired: a.desired,
             desired_reason: a.desired_reason.clone(),
             tasks: a.tasks.clone(),
@@ -343,6 +359,12 @@ pub struct TaskUsage {
     pub cpu_seconds: f64,
     /// When it was measured.
     pub at: UnixMillis,
+    /// When the measured run started (the agent's clock, as `at`): samples
+    /// of two runs are not compared (a CPU rate across a restart), and a
+    /// sample of a run that ended is not taken for the task's current one.
+    /// Absent from agents before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<UnixMillis>,
 }
 
 /// Body of `POST /v1/nodes/{id}/stats`: every running task of the node

@@ -132,6 +132,9 @@ impl AllocRunner {
     }
 }
 
+/// What a new allocation reports while it waits for those in its way.
+pub const WAITING_FOR_PREVIOUS: &str = "waiting for the allocations in its way on this node to stop (the one it replaces, or one holding a host port it needs)";
+
 /// Wait until the allocations in `alloc`'s way on this node have finished;
 /// false (and reported complete) when `alloc` is stopped meanwhile.
 async fn wait_for_previous(
@@ -145,6 +148,15 @@ async fn wait_for_previous(
     }
     tracing::info!(alloc = %alloc.id, previous = ?alloc.previous, n = wait_for.len(),
         "waiting for the allocations in its way on this node to stop");
+    // Said to the server too: `corral status` tells why it is pending.
+    let _ = env.updates.send(AllocUpdate {
+        id: alloc.id.clone(),
+        client: ClientStatus::Pending,
+        tasks: BTreeMap::new(),
+        message: WAITING_FOR_PREVIOUS.into(),
+        checks: BTreeMap::new(),
+        health: None,
+    });
     let all = futures::future::join_all(wait_for.into_iter().map(|mut rx| async move {
         // A closed channel means its runner is gone: nothing to wait for.
         let _ = rx.wait_for(|f| *f).await;

@@ -231,11 +231,18 @@ async fn without_a_deployment_there_is_no_verdict() {
 async fn a_replacement_waits_for_the_allocation_it_replaces() {
     let (prev_tx, prev_rx) = tokio::sync::watch::channel(false);
     let mut r = start_after(web(), allocation(None), vec![prev_rx]);
+    // It says why it is pending (issue 14, case 2).
+    let waiting = r.until(|_| true).await;
+    assert_eq!(waiting[0].client, corral_types::ClientStatus::Pending);
+    assert_eq!(waiting[0].message, super::WAITING_FOR_PREVIOUS);
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(r.driver.starts(), 0, "started beside the old allocation");
     prev_tx.send_replace(true);
-    r.until(|u| u.client == corral_types::ClientStatus::Running)
+    let seen = r
+        .until(|u| u.client == corral_types::ClientStatus::Running)
         .await;
+    // Once started, the waiting is over.
+    assert!(seen.iter().all(|u| u.message.is_empty()), "{seen:#?}");
     assert_eq!(r.driver.starts(), 1);
     r.stop().await;
 }

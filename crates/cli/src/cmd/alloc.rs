@@ -25,20 +25,21 @@ pub async fn list(c: &Client, job: Option<&str>, out: Out) -> Result<()> {
                 a.node.clone(),
                 a.job_version.to_string(),
                 desired(a.desired).to_string(),
-                a.status.as_str().to_string(),
+                a.state.as_str().to_string(),
                 ago(a.modified_at),
+                a.reason.clone(),
             ];
             if out.wide() {
-                row.push(super::status::addresses(a));
+                row.insert(row.len() - 1, super::status::addresses(a));
             }
             row
         })
         .collect();
     let mut header = vec![
-        "id", "name", "node", "version", "desired", "status", "modified",
+        "id", "name", "node", "version", "desired", "status", "modified", "reason",
     ];
     if out.wide() {
-        header.push("addresses");
+        header.insert(header.len() - 1, "addresses");
     }
     println!("{}", table(&header, rows));
     Ok(())
@@ -62,8 +63,10 @@ pub async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
             format!(" ({})", a.desired_reason)
         }
     );
-    println!("status    {}", a.status.as_str());
-    if !a.message.is_empty() {
+    println!("status    {}", a.state.as_str());
+    if !a.reason.is_empty() {
+        println!("reason    {}", a.reason);
+    } else if !a.message.is_empty() {
         println!("message   {}", a.message);
     }
     println!(

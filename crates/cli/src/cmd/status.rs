@@ -25,12 +25,23 @@ pub async fn list(c: &Client, out: Out) -> Result<()> {
                 j.status.as_str().to_string(),
                 format!("{running}/{desired}"),
                 ago(j.submitted_at),
+                j.reason.clone(),
             ]
         })
         .collect();
     println!(
         "{}",
-        table(&["name", "version", "status", "running", "submitted"], rows)
+        table(
+            &[
+                "name",
+                "version",
+                "status",
+                "running",
+                "submitted",
+                "reason"
+            ],
+            rows
+        )
     );
     Ok(())
 }
@@ -47,6 +58,9 @@ pub async fn job(c: &Client, name: &str, out: Out) -> Result<()> {
         j.status.as_str(),
         if j.stopped { " (stopped)" } else { "" }
     );
+    if !j.reason.is_empty() {
+        println!("reason   {}", j.reason);
+    }
     println!("submitted {}", ago(j.submitted_at));
     // The rollout of this version, when it had one.
     if let Ok(d) = c.deployment(name, None).await
@@ -110,10 +124,11 @@ pub async fn job(c: &Client, name: &str, out: Out) -> Result<()> {
                 a.node.clone(),
                 a.job_version.to_string(),
                 desired(a.desired).to_string(),
-                a.status.as_str().to_string(),
+                a.state.as_str().to_string(),
                 restarts.to_string(),
                 ago(a.modified_at),
                 addresses(a),
+                a.reason.clone(),
             ]
         })
         .collect();
@@ -122,7 +137,7 @@ pub async fn job(c: &Client, name: &str, out: Out) -> Result<()> {
         table(
             &[
                 "id", "name", "node", "version", "desired", "status", "restarts", "modified",
-                "address"
+                "address", "reason"
             ],
             rows
         )
@@ -156,9 +171,10 @@ pub fn addresses(a: &AllocView) -> String {
         .join(" ")
 }
 
-/// The documented `status --json` shape: the job view, whose allocations
-/// carry id, node, group, status and tasks{state, restarts, exit_code},
-/// and whose `spec` is a job file (durations like `15s`, sizes like
+/// The documented `status --json` shape: the job view (status, reason),
+/// whose allocations carry id, node, group, status, state, reason and
+/// tasks{state, restarts, exit_code, message} (docs/STATUS.md), and whose
+/// `spec` is a job file (durations like `15s`, sizes like
 /// `256MiB`) that `corral run` takes back as it is.
 pub fn json_view(j: &JobView) -> serde_json::Value {
     let mut v = serde_json::to_value(j).unwrap_or_default();

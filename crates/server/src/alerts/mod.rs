@@ -10,7 +10,7 @@
 //!
 //! Rules and defaults (`[server.alerts]`, docs/CONFIG.md): crash loop (3
 //! restarts of a task in 10m), OOM kill, node down, deployment failed or
-//! reverted, memory above 90% of the limit for 5m, data dir above 90%
+//! reverted, memory above 90% of the limit in every sample over 5m, data dir above 90%
 //! full. After a restart the engine replays the events of the last
 //! `lookback` so its windows are whole again; events already counted in
 //! a stored alert are skipped.
@@ -26,7 +26,7 @@ use std::time::Duration;
 use corral_store::Write;
 
 pub use config::AlertsConfig;
-use rules::{Engine, Inputs, MemorySample};
+use rules::{AlertChange, Engine, Inputs, MemorySample, Transition};
 use sinks::Sinks;
 
 use crate::core::{Core, now_ms};
@@ -148,9 +148,36 @@ async fn evaluate(core: &Arc<Core>, engine: &mut Engine, sinks: &Sinks) {
         .map(|c| Write::Alert(c.alert.clone()))
         .collect();
     match core.commit(writes).await {
-        Ok(_) => sinks.notify(&changes),
+        Ok(index) => sinks.notify(&as_stored(changes, &core.store.snapshot(), index)),
         Err(e) => tracing::warn!(error = %e, "alerts: cannot store alert changes"),
     }
+}
+
+/// The changes with the alerts as the commit at `index` stored them (the
+/// store stamps `create_index` and `modify_index`): what the webhooks and
+/// the log are told is what `GET /v1/alerts` answers.
+pub fn as_stored(
+    changes: Vec<AlertChange>,
+    state: &corral_store::State,
+    index: u64,
+) -> Vec<AlertChange> {
+    changes
+        .into_iter()
+        .map(|mut c| {
+            match state.alert(&c.alert.id) {
+                Some(a) if a.modify_index == index => c.alert = (**a).clone(),
+                // Gone already (pruned) or changed again: stamp it as the
+                // store did.
+                _ => {
+                    if c.transition == Transition::Fired {
+                        c.alert.create_index = index;
+                    }
+                    c.alert.modify_index = index;
+                }
+            }
+            c
+        })
+        .collect()
 }
 
 /// The memory rule's input: every running task's latest sample.
@@ -164,6 +191,8 @@ pub fn memory_samples(core: &Core) -> Vec<MemorySample> {
             node_id: s.node_id,
             memory_bytes: s.memory_bytes,
             limit_bytes: s.memory_limit_bytes,
+            at: s.at,
+            run: s.started_at,
         })
         .collect()
 }

@@ -22,7 +22,7 @@ use corral_store::State;
 use corral_types::units::Millis;
 use corral_types::{
     Alert, AlertRule, AlertStatus, ClientStatus, DeploymentStatus, Event, EventType, NodeStatus,
-    UnixMillis,
+    TaskLifecycle, UnixMillis,
 };
 
 use super::config::AlertsConfig;
@@ -36,6 +36,10 @@ pub struct MemorySample {
     pub memory_bytes: u64,
     /// 0: no limit.
     pub limit_bytes: u64,
+    /// When the agent measured it (its clock).
+    pub at: UnixMillis,
+    /// When the measured run started (the agent's clock), if known.
+    pub run: Option<UnixMillis>,
 }
 
 /// How full the server's data dir is.
@@ -95,6 +99,38 @@ pub struct Engine {
     failures: Vec<Seen>,
     /// When a condition rule's condition was first seen holding.
     since: HashMap<Key, UnixMillis>,
+    /// Per `alloc/task`: the samples above the memory threshold in a row.
+    memory_high: HashMap<String, Streak>,
+}
+
+/// Consecutive samples of one run above the memory threshold, by the
+/// samples' own times: a condition is known to hold only from its first
+/// sample to its latest, whenever the rule looks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Streak {
+    run: Option<UnixMillis>,
+    first: UnixMillis,
+    last: UnixMillis,
+}
+
+impl Streak {
+    /// `self` extended by a sample of `run` at `at` (a new streak when the
+    /// run changed or the time went back).
+    fn then(self, run: Option<UnixMillis>, at: UnixMillis) -> Streak {
+        if run == self.run && at >= self.last {
+            Streak { last: at, ..self }
+        } else {
+            Streak {
+                run,
+                first: at,
+                last: at,
+            }
+        }
+    }
+
+    fn held(&self) -> u64 {
+        self.last - self.first
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -123,6 +159,7 @@ impl Engine {
             kills: Vec::new(),
             failures: Vec::new(),
             since: HashMap::new(),
+            memory_high: HashMap::new(),
         }
     }
 
@@ -374,22 +411,40 @@ impl Engine {
             return;
         }
         let state = ev.inp.state;
-        // A later deployment of the job that rolled out a version of its
-        // own (not a rollback) fixes it.
-        let fixed_after = |job: &str, failed: Option<&str>| -> Option<u64> {
+        // Fixed: a later deployment of the job rolled out a version of its
+        // own; or, however it got there (a rollback, a version that needed
+        // no deployment), the job's current version is newer than the one
+        // that failed and is stable.
+        let fixed = |job: &str, failed: Option<&str>, version: Option<u64>| -> Option<String> {
             let ds = state.job_deployments(job);
-            let pos = failed.and_then(|f| ds.iter().position(|d| d.id == f))?;
-            ds[pos + 1..]
-                .iter()
-                .rev()
-                .find(|d| d.status == DeploymentStatus::Successful && d.reverts_to.is_none())
-                .map(|d| d.job_version)
+            let deployed = failed
+                .and_then(|f| ds.iter().position(|d| d.id == f))
+                .and_then(|pos| {
+                    ds[pos + 1..].iter().rev().find(|d| {
+                        d.status == DeploymentStatus::Successful && d.reverts_to.is_none()
+                    })
+                });
+            if let Some(d) = deployed {
+                return Some(format!(
+                    "version {} was deployed successfully",
+                    d.job_version
+                ));
+            }
+            let j = state.job(job)?;
+            (j.stable && !j.stopped && version.is_none_or(|v| j.version > v)).then(|| {
+                match j.reverts_to {
+                    Some(to) => {
+                        format!("version {} (the spec of version {to}) is stable", j.version)
+                    }
+                    None => format!("version {} is stable", j.version),
+                }
+            })
         };
         // As with OOM kills: dropped once counted in a stored alert (or
         // fixed), so a failed commit loses none.
         self.failures.retain(|f| {
             !ev.counted(&(AlertRule::DeploymentFailed, f.subject.clone()), f)
-                && fixed_after(&f.job, f.deployment.as_deref()).is_none()
+                && fixed(&f.job, f.deployment.as_deref(), f.job_version).is_none()
         });
         for f in &self.failures {
             let key = (AlertRule::DeploymentFailed, f.subject.clone());
@@ -426,8 +481,7 @@ impl Engine {
             let why = match state.job(&job) {
                 None => Some("the job was purged".to_string()),
                 Some(j) if j.stopped => Some("the job was stopped".to_string()),
-                Some(_) => fixed_after(&job, a.deployment.as_deref())
-                    .map(|v| format!("version {v} was deployed successfully")),
+                Some(_) => fixed(&job, a.deployment.as_deref(), a.job_version),
             };
             if let Some(why) = why {
                 ev.resolve(&key, why);
@@ -475,18 +529,24 @@ impl Engine {
         }
     }
 
+    /// Memory above the threshold in every sample of a run for `for`,
+    /// counted by the samples' times (an evaluation that sees the same
+    /// sample again learns nothing new). Samples of a run that ended are
+    /// left out: a node's last push outlives its tasks until the next.
     fn memory(&mut self, ev: &mut Evaluation<'_, '_>) {
         let rule = self.cfg.memory.clone();
         if !rule.enabled {
+            self.memory_high.clear();
             ev.resolve_all(AlertRule::MemoryHigh, "the memory rule was disabled");
             return;
         }
         let state = ev.inp.state;
-        let mut holding = Vec::new();
         let mut below = HashMap::new();
         let mut present = std::collections::HashSet::new();
+        let mut streaks = HashMap::new();
+        let mut holding = Vec::new();
         for s in ev.inp.memory {
-            if s.limit_bytes == 0 {
+            if s.limit_bytes == 0 || !crate::usage::is_current(state, &s.alloc_id, &s.task, s.run) {
                 continue;
             }
             let ratio = s.memory_bytes as f64 / s.limit_bytes as f64;
@@ -496,33 +556,51 @@ impl Engine {
                 below.insert(subject, ratio);
                 continue;
             }
+            let streak = match self.memory_high.get(&subject) {
+                Some(k) => k.then(s.run, s.at),
+                None => Streak {
+                    run: s.run,
+                    first: s.at,
+                    last: s.at,
+                },
+            };
+            streaks.insert(subject.clone(), streak);
+            if streak.held() < ms(rule.for_duration) {
+                continue;
+            }
             let alloc = state.alloc(&s.alloc_id);
             let name = alloc
                 .map(|a| a.name())
                 .unwrap_or_else(|| s.alloc_id.clone());
-            holding.push((
-                subject.clone(),
-                Seen {
-                    index: 0,
-                    time: ev.inp.now,
-                    subject,
-                    job: alloc.map(|a| a.job.clone()).unwrap_or_default(),
-                    alloc: Some(s.alloc_id.clone()),
-                    node: Some(s.node_id.clone()),
-                    deployment: None,
-                    task: Some(s.task.clone()),
-                    job_version: alloc.map(|a| a.job_version),
-                    message: format!(
-                        "task {} of {name} uses {:.0}% of its memory limit ({}) for {} or more",
-                        s.task,
-                        ratio * 100.0,
-                        corral_types::units::Bytes(s.limit_bytes),
-                        human(rule.for_duration)
-                    ),
-                },
-            ));
+            holding.push(Seen {
+                index: 0,
+                time: ev.inp.now,
+                subject,
+                job: alloc.map(|a| a.job.clone()).unwrap_or_default(),
+                alloc: Some(s.alloc_id.clone()),
+                node: Some(s.node_id.clone()),
+                deployment: None,
+                task: Some(s.task.clone()),
+                job_version: alloc.map(|a| a.job_version),
+                message: format!(
+                    "task {} of {name} uses {:.0}% of its memory limit ({}), above {:.0}% in every sample for {}",
+                    s.task,
+                    ratio * 100.0,
+                    corral_types::units::Bytes(s.limit_bytes),
+                    rule.threshold * 100.0,
+                    Millis(streak.held() / 1000 * 1000)
+                ),
+            });
         }
-        self.condition(ev, AlertRule::MemoryHigh, rule.for_duration, holding);
+        // A subject without a sample above the threshold now starts again.
+        self.memory_high = streaks;
+        for seen in holding {
+            let key = (AlertRule::MemoryHigh, seen.subject.clone());
+            if !ev.firing.contains_key(&key) {
+                let summary = seen.message.clone();
+                ev.fire(new_alert(AlertRule::MemoryHigh, &seen, 1, summary));
+            }
+        }
         for key in ev.firing_of(AlertRule::MemoryHigh) {
             if ev.changed(&key) {
                 continue;
@@ -537,13 +615,17 @@ impl Engine {
                 // none until the agents push again. The state decides.
                 None if !present.contains(&key.1) => {
                     let alloc_id = ev.firing.get(&key).and_then(|a| a.alloc.clone());
-                    let alloc_id = alloc_id.unwrap_or_else(|| {
-                        key.1.split_once('/').map_or(&*key.1, |(a, _)| a).into()
+                    let (alloc_id, task) = match key.1.split_once('/') {
+                        Some((a, t)) => (alloc_id.unwrap_or_else(|| a.into()), t),
+                        None => (alloc_id.unwrap_or_else(|| key.1.clone()), ""),
+                    };
+                    let runs = state.alloc(&alloc_id).is_some_and(|a| {
+                        a.is_live()
+                            && a.tasks
+                                .get(task)
+                                .is_some_and(|t| t.state == TaskLifecycle::Running)
                     });
-                    state
-                        .alloc(&alloc_id)
-                        .is_none_or(|a| !a.is_live())
-                        .then(|| "the task no longer runs".to_string())
+                    (!runs).then(|| "the task no longer runs".to_string())
                 }
                 None => None,
             };

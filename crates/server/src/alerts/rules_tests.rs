@@ -5,8 +5,8 @@ use std::time::Duration;
 use corral_scheduler::testing::{alloc, group, job, node};
 use corral_store::{MemoryStore, StateStore, Write};
 use corral_types::{
-    AlertRule, AlertStatus, ClientStatus, DeploymentStatus, DesiredStatus, Event, EventType, Job,
-    NodeStatus, TaskState,
+    AlertRule, AlertStatus, Allocation, ClientStatus, DeploymentStatus, DesiredStatus, Event,
+    EventType, Job, NodeStatus, TaskState,
 };
 
 use super::*;
@@ -104,9 +104,36 @@ fn with_job(w: &World) -> Job {
     w.commit(vec![
         Write::Node(node("n1").build()),
         Write::Job(v1.clone()),
-        Write::Alloc(alloc("a0", &v1, "web", 0, "n1")),
+        Write::Alloc(running(alloc("a0", &v1, "web", 0, "n1"))),
     ]);
     v1
+}
+
+/// `a` with its task `web` running, as its agent reports it.
+fn running(mut a: Allocation) -> Allocation {
+    a.tasks.insert(
+        "web".into(),
+        TaskState {
+            state: corral_types::TaskLifecycle::Running,
+            started_at: Some(T0 - MIN),
+            ..TaskState::default()
+        },
+    );
+    a
+}
+
+/// Task `web` of `a0` using `used` of `limit`, measured at `at` in the run
+/// that started at `T0 - MIN`.
+fn mem(used: u64, limit: u64, at: UnixMillis) -> MemorySample {
+    MemorySample {
+        alloc_id: "a0".into(),
+        task: "web".into(),
+        node_id: "n1".into(),
+        memory_bytes: used,
+        limit_bytes: limit,
+        at,
+        run: Some(T0 - MIN),
+    }
 }
 
 #[test]
@@ -317,7 +344,7 @@ fn node_down_waits_for_its_duration_and_resolves_when_back() {
 }
 
 #[test]
-fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
+fn a_failed_and_reverted_deployment_is_one_alert_until_the_job_is_stable_again() {
     let mut w = World::new(|_| {});
     let v2 = web(2);
     let mut d1 =
@@ -354,8 +381,10 @@ fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
     );
     assert_eq!(c[0].alert.job_version, Some(2));
 
-    // The rollback's own deployment succeeding does not resolve it.
-    let v3 = web(3);
+    // The rollback rolling out does not resolve it; the rolled-back
+    // version being stable does (issue 14, case 3: however it got there).
+    let mut v3 = web(3);
+    v3.reverts_to = Some(1);
     let mut back = corral_scheduler::deployment::new_deployment(
         &v3,
         &["web".into()],
@@ -363,54 +392,120 @@ fn a_failed_and_reverted_deployment_is_one_alert_until_a_version_deploys() {
         Some(1),
         T0,
     );
-    back.status = DeploymentStatus::Successful;
-    w.commit(vec![Write::Job(v3), Write::Deployment(back)]);
+    w.commit(vec![
+        Write::Job(v3.clone()),
+        Write::Deployment(back.clone()),
+    ]);
     assert!(w.eval(T0 + 2).is_empty());
-    // A new version deployed successfully does.
-    let v4 = web(4);
-    let mut good =
-        corral_scheduler::deployment::new_deployment(&v4, &["web".into()], "d3".into(), None, T0);
-    good.status = DeploymentStatus::Successful;
-    w.commit(vec![Write::Job(v4), Write::Deployment(good)]);
+    back.status = DeploymentStatus::Successful;
+    v3.stable = true;
+    w.commit(vec![Write::Job(v3), Write::Deployment(back)]);
     let c = w.eval(T0 + 3);
     assert_eq!(
         transitions(&c),
         [(AlertRule::DeploymentFailed, Transition::Resolved)]
     );
-    assert_eq!(c[0].alert.resolution, "version 4 was deployed successfully");
+    assert_eq!(
+        c[0].alert.resolution,
+        "version 3 (the spec of version 1) is stable"
+    );
+}
+
+/// Issue 14, case 3: every allocation of version 1 failed, and version 2
+/// runs fine and is stable without a deployment of its own (a version
+/// that needed none, as with `max_parallel: 0`): the alert resolves.
+#[test]
+fn a_failed_deployment_resolves_when_a_later_version_is_stable_without_a_deployment() {
+    let mut w = World::new(|_| {});
+    let v1 = web(1);
+    let mut d1 =
+        corral_scheduler::deployment::new_deployment(&v1, &["web".into()], "d1".into(), None, T0);
+    d1.status = DeploymentStatus::Failed;
+    w.commit(vec![Write::Job(v1), Write::Deployment(d1)]);
+    w.see(
+        Event::new(
+            EventType::DeploymentFailed,
+            T0,
+            "deployment of web version 1 failed",
+        )
+        .job("web")
+        .deployment("d1"),
+    );
+    let c = w.eval(T0 + 1);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::DeploymentFailed, Transition::Fired)]
+    );
+    assert_eq!(c[0].alert.job_version, Some(1));
+    // Version 2 submitted: not stable yet, the alert stays.
+    let mut v2 = web(2);
+    w.commit(vec![Write::Job(v2.clone())]);
+    assert!(w.eval(T0 + 2).is_empty());
+    // Every slot runs it: stable, with no deployment.
+    v2.stable = true;
+    w.commit(vec![Write::Job(v2)]);
+    let c = w.eval(T0 + 3);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::DeploymentFailed, Transition::Resolved)]
+    );
+    assert_eq!(c[0].alert.resolution, "version 2 is stable");
+    // Resolved once: nothing more.
+    assert!(w.eval(T0 + 4).is_empty());
+}
+
+/// A stable version no newer than the failed one fixes nothing.
+#[test]
+fn a_stable_version_older_than_the_failed_one_does_not_resolve_it() {
+    let mut w = World::new(|_| {});
+    let mut v1 = web(1);
+    v1.stable = true;
+    let v2 = web(2);
+    let mut d2 =
+        corral_scheduler::deployment::new_deployment(&v2, &["web".into()], "d2".into(), None, T0);
+    d2.status = DeploymentStatus::Failed;
+    w.commit(vec![Write::Job(v1), Write::Job(v2), Write::Deployment(d2)]);
+    w.see(
+        Event::new(
+            EventType::DeploymentFailed,
+            T0,
+            "deployment of web version 2 failed",
+        )
+        .job("web")
+        .deployment("d2"),
+    );
+    assert_eq!(
+        transitions(&w.eval(T0 + 1)),
+        [(AlertRule::DeploymentFailed, Transition::Fired)]
+    );
+    assert!(w.eval(T0 + 2).is_empty());
 }
 
 #[test]
 fn memory_above_the_threshold_for_five_minutes() {
     let mut w = World::new(|_| {});
     with_job(&w);
-    let sample = |used: u64, limit: u64| MemorySample {
-        alloc_id: "a0".into(),
-        task: "web".into(),
-        node_id: "n1".into(),
-        memory_bytes: used,
-        limit_bytes: limit,
-    };
-    w.memory = vec![sample(95, 100)];
+    w.memory = vec![mem(95, 100, T0)];
     assert!(w.eval(T0).is_empty());
     // Dipping below restarts the clock.
-    w.memory = vec![sample(50, 100)];
+    w.memory = vec![mem(50, 100, T0 + 2 * MIN)];
     assert!(w.eval(T0 + 2 * MIN).is_empty());
-    w.memory = vec![sample(91, 100)];
+    w.memory = vec![mem(91, 100, T0 + 3 * MIN)];
     assert!(w.eval(T0 + 3 * MIN).is_empty());
+    w.memory = vec![mem(92, 100, T0 + 8 * MIN - 1)];
     assert!(w.eval(T0 + 8 * MIN - 1).is_empty());
+    w.memory = vec![mem(91, 100, T0 + 8 * MIN)];
     let c = w.eval(T0 + 8 * MIN);
     assert_eq!(
         transitions(&c),
         [(AlertRule::MemoryHigh, Transition::Fired)]
     );
     assert_eq!(c[0].alert.subject, "a0/web");
-    assert!(
-        c[0].alert.summary.contains("uses 91% of its memory limit"),
-        "{}",
-        c[0].alert.summary
+    assert_eq!(
+        c[0].alert.summary,
+        "task web of web.web[0] uses 91% of its memory limit (100B), above 90% in every sample for 5m"
     );
-    w.memory = vec![sample(40, 100)];
+    w.memory = vec![mem(40, 100, T0 + 9 * MIN)];
     let c = w.eval(T0 + 9 * MIN);
     assert_eq!(
         transitions(&c),
@@ -421,9 +516,101 @@ fn memory_above_the_threshold_for_five_minutes() {
         "memory use is down to 40% of the limit"
     );
     // No limit, no alert.
-    w.memory = vec![sample(1000, 0)];
+    w.memory = vec![mem(1000, 0, T0 + 20 * MIN)];
     assert!(w.eval(T0 + 20 * MIN).is_empty());
+    w.memory = vec![mem(1000, 0, T0 + 30 * MIN)];
     assert!(w.eval(T0 + 30 * MIN).is_empty());
+}
+
+/// Issue 14, case 4: one sample, however long the rule keeps seeing it
+/// (the next push is 10 s away, or never comes), proves nothing held for
+/// `for`: the time counts between samples, not between evaluations.
+#[test]
+fn one_stale_sample_never_fires_memory_high() {
+    let mut w = World::new(|c| c.memory.for_duration = Duration::from_secs(5));
+    with_job(&w);
+    w.memory = vec![mem(95, 100, T0)];
+    for later in [0, 5_000, 9_000, 60_000] {
+        assert!(w.eval(T0 + later).is_empty(), "at +{later} ms");
+    }
+    // A second sample 10 s after the first: it held for 10 s.
+    w.memory = vec![mem(96, 100, T0 + 10_000)];
+    let c = w.eval(T0 + 61_000);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::MemoryHigh, Transition::Fired)]
+    );
+    assert!(
+        c[0].alert.summary.ends_with("in every sample for 10s"),
+        "{}",
+        c[0].alert.summary
+    );
+}
+
+/// Issue 14, case 4: a sample of a run that exited counts for nothing:
+/// not toward firing, not as the task's current use.
+#[test]
+fn samples_of_a_run_that_ended_are_dropped() {
+    let mut w = World::new(|c| c.memory.for_duration = Duration::from_secs(5));
+    let v1 = with_job(&w);
+    w.memory = vec![mem(95, 100, T0)];
+    assert!(w.eval(T0).is_empty());
+    // The run exits; the node's last push still holds its sample (and
+    // one of it taken later, at its end).
+    let mut a0 = running(alloc("a0", &v1, "web", 0, "n1"));
+    a0.client = ClientStatus::Pending;
+    a0.tasks.get_mut("web").expect("task").state = corral_types::TaskLifecycle::Restarting;
+    w.commit(vec![Write::Alloc(a0.clone())]);
+    w.memory = vec![mem(99, 100, T0 + 10_000)];
+    assert!(w.eval(T0 + 10_000).is_empty());
+    assert!(w.eval(T0 + 20_000).is_empty());
+    // Running again, a new run: the old run's samples are not its.
+    a0.client = ClientStatus::Running;
+    a0.tasks.insert(
+        "web".into(),
+        TaskState {
+            state: corral_types::TaskLifecycle::Running,
+            started_at: Some(T0 + 30_000),
+            ..TaskState::default()
+        },
+    );
+    w.commit(vec![Write::Alloc(a0)]);
+    w.memory = vec![mem(99, 100, T0 + 31_000)];
+    assert!(w.eval(T0 + 31_000).is_empty());
+    // The new run's own samples count from its first.
+    let new_run = |at| MemorySample {
+        run: Some(T0 + 30_000),
+        ..mem(97, 100, at)
+    };
+    w.memory = vec![new_run(T0 + 40_000)];
+    assert!(w.eval(T0 + 40_000).is_empty());
+    w.memory = vec![new_run(T0 + 50_000)];
+    assert_eq!(
+        transitions(&w.eval(T0 + 50_000)),
+        [(AlertRule::MemoryHigh, Transition::Fired)]
+    );
+}
+
+/// A firing alert whose run ended resolves at once, even while the node's
+/// last push still holds the run's sample.
+#[test]
+fn memory_high_resolves_when_its_run_ends() {
+    let mut w = World::new(|c| c.memory.for_duration = Duration::from_secs(5));
+    let v1 = with_job(&w);
+    w.memory = vec![mem(95, 100, T0)];
+    assert!(w.eval(T0).is_empty());
+    w.memory = vec![mem(95, 100, T0 + 10_000)];
+    assert_eq!(w.eval(T0 + 10_000).len(), 1);
+    let mut a0 = running(alloc("a0", &v1, "web", 0, "n1"));
+    a0.client = ClientStatus::Pending;
+    a0.tasks.get_mut("web").expect("task").state = corral_types::TaskLifecycle::Restarting;
+    w.commit(vec![Write::Alloc(a0)]);
+    let c = w.eval(T0 + 11_000);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::MemoryHigh, Transition::Resolved)]
+    );
+    assert_eq!(c[0].alert.resolution, "the task no longer runs");
 }
 
 #[test]
@@ -581,14 +768,9 @@ fn queued_kills_and_failures_survive_a_failed_commit() {
 fn memory_high_stays_firing_without_samples_until_the_task_stops() {
     let mut w = World::new(|_| {});
     let v1 = with_job(&w);
-    w.memory = vec![MemorySample {
-        alloc_id: "a0".into(),
-        task: "web".into(),
-        node_id: "n1".into(),
-        memory_bytes: 95,
-        limit_bytes: 100,
-    }];
+    w.memory = vec![mem(95, 100, T0)];
     assert!(w.eval(T0).is_empty());
+    w.memory = vec![mem(95, 100, T0 + 5 * MIN)];
     assert_eq!(w.eval(T0 + 5 * MIN).len(), 1);
     // A server restart: a new engine, no samples yet, the task runs on.
     w.engine = Engine::new(AlertsConfig::default());

@@ -198,6 +198,11 @@ async fn a_node_down_alert_reaches_the_webhook_and_the_api() {
     let listed = client.alerts(false).await.expect("alerts");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, got[0].alert.id);
+    // Issue 14, case 5: the webhook carries the stored record, indexes
+    // included (they were 0/0).
+    assert_eq!(got[0].alert, listed[0]);
+    assert!(got[0].alert.create_index > 0, "{:?}", got[0].alert);
+    assert_eq!(got[0].alert.modify_index, got[0].alert.create_index);
 
     core.commit(vec![Write::Node(node("n1").build())])
         .await
@@ -209,6 +214,10 @@ async fn a_node_down_alert_reaches_the_webhook_and_the_api() {
     let all = client.alerts(true).await.expect("alerts");
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].status, AlertStatus::Resolved);
+    // The resolution's record as stored (it carried the firing's indexes).
+    assert_eq!(got[1].alert, all[0]);
+    assert_eq!(got[1].alert.create_index, got[0].alert.create_index);
+    assert!(got[1].alert.modify_index > got[0].alert.modify_index);
     // Both transitions are events too.
     let events = client
         .events(&corral_client::EventQuery {
@@ -223,4 +232,50 @@ async fn a_node_down_alert_reaches_the_webhook_and_the_api() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(r.lock().map(|r| r.got.len()).unwrap_or(0), 2);
     stop.cancel();
+}
+
+/// A change whose alert the state no longer holds as committed (pruned,
+/// or changed again) is stamped as the store stamped it.
+#[test]
+fn notifications_carry_the_indexes_of_the_commit() {
+    use super::rules::{AlertChange, Transition};
+    let store = StateStore::open(Box::new(MemoryStore::new())).expect("store");
+    let mut a = sample().alert;
+    let index = store.commit(vec![Write::Alert(a.clone())]).expect("commit");
+    let fired = super::as_stored(
+        vec![AlertChange {
+            alert: a.clone(),
+            transition: Transition::Fired,
+        }],
+        &store.snapshot(),
+        index,
+    );
+    assert_eq!(
+        (fired[0].alert.create_index, fired[0].alert.modify_index),
+        (index, index)
+    );
+    assert_eq!(
+        store.snapshot().alert(&a.id).map(|s| (**s).clone()),
+        Some(fired[0].alert.clone())
+    );
+    // Resolved, then gone from the state before the notification left.
+    a.create_index = index;
+    a.status = AlertStatus::Resolved;
+    let resolved = super::as_stored(
+        vec![AlertChange {
+            alert: a,
+            transition: Transition::Resolved,
+        }],
+        &StateStore::open(Box::new(MemoryStore::new()))
+            .expect("store")
+            .snapshot(),
+        index + 5,
+    );
+    assert_eq!(
+        (
+            resolved[0].alert.create_index,
+            resolved[0].alert.modify_index
+        ),
+        (index, index + 5)
+    );
 }

@@ -155,6 +155,7 @@ async fn server_text_has_node_scheduler_deployment_and_api_metrics() {
                 memory_limit_bytes: 64 << 20,
                 cpu_seconds: cpu,
                 at,
+                started_at: None,
             }],
             now,
         );
@@ -293,6 +294,7 @@ async fn node_used_comes_from_fresh_usage_samples() {
                 memory_limit_bytes: 64 << 20,
                 cpu_seconds: cpu,
                 at,
+                started_at: None,
             }],
             now,
         );

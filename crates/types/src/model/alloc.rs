@@ -81,6 +81,108 @@ impl Allocation {
     pub fn is_unhealthy(&self) -> bool {
         self.health.as_ref().is_some_and(|h| !h.healthy)
     }
+
+    /// What the allocation is doing, as people read it (see [`AllocState`]).
+    pub fn state(&self) -> AllocState {
+        match self.client {
+            ClientStatus::Pending if self.restarting_task().is_some() => AllocState::Restarting,
+            s => s.into(),
+        }
+    }
+
+    /// Why the allocation is not running, in one line: the last message of
+    /// the task that keeps it from running or that ended it (`task T:
+    /// ...`), else the allocation's own message. Empty while it runs and
+    /// once it completed.
+    pub fn reason(&self) -> String {
+        let task = |(name, t): (&String, &TaskState)| format!("task {name}: {}", t.message);
+        match self.state() {
+            AllocState::Running | AllocState::Complete => String::new(),
+            AllocState::Restarting => self.restarting_task().map(task).unwrap_or_default(),
+            AllocState::Pending => self
+                .tasks
+                .iter()
+                .find(|(_, t)| t.state == TaskLifecycle::Pending && !t.message.is_empty())
+                .map(task)
+                .unwrap_or_else(|| self.client_message.clone()),
+            AllocState::Failed => {
+                if self.client_message.is_empty() {
+                    self.tasks
+                        .iter()
+                        .find(|(_, t)| t.failed)
+                        .map(task)
+                        .unwrap_or_default()
+                } else {
+                    self.client_message.clone()
+                }
+            }
+            AllocState::Lost => {
+                if self.client_message.is_empty() {
+                    self.desired_reason.clone()
+                } else {
+                    self.client_message.clone()
+                }
+            }
+        }
+    }
+
+    /// The first task waiting out its restart delay.
+    fn restarting_task(&self) -> Option<(&String, &TaskState)> {
+        self.tasks
+            .iter()
+            .find(|(_, t)| t.state == TaskLifecycle::Restarting)
+    }
+}
+
+/// What an allocation is doing, as people read it: its observed
+/// [`ClientStatus`], with an allocation that is pending because a task
+/// waits out its restart delay told apart from one still being started
+/// (Nomad keeps both `pending` and says which in the task's state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocState {
+    /// Not started yet on its node: waiting for the allocation it replaces
+    /// to stop, or its tasks being started (an image pulled).
+    Pending,
+    /// A task exited (or failed to start) and waits out its restart delay:
+    /// nothing of it runs until then.
+    Restarting,
+    Running,
+    Complete,
+    Failed,
+    Lost,
+}
+
+impl AllocState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocState::Pending => "pending",
+            AllocState::Restarting => "restarting",
+            AllocState::Running => "running",
+            AllocState::Complete => "complete",
+            AllocState::Failed => "failed",
+            AllocState::Lost => "lost",
+        }
+    }
+}
+
+/// The state a status alone tells (a pending allocation is `pending`).
+impl From<ClientStatus> for AllocState {
+    fn from(s: ClientStatus) -> AllocState {
+        match s {
+            ClientStatus::Pending => AllocState::Pending,
+            ClientStatus::Running => AllocState::Running,
+            ClientStatus::Complete => AllocState::Complete,
+            ClientStatus::Failed => AllocState::Failed,
+            ClientStatus::Lost => AllocState::Lost,
+        }
+    }
+}
+
+impl std::fmt::Display for AllocState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Whether an allocation became healthy for its deployment, and when.
@@ -168,6 +270,8 @@ impl std::fmt::Display for ClientStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TaskState {
     pub state: TaskLifecycle,
+    /// Restarts decided by the restart policy, counted at the exit it
+    /// answers (before the delay), as Nomad counts them.
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,

@@ -26,13 +26,24 @@ pub struct Job {
     pub modify_index: Index,
 }
 
-/// Derived for display: what the job's allocations add up to.
+/// Derived for display: what the job's allocations add up to. When not
+/// every slot runs, the worst of what keeps them from running decides:
+/// failed, then restarting, then pending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
-    /// Allocations still being placed or started.
+    /// Allocations still being placed or started (or, for a stopped job,
+    /// still stopping).
     Pending,
+    /// Every group has its count running.
     Running,
+    /// Not every slot runs, and one of the job's allocations waits out a
+    /// task's restart delay.
+    Restarting,
+    /// Not every slot runs, and a slot holds a failed allocation with
+    /// nothing placed to replace it: the restart policy gave up, and it
+    /// stays so until a new version (or a stop).
+    Failed,
     /// Stopped by the user, or every allocation ended.
     Dead,
 }
@@ -42,6 +53,8 @@ impl JobStatus {
         match self {
             JobStatus::Pending => "pending",
             JobStatus::Running => "running",
+            JobStatus::Restarting => "restarting",
+            JobStatus::Failed => "failed",
             JobStatus::Dead => "dead",
         }
     }

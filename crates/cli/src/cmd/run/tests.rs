@@ -10,6 +10,7 @@ fn view(eval_status: &str, allocs: Vec<(u64, ClientStatus, DesiredStatus)>) -> J
         name: "web".into(),
         version: 2,
         status: JobStatus::Pending,
+        reason: String::new(),
         stopped: false,
         submitted_at: 0,
         spec: JobSpec {
@@ -39,6 +40,8 @@ fn view(eval_status: &str, allocs: Vec<(u64, ClientStatus, DesiredStatus)>) -> J
                 node: "n".into(),
                 node_id: "n".into(),
                 status: s,
+                state: s.into(),
+                reason: String::new(),
                 desired: d,
                 desired_reason: String::new(),
                 tasks: BTreeMap::from([(
