@@ -610,22 +610,47 @@ fn find_dirs_named(dir: &Path, name: &str, out: &mut Vec<PathBuf>) {
 }
 
 /// Puts nat lines (as [`ContainerNode::cni_nat_of`] returned them) back
-/// into the table, as an interrupted teardown leaves them.
-pub fn restore_nat(lines: &[String]) {
-    for l in lines {
-        let args = corral_agent::driver::cri::cni::split_words(l)
-            .unwrap_or_else(|| panic!("cannot split {l:?}"));
-        let out = std::process::Command::new("iptables")
+/// into the table, as an interrupted teardown leaves them. Idempotent: a
+/// chain or rule already there (a sweep running at the same time may have
+/// removed only part of them) is left as it is.
+pub fn restore_nat(lines: &[String]) -> Result<(), String> {
+    let iptables = |args: &[String]| {
+        std::process::Command::new("iptables")
             .args(["-w", "5", "-t", "nat"])
-            .args(&args)
+            .args(args)
             .output()
-            .expect("iptables runs");
-        assert!(
-            out.status.success(),
-            "iptables {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .expect("iptables runs")
+    };
+    for l in lines {
+        let mut args = corral_agent::driver::cri::cni::split_words(l)
+            .unwrap_or_else(|| panic!("cannot split {l:?}"));
+        match args.first().map(String::as_str) {
+            Some("-N")
+                if iptables(&["-S".to_string(), args[1].clone()])
+                    .status
+                    .success() =>
+            {
+                continue;
+            }
+            Some("-A") => {
+                args[0] = "-C".into();
+                let there = iptables(&args).status.success();
+                args[0] = "-A".into();
+                if there {
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        let out = iptables(&args);
+        if !out.status.success() {
+            return Err(format!(
+                "iptables {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Puts lease files back, changed `age` ago (the agent leaves leases

@@ -997,7 +997,9 @@ async fn cni_leftovers_of_vanished_sandboxes_are_swept_at_agent_start() {
             .cloned()
             .collect();
         if !missing.is_empty() {
-            restore_nat(&missing);
+            // All of them, in order (a chain before its rules): the stop's
+            // sweep may remove a chain between the listing and the restore.
+            restore_nat(&leftovers)?;
             return Err(format!("restored {} rules", missing.len()));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
