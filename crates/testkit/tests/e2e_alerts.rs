@@ -60,15 +60,29 @@ async fn cluster(url: &str) -> TestCluster {
 
 /// The first notification with this status and rule (and job).
 async fn notification(got: &Received, status: &str, rule: &str, job: &str) -> Value {
-    eventually(&format!("a {status} {rule} alert for {job}"), D, || async {
-        let all = got.lock().unwrap().clone();
-        all.iter()
-            .find(|n| {
-                n["status"] == status && n["alert"]["rule"] == rule && n["alert"]["job"] == job
-            })
-            .cloned()
-            .ok_or_else(|| format!("received so far: {all:?}"))
-    })
+    notification_within(got, status, rule, job, D).await
+}
+
+async fn notification_within(
+    got: &Received,
+    status: &str,
+    rule: &str,
+    job: &str,
+    within: Duration,
+) -> Value {
+    eventually(
+        &format!("a {status} {rule} alert for {job}"),
+        within,
+        || async {
+            let all = got.lock().unwrap().clone();
+            all.iter()
+                .find(|n| {
+                    n["status"] == status && n["alert"]["rule"] == rule && n["alert"]["job"] == job
+                })
+                .cloned()
+                .ok_or_else(|| format!("received so far: {all:?}"))
+        },
+    )
     .await
 }
 
@@ -125,12 +139,20 @@ async fn a_crash_loop_alerts_the_webhook_and_resolves_when_fixed() {
     assert_eq!(loops[0].id, id);
     notification(&got, "firing", "deployment_failed", "crashy").await;
 
-    // A fixed version: once it runs, the alert resolves.
+    // A fixed version: once it has run a minute without a restart, the
+    // alert resolves.
     c.submit(&crashy(2, true), "crashy.yaml").await.unwrap();
-    let resolved = notification(&got, "resolved", "crash_loop", "crashy").await;
+    let resolved = notification_within(
+        &got,
+        "resolved",
+        "crash_loop",
+        "crashy",
+        Duration::from_secs(180),
+    )
+    .await;
     assert_eq!(resolved["alert"]["id"], id.as_str(), "{resolved}");
     assert_eq!(
-        resolved["alert"]["resolution"], "version 2 runs without restarts",
+        resolved["alert"]["resolution"], "version 2 has run for 1m without a restart",
         "{resolved}"
     );
     jobs::wait_running(c, "crashy", 1, D).await;

@@ -101,7 +101,15 @@ pub struct Engine {
     since: HashMap<Key, UnixMillis>,
     /// Per `alloc/task`: the samples above the memory threshold in a row.
     memory_high: HashMap<String, Streak>,
+    /// Per job, the latest `job.stopped` (or purged) event: index and time.
+    /// A stop resolves the job's crash loop and failed deployment even
+    /// when the job runs again before the next evaluation looks.
+    stops: HashMap<String, (u64, UnixMillis)>,
 }
+
+/// How long a stop is remembered for the rules (evaluations run every few
+/// seconds; this only bounds the map).
+const STOP_MEMORY: u64 = 3_600_000;
 
 /// Consecutive samples of one run above the memory threshold, by the
 /// samples' own times: a condition is known to hold only from its first
@@ -160,6 +168,42 @@ impl Engine {
             failures: Vec::new(),
             since: HashMap::new(),
             memory_high: HashMap::new(),
+            stops: HashMap::new(),
+        }
+    }
+
+    /// Whether the job was stopped after the event at `index`.
+    fn stopped_after(&self, job: &str, index: u64) -> bool {
+        self.stops.get(job).is_some_and(|(i, _)| *i > index)
+    }
+
+    /// Alerts of `rule` on a job stopped after their last event resolve;
+    /// what was queued before the stop is the old run's and goes.
+    fn apply_stops(&mut self, rule: AlertRule, ev: &mut Evaluation<'_, '_>) {
+        self.stops
+            .retain(|_, (_, t)| ev.inp.now.saturating_sub(*t) < STOP_MEMORY);
+        for key in ev.firing_of(rule) {
+            let Some(a) = ev.firing.get(&key) else {
+                continue;
+            };
+            let job = a
+                .job
+                .as_deref()
+                .unwrap_or_else(|| a.subject.split('/').next().unwrap_or(""));
+            if self.stopped_after(job, a.last_event_index) {
+                ev.resolve(&key, "the job was stopped");
+            }
+        }
+        let stops = &self.stops;
+        let before_stop = |s: &Seen| stops.get(&s.job).is_some_and(|(i, _)| s.index < *i);
+        match rule {
+            AlertRule::CrashLoop => {
+                for q in self.restarts.values_mut() {
+                    q.retain(|s| !before_stop(s));
+                }
+            }
+            AlertRule::DeploymentFailed => self.failures.retain(|s| !before_stop(s)),
+            _ => {}
         }
     }
 
@@ -259,6 +303,11 @@ impl Engine {
                     message: e.message.clone(),
                 });
             }
+            EventType::JobStopped | EventType::JobPurged => {
+                if let Some(job) = &e.job {
+                    self.stops.insert(job.clone(), (e.index, e.time));
+                }
+            }
             _ => {}
         }
     }
@@ -284,6 +333,8 @@ impl Engine {
             return;
         }
         let window = ms(rule.window);
+        self.apply_stops(AlertRule::CrashLoop, ev);
+        let rule = &self.cfg.crash_loop;
         let cutoff = now.saturating_sub(window);
         self.restarts.retain(|_, q| {
             while q.front().is_some_and(|s| s.time < cutoff) {
@@ -343,9 +394,19 @@ impl Engine {
                     if now.saturating_sub(a.last_seen_at) >= window {
                         Some(format!("no restart for {}", human(rule.window)))
                     } else if a.job_version.is_some_and(|v| j.version > v)
-                        && runs_fine(ev.inp.state, job, group, task, a.job_version)
+                        && runs_fine(
+                            ev.inp.state,
+                            (job, group, task),
+                            a.job_version,
+                            now,
+                            RUNS_FINE_FOR.min(window),
+                        )
                     {
-                        Some(format!("version {} runs without restarts", j.version))
+                        Some(format!(
+                            "version {} has run for {} without a restart",
+                            j.version,
+                            human(Duration::from_millis(RUNS_FINE_FOR.min(window)))
+                        ))
                     } else {
                         None
                     }
@@ -410,6 +471,7 @@ impl Engine {
             );
             return;
         }
+        self.apply_stops(AlertRule::DeploymentFailed, ev);
         let state = ev.inp.state;
         // Fixed: a later deployment of the job rolled out a version of its
         // own; or, however it got there (a rollback, a version that needed
@@ -709,7 +771,20 @@ impl Engine {
 
 /// Every live allocation of the group runs a version newer than
 /// `bad_version`, is running, and the task has not restarted there.
-fn runs_fine(state: &State, job: &str, group: &str, task: &str, bad_version: Option<u64>) -> bool {
+/// How long a new version's task must run without a restart before it
+/// counts as the fix of a crash loop: a task that crashes a second after
+/// it starts must not resolve the alert in between (at most the window).
+const RUNS_FINE_FOR: u64 = 60_000;
+
+/// Every live allocation of the group runs a version newer than the bad
+/// one, its task without a restart and started at least `settle` ago.
+fn runs_fine(
+    state: &State,
+    (job, group, task): (&str, &str, &str),
+    bad_version: Option<u64>,
+    now: UnixMillis,
+    settle: u64,
+) -> bool {
     let Some(bad) = bad_version else {
         return false;
     };
@@ -722,7 +797,11 @@ fn runs_fine(state: &State, job: &str, group: &str, task: &str, bad_version: Opt
         && live.iter().all(|a| {
             a.job_version > bad
                 && a.client == ClientStatus::Running
-                && a.tasks.get(task).is_none_or(|t| t.restarts == 0)
+                && a.tasks.get(task).is_none_or(|t| {
+                    t.restarts == 0
+                        && t.started_at
+                            .is_some_and(|s| now.saturating_sub(s) >= settle)
+                })
         })
 }
 

@@ -215,18 +215,31 @@ fn crash_loop_resolves_when_a_new_version_runs_fine() {
         Write::Alloc(a1.clone()),
     ]);
     assert!(w.eval(T0 + 4000).is_empty());
-    // Running without a restart: resolved.
+    // Running without a restart: resolved once it ran a minute (a task
+    // that crashes a second after it starts must not resolve it between
+    // two crashes).
     a1.client = ClientStatus::Running;
-    a1.tasks.insert("web".into(), TaskState::default());
+    a1.tasks.insert(
+        "web".into(),
+        TaskState {
+            state: corral_types::TaskLifecycle::Running,
+            started_at: Some(T0 + 5000),
+            ..TaskState::default()
+        },
+    );
     w.commit(vec![Write::Alloc(a1)]);
-    let c = w.eval(T0 + 5000);
+    assert!(w.eval(T0 + 6000).is_empty());
+    let c = w.eval(T0 + 65_000);
     assert_eq!(
         transitions(&c),
         [(AlertRule::CrashLoop, Transition::Resolved)]
     );
-    assert_eq!(c[0].alert.resolution, "version 2 runs without restarts");
+    assert_eq!(
+        c[0].alert.resolution,
+        "version 2 has run for 1m without a restart"
+    );
     // The old restarts, still in the window, do not fire it again.
-    assert!(w.eval(T0 + 6000).is_empty());
+    assert!(w.eval(T0 + 66_000).is_empty());
 }
 
 #[test]
@@ -787,4 +800,80 @@ fn memory_high_stays_firing_without_samples_until_the_task_stops() {
         [(AlertRule::MemoryHigh, Transition::Resolved)]
     );
     assert_eq!(c[0].alert.resolution, "the task no longer runs");
+}
+
+/// A stop resolves the job's failed deployment and crash loop even when
+/// the job runs again before the next evaluation (the state then shows it
+/// running, not stopped); a failure after the stop opens a new alert, and
+/// what was queued before the stop does not count toward it.
+#[test]
+fn a_stop_resolves_even_when_the_job_runs_again_before_the_rules_look() {
+    let mut w = World::new(|_| {});
+    let v2 = web(2);
+    let mut d1 =
+        corral_scheduler::deployment::new_deployment(&v2, &["web".into()], "d1".into(), None, T0);
+    d1.status = DeploymentStatus::Failed;
+    w.commit(vec![
+        Write::Node(node("n1").build()),
+        Write::Job(v2.clone()),
+        Write::Deployment(d1),
+        Write::Alloc(running(alloc("a0", &v2, "web", 0, "n1"))),
+    ]);
+    w.see(
+        Event::new(
+            EventType::DeploymentFailed,
+            T0,
+            "deployment of web version 2 failed",
+        )
+        .job("web")
+        .deployment("d1"),
+    );
+    for i in 0..3 {
+        w.see(restarted("a0", "web", T0 + i));
+    }
+    let mut fired: Vec<_> = transitions(&w.eval(T0 + 10));
+    fired.sort_by_key(|(r, _)| r.as_str());
+    assert_eq!(
+        fired,
+        [
+            (AlertRule::CrashLoop, Transition::Fired),
+            (AlertRule::DeploymentFailed, Transition::Fired)
+        ]
+    );
+    // One restart more, then stopped and run again (version 3, its own
+    // deployment under way) before the rules look.
+    w.see(restarted("a0", "web", T0 + 11));
+    w.see(Event::new(EventType::JobStopped, T0 + 12, "job web stopped").job("web"));
+    let v3 = web(3);
+    w.commit(vec![Write::Job(v3)]);
+    w.see(Event::new(EventType::JobRegistered, T0 + 13, "job web registered").job("web"));
+    let c = w.eval(T0 + 14);
+    let mut resolved: Vec<_> = c
+        .iter()
+        .filter(|c| c.transition == Transition::Resolved)
+        .map(|c| (c.alert.rule, c.alert.resolution.clone()))
+        .collect();
+    resolved.sort_by_key(|(r, _)| r.as_str());
+    assert_eq!(
+        resolved,
+        [
+            (AlertRule::CrashLoop, "the job was stopped".to_string()),
+            (
+                AlertRule::DeploymentFailed,
+                "the job was stopped".to_string()
+            )
+        ],
+        "{c:?}"
+    );
+    assert!(w.firing().is_empty(), "{:?}", w.firing());
+    // Two restarts after the stop are no loop (the three before it were
+    // the old run's); a third is, as a new alert.
+    w.see(restarted("a0", "web", T0 + 15));
+    w.see(restarted("a0", "web", T0 + 16));
+    assert!(w.eval(T0 + 17).is_empty());
+    w.see(restarted("a0", "web", T0 + 18));
+    assert_eq!(
+        transitions(&w.eval(T0 + 19)),
+        [(AlertRule::CrashLoop, Transition::Fired)]
+    );
 }
