@@ -355,7 +355,15 @@ async fn webhook_bodies_carry_the_stored_records() {
     assert!(stored.modify_index >= sent.modify_index);
 
     c.submit(&crashy(2, true), "crashy.yaml").await.unwrap();
-    let resolved = notification(&got, "resolved", "crash_loop", "crashy").await;
+    // Resolved once version 2 ran a minute without a restart.
+    let resolved = notification_within(
+        &got,
+        "resolved",
+        "crash_loop",
+        "crashy",
+        Duration::from_secs(180),
+    )
+    .await;
     let sent: corral_types::Alert = serde_json::from_value(resolved["alert"].clone()).unwrap();
     let stored = c
         .alerts(true)
