@@ -376,7 +376,9 @@ fn check_slots(s: &State, plan: &Plan, now: UnixMillis) -> Result<(), TestCaseEr
                             .as_deref()
                             .and_then(|p| StateView::alloc(s, p))
                             .is_some_and(|p| {
-                                p.job_version < a.job_version && p.client != ClientStatus::Failed
+                                p.job_version < a.job_version
+                                    && p.client != ClientStatus::Failed
+                                    && spec_changed(s, p, a)
                             })
                 })
             })
@@ -390,6 +392,21 @@ fn check_slots(s: &State, plan: &Plan, now: UnixMillis) -> Result<(), TestCaseEr
         );
     }
     Ok(())
+}
+
+/// Whether `a` runs another spec than `p` (its previous) did: a
+/// replacement for the update. One placed for a lost allocation of the
+/// same spec, and then updated in place to a newer version (only another
+/// group changed), replaced nothing for the update.
+fn spec_changed(s: &State, p: &Allocation, a: &Allocation) -> bool {
+    let group = |v: u64| {
+        s.job_version(&a.job, v)
+            .and_then(|j| j.spec.groups.iter().find(|g| g.name == a.group).cloned())
+    };
+    match (group(p.job_version), group(a.job_version)) {
+        (Some(old), Some(new)) => old.needs_replacement(&new),
+        _ => true,
+    }
 }
 
 /// What became successful, stable or promoted between `before` and
@@ -493,5 +510,55 @@ proptest! {
             sim.now += 1_000;
         }
         prop_assert!(placed <= bound, "{placed} placements while everything failed (bound {bound})");
+    }
+}
+
+/// CI found this with the property above: a rolling update (max_parallel
+/// 1) while one node drains and two go down must not put three
+/// replacements of the new version in flight.
+#[test]
+fn lost_and_draining_allocations_respect_max_parallel_in_a_rollout() {
+    let mut sim = Sim::new();
+    let submit = |marker, touch_h| Step::Submit {
+        marker,
+        count: 3,
+        canary: 0,
+        max_parallel: 1,
+        auto_revert: false,
+        auto_promote: false,
+        touch_h,
+    };
+    let steps = [
+        Step::Up(0),
+        Step::Health(0, false),
+        submit(2, true),
+        Step::Drain(0, false),
+        Step::Drain(1, false),
+        Step::Health(0, true),
+        Step::Up(0),
+        Step::Down(1),
+        Step::Down(3),
+        submit(2, false),
+        Step::Drain(0, false),
+    ];
+    let mut run = || -> Result<(), TestCaseError> {
+        sim.submit(&Step::Submit {
+            marker: 0,
+            count: 2,
+            canary: 0,
+            max_parallel: 1,
+            auto_revert: true,
+            auto_promote: false,
+            touch_h: false,
+        });
+        sim.settle()?;
+        for step in &steps {
+            sim.apply_event(step);
+            sim.settle()?;
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        panic!("{e}");
     }
 }
