@@ -513,8 +513,8 @@ proptest! {
     }
 }
 
-/// CI found this with the property above: a rolling update (max_parallel
-/// 1) while one node drains and two go down must not put three
+/// CI found this with the property above: a rolling update (`max_parallel:
+/// 1`) while one node drains and two go down must not put three
 /// replacements of the new version in flight.
 #[test]
 fn lost_and_draining_allocations_respect_max_parallel_in_a_rollout() {
