@@ -513,9 +513,11 @@ proptest! {
     }
 }
 
-/// CI found this with the property above: a rolling update (`max_parallel:
-/// 1`) while one node drains and two go down must not put three
-/// replacements of the new version in flight.
+/// CI found this with the property above: during a rolling update
+/// (`max_parallel: 1`) one node drains and two go down; their allocations'
+/// replacements (same spec) are then updated in place by a version that
+/// changes another group. They are no replacements for the update: one
+/// in flight, not three.
 #[test]
 fn lost_and_draining_allocations_respect_max_parallel_in_a_rollout() {
     let mut sim = Sim::new();
