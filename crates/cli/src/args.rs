@@ -41,17 +41,28 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Client flags given before the command apply to it.
-    pub fn apply_leading_flags(&mut self) {
+    /// Client flags given before the command apply to it. Before a role
+    /// (`server`, `agent`, `dev`) they are refused: `corral --token T
+    /// server` once made the server require T, and silently running it
+    /// open now would be worse than an error.
+    pub fn apply_leading_flags(&mut self) -> Result<(), String> {
         let (api, token) = (self.api_before.take(), self.token_before.take());
-        if let Some(conn) = self.cmd.conn_mut() {
-            if let Some(a) = api {
-                conn.addr = a;
-            }
-            if let Some(t) = token {
-                conn.token = Some(t);
-            }
+        let Some(conn) = self.cmd.conn_mut() else {
+            return match (api, token) {
+                (None, None) => Ok(()),
+                _ => Err(
+                    "--api and --token are the CLI's; a server or dev requires a token with --api-token (or CORRAL_API_TOKEN), an agent sends one with --token after `agent`, and an agent names its server with --server"
+                        .into(),
+                ),
+            };
+        };
+        if let Some(a) = api {
+            conn.addr = a;
         }
+        if let Some(t) = token {
+            conn.token = Some(t);
+        }
+        Ok(())
     }
 }
 

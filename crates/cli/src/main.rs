@@ -26,7 +26,10 @@ use args::{AllocCmd, BenchCmd, Cli, Cmd, DeployCmd, JobCmd, NodeCmd, SystemCmd};
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let mut cli = Cli::parse();
-    cli.apply_leading_flags();
+    if let Err(e) = cli.apply_leading_flags() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     // One per exec task runs: one thread each is plenty.
     let mut builder = if matches!(cli.cmd, Cmd::Logmon { .. }) {
         tokio::runtime::Builder::new_current_thread()

@@ -315,3 +315,41 @@ fn bad_flags_are_usage_errors() {
         assert!(text(&out.stderr).contains("Usage:") || text(&out.stderr).contains("--help"));
     }
 }
+
+/// `corral --token T server` once made the server require T: now that the
+/// server's token is `--api-token`, the old order is refused, never run
+/// open; client commands still take the flags before them.
+#[test]
+fn client_flags_before_a_role_are_refused() {
+    for args in [
+        vec!["--token", "t", "server", "--data-dir", "/nonexistent/x"],
+        vec![
+            "--api",
+            "http://127.0.0.1:1",
+            "dev",
+            "--data-dir",
+            "/nonexistent/x",
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("--api-token"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["--api", "http://127.0.0.1:1", "status"])
+        .env_remove("CORRAL_ADDR")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("cannot reach the server at http://127.0.0.1:1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
