@@ -158,9 +158,11 @@ impl<'a> GroupCtx<'a, '_> {
     fn unsettled(&self, a: &Allocation, specs: &mut SpecCache) -> bool {
         match self.rollout {
             Some(r) => {
-                !a.canary
-                    && !a.is_healthy()
-                    && (r.owns(a)
+                !a.is_healthy()
+                    && ((r.owns(a) && !a.canary)
+                        // Adopted in place, a canary of an earlier rollout
+                        // loses its canary mark and joins this one
+                        // undecided: it counts as well.
                         || (a.job_version != self.job.version
                             && !specs.changed(self.state, self.job, self.g, a)))
             }

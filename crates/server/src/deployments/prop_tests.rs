@@ -111,6 +111,15 @@ impl Sim {
         self.commit(vec![Write::Alloc(a)]);
     }
 
+    /// The task names of `a`'s group in its version.
+    fn tasks_of(&self, a: &Allocation) -> Vec<String> {
+        snap(&self.store)
+            .job_version(&a.job, a.job_version)
+            .and_then(|j| j.spec.groups.iter().find(|g| g.name == a.group).cloned())
+            .map(|g| g.tasks.iter().map(|t| t.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     fn live(&self) -> Vec<Allocation> {
         snap(&self.store)
             .job_allocs("J")
@@ -201,7 +210,22 @@ impl Sim {
             }
             Step::Run(i) => {
                 if let Some(a) = pick(i, &|a| a.client == ClientStatus::Pending) {
-                    self.edit_alloc(&a, |a| a.client = ClientStatus::Running);
+                    let now = self.now;
+                    let tasks = self.tasks_of(&a);
+                    self.edit_alloc(&a, |a| {
+                        a.client = ClientStatus::Running;
+                        // As an agent reports it: each task running since now.
+                        for t in tasks {
+                            a.tasks.insert(
+                                t,
+                                corral_types::TaskState {
+                                    state: corral_types::TaskLifecycle::Running,
+                                    started_at: Some(now),
+                                    ..Default::default()
+                                },
+                            );
+                        }
+                    });
                 }
             }
             Step::Fail(i) => {

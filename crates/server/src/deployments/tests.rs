@@ -280,8 +280,33 @@ fn a_version_without_a_deployment_becomes_stable_once_everything_runs_it() {
     );
     let (writes, _) = pass(&s.snapshot(), 0, T0);
     assert!(writes.is_empty(), "one slot still empty");
-    commit(&s, vec![Write::Alloc(alloc("a1", &v2, "web", 1, "n1"))]);
-    let (writes, _) = pass(&s.snapshot(), 0, T0);
+    let started = |id: &str, index: u32, at: u64| {
+        let mut a = alloc(id, &v2, "web", index, "n1");
+        for t in &v2.spec.groups[0].tasks {
+            a.tasks.insert(
+                t.name.clone(),
+                corral_types::TaskState {
+                    state: corral_types::TaskLifecycle::Running,
+                    started_at: Some(at),
+                    ..Default::default()
+                },
+            );
+        }
+        a
+    };
+    commit(
+        &s,
+        vec![
+            Write::Alloc(started("a0", 0, T0)),
+            Write::Alloc(started("a1", 1, T0)),
+        ],
+    );
+    // Running, but not for min_healthy_time yet (a task that crashes a
+    // second after it starts would look like this between crashes).
+    let (writes, _) = pass(&s.snapshot(), 0, T0 + 1000);
+    assert!(writes.is_empty(), "stable after a second");
+    let healthy_after = v2.spec.groups[0].update.min_healthy_time.0;
+    let (writes, _) = pass(&s.snapshot(), 0, T0 + healthy_after);
     commit(&s, writes);
     assert!(s.snapshot().job("web").unwrap().stable);
 }

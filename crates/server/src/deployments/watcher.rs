@@ -30,10 +30,12 @@ pub async fn run(core: Arc<Core>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Nothing to judge: no write at all.
         let snap = core.store.snapshot();
-        if !snap.deployments().any(|d| d.is_active()) && !snap.jobs().any(|j| settled(&snap, j)) {
+        let now = now_ms();
+        if !snap.deployments().any(|d| d.is_active())
+            && !snap.jobs().any(|j| settled(&snap, j, now))
+        {
             continue;
         }
-        let now = now_ms();
         let since = seen;
         match core
             .write(move |state, _| Ok::<_, ServerError>(pass(state, since, now)))
@@ -83,7 +85,7 @@ pub(crate) fn pass(state: &State, since: Index, now: UnixMillis) -> (Vec<Write>,
         }
         writes.push(Write::Deployment(v.deployment));
     }
-    for j in state.jobs().filter(|j| settled(state, j)) {
+    for j in state.jobs().filter(|j| settled(state, j, now)) {
         let mut j = (**j).clone();
         j.stable = true;
         writes.push(Write::Job(j));
@@ -108,9 +110,10 @@ fn deadline_passed(d: &Deployment, now: UnixMillis) -> bool {
 }
 
 /// A version rolled out without a deployment (a version that ran before, or
-/// `max_parallel: 0`) becomes stable once every slot runs it and nothing
-/// older is left.
-fn settled(state: &State, j: &Job) -> bool {
+/// `max_parallel: 0`) becomes stable once every slot runs it, each task
+/// for the group's `min_healthy_time` (a task that crashes a second after
+/// it starts is no fix), and nothing older is left.
+fn settled(state: &State, j: &Job, now: UnixMillis) -> bool {
     if j.stable || j.stopped {
         return false;
     }
@@ -137,6 +140,14 @@ fn settled(state: &State, j: &Job) -> bool {
                     && a.is_live()
                     && a.index < g.count
                     && a.client == corral_types::ClientStatus::Running
+                    && g.tasks.iter().all(|t| {
+                        a.tasks.get(&t.name).is_some_and(|ts| {
+                            ts.state == corral_types::TaskLifecycle::Running
+                                && ts.started_at.is_some_and(|s| {
+                                    now.saturating_sub(s) >= g.update.min_healthy_time.0
+                                })
+                        })
+                    })
             })
             .count();
         running >= g.count as usize
