@@ -311,3 +311,51 @@ fn a_silent_server_does_not_hang_the_cli() {
     let err = text(&out.stderr);
     assert!(err.contains("did not answer within 30s"), "{err}");
 }
+
+/// `corral logs JOB` over several allocations: when one cannot be read
+/// (its node's agent is gone), the others are shown and the command still
+/// fails, saying which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_several_allocations_fail_when_one_cannot_be_read() {
+    let mut cluster = TestCluster::with_agent().await;
+    cluster.add_agent("node-1", Default::default()).await;
+    let url = cluster.url();
+    let spec = "name: talkers\ndriver: exec\ncommand: [/bin/sh, -c, 'echo hello from $CORRAL_ALLOC_ID; while true; do sleep 1; done', talkers-marker]\ncount: 2\ndistinct_hosts: true\nresources: {cpu: 50m, memory: 16M}\nkill_timeout: 1s\n";
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || with_stdin(&u, &["run", "-"], spec))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || corral(&u, &["logs", "talkers"]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).matches("hello from").count(), 2);
+    // node-1's agent goes (its task runs on); its allocation's log cannot
+    // be fetched any more.
+    cluster.take_agent("node-1").unwrap().shutdown().await;
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || corral(&u, &["logs", "talkers"]))
+        .await
+        .unwrap();
+    // node-0's allocation is shown; node-1's (and a replacement the
+    // scheduler may have placed there meanwhile) fail, and so does the
+    // command.
+    assert!(
+        text(&out.stdout).contains("hello from"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot reach the agent"), "{err}");
+    assert!(
+        err.contains("allocations of talkers failed (above)"),
+        "{err}"
+    );
+    for pid in procs::live_with_marker("talkers-marker") {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    cluster.shutdown().await;
+}
