@@ -149,8 +149,8 @@ Examples:
         detach: bool,
         /// Give up waiting after this long (e.g. 5m). Default: 5m for the
         /// allocations; a deployment is followed until it ends.
-        #[arg(long, value_parser = valid_duration)]
-        timeout: Option<String>,
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
+        timeout: Option<std::time::Duration>,
         #[command(flatten)]
         out: OutputArgs,
         #[command(flatten)]
@@ -545,8 +545,8 @@ Examples:
         detach: bool,
         /// Give up waiting after this long (e.g. 5m). Default: 5m for the
         /// allocations; a deployment is followed until it ends.
-        #[arg(long, value_parser = valid_duration)]
-        timeout: Option<String>,
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
+        timeout: Option<std::time::Duration>,
         #[command(flatten)]
         out: OutputArgs,
         #[command(flatten)]
@@ -749,7 +749,15 @@ Examples:
     },
 }
 
-/// A duration flag checked while the command line is parsed: a bad one
+/// A duration flag, parsed with the command line: a bad one is a usage
+/// error (exit 2), like any other bad flag.
+pub fn duration(t: &str) -> Result<std::time::Duration, String> {
+    corral_types::units::parse_duration(t)
+        .map(|d| d.as_std())
+        .map_err(|e| e.to_string())
+}
+
+/// A duration flag the server parses, checked while the command line is parsed: a bad one
 /// is a usage error (exit 2), like any other bad flag.
 pub fn valid_duration(t: &str) -> Result<String, String> {
     corral_types::units::parse_duration(t)

@@ -16,7 +16,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -45,16 +44,16 @@ fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        // The command said what happened; only the code is left.
-        Err(e) if e.downcast_ref::<Exit>().is_some() => {
-            ExitCode::from(e.downcast_ref::<Exit>().map_or(1, |x| x.0))
-        }
-        // Writers that return errors (events -f, logs) end the same way.
-        Err(e) if broken_pipe(&e) => ExitCode::from(141),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<Exit>() {
+            // The command said what happened; only the code is left.
+            Some(Exit(code)) => ExitCode::from(*code),
+            // Writers that return errors (events -f, logs) end the same way.
+            None if broken_pipe(&e) => ExitCode::from(141),
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -151,7 +150,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let addr = a
                 .listen
                 .or(file.addr)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7070)));
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], conn::DEFAULT_PORT)));
             cmd::server::run(sc, addr, shutdown::on_signals()).await
         }
         Cmd::Agent(a) => {
@@ -165,10 +164,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             timeout,
             out,
             conn,
-        } => {
-            let timeout = parse_timeout(timeout.as_deref())?;
-            cmd::run::run(&conn.client()?, &file.file, detach, out.out(), timeout).await
-        }
+        } => cmd::run::run(&conn.client()?, &file.file, detach, out.out(), timeout).await,
         Cmd::Plan { file, out, conn } => {
             cmd::run::plan(&conn.client()?, &file.file, out.out()).await
         }
@@ -189,10 +185,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             timeout,
             out,
             conn,
-        }) => {
-            let timeout = parse_timeout(timeout.as_deref())?;
-            cmd::job::revert(&conn.client()?, &job, version, detach, out.out(), timeout).await
-        }
+        }) => cmd::job::revert(&conn.client()?, &job, version, detach, out.out(), timeout).await,
         Cmd::Events {
             follow,
             topics,
@@ -418,15 +411,6 @@ fn agent_config(a: args::AgentArgs) -> Result<corral_agent::AgentConfig> {
     }
     config.capture_exe = capture_exe();
     Ok(config)
-}
-
-fn parse_timeout(t: Option<&str>) -> Result<Option<Duration>> {
-    t.map(|t| {
-        corral_types::units::parse_duration(t)
-            .map(|d| d.as_std())
-            .map_err(|e| anyhow::anyhow!("--timeout: {e}"))
-    })
-    .transpose()
 }
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {

@@ -124,6 +124,11 @@ impl Out {
     pub fn wide(self) -> bool {
         self == Out::Wide
     }
+
+    /// Data for scripts (json, yaml, name) rather than text for people.
+    pub fn is_data(self) -> bool {
+        !matches!(self, Out::Human | Out::Wide)
+    }
 }
 
 pub fn print_yaml<T: Serialize>(v: &T) -> anyhow::Result<()> {

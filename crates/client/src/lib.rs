@@ -234,9 +234,19 @@ impl Client {
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         let (client, request) = rb.build_split();
         let request = request.map_err(|source| self.unreachable(source))?;
+        self.execute(&client, request).await
+    }
+
+    /// Sends `request`; a failure says whether the server could not be
+    /// reached or did not answer within the request's deadline.
+    async fn execute(
+        &self,
+        client: &reqwest::Client,
+        request: reqwest::Request,
+    ) -> Result<reqwest::Response, ClientError> {
         let after = request.timeout().copied().unwrap_or(REQUEST_TIMEOUT);
-        let resp = reqwest::RequestBuilder::from_parts(client, request)
-            .send()
+        let resp = client
+            .execute(request)
             .await
             .map_err(|source| self.failed(source, after))?;
         if resp.status().is_success() {
@@ -305,9 +315,7 @@ impl Client {
         let (client, request) = rb.build_split();
         let mut request = request.map_err(|source| self.unreachable(source))?;
         let after = *request.timeout_mut().get_or_insert(REQUEST_TIMEOUT);
-        let resp = self
-            .send(reqwest::RequestBuilder::from_parts(client, request))
-            .await?;
+        let resp = self.execute(&client, request).await?;
         let url = resp.url().to_string();
         let status = resp.status().as_u16();
         let kind = content_kind(&resp);

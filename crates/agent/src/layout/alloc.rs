@@ -180,7 +180,7 @@ impl AllocDir {
         remove(&self.root.join("checks.json"))?;
         let tasks = self.root.join("tasks");
         // Only what the agent wrote: never through something mounted there.
-        if super::is_mount_point(&tasks) {
+        if super::has_mount_in(&tasks) {
             for e in std::fs::read_dir(&tasks)?.filter_map(Result::ok) {
                 if e.file_type().is_ok_and(|t| t.is_file()) {
                     remove(&e.path())?;
@@ -264,29 +264,17 @@ mod tests {
     /// recursively, through a tmpfs mounted in it (root: it mounts).
     #[test]
     fn forget_never_deletes_through_a_mount() {
-        if !rustix::process::geteuid().is_root() {
-            assert!(
-                std::env::var_os("CORRAL_REQUIRE_ROOT_TESTS").is_none(),
-                "root tests must run"
-            );
-            return;
-        }
         let d = tempfile::tempdir().unwrap();
         let dir = AllocDir::new(d.path().join("a1"));
         dir.save_task_state("web", &TaskState::default()).unwrap();
-        let m = dir.path().join("tasks").join("m");
-        std::fs::create_dir_all(&m).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "tmpfs"])
-            .arg(&m)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        std::fs::write(m.join("precious"), "keep me").unwrap();
+        let Some(m) =
+            super::super::test_mount::tmpfs_with_a_file(&dir.path().join("tasks").join("m"))
+        else {
+            return;
+        };
         let r = dir.forget();
-        let survived = m.join("precious").exists();
-        let _ = std::process::Command::new("umount").arg(&m).status();
+        let survived = m.file_survived();
+        drop(m);
         r.unwrap();
         assert!(survived, "forget deleted through the mount");
         assert!(dir.load_task_state("web").is_none());

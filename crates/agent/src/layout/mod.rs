@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 pub use alloc::{AllocDir, AllocRecord, RestartRecord, log_dir as alloc_log_dir};
 pub use atomic::write_atomic;
-pub use sweep::{is_mount_point, sweep};
+pub use sweep::{has_mount_in, sweep};
 
 /// The agent's data dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,5 +127,48 @@ mod tests {
         let a = n.node_id().unwrap();
         assert_eq!(a, n.node_id().unwrap());
         assert_eq!(a.len(), 36);
+    }
+}
+
+/// For the mount-safety tests (root only: they mount a tmpfs).
+#[cfg(test)]
+pub(crate) mod test_mount {
+    use std::path::{Path, PathBuf};
+
+    /// A tmpfs mounted on `dir` (created) holding the file `precious`;
+    /// unmounted on drop. `None` when not root (the test then skips;
+    /// CI, which requires root tests, fails instead).
+    pub struct Tmpfs(pub PathBuf);
+
+    pub fn tmpfs_with_a_file(dir: &Path) -> Option<Tmpfs> {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CORRAL_REQUIRE_ROOT_TESTS").is_none(),
+                "root tests must run"
+            );
+            return None;
+        }
+        std::fs::create_dir_all(dir).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs")
+            .success();
+        assert!(ok, "cannot mount a tmpfs on {}", dir.display());
+        std::fs::write(dir.join("precious"), "keep me").expect("write");
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+
+    impl Tmpfs {
+        pub fn file_survived(&self) -> bool {
+            self.0.join("precious").exists()
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
     }
 }

@@ -40,7 +40,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// Whether `dir` is a mount point or has one below it.
-pub fn is_mount_point(dir: &Path) -> bool {
+pub fn has_mount_in(dir: &Path) -> bool {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     mount_points().iter().any(|m| m.starts_with(&dir))
 }
@@ -82,7 +82,7 @@ pub fn sweep(allocs_dir: &Path, retention: Duration, is_active: impl Fn(&str) ->
         if now.duration_since(changed).unwrap_or_default() < retention {
             continue;
         }
-        if is_mount_point(dir.path()) {
+        if has_mount_in(dir.path()) {
             tracing::warn!(alloc = %id, "not deleting a stopped allocation's directory: something is mounted in it");
             continue;
         }
@@ -112,36 +112,24 @@ mod tests {
 
     #[test]
     fn the_root_is_a_mount_point_and_a_fresh_dir_has_none() {
-        assert!(is_mount_point(Path::new("/")));
+        assert!(has_mount_in(Path::new("/")));
         let d = tempfile::tempdir().unwrap();
-        assert!(!is_mount_point(d.path()));
+        assert!(!has_mount_in(d.path()));
     }
 
     /// A volume mounted in a stopped allocation's directory must survive
     /// the sweep (root: it mounts a tmpfs).
     #[test]
     fn a_directory_with_a_mount_in_it_is_left_alone() {
-        if !rustix::process::geteuid().is_root() {
-            assert!(
-                std::env::var_os("CORRAL_REQUIRE_ROOT_TESTS").is_none(),
-                "root tests must run"
-            );
-            return;
-        }
         let d = tempfile::tempdir().unwrap();
         let dir = AllocDir::new(d.path().join("a1"));
-        let vol = dir.path().join("data");
-        std::fs::create_dir_all(&vol).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "tmpfs"])
-            .arg(&vol)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        std::fs::write(vol.join("precious"), "keep me").unwrap();
+        let Some(vol) = super::super::test_mount::tmpfs_with_a_file(&dir.path().join("data"))
+        else {
+            return;
+        };
         let removed = sweep(d.path(), Duration::ZERO, |_| false);
-        let survived = vol.join("precious").exists();
-        let _ = std::process::Command::new("umount").arg(&vol).status();
+        let survived = vol.file_survived();
+        drop(vol);
         assert_eq!(removed, 0);
         assert!(survived, "the mounted volume's file was deleted");
         assert_eq!(sweep(d.path(), Duration::ZERO, |_| false), 1);

@@ -142,11 +142,11 @@ pub async fn promote(c: &Client, job: &str, detach: bool, out: Out) -> Result<()
         return report(job, DeploymentAction::Promote, &d, out);
     }
     let id = d.id.clone();
-    if out == Out::Human || out == Out::Wide {
+    if !out.is_data() {
         report(job, DeploymentAction::Promote, &d, out)?;
     }
     let r = crate::cmd::run::follow_rollout(c, job, d, None).await;
-    if !matches!(out, Out::Human | Out::Wide) {
+    if out.is_data() {
         let end = c.deployments(job).await?.into_iter().find(|x| x.id == id);
         if let Some(end) = end {
             out.data(&end, || vec![end.id.clone()])?;

@@ -142,15 +142,8 @@ pub async fn revert(
             follow(c, &sub, timeout).await?;
         }
     }
-    if !detach && !matches!(out, Out::Human | Out::Wide) {
-        let mut views = Vec::new();
-        for j in &resp.jobs {
-            views.push(c.job(&j.name, None).await?);
-        }
-        let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
-        let views: Vec<serde_json::Value> =
-            views.iter().map(crate::cmd::status::json_view).collect();
-        out.data(&views, || names)?;
+    if !detach && out.is_data() {
+        crate::cmd::status::print_jobs(c, resp.jobs.iter().map(|j| j.name.as_str()), out).await?;
     }
     Ok(())
 }

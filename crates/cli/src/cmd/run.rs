@@ -180,15 +180,8 @@ pub async fn run(
             failed.push(format!("{e:#}"));
         }
     }
-    if !matches!(out, Out::Human | Out::Wide) {
-        let mut views = Vec::new();
-        for j in &resp.jobs {
-            views.push(c.job(&j.name, None).await?);
-        }
-        let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
-        let views: Vec<serde_json::Value> =
-            views.iter().map(crate::cmd::status::json_view).collect();
-        out.data(&views, || names)?;
+    if out.is_data() {
+        crate::cmd::status::print_jobs(c, resp.jobs.iter().map(|j| j.name.as_str()), out).await?;
     }
     if !failed.is_empty() {
         bail!("{}", failed.join("\n"));
@@ -747,7 +740,7 @@ pub async fn plan(c: &Client, file: &Path, out: Out) -> Result<()> {
     let unplaceable = p.jobs.iter().any(|j| !j.failures.is_empty());
     let printed = out.data(&p, || p.jobs.iter().map(|j| j.name.clone()).collect())?;
     if !printed {
-        print_plan(&p);
+        print_plan(&p, unplaceable);
     }
     if unplaceable {
         return Err(crate::Exit(PLAN_UNPLACEABLE).into());
@@ -758,7 +751,7 @@ pub async fn plan(c: &Client, file: &Path, out: Out) -> Result<()> {
 /// `corral plan`'s exit code when something cannot be placed.
 pub const PLAN_UNPLACEABLE: u8 = 3;
 
-fn print_plan(p: &corral_types::api::PlanResponse) {
+fn print_plan(p: &corral_types::api::PlanResponse, unplaceable: bool) {
     for j in &p.jobs {
         println!(
             "job {} (version {}{})",
@@ -779,7 +772,7 @@ fn print_plan(p: &corral_types::api::PlanResponse) {
             println!("  ! {f}");
         }
     }
-    if p.jobs.iter().any(|j| !j.failures.is_empty()) {
+    if unplaceable {
         eprintln!(
             "some allocations cannot be placed (above); `corral run` would store the job and wait for room"
         );

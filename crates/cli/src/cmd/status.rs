@@ -184,6 +184,23 @@ pub fn json_view(j: &JobView) -> serde_json::Value {
     v
 }
 
+/// The jobs a command submitted, as they stand now, in a data format
+/// (`run -o json` and `job revert -o json` once they followed them).
+pub async fn print_jobs<'a>(
+    c: &Client,
+    names: impl IntoIterator<Item = &'a str>,
+    out: Out,
+) -> Result<()> {
+    let mut views = Vec::new();
+    let mut listed = Vec::new();
+    for name in names {
+        views.push(json_view(&c.job(name, None).await?));
+        listed.push(name.to_string());
+    }
+    out.data(&views, || listed)?;
+    Ok(())
+}
+
 pub fn desired(d: DesiredStatus) -> &'static str {
     match d {
         DesiredStatus::Run => "run",
