@@ -362,16 +362,28 @@ impl Client {
         name: &str,
         index: Option<(Index, Duration)>,
     ) -> Result<JobView, ClientError> {
-        let mut rb = self.req(reqwest::Method::GET, &path(&["v1", "jobs", name])?);
-        if let Some((i, wait)) = index {
-            rb = rb
-                .query(&[
-                    ("index", i.to_string()),
-                    ("wait", format!("{}ms", wait.as_millis())),
-                ])
-                .timeout(wait + REQUEST_TIMEOUT);
-        }
-        self.json(rb).await
+        let rb = self.req(reqwest::Method::GET, &path(&["v1", "jobs", name])?);
+        self.json(blocking(rb, index)).await
+    }
+
+    /// `GET /v1/services`: the whole catalog; with `index`, waits until it
+    /// changes past that index (or `wait` runs out).
+    pub async fn services(
+        &self,
+        index: Option<(Index, Duration)>,
+    ) -> Result<corral_types::catalog::ServiceCatalog, ClientError> {
+        let rb = self.req(reqwest::Method::GET, "/v1/services");
+        self.json(blocking(rb, index)).await
+    }
+
+    /// `GET /v1/services/{name}`, blocking like [`Client::services`].
+    pub async fn service(
+        &self,
+        name: &str,
+        index: Option<(Index, Duration)>,
+    ) -> Result<corral_types::catalog::ServiceCatalog, ClientError> {
+        let rb = self.req(reqwest::Method::GET, &path(&["v1", "services", name])?);
+        self.json(blocking(rb, index)).await
     }
 
     pub async fn job_versions(&self, name: &str) -> Result<Vec<JobVersionView>, ClientError> {
@@ -700,5 +712,22 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+}
+
+/// Adds `?index=&wait=` to a blocking query, and a timeout that outlasts
+/// the wait.
+fn blocking(
+    rb: reqwest::RequestBuilder,
+    index: Option<(Index, Duration)>,
+) -> reqwest::RequestBuilder {
+    match index {
+        Some((i, wait)) => rb
+            .query(&[
+                ("index", i.to_string()),
+                ("wait", format!("{}ms", wait.as_millis())),
+            ])
+            .timeout(wait + REQUEST_TIMEOUT),
+        None => rb,
     }
 }

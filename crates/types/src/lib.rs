@@ -5,10 +5,12 @@
 //! - [`model`]: what the control plane stores (jobs, allocations, nodes,
 //!   evaluations, plans), with desired and observed state kept apart.
 //! - [`api`]: the HTTP API's request and response shapes.
+//! - [`catalog`]: the service catalog routers and node DNS follow.
 //! - [`units`]: durations, sizes and cpu quantities as written in specs.
 //! - [`civil`]: calendar dates from and to days since the Unix epoch.
 
 pub mod api;
+pub mod catalog;
 pub mod civil;
 pub mod model;
 pub mod spec;
@@ -18,5 +20,5 @@ pub use model::*;
 pub use spec::{
     CheckKind, CheckRestart, CheckSpec, Constraint, ConstraintOp, DriverKind, GroupSpec,
     HealthCheckMode, JobSpec, LogPolicy, NetworkMode, PullPolicy, Resources, RestartMode,
-    RestartPolicy, SecuritySpec, ServiceSpec, Spread, TaskSpec, UpdatePolicy,
+    RestartPolicy, RouteSpec, SecuritySpec, ServiceKind, ServiceSpec, Spread, TaskSpec, UpdatePolicy,
 };

@@ -5,6 +5,7 @@
 //! group named after the job with one task of the same name, so the rest of
 //! corral only ever sees the full form.
 
+mod claims;
 mod error;
 mod parse;
 pub mod render;
@@ -15,10 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{Bytes, MilliCpu, Millis};
 
+pub use claims::{Claim, ServiceClaim, SpecLocation, clash_error, clashes};
 pub use error::{SpecError, SpecErrors};
 pub use parse::{
-    NOT_YET_FIELDS, SEED_GROUP_FIELDS, SEED_TASK_FIELDS, SPEC_BLOCKS, STDIN_NAME, SourceFormat,
-    SpecBlock, name_problem, parse_jobs,
+    LocatedJob, NOT_YET_FIELDS, SEED_GROUP_FIELDS, SEED_TASK_FIELDS, SPEC_BLOCKS, STDIN_NAME, SourceFormat,
+    SpecBlock, host_problem, name_problem, parse_jobs, parse_jobs_located,
 };
 
 /// A validated job: at least one group, every name unique, every count >= 0.
@@ -412,6 +414,64 @@ pub struct ServiceSpec {
     pub port: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckSpec>,
+    /// `type:` http (default) or tcp: how routers proxy it.
+    #[serde(default, skip_serializing_if = "ServiceKind::is_http")]
+    pub kind: ServiceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
+    /// Time between the endpoint leaving the catalog and the task's stop
+    /// signal, so routers stop sending it requests first (Nomad's name).
+    #[serde(default = "ServiceSpec::default_shutdown_delay")]
+    pub shutdown_delay: Millis,
+}
+
+impl ServiceSpec {
+    /// Long enough for every router and node DNS to see the endpoint
+    /// leave (they follow the catalog with blocking queries, well under
+    /// a second) and for short in-flight requests to finish.
+    pub const DEFAULT_SHUTDOWN_DELAY: Millis = Millis(2_000);
+
+    fn default_shutdown_delay() -> Millis {
+        Self::DEFAULT_SHUTDOWN_DELAY
+    }
+}
+
+/// How routers proxy a service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    /// HTTP: routed by host and path, gets `<service>.<domain>`.
+    #[default]
+    Http,
+    /// Raw TCP on a router port (`route: {port: 5432}`).
+    Tcp,
+}
+
+impl ServiceKind {
+    pub fn is_http(&self) -> bool {
+        *self == ServiceKind::Http
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::Http => "http",
+            ServiceKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// A service's `route:`. HTTP: `hosts` and path prefixes (any host when
+/// `hosts` is empty and `paths` given); TCP: the router `port`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_prefix: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// One health check. Runs on the agent; its status is reported with the

@@ -11,6 +11,8 @@ use super::tree::{Node, Pos, Value};
 pub(super) struct Ctx<'a> {
     file: &'a str,
     pub errors: Vec<SpecError>,
+    /// The service names and routes the job being read claims.
+    pub claims: Vec<crate::spec::ServiceClaim>,
 }
 
 impl<'a> Ctx<'a> {
@@ -18,7 +20,12 @@ impl<'a> Ctx<'a> {
         Ctx {
             file,
             errors: Vec::new(),
+            claims: Vec::new(),
         }
+    }
+
+    pub fn file(&self) -> &str {
+        self.file
     }
 
     pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {

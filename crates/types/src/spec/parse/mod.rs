@@ -14,6 +14,7 @@ mod ctx;
 mod job;
 mod logs;
 mod policy;
+mod route;
 mod service;
 mod tree;
 
@@ -22,9 +23,10 @@ mod service_tests;
 #[cfg(test)]
 mod tests;
 
-use super::{JobSpec, SpecErrors};
+use super::{JobSpec, ServiceClaim, SpecErrors, clash_error, clashes};
 use ctx::Ctx;
 pub use ctx::name_problem;
+pub use route::host_problem;
 use tree::Pos;
 
 /// One mapping of a job spec and the fields the parser takes in it (any
@@ -155,6 +157,23 @@ pub fn parse_jobs(
     file: &str,
     format: SourceFormat,
 ) -> Result<Vec<JobSpec>, SpecErrors> {
+    parse_jobs_located(text, file, format).map(|jobs| jobs.into_iter().map(|j| j.spec).collect())
+}
+
+/// A parsed job with where its services' names and routes were written,
+/// so a clash found later (against other jobs) names the place.
+#[derive(Debug, Clone)]
+pub struct LocatedJob {
+    pub spec: JobSpec,
+    pub claims: Vec<ServiceClaim>,
+}
+
+/// [`parse_jobs`], keeping each job's service claims.
+pub fn parse_jobs_located(
+    text: &str,
+    file: &str,
+    format: SourceFormat,
+) -> Result<Vec<LocatedJob>, SpecErrors> {
     let mut ctx = Ctx::new(file);
     let docs = match tree::load(text) {
         Ok(docs) => docs,
@@ -176,7 +195,7 @@ pub fn parse_jobs(
         return Err(SpecErrors { errors: ctx.errors });
     }
     let stem = file_stem(file);
-    let mut jobs: Vec<job::Named<JobSpec>> = Vec::with_capacity(docs.len());
+    let mut jobs: Vec<(job::Named<JobSpec>, Vec<ServiceClaim>)> = Vec::with_capacity(docs.len());
     for doc in &docs {
         if let tree::Value::Seq(_) = doc.value {
             let instead = match format {
@@ -193,8 +212,9 @@ pub fn parse_jobs(
             continue;
         }
         let j = job::job(&mut ctx, doc, stem);
+        let job_claims = std::mem::take(&mut ctx.claims);
         if let Some(n) = &j.name
-            && jobs.iter().any(|o| o.name.as_ref() == Some(n))
+            && jobs.iter().any(|(o, _)| o.name.as_ref() == Some(n))
         {
             ctx.error(
                 j.name_pos,
@@ -202,13 +222,41 @@ pub fn parse_jobs(
                 format!("duplicate job name `{n}`; give each document its own `name:`"),
             );
         }
-        jobs.push(j);
+        jobs.push((j, job_claims));
+    }
+    if let Some(e) = clash_within(&jobs) {
+        ctx.errors.push(e);
     }
     if ctx.errors.is_empty() {
-        Ok(jobs.into_iter().map(|j| j.spec).collect())
+        Ok(jobs
+            .into_iter()
+            .map(|(j, claims)| LocatedJob {
+                spec: j.spec,
+                claims,
+            })
+            .collect())
     } else {
         // Source order; errors at one place keep the order they were found.
         ctx.errors.sort_by_key(|e| (e.line, e.column));
         Err(SpecErrors { errors: ctx.errors })
     }
+}
+
+/// The first service claim in a file that clashes with an earlier one (of
+/// the same or an earlier job), as an error at the later place.
+fn clash_within(
+    jobs: &[(job::Named<JobSpec>, Vec<ServiceClaim>)],
+) -> Option<super::SpecError> {
+    let all: Vec<(&str, &ServiceClaim)> = jobs
+        .iter()
+        .flat_map(|(j, cs)| cs.iter().map(move |c| (j.spec.name.as_str(), c)))
+        .collect();
+    for (i, (job, c)) in all.iter().enumerate() {
+        for (other_job, o) in &all[..i] {
+            if clashes(c, o, None) {
+                return Some(clash_error(job, c, other_job, o, None));
+            }
+        }
+    }
+    None
 }

@@ -25,7 +25,15 @@ use super::ctx::{
 use super::policy::{self, PortDecl};
 use super::tree::{Node, Pos, Value};
 
-pub(super) const SERVICE_FIELDS: &[&str] = &["name", "port", "check", "checks"];
+pub(super) const SERVICE_FIELDS: &[&str] = &[
+    "name",
+    "type",
+    "port",
+    "check",
+    "checks",
+    "route",
+    "shutdown_delay",
+];
 
 pub(super) const CHECK_FIELDS: &[&str] = &[
     "name",
@@ -276,6 +284,7 @@ fn services(
         let Some(sf) = fields(ctx, node, &path, SERVICE_FIELDS, expected) else {
             continue;
         };
+        let name_at = sf.get("name").map(|x| (x.node.pos, x.path));
         let service_name = match sf.get("name") {
             Some(x) => {
                 let n = name(ctx, x.node, &x.path);
@@ -318,10 +327,14 @@ fn services(
                 parsed.push((slot, p));
             }
         }
+        let routing = super::route::routing(ctx, &sf, &display, port.is_some(), name_at);
         out.push(ServiceSpec {
             name: display.clone(),
             port: port.flatten(),
             checks: Vec::new(),
+            kind: routing.kind,
+            route: routing.route,
+            shutdown_delay: routing.shutdown_delay,
         });
     }
     out
