@@ -399,7 +399,7 @@ impl NodeLoop {
         }
         if self.config.stop_on_shutdown {
             for r in self.runners.values() {
-                r.stop();
+                r.stop_now();
             }
         } else {
             // Runners detach and leave their tasks running: a restarted

@@ -80,6 +80,7 @@ impl Cmd {
             | Cmd::Events { conn, .. }
             | Cmd::Alerts { conn, .. } => conn,
             Cmd::Alloc(AllocCmd::Ls { conn, .. } | AllocCmd::Status { conn, .. }) => conn,
+            Cmd::Service(ServiceCmd::Ls { conn, .. } | ServiceCmd::Status { conn, .. }) => conn,
             Cmd::Node(
                 NodeCmd::Ls { conn, .. }
                 | NodeCmd::Status { conn, .. }
@@ -226,6 +227,9 @@ Examples:
     /// Nodes.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Services: the catalog of endpoints routers and node DNS follow.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Benchmarks (build with --release).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -669,6 +673,35 @@ pub enum SystemCmd {
     /// `corral status` and the scheduler read them (docs/CONFIG.md).
     #[command(after_help = "Example:\n  corral system gc")]
     Gc {
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCmd {
+    /// List services with their healthy endpoints and routes.
+    #[command(after_help = "\
+Examples:
+  corral service ls
+  corral service ls --json")]
+    Ls {
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one service: routes, and every endpoint with its health and node.
+    #[command(after_help = "\
+Examples:
+  corral service status web
+  corral service status web -o json")]
+    Status {
+        /// The service's name.
+        #[arg(value_name = "NAME")]
+        name: String,
         #[command(flatten)]
         out: OutputArgs,
         #[command(flatten)]

@@ -30,6 +30,8 @@ pub struct ServerFile {
     pub max_heartbeats_per_second: Option<f64>,
     pub failover_grace: Option<String>,
     pub api_token: Option<String>,
+    /// HTTP services get `<service>.<domain>`.
+    pub domain: Option<String>,
     pub event_retention: Option<String>,
     pub event_max: Option<u64>,
     pub alloc_gc_threshold: Option<String>,
@@ -178,6 +180,9 @@ pub fn apply_events_and_alerts(
 ) -> Result<()> {
     if let Some(d) = duration("event_retention", &file.event_retention)? {
         sc.event_retention = d;
+    }
+    if let Some(d) = &file.domain {
+        sc.domain = d.trim_end_matches('.').to_owned();
     }
     if let Some(n) = file.event_max {
         anyhow::ensure!(n > 0, "config key event_max: keep at least 1 event");

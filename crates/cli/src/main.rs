@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use args::{AllocCmd, BenchCmd, Cli, Cmd, DeployCmd, JobCmd, NodeCmd, SystemCmd};
+use args::{AllocCmd, BenchCmd, Cli, Cmd, DeployCmd, JobCmd, NodeCmd, ServiceCmd, SystemCmd};
 
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
@@ -248,6 +248,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cmd::alloc::status(&conn.client()?, &id, out.out()).await
         }
         Cmd::Bench(b) => bench(b).await,
+        Cmd::Service(ServiceCmd::Ls { out, conn }) => {
+            cmd::service::list(&conn.client()?, out.out()).await
+        }
+        Cmd::Service(ServiceCmd::Status { name, out, conn }) => {
+            cmd::service::status(&conn.client()?, &name, out.out()).await
+        }
         Cmd::Node(NodeCmd::Ls { out, conn }) => cmd::node::list(&conn.client()?, out.out()).await,
         Cmd::Node(NodeCmd::Status { id, out, conn }) => {
             cmd::node::status(&conn.client()?, &id, out.out()).await

@@ -372,6 +372,7 @@ pub fn job(name: &str, version: u64, groups: Vec<GroupSpec>) -> Job {
         stable: false,
         reverts_to: None,
         submitted_at: 0,
+        claims: Vec::new(),
         create_index: 0,
         modify_index: 0,
     }

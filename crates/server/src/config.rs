@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub alerts: crate::alerts::AlertsConfig,
     /// When finished records are garbage collected.
     pub gc: GcConfig,
+    /// Every HTTP service gets the host name `<service>.<domain>`.
+    pub domain: String,
 }
 
 /// How old finished records must be before garbage collection deletes
@@ -69,6 +71,10 @@ impl GcConfig {
     };
 }
 
+/// `localhost`: browsers resolve `*.localhost` to the loopback address
+/// with no DNS set-up, so `http://web.localhost:7080/` works out of the box.
+pub const DEFAULT_DOMAIN: &str = "localhost";
+
 impl ServerConfig {
     /// Settings no server should start with.
     pub fn validate(&self) -> Result<(), crate::ServerError> {
@@ -90,6 +96,9 @@ impl ServerConfig {
                 "heartbeat_min_ttl is {:?}: it must be at least 1s (the default is 5s)",
                 self.heartbeat_min_ttl
             )));
+        }
+        if let Some(problem) = corral_types::spec::host_problem(&self.domain) {
+            return Err(crate::ServerError::Config(format!("domain: {problem}")));
         }
         let r = self.max_heartbeats_per_second;
         if !(r.is_finite() && r > 0.0) {
@@ -114,6 +123,7 @@ impl ServerConfig {
             event_max: 500_000,
             alerts: crate::alerts::AlertsConfig::default(),
             gc: GcConfig::default(),
+            domain: DEFAULT_DOMAIN.to_owned(),
         }
     }
 }

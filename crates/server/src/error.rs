@@ -41,6 +41,7 @@ pub enum Resource {
     Evaluation,
     /// The deployments of a job (it has none yet).
     DeploymentOfJob,
+    Service,
 }
 
 impl Resource {
@@ -51,6 +52,7 @@ impl Resource {
             Resource::Node => "node",
             Resource::Evaluation => "evaluation",
             Resource::DeploymentOfJob => "deployment for job",
+            Resource::Service => "service",
         }
     }
 
@@ -60,6 +62,9 @@ impl Resource {
             Resource::Job | Resource::Evaluation => "list them with `corral status`".into(),
             Resource::Allocation => "list them with `corral alloc ls`".into(),
             Resource::Node => "list them with `corral node ls`".into(),
+            Resource::Service => {
+                "list them with `corral service ls`; a service exists while its job runs".into()
+            }
             Resource::DeploymentOfJob => {
                 "a job gets a deployment when `corral run` rolls out a new version; \
                  see `corral status`"

@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod api;
 pub mod applier;
 pub mod broker;
+pub mod catalog;
 pub mod config;
 pub mod core;
 pub mod deployments;

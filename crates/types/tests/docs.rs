@@ -184,6 +184,18 @@ fn wrap(block: &str, mut f: Map<String, Value>) -> Result<Value, String> {
             add(&mut f, "port", json!("http"));
             full(json!({"name": "web", "service": Value::Object(f), "tasks": [task_with_port]}))
         }
+        "route" => {
+            let mut svc = Map::new();
+            if f.contains_key("port") {
+                svc.insert("type".into(), json!("tcp"));
+            } else if !f.contains_key("hosts") && !f.contains_key("paths") {
+                add(&mut f, "paths", json!(["/api"]));
+            }
+            svc.insert("name".into(), json!("web"));
+            svc.insert("port".into(), json!("http"));
+            svc.insert("route".into(), Value::Object(f));
+            full(json!({"name": "web", "service": Value::Object(svc), "tasks": [task_with_port]}))
+        }
         "check" | "check_restart" => {
             let check = if block == "check" {
                 f

@@ -38,6 +38,9 @@ pub struct RunnerEnv {
 }
 
 pub struct AllocRunner {
+    /// The server asked to stop: the tasks stop after the services'
+    /// `shutdown_delay` (see [`AllocRunner::stop`]).
+    requested: CancellationToken,
     stop: CancellationToken,
     done: Arc<AtomicBool>,
     /// `true` once the runner finished (tasks stopped and cleaned up, or
@@ -66,6 +69,29 @@ impl AllocRunner {
         let (finished_tx, finished) = watch::channel(false);
         let (alloc_tx, alloc_rx) = watch::channel(alloc.clone());
         env.shared.set_active(&alloc.id, true);
+        let requested = CancellationToken::new();
+        let delay = shutdown_delay(&group);
+        {
+            // Routers and node DNS drop the endpoint as soon as the server
+            // stops the allocation; its tasks get their signal `delay`
+            // later, so requests already sent to it finish.
+            let (r, s, a) = (requested.clone(), stop.clone(), alloc_rx.clone());
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = r.cancelled() => {}
+                    _ = s.cancelled() => return,
+                }
+                let serving = a.borrow().client == ClientStatus::Running;
+                if serving && !delay.is_zero() {
+                    tracing::info!(alloc = %a.borrow().id, ?delay, "stopping after the services' shutdown_delay");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = s.cancelled() => {}
+                    }
+                }
+                s.cancel();
+            });
+        }
         let d = done.clone();
         let s = stop.clone();
         tracker.spawn(async move {
@@ -90,6 +116,7 @@ impl AllocRunner {
             finished_tx.send_replace(true);
         });
         AllocRunner {
+            requested,
             stop,
             done,
             finished,
@@ -104,7 +131,7 @@ impl AllocRunner {
 
     /// Whether it was told to stop.
     pub fn is_stopping(&self) -> bool {
-        self.stop.is_cancelled()
+        self.requested.is_cancelled() || self.stop.is_cancelled()
     }
 
     /// The host ports its allocation holds.
@@ -112,8 +139,16 @@ impl AllocRunner {
         self.alloc.borrow().ports.values().copied().collect()
     }
 
-    /// Stop the allocation's tasks (kill_timeout honoured) and clean up.
+    /// The server stopped the allocation: stop its tasks (kill_timeout
+    /// honoured) once its services' `shutdown_delay` has passed, and clean
+    /// up.
     pub fn stop(&self) {
+        self.requested.cancel();
+    }
+
+    /// Stop the tasks now, without the services' `shutdown_delay` (the
+    /// agent itself is shutting down: no router sent it away first).
+    pub fn stop_now(&self) {
         self.stop.cancel();
     }
 
@@ -179,3 +214,15 @@ async fn wait_for_previous(
 
 #[cfg(test)]
 mod tests;
+
+/// How long a stopped allocation of `group` keeps serving: the longest
+/// `shutdown_delay` of its services.
+fn shutdown_delay(group: &GroupSpec) -> std::time::Duration {
+    let ms = group
+        .services
+        .iter()
+        .map(|s| s.shutdown_delay.0)
+        .max()
+        .unwrap_or(0);
+    std::time::Duration::from_millis(ms)
+}

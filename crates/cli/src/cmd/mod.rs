@@ -10,4 +10,5 @@ pub mod logs;
 pub mod node;
 pub mod run;
 pub mod server;
+pub mod service;
 pub mod status;

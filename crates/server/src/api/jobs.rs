@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use corral_types::Index;
 use corral_types::api::{JobListEntry, JobVersionView, JobView};
-use corral_types::spec::{SourceFormat, parse_jobs};
+use corral_types::spec::{SourceFormat, parse_jobs_located};
 use serde::Deserialize;
 
 use super::{Blocking, block_until};
@@ -45,12 +45,14 @@ pub async fn submit(
     } else {
         SourceFormat::detect(&file, text)
     };
-    let specs = parse_jobs(text, &file, format).map_err(ServerError::Spec)?;
+    let jobs = parse_jobs_located(text, &file, format).map_err(ServerError::Spec)?;
     use axum::response::IntoResponse;
     if q.plan {
+        ops::claims::check(&core.store.snapshot(), &jobs, &core.config.domain)?;
+        let specs: Vec<_> = jobs.into_iter().map(|j| j.spec).collect();
         return Ok(Json(ops::plan::plan(&core, &specs)).into_response());
     }
-    ops::jobs::submit(&core, specs)
+    ops::jobs::submit(&core, jobs)
         .await
         .map(|r| Json(r).into_response())
 }

@@ -9,6 +9,10 @@ mod events;
 mod jobs;
 mod metrics;
 mod nodes;
+mod services;
+#[cfg(test)]
+#[path = "services_tests.rs"]
+mod services_tests;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -58,6 +62,8 @@ pub fn router(core: Arc<Core>) -> Router {
             get(nodes::allocations).post(nodes::update_allocations),
         )
         .route("/v1/nodes/{id}/stats", post(stats::push))
+        .route("/v1/services", get(services::list))
+        .route("/v1/services/{service}", get(services::get))
         .route("/v1/events", get(events::events))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/status", get(status))

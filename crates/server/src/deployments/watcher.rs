@@ -164,6 +164,7 @@ pub(crate) fn revert_version(latest: &Job, target: &Job, now: UnixMillis) -> Job
         stable: false,
         reverts_to: Some(target.version),
         submitted_at: now,
+        claims: target.claims.clone(),
         create_index: 0,
         modify_index: 0,
     }

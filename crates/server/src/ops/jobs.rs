@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use corral_store::{State, Write};
 use corral_types::api::{SubmitResponse, SubmittedJob};
+use corral_types::spec::LocatedJob;
 use corral_types::{DesiredStatus, EvalTrigger, Index, Job, JobSpec};
 
 use crate::ServerError;
@@ -12,13 +13,21 @@ use crate::core::{Core, now_ms};
 
 /// Store the new versions of `specs` and their evaluations in one
 /// transaction (all or nothing), then queue the evaluations.
-pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitResponse, ServerError> {
+pub async fn submit(
+    core: &Arc<Core>,
+    jobs: Vec<impl Into<LocatedJob> + Send + 'static>,
+) -> Result<SubmitResponse, ServerError> {
     let now = now_ms();
+    let jobs: Vec<LocatedJob> = jobs.into_iter().map(Into::into).collect();
+    let domain = core.config.domain.clone();
     let (index, jobs) = core
         .write(move |state, _| {
+            // Checked inside the write: two submissions racing for one
+            // route cannot both pass.
+            super::claims::check(state, &jobs, &domain)?;
             let mut writes = Vec::new();
             let mut out = Vec::new();
-            for spec in specs {
+            for LocatedJob { spec, claims } in jobs {
                 let latest = state.job(&spec.name);
                 let (version, unchanged) = next_version(latest.map(|j| &**j), &spec);
                 let eval = Core::new_eval(&spec.name, EvalTrigger::JobRegister, now);
@@ -49,7 +58,9 @@ pub async fn submit(core: &Arc<Core>, specs: Vec<JobSpec>) -> Result<SubmitRespo
                     }
                 }
                 if !unchanged {
-                    writes.push(Write::Job(new_version(spec, version, now)));
+                    let mut job = new_version(spec, version, now);
+                    job.claims = claims;
+                    writes.push(Write::Job(job));
                 }
                 writes.push(Write::Eval(eval));
             }
@@ -84,6 +95,7 @@ pub(crate) fn new_version(spec: JobSpec, version: u64, now: u64) -> Job {
         stable: false,
         reverts_to: None,
         submitted_at: now,
+        claims: Vec::new(),
         create_index: 0,
         modify_index: 0,
     }

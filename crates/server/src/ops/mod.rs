@@ -2,6 +2,7 @@
 //! thin wrappers, and in-process callers (tests, the simulator) use the
 //! same code paths.
 
+pub mod claims;
 pub mod jobs;
 pub mod nodes;
 pub mod plan;

@@ -29,6 +29,7 @@ fn job(name: &str, version: u64, count: u32) -> Job {
         stable: false,
         reverts_to: None,
         submitted_at: 1000,
+        claims: Vec::new(),
         create_index: 0,
         modify_index: 0,
     }

@@ -22,6 +22,11 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverts_to: Option<u64>,
     pub submitted_at: UnixMillis,
+    /// Where this version's service names and routes were written, so a
+    /// later job claiming the same is told where (empty for versions not
+    /// submitted from a file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<crate::spec::ServiceClaim>,
     pub create_index: Index,
     pub modify_index: Index,
 }

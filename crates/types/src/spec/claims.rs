@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::SpecError;
+use super::{JobSpec, RouteSpec, ServiceKind, SpecError};
 
 /// Where something was written: `file:line:column` and the field path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,9 @@ pub struct SpecLocation {
 
 impl fmt::Display for SpecLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{} {}", self.file, self.path);
+        }
         write!(f, "{}:{}:{}", self.file, self.line, self.column)
     }
 }
@@ -105,5 +108,73 @@ pub fn clash_error(
         column: new.at.column,
         path: new.at.path.clone(),
         message,
+    }
+}
+
+/// The claims of a spec known without its file (a version submitted by an
+/// in-process caller, or stored before claims were recorded): each located
+/// by its job and field path only.
+pub fn spec_claims(spec: &JobSpec) -> Vec<ServiceClaim> {
+    let mut out = Vec::new();
+    for (g, group) in spec.groups.iter().enumerate() {
+        for (i, s) in group.services.iter().enumerate() {
+            let at = |field: &str| SpecLocation {
+                file: format!("job `{}`", spec.name),
+                line: 0,
+                column: 0,
+                path: format!("groups[{g}].services[{i}]{field}"),
+            };
+            let mut push = |what: Claim, field: &str| {
+                out.push(ServiceClaim {
+                    service: s.name.clone(),
+                    what,
+                    at: at(field),
+                })
+            };
+            push(Claim::Name, ".name");
+            if let Some(r) = &s.route {
+                let field = match s.kind {
+                    ServiceKind::Tcp => ".route.port",
+                    ServiceKind::Http => ".route",
+                };
+                for what in route_claims(s.kind, r) {
+                    push(what, field);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What a route claims: a TCP port, or every host (any, when none) with
+/// every path prefix (`/`, when none).
+pub fn route_claims(kind: ServiceKind, r: &RouteSpec) -> Vec<Claim> {
+    match kind {
+        ServiceKind::Tcp => r
+            .port
+            .map(|port| Claim::TcpPort { port })
+            .into_iter()
+            .collect(),
+        ServiceKind::Http => {
+            let paths = if r.paths.is_empty() {
+                vec!["/".to_owned()]
+            } else {
+                r.paths.clone()
+            };
+            let hosts: Vec<Option<String>> = if r.hosts.is_empty() {
+                vec![None]
+            } else {
+                r.hosts.iter().cloned().map(Some).collect()
+            };
+            hosts
+                .iter()
+                .flat_map(|h| {
+                    paths.iter().map(move |p| Claim::Route {
+                        host: h.clone(),
+                        path: p.clone(),
+                    })
+                })
+                .collect()
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! group named after the job with one task of the same name, so the rest of
 //! corral only ever sees the full form.
 
-mod claims;
+pub(crate) mod claims;
 mod error;
 mod parse;
 pub mod render;
@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{Bytes, MilliCpu, Millis};
 
-pub use claims::{Claim, ServiceClaim, SpecLocation, clash_error, clashes};
+pub use claims::{Claim, ServiceClaim, SpecLocation, clash_error, clashes, spec_claims};
 pub use error::{SpecError, SpecErrors};
 pub use parse::{
-    LocatedJob, NOT_YET_FIELDS, SEED_GROUP_FIELDS, SEED_TASK_FIELDS, SPEC_BLOCKS, STDIN_NAME, SourceFormat,
-    SpecBlock, host_problem, name_problem, parse_jobs, parse_jobs_located,
+    LocatedJob, NOT_YET_FIELDS, SEED_GROUP_FIELDS, SEED_TASK_FIELDS, SPEC_BLOCKS, STDIN_NAME,
+    SourceFormat, SpecBlock, host_problem, name_problem, parse_jobs, parse_jobs_located,
 };
 
 /// A validated job: at least one group, every name unique, every count >= 0.

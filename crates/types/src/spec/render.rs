@@ -138,12 +138,32 @@ fn service(s: &ServiceSpec) -> Value {
     if let Some(p) = &s.port {
         m.insert("port".into(), json!(p));
     }
+    if s.kind != crate::spec::ServiceKind::Http {
+        m.insert("type".into(), json!(s.kind.as_str()));
+    }
     if !s.checks.is_empty() {
         m.insert(
             "checks".into(),
             Value::Array(s.checks.iter().map(|c| check(c, true)).collect()),
         );
     }
+    if let Some(r) = &s.route {
+        let mut rm = Map::new();
+        if !r.hosts.is_empty() {
+            rm.insert("hosts".into(), json!(r.hosts));
+        }
+        if !r.paths.is_empty() {
+            rm.insert("paths".into(), json!(r.paths));
+        }
+        if r.strip_prefix {
+            rm.insert("strip_prefix".into(), json!(true));
+        }
+        if let Some(p) = r.port {
+            rm.insert("port".into(), json!(p));
+        }
+        m.insert("route".into(), Value::Object(rm));
+    }
+    m.insert("shutdown_delay".into(), json!(s.shutdown_delay.to_string()));
     Value::Object(m)
 }
 

@@ -19,6 +19,8 @@ mod service;
 mod tree;
 
 #[cfg(test)]
+mod route_tests;
+#[cfg(test)]
 mod service_tests;
 #[cfg(test)]
 mod tests;
@@ -88,6 +90,10 @@ pub const SPEC_BLOCKS: &[SpecBlock] = &[
     SpecBlock {
         name: "service",
         fields: service::SERVICE_FIELDS,
+    },
+    SpecBlock {
+        name: "route",
+        fields: route::ROUTE_FIELDS,
     },
     SpecBlock {
         name: "check",
@@ -168,6 +174,14 @@ pub struct LocatedJob {
     pub claims: Vec<ServiceClaim>,
 }
 
+impl From<JobSpec> for LocatedJob {
+    /// A spec from an in-process caller: its claims located by field path.
+    fn from(spec: JobSpec) -> LocatedJob {
+        let claims = super::spec_claims(&spec);
+        LocatedJob { spec, claims }
+    }
+}
+
 /// [`parse_jobs`], keeping each job's service claims.
 pub fn parse_jobs_located(
     text: &str,
@@ -224,9 +238,7 @@ pub fn parse_jobs_located(
         }
         jobs.push((j, job_claims));
     }
-    if let Some(e) = clash_within(&jobs) {
-        ctx.errors.push(e);
-    }
+    ctx.errors.extend(clash_within(&jobs));
     if ctx.errors.is_empty() {
         Ok(jobs
             .into_iter()
@@ -242,21 +254,18 @@ pub fn parse_jobs_located(
     }
 }
 
-/// The first service claim in a file that clashes with an earlier one (of
-/// the same or an earlier job), as an error at the later place.
-fn clash_within(
-    jobs: &[(job::Named<JobSpec>, Vec<ServiceClaim>)],
-) -> Option<super::SpecError> {
+/// Every service claim in a file that clashes with an earlier one (of the
+/// same or an earlier job), as an error at the later place.
+fn clash_within(jobs: &[(job::Named<JobSpec>, Vec<ServiceClaim>)]) -> Vec<super::SpecError> {
     let all: Vec<(&str, &ServiceClaim)> = jobs
         .iter()
         .flat_map(|(j, cs)| cs.iter().map(move |c| (j.spec.name.as_str(), c)))
         .collect();
+    let mut out = Vec::new();
     for (i, (job, c)) in all.iter().enumerate() {
-        for (other_job, o) in &all[..i] {
-            if clashes(c, o, None) {
-                return Some(clash_error(job, c, other_job, o, None));
-            }
+        if let Some((other_job, o)) = all[..i].iter().find(|(_, o)| clashes(c, o, None)) {
+            out.push(clash_error(job, c, other_job, o, None));
         }
     }
-    None
+    out
 }

@@ -177,7 +177,7 @@ fn route(
                     );
                 }
             }
-            if f.get("hosts").is_none() && f.get("paths").is_none() {
+            if !f.has_or_meant("hosts") && !f.has_or_meant("paths") {
                 ctx.error(
                     f.pos,
                     path,
@@ -225,39 +225,15 @@ fn route(
     if ctx.errors.len() != before {
         return None;
     }
-    // The claims, each at the place that makes it.
-    match kind {
-        ServiceKind::Tcp => {
-            if let (Some(port), Some(x)) = (out.port, f.get("port")) {
-                claim(ctx, service, Claim::TcpPort { port }, x.node.pos, &x.path);
-            }
-        }
-        ServiceKind::Http => {
-            let paths = if out.paths.is_empty() {
-                vec!["/".to_owned()]
-            } else {
-                out.paths.clone()
-            };
-            let hosts: Vec<Option<String>> = if out.hosts.is_empty() {
-                vec![None]
-            } else {
-                out.hosts.iter().cloned().map(Some).collect()
-            };
-            let at = f
-                .get("hosts")
-                .or_else(|| f.get("paths"))
-                .map(|x| (x.node.pos, x.path))
-                .unwrap_or((f.pos, path.to_owned()));
-            for host in &hosts {
-                for p in &paths {
-                    let what = Claim::Route {
-                        host: host.clone(),
-                        path: p.clone(),
-                    };
-                    claim(ctx, service, what, at.0, &at.1);
-                }
-            }
-        }
+    // The claims, at the field that makes them.
+    let at = match kind {
+        ServiceKind::Tcp => f.get("port"),
+        ServiceKind::Http => f.get("hosts").or_else(|| f.get("paths")),
+    }
+    .map(|x| (x.node.pos, x.path))
+    .unwrap_or((f.pos, path.to_owned()));
+    for what in crate::spec::claims::route_claims(kind, &out) {
+        claim(ctx, service, what, at.0, &at.1);
     }
     Some(out)
 }
@@ -286,7 +262,9 @@ fn path_problem(p: &str) -> Option<String> {
         ));
     }
     if p.split('/').any(|seg| seg == "." || seg == "..") {
-        return Some(format!("a path prefix has no `.` or `..` segments, found `{p}`"));
+        return Some(format!(
+            "a path prefix has no `.` or `..` segments, found `{p}`"
+        ));
     }
     None
 }

@@ -327,6 +327,8 @@ fn services(
                 parsed.push((slot, p));
             }
         }
+        // A name already used in this group is reported once, above.
+        let name_at = name_at.filter(|_| !out.iter().any(|s| s.name == display));
         let routing = super::route::routing(ctx, &sf, &display, port.is_some(), name_at);
         out.push(ServiceSpec {
             name: display.clone(),

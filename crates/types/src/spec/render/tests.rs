@@ -80,6 +80,8 @@ groups:
         - {type: http, path: /health, method: HEAD, status: "200-204", headers: {X-Probe: "1"}, interval: 5s, timeout: 1s, grace: 30s, success_threshold: 2, failure_threshold: 4, check_restart: {limit: 3, grace: 1m}}
         - {type: tcp, port: admin}
         - {type: exec, command: [/bin/true], task: side}
+      route: {hosts: [shop.example.com, www.example.com], paths: [/api, /v2], strip_prefix: true}
+      shutdown_delay: 7s
     tasks:
       - name: app
         driver: container
