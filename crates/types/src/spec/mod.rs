@@ -76,6 +76,10 @@ impl GroupSpec {
         // The update policy shapes the rollout, not the running allocation.
         a.update = UpdatePolicy::default();
         b.update = UpdatePolicy::default();
+        // Routes are the routers' business: the tasks run as they were.
+        for s in a.services.iter_mut().chain(b.services.iter_mut()) {
+            s.route = None;
+        }
         a != b
     }
 
