@@ -137,6 +137,22 @@ impl World {
     }
 }
 
+/// The `corral` binary's standard output (it must succeed).
+fn corral(addr: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(args)
+        .env("CORRAL_ADDR", addr)
+        .env_remove("CORRAL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "corral {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 async fn start_router(server: &str, dir: &Path, extra: &[&str]) -> Router {
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -247,6 +263,26 @@ async fn the_router_routes_real_containers_by_host_and_path() {
     wait_running(&c, "shop", 3, D).await;
     let svc = wait_healthy(&c, "web", 3).await;
     assert_eq!(svc.auto_host.as_deref(), Some("web.localhost"));
+
+    // What users read: every endpoint with its health and node.
+    let status = corral(&w.cluster.url(), &["service", "status", "web"]);
+    for e in &svc.endpoints {
+        assert!(
+            status.contains(&format!("{}:{}", e.address, e.port)) && status.contains(&e.alloc_name),
+            "{status}"
+        );
+    }
+    assert_eq!(status.matches("passing").count(), 3, "{status}");
+    let ls = corral(&w.cluster.url(), &["service", "ls"]);
+    assert!(ls.contains("web.localhost/") && ls.contains("3/3"), "{ls}");
+    assert!(ls.contains("shop.example.com/api (strip)"), "{ls}");
+    let json: serde_json::Value =
+        serde_json::from_str(&corral(&w.cluster.url(), &["service", "ls", "--json"])).unwrap();
+    assert_eq!(
+        json.as_array().map(Vec::len),
+        Some(3),
+        "web, api and raw: {json}"
+    );
 
     // The automatic host name, spread over the 3 replicas.
     until_status(r, "web.localhost", "/", 200).await;
