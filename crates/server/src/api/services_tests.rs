@@ -205,3 +205,34 @@ async fn the_catalog_is_a_blocking_query() {
     assert_eq!(cat.services[0].name, "web");
     server.stop().await;
 }
+
+/// A revert to a version whose route another job took since is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revert_to_a_route_taken_since_is_refused() {
+    let server = TestServer::start().await;
+    let base = server.serve().await;
+    let http = reqwest::Client::new();
+    for (file, text) in [
+        ("shop.yaml", job("shop", "shop", "{paths: [/api]}")),
+        ("shop.yaml", job("shop", "shop", "{paths: [/v2]}")),
+        ("other.yaml", job("other", "other", "{paths: [/api]}")),
+    ] {
+        let (code, body) = submit(&http, &base, file, text).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let r = http
+        .post(format!("{base}/v1/jobs/shop/revert"))
+        .json(&serde_json::json!({"version": 1}))
+        .send()
+        .await
+        .expect("revert");
+    let code = r.status().as_u16();
+    let body = r.text().await.expect("body");
+    assert_eq!(code, 400, "{body}");
+    let errors = spec_errors(&body);
+    assert!(
+        errors.iter().any(|e| e.contains("any host, path /api is already routed to service `other` of job `other` (other.yaml:7:22)")),
+        "{errors:#?}"
+    );
+    server.stop().await;
+}

@@ -149,6 +149,7 @@ pub async fn revert(
 ) -> Result<SubmitResponse, ServerError> {
     let now = now_ms();
     let name = job.to_string();
+    let domain = core.config.domain.clone();
     let (index, (submitted, eval)) = core
         .write(move |state, _| {
             let latest = state
@@ -166,6 +167,13 @@ pub async fn revert(
                 )));
             }
             let job = revert_version(latest, target, now);
+            // The old version's names and routes may have been taken by
+            // another job since.
+            let located = corral_types::spec::LocatedJob {
+                spec: job.spec.clone(),
+                claims: crate::ops::claims::of_job(&job),
+            };
+            crate::ops::claims::check(state, std::slice::from_ref(&located), &domain)?;
             let eval = Core::new_eval(&name, EvalTrigger::JobRegister, now);
             let submitted = SubmittedJob {
                 name: name.clone(),
