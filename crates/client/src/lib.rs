@@ -653,6 +653,23 @@ impl Client {
     }
 }
 
+/// Adds `?index=&wait=` to a blocking query, and a timeout that outlasts
+/// the wait.
+fn blocking(
+    rb: reqwest::RequestBuilder,
+    index: Option<(Index, Duration)>,
+) -> reqwest::RequestBuilder {
+    match index {
+        Some((i, wait)) => rb
+            .query(&[
+                ("index", i.to_string()),
+                ("wait", format!("{}ms", wait.as_millis())),
+            ])
+            .timeout(wait + REQUEST_TIMEOUT),
+        None => rb,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{CLI_ADDR_SETTING, ClientError, normalize_addr, path};
@@ -712,22 +729,5 @@ mod tests {
                 "{bad:?}"
             );
         }
-    }
-}
-
-/// Adds `?index=&wait=` to a blocking query, and a timeout that outlasts
-/// the wait.
-fn blocking(
-    rb: reqwest::RequestBuilder,
-    index: Option<(Index, Duration)>,
-) -> reqwest::RequestBuilder {
-    match index {
-        Some((i, wait)) => rb
-            .query(&[
-                ("index", i.to_string()),
-                ("wait", format!("{}ms", wait.as_millis())),
-            ])
-            .timeout(wait + REQUEST_TIMEOUT),
-        None => rb,
     }
 }
