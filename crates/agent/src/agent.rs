@@ -46,6 +46,8 @@ pub enum AgentError {
     NoDrivers(String),
     #[error("the agent's token is empty: set the cluster's API token, or none")]
     EmptyToken,
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// An empty token would guard the agent's endpoint with nothing a client
@@ -64,6 +66,8 @@ pub struct Agent {
     pub address: String,
     /// Its task metrics (`corral dev` serves them on the API's `/metrics`).
     pub metrics: Arc<TaskMetrics>,
+    /// Where the node DNS listens, when it is on.
+    pub dns_addr: Option<std::net::SocketAddr>,
     tasks: TaskTracker,
 }
 
@@ -141,12 +145,24 @@ impl Agent {
         };
         let client = Client::new(&config.server, config.token.clone())
             .with_addr_setting(SERVER_ADDR_SETTING);
+        // Before any allocation runs: their pods are given its address.
+        let dns = match &config.dns {
+            Some(dns) => Some(crate::dns::NodeDns::start(
+                dns,
+                Arc::new(client.clone()),
+                config.watch_wait,
+                &tasks,
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         let env = Arc::new(RunnerEnv {
             shared: shared.clone(),
             drivers,
             updates: updates_tx,
             node_id: node_id.clone(),
+            pod_dns: dns.as_ref().and_then(|d| d.pod_dns.clone()),
         });
         let runners_cancel = CancellationToken::new();
         let runners = TaskTracker::new();
@@ -210,6 +226,7 @@ impl Agent {
             node_id,
             address,
             metrics,
+            dns_addr: dns.map(|d| d.addr),
             tasks,
         })
     }

@@ -50,6 +50,10 @@ pub struct AgentConfig {
     /// the agent copies the output itself, and loses what is in flight
     /// when it dies.
     pub capture_exe: Option<PathBuf>,
+    /// The node DNS (`<service>.service.corral`, other names forwarded),
+    /// given to the container driver's pods as their nameserver; `None`:
+    /// off. See docs/SERVICES.md, "DNS".
+    pub dns: Option<crate::dns::DnsConfig>,
 }
 
 impl AgentConfig {
@@ -74,6 +78,7 @@ impl AgentConfig {
             log_check_interval: crate::logs::DEFAULT_CHECK_INTERVAL,
             stats_interval: Duration::from_secs(10),
             capture_exe: None,
+            dns: None,
         }
     }
 }

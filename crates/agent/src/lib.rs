@@ -20,6 +20,7 @@ pub mod agent;
 pub mod alloc_runner;
 pub mod checks;
 pub mod config;
+pub mod dns;
 pub mod fingerprint;
 pub mod health;
 pub mod http;

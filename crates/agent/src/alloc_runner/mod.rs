@@ -35,6 +35,9 @@ pub struct RunnerEnv {
     pub drivers: Drivers,
     pub updates: mpsc::UnboundedSender<AllocUpdate>,
     pub node_id: String,
+    /// The node DNS, as every pod's resolver (`None`: the runtime's
+    /// default).
+    pub pod_dns: Option<crate::driver::PodDns>,
 }
 
 pub struct AllocRunner {

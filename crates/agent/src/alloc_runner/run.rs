@@ -94,7 +94,7 @@ fn prepare(
         node_id: env.node_id.clone(),
         alloc_dir: dir.path().to_path_buf(),
         ports: alloc.ports.clone(),
-        pod: PodOptions::from_group(&group),
+        pod: PodOptions::from_group(&group).with_dns(env.pod_dns.clone()),
     };
     let setup = Setup {
         env: &env,

@@ -103,6 +103,7 @@ fn start_full(
         drivers,
         updates: tx,
         node_id: "n1".into(),
+        pod_dns: None,
     });
     let tracker = TaskTracker::new();
     let runner = AllocRunner::spawn(
@@ -327,6 +328,7 @@ async fn a_task_without_a_handle_keeps_its_restart_count_across_an_agent_restart
         drivers,
         updates: tx,
         node_id: "n1".into(),
+        pod_dns: None,
     });
     let tracker = TaskTracker::new();
     let runner = AllocRunner::spawn(

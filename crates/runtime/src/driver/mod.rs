@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupError;
 
-pub use self::cri::pod::PodOptions;
+pub use self::cri::pod::{PodDns, PodOptions};
 
 /// What a driver needs to know about the allocation a task belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

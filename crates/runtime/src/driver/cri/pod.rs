@@ -1,6 +1,7 @@
 //! What the pod sandbox of an allocation needs to know about its group:
 //! the container port behind each assigned host port, the network mode and
-//! whether any task is privileged.
+//! whether any task is privileged; and of its node: the DNS its containers
+//! use.
 //!
 //! The driver's [`AllocContext`](crate::driver::AllocContext) carries the
 //! host ports and these options (its `pod`): whoever runs the allocation
@@ -20,6 +21,25 @@ pub struct PodOptions {
     pub network_host: bool,
     /// Some task of the group runs privileged (the sandbox must be too).
     pub privileged: bool,
+    /// The containers' resolver (their `/etc/resolv.conf`); `None`: the
+    /// runtime's default (a copy of the host's). The node's, not the
+    /// group's: whoever runs the allocation sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<PodDns>,
+}
+
+/// What the runtime writes into the pod's `/etc/resolv.conf` (CRI
+/// `DNSConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodDns {
+    /// `nameserver` lines (IP addresses; port 53 is implied).
+    pub servers: Vec<String>,
+    /// The `search` line.
+    #[serde(default)]
+    pub searches: Vec<String>,
+    /// The `options` line (`ndots:2`, ...).
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 impl PodOptions {
@@ -31,7 +51,14 @@ impl PodOptions {
                 .collect(),
             network_host: group.network == NetworkMode::Host,
             privileged: group.tasks.iter().any(|t| t.security.privileged),
+            dns: None,
         }
+    }
+
+    /// With the node's DNS for the pod's containers.
+    pub fn with_dns(mut self, dns: Option<PodDns>) -> PodOptions {
+        self.dns = dns;
+        self
     }
 
     /// The container port behind the named host port.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_cri::v1 as cri;
 
-use super::pod::PodOptions;
+use super::pod::{PodDns, PodOptions};
 use crate::driver::AllocContext;
 
 /// Kubernetes-style namespace of every corral sandbox.
@@ -111,6 +111,15 @@ pub fn port_mappings(alloc: &AllocContext, opts: &PodOptions) -> Vec<cri::PortMa
         .collect()
 }
 
+/// The pod's `/etc/resolv.conf`, as the runtime writes it.
+pub fn dns_config(dns: &PodDns) -> cri::DnsConfig {
+    cri::DnsConfig {
+        servers: dns.servers.clone(),
+        searches: dns.searches.clone(),
+        options: dns.options.clone(),
+    }
+}
+
 /// Network, pid and ipc namespaces: the pod's network (or the node's),
 /// one pid namespace per container, a shared ipc namespace.
 pub fn namespace_options(network_host: bool) -> cri::NamespaceOption {
@@ -157,7 +166,7 @@ pub fn sandbox_config(
             hostname(&alloc.group, alloc.index)
         },
         log_directory: log_directory(&alloc.alloc_dir).display().to_string(),
-        dns_config: None,
+        dns_config: opts.dns.as_ref().map(dns_config),
         port_mappings: port_mappings(alloc, opts),
         labels: labels(alloc),
         annotations,
@@ -309,6 +318,22 @@ mod tests {
         let ns = sc.namespace_options.as_ref().expect("namespaces");
         assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
         assert_eq!(ns.pid, cri::NamespaceMode::Container as i32);
+    }
+
+    #[test]
+    fn sandbox_config_carries_the_node_dns() {
+        let c = sandbox_config(&alloc(), &PodOptions::default()).expect("config");
+        assert_eq!(c.dns_config, None, "no DNS given: the runtime's default");
+        let opts = PodOptions::default().with_dns(Some(PodDns {
+            servers: vec!["10.88.0.1".into()],
+            searches: vec!["service.corral".into()],
+            options: vec!["ndots:1".into()],
+        }));
+        let c = sandbox_config(&alloc(), &opts).expect("config");
+        let d = c.dns_config.expect("dns config");
+        assert_eq!(d.servers, ["10.88.0.1"]);
+        assert_eq!(d.searches, ["service.corral"]);
+        assert_eq!(d.options, ["ndots:1"]);
     }
 
     #[test]
