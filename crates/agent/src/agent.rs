@@ -147,13 +147,20 @@ impl Agent {
             .with_addr_setting(SERVER_ADDR_SETTING);
         // Before any allocation runs: their pods are given its address.
         let dns = match &config.dns {
-            Some(dns) => Some(crate::dns::NodeDns::start(
+            Some(dns) => match crate::dns::NodeDns::start(
                 dns,
                 Arc::new(client.clone()),
                 config.watch_wait,
                 &tasks,
                 shutdown.clone(),
-            )?),
+            ) {
+                Ok(d) => Some(d),
+                Err(e) if dns.optional => {
+                    tracing::warn!(error = %e, "running without node DNS; pods keep the runtime's default resolver");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
             None => None,
         };
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();

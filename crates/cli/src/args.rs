@@ -333,6 +333,22 @@ pub struct DevArgs {
     /// The private containerd's pod subnet (IPv4 CIDR).
     #[arg(long, default_value = cmd::dev::DEFAULT_POD_SUBNET)]
     pub pod_subnet: String,
+    #[command(flatten)]
+    pub dns: DnsArgs,
+}
+
+/// The node DNS (`<service>.service.corral`) of `corral dev` and `corral
+/// agent`.
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// Where the node DNS listens (UDP and TCP), IP or IP:PORT; pods get
+    /// it as their nameserver [default: the pod bridge's gateway, port 53].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_dns")]
+    pub dns_addr: Option<String>,
+    /// No node DNS: pods keep the runtime's default resolver (a copy of
+    /// the host's).
+    #[arg(long)]
+    pub no_dns: bool,
 }
 
 #[derive(Debug, Args)]
@@ -398,6 +414,8 @@ pub struct AgentArgs {
     /// containerd's CRI socket [default: /run/containerd/containerd.sock].
     #[arg(long, value_name = "SOCKET")]
     pub cri_socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 #[derive(Subcommand)]

@@ -124,6 +124,10 @@ pub struct AgentFile {
     pub token: Option<String>,
     /// How long logs of stopped allocations are kept (`7d`).
     pub log_retention: Option<String>,
+    /// Where the node DNS listens, IP or IP:PORT (`--dns-addr`).
+    pub dns_addr: Option<String>,
+    /// `false` turns the node DNS off (`--no-dns`).
+    pub dns: Option<bool>,
 }
 
 pub fn load(path: Option<&Path>) -> Result<FileConfig> {

@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod conn;
 mod datadir;
+mod nodedns;
 mod output;
 mod rollout;
 mod shutdown;
@@ -14,7 +15,7 @@ mod specdiff;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -399,6 +400,12 @@ fn agent_config(a: args::AgentArgs) -> Result<corral_agent::AgentConfig> {
     if let Some(d) = file.drivers {
         config.drivers = d;
     }
+    let cni_dir = config
+        .drivers
+        .iter()
+        .any(|d| d == "container")
+        .then(|| Path::new(corral_agent::containerd::DEFAULT_CNI_CONF_DIR));
+    config.dns = nodedns::config(&a.dns, file.dns_addr.as_deref(), file.dns, cni_dir)?;
     if let Some(r) = file.port_range {
         config.port_range = r;
     }

@@ -46,6 +46,10 @@ pub struct DnsConfig {
     pub addr: SocketAddr,
     /// The node's resolvers, to forward other names to (read at start).
     pub resolv_conf: PathBuf,
+    /// A default address rather than one the user set: when it cannot be
+    /// bound the agent runs without node DNS (and says so) instead of
+    /// refusing to start.
+    pub optional: bool,
 }
 
 impl DnsConfig {
@@ -53,6 +57,7 @@ impl DnsConfig {
         DnsConfig {
             addr,
             resolv_conf: PathBuf::from(DEFAULT_RESOLV_CONF),
+            optional: false,
         }
     }
 }
@@ -124,6 +129,16 @@ impl NodeDns {
             table,
         })
     }
+}
+
+/// `--dns-addr`: an IP (port 53) or `IP:PORT` (`[v6]:PORT`).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 /// The pods' resolver: this node DNS, `service.corral` first in the search

@@ -250,6 +250,23 @@ fn pods_get_the_node_dns_first_in_their_search_list() {
     assert!(pod_dns("0.0.0.0:53".parse().expect("addr"), &[]).is_none());
 }
 
+#[test]
+fn dns_addr_takes_an_ip_or_ip_and_port() {
+    assert_eq!(
+        parse_addr("10.88.0.1"),
+        Ok("10.88.0.1:53".parse().expect("addr"))
+    );
+    assert_eq!(
+        parse_addr("10.88.0.1:5353"),
+        Ok("10.88.0.1:5353".parse().expect("addr"))
+    );
+    assert_eq!(
+        parse_addr("fd00::1"),
+        Ok("[fd00::1]:53".parse().expect("addr"))
+    );
+    assert!(parse_addr("node.example").is_err());
+}
+
 /// One question over UDP (or TCP), the parsed answer back.
 async fn ask(server: SocketAddr, name: &str, qtype: RecordType, tcp: bool) -> Message {
     let mut q = Message::query();
@@ -298,6 +315,7 @@ async fn serve(
     let config = DnsConfig {
         addr: "127.0.0.1:0".parse().expect("addr"),
         resolv_conf: resolv,
+        optional: false,
     };
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();

@@ -95,6 +95,13 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     config.drivers = drivers;
     config.cri_socket = socket;
     config.capture_exe = crate::capture_exe();
+    // The node DNS on the pod network's gateway: the private containerd's
+    // network, or the machine's.
+    let cni_dir = (!a.no_containers).then(|| match &private {
+        Some(p) => p.cni_conf_dir(),
+        None => PathBuf::from(containerd::DEFAULT_CNI_CONF_DIR),
+    });
+    config.dns = crate::nodedns::config(&a.dns, None, None, cni_dir.as_deref())?;
     // One machine, one user: Ctrl-C takes the tasks down with it.
     config.stop_on_shutdown = true;
     let agent = Agent::start(config, shutdown.clone())
@@ -129,6 +136,9 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
             data_dir.display(),
             restored.join(", ")
         );
+    }
+    if let Some(d) = agent.dns_addr {
+        eprintln!("corral dev: node DNS on {d} (pods resolve <service>.service.corral)");
     }
     eprintln!(
         "corral dev: node {} ready; submit a job with `corral run FILE`",
@@ -182,6 +192,13 @@ enum Private {
 const ADOPTED_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Private {
+    fn cni_conf_dir(&self) -> PathBuf {
+        match self {
+            Private::Started(pd) => pd.paths().cni_conf_dir.clone(),
+            Private::Adopted(rc) => rc.paths.cni_conf_dir.clone(),
+        }
+    }
+
     fn socket_path(&self) -> PathBuf {
         match self {
             Private::Started(pd) => pd.socket_path().to_path_buf(),

@@ -278,9 +278,118 @@ pub fn render_cni(cfg: &ContainerdConfig) -> serde_json::Value {
     })
 }
 
+/// Where Debian's containerd reads its CNI networks.
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+
+/// The gateway of the pod network in CNI conf dir `dir`: the first
+/// network file (in name order, as containerd takes it) whose bridge
+/// plugin is the pods' gateway (`isGateway`): its IPAM `gateway`, else its
+/// subnet's first address. `None` when there is no such network. This is
+/// where pods reach the node (the node DNS listens there).
+pub fn cni_gateway(dir: &Path) -> Option<std::net::IpAddr> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "conflist" || e == "conf" || e == "json")
+        })
+        .collect();
+    files.sort();
+    let first = files
+        .into_iter()
+        .find_map(|f| serde_json::from_slice::<serde_json::Value>(&std::fs::read(f).ok()?).ok())?;
+    cni_network_gateway(&first)
+}
+
+/// The gateway of one CNI network (a `.conflist`, or a single-plugin
+/// `.conf`).
+pub fn cni_network_gateway(net: &serde_json::Value) -> Option<std::net::IpAddr> {
+    let plugins = match net["plugins"].as_array() {
+        Some(p) => p.iter().collect::<Vec<_>>(),
+        None => vec![net],
+    };
+    let bridge = plugins
+        .into_iter()
+        .find(|p| p["type"] == "bridge" && p["isGateway"] == true)?;
+    let ipam = &bridge["ipam"];
+    let range = &ipam["ranges"][0][0];
+    for g in [&range["gateway"], &ipam["gateway"]] {
+        if let Some(ip) = g.as_str().and_then(|s| s.parse().ok()) {
+            return Some(ip);
+        }
+    }
+    let subnet = range["subnet"].as_str().or(ipam["subnet"].as_str())?;
+    subnet_gateway(subnet)
+}
+
+/// The first address of an IPv4 CIDR (`10.88.7.0/24` -> `10.88.7.1`): the
+/// gateway the CNI bridge plugin gives itself when none is set.
+pub fn subnet_gateway(cidr: &str) -> Option<std::net::IpAddr> {
+    let (ip, len) = cidr.split_once('/')?;
+    let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    if len > 30 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    let net = u32::from(ip) & mask;
+    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(net + 1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pod_gateway_is_read_from_the_cni_network() {
+        assert_eq!(
+            subnet_gateway("10.88.7.0/24").map(|i| i.to_string()),
+            Some("10.88.7.1".into())
+        );
+        assert_eq!(
+            subnet_gateway("10.196.3.0/23").map(|i| i.to_string()),
+            Some("10.196.2.1".into())
+        );
+        assert_eq!(subnet_gateway("10.0.0.0/31"), None);
+        assert_eq!(subnet_gateway("nonsense"), None);
+        // Ours.
+        let g = cni_network_gateway(&render_cni(&cfg())).map(|i| i.to_string());
+        assert_eq!(g.as_deref(), Some("10.88.7.1"));
+        // An explicit gateway wins; a bridge that is not the gateway is no
+        // answer; a single-plugin .conf with the old `subnet` key works.
+        let explicit = serde_json::json!({"plugins": [{"type": "bridge", "isGateway": true,
+            "ipam": {"ranges": [[{"subnet": "10.1.0.0/16", "gateway": "10.1.0.254"}]]}}]});
+        assert_eq!(
+            cni_network_gateway(&explicit)
+                .map(|i| i.to_string())
+                .as_deref(),
+            Some("10.1.0.254")
+        );
+        let no_gw = serde_json::json!({"plugins": [{"type": "bridge",
+            "ipam": {"ranges": [[{"subnet": "10.1.0.0/16"}]]}}]});
+        assert_eq!(cni_network_gateway(&no_gw), None);
+        let conf = serde_json::json!({"type": "bridge", "isGateway": true,
+            "ipam": {"subnet": "10.22.0.0/16"}});
+        assert_eq!(
+            cni_network_gateway(&conf).map(|i| i.to_string()).as_deref(),
+            Some("10.22.0.1")
+        );
+        // From a directory: the first file in name order.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("20-other.conflist"), explicit.to_string()).expect("write");
+        std::fs::write(
+            dir.path().join(CNI_CONFLIST),
+            render_cni(&cfg()).to_string(),
+        )
+        .expect("write");
+        assert_eq!(
+            cni_gateway(dir.path()).map(|i| i.to_string()).as_deref(),
+            Some("10.88.7.1")
+        );
+        assert_eq!(cni_gateway(&dir.path().join("missing")), None);
+    }
 
     fn cfg() -> ContainerdConfig {
         ContainerdConfig::new("/tmp/c1", "corral0", "10.88.7.0/24", "corral.local/pause:1")

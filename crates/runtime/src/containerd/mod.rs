@@ -26,7 +26,7 @@ pub mod registry;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use config::{ContainerdConfig, Paths};
+pub use config::{ContainerdConfig, DEFAULT_CNI_CONF_DIR, Paths, cni_gateway, subnet_gateway};
 pub use images::import_image;
 pub use process::{PrivateContainerd, RunningContainerd, remove_bridge};
 pub use registry::register_insecure_registry;
