@@ -45,10 +45,12 @@ impl CatalogSource for FixedCatalog {
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// Keeps `table` up to date with `source` until `shutdown`.
+/// Keeps `table` up to date with `source` until `shutdown`. `own`: the
+/// address the node DNS listens on, given for loopback endpoints.
 pub async fn follow(
     source: Arc<dyn CatalogSource>,
     table: Arc<ArcSwap<Table>>,
+    own: std::net::IpAddr,
     wait: Duration,
     shutdown: CancellationToken,
 ) {
@@ -71,7 +73,7 @@ pub async fn follow(
                     failing = false;
                 }
                 backoff = BACKOFF_MIN;
-                let next = Table::from_catalog(&catalog);
+                let next = Table::from_catalog(&catalog).loopback_as(own);
                 if **table.load() != next {
                     tracing::debug!(
                         index = catalog.index,

@@ -120,7 +120,13 @@ impl NodeDns {
                 tracing::debug!(error = %e, "node DNS stopped with an error");
             }
         });
-        tasks.spawn(follow::follow(source, table.clone(), wait, shutdown));
+        tasks.spawn(follow::follow(
+            source,
+            table.clone(),
+            addr.ip(),
+            wait,
+            shutdown,
+        ));
         let pod_dns = pod_dns(addr, &upstream.search);
         tracing::info!(%addr, forwards_to = ?upstream.servers, pods = pod_dns.is_some(), "node DNS listening");
         Ok(NodeDns {

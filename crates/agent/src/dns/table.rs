@@ -96,6 +96,33 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Endpoints registered with a loopback address (one-host set-ups
+    /// such as `corral dev`) answered as `own`, the node DNS's address:
+    /// inside a pod, 127.0.0.1 is the pod itself, while the host ports are
+    /// mapped on every address of the node, this one included.
+    pub fn loopback_as(mut self, own: IpAddr) -> Table {
+        if own.is_loopback() || own.is_unspecified() {
+            return self;
+        }
+        let swap = |ip: IpAddr| if ip.is_loopback() { own } else { ip };
+        for recs in self.services.values_mut() {
+            let addrs: BTreeSet<IpAddr> = recs.addrs.iter().map(|ip| swap(*ip)).collect();
+            recs.addrs = addrs.into_iter().collect();
+            let targets: BTreeSet<(Target, u16)> = recs
+                .targets
+                .iter()
+                .map(|(t, port)| match t {
+                    Target::Ip(ip) => (Target::Ip(swap(*ip)), *port),
+                    other => (other.clone(), *port),
+                })
+                .collect();
+            recs.targets = targets.into_iter().collect();
+        }
+        self
+    }
+}
+
 /// The answer to one question about a name in the zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {

@@ -440,6 +440,7 @@ async fn the_table_follows_the_catalog_and_survives_errors() {
     let h = tokio::spawn(follow::follow(
         source,
         table.clone(),
+        "10.89.0.1".parse().expect("ip"),
         Duration::from_millis(50),
         shutdown.clone(),
     ));
@@ -460,4 +461,45 @@ async fn the_table_follows_the_catalog_and_survives_errors() {
         .await
         .expect("stops on shutdown")
         .expect("join");
+}
+
+/// In a one-host set-up the endpoints carry 127.0.0.1, which inside a pod
+/// is the pod itself: the node DNS answers its own address instead.
+#[test]
+fn loopback_endpoints_are_answered_with_the_node_dns_address() {
+    let one_host = ServiceCatalog {
+        index: 3,
+        services: vec![service(
+            "web",
+            vec![
+                endpoint("127.0.0.1", 31001, true),
+                endpoint("127.0.0.1", 31002, true),
+                endpoint("10.0.0.9", 31003, true),
+            ],
+        )],
+    };
+    let own: std::net::IpAddr = "10.89.0.1".parse().expect("ip");
+    let t = Table::from_catalog(&one_host).loopback_as(own);
+    let web = &t.services["web"];
+    let want: Vec<std::net::IpAddr> = vec![own, "10.0.0.9".parse().expect("ip")];
+    let mut got = web.addrs.clone();
+    got.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got, want);
+    assert!(
+        web.targets
+            .iter()
+            .all(|(t, _)| *t != table::Target::Ip("127.0.0.1".parse().expect("ip"))),
+        "{:?}",
+        web.targets
+    );
+    assert_eq!(web.targets.len(), 3, "each port kept: {:?}", web.targets);
+    // Listening on loopback itself: nothing to swap.
+    let t = Table::from_catalog(&one_host).loopback_as("127.0.0.1".parse().expect("ip"));
+    assert!(
+        t.services["web"]
+            .addrs
+            .contains(&"127.0.0.1".parse().expect("ip"))
+    );
 }
