@@ -454,7 +454,8 @@ mod tests {
     fn smuggling_shapes_are_flagged() {
         let f = scan_all(b"POST / HTTP/1.1\r\ncontent-length: 3\r\nContent-Length: 3\r\n\r\nabc");
         assert_eq!(f[0].content_lengths, 2);
-        let f = scan_all(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        let f =
+            scan_all(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
         assert!(f[0].transfer_encoding);
         assert_eq!(f[0].content_lengths, 1);
         let f = scan_all(b"GET / HTTP/1.1\r\nX-A: 1\r\n  folded\r\n\r\n");

@@ -197,7 +197,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_including_named_ones() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-keep", HeaderValue::from_static("1"));
@@ -209,7 +212,10 @@ mod tests {
     #[test]
     fn upgrades_keep_their_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         let up = upgrade_of(&h);
         assert_eq!(up.as_ref().map(|v| v.as_bytes()), Some(&b"websocket"[..]));

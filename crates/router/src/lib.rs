@@ -135,7 +135,10 @@ async fn drain(shared: &state::Shared, conns: &TaskTracker) {
         conns.wait().await;
         shared.tunnels.wait().await;
     };
-    if tokio::time::timeout(shared.config.limits.drain, all).await.is_err() {
+    if tokio::time::timeout(shared.config.limits.drain, all)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             connections = conns.len(),
             tunnels = shared.tunnels.len(),
@@ -149,7 +152,11 @@ async fn drain(shared: &state::Shared, conns: &TaskTracker) {
 
 /// Serves `GET /metrics` (anything else: 404) on `listener` until
 /// `shutdown`.
-pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -181,7 +188,11 @@ fn metrics_response(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full
     let (status, ctype, body) = if req.uri().path() == "/metrics" {
         (200, metrics::CONTENT_TYPE, metrics.encode())
     } else {
-        (404, "text/plain; charset=utf-8", "not found: the router serves /metrics here\n".to_string())
+        (
+            404,
+            "text/plain; charset=utf-8",
+            "not found: the router serves /metrics here\n".to_string(),
+        )
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();

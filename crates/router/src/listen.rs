@@ -91,11 +91,21 @@ fn check(state: &ConnState, limits: &Limits) -> Check {
     match phase {
         Phase::InHead => {
             let due = since.saturating_add(ms(limits.header_read));
-            if now >= due { Check::Close } else { Check::At(due) }
+            if now >= due {
+                Check::Close
+            } else {
+                Check::At(due)
+            }
         }
         Phase::WaitHead | Phase::Passthrough if state.in_flight() == 0 => {
-            let due = since.max(state.idle_since()).saturating_add(ms(limits.idle));
-            if now >= due { Check::Idle } else { Check::At(due) }
+            let due = since
+                .max(state.idle_since())
+                .saturating_add(ms(limits.idle));
+            if now >= due {
+                Check::Idle
+            } else {
+                Check::At(due)
+            }
         }
         _ => Check::At(now.saturating_add(ms(limits.idle))),
     }

@@ -72,7 +72,12 @@ impl Proxy {
         // the connection must not carry another request.
         let close = h1 && flags.is_none_or(|f| f.transfer_encoding || f.upgrade);
         let table = self.shared.table.load_full();
-        let (mut resp, metrics) = match route(&table, &req, flags, self.shared.config.limits.max_header_bytes) {
+        let (mut resp, metrics) = match route(
+            &table,
+            &req,
+            flags,
+            self.shared.config.limits.max_header_bytes,
+        ) {
             Err(e) => {
                 tracing::debug!(error = %e, peer = %self.peer, "refused");
                 (error_response(&e, &id, conn), &self.shared.unrouted)
@@ -142,14 +147,30 @@ impl Proxy {
             *up.uri_mut() = upstream_uri(&ep, &pq);
             *up.headers_mut() = headers;
             let in_flight = ep.start_request();
-            let sent = tokio::time::timeout(limits.upstream_response, shared.client.request(up)).await;
+            let sent =
+                tokio::time::timeout(limits.upstream_response, shared.client.request(up)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
-                    return self.respond(resp, in_flight, client_upgrade, (&svc.name, &ep.name), id, conn);
+                    return self.respond(
+                        resp,
+                        in_flight,
+                        client_upgrade,
+                        (&svc.name, &ep.name),
+                        id,
+                        conn,
+                    );
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     let timed_out = is_timeout(&e);
-                    self.eject(svc, &ep, if timed_out { "connect timeout" } else { "connection refused" });
+                    self.eject(
+                        svc,
+                        &ep,
+                        if timed_out {
+                            "connect timeout"
+                        } else {
+                            "connection refused"
+                        },
+                    );
                     if timed_out {
                         ProxyError::UpstreamConnectTimeout {
                             service: svc.name.clone(),
@@ -245,7 +266,9 @@ impl Proxy {
             };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let force = self.shared.force.clone();
-            self.shared.tunnels.spawn(tunnel(client_upgrade, upstream_upgrade, force, in_flight));
+            self.shared
+                .tunnels
+                .spawn(tunnel(client_upgrade, upstream_upgrade, force, in_flight));
             let (mut parts, _) = resp.into_parts();
             parts.version = Version::HTTP_11;
             parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
@@ -255,7 +278,10 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         headers::strip_hop_by_hop(&mut parts.headers, None);
         parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-        Response::from_parts(parts, ResponseBody::upstream(body, Some(conn), Some(in_flight)))
+        Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, Some(conn), Some(in_flight)),
+        )
     }
 }
 
@@ -344,7 +370,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A short plain-text answer that says what happened.
-pub fn error_response(e: &ProxyError, id: &HeaderValue, conn: ConnRequest) -> Response<ResponseBody> {
+pub fn error_response(
+    e: &ProxyError,
+    id: &HeaderValue,
+    conn: ConnRequest,
+) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(format!("{e}\n"), Some(conn)));
     *r.status_mut() = e.status();
     let h = r.headers_mut();

@@ -82,7 +82,11 @@ pub async fn apply(
                 .catalog_index
                 .set(i64::try_from(c.index).unwrap_or(i64::MAX));
             shared.metrics.catalog_updates.inc();
-            tracing::debug!(index = c.index, services = c.services.len(), "routing table updated");
+            tracing::debug!(
+                index = c.index,
+                services = c.services.len(),
+                "routing table updated"
+            );
             tcp.sync(&table).await;
         }
         tokio::select! {

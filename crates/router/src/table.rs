@@ -132,7 +132,7 @@ impl Table {
             }
         }
         for rules in table.hosts.values_mut().chain([&mut table.any_host]) {
-            rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+            rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         }
         *endpoints = kept;
         table

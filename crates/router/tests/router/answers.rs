@@ -33,11 +33,20 @@ async fn a_slow_endpoint_is_504_and_ejected() {
     let r = TestRouter::with(vec![web("web", &[&b])], Balance::P2c, limits).await;
     let got = get(r.addr, "web.localhost", "/slow").await;
     assert_eq!(got.status, 504);
-    assert!(got.body.contains("did not answer within 0.3s"), "{}", got.body);
+    assert!(
+        got.body.contains("did not answer within 0.3s"),
+        "{}",
+        got.body
+    );
     assert_eq!(b.count(), 1, "the request reached the endpoint");
-    assert_eq!(r.metric("corral_router_endpoint_ejections_total{service=\"web\"}"), 1.0);
     assert_eq!(
-        r.metric("corral_router_requests_total{service=\"web\",route=\"web.localhost/\",code=\"5xx\"}"),
+        r.metric("corral_router_endpoint_ejections_total{service=\"web\"}"),
+        1.0
+    );
+    assert_eq!(
+        r.metric(
+            "corral_router_requests_total{service=\"web\",route=\"web.localhost/\",code=\"5xx\"}"
+        ),
         1.0
     );
 }
@@ -54,7 +63,8 @@ async fn a_refused_connection_is_502() {
     let got = get(r.addr, "web.localhost", "/").await;
     assert_eq!(got.status, 502);
     assert!(
-        got.body.starts_with(&format!("service web: cannot connect to {bad}")),
+        got.body
+            .starts_with(&format!("service web: cannot connect to {bad}")),
         "{}",
         got.body
     );
@@ -65,9 +75,22 @@ async fn headers_too_large_are_431() {
     let b = Backend::start("b").await;
     let r = TestRouter::start(vec![web("web", &[&b])]).await;
     let big = "x".repeat(40 * 1024);
-    let got = request(&client(), r.addr, "GET", "web.localhost", "/", &[("x-big", &big)], "").await;
+    let got = request(
+        &client(),
+        r.addr,
+        "GET",
+        "web.localhost",
+        "/",
+        &[("x-big", &big)],
+        "",
+    )
+    .await;
     assert_eq!(got.status, 431);
-    assert!(got.body.starts_with("request headers too large"), "{}", got.body);
+    assert!(
+        got.body.starts_with("request headers too large"),
+        "{}",
+        got.body
+    );
     // Beyond hyper's own buffer: hyper answers 431 itself (no body).
     let huge = "x".repeat(100 * 1024);
     let reply = raw(

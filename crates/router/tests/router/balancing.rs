@@ -10,7 +10,12 @@ async fn spread(balance: Balance) -> Vec<usize> {
         Backend::start("b1").await,
         Backend::start("b2").await,
     ];
-    let r = TestRouter::with(vec![web("web", &[&bs[0], &bs[1], &bs[2]])], balance, Limits::default()).await;
+    let r = TestRouter::with(
+        vec![web("web", &[&bs[0], &bs[1], &bs[2]])],
+        balance,
+        Limits::default(),
+    )
+    .await;
     let c = client();
     for _ in 0..90 {
         let got = request(&c, r.addr, "GET", "web.localhost", "/", &[], "").await;
@@ -68,8 +73,14 @@ async fn a_refusing_endpoint_is_ejected_and_requests_retry_elsewhere() {
     assert_eq!(good.count(), 40);
     // Tried once (p2c picks it within 40 requests but for a 1e-12
     // chance), ejected, then left alone for the cool-down.
-    assert_eq!(r.metric("corral_router_endpoint_ejections_total{service=\"web\"}"), 1.0);
-    assert_eq!(r.metric("corral_router_retries_total{service=\"web\"}"), 1.0);
+    assert_eq!(
+        r.metric("corral_router_endpoint_ejections_total{service=\"web\"}"),
+        1.0
+    );
+    assert_eq!(
+        r.metric("corral_router_retries_total{service=\"web\"}"),
+        1.0
+    );
     assert_eq!(
         r.metric("corral_router_upstream_errors_total{service=\"web\",kind=\"connect\"}"),
         1.0
@@ -91,9 +102,21 @@ async fn a_post_body_is_retried_intact_after_a_connect_error() {
         Limits::default(),
     )
     .await;
-    let got = request(&client(), r.addr, "POST", "web.localhost", "/submit", &[], "hello body").await;
+    let got = request(
+        &client(),
+        r.addr,
+        "POST",
+        "web.localhost",
+        "/submit",
+        &[],
+        "hello body",
+    )
+    .await;
     assert_eq!(got.status, 200);
     assert_eq!(got.body, "good /submit hello body");
     assert_eq!(good.requests()[0].method, "POST");
-    assert_eq!(r.metric("corral_router_retries_total{service=\"web\"}"), 1.0);
+    assert_eq!(
+        r.metric("corral_router_retries_total{service=\"web\"}"),
+        1.0
+    );
 }

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use corral_router::{Balance, CatalogSender, Limits, Metrics, Router, RouterConfig};
-use corral_types::catalog::{
-    Endpoint, EndpointStatus, RouteRule, ServiceCatalog, ServiceEntry,
-};
+use corral_types::catalog::{Endpoint, EndpointStatus, RouteRule, ServiceCatalog, ServiceEntry};
 use corral_types::spec::ServiceKind;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
@@ -51,7 +49,9 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         let b = Backend {
             name: name.to_string(),
             addr: listener.local_addr().expect("addr"),
@@ -100,7 +100,10 @@ impl Backend {
         let body = if ws {
             Bytes::new()
         } else {
-            body.collect().await.map(|b| b.to_bytes()).unwrap_or_default()
+            body.collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default()
         };
         self.seen.lock().expect("lock").push(Seen {
             method: parts.method.to_string(),
@@ -150,8 +153,10 @@ impl Backend {
                 }
                 let mut r = Response::new(full(String::new()));
                 *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                r.headers_mut().insert("connection", "upgrade".parse().expect("hv"));
-                r.headers_mut().insert("upgrade", "echo".parse().expect("hv"));
+                r.headers_mut()
+                    .insert("connection", "upgrade".parse().expect("hv"));
+                r.headers_mut()
+                    .insert("upgrade", "echo".parse().expect("hv"));
                 r
             }
             _ => Response::new(full(format!(
@@ -184,7 +189,11 @@ pub fn endpoint(addr: SocketAddr, healthy: bool) -> Endpoint {
         } else {
             EndpointStatus::Failing
         },
-        reason: if healthy { String::new() } else { "check failing".into() },
+        reason: if healthy {
+            String::new()
+        } else {
+            "check failing".into()
+        },
     }
 }
 
@@ -294,7 +303,10 @@ impl Drop for TestRouter {
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -327,7 +339,9 @@ pub async fn request(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let req = b.body(Full::new(Bytes::from(body.to_string()))).expect("request");
+    let req = b
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
     let resp = tokio::time::timeout(PATIENCE, c.request(req))
         .await
         .expect("answer in time")

@@ -21,7 +21,11 @@ async fn forwarded_headers_and_a_request_id_reach_the_endpoint() {
         "GET",
         "web.localhost",
         "/",
-        &[("x-forwarded-for", "203.0.113.7"), ("connection", "x-private"), ("x-private", "1")],
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("connection", "x-private"),
+            ("x-private", "1"),
+        ],
         "",
     )
     .await;
@@ -32,12 +36,27 @@ async fn forwarded_headers_and_a_request_id_reach_the_endpoint() {
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "web.localhost");
     assert_eq!(h["host"], "web.localhost");
-    assert!(!h.contains_key("x-private"), "named by Connection: hop-by-hop");
+    assert!(
+        !h.contains_key("x-private"),
+        "named by Connection: hop-by-hop"
+    );
     let id = h["x-request-id"].to_str().expect("id");
     assert_eq!(id.len(), 24);
-    assert_eq!(got.headers["x-request-id"], id, "the client gets the same id");
+    assert_eq!(
+        got.headers["x-request-id"], id,
+        "the client gets the same id"
+    );
     // A sane id from the client is kept.
-    let got = request(&c, r.addr, "GET", "web.localhost", "/", &[("x-request-id", "trace-42")], "").await;
+    let got = request(
+        &c,
+        r.addr,
+        "GET",
+        "web.localhost",
+        "/",
+        &[("x-request-id", "trace-42")],
+        "",
+    )
+    .await;
     assert_eq!(b.requests()[1].headers["x-request-id"], "trace-42");
     assert_eq!(got.headers["x-request-id"], "trace-42");
 }
@@ -47,9 +66,11 @@ async fn websocket_style_upgrades_are_tunnelled() {
     let b = Backend::start("b").await;
     let r = TestRouter::start(vec![web("web", &[&b])]).await;
     let mut s = TcpStream::connect(r.addr).await.expect("connect");
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-        .await
-        .expect("write");
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: web.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .expect("write");
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
@@ -100,7 +121,10 @@ async fn h2c_clients_are_served() {
     assert_eq!(&body[..], b"b /h2 ");
     let seen = &b.requests()[0];
     assert_eq!(seen.version, Version::HTTP_11);
-    assert_eq!(seen.headers["host"], format!("web.localhost:{}", r.addr.port()));
+    assert_eq!(
+        seen.headers["host"],
+        format!("web.localhost:{}", r.addr.port())
+    );
 }
 
 #[tokio::test]

@@ -6,8 +6,16 @@ use crate::harness::*;
 async fn hosts_route_to_their_services_and_unknown_hosts_get_404() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let r = TestRouter::start(vec![
-        http_service("a", &[(Some("a.example.com"), "/", false)], vec![endpoint(a.addr, true)]),
-        http_service("b", &[(Some("b.example.com"), "/", false)], vec![endpoint(b.addr, true)]),
+        http_service(
+            "a",
+            &[(Some("a.example.com"), "/", false)],
+            vec![endpoint(a.addr, true)],
+        ),
+        http_service(
+            "b",
+            &[(Some("b.example.com"), "/", false)],
+            vec![endpoint(b.addr, true)],
+        ),
     ])
     .await;
     let got = get(r.addr, "a.example.com", "/x").await;
@@ -29,14 +37,32 @@ async fn paths_route_by_longest_prefix_with_and_without_stripping() {
         Backend::start("v2").await,
     );
     let r = TestRouter::start(vec![
-        http_service("web", &[(Some("h"), "/", false)], vec![endpoint(web.addr, true)]),
-        http_service("api", &[(Some("h"), "/api", true)], vec![endpoint(api.addr, true)]),
-        http_service("v2", &[(Some("h"), "/api/v2", false)], vec![endpoint(v2.addr, true)]),
+        http_service(
+            "web",
+            &[(Some("h"), "/", false)],
+            vec![endpoint(web.addr, true)],
+        ),
+        http_service(
+            "api",
+            &[(Some("h"), "/api", true)],
+            vec![endpoint(api.addr, true)],
+        ),
+        http_service(
+            "v2",
+            &[(Some("h"), "/api/v2", false)],
+            vec![endpoint(v2.addr, true)],
+        ),
     ])
     .await;
-    assert_eq!(get(r.addr, "h", "/api/users?x=1").await.body, "api /users?x=1 ");
+    assert_eq!(
+        get(r.addr, "h", "/api/users?x=1").await.body,
+        "api /users?x=1 "
+    );
     assert_eq!(get(r.addr, "h", "/api").await.body, "api / ");
-    assert_eq!(get(r.addr, "h", "/api/v2/items").await.body, "v2 /api/v2/items ");
+    assert_eq!(
+        get(r.addr, "h", "/api/v2/items").await.body,
+        "v2 /api/v2/items "
+    );
     assert_eq!(get(r.addr, "h", "/apix").await.body, "web /apix ");
     assert_eq!(get(r.addr, "h", "/").await.body, "web / ");
     assert_eq!(api.requests()[0].uri, "/users?x=1");
@@ -46,12 +72,26 @@ async fn paths_route_by_longest_prefix_with_and_without_stripping() {
 async fn any_host_rules_come_after_host_rules() {
     let (site, assets) = (Backend::start("site").await, Backend::start("assets").await);
     let r = TestRouter::start(vec![
-        http_service("site", &[(Some("site.test"), "/", false)], vec![endpoint(site.addr, true)]),
-        http_service("assets", &[(None, "/static", false)], vec![endpoint(assets.addr, true)]),
+        http_service(
+            "site",
+            &[(Some("site.test"), "/", false)],
+            vec![endpoint(site.addr, true)],
+        ),
+        http_service(
+            "assets",
+            &[(None, "/static", false)],
+            vec![endpoint(assets.addr, true)],
+        ),
     ])
     .await;
-    assert_eq!(get(r.addr, "anything.test", "/static/a.css").await.body, "assets /static/a.css ");
-    assert_eq!(get(r.addr, "site.test", "/static/a.css").await.body, "site /static/a.css ");
+    assert_eq!(
+        get(r.addr, "anything.test", "/static/a.css").await.body,
+        "assets /static/a.css "
+    );
+    assert_eq!(
+        get(r.addr, "site.test", "/static/a.css").await.body,
+        "site /static/a.css "
+    );
     assert_eq!(get(r.addr, "anything.test", "/other").await.status, 404);
 }
 

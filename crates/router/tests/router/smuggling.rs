@@ -12,13 +12,19 @@ async fn refused(head_and_body: &str, why: &str) {
     let b = Backend::start("b").await;
     let r = TestRouter::start(vec![web("web", &[&b])]).await;
     let reply = raw(r.addr, head_and_body.as_bytes()).await;
-    assert!(reply.starts_with("HTTP/1.1 400"), "{head_and_body:?} got {reply:?}");
+    assert!(
+        reply.starts_with("HTTP/1.1 400"),
+        "{head_and_body:?} got {reply:?}"
+    );
     let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
     if why.is_empty() {
         assert_eq!(body, "", "hyper's own answer has no body");
     } else {
         assert_eq!(body, format!("bad request: {why}\n"));
-        assert!(reply.to_lowercase().contains("connection: close"), "{reply}");
+        assert!(
+            reply.to_lowercase().contains("connection: close"),
+            "{reply}"
+        );
     }
     assert_eq!(reply.matches("HTTP/1.1").count(), 1, "one answer: {reply}");
     assert_eq!(b.count(), 0, "nothing forwarded for {head_and_body:?}");

@@ -24,7 +24,9 @@ async fn a_tcp_service_is_proxied_on_its_port_and_closed_when_gone() {
     svc.auto_host = None;
     svc.tcp_port = Some(port);
     let mut r = TestRouter::start(vec![svc]).await;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("router listens");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("router listens");
     s.write_all(b"select 1;").await.expect("write");
     let mut back = [0u8; 9];
     tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
@@ -32,7 +34,10 @@ async fn a_tcp_service_is_proxied_on_its_port_and_closed_when_gone() {
         .expect("in time")
         .expect("read");
     assert_eq!(&back, b"select 1;");
-    assert_eq!(r.metric("corral_router_active_connections{protocol=\"tcp\"}"), 1.0);
+    assert_eq!(
+        r.metric("corral_router_active_connections{protocol=\"tcp\"}"),
+        1.0
+    );
     drop(s);
     r.publish(vec![]).await;
     eventually("the TCP listener closes", || {
