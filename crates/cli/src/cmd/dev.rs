@@ -129,7 +129,8 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         data_dir.display()
     );
     let router = router.map(|(r, catalogs)| {
-        let client = corral_client::Client::new(&format!("http://{bound}"), api_token_for_router);
+        let client = corral_client::Client::new(&format!("http://{bound}"), api_token_for_router)
+            .with_addr_setting("corral dev's own API");
         let metrics = r.metrics().clone();
         tokio::spawn(corral_router::follow(
             client,
