@@ -240,3 +240,40 @@ impl Drop for ConnectionGauge {
         self.0.dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_documented_and_counted_where_it_belongs() {
+        let doc = include_str!("../../../docs/METRICS.md");
+        let m = Metrics::new();
+        m.route("web", "web.localhost/").observe(204, 0.01);
+        let s = m.service("web");
+        s.upstream_error("connect");
+        s.retries.inc();
+        s.ejections.inc();
+        let _open = ConnectionGauge::open(&m.connections("http"));
+        let text = m.encode();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert_eq!(names.len(), 9, "{text}");
+        for n in names {
+            assert!(
+                doc.contains(&format!("`{n}`")),
+                "{n} is not in docs/METRICS.md"
+            );
+        }
+        assert!(text.contains(
+            "corral_router_requests_total{service=\"web\",route=\"web.localhost/\",code=\"2xx\"} 1\n"
+        ));
+        assert!(text.contains("corral_router_active_connections{protocol=\"http\"} 1\n"));
+        assert!(text.contains(
+            "corral_router_request_duration_seconds_bucket{service=\"web\",le=\"0.016384\"} 1\n"
+        ));
+    }
+}
