@@ -385,6 +385,14 @@ pub struct RouterArgs {
     /// On shutdown, how long in-flight requests get to finish.
     #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "10s")]
     pub drain_timeout: std::time::Duration,
+    /// How long an endpoint gets to accept a connection (then 504, and
+    /// the endpoint is ejected for a while).
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "3s")]
+    pub connect_timeout: std::time::Duration,
+    /// How long an endpoint gets to send its response head (then 504, and
+    /// the endpoint is ejected for a while); bodies stream without one.
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "60s")]
+    pub upstream_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,8 @@ pub async fn run(a: RouterArgs, shutdown: CancellationToken) -> Result<()> {
     let mut config = RouterConfig::new(a.http_addr);
     config.balance = a.balance;
     config.limits.drain = a.drain_timeout;
+    config.limits.connect = a.connect_timeout;
+    config.limits.upstream_response = a.upstream_timeout;
     let (catalogs_tx, catalogs) = corral_router::catalog_channel();
     let router = Router::start(config, catalogs, metrics.clone(), shutdown.clone())
         .await
