@@ -69,7 +69,12 @@ impl Cli {
 impl Cmd {
     fn conn_mut(&mut self) -> Option<&mut Conn> {
         Some(match self {
-            Cmd::Dev(_) | Cmd::Server(_) | Cmd::Agent(_) | Cmd::Bench(_) | Cmd::Logmon { .. } => {
+            Cmd::Dev(_)
+            | Cmd::Server(_)
+            | Cmd::Agent(_)
+            | Cmd::Router(_)
+            | Cmd::Bench(_)
+            | Cmd::Logmon { .. } => {
                 return None;
             }
             Cmd::Run { conn, .. }
@@ -136,6 +141,16 @@ Examples:
   corral agent --server http://10.0.0.1:7070 --label zone=a
   corral agent --config /etc/corral/agent.toml")]
     Agent(AgentArgs),
+    /// Run a router: HTTP by host and path (and TCP by port) to the
+    /// healthy endpoints of the server's service catalog.
+    #[command(after_help = "\
+Examples:
+  corral router --server http://10.0.0.1:7070 --http-addr 0.0.0.0:80
+  corral router --server http://10.0.0.1:7070 --http-addr 0.0.0.0:8080 --balance round-robin
+  curl -H 'Host: web.example.com' http://ROUTER/   # a service's automatic host
+
+Several routers may follow one server. /metrics is served on --metrics-addr.")]
+    Router(RouterArgs),
     /// Submit a job file and wait until it runs.
     #[command(after_help = "\
 Examples:
@@ -335,6 +350,13 @@ pub struct DevArgs {
     pub pod_subnet: String,
     #[command(flatten)]
     pub dns: DnsArgs,
+    /// Where the built-in router serves HTTP: services answer at
+    /// http://<service>.localhost:<port>/.
+    #[arg(long, value_name = "ADDR", default_value = cmd::dev::DEFAULT_ROUTER_ADDR)]
+    pub router_addr: SocketAddr,
+    /// Run without the built-in router.
+    #[arg(long, conflicts_with = "router_addr")]
+    pub no_router: bool,
 }
 
 /// The node DNS (`<service>.service.corral`) of `corral dev` and `corral
@@ -349,6 +371,44 @@ pub struct DnsArgs {
     /// the host's).
     #[arg(long)]
     pub no_dns: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    /// The server's address [default: http://127.0.0.1:7070].
+    #[arg(
+        long,
+        env = "CORRAL_SERVER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub server: Option<String>,
+    /// The token the server requires.
+    #[arg(long, env = "CORRAL_SERVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where HTTP/1.1 and HTTP/2 (h2c) are served; TCP routes listen on
+    /// the same IP address.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
+    pub http_addr: SocketAddr,
+    /// Where Prometheus metrics are served (loopback by default: the
+    /// router faces clients, its metrics name every service).
+    #[arg(long, value_name = "ADDR", default_value = cmd::router::DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: SocketAddr,
+    /// How a service's endpoints share requests: p2c (two at random, the
+    /// one with fewer requests in flight) or round-robin.
+    #[arg(long, value_name = "HOW", default_value = "p2c")]
+    pub balance: corral_router::Balance,
+    /// On shutdown, how long in-flight requests get to finish.
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "10s")]
+    pub drain_timeout: std::time::Duration,
+    /// How long an endpoint gets to accept a connection (then 504, and
+    /// the endpoint is ejected for a while).
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "3s")]
+    pub connect_timeout: std::time::Duration,
+    /// How long an endpoint gets to send its response head (then 504, and
+    /// the endpoint is ejected for a while); bodies stream without one.
+    #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "60s")]
+    pub upstream_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -878,12 +938,18 @@ mod tests {
                 c.get_arguments()
                     .any(|a| a.get_id() == id && !a.is_hide_set())
             };
-            let role = ["corral dev", "corral server", "corral agent"].contains(&path.as_str())
+            let role = [
+                "corral dev",
+                "corral server",
+                "corral agent",
+                "corral router",
+            ]
+            .contains(&path.as_str())
                 || path.starts_with("corral bench");
             if role {
                 assert!(!has("addr"), "`{path}` shows the client's --api");
                 assert!(
-                    !has("token") || path == "corral agent",
+                    !has("token") || path == "corral agent" || path == "corral router",
                     "`{path}` shows --token"
                 );
             }

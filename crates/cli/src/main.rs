@@ -1,4 +1,4 @@
-//! `corral`: the one binary. Server, agent and `dev` roles, and the CLI
+//! `corral`: the one binary. Server, agent, router and `dev` roles, and the CLI
 //! client that talks to `$CORRAL_ADDR`.
 
 mod args;
@@ -158,6 +158,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             init_logging();
             let config = agent_config(a)?;
             cmd::agent::run(config, shutdown::on_signals()).await
+        }
+        Cmd::Router(a) => {
+            init_logging();
+            cmd::router::run(a, shutdown::on_signals()).await
         }
         Cmd::Run {
             file,

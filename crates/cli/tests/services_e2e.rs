@@ -100,7 +100,12 @@ impl World {
                 })
                 .await;
         }
-        let router = start_router(&cluster.url(), containerds[0].dir.path(), &[]).await;
+        let router = start_router(
+            &cluster.url(),
+            containerds[0].dir.path(),
+            &["--upstream-timeout", "3s"],
+        )
+        .await;
         Some(World {
             nodes: containerds,
             cluster,

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use corral_agent::config::DEFAULT_CRI_SOCKET;
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 /// The pod network of a private containerd unless told otherwise.
 pub const DEFAULT_POD_BRIDGE: &str = "corral-dev0";
 pub const DEFAULT_POD_SUBNET: &str = "10.89.0.0/24";
+/// The built-in router (`--router-addr`): next to the API's 7070.
+pub const DEFAULT_ROUTER_ADDR: &str = "127.0.0.1:7080";
 
 pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     let data_dir = &a.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -51,6 +54,20 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen}: is another `corral dev` running? stop it or pick another --addr")
     })?;
+    // The router's port too, before anything is started.
+    let router = if a.no_router {
+        None
+    } else {
+        let (tx, rx) = corral_router::catalog_channel();
+        let metrics = Arc::new(corral_router::Metrics::new());
+        let config = corral_router::RouterConfig::new(a.router_addr);
+        let r = corral_router::Router::start(config, rx, metrics, shutdown.clone())
+            .await
+            .context(
+                "is another `corral dev` running? stop it, pick another --router-addr, or give --no-router",
+            )?;
+        Some((r, tx))
+    };
     if a.fresh {
         forget_server_state(&data_dir.join("server"))?;
     }
@@ -91,6 +108,7 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
 
     let mut config = AgentConfig::new(&format!("http://{bound}"), data_dir.join("agent"));
     config.name = Some("dev".into());
+    let api_token_for_router = api_token.clone();
     config.token = api_token;
     config.drivers = drivers;
     config.cri_socket = socket;
@@ -117,6 +135,28 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         "corral dev: API on http://{bound}, data in {}",
         data_dir.display()
     );
+    let router = router.map(|(r, catalogs)| {
+        let client = corral_client::Client::new(&format!("http://{bound}"), api_token_for_router)
+            .with_addr_setting("corral dev's own API");
+        let metrics = r.metrics().clone();
+        tokio::spawn(corral_router::follow(
+            client,
+            catalogs,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        // One `/metrics` on the API address: the router's too.
+        core.metrics.add_source(move || {
+            let m = metrics.clone();
+            async move { m.encode() }
+        });
+        let addr = r.http_addr();
+        eprintln!(
+            "corral dev: router on http://{addr}: a service answers at http://<service>.localhost:{}/",
+            addr.port()
+        );
+        r
+    });
     if bound.to_string() != crate::conn::DEFAULT_API.trim_start_matches("http://") {
         eprintln!("corral dev: for the CLI: export CORRAL_ADDR=http://{bound}");
     }
@@ -145,6 +185,10 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         agent.node_id
     );
     agent.wait().await;
+    // In-flight requests finish before the server goes.
+    if let Some(r) = router {
+        r.wait().await;
+    }
     server_shutdown.cancel();
     server_task.await.context("server task")??;
     if let Some(pd) = private {

@@ -8,6 +8,7 @@ pub mod events;
 pub mod job;
 pub mod logs;
 pub mod node;
+pub mod router;
 pub mod run;
 pub mod server;
 pub mod service;

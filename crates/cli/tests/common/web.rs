@@ -31,12 +31,12 @@ exec httpd -f -p 8080 -h /www"#
     let mut spec = busybox_image(&format!("corral/web:{v}"), &["/bin/sh", "-c", &script]);
     let cgi = |name: &str, body: &str| {
         ImageFile::bytes(
-            &format!("/cgi/{name}"),
+            &format!("cgi/{name}"),
             format!("#!/bin/sh\n{body}").into_bytes(),
             0o755,
         )
     };
-    spec.files.push(ImageFile::dir("/cgi"));
+    spec.files.push(ImageFile::dir("cgi"));
     spec.files.push(cgi(
         "sicken",
         "rm -f /www/healthz\nprintf 'Content-Type: text/plain\\r\\n\\r\\nsick %s\\n' \"$CORRAL_ALLOC_NAME\"\n",
@@ -62,7 +62,7 @@ pub fn upgrade_echo_image() -> ImageSpec {
         ],
     );
     spec.files.push(ImageFile::bytes(
-        "/bin/upgrade",
+        "bin/upgrade",
         b"#!/bin/sh\nwhile read -r line; do\n  line=$(printf '%s' \"$line\" | tr -d '\\r')\n  [ -z \"$line\" ] && break\ndone\nprintf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'\nexec cat\n"
             .to_vec(),
         0o755,

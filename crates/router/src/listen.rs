@@ -1,0 +1,164 @@
+//! Client connections: accept, serve HTTP/1.1 (keep-alive) and h2c with
+//! hyper's automatic builder, enforce the header-read and idle timeouts,
+//! and drain on shutdown (hyper's graceful shutdown: an idle connection
+//! closes, a busy one finishes its response first; HTTP/2 gets GOAWAY).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Limits;
+use crate::guard::{ConnState, Guard, Phase};
+use crate::metrics::ConnectionGauge;
+use crate::proxy::Proxy;
+use crate::state::Shared;
+
+/// More headers than this is hyper's own 431 (without a body); below it
+/// the proxy's byte limit answers with one.
+const MAX_HEADERS: usize = 256;
+
+pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper's buffer is twice the proxy's header limit, so a head between
+    // the two gets the proxy's 431 that says what happened.
+    let buf = (limits.max_header_bytes * 2).max(16 * 1024);
+    b.http1()
+        .timer(TokioTimer::new())
+        // The guard's phases time heads and idleness (hyper's one timer
+        // would cut idle keep-alive connections at the header deadline).
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(buf)
+        .max_headers(MAX_HEADERS);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX));
+    b
+}
+
+/// Accepts until `shutdown`, serving each connection in `conns`.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    conns: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let builder = Arc::new(builder(&shared.config.limits));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                conns.spawn(connection(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    builder.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors, most likely: wait, do not spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What a connection's timer found.
+enum Check {
+    /// A request head is late: close now.
+    Close,
+    /// Idle too long: close once nothing is in flight (gracefully).
+    Idle,
+    /// Look again at this `Clock::now_ms`.
+    At(u64),
+}
+
+fn check(state: &ConnState, limits: &Limits) -> Check {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let now = state.clock.now_ms();
+    let (phase, since) = state.phase();
+    match phase {
+        Phase::InHead => {
+            let due = since.saturating_add(ms(limits.header_read));
+            if now >= due {
+                Check::Close
+            } else {
+                Check::At(due)
+            }
+        }
+        Phase::WaitHead | Phase::Passthrough if state.in_flight() == 0 => {
+            let due = since
+                .max(state.idle_since())
+                .saturating_add(ms(limits.idle));
+            if now >= due {
+                Check::Idle
+            } else {
+                Check::At(due)
+            }
+        }
+        _ => Check::At(now.saturating_add(ms(limits.idle))),
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: CancellationToken,
+) {
+    let _open = ConnectionGauge::open(&shared.metrics.connections("http"));
+    let _ = stream.set_nodelay(true);
+    let state = Arc::new(ConnState::new(shared.clock));
+    let io = TokioIo::new(Guard::new(stream, state.clone()));
+    let svc = Proxy {
+        shared: shared.clone(),
+        peer,
+        conn: state.clone(),
+    };
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let limits = &shared.config.limits;
+    let mut draining = false;
+    loop {
+        let wait = match check(&state, limits) {
+            Check::Close => {
+                tracing::debug!(%peer, "request head not received in time; closing");
+                return;
+            }
+            Check::Idle => {
+                if !draining {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                limits.idle
+            }
+            Check::At(t) => Duration::from_millis(t.saturating_sub(state.clock.now_ms()).max(1)),
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = shared.force.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
