@@ -8,7 +8,8 @@
 //!    route, and the 404/503/504/431/400 answers.
 //! 2. Zero downtime: a request loop through the router loses nothing while
 //!    a 3-replica service rolls to a new version and while its node
-//!    drains; the same rollout with `shutdown_delay: 0s` loses requests
+//!    drains (requests take 3s, `shutdown_delay` is 5s); the same rollout
+//!    with `shutdown_delay: 0s` loses requests
 //!    (the test can fail).
 //!
 //! Needs root, containerd, runc, the CNI plugins, busybox-static,
@@ -655,20 +656,20 @@ async fn rollouts_and_drains_lose_no_request_through_the_router() {
             &format!("        shutdown_delay: {delay}"),
         )
     };
-    c.submit(&job(1, "4s"), "shop.yaml").await.unwrap();
+    c.submit(&job(1, "5s"), "shop.yaml").await.unwrap();
     wait_rolled(&c, 1).await;
     until_status(r, "web.localhost", "/", 200).await;
 
     // A rolling update under load.
     let load = Load::start(r, 6);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    c.submit(&job(2, "4s"), "shop.yaml").await.unwrap();
+    c.submit(&job(2, "5s"), "shop.yaml").await.unwrap();
     wait_rolled(&c, 2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (ok, failed, failures) = load.stop().await;
     eprintln!("rollout to v2: {ok} answered, {failed} failed");
     assert_eq!(failed, 0, "requests lost during the rollout: {failures:?}");
-    assert!(ok > 50, "the loop ran: {ok}");
+    assert!(ok > 10, "the loop ran: {ok}");
     let a = get(r, "web.localhost", "/").await.unwrap();
     assert!(a.body.trim().ends_with(" v2"), "{a:?}");
 
@@ -707,7 +708,7 @@ async fn rollouts_and_drains_lose_no_request_through_the_router() {
     let (ok, failed, failures) = load.stop().await;
     eprintln!("drain: {ok} answered, {failed} failed");
     assert_eq!(failed, 0, "requests lost during the drain: {failures:?}");
-    assert!(ok > 20, "the loop ran: {ok}");
+    assert!(ok > 10, "the loop ran: {ok}");
     c.drain(busy, false, None).await.unwrap();
 
     // The same rollout with no delay between leaving the catalog and the

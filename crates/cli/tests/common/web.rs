@@ -17,7 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// - `/` → `<alloc name> v<v>`; `/users` → `users <alloc name>`;
 ///   `/api/users` → `api-users <alloc name>`;
 /// - `/healthz` → `ok` until `/cgi-bin/sicken` is requested (then 404);
-/// - `/cgi-bin/slow` → answers after `SLOW` seconds (default 1).
+/// - `/cgi-bin/slow` → answers after 3 seconds: longer than the test
+///   job's `kill_timeout` (httpd as PID 1 ignores SIGTERM and is killed
+///   1s later), so a replica stopped at once cuts it.
 pub fn web_image(v: u32) -> ImageSpec {
     let script = format!(
         r#"mkdir -p /www/api /www/cgi-bin
@@ -44,7 +46,7 @@ exec httpd -f -p 8080 -h /www"#
     spec.files.push(cgi(
         "slow",
         &format!(
-            "sleep ${{SLOW:-1}}\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow %s v{v}\\n' \"$CORRAL_ALLOC_NAME\"\n"
+            "sleep 3\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow %s v{v}\\n' \"$CORRAL_ALLOC_NAME\"\n"
         ),
     ));
     spec
