@@ -66,7 +66,8 @@ impl Router {
 }
 
 impl World {
-    async fn start(test: &str, nodes: usize) -> Option<World> {
+    /// `router_args`: extra flags of `corral router`.
+    async fn start(test: &str, nodes: usize, router_args: &[&str]) -> Option<World> {
         for bin in ["/usr/bin/docker-registry", "/usr/bin/skopeo"] {
             if !Path::new(bin).exists() {
                 if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
@@ -101,12 +102,7 @@ impl World {
                 })
                 .await;
         }
-        let router = start_router(
-            &cluster.url(),
-            containerds[0].dir.path(),
-            &["--upstream-timeout", "3s"],
-        )
-        .await;
+        let router = start_router(&cluster.url(), containerds[0].dir.path(), router_args).await;
         Some(World {
             nodes: containerds,
             cluster,
@@ -225,6 +221,8 @@ async fn until_status(router: SocketAddr, host: &str, path: &str, status: u16) -
     .await
 }
 
+/// `extra_service`: lines added to each of the three services (a stopped
+/// allocation waits the longest `shutdown_delay` of its services).
 fn web_job(image: &str, count: u32, extra_service: &str) -> String {
     format!(
         "name: shop
@@ -241,9 +239,11 @@ groups:
         port: http
         check: {{type: http, path: /healthz, interval: 500ms, timeout: 400ms}}
         route: {{hosts: [shop.example.com], paths: [/api], strip_prefix: true}}
+{extra_service}
       - name: raw
         port: http
         route: {{hosts: [raw.example.com], paths: [/api]}}
+{extra_service}
     tasks:
       - name: httpd
         image: {image}
@@ -255,7 +255,7 @@ groups:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_router_routes_real_containers_by_host_and_path() {
-    let Some(w) = World::start("router-routing", 1).await else {
+    let Some(w) = World::start("router-routing", 1, &["--upstream-timeout", "3s"]).await else {
         return;
     };
     let c = w.client().clone();
@@ -639,7 +639,7 @@ async fn wait_rolled(c: &Client, version: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollouts_and_drains_lose_no_request_through_the_router() {
-    let Some(w) = World::start("router-zero-downtime", 2).await else {
+    let Some(w) = World::start("router-zero-downtime", 2, &[]).await else {
         return;
     };
     let c = w.client().clone();
