@@ -135,6 +135,7 @@ fn spawn_dev(dir: &std::path::Path, port: u16, token: &str) -> std::process::Chi
         .args([
             "dev",
             "--no-containers",
+            "--no-router",
             "--data-dir",
             dir.to_str().unwrap(),
             "--addr",

@@ -26,6 +26,9 @@ use corral_testkit::containers::{
     NetworkClaim, can_run, claim_network, free_port, hostport_chains_present, remove_portmap_chains,
 };
 use corral_testkit::eventually;
+
+#[path = "common/web.rs"]
+mod web;
 use corral_testkit::jobs::{running, summary, wait_alloc, wait_running};
 use corral_testkit::procs::live_with_marker;
 use corral_types::{ClientStatus, TaskLifecycle};
@@ -39,6 +42,8 @@ const D: Duration = Duration::from_secs(90);
 struct DevWorld {
     dir: tempfile::TempDir,
     addr: String,
+    /// The built-in router's address (`--router-addr`).
+    router: String,
     client: Client,
     network: NetworkClaim,
     chains_before: bool,
@@ -66,6 +71,7 @@ impl DevWorld {
         let mut w = DevWorld {
             client: Client::new(&format!("http://{addr}"), None),
             addr,
+            router: format!("127.0.0.1:{}", free_port()),
             network: claim_network(),
             chains_before: hostport_chains_present(),
             dir,
@@ -101,6 +107,7 @@ impl DevWorld {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--addr", &self.addr])
+            .args(["--router-addr", &self.router])
             .args(["--pod-bridge", &self.network.bridge])
             .args(["--pod-subnet", &self.network.subnet])
             .env("CORRAL_LOG", "info")
@@ -502,4 +509,60 @@ async fn sigterm_does_not_wait_for_a_hanging_pull() {
         "corral dev stopped during a pull in {} ms",
         took.as_millis()
     );
+}
+
+/// Issue 15, "done when": a new user runs `corral dev`, `corral run` of a
+/// 3-replica web service with a check (examples/web-service.yaml), and
+/// `http://web.localhost:<router>/` answers from all three; `corral
+/// service status web` lists them. After a kill -9 and a restart of
+/// `corral dev`, the router serves the adopted replicas again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_router_serves_a_service_by_its_host_name() {
+    let Some(mut w) = DevWorld::start("dev-router").await else {
+        return;
+    };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web-service.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["run", example])
+        .env("CORRAL_ADDR", format!("http://{}", w.addr))
+        .env_remove("CORRAL_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "corral run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let router: std::net::SocketAddr = w.router.parse().unwrap();
+    let spread = || async move {
+        let mut seen = BTreeSet::new();
+        for _ in 0..60 {
+            let a = web::get(router, "web.localhost", "/").await?;
+            if a.status != 200 {
+                return Err(format!("{} {}", a.status, a.body));
+            }
+            seen.insert(a.body);
+        }
+        if seen.len() == 3 {
+            Ok(seen)
+        } else {
+            Err(format!("answers from {} copies: {seen:?}", seen.len()))
+        }
+    };
+    let seen = eventually("web.localhost answered by the 3 copies", D, spread).await;
+    eprintln!("answers: {seen:?}");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["service", "status", "web"])
+        .env("CORRAL_ADDR", format!("http://{}", w.addr))
+        .env_remove("CORRAL_TOKEN")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert_eq!(status.matches("passing").count(), 3, "{status}");
+
+    w.dev().kill9().await;
+    w.spawn().await;
+    let seen = eventually("the router serves the adopted copies again", D, spread).await;
+    eprintln!("after kill -9 and restart: {seen:?}");
+    w.stop(Duration::from_secs(30)).await;
 }

@@ -21,6 +21,7 @@ fn dev(dir: &Path, port: u16, extra: &[&str]) -> Child {
         .args([
             "dev",
             "--no-containers",
+            "--no-router",
             "--data-dir",
             dir.to_str().unwrap(),
         ])
@@ -123,6 +124,7 @@ async fn dev_says_where_it_listens_what_it_restored_and_takes_a_config() {
         .args([
             "dev",
             "--no-containers",
+            "--no-router",
             "--data-dir",
             data.to_str().unwrap(),
         ])
