@@ -66,7 +66,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
-            port_range: (20000, 32000),
+            port_range: corral_types::DEFAULT_PORT_RANGE,
             reserved_cpu_millis: 0,
             reserved_memory_bytes: 0,
             drivers: vec!["exec".into(), "container".into()],

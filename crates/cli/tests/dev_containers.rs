@@ -521,7 +521,10 @@ async fn the_built_in_router_serves_a_service_by_its_host_name() {
     let Some(mut w) = DevWorld::start("dev-router").await else {
         return;
     };
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web-service.yaml");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/web-service.yaml"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["run", example])
         .env("CORRAL_ADDR", format!("http://{}", w.addr))

@@ -59,10 +59,45 @@ pub fn check_framing<B>(req: &Request<B>, flags: Option<HeadFlags>) -> Result<()
             "Transfer-Encoding other than chunked",
         ));
     }
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        // RFC 9112 3.2: which one routes and which one the endpoint reads
+        // could differ.
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
     if req.method() == Method::CONNECT {
         return Err(ProxyError::Connect);
     }
     Ok(())
+}
+
+/// The path with its percent-encoded unreserved characters decoded (RFC
+/// 3986 6.2.2.2: `/%61pi` is `/api`), so an encoding cannot dodge a
+/// route; `None` when there is nothing to decode.
+pub fn normalize_path(path: &str) -> Option<String> {
+    let b = path.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
+        {
+            let c = h * 16 + l;
+            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                out.get_or_insert_with(|| b[..i].to_vec()).push(c);
+                i += 3;
+                continue;
+            }
+        }
+        if let Some(o) = out.as_mut() {
+            o.push(b[i]);
+        }
+        i += 1;
+    }
+    out.map(|o| String::from_utf8_lossy(&o).into_owned())
 }
 
 /// Request line and headers, counted as on the wire.

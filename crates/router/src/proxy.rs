@@ -59,6 +59,10 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
 struct Routed<'t> {
     rule: &'t Rule,
     host: String,
+    /// The path as routed, when it differs from the request's (decoded
+    /// unreserved characters): sent upstream so the endpoint sees what
+    /// was routed.
+    path: Option<String>,
 }
 
 impl Proxy {
@@ -123,7 +127,7 @@ impl Proxy {
             .flatten();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let pq = upstream_path(rule, &parts.uri);
+        let pq = upstream_path(rule, &parts.uri, routed.path.as_deref());
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::set_forwarded(&mut parts.headers, self.peer.ip(), &routed.host);
         parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
@@ -311,9 +315,14 @@ fn route<'t>(
     if !table.loaded {
         return Err(ProxyError::NotLoaded);
     }
-    let path = req.uri().path();
+    let normalized = headers::normalize_path(req.uri().path());
+    let path = normalized.as_deref().unwrap_or(req.uri().path());
     match table.route(&host, path) {
-        Some(rule) => Ok(Routed { rule, host }),
+        Some(rule) => Ok(Routed {
+            rule,
+            host,
+            path: normalized,
+        }),
         None => Err(ProxyError::NoRoute {
             host,
             path: path.to_string(),
@@ -321,11 +330,13 @@ fn route<'t>(
     }
 }
 
-/// The path and query to send upstream.
-fn upstream_path(rule: &Rule, uri: &Uri) -> PathAndQuery {
-    let path = uri.path();
+/// The path and query to send upstream; `routed`: the path as routed when
+/// it differs from the request's.
+fn upstream_path(rule: &Rule, uri: &Uri, routed: Option<&str>) -> PathAndQuery {
+    let path = routed.unwrap_or(uri.path());
     let up = rule.upstream_path(path);
-    if up.len() == path.len()
+    if routed.is_none()
+        && up.len() == path.len()
         && let Some(pq) = uri.path_and_query()
     {
         return pq.clone();

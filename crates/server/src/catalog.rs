@@ -56,7 +56,10 @@ fn entry(
     svc: &ServiceSpec,
     domain: &str,
 ) -> ServiceEntry {
-    let auto_host = (svc.kind == ServiceKind::Http).then(|| format!("{}.{domain}", svc.name));
+    // Without a port nothing can be reached: no route to promise.
+    let routable = svc.port.is_some();
+    let auto_host =
+        (svc.kind == ServiceKind::Http && routable).then(|| format!("{}.{domain}", svc.name));
     let mut routes = Vec::new();
     if let Some(h) = &auto_host {
         routes.push(RouteRule {
@@ -65,7 +68,7 @@ fn entry(
             strip_prefix: false,
         });
     }
-    if let (ServiceKind::Http, Some(r)) = (svc.kind, &svc.route) {
+    if let (ServiceKind::Http, Some(r), true) = (svc.kind, &svc.route, routable) {
         let paths = if r.paths.is_empty() {
             vec!["/".to_owned()]
         } else {

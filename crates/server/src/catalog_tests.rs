@@ -175,3 +175,23 @@ fn node_addresses_give_their_host() {
     assert_eq!(host_of("node-1.example.com"), "node-1.example.com");
     assert_eq!(host_of("https://n1:443"), "n1");
 }
+
+/// A service without a port has endpoints nowhere to send traffic: it
+/// promises no route (no automatic host).
+#[tokio::test]
+async fn a_service_without_a_port_has_no_route() {
+    use corral_store::Write;
+    let spec = parse_jobs(
+        "name: bare\nimage: org/app:1\nservice: {name: bare}\n",
+        "bare.yaml",
+        SourceFormat::Yaml,
+    )
+    .expect("spec")
+    .remove(0);
+    let j = new_version(spec, 1, 0);
+    let (server, s) = state_of(vec![Write::Node(node("n1").build()), Write::Job(j)]).await;
+    let cat = catalog(&s, "localhost");
+    assert_eq!(cat.services[0].auto_host, None);
+    assert!(cat.services[0].routes.is_empty());
+    server.stop().await;
+}

@@ -19,6 +19,11 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:7081";
 pub const SERVER_ADDR_SETTING: &str = "set --server or CORRAL_SERVER to the server's address";
 
 pub async fn run(a: RouterArgs, shutdown: CancellationToken) -> Result<()> {
+    anyhow::ensure!(
+        a.http_addr != a.metrics_addr,
+        "--http-addr and --metrics-addr are both {}: give them different ports",
+        a.http_addr
+    );
     raise_open_files_limit();
     let server = a.server.as_deref().unwrap_or(crate::conn::DEFAULT_API);
     let server = normalize_addr(server, SERVER_ADDR_SETTING)?;

@@ -66,6 +66,14 @@ async fn paths_route_by_longest_prefix_with_and_without_stripping() {
     assert_eq!(get(r.addr, "h", "/apix").await.body, "web /apix ");
     assert_eq!(get(r.addr, "h", "/").await.body, "web / ");
     assert_eq!(api.requests()[0].uri, "/users?x=1");
+    // Encoded unreserved characters cannot dodge a route: `/%61pi` is
+    // `/api`, sent upstream as routed; other escapes are kept.
+    assert_eq!(get(r.addr, "h", "/%61pi/u%73ers").await.body, "api /users ");
+    assert_eq!(
+        get(r.addr, "h", "/%61pi/v%32/a%2Fb").await.body,
+        "v2 /api/v2/a%2Fb "
+    );
+    assert_eq!(get(r.addr, "h", "/%2561pi").await.body, "web /%2561pi ");
 }
 
 #[tokio::test]

@@ -122,3 +122,14 @@ async fn pipelined_requests_are_each_checked() {
     let uris: Vec<String> = b.requests().into_iter().map(|s| s.uri).collect();
     assert_eq!(uris, ["/one", "/two"]);
 }
+
+/// Two Host headers: which one routes and which one the endpoint reads
+/// could differ (RFC 9112 3.2).
+#[tokio::test]
+async fn two_host_headers() {
+    refused(
+        "GET / HTTP/1.1\r\nHost: raw.test\r\nHost: web.localhost\r\n\r\n",
+        "more than one Host header",
+    )
+    .await;
+}

@@ -236,3 +236,41 @@ async fn a_revert_to_a_route_taken_since_is_refused() {
     );
     server.stop().await;
 }
+
+/// A TCP router port inside the host ports tasks get would be taken by a
+/// task's published port; a TCP service's name claims no host name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_route_ports_stay_out_of_the_task_port_range() {
+    let server = TestServer::start().await;
+    let base = server.serve().await;
+    let http = reqwest::Client::new();
+    let tcp = |name: &str, port: u16| {
+        format!(
+            "name: {name}
+groups:
+  - name: db
+    service: {{name: {name}, type: tcp, port: db, route: {{port: {port}}}}}
+    tasks: [{{name: db, image: org/db:1, ports: {{db: 5432}}}}]
+"
+        )
+    };
+    let (code, body) = submit(&http, &base, "db.yaml", tcp("db", 31001)).await;
+    assert_eq!(code, 400, "{body}");
+    let errors = spec_errors(&body);
+    assert!(
+        errors.iter().any(|e| e.starts_with("db.yaml:4:60: groups[0].service.route.port: router port 31001 is inside the host ports 20000-32000")),
+        "{errors:#?}"
+    );
+    let (code, body) = submit(&http, &base, "db.yaml", tcp("db", 15432)).await;
+    assert_eq!(code, 200, "{body}");
+    // `db.localhost` is no route of the TCP service: another job may have it.
+    let (code, body) = submit(
+        &http,
+        &base,
+        "web.yaml",
+        job("web", "web", "{hosts: [db.localhost]}"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    server.stop().await;
+}

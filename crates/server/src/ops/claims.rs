@@ -2,8 +2,10 @@
 //! claims what another running job claims is refused, naming both places.
 
 use corral_store::State;
-use corral_types::Job;
-use corral_types::spec::{LocatedJob, ServiceClaim, SpecErrors, clash_error, clashes, spec_claims};
+use corral_types::spec::{
+    Claim, LocatedJob, ServiceClaim, SpecError, SpecErrors, clash_error, clashes, spec_claims,
+};
+use corral_types::{DEFAULT_PORT_RANGE, Job};
 
 use crate::ServerError;
 
@@ -30,6 +32,10 @@ pub fn check(state: &State, jobs: &[LocatedJob], domain: &str) -> Result<(), Ser
     for job in jobs {
         let name = &job.spec.name;
         for c in &job.claims {
+            if let Some(e) = in_port_range(state, c) {
+                errors.push(e);
+                continue;
+            }
             if let Some((other, o)) = taken
                 .iter()
                 .find(|(other, o)| other != name && clashes(c, o, Some(domain)))
@@ -44,4 +50,33 @@ pub fn check(state: &State, jobs: &[LocatedJob], domain: &str) -> Result<(), Ser
     } else {
         Err(ServerError::Spec(SpecErrors { errors }))
     }
+}
+
+/// A TCP router port inside a node's host-port range: a task's published
+/// port there would take the router's traffic on that node.
+fn in_port_range(state: &State, c: &ServiceClaim) -> Option<SpecError> {
+    let Claim::TcpPort { port } = c.what else {
+        return None;
+    };
+    let ranges = state
+        .nodes_iter()
+        .map(|n| (n.port_range, format!("node {}", n.name)))
+        .chain(std::iter::once((
+            DEFAULT_PORT_RANGE,
+            "agents by default".to_owned(),
+        )));
+    for ((lo, hi), whose) in ranges {
+        if (lo..=hi).contains(&port) {
+            return Some(SpecError {
+                file: c.at.file.clone(),
+                line: c.at.line,
+                column: c.at.column,
+                path: c.at.path.clone(),
+                message: format!(
+                    "router port {port} is inside the host ports {lo}-{hi} that {whose} give tasks; a task's published port would take its traffic there: pick a port outside it"
+                ),
+            });
+        }
+    }
+    None
 }

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 use super::{Index, UnixMillis};
 use crate::spec::Resources;
 
+/// The host ports an agent hands to tasks unless configured otherwise
+/// (inclusive).
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (20000, 32000);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub id: String,

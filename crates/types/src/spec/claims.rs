@@ -31,12 +31,20 @@ impl fmt::Display for SpecLocation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Claim {
-    /// The service name (and so `<name>.<domain>`, path `/`).
-    Name,
+    /// The service name; with `auto_host` (an HTTP service with a port)
+    /// also `<name>.<domain>`, path `/`.
+    Name {
+        #[serde(default = "yes")]
+        auto_host: bool,
+    },
     /// An HTTP route: host (any when `None`) and path prefix.
     Route { host: Option<String>, path: String },
     /// A TCP router port.
     TcpPort { port: u16 },
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +59,10 @@ pub struct ServiceClaim {
 fn route_key(c: &ServiceClaim, domain: Option<&str>) -> Option<(Option<String>, String)> {
     match &c.what {
         Claim::Route { host, path } => Some((host.clone(), path.clone())),
-        Claim::Name => domain.map(|d| (Some(format!("{}.{d}", c.service)), "/".to_owned())),
+        Claim::Name { auto_host: true } => {
+            domain.map(|d| (Some(format!("{}.{d}", c.service)), "/".to_owned()))
+        }
+        Claim::Name { auto_host: false } => None,
         Claim::TcpPort { .. } => None,
     }
 }
@@ -60,7 +71,7 @@ fn route_key(c: &ServiceClaim, domain: Option<&str>) -> Option<(Option<String>, 
 /// names' domain, when known (the server's).
 pub fn clashes(a: &ServiceClaim, b: &ServiceClaim, domain: Option<&str>) -> bool {
     match (&a.what, &b.what) {
-        (Claim::Name, Claim::Name) => return a.service == b.service,
+        (Claim::Name { .. }, Claim::Name { .. }) => return a.service == b.service,
         (Claim::TcpPort { port: x }, Claim::TcpPort { port: y }) => return x == y,
         _ => {}
     }
@@ -85,7 +96,7 @@ pub fn clash_error(
         format!("service `{}` of job `{old_job}`", old.service)
     };
     let message = match (&new.what, route_key(new, domain)) {
-        (Claim::Name, _) if matches!(old.what, Claim::Name) => format!(
+        (Claim::Name { .. }, _) if matches!(old.what, Claim::Name { .. }) => format!(
             "service name `{}` is already taken by {owner} ({}); service names are unique in the cluster (they are host and DNS names), rename one",
             new.service, old.at
         ),
@@ -131,7 +142,8 @@ pub fn spec_claims(spec: &JobSpec) -> Vec<ServiceClaim> {
                     at: at(field),
                 })
             };
-            push(Claim::Name, ".name");
+            let auto_host = s.kind == ServiceKind::Http && s.port.is_some();
+            push(Claim::Name { auto_host }, ".name");
             if let Some(r) = &s.route {
                 let field = match s.kind {
                     ServiceKind::Tcp => ".route.port",

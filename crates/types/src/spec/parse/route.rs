@@ -71,7 +71,8 @@ pub(super) fn routing(
         if let Some(problem) = dns_label_problem(service) {
             ctx.error(pos, &path, format!("service name: {problem}"));
         } else {
-            claim(ctx, service, Claim::Name, pos, &path);
+            let auto_host = kind == ServiceKind::Http && has_port;
+            claim(ctx, service, Claim::Name { auto_host }, pos, &path);
         }
     }
     let route = sf
@@ -169,7 +170,7 @@ fn route(
             }
             if let Some(x) = f.get("strip_prefix") {
                 out.strip_prefix = boolean(ctx, x.node, &x.path).unwrap_or(false);
-                if out.strip_prefix && out.paths.is_empty() {
+                if out.strip_prefix && f.get("paths").is_none() {
                     ctx.error(
                         x.key_pos,
                         &x.path,
@@ -259,6 +260,14 @@ fn path_problem(p: &str) -> Option<String> {
     {
         return Some(format!(
             "a path prefix has no spaces, `?` or `#`, found `{p}`"
+        ));
+    }
+    // Routers match the path with its unreserved characters decoded
+    // (`/%61pi` is `/api`); a prefix must be written the same way, and
+    // percent-encoded or non-ASCII prefixes could be dodged by encoding.
+    if p.contains('%') || !p.is_ascii() {
+        return Some(format!(
+            "a path prefix is plain ASCII without `%` escapes, found `{p}`"
         ));
     }
     if p.split('/').any(|seg| seg == "." || seg == "..") {

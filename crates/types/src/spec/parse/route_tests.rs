@@ -88,7 +88,7 @@ fn claims_are_located_where_they_are_written() {
     let jobs = parse_jobs_located(&text, "j.yaml", SourceFormat::Yaml).expect("parses");
     let claims = &jobs[0].claims;
     assert_eq!(claims.len(), 2, "{claims:#?}");
-    assert_eq!(claims[0].what, Claim::Name);
+    assert_eq!(claims[0].what, Claim::Name { auto_host: true });
     assert_eq!((claims[0].at.line, claims[0].at.column), (6, 13));
     assert_eq!(
         claims[1].what,
@@ -138,6 +138,14 @@ fn bad_routes_name_file_line_and_field() {
         (
             "      name: my_web\n      port: http",
             "j.yaml:6:13: groups[0].service.name: service name: `my_web` is used as a host name and DNS name, which cannot hold `_`",
+        ),
+        (
+            "      name: web\n      port: http\n      route: {paths: [\"/%61pi\"]}",
+            "a path prefix is plain ASCII without `%` escapes",
+        ),
+        (
+            "      name: web\n      port: http\n      route: {paths: [\"/caf\u{e9}\"]}",
+            "a path prefix is plain ASCII without `%` escapes",
         ),
         (
             "      name: web\n      port: http\n      shutdown_delay: 2h",
@@ -191,4 +199,13 @@ groups:
             )),
         "{got:#?}"
     );
+}
+
+#[test]
+fn a_bad_path_is_the_only_error_of_its_route() {
+    let got = lines(&web(
+        "      name: web\n      port: http\n      route: {paths: [api], strip_prefix: true}",
+    ));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].contains("a path prefix starts with `/`"), "{got:#?}");
 }
