@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use corral_scheduler::StateView;
 use corral_store::State;
 use corral_types::catalog::{Endpoint, EndpointStatus, RouteRule, ServiceCatalog, ServiceEntry};
+use corral_types::spec::{Claim, route_claims};
 use corral_types::{
     Allocation, CheckStatus, ClientStatus, DesiredStatus, GroupSpec, Index, Job, Node, NodeStatus,
     ServiceKind, ServiceSpec, TaskLifecycle,
@@ -69,22 +70,13 @@ fn entry(
         });
     }
     if let (ServiceKind::Http, Some(r), true) = (svc.kind, &svc.route, routable) {
-        let paths = if r.paths.is_empty() {
-            vec!["/".to_owned()]
-        } else {
-            r.paths.clone()
-        };
-        let hosts: Vec<Option<String>> = if r.hosts.is_empty() {
-            vec![None]
-        } else {
-            r.hosts.iter().cloned().map(Some).collect()
-        };
-        for host in hosts {
-            for p in &paths {
+        // The same (host, path) pairs the service claims at submit.
+        for claim in route_claims(svc.kind, r) {
+            if let Claim::Route { host, path } = claim {
                 routes.push(RouteRule {
-                    host: host.clone(),
-                    path_prefix: p.clone(),
-                    strip_prefix: r.strip_prefix && p != "/",
+                    host,
+                    strip_prefix: r.strip_prefix && path != "/",
+                    path_prefix: path,
                 });
             }
         }

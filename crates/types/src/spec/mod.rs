@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{Bytes, MilliCpu, Millis};
 
-pub use claims::{Claim, ServiceClaim, SpecLocation, clash_error, clashes, spec_claims};
+pub use claims::{
+    Claim, ServiceClaim, SpecLocation, clash_error, clashes, route_claims, spec_claims,
+};
 pub use error::{SpecError, SpecErrors};
 pub use parse::{
     LocatedJob, NOT_YET_FIELDS, SEED_GROUP_FIELDS, SEED_TASK_FIELDS, SPEC_BLOCKS, STDIN_NAME,
