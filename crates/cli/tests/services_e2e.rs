@@ -37,7 +37,7 @@ use corral_testkit::jobs::{stop_and_wait, wait_running};
 use corral_testkit::{TestCluster, eventually};
 use corral_types::catalog::ServiceEntry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use web::{get, raw, silent_image, tcp_echo_image, upgrade_echo_image, web_image};
+use web::{get, raw, silent_image, tcp_echo_image, upgrade_echo_image, web_image, web_image_slow};
 
 const D: Duration = Duration::from_secs(120);
 
@@ -647,7 +647,10 @@ async fn rollouts_and_drains_lose_no_request_through_the_router() {
     let images = [
         w.push(&web_image(1)).await,
         w.push(&web_image(2)).await,
-        w.push(&web_image(3)).await,
+        // v3 is the one stopped at once under load: its requests take
+        // 10s, longer than any lag between the router and the agent
+        // seeing the stop, so requests in flight are surely cut.
+        w.push(&web_image_slow(3, 10)).await,
     ];
     let job = |v: usize, delay: &str| {
         web_job(

@@ -21,6 +21,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///   job's `kill_timeout` (httpd as PID 1 ignores SIGTERM and is killed
 ///   1s later), so a replica stopped at once cuts it.
 pub fn web_image(v: u32) -> ImageSpec {
+    web_image_slow(v, 3)
+}
+
+/// [`web_image`] whose `/cgi-bin/slow` takes `secs` seconds.
+pub fn web_image_slow(v: u32, secs: u32) -> ImageSpec {
     let script = format!(
         r#"mkdir -p /www/api /www/cgi-bin
 echo "$CORRAL_ALLOC_NAME v{v}" > /www/index.html
@@ -46,7 +51,7 @@ exec httpd -f -p 8080 -h /www"#
     spec.files.push(cgi(
         "slow",
         &format!(
-            "sleep 3\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow %s v{v}\\n' \"$CORRAL_ALLOC_NAME\"\n"
+            "sleep {secs}\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow %s v{v}\\n' \"$CORRAL_ALLOC_NAME\"\n"
         ),
     ));
     spec
