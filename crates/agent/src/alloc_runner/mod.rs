@@ -74,37 +74,21 @@ impl AllocRunner {
         env.shared.set_active(&alloc.id, true);
         let requested = CancellationToken::new();
         let delay = shutdown_delay(&group);
-        {
-            // Routers and node DNS drop the endpoint as soon as the server
-            // stops the allocation; its tasks get their signal `delay`
-            // later, so requests already sent to it finish.
-            let (r, s, a) = (requested.clone(), stop.clone(), alloc_rx.clone());
-            tracker.spawn(async move {
-                tokio::select! {
-                    _ = r.cancelled() => {}
-                    _ = s.cancelled() => return,
-                }
-                let serving = a.borrow().client == ClientStatus::Running;
-                if serving && !delay.is_zero() {
-                    tracing::info!(alloc = %a.borrow().id, ?delay, "stopping after the services' shutdown_delay");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = s.cancelled() => {}
-                    }
-                }
-                s.cancel();
-            });
-        }
         let d = done.clone();
         let s = stop.clone();
+        let r = requested.clone();
         tracker.spawn(async move {
             let id = alloc.id.clone();
+            let delayed_stop = delayed_stop(r, s.clone(), alloc_rx.clone(), delay);
             tokio::select! {
                 _ = async {
                     if wait_for_previous(&env, &alloc, wait_for, &s).await {
                         run::run(env.clone(), alloc, group, recovering, s.clone(), alloc_rx).await;
                     }
                 } => {}
+                // Ends with the runner (or its detach): a runner that ended
+                // or left its tasks to a successor leaves no waiting task.
+                _ = delayed_stop => {}
                 // Dropping the run future leaves the tasks running; not
                 // once they are being stopped.
                 _ = async {
@@ -217,6 +201,33 @@ async fn wait_for_previous(
 
 #[cfg(test)]
 mod tests;
+
+/// Routers and node DNS drop the endpoint as soon as the server stops the
+/// allocation (`requested`); its tasks get their signal (`stop`) `delay`
+/// later, so requests already sent to it finish. Never returns: it runs
+/// beside the runner and goes with it.
+async fn delayed_stop(
+    requested: CancellationToken,
+    stop: CancellationToken,
+    alloc: watch::Receiver<Allocation>,
+    delay: std::time::Duration,
+) {
+    tokio::select! {
+        _ = requested.cancelled() => {
+            let serving = alloc.borrow().client == ClientStatus::Running;
+            if serving && !delay.is_zero() {
+                tracing::info!(alloc = %alloc.borrow().id, ?delay, "stopping after the services' shutdown_delay");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+            stop.cancel();
+        }
+        _ = stop.cancelled() => {}
+    }
+    std::future::pending::<()>().await;
+}
 
 /// How long a stopped allocation of `group` keeps serving: the longest
 /// `shutdown_delay` of its services.
