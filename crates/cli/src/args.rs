@@ -409,6 +409,10 @@ pub struct RouterArgs {
     /// the endpoint is ejected for a while); bodies stream without one.
     #[arg(long, value_parser = duration, value_name = "DURATION", default_value = "60s")]
     pub upstream_timeout: std::time::Duration,
+    /// Threads serving connections, each with its own event loop and
+    /// upstream connection pool [default: one per core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 #[derive(Debug, Args)]

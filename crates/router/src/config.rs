@@ -87,6 +87,10 @@ pub struct RouterConfig {
     pub http_addr: SocketAddr,
     pub balance: Balance,
     pub limits: Limits,
+    /// Threads serving HTTP connections, each with its own single-threaded
+    /// runtime and upstream pool (nginx's worker processes); 0: on the
+    /// caller's runtime.
+    pub workers: usize,
 }
 
 impl RouterConfig {
@@ -95,6 +99,7 @@ impl RouterConfig {
             http_addr,
             balance: Balance::default(),
             limits: Limits::default(),
+            workers: 0,
         }
     }
 }

@@ -16,6 +16,8 @@ pub enum RouterError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the router's worker threads: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
 /// Why a request got no answer from an endpoint.

@@ -92,13 +92,17 @@ impl Router {
             tcp,
             shutdown.clone(),
         ));
+        let workers = listen::Worker::start(shared.config.workers, &shared, &conns, &shutdown)
+            .map_err(RouterError::Workers)?;
         let accept = tokio::spawn(listen::serve(
             listener,
             shared.clone(),
             conns.clone(),
             shutdown.clone(),
+            workers,
         ));
         let done = tokio::spawn(async move {
+            // The accept loop owns the workers' channels: they close here.
             let _ = accept.await;
             let _ = applier.await;
             drain(&shared, &conns).await;

@@ -42,14 +42,18 @@ pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Accepts until `shutdown`, serving each connection in `conns`.
+/// Accepts until `shutdown`, serving each connection in `conns`: on this
+/// runtime, or handed to the worker threads in turn.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     conns: TaskTracker,
     shutdown: CancellationToken,
+    workers: Vec<Worker>,
 ) {
     let builder = Arc::new(builder(&shared.config.limits));
+    let client = shared.client.clone();
+    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -57,13 +61,24 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                conns.spawn(connection(
-                    stream,
-                    peer,
-                    shared.clone(),
-                    builder.clone(),
-                    shutdown.clone(),
-                ));
+                if workers.is_empty() {
+                    conns.spawn(connection(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        client.clone(),
+                        builder.clone(),
+                        shutdown.clone(),
+                    ));
+                    continue;
+                }
+                // Off this runtime's reactor, onto the worker's.
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                let w = &workers[next % workers.len()];
+                next = next.wrapping_add(1);
+                let _ = w.tx.send((stream, peer));
             }
             Err(e) => {
                 // Out of file descriptors, most likely: wait, do not spin.
@@ -71,6 +86,66 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// A thread serving the connections it is handed on its own
+/// single-threaded runtime, with its own upstream pool: a request, its
+/// upstream connection and their wake-ups stay on one thread (tokio's
+/// work-stealing runtime moved them between threads on every request).
+pub struct Worker {
+    tx: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    /// Not joined: a worker ends by itself once drained.
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Worker {
+    /// Starts `n` workers. They end once the accept loop has ended (their
+    /// channel closes) and every connection and tunnel is done.
+    pub fn start(
+        n: usize,
+        shared: &Arc<Shared>,
+        conns: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> std::io::Result<Vec<Worker>> {
+        (0..n)
+            .map(|i| {
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let (shared, conns, shutdown) = (shared.clone(), conns.clone(), shutdown.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("router-{i}"))
+                    .spawn(move || {
+                        rt.block_on(async move {
+                            let builder = Arc::new(builder(&shared.config.limits));
+                            let client = crate::state::upstream_client(&shared.config);
+                            while let Some((stream, peer)) = rx.recv().await {
+                                let Ok(stream) = TcpStream::from_std(stream) else {
+                                    continue;
+                                };
+                                tokio::spawn(conns.track_future(connection(
+                                    stream,
+                                    peer,
+                                    shared.clone(),
+                                    client.clone(),
+                                    builder.clone(),
+                                    shutdown.clone(),
+                                )));
+                            }
+                            // Closed by the drain once the accept loop ended.
+                            conns.wait().await;
+                            shared.tunnels.wait().await;
+                        });
+                    })?;
+                Ok(Worker {
+                    tx,
+                    _thread: thread,
+                })
+            })
+            .collect()
     }
 }
 
@@ -115,6 +190,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    client: crate::state::UpstreamClient,
     builder: Arc<auto::Builder<TokioExecutor>>,
     shutdown: CancellationToken,
 ) {
@@ -124,6 +200,7 @@ async fn connection(
     let io = TokioIo::new(Guard::new(stream, state.clone()));
     let svc = Proxy {
         shared: shared.clone(),
+        client,
         peer,
         conn: state.clone(),
     };

@@ -38,6 +38,8 @@ use crate::table::{Rule, Table};
 #[derive(Clone)]
 pub struct Proxy {
     pub shared: Arc<Shared>,
+    /// The upstream client of the thread serving this connection.
+    pub client: crate::state::UpstreamClient,
     pub peer: SocketAddr,
     pub conn: Arc<ConnState>,
 }
@@ -152,7 +154,7 @@ impl Proxy {
             *up.headers_mut() = headers;
             let in_flight = ep.start_request();
             let sent =
-                tokio::time::timeout(limits.upstream_response, shared.client.request(up)).await;
+                tokio::time::timeout(limits.upstream_response, self.client.request(up)).await;
             let err = match sent {
                 Ok(Ok(resp)) => {
                     return self.respond(

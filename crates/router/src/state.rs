@@ -24,9 +24,25 @@ use crate::tcp::TcpRoutes;
 /// How long an unused pooled connection to an endpoint is kept.
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The pooled upstream client; each serving thread has its own, so a
+/// request and its upstream connection stay on one thread.
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+pub fn upstream_client(config: &RouterConfig) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.limits.connect));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(http)
+}
+
 pub struct Shared {
     pub table: ArcSwap<Table>,
-    pub client: Client<HttpConnector, RequestBody>,
+    /// The client of connections served on the router's own runtime.
+    pub client: UpstreamClient,
     pub config: RouterConfig,
     pub metrics: Arc<Metrics>,
     pub ids: RequestIds,
@@ -41,14 +57,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: RouterConfig, metrics: Arc<Metrics>) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.limits.connect));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(http);
+        let client = upstream_client(&config);
         Shared {
             table: ArcSwap::from_pointee(Table::default()),
             client,

@@ -40,6 +40,10 @@ pub async fn run(a: RouterArgs, shutdown: CancellationToken) -> Result<()> {
     config.limits.drain = a.drain_timeout;
     config.limits.connect = a.connect_timeout;
     config.limits.upstream_response = a.upstream_timeout;
+    config.workers = match a.workers {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     let (catalogs_tx, catalogs) = corral_router::catalog_channel();
     let router = Router::start(config, catalogs, metrics.clone(), shutdown.clone())
         .await

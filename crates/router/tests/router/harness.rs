@@ -252,6 +252,8 @@ impl TestRouter {
         let mut config = RouterConfig::new("127.0.0.1:0".parse().expect("addr"));
         config.balance = balance;
         config.limits = limits;
+        // As `corral router` serves: on worker threads of their own.
+        config.workers = 2;
         let (tx, rx) = corral_router::catalog_channel();
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
