@@ -380,11 +380,16 @@ fn check_slots(s: &State, plan: &Plan, now: UnixMillis) -> Result<(), TestCaseEr
             continue;
         };
         // Allocations adopted from an earlier rollout may exceed a smaller
-        // max_parallel; what matters is that no plan adds to them then.
+        // max_parallel; what matters is that no plan adds to them then. A
+        // migration (a replacement of the same spec, moving off a draining
+        // node, possibly of a replacement in flight) adds none.
         let started = plan.place.iter().any(|a| {
             a.group == g.name
                 && a.deployment_id.as_deref() == Some(d.id.as_str())
-                && a.previous.is_some()
+                && a.previous
+                    .as_deref()
+                    .and_then(|p| StateView::alloc(s, p))
+                    .is_some_and(|p| spec_changed(s, p, a))
         });
         if !started {
             continue;
