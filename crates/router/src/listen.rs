@@ -51,8 +51,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     workers: Vec<Worker>,
 ) {
-    let builder = Arc::new(builder(&shared.config.limits));
-    let client = shared.client.clone();
+    let here = Serving::new(&shared, shared.client.clone(), &conns, &shutdown);
     let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
@@ -62,14 +61,7 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 if workers.is_empty() {
-                    conns.spawn(connection(
-                        stream,
-                        peer,
-                        shared.clone(),
-                        client.clone(),
-                        builder.clone(),
-                        shutdown.clone(),
-                    ));
+                    here.spawn(stream, peer);
                     continue;
                 }
                 // Off this runtime's reactor, onto the worker's.
@@ -86,6 +78,44 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// What serving a connection on one runtime takes: the connection task
+/// is spawned there, tracked for the drain.
+struct Serving {
+    shared: Arc<Shared>,
+    client: crate::state::UpstreamClient,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    conns: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Serving {
+    fn new(
+        shared: &Arc<Shared>,
+        client: crate::state::UpstreamClient,
+        conns: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Serving {
+        Serving {
+            builder: Arc::new(builder(&shared.config.limits)),
+            shared: shared.clone(),
+            client,
+            conns: conns.clone(),
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr) {
+        self.conns.spawn(connection(
+            stream,
+            peer,
+            self.shared.clone(),
+            self.client.clone(),
+            self.builder.clone(),
+            self.shutdown.clone(),
+        ));
     }
 }
 
@@ -120,20 +150,13 @@ impl Worker {
                     .name(format!("router-{i}"))
                     .spawn(move || {
                         rt.block_on(async move {
-                            let builder = Arc::new(builder(&shared.config.limits));
                             let client = crate::state::upstream_client(&shared.config);
+                            let serving = Serving::new(&shared, client, &conns, &shutdown);
                             while let Some((stream, peer)) = rx.recv().await {
                                 let Ok(stream) = TcpStream::from_std(stream) else {
                                     continue;
                                 };
-                                tokio::spawn(conns.track_future(connection(
-                                    stream,
-                                    peer,
-                                    shared.clone(),
-                                    client.clone(),
-                                    builder.clone(),
-                                    shutdown.clone(),
-                                )));
+                                serving.spawn(stream, peer);
                             }
                             // Closed by the drain once the accept loop ended.
                             conns.wait().await;
