@@ -257,7 +257,7 @@ async fn clear_unreadable(drivers: &Drivers, dirs: Vec<crate::layout::AllocDir>)
                 tracing::warn!(alloc = %id, driver = %d.kind(), error = %e, "cannot clear an allocation whose record is unreadable");
             }
         }
-        let last = AllocUpdate {
+        let last = AllocUpdate { volume_sync: Default::default(),
             id: id.clone(),
             client: corral_types::ClientStatus::Failed,
             tasks: Default::default(),
@@ -612,6 +612,7 @@ impl NodeLoop {
 /// The report of an allocation stopped before it ran on this node.
 fn stopped_before_start(id: &str) -> AllocUpdate {
     AllocUpdate {
+        volume_sync: Default::default(),
         id: id.to_string(),
         client: corral_types::ClientStatus::Complete,
         tasks: Default::default(),

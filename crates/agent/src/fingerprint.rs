@@ -30,6 +30,7 @@ pub fn detect() -> Facts {
     attributes.insert("memory".into(), Bytes(memory).to_string());
     Facts {
         resources: Resources {
+            disk: Default::default(),
             cpu: MilliCpu(cores * 1000),
             memory: Bytes(memory),
         },

@@ -15,6 +15,8 @@
 //! - [`logs`], [`http`]: task log files (the files are
 //!   [`corral_runtime::logs`]; the upkeep is here) and the endpoint that
 //!   serves them.
+//! - [`volumes`]: the node's volumes (create, take over, move here,
+//!   snapshots, stale copies set aside) over `corral_volumes`' providers.
 
 pub mod agent;
 pub mod alloc_runner;
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod node;
 pub mod restart;
 pub mod task_runner;
+pub mod volumes;
 
 pub use corral_runtime::{cgroup, containerd, driver, image, killpoint};
 

@@ -434,6 +434,7 @@ mod tests {
             pod: Default::default(),
         };
         let resources = corral_types::spec::Resources {
+            disk: Default::default(),
             cpu: corral_types::units::MilliCpu(100),
             memory: corral_types::units::Bytes(1024),
         };

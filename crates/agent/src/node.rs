@@ -20,6 +20,8 @@ pub struct Shared {
     pub dirs: NodeDir,
     /// Every task runner's task, for `/metrics` and usage pushes.
     pub metrics: Arc<TaskMetrics>,
+    /// The node's volumes (`None`: volumes are off on this node).
+    pub volumes: Option<Arc<crate::volumes::NodeVolumes>>,
     active: Mutex<HashSet<String>>,
 }
 
@@ -28,8 +30,14 @@ impl Shared {
         Shared {
             dirs,
             metrics,
+            volumes: None,
             active: Mutex::new(HashSet::new()),
         }
+    }
+
+    pub fn with_volumes(mut self, v: Option<Arc<crate::volumes::NodeVolumes>>) -> Shared {
+        self.volumes = v;
+        self
     }
 
     pub fn alloc_dir(&self, id: &str) -> AllocDir {

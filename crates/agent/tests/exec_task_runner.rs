@@ -58,7 +58,7 @@ fn fixture(command: &[&str], resources: Resources) -> Fixture {
     );
     let task_dir = dir.path().join("app");
     std::fs::create_dir_all(&task_dir).expect("task dir");
-    let ctx = TaskContext {
+    let ctx = TaskContext { mounts: Default::default(),
         alloc: AllocContext {
             alloc_id: alloc_id.clone(),
             job: "job".into(),
@@ -96,6 +96,7 @@ fn fixture(command: &[&str], resources: Resources) -> Fixture {
 
 fn small() -> Resources {
     Resources {
+        disk: Default::default(),
         cpu: MilliCpu(250),
         memory: Bytes(64 << 20),
     }

@@ -91,6 +91,7 @@ pub async fn run(
                 name: format!("hb-{i}"),
                 address: "sim://".into(),
                 resources: Resources {
+                    disk: Default::default(),
                     cpu: MilliCpu(4000),
                     memory: Bytes(16 << 30),
                 },

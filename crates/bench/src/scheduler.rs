@@ -145,6 +145,7 @@ fn node(i: usize, classes: usize, now: u64) -> Node {
         draining: false,
         drain_deadline: None,
         resources: Resources {
+            disk: Default::default(),
             cpu: MilliCpu(4000),
             memory: Bytes(16 << 30),
         },
@@ -167,6 +168,7 @@ fn job_spec(j: usize, s: &Scenario) -> JobSpec {
     JobSpec {
         name: format!("job-{j:05}"),
         groups: vec![GroupSpec {
+            volumes: Default::default(),
             name: "g".into(),
             count: s.allocs_per_job,
             restart: RestartPolicy::default(),
@@ -208,6 +210,7 @@ fn alloc_resources(s: &Scenario) -> Resources {
     let cpu = (4000 * s.nodes as u64 * 6 / 10 / total).clamp(1, 100);
     let memory = ((16u64 << 30) * s.nodes as u64 * 6 / 10 / total).clamp(1 << 20, 64 << 20);
     Resources {
+        disk: Default::default(),
         cpu: MilliCpu(cpu),
         memory: Bytes(memory),
     }
@@ -421,6 +424,7 @@ async fn ack_fleet(
                     .entry(a.node_id.clone())
                     .or_default()
                     .push(AllocUpdate {
+                        volume_sync: Default::default(),
                         id: a.id.clone(),
                         client: ClientStatus::Running,
                         tasks: BTreeMap::new(),

@@ -636,6 +636,92 @@ impl Client {
         .map(|_| ())
     }
 
+    // Volumes.
+
+    pub async fn volumes(
+        &self,
+        job: Option<&str>,
+    ) -> Result<Vec<corral_types::Volume>, ClientError> {
+        let mut rb = self.req(reqwest::Method::GET, "/v1/volumes");
+        if let Some(j) = job {
+            rb = rb.query(&[("job", j)]);
+        }
+        self.json(rb).await
+    }
+
+    pub async fn volume(&self, id: &str) -> Result<corral_types::Volume, ClientError> {
+        self.json(self.req(reqwest::Method::GET, &path(&["v1", "volumes", id])?))
+            .await
+    }
+
+    /// Take a snapshot now (on the volume's node).
+    pub async fn volume_snapshot(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.json(self.req(
+            reqwest::Method::POST,
+            &path(&["v1", "volumes", id, "snapshot"])?,
+        ))
+        .await
+    }
+
+    pub async fn volume_restore(
+        &self,
+        id: &str,
+        snapshot: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "volumes", id, "restore"])?,
+            )
+            .json(&corral_types::api::VolumeRestoreRequest {
+                snapshot: snapshot.to_owned(),
+            }),
+        )
+        .await
+    }
+
+    pub async fn volume_delete(
+        &self,
+        id: &str,
+        force: bool,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.json(
+            self.req(reqwest::Method::DELETE, &path(&["v1", "volumes", id])?)
+                .query(&[("force", force)]),
+        )
+        .await
+    }
+
+    pub async fn volume_claim(
+        &self,
+        id: &str,
+        claim: &corral_types::api::VolumeClaim,
+    ) -> Result<corral_types::Volume, ClientError> {
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "volumes", id, "claim"])?,
+            )
+            .json(claim),
+        )
+        .await
+    }
+
+    pub async fn volume_report(
+        &self,
+        id: &str,
+        report: &corral_types::api::VolumeReport,
+    ) -> Result<corral_types::Volume, ClientError> {
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "volumes", id, "report"])?,
+            )
+            .json(report),
+        )
+        .await
+    }
+
     pub async fn update_allocations(
         &self,
         node: &str,

@@ -120,6 +120,7 @@ async fn oom_kill_is_reported() {
         "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
     );
     spec.resources = Resources {
+        disk: Default::default(),
         cpu: MilliCpu(500),
         memory: Bytes(24 << 20),
     };
@@ -152,6 +153,7 @@ async fn cpu_and_memory_limits_hold_once_the_container_runs() {
          /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/memory/memory.limit_in_bytes",
     );
     spec.resources = Resources {
+        disk: Default::default(),
         cpu: MilliCpu(250),
         memory: Bytes(48 << 20),
     };

@@ -117,6 +117,7 @@ async fn recover_answers_the_exit_of_a_container_that_exited_while_away() {
         "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
     );
     hog.resources = Resources {
+        disk: Default::default(),
         cpu: MilliCpu(500),
         memory: Bytes(24 << 20),
     };

@@ -59,7 +59,7 @@ fn fixture(command: &[&str], resources: Resources) -> Fixture {
     );
     let task_dir = dir.path().join("app");
     std::fs::create_dir_all(&task_dir).expect("task dir");
-    let ctx = TaskContext {
+    let ctx = TaskContext { mounts: Default::default(),
         alloc: AllocContext {
             alloc_id: alloc_id.clone(),
             job: "job".into(),
@@ -112,6 +112,7 @@ async fn read_log(ctx: &TaskContext, streams: Streams) -> String {
 
 fn small() -> Resources {
     Resources {
+        disk: Default::default(),
         cpu: MilliCpu(250),
         memory: Bytes(64 << 20),
     }
@@ -315,6 +316,7 @@ async fn memory_limit_holds_and_oom_kill_is_reported() {
             r#"x=$(head -c 200000000 /dev/zero | tr "\0" a); echo done ${#x}"#,
         ],
         Resources {
+            disk: Default::default(),
             cpu: MilliCpu(1000),
             memory: Bytes(32 << 20),
         },

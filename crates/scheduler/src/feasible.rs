@@ -23,6 +23,8 @@ pub enum Reason<'a> {
     DistinctHosts,
     Cpu,
     Memory,
+    /// Volume space (the node's volumes directory) is taken.
+    Disk,
     PortsExhausted,
     PortInUse(u16),
 }
@@ -39,6 +41,7 @@ impl fmt::Display for Reason<'_> {
             Reason::DistinctHosts => f.write_str("distinct_hosts"),
             Reason::Cpu => f.write_str("cpu exhausted"),
             Reason::Memory => f.write_str("memory exhausted"),
+            Reason::Disk => f.write_str("volume space exhausted"),
             Reason::PortsExhausted => f.write_str("ports exhausted"),
             Reason::PortInUse(p) => write!(f, "port {p} in use"),
         }
@@ -53,6 +56,9 @@ pub fn group_need(group: &GroupSpec) -> Resources {
     for t in &group.tasks {
         r.cpu.0 = r.cpu.0.saturating_add(t.resources.cpu.0);
         r.memory.0 = r.memory.0.saturating_add(t.resources.memory.0);
+    }
+    for v in &group.volumes {
+        r.disk.0 = r.disk.0.saturating_add(v.size.0);
     }
     r
 }
@@ -182,6 +188,9 @@ pub fn check_resources(
     }
     if usage.memory.saturating_add(need.memory.0) > node.resources.memory.0 {
         return Err(Reason::Memory);
+    }
+    if need.disk.0 > 0 && usage.disk.saturating_add(need.disk.0) > node.resources.disk.0 {
+        return Err(Reason::Disk);
     }
     Ok(())
 }

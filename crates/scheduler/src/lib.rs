@@ -10,7 +10,9 @@
 //!   accounting ([`usage`]) so placements of one plan see each other.
 //! - [`fits`]: the plan applier's re-check against the latest state.
 
-use corral_types::{Allocation, Deployment, Evaluation, Index, Job, Node, Plan, UnixMillis};
+use corral_types::{
+    Allocation, Deployment, Evaluation, Index, Job, Node, Plan, UnixMillis, Volume,
+};
 
 pub mod config;
 pub mod deployment;
@@ -53,6 +55,10 @@ pub trait StateView {
     fn latest_deployment(&self, job: &str) -> Option<&Deployment>;
     /// One allocation by id.
     fn alloc(&self, id: &str) -> Option<&Allocation>;
+    /// A volume by id (`GroupSpec::volume_id`): which node holds it.
+    fn volume(&self, _id: &str) -> Option<&Volume> {
+        None
+    }
     /// What the live allocations on a node hold (cpu, memory, ports; no
     /// group counts). Stores keep it as allocations change, so placement
     /// does not sum a node's allocations at every visit; this default

@@ -244,7 +244,8 @@ impl<'a, 'n> GroupPlacer<'a, 'n> {
             usage.release(old);
             self.spread_update(state, old, false);
         }
-        let Some(pos) = self.select(usage) else {
+        let held = self.holder(req, state, usage);
+        let Some(pos) = held.or_else(|| self.select(usage)) else {
             match req.replaces {
                 Some(old) => {
                     usage.add(old);
@@ -271,6 +272,26 @@ impl<'a, 'n> GroupPlacer<'a, 'n> {
         }
         plan.place.push(alloc);
         true
+    }
+
+    /// The node holding the slot's volume, when it can take the allocation:
+    /// storage stays where it is unless it has to move.
+    fn holder(
+        &mut self,
+        req: &PlaceRequest<'a>,
+        state: &dyn StateView,
+        usage: &mut PlanUsage<'_>,
+    ) -> Option<usize> {
+        let node_id = self.group.volumes.iter().find_map(|v| {
+            let id = GroupSpec::volume_id(&self.job.name, v, req.index);
+            state.volume(&id).map(|vol| vol.node_id.as_str())
+        })?;
+        let pos = self.nodes.iter().position(|n| n.id == node_id)?;
+        let node = self.nodes[pos];
+        feasible::check_status(node).ok()?;
+        self.filter.check(node).ok()?;
+        feasible::check_usage(self.group, self.need, node, usage.node(&node.id)).ok()?;
+        Some(pos)
     }
 
     fn spread_update(&mut self, state: &dyn StateView, a: &Allocation, add: bool) {
@@ -359,6 +380,7 @@ fn new_alloc(
     ctx: &PlanContext<'_>,
 ) -> Allocation {
     Allocation {
+        volume_sync: Default::default(),
         id,
         job: job.name.clone(),
         job_version: job.version,

@@ -199,6 +199,7 @@ pub fn node(id: &str) -> NodeBuilder {
         draining: false,
         drain_deadline: None,
         resources: Resources {
+            disk: Default::default(),
             cpu: MilliCpu(4000),
             memory: Bytes(8192 * MB),
         },
@@ -271,6 +272,7 @@ pub fn task(name: &str) -> TaskSpec {
         env: BTreeMap::new(),
         workdir: None,
         resources: Resources {
+            disk: Default::default(),
             cpu: MilliCpu(100),
             memory: Bytes(256 * MB),
         },
@@ -287,6 +289,7 @@ pub fn task(name: &str) -> TaskSpec {
 /// A group with one task named like the group.
 pub fn group(name: &str, count: u32) -> GroupBuilder {
     GroupBuilder(GroupSpec {
+        volumes: Default::default(),
         name: name.to_owned(),
         count,
         restart: Default::default(),
@@ -388,6 +391,7 @@ pub fn alloc(id: &str, job: &Job, group: &str, index: u32, node: &str) -> Alloca
         .map(crate::feasible::group_need)
         .unwrap_or(Resources::ZERO);
     Allocation {
+        volume_sync: Default::default(),
         id: id.to_owned(),
         job: job.name.clone(),
         job_version: job.version,

@@ -23,6 +23,8 @@ pub struct NodeUsage {
     pub cpu: u64,
     /// Bytes.
     pub memory: u64,
+    /// Bytes of volumes reserved.
+    pub disk: u64,
     /// Host port -> number of holders. A count, not a set, so releasing one
     /// of two colliding holders keeps the port taken.
     pub ports: BTreeMap<u16, u32>,
@@ -50,6 +52,7 @@ impl NodeUsage {
     pub fn add(&mut self, a: &Allocation, job: &str) {
         self.cpu += a.resources.cpu.0;
         self.memory += a.resources.memory.0;
+        self.disk += a.resources.disk.0;
         for p in a.ports.values() {
             *self.ports.entry(*p).or_default() += 1;
         }
@@ -61,6 +64,7 @@ impl NodeUsage {
     pub fn remove(&mut self, a: &Allocation, job: &str) {
         self.cpu = self.cpu.saturating_sub(a.resources.cpu.0);
         self.memory = self.memory.saturating_sub(a.resources.memory.0);
+        self.disk = self.disk.saturating_sub(a.resources.disk.0);
         for p in a.ports.values() {
             if let Some(n) = self.ports.get_mut(p) {
                 *n -= 1;

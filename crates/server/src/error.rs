@@ -42,6 +42,7 @@ pub enum Resource {
     /// The deployments of a job (it has none yet).
     DeploymentOfJob,
     Service,
+    Volume,
 }
 
 impl Resource {
@@ -53,6 +54,7 @@ impl Resource {
             Resource::Evaluation => "evaluation",
             Resource::DeploymentOfJob => "deployment for job",
             Resource::Service => "service",
+            Resource::Volume => "volume",
         }
     }
 
@@ -62,6 +64,7 @@ impl Resource {
             Resource::Job | Resource::Evaluation => "list them with `corral status`".into(),
             Resource::Allocation => "list them with `corral alloc ls`".into(),
             Resource::Node => "list them with `corral node ls`".into(),
+            Resource::Volume => "list them with `corral volume ls`".into(),
             Resource::Service => {
                 "list them with `corral service ls`; a service exists while its job runs".into()
             }

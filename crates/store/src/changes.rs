@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use corral_types::{Alert, Allocation, Deployment, Job, Node};
+use corral_types::{Alert, Allocation, Deployment, Job, Node, Volume};
 
 use crate::State;
 use crate::state::Replaced;
@@ -88,6 +88,7 @@ pub struct Touched {
     pub(crate) nodes: Written<Node>,
     pub(crate) deployments: Written<Deployment>,
     pub(crate) alerts: Written<Alert>,
+    pub(crate) volumes: Written<Volume>,
 }
 
 /// A commit: the state before, the state after, what it wrote. Each
@@ -119,5 +120,9 @@ impl<'a> Diff<'a> {
 
     pub fn alerts(&self) -> impl Iterator<Item = Change<'a, Alert>> + 'a {
         self.touched.alerts.changes()
+    }
+
+    pub fn volumes(&self) -> impl Iterator<Item = Change<'a, Volume>> + 'a {
+        self.touched.volumes.changes()
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
-use corral_types::{Alert, Allocation, Deployment, Evaluation, Index, Job, Node};
+use corral_types::{Alert, Allocation, Deployment, Evaluation, Index, Job, Node, Volume};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -20,6 +20,7 @@ const NODES: &str = "nodes/";
 const EVALS: &str = "evals/";
 const DEPLOYMENTS: &str = "deployments/";
 const ALERTS: &str = "alerts/";
+const VOLUMES: &str = "volumes/";
 
 /// One typed change. A batch of them commits atomically.
 #[derive(Debug, Clone)]
@@ -39,6 +40,9 @@ pub enum Write {
     /// Store an alert (new, updated or resolved).
     Alert(Alert),
     DeleteAlert(String),
+    /// Store a volume record (new, claimed, moved, snapshotted).
+    Volume(Volume),
+    DeleteVolume(String),
     /// Delete the events up to this index (retention; a commit's events
     /// go together, so a few older ones may stay with the first commit
     /// kept); the newest event is always kept.
@@ -149,6 +153,9 @@ impl StateStore {
         }
         for kv in store.range(ALERTS)? {
             state.put_alert(decode(&kv.key, &kv.value)?);
+        }
+        for kv in store.range(VOLUMES)? {
+            state.put_volume(decode(&kv.key, &kv.value)?);
         }
         let events = crate::events::EventLog::default();
         state.events = events.load(store.as_ref())?;
@@ -680,6 +687,18 @@ fn apply(
                 key: format!("{ALERTS}{id}"),
             });
             touched.alerts.record(next.delete_alert(&id));
+        }
+        Write::Volume(mut v) => {
+            let created = next.volumes.get(v.id.as_str()).map(|x| x.create_index);
+            (v.create_index, v.modify_index) = (created.unwrap_or(index), index);
+            put(txn, format!("{VOLUMES}{}", v.id), &v)?;
+            touched.volumes.record(next.put_volume(v));
+        }
+        Write::DeleteVolume(id) => {
+            txn.ops.push(Op::Delete {
+                key: format!("{VOLUMES}{id}"),
+            });
+            touched.volumes.record(next.delete_volume(&id));
         }
         Write::PruneEvents { through } => {
             let span = &mut next.events;

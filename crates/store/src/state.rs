@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use corral_scheduler::StateView;
 use corral_scheduler::usage::NodeUsage;
-use corral_types::{Alert, Allocation, Deployment, EvalStatus, Evaluation, Index, Job, Node};
+use corral_types::{
+    Alert, Allocation, Deployment, EvalStatus, Evaluation, Index, Job, Node, Volume,
+};
 use imbl::OrdMap;
 
 use crate::idkey::{Id, IdKey};
@@ -45,6 +47,8 @@ pub struct State {
     pub(crate) deployments_by_job: OrdMap<Key, OrdMap<(Index, String), Arc<Deployment>>>,
     /// Alerts (firing and recently resolved), by id.
     pub(crate) alerts: OrdMap<Key, Arc<Alert>>,
+    /// Volumes, by id.
+    pub(crate) volumes: OrdMap<Key, Arc<Volume>>,
     /// Which events the store holds (see `crate::events`).
     pub(crate) events: crate::events::EventSpan,
 }
@@ -157,6 +161,15 @@ impl State {
         self.alerts.values()
     }
 
+    pub fn volume(&self, id: &str) -> Option<&Arc<Volume>> {
+        self.volumes.get(id)
+    }
+
+    /// Every volume, by id.
+    pub fn volumes(&self) -> impl Iterator<Item = &Arc<Volume>> {
+        self.volumes.values()
+    }
+
     /// The first and last event index the store holds (0 when none).
     pub fn event_span(&self) -> crate::events::EventSpan {
         self.events
@@ -165,6 +178,18 @@ impl State {
     // Mutators used by StateStore only, after the write is durable. Each
     // returns the record it replaced or removed and the one it stored, for
     // the commit's diff (`crate::changes`).
+
+    pub(crate) fn put_volume(&mut self, v: Volume) -> Replaced<Volume> {
+        let v = Arc::new(v);
+        (
+            self.volumes.insert(v.id.as_str().into(), v.clone()),
+            Some(v),
+        )
+    }
+
+    pub(crate) fn delete_volume(&mut self, id: &str) -> Replaced<Volume> {
+        (self.volumes.remove(id), None)
+    }
 
     pub(crate) fn put_alert(&mut self, a: Alert) -> Replaced<Alert> {
         let a = Arc::new(a);
@@ -418,6 +443,10 @@ impl StateView for State {
 
     fn node(&self, id: &str) -> Option<&Node> {
         self.nodes.get(id).map(|n| n.as_ref())
+    }
+
+    fn volume(&self, id: &str) -> Option<&Volume> {
+        self.volumes.get(id).map(|v| v.as_ref())
     }
 
     fn latest_deployment(&self, job: &str) -> Option<&Deployment> {

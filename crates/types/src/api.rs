@@ -395,3 +395,37 @@ mod tests {
         assert!(!bearer_matches(Some("Bearer "), ""));
     }
 }
+
+/// `POST /v1/volumes/{id}/claim` (agents): allocation `alloc` on `node`
+/// takes volume `id` read-write. Compare-and-set on `generation`: the
+/// generation the agent saw (`None`: the volume does not exist yet).
+/// A claim from another node than the holder is the end of a move: the
+/// generation goes up and the old copy is stale.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeClaim {
+    pub node: String,
+    pub alloc: String,
+    #[serde(default)]
+    pub generation: Option<u64>,
+    pub provider: String,
+    /// How long the move kept the allocation from starting, if it moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+}
+
+/// `POST /v1/volumes/{id}/report` (agents): the holder's snapshots and use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeReport {
+    pub node: String,
+    pub generation: u64,
+    pub snapshots: Vec<crate::model::VolumeSnapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<crate::units::Bytes>,
+}
+
+/// `POST /v1/volumes/{id}/restore`: replace the volume's data with a
+/// snapshot's (the volume must not be in use).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeRestoreRequest {
+    pub snapshot: String,
+}

@@ -120,6 +120,12 @@ fn too_large(s: &str) -> String {
 #[serde(transparent)]
 pub struct Bytes(pub u64);
 
+impl Bytes {
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+}
+
 impl fmt::Display for Bytes {
     /// Exact binary or decimal units when they fit (`512MiB`, `256M`),
     /// else one decimal in the largest binary unit (`23.5GiB`).

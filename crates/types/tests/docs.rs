@@ -184,6 +184,17 @@ fn wrap(block: &str, mut f: Map<String, Value>) -> Result<Value, String> {
             add(&mut f, "port", json!("http"));
             full(json!({"name": "web", "service": Value::Object(f), "tasks": [task_with_port]}))
         }
+        "volume" => {
+            add(&mut f, "size", json!("1G"));
+            seed("volume", Value::Object(f))
+        }
+        "snapshots" => {
+            add(&mut f, "every", json!("1h"));
+            seed(
+                "volume",
+                json!({"size": "1G", "snapshots": Value::Object(f)}),
+            )
+        }
         "route" => {
             let mut svc = Map::new();
             if f.contains_key("port") {

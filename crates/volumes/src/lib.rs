@@ -9,6 +9,5 @@
 pub mod provider;
 
 pub use provider::{
-    Capabilities, Export, ProviderKind, SnapshotInfo, Usage, VolumeError, VolumeProvider,
-    VolumeRef,
+    Capabilities, Export, ProviderKind, SnapshotInfo, Usage, VolumeError, VolumeProvider, VolumeRef,
 };

@@ -72,6 +72,9 @@ pub trait VolumeProvider: Send + Sync {
     fn delete(&self, vol: &VolumeRef) -> Result<(), VolumeError>;
     /// Mount (if not yet) and return the host directory to bind into tasks.
     fn mount(&self, vol: &VolumeRef) -> Result<PathBuf, VolumeError>;
+    /// Where `mount` puts the data (known before it is mounted, so tasks
+    /// can be described before the volume is ready).
+    fn data_dir(&self, vol: &VolumeRef) -> PathBuf;
     fn unmount(&self, vol: &VolumeRef) -> Result<(), VolumeError>;
     fn snapshot(&self, vol: &VolumeRef, name: &str) -> Result<SnapshotInfo, VolumeError>;
     fn delete_snapshot(&self, vol: &VolumeRef, name: &str) -> Result<(), VolumeError>;

@@ -172,6 +172,7 @@ async fn wait_for_previous(
         "waiting for the allocations in its way on this node to stop");
     // Said to the server too: `corral status` tells why it is pending.
     let _ = env.updates.send(AllocUpdate {
+        volume_sync: Default::default(),
         id: alloc.id.clone(),
         client: ClientStatus::Pending,
         tasks: BTreeMap::new(),
@@ -186,7 +187,7 @@ async fn wait_for_previous(
     tokio::select! {
         _ = all => true,
         _ = stop.cancelled() => {
-            let _ = env.updates.send(AllocUpdate {
+            let _ = env.updates.send(AllocUpdate { volume_sync: Default::default(),
                 id: alloc.id.clone(),
                 client: ClientStatus::Complete,
                 tasks: BTreeMap::new(),

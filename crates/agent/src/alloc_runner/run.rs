@@ -33,6 +33,7 @@ pub(super) async fn run(
     let mut hooks = hooks::hooks();
     if let Err(e) = hooks::prerun_all(&mut hooks, &view).await {
         let _ = view.env.updates.send(AllocUpdate {
+            volume_sync: view.volume_sync.borrow().clone(),
             id: alloc.id.clone(),
             client: ClientStatus::Failed,
             tasks: BTreeMap::new(),
@@ -52,6 +53,7 @@ pub(super) async fn run(
             .collect(),
         view.checks.subscribe(),
         view.health.subscribe(),
+        view.volume_sync.subscribe(),
     );
     // A failure decided before an agent restart stands: what still runs
     // of the allocation stops.
@@ -128,6 +130,7 @@ fn prepare(
         checks: Arc::new(watch::channel(BTreeMap::new()).0),
         health: Arc::new(watch::channel(None).0),
         health_watch: Arc::new(watch::channel(health_watch).0),
+        volume_sync: Arc::new(watch::channel(None).0),
     };
     (view, runners)
 }

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use corral_types::{AllocHealth, AllocUpdate, CheckStatus, ClientStatus, TaskLifecycle, TaskState};
+use corral_types::{
+    AllocHealth, AllocUpdate, CheckStatus, ClientStatus, TaskLifecycle, TaskState, VolumeSync,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::checks::{self, CheckStates};
@@ -41,6 +43,7 @@ struct Sent {
     checks: CheckStates,
     health: Option<AllocHealth>,
     message: String,
+    volume_sync: Option<VolumeSync>,
 }
 
 /// Reports the allocation's status when it changed, persisting the task
@@ -52,6 +55,7 @@ pub struct Reporter {
     pub states: BTreeMap<String, watch::Receiver<TaskState>>,
     pub checks: watch::Receiver<CheckStates>,
     pub health: watch::Receiver<Option<AllocHealth>>,
+    pub volume_sync: watch::Receiver<Option<VolumeSync>>,
     last: Option<Sent>,
 }
 
@@ -63,6 +67,7 @@ impl Reporter {
         states: BTreeMap<String, watch::Receiver<TaskState>>,
         checks: watch::Receiver<CheckStates>,
         health: watch::Receiver<Option<AllocHealth>>,
+        volume_sync: watch::Receiver<Option<VolumeSync>>,
     ) -> Reporter {
         Reporter {
             id,
@@ -71,6 +76,7 @@ impl Reporter {
             states,
             checks,
             health,
+            volume_sync,
             last: None,
         }
     }
@@ -103,6 +109,7 @@ impl Reporter {
             }
         }
         AllocUpdate {
+            volume_sync: self.volume_sync.borrow().clone(),
             id: self.id.clone(),
             client: fold(&tasks, failure.is_some(), finished),
             tasks,
@@ -144,6 +151,7 @@ impl Reporter {
             checks: u.checks.clone(),
             health: u.health.clone(),
             message: u.message.clone(),
+            volume_sync: u.volume_sync.clone(),
         };
         if self.last.as_ref() != Some(&sent) {
             let _ = self.updates.send(u);

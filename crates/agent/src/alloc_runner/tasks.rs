@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::RunnerEnv;
-use crate::driver::{AllocContext, TaskContext, TaskHandle};
+use crate::driver::{AllocContext, HostMount, TaskContext, TaskHandle};
 use crate::layout::{AllocDir, RestartRecord};
 use crate::logs;
 use crate::task_runner::{TaskRunner, TaskStore, TaskView};
@@ -37,6 +37,44 @@ impl TaskStore for DiskStore {
     }
 }
 
+/// `CORRAL_VOLUME_<NAME>`: where a task finds volume `name`.
+pub fn volume_env_var(name: &str) -> String {
+    format!("CORRAL_VOLUME_{}", name.to_uppercase().replace('-', "_"))
+}
+
+/// The group's volumes as the task sees them, in spec order: bound at
+/// their `mount` in a container; an exec task (no mount namespace) finds
+/// the host directory in `CORRAL_VOLUME_<NAME>`.
+fn volume_mounts(
+    env: &RunnerEnv,
+    alloc: &Allocation,
+    group: &GroupSpec,
+    task: &TaskSpec,
+) -> Vec<HostMount> {
+    let Some(vols) = env.shared.volumes.as_ref() else {
+        return Vec::new();
+    };
+    group
+        .volumes
+        .iter()
+        .map(|v| {
+            let id = GroupSpec::volume_id(&alloc.job, v, alloc.index);
+            let host_path = vols
+                .provider
+                .data_dir(&corral_volumes::VolumeRef(id));
+            let container_path = match task.driver {
+                corral_types::DriverKind::Exec => host_path.display().to_string(),
+                _ => v.mount.clone(),
+            };
+            HostMount {
+                host_path,
+                container_path,
+                read_only: v.read_only,
+            }
+        })
+        .collect()
+}
+
 /// The environment a task sees: its spec's env plus `CORRAL_*` facts.
 pub fn task_env(
     alloc: &Allocation,
@@ -44,8 +82,12 @@ pub fn task_env(
     task: &str,
     env: &BTreeMap<String, String>,
     alloc_dir: &Path,
+    volumes: &[HostMount],
 ) -> BTreeMap<String, String> {
     let mut out = env.clone();
+    for (v, m) in group.volumes.iter().zip(volumes) {
+        out.insert(volume_env_var(&v.name), m.container_path.clone());
+    }
     out.insert("CORRAL_JOB".into(), alloc.job.clone());
     out.insert("CORRAL_GROUP".into(), alloc.group.clone());
     out.insert("CORRAL_TASK".into(), task.to_string());
@@ -104,10 +146,12 @@ pub fn build(s: &Setup<'_>, spec: &TaskSpec) -> Option<(Task, TaskView)> {
     let task_dir = s.dir.task_dir(&spec.name);
     let _ = std::fs::create_dir_all(&task_dir);
     let _ = std::fs::create_dir_all(s.dir.log_dir());
+    let mounts = volume_mounts(s.env, s.alloc, s.group, spec);
     let ctx = TaskContext {
+        mounts: mounts.clone(),
         alloc: s.actx.clone(),
         task: spec.clone(),
-        env: task_env(s.alloc, s.group, &spec.name, &spec.env, s.dir.path()),
+        env: task_env(s.alloc, s.group, &spec.name, &spec.env, s.dir.path(), &mounts),
         task_dir,
         stdout_path: logs::log_file(s.dir.path(), &spec.name),
         stderr_path: logs::log_file(s.dir.path(), &spec.name),
@@ -170,7 +214,18 @@ mod tests {
             ("FOO".to_owned(), "bar".to_owned()),
             ("CORRAL_JOB".to_owned(), "mine".to_owned()),
         ]);
-        let env = task_env(&alloc, group, "ui", &own, Path::new("/data/allocs/a1"));
+        let mounts = [crate::driver::HostMount {
+            host_path: "/v/shop.data/mnt/data".into(),
+            container_path: "/data".into(),
+            read_only: false,
+        }];
+        let mut group = group.clone();
+        group.volumes = serde_json::from_value(serde_json::json!([
+            {"name": "data", "size": 1000000000, "mount": "/data"}
+        ]))
+        .expect("volume");
+        let env = task_env(&alloc, &group, "ui", &own, Path::new("/data/allocs/a1"), &mounts);
+        assert_eq!(env["CORRAL_VOLUME_DATA"], "/data");
         assert_eq!(env["FOO"], "bar");
         // corral's own win over the spec's (as SPEC.md says).
         assert_eq!(env["CORRAL_JOB"], "shop");
@@ -185,6 +240,8 @@ mod tests {
             .map(|k| {
                 if k.starts_with("CORRAL_PORT_") {
                     "CORRAL_PORT_<NAME>".to_owned()
+                } else if k.starts_with("CORRAL_VOLUME_") {
+                    "CORRAL_VOLUME_<NAME>".to_owned()
                 } else {
                     k.clone()
                 }

@@ -286,13 +286,14 @@ impl NodeWorld {
         .map_err(|e| e.to_string())?;
         task.env.insert("FOO".into(), "v1".into());
         task.resources = Resources {
+            disk: Default::default(),
             cpu: MilliCpu(cpu_millis),
             memory: Bytes(32 << 20),
         };
         let mut env = task.env.clone();
         env.insert("CORRAL_TASK".into(), task.name.clone());
         env.insert("CORRAL_ALLOC_ID".into(), alloc_id.to_string());
-        Ok(TaskContext {
+        Ok(TaskContext { mounts: Default::default(),
             task_dir: alloc_dir.join("web"),
             stdout_path: alloc_dir.join("logs/web.stdout"),
             stderr_path: alloc_dir.join("logs/web.stderr"),

@@ -322,6 +322,7 @@ mod tests {
     #[test]
     fn cpu_conversions() {
         let l = CgroupLimits::from_resources(&Resources {
+            disk: Default::default(),
             cpu: MilliCpu(500),
             memory: Bytes(32 << 20),
         });

@@ -68,6 +68,17 @@ pub struct TaskContext {
     /// log directory ([`crate::logs::log_file`]), whatever these say.
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
+    /// Host directories bound into a container (volumes); the exec
+    /// driver, which has no mount namespace, ignores them.
+    pub mounts: Vec<HostMount>,
+}
+
+/// A host directory a container sees at `container_path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostMount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub read_only: bool,
 }
 
 impl TaskContext {

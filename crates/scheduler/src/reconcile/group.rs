@@ -276,7 +276,10 @@ impl<'a> GroupCtx<'a, '_> {
             let migrated = self.draining(a).is_some()
                 && keep.previous.as_deref() == Some(a.id.as_str())
                 && self.draining(keep).is_none();
-            if migrated && keep.client != ClientStatus::Running && self.draining(a) == Some(false) {
+            // A replacement with volumes needs the old one stopped before it
+            // can run (one writer): it says when its copy is done.
+            let waits = keep.client != ClientStatus::Running && !keep.volumes_copied();
+            if migrated && waits && self.draining(a) == Some(false) {
                 continue;
             }
             let why = if self.draining(a) == Some(true) {

@@ -16,6 +16,7 @@ mod services_tests;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
 use crate::error::Resource;
 use std::sync::Arc;
@@ -64,6 +65,16 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/nodes/{id}/stats", post(stats::push))
         .route("/v1/services", get(services::list))
         .route("/v1/services/{service}", get(services::get))
+        .route("/v1/volumes", get(volumes::list))
+        .route(
+            "/v1/volumes/{id}",
+            get(volumes::get).delete(volumes::delete),
+        )
+        .route("/v1/volumes/{id}/snapshots", get(volumes::snapshots))
+        .route("/v1/volumes/{id}/snapshot", post(volumes::snapshot))
+        .route("/v1/volumes/{id}/restore", post(volumes::restore))
+        .route("/v1/volumes/{id}/claim", post(volumes::claim))
+        .route("/v1/volumes/{id}/report", post(volumes::report))
         .route("/v1/events", get(events::events))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/status", get(status))

@@ -119,6 +119,7 @@ fn registration(id: &str, name: &str) -> NodeRegistration {
         name: name.into(),
         address: "http://127.0.0.1:1".into(),
         resources: Resources {
+            disk: Default::default(),
             cpu: MilliCpu(2000),
             memory: Bytes(4 << 30),
         },

@@ -25,6 +25,7 @@ pub async fn submit(
             // Checked inside the write: two submissions racing for one
             // route cannot both pass.
             super::claims::check(state, &jobs, &domain)?;
+            super::volumes::check_sizes(state, &jobs)?;
             let mut writes = Vec::new();
             let mut out = Vec::new();
             for LocatedJob { spec, claims } in jobs {

@@ -6,3 +6,4 @@ pub mod claims;
 pub mod jobs;
 pub mod nodes;
 pub mod plan;
+pub mod volumes;

@@ -188,6 +188,7 @@ pub async fn update_allocations(
                     && cur.client_message == u.message
                     && cur.checks == u.checks
                     && cur.health == health
+                    && cur.volume_sync == u.volume_sync
                 {
                     continue;
                 }
@@ -196,6 +197,16 @@ pub async fn update_allocations(
                 a.tasks = u.tasks;
                 a.client_message = u.message;
                 a.checks = u.checks;
+                // A move's copy is done: the allocation it replaces on the
+                // draining node may stop now, so the copy can finish.
+                let copied = !cur.volumes_copied()
+                    && u.volume_sync
+                        .as_ref()
+                        .is_some_and(|s| s.phase >= corral_types::VolumePhase::Copied);
+                a.volume_sync = u.volume_sync;
+                if copied && replaces_draining(state, &a) {
+                    migrations.insert(a.job.clone());
+                }
                 // A rolling deployment moves on when one of its allocations
                 // is decided healthy. (Nothing waits on the health of a new
                 // job's allocations: every slot was placed at once. The

@@ -11,6 +11,7 @@ use crate::test_server::TestServer;
 
 fn healthy(a: &Allocation) -> AllocUpdate {
     AllocUpdate {
+        volume_sync: Default::default(),
         id: a.id.clone(),
         client: ClientStatus::Running,
         tasks: BTreeMap::new(),
@@ -173,6 +174,7 @@ async fn an_allocation_its_agent_stopped_is_replaced() {
     .await
     .expect("commit");
     let ended = |a: &Allocation, client| AllocUpdate {
+        volume_sync: Default::default(),
         id: a.id.clone(),
         client,
         tasks: BTreeMap::new(),

@@ -13,6 +13,7 @@ fn job(name: &str, version: u64, count: u32) -> Job {
         spec: JobSpec {
             name: name.into(),
             groups: vec![GroupSpec {
+                volumes: Default::default(),
                 name: name.into(),
                 count,
                 restart: RestartPolicy::default(),
@@ -37,6 +38,7 @@ fn job(name: &str, version: u64, count: u32) -> Job {
 
 fn alloc(id: &str, job: &str, node: &str) -> Allocation {
     Allocation {
+        volume_sync: Default::default(),
         id: id.into(),
         job: job.into(),
         job_version: 1,

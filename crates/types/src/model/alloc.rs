@@ -51,6 +51,9 @@ pub struct Allocation {
     /// the API in `manual` mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<AllocHealth>,
+    /// How far its agent got with the group's volumes (moves take a while).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_sync: Option<super::VolumeSync>,
 
     pub created_at: UnixMillis,
     pub modified_at: UnixMillis,
@@ -72,6 +75,14 @@ impl Allocation {
     /// Whether the allocation's process could still be running on its node.
     pub fn may_run(&self) -> bool {
         !self.client.is_terminal()
+    }
+
+    /// Whether its agent has the group's volumes copied here (the old
+    /// allocation of a move may stop now).
+    pub fn volumes_copied(&self) -> bool {
+        self.volume_sync
+            .as_ref()
+            .is_some_and(|s| s.phase >= super::VolumePhase::Copied)
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -324,4 +335,6 @@ pub struct AllocUpdate {
     /// Set once, when the agent decides the allocation's deployment health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<AllocHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_sync: Option<super::VolumeSync>,
 }

@@ -9,6 +9,7 @@ mod event;
 mod job;
 mod node;
 mod plan;
+mod volume;
 
 pub use alloc::*;
 pub use deployment::*;
@@ -17,6 +18,7 @@ pub use event::*;
 pub use job::*;
 pub use node::*;
 pub use plan::*;
+pub use volume::*;
 
 /// Milliseconds since the Unix epoch. Timestamps are decided by the caller
 /// before a write so store writes stay deterministic.

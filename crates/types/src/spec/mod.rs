@@ -54,6 +54,9 @@ pub struct GroupSpec {
     /// Endpoints of this group, each with its health checks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceSpec>,
+    /// Storage of the group, mounted into every task (docs/VOLUMES.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
     pub tasks: Vec<TaskSpec>,
 }
 
@@ -65,7 +68,19 @@ impl GroupSpec {
             r.cpu.0 += t.resources.cpu.0;
             r.memory.0 += t.resources.memory.0;
         }
+        r.disk.0 = self.volumes.iter().map(|v| v.size.0).sum();
         r
+    }
+
+    /// The id of volume `v` as allocation `index` of `job` uses it:
+    /// `<job>.<volume>` or, with `per_alloc`, `<job>.<volume>.<index>`.
+    /// Names hold no `.` (nor `/`), so ids are unique and file-system safe.
+    pub fn volume_id(job: &str, v: &VolumeSpec, index: u32) -> String {
+        if v.per_alloc {
+            format!("{job}.{}.{index}", v.name)
+        } else {
+            format!("{job}.{}", v.name)
+        }
     }
 
     /// Whether moving an allocation from `self` to `other` needs a new
@@ -81,6 +96,12 @@ impl GroupSpec {
         // Routes are the routers' business: the tasks run as they were.
         for s in a.services.iter_mut().chain(b.services.iter_mut()) {
             s.route = None;
+        }
+        // A volume grows under a running task, and its snapshot schedule
+        // is the agent's business: neither restarts anything.
+        for v in a.volumes.iter_mut().chain(b.volumes.iter_mut()) {
+            v.size = Bytes(0);
+            v.snapshots = None;
         }
         a != b
     }
@@ -267,6 +288,10 @@ pub struct SecuritySpec {
 pub struct Resources {
     pub cpu: MilliCpu,
     pub memory: Bytes,
+    /// Volume space: an allocation reserves the size of its volumes, a
+    /// node offers what its volumes directory holds (0 when it offers none).
+    #[serde(default, skip_serializing_if = "Bytes::is_zero")]
+    pub disk: Bytes,
 }
 
 impl Default for Resources {
@@ -274,6 +299,7 @@ impl Default for Resources {
         Resources {
             cpu: MilliCpu(100),
             memory: Bytes(256 << 20),
+            disk: Bytes(0),
         }
     }
 }
@@ -282,7 +308,38 @@ impl Resources {
     pub const ZERO: Resources = Resources {
         cpu: MilliCpu(0),
         memory: Bytes(0),
+        disk: Bytes(0),
     };
+}
+
+/// Storage of a group (`volume:` / `volumes:`): made on first placement,
+/// kept when the job stops, moved with its allocation to another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub name: String,
+    /// The limit, enforced by the provider where it can (see docs/VOLUMES.md).
+    pub size: Bytes,
+    /// Where every task of the group sees it (absolute, inside the container).
+    pub mount: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// One volume per slot (`data-0`, `data-1`, ...) instead of one for the group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_alloc: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<SnapshotPolicy>,
+}
+
+impl VolumeSpec {
+    /// The smallest volume: the btrfs image provider cannot format less.
+    pub const MIN_SIZE: Bytes = Bytes(128 << 20);
+}
+
+/// Scheduled snapshots: one every `every`, the newest `keep` kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPolicy {
+    pub every: Millis,
+    pub keep: u32,
 }
 
 /// What happens when a task exits. Nomad's semantics: up to `attempts`

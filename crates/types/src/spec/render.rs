@@ -51,10 +51,36 @@ fn group(g: &GroupSpec) -> Value {
             Value::Array(g.services.iter().map(service).collect()),
         );
     }
+    if !g.volumes.is_empty() {
+        m.insert(
+            "volumes".into(),
+            Value::Array(g.volumes.iter().map(volume).collect()),
+        );
+    }
     m.insert(
         "tasks".into(),
         Value::Array(g.tasks.iter().map(task).collect()),
     );
+    Value::Object(m)
+}
+
+fn volume(v: &crate::spec::VolumeSpec) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(v.name));
+    m.insert("size".into(), json!(v.size.to_string()));
+    m.insert("mount".into(), json!(v.mount));
+    if v.read_only {
+        m.insert("read_only".into(), json!(true));
+    }
+    if v.per_alloc {
+        m.insert("per_alloc".into(), json!(true));
+    }
+    if let Some(s) = &v.snapshots {
+        m.insert(
+            "snapshots".into(),
+            json!({"every": s.every.to_string(), "keep": s.keep}),
+        );
+    }
     Value::Object(m)
 }
 

@@ -27,6 +27,7 @@ mod driver;
 mod health;
 mod metrics;
 mod record;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +66,9 @@ pub struct AllocView {
     /// When the health watch of the current deployment started (kept in
     /// the record).
     pub health_watch: Arc<watch::Sender<Option<crate::health::WatchStart>>>,
+    /// How far the volumes hook got (a move takes a while), reported with
+    /// the allocation.
+    pub volume_sync: Arc<watch::Sender<Option<corral_types::VolumeSync>>>,
 }
 
 /// A hook failed its `prerun`: the allocation cannot run here.
@@ -100,6 +104,7 @@ pub trait AllocHook: Send {
 pub fn hooks() -> Vec<Box<dyn AllocHook>> {
     vec![
         Box::new(record::Record::default()),
+        Box::new(volumes::Volumes::default()),
         Box::new(driver::Drivers::default()),
         Box::new(metrics::Metrics),
         Box::new(checks::Checks::default()),

@@ -179,6 +179,18 @@ pub fn container_config(p: &ContainerParams<'_>) -> Result<cri::ContainerConfig,
         // Relative to the sandbox's log directory; every run of the task
         // appends to it (see `crate::logs`).
         log_path: format!("{}.log", task.name),
+        mounts: ctx
+            .mounts
+            .iter()
+            .map(|m| cri::Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.to_string_lossy().into_owned(),
+                readonly: m.read_only,
+                // Private: mounts made later under the volume stay out.
+                propagation: cri::MountPropagation::PropagationPrivate as i32,
+                ..Default::default()
+            })
+            .collect(),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(linux_resources(&task.resources, p.limit_swap)),
             security_context: Some(security_context(&task.security, p.network_host)?),
@@ -226,12 +238,13 @@ mod tests {
         }))
         .expect("task");
         task.resources = Resources {
+            disk: Default::default(),
             cpu: MilliCpu(500),
             memory: Bytes(64 << 20),
         };
         task.security.cap_drop = vec!["cap_net_raw".into()];
         task.security.user = Some("1000:100".into());
-        TaskContext {
+        TaskContext { mounts: Default::default(),
             alloc: AllocContext {
                 alloc_id: "a1".into(),
                 job: "j".into(),
@@ -320,6 +333,7 @@ mod tests {
     fn tiny_cpu_keeps_kernel_minimums() {
         let r = linux_resources(
             &Resources {
+                disk: Default::default(),
                 cpu: MilliCpu(1),
                 memory: Bytes(0),
             },

@@ -13,6 +13,7 @@ use super::logs;
 use super::policy::{self, PortDecl};
 use super::service::{self, TaskChecks};
 use super::tree::{Node, Pos};
+use super::volume;
 
 /// Group fields, also allowed at the top of the seed form.
 pub(super) const GROUP_LEVEL: &[&str] = &[
@@ -24,6 +25,8 @@ pub(super) const GROUP_LEVEL: &[&str] = &[
     "network",
     "service",
     "services",
+    "volume",
+    "volumes",
 ];
 
 /// Task fields, also allowed at the top of the seed form (`restart` there
@@ -70,6 +73,8 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "services",
     "check",
     "checks",
+    "volume",
+    "volumes",
     "groups",
 ];
 
@@ -84,6 +89,8 @@ pub(super) const GROUP_FIELDS: &[&str] = &[
     "network",
     "service",
     "services",
+    "volume",
+    "volumes",
     "tasks",
 ];
 
@@ -240,6 +247,7 @@ fn seed_group(
     }];
     let mut tasks = vec![task];
     let services = service::group_services(ctx, f, &mut tasks, checks, &ports);
+    let volumes = volume::group_volumes(ctx, f, &facts(settings.count, update));
     GroupSpec {
         name: job_name.to_owned(),
         count: settings.count,
@@ -249,7 +257,16 @@ fn seed_group(
         update: *update,
         network: settings.network,
         services,
+        volumes,
         tasks,
+    }
+}
+
+/// What the volume checks need of a group.
+fn facts(count: u32, update: &UpdatePolicy) -> volume::GroupFacts {
+    volume::GroupFacts {
+        count,
+        canaries: update.canary,
     }
 }
 
@@ -362,6 +379,7 @@ fn group(
                 update: *job_update,
                 network: NetworkMode::Bridge,
                 services: Vec::new(),
+                volumes: Vec::new(),
                 tasks: Vec::new(),
             },
             name: None,
@@ -389,6 +407,7 @@ fn group(
         }
     };
     let services = service::group_services(ctx, &f, &mut tasks.specs, tasks.checks, &tasks.ports);
+    let volumes = volume::group_volumes(ctx, &f, &facts(settings.count, &update));
     Named {
         spec: GroupSpec {
             name: display_name,
@@ -399,6 +418,7 @@ fn group(
             update,
             network: settings.network,
             services,
+            volumes,
             tasks: tasks.specs,
         },
         name: group_name,

@@ -17,6 +17,7 @@ mod policy;
 mod route;
 mod service;
 mod tree;
+mod volume;
 
 #[cfg(test)]
 mod route_tests;
@@ -102,6 +103,14 @@ pub const SPEC_BLOCKS: &[SpecBlock] = &[
     SpecBlock {
         name: "check_restart",
         fields: service::CHECK_RESTART_FIELDS,
+    },
+    SpecBlock {
+        name: "volume",
+        fields: volume::VOLUME_FIELDS,
+    },
+    SpecBlock {
+        name: "snapshots",
+        fields: volume::SNAPSHOT_FIELDS,
     },
 ];
 

@@ -1,0 +1,156 @@
+//! Hook `volumes`: before any task runs, every volume of the group is made
+//! ready on this node (created, taken over, or moved here: see
+//! [`crate::volumes`]) and mounted where the tasks' mounts point; while
+//! the allocation runs, its scheduled snapshots are taken; at the end the
+//! volume is unmounted (the data stays).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use corral_types::{AllocUpdate, ClientStatus, GroupSpec, VolumeSync};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{AllocHook, AllocView, HookError};
+use crate::volumes::{NodeVolumes, Progress};
+
+#[derive(Default)]
+pub struct Volumes {
+    held: Vec<String>,
+    schedules: Option<CancellationToken>,
+}
+
+/// Reports a move's progress with the allocation (its tasks still pending).
+struct Reporter {
+    alloc: String,
+    tasks: Vec<(String, watch::Receiver<corral_types::TaskState>)>,
+    updates: mpsc::UnboundedSender<AllocUpdate>,
+    sync: Arc<watch::Sender<Option<VolumeSync>>>,
+}
+
+impl Progress for Reporter {
+    fn report(&self, sync: VolumeSync, message: String) {
+        self.sync.send_replace(Some(sync.clone()));
+        let _ = self.updates.send(AllocUpdate {
+            id: self.alloc.clone(),
+            client: ClientStatus::Pending,
+            tasks: self
+                .tasks
+                .iter()
+                .map(|(k, v)| (k.clone(), v.borrow().clone()))
+                .collect(),
+            message,
+            checks: Default::default(),
+            health: None,
+            volume_sync: Some(sync),
+        });
+    }
+}
+
+#[async_trait]
+impl AllocHook for Volumes {
+    fn name(&self) -> &'static str {
+        "volumes"
+    }
+
+    async fn prerun(&mut self, view: &AllocView) -> Result<(), HookError> {
+        if view.group.volumes.is_empty() {
+            return Ok(());
+        }
+        let err = |message: String| HookError {
+            hook: "volumes",
+            message,
+        };
+        let Some(vols) = view.env.shared.volumes.clone() else {
+            return Err(err(
+                "this node has no volumes (its agent runs with volumes off); the allocation needs one".into(),
+            ));
+        };
+        let alloc = view.alloc.borrow().clone();
+        let reporter = Reporter {
+            alloc: alloc.id.clone(),
+            tasks: view
+                .tasks
+                .iter()
+                .map(|(k, t)| (k.clone(), t.state.clone()))
+                .collect(),
+            updates: view.env.updates.clone(),
+            sync: view.volume_sync.clone(),
+        };
+        for spec in &view.group.volumes {
+            let id = GroupSpec::volume_id(&alloc.job, spec, alloc.index);
+            vols.acquire(&alloc, spec, &id, &reporter, &view.stop)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            self.held.push(id.clone());
+            if let Err(e) = vols.report(&id).await {
+                tracing::debug!(volume = %id, error = %e, "cannot report the volume");
+            }
+        }
+        self.schedule(view, &vols, &alloc);
+        Ok(())
+    }
+
+    async fn destroy(&mut self, view: &AllocView) {
+        if let Some(t) = self.schedules.take() {
+            t.cancel();
+        }
+        let Some(vols) = view.env.shared.volumes.clone() else {
+            return;
+        };
+        for id in self.held.drain(..) {
+            if let Err(e) = vols.unmount(&id).await {
+                tracing::warn!(volume = %id, error = %e, "cannot unmount the volume");
+            }
+        }
+    }
+}
+
+impl Volumes {
+    /// One task per volume with `snapshots`: take one every `every`
+    /// (counted from the newest scheduled one, so an agent restart does
+    /// not reset the clock), keep the newest `keep`, report.
+    fn schedule(&mut self, view: &AllocView, vols: &Arc<NodeVolumes>, alloc: &corral_types::Allocation) {
+        let cancel = view.stop.child_token();
+        for spec in &view.group.volumes {
+            let Some(policy) = spec.snapshots else {
+                continue;
+            };
+            if !vols.provider.capabilities().snapshots {
+                tracing::warn!(volume = %spec.name, provider = %vols.kind_name(), "the node's volume provider takes no snapshots; the schedule is skipped");
+                continue;
+            }
+            let id = GroupSpec::volume_id(&alloc.job, spec, alloc.index);
+            let vols = vols.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                loop {
+                    let last = vols.newest_scheduled(&id).await.unwrap_or(0);
+                    let due = last.saturating_add(policy.every.0);
+                    let wait = due.saturating_sub(corral_types::now_ms());
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+                    }
+                    match vols.snapshot_now(&id, true).await {
+                        Ok(s) => tracing::info!(volume = %id, snapshot = %s.name, took_ms = s.took_ms, "scheduled snapshot taken"),
+                        Err(e) => {
+                            tracing::warn!(volume = %id, error = %e, "scheduled snapshot failed");
+                            tokio::select! {
+                                _ = cancel.cancelled() => return,
+                                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                            }
+                        }
+                    }
+                    if let Err(e) = vols.prune(&id, policy.keep).await {
+                        tracing::warn!(volume = %id, error = %e, "cannot prune old snapshots");
+                    }
+                    if let Err(e) = vols.report(&id).await {
+                        tracing::debug!(volume = %id, error = %e, "cannot report the volume");
+                    }
+                }
+            });
+        }
+        self.schedules = Some(cancel);
+    }
+}

@@ -1,0 +1,294 @@
+//! The node's volumes: the provider that holds them, the generation of
+//! each local copy, and what the agent does with them for allocations
+//! (`acquire`: create, take over or move here), for the server
+//! (`endpoints`: snapshot, restore, delete; export to a peer) and on its
+//! own (`upkeep`: report use and snapshots, set stale copies aside).
+//!
+//! Never two writers: a copy is mounted read-write only after the server
+//! accepted this node's claim at the copy's generation (`acquire`); a
+//! copy whose generation the store has moved past is stale and is set
+//! aside, never mounted.
+
+mod acquire;
+pub mod endpoints;
+mod meta;
+pub mod upkeep;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use corral_client::Client;
+use corral_types::VolumeSnapshot;
+use corral_types::api::VolumeReport;
+use corral_volumes::{ProviderKind, VolumeError, VolumeProvider, VolumeRef};
+
+pub use acquire::Progress;
+
+/// `[agent]` volume settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumesConfig {
+    /// Where the provider keeps volumes (`volumes_dir`).
+    pub dir: PathBuf,
+    /// `None`: btrfs images when the kernel has btrfs, else ext4 images.
+    pub provider: Option<ProviderKind>,
+    /// Kept back from the directory's filesystem (`volumes_reserved`).
+    pub reserved_bytes: u64,
+}
+
+/// Scheduled snapshots are named `auto-<ms>`, those taken by hand
+/// `manual-<ms>`, a move's `move-<alloc>-<n>` (internal, not reported).
+pub const AUTO_PREFIX: &str = "auto-";
+const MANUAL_PREFIX: &str = "manual-";
+const MOVE_PREFIX: &str = "move-";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumesError {
+    #[error(transparent)]
+    Provider(#[from] VolumeError),
+    #[error("volume {vol}: {message}")]
+    State { vol: String, message: String },
+    #[error("volume {vol}: the server: {source}")]
+    Server {
+        vol: String,
+        #[source]
+        source: corral_client::ClientError,
+    },
+    #[error("volume {vol}: copying from {peer}: {message}")]
+    Peer {
+        vol: String,
+        peer: String,
+        message: String,
+    },
+    #[error("volume {vol}: stopped before it was ready")]
+    Cancelled { vol: String },
+}
+
+/// The volumes of this node.
+pub struct NodeVolumes {
+    pub provider: Arc<dyn VolumeProvider>,
+    pub kind: ProviderKind,
+    pub dir: PathBuf,
+    reserved: u64,
+    meta: meta::Meta,
+    client: Client,
+    /// Agent-to-agent (exports of a move).
+    peers: reqwest::Client,
+    token: Option<String>,
+    node_id: String,
+    /// One operation at a time per volume (a snapshot during a restore...).
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl NodeVolumes {
+    pub fn new(
+        config: &VolumesConfig,
+        client: Client,
+        token: Option<String>,
+        node_id: String,
+    ) -> std::io::Result<NodeVolumes> {
+        std::fs::create_dir_all(&config.dir)?;
+        let kind = config.provider.unwrap_or_else(corral_volumes::detect);
+        let meta = meta::Meta::new(config.dir.join(".corral"))?;
+        Ok(NodeVolumes {
+            provider: Arc::from(corral_volumes::by_kind(kind, config.dir.clone())),
+            kind,
+            dir: config.dir.clone(),
+            reserved: config.reserved_bytes,
+            meta,
+            client,
+            peers: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            token,
+            node_id,
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What the node offers to volumes: its directory's filesystem less
+    /// the reservation.
+    pub fn capacity(dir: &Path, reserved: u64) -> u64 {
+        match rustix::fs::statvfs(dir) {
+            Ok(s) => (s.f_blocks.saturating_mul(s.f_frsize)).saturating_sub(reserved),
+            Err(_) => 0,
+        }
+    }
+
+    pub fn kind_name(&self) -> String {
+        kind_name(self.kind)
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Run a provider call off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&dyn VolumeProvider, &VolumeRef) -> Result<T, VolumeError> + Send + 'static,
+    ) -> Result<T, VolumesError> {
+        let p = self.provider.clone();
+        let vol = VolumeRef(id.to_owned());
+        let v = id.to_owned();
+        tokio::task::spawn_blocking(move || f(p.as_ref(), &vol))
+            .await
+            .map_err(|e| VolumesError::State {
+                vol: v,
+                message: format!("the provider call panicked: {e}"),
+            })?
+            .map_err(Into::into)
+    }
+
+    /// The generation of this node's copy, if it has one.
+    pub fn local_generation(&self, id: &str) -> Option<u64> {
+        self.meta.get(id)
+    }
+
+    /// Take a snapshot now and report it.
+    pub async fn snapshot_now(
+        &self,
+        id: &str,
+        scheduled: bool,
+    ) -> Result<VolumeSnapshot, VolumesError> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let now = corral_types::now_ms();
+        let name = format!(
+            "{}{now}",
+            if scheduled { AUTO_PREFIX } else { MANUAL_PREFIX }
+        );
+        let started = std::time::Instant::now();
+        let n = name.clone();
+        let info = self.blocking(id, move |p, v| p.snapshot(v, &n)).await?;
+        let took_ms = started.elapsed().as_millis() as u64;
+        self.meta.set_took(id, &name, took_ms);
+        Ok(VolumeSnapshot {
+            name: info.name,
+            created_at: info.created_at,
+            scheduled,
+            took_ms,
+        })
+    }
+
+    /// Delete scheduled snapshots beyond the newest `keep`.
+    pub async fn prune(&self, id: &str, keep: u32) -> Result<usize, VolumesError> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let mut autos: Vec<_> = self
+            .blocking(id, |p, v| p.snapshots(v))
+            .await?
+            .into_iter()
+            .filter(|s| s.name.starts_with(AUTO_PREFIX))
+            .collect();
+        autos.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        let old: Vec<String> = autos.into_iter().skip(keep as usize).map(|s| s.name).collect();
+        let n = old.len();
+        for name in old {
+            self.blocking(id, move |p, v| p.delete_snapshot(v, &name))
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// Send the server this copy's snapshots and use.
+    pub async fn report(&self, id: &str) -> Result<(), VolumesError> {
+        let Some(generation) = self.meta.get(id) else {
+            return Ok(());
+        };
+        let caps = self.provider.capabilities();
+        let snaps = if caps.snapshots {
+            self.blocking(id, |p, v| p.snapshots(v)).await?
+        } else {
+            Vec::new()
+        };
+        let used = self.blocking(id, |p, v| p.usage(v)).await.ok().map(|u| u.used);
+        let mut snapshots: Vec<VolumeSnapshot> = snaps
+            .into_iter()
+            .filter(|s| !s.name.starts_with(MOVE_PREFIX))
+            .map(|s| VolumeSnapshot {
+                scheduled: s.name.starts_with(AUTO_PREFIX),
+                took_ms: self.meta.took(id, &s.name),
+                name: s.name,
+                created_at: s.created_at,
+            })
+            .collect();
+        snapshots.sort_by_key(|s| s.created_at);
+        let report = VolumeReport {
+            node: self.node_id.clone(),
+            generation,
+            snapshots,
+            used,
+        };
+        self.client
+            .volume_report(id, &report)
+            .await
+            .map(|_| ())
+            .map_err(|source| VolumesError::Server {
+                vol: id.to_owned(),
+                source,
+            })
+    }
+
+    /// Put the data back as it was at `snapshot` (the server checked that
+    /// nothing uses the volume).
+    pub async fn restore(&self, id: &str, snapshot: &str) -> Result<(), VolumesError> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let s = snapshot.to_owned();
+        self.blocking(id, move |p, v| p.rollback(v, &s)).await
+    }
+
+    /// Remove the copy and its record here.
+    pub async fn delete(&self, id: &str) -> Result<(), VolumesError> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        self.blocking(id, |p, v| p.delete(v)).await?;
+        self.meta.remove(id);
+        Ok(())
+    }
+
+    /// Set a stale copy aside: never mounted or served again.
+    pub async fn quarantine(&self, id: &str, why: &str) -> Result<(), VolumesError> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let gen_ = self.meta.get(id).unwrap_or(0);
+        let suffix = format!("gen{gen_}-{}", corral_types::now_ms());
+        self.blocking(id, move |p, v| p.quarantine(v, &suffix)).await?;
+        self.meta.remove(id);
+        tracing::warn!(volume = id, why, "stale volume copy set aside (quarantined)");
+        Ok(())
+    }
+}
+
+pub fn kind_name(kind: ProviderKind) -> String {
+    match kind {
+        ProviderKind::BtrfsImage => "btrfs-image",
+        ProviderKind::Ext4Image => "ext4-image",
+        ProviderKind::Host => "host",
+    }
+    .to_owned()
+}
+
+impl NodeVolumes {
+    /// When the newest scheduled snapshot was taken (0: none).
+    pub async fn newest_scheduled(&self, id: &str) -> Result<u64, VolumesError> {
+        Ok(self
+            .blocking(id, |p, v| p.snapshots(v))
+            .await?
+            .iter()
+            .filter(|s| s.name.starts_with(AUTO_PREFIX))
+            .map(|s| s.created_at)
+            .max()
+            .unwrap_or(0))
+    }
+
+    pub async fn unmount(&self, id: &str) -> Result<(), VolumesError> {
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        self.blocking(id, |p, v| p.unmount(v)).await
+    }
+}

@@ -1,0 +1,89 @@
+//! A volume as the control plane knows it: who holds its live copy, at
+//! which generation, and which allocation may write it.
+//!
+//! The agent holding a volume mounts it read-write only for the allocation
+//! named here at the generation named here; a move bumps the generation,
+//! so a copy left behind on another node is stale and is never mounted.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Index, UnixMillis};
+use crate::units::Bytes;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// `<job>.<name>` or, per slot, `<job>.<name>.<index>`.
+    pub id: String,
+    pub job: String,
+    pub group: String,
+    /// The volume's name in the spec.
+    pub name: String,
+    /// The slot, for a `per_alloc` volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+    pub size: Bytes,
+    /// The provider that holds it (`btrfs-image`, `ext4-image`, `host`).
+    pub provider: String,
+    /// The node with the live copy.
+    pub node_id: String,
+    /// Bumped by every move: a copy of an older generation is stale.
+    pub generation: u64,
+    /// The allocation that may mount it read-write now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alloc_id: Option<String>,
+    /// The node it last moved from (that copy is removed by its agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
+    /// How long the last move kept the allocation from running (the final
+    /// incremental copy), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_move_downtime_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<VolumeSnapshot>,
+    /// What its agent last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<Bytes>,
+    pub created_at: UnixMillis,
+    pub modified_at: UnixMillis,
+    #[serde(default)]
+    pub create_index: Index,
+    #[serde(default)]
+    pub modify_index: Index,
+}
+
+/// A snapshot its agent took and keeps on the volume's node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSnapshot {
+    pub name: String,
+    pub created_at: UnixMillis,
+    /// Taken by the schedule in the spec (pruned by its `keep`), or by hand.
+    #[serde(default)]
+    pub scheduled: bool,
+    /// How long taking it took, in milliseconds.
+    #[serde(default)]
+    pub took_ms: u64,
+}
+
+/// How far a new allocation got with the volumes it needs, as its agent
+/// reports it (observed state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumePhase {
+    /// Copying the volume from the node that holds it while the old
+    /// allocation still runs there.
+    Copying,
+    /// The full copy is here: the old allocation may stop now.
+    Copied,
+    /// The old allocation stopped; sending what changed since the copy.
+    Finishing,
+    /// Mounted here, at the current generation.
+    Ready,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSync {
+    pub phase: VolumePhase,
+    /// Bytes received so far (while copying).
+    #[serde(default)]
+    pub bytes: u64,
+}

@@ -1,0 +1,275 @@
+//! `volume:` (one, the seed form) and `volumes:` (a list) of a group.
+
+use crate::spec::{SnapshotPolicy, VolumeSpec};
+use crate::units::Millis;
+
+use super::ctx::{Ctx, Fields, boolean, duration, fields, index, list, name, size, text, uint};
+use super::tree::{Node, Pos, Value};
+
+pub(super) const VOLUME_FIELDS: &[&str] = &[
+    "name",
+    "size",
+    "mount",
+    "read_only",
+    "per_alloc",
+    "snapshots",
+];
+pub(super) const SNAPSHOT_FIELDS: &[&str] = &["every", "keep"];
+
+/// Where nothing may be mounted: the container's own system directories.
+const RESERVED_MOUNTS: &[&str] = &[
+    "/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/usr",
+];
+
+/// The shortest snapshot interval: each one is a subvolume on the node.
+const MIN_EVERY: Millis = Millis(60_000);
+
+/// What the volume checks need to know about the group.
+pub(super) struct GroupFacts {
+    pub count: u32,
+    pub canaries: u32,
+}
+
+pub(super) fn group_volumes(ctx: &mut Ctx<'_>, f: &Fields<'_>, g: &GroupFacts) -> Vec<VolumeSpec> {
+    let mut nodes: Vec<(&Node, String)> = Vec::new();
+    match (f.get("volume"), f.get("volumes")) {
+        (Some(_), Some(x)) => {
+            ctx.error(
+                x.key_pos,
+                &x.path,
+                "give either `volume` (one) or `volumes` (a list), not both",
+            );
+            return Vec::new();
+        }
+        (Some(x), None) => match &x.node.value {
+            Value::Seq(_) => ctx.error(
+                x.node.pos,
+                &x.path,
+                "`volume` takes one volume; for a list of volumes write `volumes:`",
+            ),
+            _ => nodes.push((x.node, x.path)),
+        },
+        (None, Some(x)) => {
+            if let Some(items) = list(
+                ctx,
+                x.node,
+                &x.path,
+                "a list of volumes like [{name: data, size: 1G, mount: /data}]",
+            ) {
+                nodes.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (n, index(&x.path, i))),
+                );
+            }
+        }
+        (None, None) => {}
+    }
+    if g.canaries > 0
+        && let Some((n, p)) = nodes.first()
+    {
+        ctx.error(n.pos, p, "a group with a volume cannot roll out with canaries: a canary runs beside the allocation it replaces, and a volume has one writer; use `update: {canary: 0}`");
+    }
+    let single = nodes.len() == 1;
+    let mut out: Vec<(VolumeSpec, Pos, String)> = Vec::new();
+    for (node, path) in nodes {
+        if let Some(v) = volume(ctx, node, &path, single, g, &out) {
+            out.push(v);
+        }
+    }
+    out.into_iter().map(|(v, _, _)| v).collect()
+}
+
+fn volume(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: &str,
+    single: bool,
+    g: &GroupFacts,
+    before: &[(VolumeSpec, Pos, String)],
+) -> Option<(VolumeSpec, Pos, String)> {
+    let expected = "a volume like {size: 1G} or {name: data, size: 1G, mount: /data}";
+    let vf = fields(ctx, node, path, VOLUME_FIELDS, expected)?;
+    let name_v = match vf.get("name") {
+        Some(x) => {
+            let n = name(ctx, x.node, &x.path);
+            if let Some(n) = &n
+                && before.iter().any(|(v, _, _)| &v.name == n)
+            {
+                ctx.error(
+                    x.node.pos,
+                    &x.path,
+                    format!("duplicate volume name `{n}`; give each volume its own name"),
+                );
+            }
+            n
+        }
+        None if single => Some("data".to_owned()),
+        None => {
+            ctx.error(
+                vf.pos,
+                path,
+                "the volume has no `name`; when a group has several volumes, each needs one",
+            );
+            None
+        }
+    };
+    let size_v = match vf.get("size") {
+        Some(x) => size(ctx, x.node, &x.path).and_then(|s| {
+            if s < VolumeSpec::MIN_SIZE {
+                ctx.error(x.node.pos, &x.path, format!("a volume needs at least {} (the smallest image a btrfs volume can be), found {s}", VolumeSpec::MIN_SIZE));
+                None
+            } else {
+                Some(s)
+            }
+        }),
+        None => {
+            ctx.error(vf.pos, path, "the volume has no `size`; add one like `size: 1G`");
+            None
+        }
+    };
+    let mount_at = vf.get("mount").map(|x| (x.node.pos, x.path.clone()));
+    let mount = match vf.get("mount") {
+        Some(x) => text(ctx, x.node, &x.path, "an absolute path like /data").and_then(|m| {
+            match mount_problem(&m) {
+                Some(p) => {
+                    ctx.error(x.node.pos, &x.path, p);
+                    None
+                }
+                None => Some(m.trim_end_matches('/').to_owned()),
+            }
+        }),
+        None if single => Some("/data".to_owned()),
+        None => {
+            ctx.error(
+                vf.pos,
+                path,
+                "the volume has no `mount`; add the path the tasks see it at, like `mount: /data`",
+            );
+            None
+        }
+    };
+    let (mpos, mpath) = mount_at.unwrap_or((vf.pos, path.to_owned()));
+    if let Some(m) = &mount
+        && let Some((other, _, _)) = before.iter().find(|(o, _, _)| nested(&o.mount, m))
+    {
+        ctx.error(mpos, &mpath, format!("mount `{m}` clashes with volume `{}` mounted at `{}`; give each volume its own directory, neither inside the other", other.name, other.mount));
+    }
+    let read_only = vf
+        .get("read_only")
+        .and_then(|x| boolean(ctx, x.node, &x.path))
+        .unwrap_or(false);
+    let per_alloc = vf
+        .get("per_alloc")
+        .and_then(|x| boolean(ctx, x.node, &x.path))
+        .unwrap_or(false);
+    let snapshots = vf
+        .get("snapshots")
+        .and_then(|x| snapshots(ctx, x.node, &x.path));
+    if g.count > 1 && !per_alloc {
+        ctx.error(vf.pos, path, format!("the group's count is {} but volume `{}` is one volume with one writer; add `per_alloc: true` to it to give each copy its own, or set count: 1", g.count, name_v.as_deref().unwrap_or("data")));
+    }
+    Some((
+        VolumeSpec {
+            name: name_v?,
+            size: size_v?,
+            mount: mount?,
+            read_only,
+            per_alloc,
+            snapshots,
+        },
+        vf.pos,
+        path.to_owned(),
+    ))
+}
+
+fn snapshots(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<SnapshotPolicy> {
+    let f = fields(
+        ctx,
+        node,
+        path,
+        SNAPSHOT_FIELDS,
+        "snapshots like {every: 1h, keep: 24}",
+    )?;
+    let every = match f.get("every") {
+        Some(x) => duration(ctx, x.node, &x.path).and_then(|d| {
+            if d < MIN_EVERY {
+                ctx.error(
+                    x.node.pos,
+                    &x.path,
+                    format!("snapshots at most once a minute; found every {d}"),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        }),
+        None => {
+            ctx.error(f.pos, path, "`snapshots` needs `every`, like `every: 1h`");
+            None
+        }
+    };
+    let keep = match f.get("keep") {
+        Some(x) => uint(ctx, x.node, &x.path, "keep", 1),
+        None => Some(24),
+    };
+    Some(SnapshotPolicy {
+        every: every?,
+        keep: keep?,
+    })
+}
+
+/// Why `m` cannot be a volume's mount path inside the container.
+fn mount_problem(m: &str) -> Option<String> {
+    if !m.starts_with('/') {
+        return Some(format!(
+            "mount `{m}` is not an absolute path; write it like `/data`"
+        ));
+    }
+    let trimmed = m.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Some("a volume cannot be mounted at `/`; pick a directory like `/data`".into());
+    }
+    if m.split('/').any(|s| s == ".." || s == ".") {
+        return Some(format!(
+            "mount `{m}` has a `.` or `..` segment; write the plain path"
+        ));
+    }
+    if m.contains("//") || m.chars().any(|c| c.is_control() || c == ':' || c == ',') {
+        return Some(format!(
+            "mount `{m}` has `//`, `:`, `,` or a control character; write a plain path like `/data`"
+        ));
+    }
+    if let Some(r) = RESERVED_MOUNTS.iter().find(|r| nested(r, trimmed)) {
+        return Some(format!(
+            "mount `{m}` would hide or sit inside the container's `{r}`; pick a directory of its own like `/data`"
+        ));
+    }
+    None
+}
+
+/// Whether one of two absolute paths is the other or inside it.
+fn nested(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x == y || y.strip_prefix(x).is_some_and(|r| r.starts_with('/'));
+    under(a, b) || under(b, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts() {
+        assert!(mount_problem("/data").is_none());
+        assert!(mount_problem("/var/lib/pg").is_none());
+        assert!(mount_problem("data").is_some());
+        assert!(mount_problem("/").is_some());
+        assert!(mount_problem("/a/../etc").is_some());
+        assert!(mount_problem("/proc/x").is_some());
+        assert!(mount_problem("/etc").is_some());
+        assert!(mount_problem("/a:b").is_some());
+        assert!(nested("/data", "/data/x"));
+        assert!(!nested("/data", "/database"));
+    }
+}
