@@ -7,7 +7,6 @@
 //! ```text
 //! data/                 subvolume: the live data, what tasks see
 //! .snapshots/<name>     read-only snapshots of data (and received ones)
-//! .snapshots/.recv-<n>/ a receive in progress
 //! .data-new, .data-old  a rollback/import switching data (finished at mount)
 //! ```
 //! Never `fsfreeze` before a snapshot: a btrfs snapshot then blocks until
@@ -30,7 +29,6 @@ const DATA: &str = "data";
 const DATA_NEW: &str = ".data-new";
 const DATA_OLD: &str = ".data-old";
 const SNAPSHOTS: &str = ".snapshots";
-const RECV: &str = ".recv-";
 
 pub struct BtrfsImage {
     images: Images,
@@ -341,11 +339,16 @@ impl VolumeProvider for BtrfsImage {
         cmd.arg(&p).stream_stdout()
     }
 
-    /// `btrfs receive` into a fresh `.snapshots/.recv-<name>/`, then the
-    /// received subvolume is renamed to `.snapshots/<name>` (replacing one
-    /// of that name) and `data` becomes a writable snapshot of it. An
-    /// incremental stream needs its base received here before (btrfs
-    /// finds it by UUID and fails otherwise).
+    /// `btrfs receive .snapshots/`, then `data` becomes a writable snapshot
+    /// of the received one. The stream carries the sender's snapshot name;
+    /// it should be `name` (the agent uses one name on both nodes), else
+    /// the received subvolume is renamed to `name` (within `.snapshots`: a
+    /// read-only subvolume cannot move to another directory, which is why
+    /// there is no staging directory). A `.snapshots/<name>` already there
+    /// is replaced: it is a partial receive or an older copy. An
+    /// incremental stream needs its base received here before (btrfs finds
+    /// it by UUID and fails otherwise); a failed receive's partial
+    /// subvolume is removed.
     fn import(
         &self,
         vol: &VolumeRef,
@@ -360,29 +363,42 @@ impl VolumeProvider for BtrfsImage {
         }
         let (name, mnt) = self.root(vol)?;
         let snaps = mnt.join(SNAPSHOTS);
-        let staging = snaps.join(format!("{RECV}{snap}"));
-        clear_recv(&name, &staging)?;
-        fs::create_dir_all(&staging).map_err(io_err(&name, "create", &staging))?;
-        let received = Cmd::new(&name, "btrfs")
-            .arg("receive")
-            .arg(&staging)
-            .feed(input)
-            .and_then(|()| received_subvolume(&name, &staging));
-        let sub = match received {
-            Ok(sub) => sub,
-            Err(e) => {
-                if let Err(e2) = clear_recv(&name, &staging) {
-                    tracing::warn!(vol = name, error = %e2, "cannot clear a failed receive");
-                }
-                return Err(e);
-            }
-        };
+        fs::create_dir_all(&snaps).map_err(io_err(&name, "create", &snaps))?;
         let target = snaps.join(snap);
         if target.exists() {
             subvol_delete(&name, &target)?;
         }
-        fs::rename(&sub, &target).map_err(io_err(&name, "rename", &sub))?;
-        fs::remove_dir(&staging).map_err(io_err(&name, "remove", &staging))?;
+        let before = entries(&name, &snaps)?;
+        let received = Cmd::new(&name, "btrfs")
+            .arg("receive")
+            .arg(&snaps)
+            .feed(input);
+        let new: Vec<PathBuf> = entries(&name, &snaps)?
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        let sub = match (received, new.as_slice()) {
+            (Ok(()), [one]) => one.clone(),
+            (result, _) => {
+                for p in &new {
+                    if let Err(e) = subvol_delete(&name, p) {
+                        tracing::warn!(vol = name, error = %e, "cannot remove a failed receive");
+                    }
+                }
+                result?;
+                return Err(VolumeError::Invalid {
+                    vol: name,
+                    detail: format!(
+                        "the stream made {} subvolumes in {}, expected one",
+                        new.len(),
+                        snaps.display()
+                    ),
+                });
+            }
+        };
+        if sub != target {
+            fs::rename(&sub, &target).map_err(io_err(&name, "rename", &sub))?;
+        }
         replace_data(&name, &mnt, &target)
     }
 
@@ -399,35 +415,13 @@ impl VolumeProvider for BtrfsImage {
     }
 }
 
-/// The one subvolume a receive made in `staging`.
-fn received_subvolume(name: &str, staging: &Path) -> Result<PathBuf, VolumeError> {
-    let mut subs = Vec::new();
-    for entry in fs::read_dir(staging).map_err(io_err(name, "list", staging))? {
-        subs.push(entry.map_err(io_err(name, "list", staging))?.path());
+/// Paths in `dir`.
+fn entries(name: &str, dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(name, "list", dir))? {
+        out.push(entry.map_err(io_err(name, "list", dir))?.path());
     }
-    match subs.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(VolumeError::Invalid {
-            vol: name.to_string(),
-            detail: format!(
-                "the stream made {} subvolumes in {}, expected one",
-                subs.len(),
-                staging.display()
-            ),
-        }),
-    }
-}
-
-/// Remove a receive staging directory and whatever (partial) subvolumes it holds.
-fn clear_recv(name: &str, staging: &Path) -> Result<(), VolumeError> {
-    if !staging.exists() {
-        return Ok(());
-    }
-    for entry in fs::read_dir(staging).map_err(io_err(name, "list", staging))? {
-        let p = entry.map_err(io_err(name, "list", staging))?.path();
-        subvol_delete(name, &p)?;
-    }
-    fs::remove_dir(staging).map_err(io_err(name, "remove", staging))
+    Ok(out)
 }
 
 #[cfg(test)]

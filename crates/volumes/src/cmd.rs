@@ -309,7 +309,7 @@ pub(crate) fn is_mounted(path: &Path) -> io::Result<bool> {
     let Ok(real) = path.canonicalize() else {
         return Ok(false);
     };
-    Ok(mount_points()?.iter().any(|m| *m == real))
+    Ok(mount_points()?.contains(&real))
 }
 
 #[cfg(test)]

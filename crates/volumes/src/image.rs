@@ -193,7 +193,7 @@ impl Images {
         };
         loop_mount(name, &image, &mnt)?;
         let inited = init(name, &mnt);
-        let unmounted = Cmd::new(name, "umount").arg(&mnt).run();
+        let unmounted = unmount_image(name, &mnt, &image);
         inited?;
         unmounted?;
         File::open(&image)
@@ -211,7 +211,7 @@ impl Images {
         tracing::info!(vol = name, "clearing an unfinished create");
         let mnt = staging.join("mnt");
         if is_mounted(&mnt).map_err(io_err(name, "read mounts for", &mnt))? {
-            Cmd::new(name, "umount").arg(&mnt).run()?;
+            unmount_image(name, &mnt, &staging.join("image"))?;
         }
         detach_loops(name, &staging.join("image"))?;
         fs::remove_dir_all(&staging).map_err(io_err(name, "remove", &staging))
@@ -231,7 +231,7 @@ impl Images {
     pub fn unmount(&self, vol: &VolumeRef) -> Result<(), VolumeError> {
         let name = vol.validate()?;
         if self.exists(name) && self.mounted(name)? {
-            Cmd::new(name, "umount").arg(self.mnt(name)).run()?;
+            unmount_image(name, &self.mnt(name), &self.image(name))?;
         }
         Ok(())
     }
@@ -244,7 +244,7 @@ impl Images {
             return Ok(());
         }
         if self.mounted(name)? {
-            Cmd::new(name, "umount").arg(self.mnt(name)).run()?;
+            unmount_image(name, &self.mnt(name), &self.image(name))?;
         }
         detach_loops(name, &self.image(name))?;
         fs::remove_dir_all(&vdir).map_err(io_err(name, "remove", &vdir))?;
@@ -306,7 +306,7 @@ impl Images {
         let name = self.existing(vol)?;
         check_snapshot(name, "quarantine suffix", suffix)?;
         if self.mounted(name)? {
-            Cmd::new(name, "umount").arg(self.mnt(name)).run()?;
+            unmount_image(name, &self.mnt(name), &self.image(name))?;
         }
         quarantine_dir(&self.dir, name, &self.vol_dir(name), suffix)
     }
@@ -339,13 +339,33 @@ fn loops_of(name: &str, image: &Path) -> Result<Vec<String>, VolumeError> {
 }
 
 /// Detach loop devices still attached to `image` without a mount (a
-/// killed `mount` can leave one); a no-op normally.
+/// killed `mount` can leave one); a no-op normally. One the kernel
+/// detached meanwhile (autoclear) is not an error.
 fn detach_loops(name: &str, image: &Path) -> Result<(), VolumeError> {
     for dev in loops_of(name, image)? {
         tracing::info!(vol = name, dev, "detaching a leftover loop device");
-        Cmd::new(name, "losetup").arg("-d").arg(&dev).run()?;
+        if let Err(e) = Cmd::new(name, "losetup").arg("-d").arg(&dev).run()
+            && loops_of(name, image)?.contains(&dev)
+        {
+            return Err(e);
+        }
     }
     Ok(())
+}
+
+/// Unmount a loop-mounted image and wait for its loop device to go.
+/// Autoclear runs after `umount` returns (deferred in the kernel), so
+/// without the wait a quick delete or re-mount would race it; after a
+/// second the device is detached by hand.
+fn unmount_image(name: &str, mnt: &Path, image: &Path) -> Result<(), VolumeError> {
+    Cmd::new(name, "umount").arg(mnt).run()?;
+    for _ in 0..100 {
+        if loops_of(name, image)?.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    detach_loops(name, image)
 }
 
 /// Subdirectories of `dir` that `keep` accepts, as volume names; names a
