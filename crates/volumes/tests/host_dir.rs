@@ -44,7 +44,7 @@ fn create_mount_write_export_import() {
         tree_hashes(&data)
     );
 
-    assert_eq!(a.list().expect("list"), [v.clone()]);
+    assert_eq!(a.list().expect("list"), std::slice::from_ref(&v));
     a.quarantine(&v, "s1").expect("quarantine");
     assert!(a.list().expect("list").is_empty());
     assert_eq!(a.quarantined().expect("q"), ["cache-0.s1"]);
