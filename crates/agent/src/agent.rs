@@ -113,7 +113,18 @@ impl Agent {
             .unwrap_or_else(|| format!("http://{bound}"));
         let node_name = config.name.clone().unwrap_or(facts.hostname);
         let metrics = Arc::new(TaskMetrics::new(&node_name));
-        let shared = Arc::new(Shared::new(dirs.clone(), metrics.clone()));
+        let volumes = match &config.volumes {
+            Some(vc) => {
+                let client = Client::new(&config.server, config.token.clone())
+                    .with_addr_setting(SERVER_ADDR_SETTING);
+                let v = crate::volumes::NodeVolumes::new(vc, client, config.token.clone(), node_id.clone())
+                    .map_err(dir_err(&vc.dir))?;
+                tracing::info!(dir = %vc.dir.display(), provider = %v.kind_name(), "volumes on");
+                Some(Arc::new(v))
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(dirs.clone(), metrics.clone()).with_volumes(volumes.clone()));
         let tasks = TaskTracker::new();
         {
             let app = http::router(shared.clone(), config.token.clone());
@@ -125,6 +136,7 @@ impl Agent {
             });
         }
         let mut resources = facts.resources;
+        resources.disk.0 = volumes.as_ref().map_or(0, |v| v.capacity());
         resources.cpu.0 = resources.cpu.0.saturating_sub(config.reserved_cpu_millis);
         resources.memory.0 = resources
             .memory
@@ -227,6 +239,13 @@ impl Agent {
             loop_.config.stats_interval,
             shutdown.clone(),
         ));
+        if let Some(v) = volumes {
+            tasks.spawn(crate::volumes::upkeep::run(
+                v,
+                std::time::Duration::from_secs(30),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(loop_.run());
         tasks.close();
         Ok(Agent {

@@ -54,6 +54,9 @@ pub struct AgentConfig {
     /// given to the container driver's pods as their nameserver; `None`:
     /// off. See docs/SERVICES.md, "DNS".
     pub dns: Option<crate::dns::DnsConfig>,
+    /// The node's volumes; `None`: off (allocations with volumes fail here,
+    /// and the node offers no volume space to the scheduler).
+    pub volumes: Option<crate::volumes::VolumesConfig>,
 }
 
 impl AgentConfig {
@@ -61,7 +64,7 @@ impl AgentConfig {
         AgentConfig {
             server: server.to_string(),
             token: None,
-            data_dir,
+            data_dir: data_dir.clone(),
             name: None,
             labels: BTreeMap::new(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -79,6 +82,11 @@ impl AgentConfig {
             stats_interval: Duration::from_secs(10),
             capture_exe: None,
             dns: None,
+            volumes: Some(crate::volumes::VolumesConfig {
+                dir: data_dir.join("volumes"),
+                provider: None,
+                reserved_bytes: 0,
+            }),
         }
     }
 }

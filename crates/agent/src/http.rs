@@ -22,6 +22,22 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
     let guarded = Router::new()
         .route("/v1/agent/allocations/{id}/logs", get(alloc_logs))
         .route("/metrics", get(crate::metrics::serve))
+        .route(
+            "/v1/agent/volumes/{id}",
+            axum::routing::delete(crate::volumes::endpoints::delete),
+        )
+        .route(
+            "/v1/agent/volumes/{id}/export",
+            get(crate::volumes::endpoints::export),
+        )
+        .route(
+            "/v1/agent/volumes/{id}/snapshot",
+            axum::routing::post(crate::volumes::endpoints::snapshot),
+        )
+        .route(
+            "/v1/agent/volumes/{id}/restore",
+            axum::routing::post(crate::volumes::endpoints::restore),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             require_token,

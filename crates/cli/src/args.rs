@@ -86,6 +86,14 @@ impl Cmd {
             | Cmd::Alerts { conn, .. } => conn,
             Cmd::Alloc(AllocCmd::Ls { conn, .. } | AllocCmd::Status { conn, .. }) => conn,
             Cmd::Service(ServiceCmd::Ls { conn, .. } | ServiceCmd::Status { conn, .. }) => conn,
+            Cmd::Volume(
+                VolumeCmd::Ls { conn, .. }
+                | VolumeCmd::Status { conn, .. }
+                | VolumeCmd::Snapshot { conn, .. }
+                | VolumeCmd::Snapshots { conn, .. }
+                | VolumeCmd::Restore { conn, .. }
+                | VolumeCmd::Delete { conn, .. },
+            ) => conn,
             Cmd::Node(
                 NodeCmd::Ls { conn, .. }
                 | NodeCmd::Status { conn, .. }
@@ -245,6 +253,9 @@ Examples:
     /// Services: the catalog of endpoints routers and node DNS follow.
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// Volumes: where each lives, its snapshots; restore and delete.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
     /// Benchmarks (build with --release).
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -350,6 +361,8 @@ pub struct DevArgs {
     pub pod_subnet: String,
     #[command(flatten)]
     pub dns: DnsArgs,
+    #[command(flatten)]
+    pub volumes: VolumeArgs,
     /// Where the built-in router serves HTTP: services answer at
     /// http://<service>.localhost:<port>/.
     #[arg(long, value_name = "ADDR", default_value = cmd::dev::DEFAULT_ROUTER_ADDR)]
@@ -357,6 +370,21 @@ pub struct DevArgs {
     /// Run without the built-in router.
     #[arg(long, conflicts_with = "router_addr")]
     pub no_router: bool,
+}
+
+/// The node's volumes (`corral dev` and `corral agent`).
+#[derive(Debug, Args)]
+pub struct VolumeArgs {
+    /// Where volumes live on this node [default: <data dir>/volumes].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_volumes")]
+    pub volumes_dir: Option<PathBuf>,
+    /// btrfs-image, ext4-image or host [default: btrfs-image when the
+    /// kernel has btrfs and mkfs.btrfs is installed, else ext4-image].
+    #[arg(long, value_name = "PROVIDER", conflicts_with = "no_volumes")]
+    pub volume_provider: Option<String>,
+    /// No volumes on this node: groups with a volume are not placed here.
+    #[arg(long)]
+    pub no_volumes: bool,
 }
 
 /// The node DNS (`<service>.service.corral`) of `corral dev` and `corral
@@ -480,6 +508,8 @@ pub struct AgentArgs {
     pub cri_socket: Option<PathBuf>,
     #[command(flatten)]
     pub dns: DnsArgs,
+    #[command(flatten)]
+    pub volumes: VolumeArgs,
 }
 
 #[derive(Subcommand)]
@@ -784,6 +814,98 @@ Examples:
         /// The service's name.
         #[arg(value_name = "NAME")]
         name: String,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCmd {
+    /// List volumes: node, size, use, generation, snapshots.
+    #[command(after_help = "\
+Examples:
+  corral volume ls
+  corral volume ls --job shop --json")]
+    Ls {
+        /// Only the volumes of this job.
+        #[arg(long)]
+        job: Option<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one volume: its node, generation, last move, snapshots.
+    #[command(after_help = "\
+Examples:
+  corral volume status shop.data
+  corral volume status shop.data.0 -o json")]
+    Status {
+        /// The volume's id (`<job>.<name>`, `<job>.<name>.<index>` with per_alloc).
+        #[arg(value_name = "VOLUME")]
+        id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Take a snapshot now, on the volume's node.
+    #[command(after_help = "\
+Examples:
+  corral volume snapshot shop.data")]
+    Snapshot {
+        #[arg(value_name = "VOLUME")]
+        id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List a volume's snapshots, oldest first.
+    #[command(after_help = "\
+Examples:
+  corral volume snapshots shop.data
+  corral volume snapshots shop.data --json")]
+    Snapshots {
+        #[arg(value_name = "VOLUME")]
+        id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Put a volume's data back as it was at a snapshot. The volume must
+    /// not be in use: stop its job first.
+    #[command(after_help = "\
+Examples:
+  corral stop shop && corral volume restore shop.data auto-1765100000000 && corral run shop.yaml")]
+    Restore {
+        #[arg(value_name = "VOLUME")]
+        id: String,
+        /// The snapshot's name (`corral volume snapshots VOLUME`).
+        #[arg(value_name = "SNAPSHOT")]
+        snapshot: String,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete a volume and its data on its node. Not undone.
+    #[command(after_help = "\
+Examples:
+  corral volume delete shop.data --yes")]
+    Delete {
+        #[arg(value_name = "VOLUME")]
+        id: String,
+        /// Confirm: the data is gone for good.
+        #[arg(long)]
+        yes: bool,
+        /// Forget the volume even when its node is down (its copy there is
+        /// set aside, never used, if the node comes back).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         out: OutputArgs,
         #[command(flatten)]

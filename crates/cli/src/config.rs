@@ -128,6 +128,14 @@ pub struct AgentFile {
     pub dns_addr: Option<String>,
     /// `false` turns the node DNS off (`--no-dns`).
     pub dns: Option<bool>,
+    /// Where volumes live (`--volumes-dir`).
+    pub volumes_dir: Option<PathBuf>,
+    /// `btrfs-image`, `ext4-image` or `host` (`--volume-provider`).
+    pub volume_provider: Option<String>,
+    /// Kept back from the volumes directory's filesystem (`100G`).
+    pub volumes_reserved: Option<String>,
+    /// `false` turns volumes off (`--no-volumes`).
+    pub volumes: Option<bool>,
 }
 
 pub fn load(path: Option<&Path>) -> Result<FileConfig> {

@@ -259,6 +259,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Service(ServiceCmd::Status { name, out, conn }) => {
             cmd::service::status(&conn.client()?, &name, out.out()).await
         }
+        Cmd::Volume(v) => cmd::volume::run(v).await,
         Cmd::Node(NodeCmd::Ls { out, conn }) => cmd::node::list(&conn.client()?, out.out()).await,
         Cmd::Node(NodeCmd::Status { id, out, conn }) => {
             cmd::node::status(&conn.client()?, &id, out.out()).await

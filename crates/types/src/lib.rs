@@ -20,6 +20,6 @@ pub use model::*;
 pub use spec::{
     CheckKind, CheckRestart, CheckSpec, Constraint, ConstraintOp, DriverKind, GroupSpec,
     HealthCheckMode, JobSpec, LogPolicy, NetworkMode, PullPolicy, Resources, RestartMode,
-    RestartPolicy, RouteSpec, SecuritySpec, ServiceKind, ServiceSpec, Spread, TaskSpec,
-    UpdatePolicy,
+    RestartPolicy, RouteSpec, SecuritySpec, ServiceKind, ServiceSpec, SnapshotPolicy, Spread,
+    TaskSpec, UpdatePolicy, VolumeSpec,
 };

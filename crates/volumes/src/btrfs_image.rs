@@ -245,6 +245,10 @@ impl VolumeProvider for BtrfsImage {
         self.images.delete(vol)
     }
 
+    fn data_dir(&self, vol: &VolumeRef) -> PathBuf {
+        self.images.mnt(&vol.0).join(DATA)
+    }
+
     fn mount(&self, vol: &VolumeRef) -> Result<PathBuf, VolumeError> {
         let (name, mnt) = self.root(vol)?;
         let data = mnt.join(DATA);

@@ -100,6 +100,10 @@ impl VolumeProvider for Ext4Image {
         self.images.delete(vol)
     }
 
+    fn data_dir(&self, vol: &VolumeRef) -> PathBuf {
+        self.images.mnt(&vol.0).join(DATA)
+    }
+
     fn mount(&self, vol: &VolumeRef) -> Result<PathBuf, VolumeError> {
         let mnt = self.images.ensure_mounted(vol)?;
         let data = mnt.join(DATA);

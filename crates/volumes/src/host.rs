@@ -122,6 +122,10 @@ impl VolumeProvider for HostDir {
         }
     }
 
+    fn data_dir(&self, vol: &VolumeRef) -> PathBuf {
+        self.dir.join(&vol.0)
+    }
+
     fn mount(&self, vol: &VolumeRef) -> Result<PathBuf, VolumeError> {
         self.existing(vol)
     }

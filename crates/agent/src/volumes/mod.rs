@@ -15,7 +15,7 @@ mod meta;
 pub mod upkeep;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use corral_client::Client;
@@ -108,10 +108,11 @@ impl NodeVolumes {
     }
 
     /// What the node offers to volumes: its directory's filesystem less
-    /// the reservation.
-    pub fn capacity(dir: &Path, reserved: u64) -> u64 {
-        match rustix::fs::statvfs(dir) {
-            Ok(s) => (s.f_blocks.saturating_mul(s.f_frsize)).saturating_sub(reserved),
+    /// the reservation (image files are sparse: the scheduler counts the
+    /// sizes it reserved, not the blocks written).
+    pub fn capacity(&self) -> u64 {
+        match rustix::fs::statvfs(&self.dir) {
+            Ok(s) => (s.f_blocks.saturating_mul(s.f_frsize)).saturating_sub(self.reserved),
             Err(_) => 0,
         }
     }
