@@ -6,9 +6,9 @@
 //! Nothing here knows the store, the server or allocations: the agent decides
 //! which volume a node may mount and at which generation.
 
+pub mod backup;
 pub mod provider;
 
 pub use provider::{
-    Capabilities, Export, ProviderKind, SnapshotInfo, Usage, VolumeError, VolumeProvider,
-    VolumeRef,
+    Capabilities, Export, ProviderKind, SnapshotInfo, Usage, VolumeError, VolumeProvider, VolumeRef,
 };
