@@ -182,6 +182,11 @@ fn assert_no_secret(err: &dyn std::fmt::Debug, shown: &str) {
 fn round_trip(t: &BackupTarget, work: &Path) {
     let r = restic(work);
     let vol = VolumeRef("vol-a".into());
+    let err = r.list(t, &vol).unwrap_err();
+    assert!(
+        matches!(err.kind, BackupErrorKind::NoRepository { .. }),
+        "{err}"
+    );
     assert!(r.ensure_repo(t, &vol).unwrap(), "first ensure_repo creates");
     assert!(!r.ensure_repo(t, &vol).unwrap(), "second finds it");
 
@@ -239,7 +244,13 @@ fn round_trip(t: &BackupTarget, work: &Path) {
         "{err}"
     );
     let shown = err.to_string();
+    println!("[{}] wrong password: {shown}", t.name);
     assert!(shown.contains(&t.name) && shown.contains("vol-a") && shown.contains("list"));
+    // What goes on restic's command line (visible in ps) holds no secret.
+    assert_no_secret(
+        t,
+        &format!("{} {:?}", t.repository("vol-a"), t.restic_options()),
+    );
     assert_no_secret(&err, &shown);
     assert_no_secret(t, &format!("{t:?} {t:#?}"));
     let json = serde_json::to_string(t).unwrap();
@@ -451,6 +462,7 @@ fn sftp_target() {
     let err = restic(work.path())
         .list(&t, &VolumeRef("vol-a".into()))
         .unwrap_err();
+    println!("[offsite] host key mismatch: {err}");
     assert!(err.to_string().contains("offsite"), "{err}");
     assert_no_secret(&err, &err.to_string());
     drop(server);
@@ -519,6 +531,8 @@ fn s3_target() {
         .list(&t, &VolumeRef("vol-a".into()))
         .unwrap_err();
     let shown = err.to_string();
+    println!("[objects] server gone: {shown}");
+    assert!(matches!(err.kind, BackupErrorKind::Failed { .. }), "{err}");
     assert!(
         shown.contains("objects") && shown.contains("vol-a"),
         "{shown}"

@@ -434,8 +434,13 @@ impl Restic {
             BackupErrorKind::WrongPassword { stderr }
         } else if stderr.contains("repository is already locked") {
             BackupErrorKind::Locked { stderr }
-        } else if stderr.contains("Is there a repository at the following location?")
-            || stderr.contains("unable to open config file")
+        } else if stderr.contains("unable to open config file")
+            // restic asks "Is there a repository...?" for any failure to read
+            // the config (connection refused too); only these mean "absent"
+            // (dir, sftp, S3 key, S3 bucket as restic 0.14 words them).
+            && ["no such file", "file does not exist", "key does not exist", "bucket does not exist"]
+                .iter()
+                .any(|m| stderr.contains(m))
         {
             BackupErrorKind::NoRepository { stderr }
         } else {
@@ -791,6 +796,28 @@ mod tests {
             }
             .is_empty()
         );
+    }
+
+    #[test]
+    fn scrub_hides_every_secret_and_keeps_the_tail() {
+        use super::super::target::{Secret, TargetKind};
+        let t = BackupTarget {
+            name: "s3".into(),
+            kind: TargetKind::S3 {
+                endpoint: "http://h".into(),
+                bucket: "b".into(),
+                prefix: String::new(),
+                region: None,
+                access_key: Secret::new("AKID-1"),
+                secret_key: Secret::new("sk/with+chars"),
+            },
+            password: Secret::new("pw-x"),
+        };
+        let text = "Fatal: key AKID-1 secret sk/with+chars pass pw-x\n";
+        assert_eq!(scrub(&t, text), "Fatal: key *** secret *** pass ***");
+        let long = format!("{}END pw-x", "x".repeat(10_000));
+        let s = scrub(&t, &long);
+        assert!(s.starts_with("...") && s.ends_with("END ***") && s.len() < 4100);
     }
 
     #[test]
