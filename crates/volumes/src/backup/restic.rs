@@ -14,8 +14,9 @@
 //! visible outside the namespace, it disappears with the process (no mount
 //! to clean up after a crash), and two backups of the same volume cannot
 //! trip over each other's mount point. The only trace on the host is the
-//! empty directory `/corral-backup`. The namespace costs a few milliseconds
-//! (measured: see the `backup` test). Alternatives were worse: a bind mount
+//! empty directory `/corral-backup`. The namespace and its three mounts cost
+//! 8-19 ms here (`dir_target_timing` prints it), against ~3 s for backing up
+//! 200 MiB and ~1.7 s for an incremental one. Alternatives were worse: a bind mount
 //! in the host namespace leaks on a crash; restic 0.14 has no option to
 //! rewrite the recorded path; a symlink is backed up as a symlink.
 //! All snapshots are also recorded with `--host corral`, because restic picks
