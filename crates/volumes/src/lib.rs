@@ -6,6 +6,7 @@
 //! Nothing here knows the store, the server or allocations: the agent decides
 //! which volume a node may mount and at which generation.
 
+pub mod backup;
 pub mod btrfs_image;
 mod cmd;
 pub mod ext4_image;
