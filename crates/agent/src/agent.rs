@@ -117,14 +117,20 @@ impl Agent {
             Some(vc) => {
                 let client = Client::new(&config.server, config.token.clone())
                     .with_addr_setting(SERVER_ADDR_SETTING);
-                let v = crate::volumes::NodeVolumes::new(vc, client, config.token.clone(), node_id.clone())
-                    .map_err(dir_err(&vc.dir))?;
+                let v = crate::volumes::NodeVolumes::new(
+                    vc,
+                    client,
+                    config.token.clone(),
+                    node_id.clone(),
+                )
+                .map_err(dir_err(&vc.dir))?;
                 tracing::info!(dir = %vc.dir.display(), provider = %v.kind_name(), "volumes on");
                 Some(Arc::new(v))
             }
             None => None,
         };
-        let shared = Arc::new(Shared::new(dirs.clone(), metrics.clone()).with_volumes(volumes.clone()));
+        let shared =
+            Arc::new(Shared::new(dirs.clone(), metrics.clone()).with_volumes(volumes.clone()));
         let tasks = TaskTracker::new();
         {
             let app = http::router(shared.clone(), config.token.clone());

@@ -668,7 +668,8 @@ mod tests {
     use crate::driver::fake::{FakeCall, FakeDriver, FakeRun};
 
     fn ctx() -> TaskContext {
-        TaskContext { mounts: Default::default(),
+        TaskContext {
+            mounts: Default::default(),
             alloc: AllocContext {
                 alloc_id: "a1".into(),
                 job: "shop".into(),

@@ -11,6 +11,7 @@ mod output;
 mod rollout;
 mod shutdown;
 mod specdiff;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -411,6 +412,16 @@ fn agent_config(a: args::AgentArgs) -> Result<corral_agent::AgentConfig> {
         .any(|d| d == "container")
         .then(|| Path::new(corral_agent::containerd::DEFAULT_CNI_CONF_DIR));
     config.dns = nodedns::config(&a.dns, file.dns_addr.as_deref(), file.dns, cni_dir)?;
+    config.volumes = volumes::config(
+        &a.volumes,
+        volumes::FileKeys {
+            dir: file.volumes_dir.as_deref(),
+            provider: file.volume_provider.as_deref(),
+            reserved: file.volumes_reserved.as_deref(),
+            on: file.volumes,
+        },
+        &config.data_dir,
+    )?;
     if let Some(r) = file.port_range {
         config.port_range = r;
     }

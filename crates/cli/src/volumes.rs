@@ -16,7 +16,11 @@ pub struct FileKeys<'a> {
     pub on: Option<bool>,
 }
 
-pub fn config(a: &VolumeArgs, file: FileKeys<'_>, data_dir: &Path) -> Result<Option<VolumesConfig>> {
+pub fn config(
+    a: &VolumeArgs,
+    file: FileKeys<'_>,
+    data_dir: &Path,
+) -> Result<Option<VolumesConfig>> {
     if a.no_volumes || (file.on == Some(false) && a.volumes_dir.is_none()) {
         return Ok(None);
     }
@@ -25,14 +29,21 @@ pub fn config(a: &VolumeArgs, file: FileKeys<'_>, data_dir: &Path) -> Result<Opt
         .clone()
         .or(file.dir.map(PathBuf::from))
         .unwrap_or_else(|| data_dir.join("volumes"));
-    let provider = match a.volume_provider.as_deref().map(|p| ("--volume-provider", p)).or(file.provider.map(|p| ("config key volume_provider", p))) {
+    let provider = match a
+        .volume_provider
+        .as_deref()
+        .map(|p| ("--volume-provider", p))
+        .or(file.provider.map(|p| ("config key volume_provider", p)))
+    {
         None => None,
         Some((what, p)) => Some(parse_provider(p).map_err(|e| anyhow::anyhow!("{what}: {e}"))?),
     };
     let reserved_bytes = match file.reserved {
-        Some(r) => corral_types::units::parse_size(r)
-            .map_err(|e| anyhow::anyhow!("config key volumes_reserved: {e}"))?
-            .0,
+        Some(r) => {
+            corral_types::units::parse_size(r)
+                .map_err(|e| anyhow::anyhow!("config key volumes_reserved: {e}"))?
+                .0
+        }
         None => 0,
     };
     Ok(Some(VolumesConfig {

@@ -59,7 +59,8 @@ fn fixture(command: &[&str], resources: Resources) -> Fixture {
     );
     let task_dir = dir.path().join("app");
     std::fs::create_dir_all(&task_dir).expect("task dir");
-    let ctx = TaskContext { mounts: Default::default(),
+    let ctx = TaskContext {
+        mounts: Default::default(),
         alloc: AllocContext {
             alloc_id: alloc_id.clone(),
             job: "job".into(),

@@ -59,9 +59,7 @@ fn volume_mounts(
         .iter()
         .map(|v| {
             let id = GroupSpec::volume_id(&alloc.job, v, alloc.index);
-            let host_path = vols
-                .provider
-                .data_dir(&corral_volumes::VolumeRef(id));
+            let host_path = vols.provider.data_dir(&corral_volumes::VolumeRef(id));
             let container_path = match task.driver {
                 corral_types::DriverKind::Exec => host_path.display().to_string(),
                 _ => v.mount.clone(),
@@ -151,7 +149,14 @@ pub fn build(s: &Setup<'_>, spec: &TaskSpec) -> Option<(Task, TaskView)> {
         mounts: mounts.clone(),
         alloc: s.actx.clone(),
         task: spec.clone(),
-        env: task_env(s.alloc, s.group, &spec.name, &spec.env, s.dir.path(), &mounts),
+        env: task_env(
+            s.alloc,
+            s.group,
+            &spec.name,
+            &spec.env,
+            s.dir.path(),
+            &mounts,
+        ),
         task_dir,
         stdout_path: logs::log_file(s.dir.path(), &spec.name),
         stderr_path: logs::log_file(s.dir.path(), &spec.name),
@@ -224,7 +229,14 @@ mod tests {
             {"name": "data", "size": 1000000000, "mount": "/data"}
         ]))
         .expect("volume");
-        let env = task_env(&alloc, &group, "ui", &own, Path::new("/data/allocs/a1"), &mounts);
+        let env = task_env(
+            &alloc,
+            &group,
+            "ui",
+            &own,
+            Path::new("/data/allocs/a1"),
+            &mounts,
+        );
         assert_eq!(env["CORRAL_VOLUME_DATA"], "/data");
         assert_eq!(env["FOO"], "bar");
         // corral's own win over the spec's (as SPEC.md says).

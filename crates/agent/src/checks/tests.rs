@@ -414,7 +414,8 @@ fn fake_task(
         "name": "app", "driver": "exec", "command": ["app"], "kill_timeout": 1000
     }))
     .expect("task spec");
-    let ctx = TaskContext { mounts: Default::default(),
+    let ctx = TaskContext {
+        mounts: Default::default(),
         alloc: crate::driver::AllocContext {
             alloc_id: "a1".into(),
             job: "shop".into(),

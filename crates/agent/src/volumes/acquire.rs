@@ -120,7 +120,9 @@ impl NodeVolumes {
         }
         let size = spec.size;
         self.blocking(id, move |p, v| p.create(v, size)).await?;
-        self.meta.set(id, 0).map_err(|e| state(id, format!("cannot record its generation: {e}")))?;
+        self.meta
+            .set(id, 0)
+            .map_err(|e| state(id, format!("cannot record its generation: {e}")))?;
         match self.claim(alloc, id, None, None).await {
             Ok(v) => {
                 self.meta
@@ -228,7 +230,8 @@ impl NodeVolumes {
         }
         // A stale copy here (this node held it before) is set aside first.
         if self.meta.get(id).is_some() {
-            self.quarantine(id, "older than the store's generation").await?;
+            self.quarantine(id, "older than the store's generation")
+                .await?;
         }
         let short: String = alloc.id.chars().take(8).collect();
         let first = format!("{MOVE_PREFIX}{short}-1");
@@ -245,8 +248,18 @@ impl NodeVolumes {
         );
         let started = Instant::now();
         if incremental {
-            self.fetch(v, &holder.address, &holder.name, &first, None, spec, &copied, progress, cancel)
-                .await?;
+            self.fetch(
+                v,
+                &holder.address,
+                &holder.name,
+                &first,
+                None,
+                spec,
+                &copied,
+                progress,
+                cancel,
+            )
+            .await?;
             tracing::info!(volume = id, from = %holder.name, bytes = copied.load(Ordering::Relaxed), took_ms = started.elapsed().as_millis() as u64, "volume copied while its allocation still runs there");
         }
         progress.report(
@@ -267,7 +280,17 @@ impl NodeVolumes {
         let downtime = Instant::now();
         let base = incremental.then_some(first.as_str());
         if let Err(e) = self
-            .fetch(v, &holder.address, &holder.name, &last, base, spec, &copied, progress, cancel)
+            .fetch(
+                v,
+                &holder.address,
+                &holder.name,
+                &last,
+                base,
+                spec,
+                &copied,
+                progress,
+                cancel,
+            )
             .await
         {
             let _ = self.blocking(id, |p, v| p.delete(v)).await;
@@ -278,7 +301,10 @@ impl NodeVolumes {
         self.meta
             .set(id, v.generation)
             .map_err(|e| state(id, format!("cannot record its generation: {e}")))?;
-        match self.claim(alloc, id, Some(v.generation), Some(downtime_ms)).await {
+        match self
+            .claim(alloc, id, Some(v.generation), Some(downtime_ms))
+            .await
+        {
             Ok(nv) => {
                 self.meta
                     .set(id, nv.generation)
@@ -291,7 +317,9 @@ impl NodeVolumes {
             }
         }
         for s in [first, last] {
-            let _ = self.blocking(id, move |p, v| p.delete_snapshot(v, &s)).await;
+            let _ = self
+                .blocking(id, move |p, v| p.delete_snapshot(v, &s))
+                .await;
         }
         tracing::info!(volume = id, from = %holder.name, downtime_ms, total_ms = started.elapsed().as_millis() as u64, bytes = copied.load(Ordering::Relaxed), "volume moved here");
         Ok(Some(()))
@@ -299,7 +327,11 @@ impl NodeVolumes {
 
     /// Until the allocation holding the volume has stopped (the store
     /// knows it is terminal).
-    async fn wait_stopped(&self, v: &Volume, cancel: &CancellationToken) -> Result<(), VolumesError> {
+    async fn wait_stopped(
+        &self,
+        v: &Volume,
+        cancel: &CancellationToken,
+    ) -> Result<(), VolumesError> {
         let Some(holder) = v.alloc_id.as_deref() else {
             return Ok(());
         };

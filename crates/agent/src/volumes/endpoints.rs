@@ -35,10 +35,12 @@ fn err(status: StatusCode, msg: impl std::fmt::Display) -> Response {
 }
 
 fn volumes(shared: &Shared) -> Result<&Arc<NodeVolumes>, Response> {
-    shared
-        .volumes
-        .as_ref()
-        .ok_or_else(|| err(StatusCode::NOT_FOUND, "this node has no volumes (volumes are off)"))
+    shared.volumes.as_ref().ok_or_else(|| {
+        err(
+            StatusCode::NOT_FOUND,
+            "this node has no volumes (volumes are off)",
+        )
+    })
 }
 
 /// The copy must be here at the generation the caller saw.
@@ -75,7 +77,10 @@ pub async fn snapshot(
     if !v.provider.capabilities().snapshots {
         return err(
             StatusCode::BAD_REQUEST,
-            format!("volume {id}: the {} provider of its node takes no snapshots", v.kind_name()),
+            format!(
+                "volume {id}: the {} provider of its node takes no snapshots",
+                v.kind_name()
+            ),
         );
     }
     match v.snapshot_now(&id, false).await {
@@ -121,7 +126,10 @@ pub async fn delete(
         Some(g) if g != q.generation => {
             return err(
                 StatusCode::CONFLICT,
-                format!("volume {id}: this node's copy is at generation {g}, not {}", q.generation),
+                format!(
+                    "volume {id}: this node's copy is at generation {g}, not {}",
+                    q.generation
+                ),
             );
         }
         _ => {}
@@ -174,7 +182,10 @@ pub async fn export(
             match export.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -160,7 +160,11 @@ impl NodeVolumes {
         let now = corral_types::now_ms();
         let name = format!(
             "{}{now}",
-            if scheduled { AUTO_PREFIX } else { MANUAL_PREFIX }
+            if scheduled {
+                AUTO_PREFIX
+            } else {
+                MANUAL_PREFIX
+            }
         );
         let started = std::time::Instant::now();
         let n = name.clone();
@@ -186,7 +190,11 @@ impl NodeVolumes {
             .filter(|s| s.name.starts_with(AUTO_PREFIX))
             .collect();
         autos.sort_by_key(|s| std::cmp::Reverse(s.created_at));
-        let old: Vec<String> = autos.into_iter().skip(keep as usize).map(|s| s.name).collect();
+        let old: Vec<String> = autos
+            .into_iter()
+            .skip(keep as usize)
+            .map(|s| s.name)
+            .collect();
         let n = old.len();
         for name in old {
             self.blocking(id, move |p, v| p.delete_snapshot(v, &name))
@@ -206,7 +214,11 @@ impl NodeVolumes {
         } else {
             Vec::new()
         };
-        let used = self.blocking(id, |p, v| p.usage(v)).await.ok().map(|u| u.used);
+        let used = self
+            .blocking(id, |p, v| p.usage(v))
+            .await
+            .ok()
+            .map(|u| u.used);
         let mut snapshots: Vec<VolumeSnapshot> = snaps
             .into_iter()
             .filter(|s| !s.name.starts_with(MOVE_PREFIX))
@@ -258,9 +270,14 @@ impl NodeVolumes {
         let _g = lock.lock().await;
         let gen_ = self.meta.get(id).unwrap_or(0);
         let suffix = format!("gen{gen_}-{}", corral_types::now_ms());
-        self.blocking(id, move |p, v| p.quarantine(v, &suffix)).await?;
+        self.blocking(id, move |p, v| p.quarantine(v, &suffix))
+            .await?;
         self.meta.remove(id);
-        tracing::warn!(volume = id, why, "stale volume copy set aside (quarantined)");
+        tracing::warn!(
+            volume = id,
+            why,
+            "stale volume copy set aside (quarantined)"
+        );
         Ok(())
     }
 }

@@ -37,7 +37,10 @@ pub async fn sweep(v: &NodeVolumes) {
                 }
             }
             Ok(rec) if rec.node_id == v.node_id => {
-                let why = format!("the store is at generation {}, this copy at {local}", rec.generation);
+                let why = format!(
+                    "the store is at generation {}, this copy at {local}",
+                    rec.generation
+                );
                 let _ = v.quarantine(&id, &why).await;
             }
             Ok(rec) => {
@@ -45,8 +48,12 @@ pub async fn sweep(v: &NodeVolumes) {
                     && rec.generation == local + 1;
                 if clean {
                     match v.delete(&id).await {
-                        Ok(()) => tracing::info!(volume = %id, to = %rec.node_id, "volume moved away; this copy is deleted"),
-                        Err(e) => tracing::warn!(volume = %id, error = %e, "cannot delete the moved volume's old copy"),
+                        Ok(()) => {
+                            tracing::info!(volume = %id, to = %rec.node_id, "volume moved away; this copy is deleted")
+                        }
+                        Err(e) => {
+                            tracing::warn!(volume = %id, error = %e, "cannot delete the moved volume's old copy")
+                        }
                     }
                 } else {
                     let why = format!("node {} holds generation {}", rec.node_id, rec.generation);

@@ -293,7 +293,8 @@ impl NodeWorld {
         let mut env = task.env.clone();
         env.insert("CORRAL_TASK".into(), task.name.clone());
         env.insert("CORRAL_ALLOC_ID".into(), alloc_id.to_string());
-        Ok(TaskContext { mounts: Default::default(),
+        Ok(TaskContext {
+            mounts: Default::default(),
             task_dir: alloc_dir.join("web"),
             stdout_path: alloc_dir.join("logs/web.stdout"),
             stderr_path: alloc_dir.join("logs/web.stderr"),

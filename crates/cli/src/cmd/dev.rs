@@ -120,6 +120,16 @@ pub async fn run(a: DevArgs, shutdown: CancellationToken) -> Result<()> {
         None => PathBuf::from(containerd::DEFAULT_CNI_CONF_DIR),
     });
     config.dns = crate::nodedns::config(&a.dns, None, None, cni_dir.as_deref())?;
+    config.volumes = crate::volumes::config(
+        &a.volumes,
+        crate::volumes::FileKeys {
+            dir: None,
+            provider: None,
+            reserved: None,
+            on: None,
+        },
+        &config.data_dir,
+    )?;
     // One machine, one user: Ctrl-C takes the tasks down with it.
     config.stop_on_shutdown = true;
     let agent = Agent::start(config, shutdown.clone())

@@ -14,7 +14,9 @@ pub async fn run(cmd: VolumeCmd) -> Result<()> {
         VolumeCmd::Snapshot { id, out, conn } => {
             let c = conn.client()?;
             let s = c.volume_snapshot(&id).await?;
-            if !out.out().data(&s, || vec![s["name"].as_str().unwrap_or_default().to_owned()])? {
+            if !out.out().data(&s, || {
+                vec![s["name"].as_str().unwrap_or_default().to_owned()]
+            })? {
                 println!(
                     "snapshot {} of volume {id} taken in {} ms",
                     s["name"].as_str().unwrap_or("?"),
@@ -33,7 +35,9 @@ pub async fn run(cmd: VolumeCmd) -> Result<()> {
             let c = conn.client()?;
             let r = c.volume_restore(&id, &snapshot).await?;
             if !out.out().data(&r, || vec![id.clone()])? {
-                println!("volume {id} restored to snapshot {snapshot}; run its job again to use it");
+                println!(
+                    "volume {id} restored to snapshot {snapshot}; run its job again to use it"
+                );
             }
             Ok(())
         }
@@ -96,7 +100,16 @@ async fn list(c: &Client, job: Option<&str>, out: Out) -> Result<()> {
     println!(
         "{}",
         table(
-            &["id", "node", "size", "used", "provider", "generation", "snapshots", "alloc"],
+            &[
+                "id",
+                "node",
+                "size",
+                "used",
+                "provider",
+                "generation",
+                "snapshots",
+                "alloc"
+            ],
             rows
         )
     );
@@ -129,9 +142,9 @@ async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
         println!("allocation    {} {state}", short(a));
     }
     if let Some(from) = &v.moved_from {
-        let downtime = v
-            .last_move_downtime_ms
-            .map_or_else(String::new, |d| format!(", the allocation waited {d} ms for the last changes"));
+        let downtime = v.last_move_downtime_ms.map_or_else(String::new, |d| {
+            format!(", the allocation waited {d} ms for the last changes")
+        });
         println!("last move     from node {}{downtime}", short(from));
     }
     println!("created       {}", ago(v.created_at));

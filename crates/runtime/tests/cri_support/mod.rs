@@ -410,7 +410,8 @@ pub fn task_ctx(alloc: &AllocContext, task: TaskSpec) -> TaskContext {
     let mut env: BTreeMap<String, String> = task.env.clone();
     env.insert("CORRAL_TASK".into(), task.name.clone());
     env.insert("CORRAL_ALLOC_ID".into(), alloc.alloc_id.clone());
-    TaskContext { mounts: Default::default(),
+    TaskContext {
+        mounts: Default::default(),
         task_dir: alloc.alloc_dir.join(&task.name),
         stdout_path: alloc
             .alloc_dir

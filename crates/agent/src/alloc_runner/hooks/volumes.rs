@@ -110,7 +110,12 @@ impl Volumes {
     /// One task per volume with `snapshots`: take one every `every`
     /// (counted from the newest scheduled one, so an agent restart does
     /// not reset the clock), keep the newest `keep`, report.
-    fn schedule(&mut self, view: &AllocView, vols: &Arc<NodeVolumes>, alloc: &corral_types::Allocation) {
+    fn schedule(
+        &mut self,
+        view: &AllocView,
+        vols: &Arc<NodeVolumes>,
+        alloc: &corral_types::Allocation,
+    ) {
         let cancel = view.stop.child_token();
         for spec in &view.group.volumes {
             let Some(policy) = spec.snapshots else {
@@ -133,7 +138,9 @@ impl Volumes {
                         _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
                     }
                     match vols.snapshot_now(&id, true).await {
-                        Ok(s) => tracing::info!(volume = %id, snapshot = %s.name, took_ms = s.took_ms, "scheduled snapshot taken"),
+                        Ok(s) => {
+                            tracing::info!(volume = %id, snapshot = %s.name, took_ms = s.took_ms, "scheduled snapshot taken")
+                        }
                         Err(e) => {
                             tracing::warn!(volume = %id, error = %e, "scheduled snapshot failed");
                             tokio::select! {

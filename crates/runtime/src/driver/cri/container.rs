@@ -244,7 +244,8 @@ mod tests {
         };
         task.security.cap_drop = vec!["cap_net_raw".into()];
         task.security.user = Some("1000:100".into());
-        TaskContext { mounts: Default::default(),
+        TaskContext {
+            mounts: Default::default(),
             alloc: AllocContext {
                 alloc_id: "a1".into(),
                 job: "j".into(),
