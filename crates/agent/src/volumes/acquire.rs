@@ -91,6 +91,7 @@ impl NodeVolumes {
                 Ok(path)
             })
             .await?;
+        self.mounted_for(id, &alloc.id);
         progress.report(
             VolumeSync {
                 phase: VolumePhase::Ready,
@@ -321,8 +322,36 @@ impl NodeVolumes {
                 .blocking(id, move |p, v| p.delete_snapshot(v, &s))
                 .await;
         }
+        self.release(v, &holder.address).await;
         tracing::info!(volume = id, from = %holder.name, downtime_ms, total_ms = started.elapsed().as_millis() as u64, bytes = copied.load(Ordering::Relaxed), "volume moved here");
         Ok(Some(()))
+    }
+
+    /// Tell the old holder its copy can go (best effort: its sweep
+    /// deletes it anyway, see `upkeep`).
+    async fn release(&self, v: &Volume, address: &str) {
+        let url = format!(
+            "{}/v1/agent/volumes/{}",
+            address.trim_end_matches('/'),
+            v.id
+        );
+        let mut req = self
+            .peers
+            .delete(&url)
+            .query(&[("generation", v.generation)])
+            .timeout(Duration::from_secs(30));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::debug!(volume = %v.id, status = %r.status(), "the old holder kept its copy; its sweep removes it")
+            }
+            Err(e) => {
+                tracing::debug!(volume = %v.id, error = %e, "cannot reach the old holder; its sweep removes its copy")
+            }
+        }
     }
 
     /// Until the allocation holding the volume has stopped (the store

@@ -78,6 +78,10 @@ pub struct NodeVolumes {
     node_id: String,
     /// One operation at a time per volume (a snapshot during a restore...).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The allocations each mounted volume is mounted for: the last one
+    /// to end unmounts it (a new allocation may have mounted it before the
+    /// one it replaces finished its teardown).
+    users: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
 }
 
 impl NodeVolumes {
@@ -104,6 +108,7 @@ impl NodeVolumes {
             token,
             node_id,
             locks: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
         })
     }
 
@@ -304,9 +309,30 @@ impl NodeVolumes {
             .unwrap_or(0))
     }
 
-    pub async fn unmount(&self, id: &str) -> Result<(), VolumesError> {
+    /// Allocation `alloc` is done with the volume: unmount it unless
+    /// another allocation here mounted it meanwhile.
+    pub async fn unmount(&self, id: &str, alloc: &str) -> Result<(), VolumesError> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
-        self.blocking(id, |p, v| p.unmount(v)).await
+        let unused = {
+            let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            let set = users.entry(id.to_owned()).or_default();
+            set.remove(alloc);
+            set.is_empty()
+        };
+        if unused {
+            self.blocking(id, |p, v| p.unmount(v)).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Called with the volume's lock held, once it is mounted for `alloc`.
+    fn mounted_for(&self, id: &str, alloc: &str) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users
+            .entry(id.to_owned())
+            .or_default()
+            .insert(alloc.to_owned());
     }
 }

@@ -67,6 +67,9 @@ fn claimed(state: &State, id: &str, c: &VolumeClaim, now: u64) -> Result<Volume,
             )));
         }
         return Ok(Volume {
+            backup_error: Default::default(),
+            backups: Default::default(),
+            restored_from: Default::default(),
             id: id.to_owned(),
             job: alloc.job.clone(),
             group: alloc.group.clone(),

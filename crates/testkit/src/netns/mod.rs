@@ -44,7 +44,7 @@ pub use bin::corral_bin;
 pub use cluster::{Cluster, ClusterOptions};
 pub use host::Host;
 pub use procs::TaskProc;
-pub use slot::reap_stale;
+pub use slot::{reap_stale, unmount_under};
 
 /// Set to 1 to make a missing prerequisite fail the tests instead of
 /// skipping them (CI sets it).

@@ -198,10 +198,33 @@ pub(crate) fn teardown(n: u8, dir: &Path, extra_allocs: &BTreeSet<String>) {
     {
         eprintln!("warning: {e}");
     }
+    // Volumes the agents left loop-mounted (a killed agent unmounts
+    // nothing): deepest first, so the directory can go.
+    unmount_under(dir);
     if dir.exists()
         && let Err(e) = std::fs::remove_dir_all(dir)
     {
         eprintln!("warning: cannot remove {}: {e}", dir.display());
+    }
+}
+
+/// Unmount every mount point under `dir` (their loop devices go with them).
+pub fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(str::to_owned)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Err(e) = run("umount", &[&p]) {
+            eprintln!("warning: {e}");
+            let _ = run("umount", &["-l", &p]);
+        }
     }
 }
 

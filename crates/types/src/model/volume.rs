@@ -40,6 +40,16 @@ pub struct Volume {
     pub last_move_downtime_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<VolumeSnapshot>,
+    /// Backups kept in the spec's backup target, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<VolumeBackup>,
+    /// Why the last scheduled backup failed (cleared by the next success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_error: Option<String>,
+    /// Set when the live copy was restored from a backup because its node
+    /// was lost: which backup, so the writes after it are known lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<VolumeBackup>,
     /// What its agent last measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used: Option<Bytes>,
@@ -86,4 +96,21 @@ pub struct VolumeSync {
     /// Bytes received so far (while copying).
     #[serde(default)]
     pub bytes: u64,
+}
+
+/// A restic backup of the volume (file level, from a read-only snapshot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeBackup {
+    /// restic's snapshot id.
+    pub id: String,
+    /// The backup target (a name from the server config).
+    pub target: String,
+    /// When the snapshot it was made from was taken: writes after this
+    /// are not in it.
+    pub taken_at: UnixMillis,
+    #[serde(default)]
+    pub took_ms: u64,
+    /// Bytes restic added to the repository for it.
+    #[serde(default)]
+    pub bytes_added: u64,
 }

@@ -99,7 +99,7 @@ impl AllocHook for Volumes {
             return;
         };
         for id in self.held.drain(..) {
-            if let Err(e) = vols.unmount(&id).await {
+            if let Err(e) = vols.unmount(&id, &view.ctx.alloc_id).await {
                 tracing::warn!(volume = %id, error = %e, "cannot unmount the volume");
             }
         }

@@ -1,0 +1,261 @@
+//! Volumes end to end (issue 16) on real `corral` processes: a server and
+//! two agents, each in its own network namespace, btrfs image volumes on
+//! loop devices. A task counts into a file on its volume; the count must
+//! go on, never restart and never skip, across a task crash, a drain that
+//! moves the volume to the other node (the move's downtime is printed),
+//! and the holding node's loss with its return (the replacement waits for
+//! the data and takes it when the node is back). Snapshots, restore and
+//! delete go through the API against the real agent.
+//!
+//! Needs root (namespaces, cgroups, loop devices), btrfs and btrfs-progs;
+//! skipped otherwise, a failure with `CORRAL_REQUIRE_ROOT_TESTS=1`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use corral_client::Client;
+use corral_testkit::eventually;
+use corral_testkit::jobs::{stop_and_wait, wait_running};
+use corral_testkit::netns::{self, Cluster, ClusterOptions};
+use corral_types::Volume;
+
+const D: Duration = Duration::from_secs(60);
+
+fn can_run(test: &str) -> bool {
+    if !netns::can_run(test) {
+        return false;
+    }
+    let mut missing = Vec::new();
+    if corral_testkit::prereq::find_bin("mkfs.btrfs").is_none() {
+        missing.push("mkfs.btrfs (btrfs-progs)".to_string());
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.lines().any(|l| l.ends_with("btrfs")) {
+        // Loading the module is enough where the kernel ships it.
+        let _ = std::process::Command::new("modprobe").arg("btrfs").status();
+        let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !fs.lines().any(|l| l.ends_with("btrfs")) {
+            missing.push("btrfs in the kernel".to_string());
+        }
+    }
+    corral_testkit::prereq::can_run(test, "make btrfs volumes", &missing)
+}
+
+/// A task that counts into `$CORRAL_VOLUME_DATA/n` every 100 ms, each
+/// count first appended as `<unix ns> <node id> <count>` to a trace
+/// outside the volume (so a kill between the two repeats a count, and a
+/// lost write shows as a count going back).
+fn counter_job(trace: &Path) -> String {
+    format!(
+        "name: vol
+driver: exec
+command: [/bin/sh, -c, 'd=$CORRAL_VOLUME_DATA; n=$(cat $d/n 2>/dev/null || echo 0); while true; do n=$((n+1)); echo $(date +%s%N) $CORRAL_NODE_ID $n >> {}; echo $n > $d/n.tmp; mv $d/n.tmp $d/n; sleep 0.1; done']
+resources: {{cpu: 20m, memory: 16M}}
+kill_timeout: 1s
+restart: {{attempts: 5, delay: 1s}}
+volume: {{size: 256M}}
+",
+        trace.display()
+    )
+}
+
+/// `(time ns, node id, count)` per line of the trace.
+fn trace(path: &Path) -> Vec<(u128, String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split(' ');
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.to_owned(),
+                it.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// The count never went back and never skipped: each line is the one
+/// before plus one, or the same (a kill between the trace line and the
+/// file's update repeats it).
+fn assert_counts_on(t: &[(u128, String, u64)]) {
+    for w in t.windows(2) {
+        let (a, b) = (w[0].2, w[1].2);
+        assert!(
+            b == a + 1 || b == a,
+            "the count went from {a} to {b}: the volume lost or reset data\n{t:?}"
+        );
+    }
+}
+
+async fn volume(c: &Client, id: &str) -> Volume {
+    c.volume(id).await.unwrap()
+}
+
+async fn wait_volume(c: &Client, what: &str, f: impl Fn(&Volume) -> bool) -> Volume {
+    eventually(what, D, || async {
+        let v = c.volume("vol.data").await.map_err(|e| e.to_string())?;
+        if f(&v) { Ok(v) } else { Err(format!("{v:?}")) }
+    })
+    .await
+}
+
+fn volume_dir(cl: &Cluster, host: usize) -> PathBuf {
+    cl.host(host).data_dir().join("volumes").join("vol.data")
+}
+
+async fn wait_count_past(path: &Path, node: &str, past: u64) {
+    eventually("the count goes on", D, || async {
+        let t = trace(path);
+        match t.last() {
+            Some((_, n, c)) if n == node && *c > past => Ok(()),
+            other => Err(format!("last line {other:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_keeps_its_data_across_a_crash_a_drain_and_a_node_loss() {
+    let test = "volumes";
+    if !can_run(test) {
+        return;
+    }
+    let mut cl = Cluster::start_with(test, ClusterOptions::new(2)).await;
+    let c = cl.client.clone();
+    let trace_path = cl.dir().join("trace");
+    c.submit(&counter_job(&trace_path), "vol.yaml")
+        .await
+        .unwrap();
+    wait_running(&c, "vol", 1, D).await;
+    let v = wait_volume(&c, "the volume created", |v| v.generation == 1).await;
+    let first = cl
+        .host_of_node(
+            &cl.nodes()
+                .await
+                .unwrap()
+                .iter()
+                .find(|n| n.id == v.node_id)
+                .unwrap()
+                .name,
+        )
+        .unwrap();
+    assert!(volume_dir(&cl, first).join("image").exists());
+    wait_count_past(&trace_path, &v.node_id, 5).await;
+
+    // 1. The task crashes: its restart counts on from the file.
+    let procs = cl.job_procs("vol");
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    let before = trace(&trace_path).last().unwrap().2;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(procs[0].pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_count_past(&trace_path, &v.node_id, before + 3).await;
+    assert_counts_on(&trace(&trace_path));
+
+    // 2. A drain moves the volume: a full copy while the task runs, an
+    // incremental once it stopped, then the task starts on the other node.
+    let other = 1 - first;
+    let other_id = cl.node(other).await.unwrap().id;
+    c.drain(&v.node_id, true, None).await.unwrap();
+    let moved = wait_volume(&c, "the volume moved", |x| {
+        x.node_id == other_id && x.generation == 2
+    })
+    .await;
+    wait_count_past(&trace_path, &other_id, 0).await;
+    let t = trace(&trace_path);
+    assert_counts_on(&t);
+    let last_old = t.iter().rev().find(|l| l.1 == v.node_id).unwrap();
+    let first_new = t.iter().find(|l| l.1 == other_id).unwrap();
+    assert!(
+        first_new.2 == last_old.2 + 1 || first_new.2 == last_old.2,
+        "the new node must go on from the old node's last write: {last_old:?} then {first_new:?}"
+    );
+    eprintln!(
+        "volume move: the task wrote nothing for {} ms (old task's stop, last incremental {} ms, new start)",
+        (first_new.0 - last_old.0) / 1_000_000,
+        moved.last_move_downtime_ms.unwrap_or(0)
+    );
+    assert_eq!(moved.moved_from.as_deref(), Some(v.node_id.as_str()));
+    // The old copy goes once the move is done (the agent's sweep).
+    let old_dir = volume_dir(&cl, first);
+    eventually("the old copy deleted", D, || async {
+        if old_dir.exists() {
+            Err(format!("{} still there", old_dir.display()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    c.drain(&v.node_id, false, None).await.unwrap();
+
+    // 3. Snapshots go through the holding agent; a restore is refused
+    // while the volume is in use.
+    let snap = c.volume_snapshot("vol.data").await.unwrap();
+    let name = snap["name"].as_str().unwrap().to_owned();
+    let listed = volume(&c, "vol.data").await.snapshots;
+    assert!(listed.iter().any(|s| s.name == name), "{listed:?}");
+    let refused = c.volume_restore("vol.data", &name).await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert!(refused.to_string().contains("corral stop vol"), "{refused}");
+
+    // 4. The holding node is lost: the replacement waits for the data
+    // (it is nowhere else) and takes it when the node comes back.
+    let holder = cl
+        .host_of_node(&cl.node(other).await.unwrap().name)
+        .unwrap();
+    cl.kill_host(holder);
+    cl.wait_node_status(holder, "down", Duration::from_secs(90))
+        .await;
+    let waiting = eventually("the replacement waits for the volume", D, || async {
+        let j = c.job("vol", None).await.map_err(|e| e.to_string())?;
+        j.allocations
+            .iter()
+            .find(|a| a.node_id != moved.node_id && a.reason.contains("which is down"))
+            .map(|a| a.reason.clone())
+            .ok_or_else(|| {
+                format!(
+                    "{:?}",
+                    j.allocations
+                        .iter()
+                        .map(|a| (&a.node_id, &a.reason))
+                        .collect::<Vec<_>>()
+                )
+            })
+    })
+    .await;
+    eprintln!("while the node is down: {waiting}");
+    let count_at_loss = trace(&trace_path).last().unwrap().2;
+    let t0 = Instant::now();
+    cl.restart_agent(holder);
+    let back = wait_volume(&c, "the volume moved after the node came back", |x| {
+        x.generation == 3 && x.node_id != moved.node_id
+    })
+    .await;
+    wait_count_past(&trace_path, &back.node_id, count_at_loss).await;
+    eprintln!(
+        "node back to task running elsewhere with its data: {:?}",
+        t0.elapsed()
+    );
+    assert_counts_on(&trace(&trace_path));
+    cl.assert_no_duplicates("vol").await;
+
+    // 5. Stopped, a volume restores to a snapshot and deletes.
+    stop_and_wait(&c, "vol", D).await;
+    let taken = c.volume_snapshot("vol.data").await.unwrap();
+    let taken = taken["name"].as_str().unwrap().to_owned();
+    c.volume_restore("vol.data", &taken).await.unwrap();
+    c.volume_delete("vol.data", false).await.unwrap();
+    assert_eq!(c.volume("vol.data").await.unwrap_err().status(), Some(404));
+    eventually("no copy left on any node", D, || async {
+        match (0..2).find(|h| volume_dir(&cl, *h).exists()) {
+            Some(h) => Err(format!("host {h} still holds a copy")),
+            None => Ok(()),
+        }
+    })
+    .await;
+}
