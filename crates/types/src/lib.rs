@@ -18,8 +18,8 @@ pub mod units;
 
 pub use model::*;
 pub use spec::{
-    CheckKind, CheckRestart, CheckSpec, Constraint, ConstraintOp, DriverKind, GroupSpec,
-    HealthCheckMode, JobSpec, LogPolicy, NetworkMode, PullPolicy, Resources, RestartMode,
-    RestartPolicy, RouteSpec, SecuritySpec, ServiceKind, ServiceSpec, SnapshotPolicy, Spread,
-    TaskSpec, UpdatePolicy, VolumeSpec,
+    BackupKeep, BackupPolicy, CheckKind, CheckRestart, CheckSpec, Constraint, ConstraintOp,
+    DriverKind, GroupSpec, HealthCheckMode, JobSpec, LogPolicy, NetworkMode, OnNodeLoss,
+    PullPolicy, Resources, RestartMode, RestartPolicy, RouteSpec, SecuritySpec, ServiceKind,
+    ServiceSpec, SnapshotPolicy, Spread, TaskSpec, UpdatePolicy, VolumeSpec,
 };

@@ -188,6 +188,20 @@ fn wrap(block: &str, mut f: Map<String, Value>) -> Result<Value, String> {
             add(&mut f, "size", json!("1G"));
             seed("volume", Value::Object(f))
         }
+        "backup" => {
+            add(&mut f, "every", json!("24h"));
+            add(&mut f, "to", json!("nas"));
+            seed("volume", json!({"size": "1G", "backup": Value::Object(f)}))
+        }
+        "keep" => {
+            if f.is_empty() {
+                f.insert("last".into(), json!(7));
+            }
+            seed(
+                "volume",
+                json!({"size": "1G", "backup": {"every": "24h", "to": "nas", "keep": Value::Object(f)}}),
+            )
+        }
         "snapshots" => {
             add(&mut f, "every", json!("1h"));
             seed(

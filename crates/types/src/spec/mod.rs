@@ -102,6 +102,9 @@ impl GroupSpec {
         for v in a.volumes.iter_mut().chain(b.volumes.iter_mut()) {
             v.size = Bytes(0);
             v.snapshots = None;
+            v.backup = None;
+            v.on_node_loss = OnNodeLoss::default();
+            v.node_loss_grace = Millis(0);
         }
         a != b
     }
@@ -328,6 +331,64 @@ pub struct VolumeSpec {
     pub per_alloc: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<SnapshotPolicy>,
+    /// Scheduled restic backups to a target of the server config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupPolicy>,
+    /// When the node holding it is lost: restore the newest backup on
+    /// another node after `node_loss_grace`, or wait for the node.
+    #[serde(default, skip_serializing_if = "OnNodeLoss::is_default")]
+    pub on_node_loss: OnNodeLoss,
+    #[serde(default = "default_node_loss_grace")]
+    pub node_loss_grace: Millis,
+}
+
+pub fn default_node_loss_grace() -> Millis {
+    Millis(10 * 60_000)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNodeLoss {
+    #[default]
+    Restore,
+    Wait,
+}
+
+impl OnNodeLoss {
+    pub fn is_default(&self) -> bool {
+        *self == OnNodeLoss::Restore
+    }
+}
+
+/// `backup: {every: 24h, keep: {daily: 7, weekly: 4}, to: nas}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupPolicy {
+    pub every: Millis,
+    #[serde(default)]
+    pub keep: BackupKeep,
+    /// A backup target named in the server config (`[backup_targets.NAME]`).
+    pub to: String,
+}
+
+/// restic's retention (`forget --keep-*`); none given keeps the last 7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BackupKeep {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u32>,
+}
+
+impl BackupKeep {
+    pub fn is_empty(&self) -> bool {
+        *self == BackupKeep::default()
+    }
 }
 
 impl VolumeSpec {

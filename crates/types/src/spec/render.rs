@@ -81,6 +81,21 @@ fn volume(v: &crate::spec::VolumeSpec) -> Value {
             json!({"every": s.every.to_string(), "keep": s.keep}),
         );
     }
+    if let Some(b) = &v.backup {
+        m.insert(
+            "backup".into(),
+            json!({"every": b.every.to_string(), "keep": b.keep, "to": b.to}),
+        );
+    }
+    if v.on_node_loss == crate::spec::OnNodeLoss::Wait {
+        m.insert("on_node_loss".into(), json!("wait"));
+    }
+    if v.node_loss_grace != crate::spec::default_node_loss_grace() {
+        m.insert(
+            "node_loss_grace".into(),
+            json!(v.node_loss_grace.to_string()),
+        );
+    }
     Value::Object(m)
 }
 

@@ -112,6 +112,14 @@ pub const SPEC_BLOCKS: &[SpecBlock] = &[
         name: "snapshots",
         fields: volume::SNAPSHOT_FIELDS,
     },
+    SpecBlock {
+        name: "backup",
+        fields: volume::BACKUP_FIELDS,
+    },
+    SpecBlock {
+        name: "keep",
+        fields: volume::BACKUP_KEEP_FIELDS,
+    },
 ];
 
 /// Group fields the seed form takes at the top level (`restart` there is

@@ -1,9 +1,13 @@
 //! `volume:` (one, the seed form) and `volumes:` (a list) of a group.
 
-use crate::spec::{SnapshotPolicy, VolumeSpec};
+use crate::spec::{
+    BackupKeep, BackupPolicy, OnNodeLoss, SnapshotPolicy, VolumeSpec, default_node_loss_grace,
+};
 use crate::units::Millis;
 
-use super::ctx::{Ctx, Fields, boolean, duration, fields, index, list, name, size, text, uint};
+use super::ctx::{
+    Ctx, Fields, boolean, choice, duration, fields, index, list, name, size, text, uint, word,
+};
 use super::tree::{Node, Pos, Value};
 
 pub(super) const VOLUME_FIELDS: &[&str] = &[
@@ -13,8 +17,16 @@ pub(super) const VOLUME_FIELDS: &[&str] = &[
     "read_only",
     "per_alloc",
     "snapshots",
+    "backup",
+    "on_node_loss",
+    "node_loss_grace",
 ];
 pub(super) const SNAPSHOT_FIELDS: &[&str] = &["every", "keep"];
+pub(super) const BACKUP_FIELDS: &[&str] = &["every", "keep", "to"];
+pub(super) const BACKUP_KEEP_FIELDS: &[&str] = &["last", "hourly", "daily", "weekly", "monthly"];
+
+/// The shortest backup interval.
+const MIN_BACKUP_EVERY: Millis = Millis(5 * 60_000);
 
 /// Where nothing may be mounted: the container's own system directories.
 const RESERVED_MOUNTS: &[&str] = &[
@@ -167,6 +179,18 @@ fn volume(
     let snapshots = vf
         .get("snapshots")
         .and_then(|x| snapshots(ctx, x.node, &x.path));
+    let backup = vf.get("backup").and_then(|x| backup(ctx, x.node, &x.path));
+    let on_node_loss = match vf.get("on_node_loss") {
+        Some(x) => match choice(ctx, x.node, &x.path, "on_node_loss", &["restore", "wait"]) {
+            Some(1) => OnNodeLoss::Wait,
+            _ => OnNodeLoss::Restore,
+        },
+        None => OnNodeLoss::Restore,
+    };
+    let node_loss_grace = vf
+        .get("node_loss_grace")
+        .and_then(|x| duration(ctx, x.node, &x.path))
+        .unwrap_or_else(default_node_loss_grace);
     if g.count > 1 && !per_alloc {
         ctx.error(vf.pos, path, format!("the group's count is {} but volume `{}` is one volume with one writer; add `per_alloc: true` to it to give each copy its own, or set count: 1", g.count, name_v.as_deref().unwrap_or("data")));
     }
@@ -178,6 +202,9 @@ fn volume(
             read_only,
             per_alloc,
             snapshots,
+            backup,
+            on_node_loss,
+            node_loss_grace,
         },
         vf.pos,
         path.to_owned(),
@@ -217,6 +244,83 @@ fn snapshots(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<SnapshotPolic
     Some(SnapshotPolicy {
         every: every?,
         keep: keep?,
+    })
+}
+
+fn backup(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<BackupPolicy> {
+    let f = fields(
+        ctx,
+        node,
+        path,
+        BACKUP_FIELDS,
+        "a backup like {every: 24h, keep: {daily: 7, weekly: 4}, to: nas}",
+    )?;
+    let every = match f.get("every") {
+        Some(x) => duration(ctx, x.node, &x.path).and_then(|d| {
+            if d < MIN_BACKUP_EVERY {
+                ctx.error(
+                    x.node.pos,
+                    &x.path,
+                    format!("backups at most every 5m; found every {d}"),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        }),
+        None => {
+            ctx.error(f.pos, path, "`backup` needs `every`, like `every: 24h`");
+            None
+        }
+    };
+    let to = match f.get("to") {
+        Some(x) => word(
+            ctx,
+            x.node,
+            &x.path,
+            "backup target",
+            "the name of a backup target of the server config",
+        ),
+        None => {
+            ctx.error(f.pos, path, "`backup` needs `to`: the name of a backup target of the server config (`[backup_targets.NAME]`)");
+            None
+        }
+    };
+    let keep = match f.get("keep") {
+        Some(x) => {
+            let kf = fields(
+                ctx,
+                x.node,
+                &x.path,
+                BACKUP_KEEP_FIELDS,
+                "a retention like {daily: 7, weekly: 4}",
+            );
+            let mut k = BackupKeep::default();
+            if let Some(kf) = kf {
+                let mut get = |name: &str| {
+                    kf.get(name)
+                        .and_then(|y| uint(ctx, y.node, &y.path, name, 1))
+                };
+                k.last = get("last");
+                k.hourly = get("hourly");
+                k.daily = get("daily");
+                k.weekly = get("weekly");
+                k.monthly = get("monthly");
+                if k.is_empty() {
+                    ctx.error(x.node.pos, &x.path, "`keep` keeps nothing; give at least one of last, hourly, daily, weekly, monthly");
+                }
+            }
+            k
+        }
+        None => BackupKeep {
+            last: Some(7),
+            ..BackupKeep::default()
+        },
+    };
+    Some(BackupPolicy {
+        every: every?,
+        keep,
+        to: to?,
     })
 }
 
