@@ -35,6 +35,10 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
             axum::routing::post(crate::volumes::endpoints::snapshot),
         )
         .route(
+            "/v1/agent/volumes/{id}/backup",
+            axum::routing::post(crate::volumes::endpoints::backup),
+        )
+        .route(
             "/v1/agent/volumes/{id}/restore",
             axum::routing::post(crate::volumes::endpoints::restore),
         )

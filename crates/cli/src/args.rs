@@ -91,6 +91,7 @@ impl Cmd {
                 | VolumeCmd::Status { conn, .. }
                 | VolumeCmd::Snapshot { conn, .. }
                 | VolumeCmd::Snapshots { conn, .. }
+                | VolumeCmd::Backup { conn, .. }
                 | VolumeCmd::Restore { conn, .. }
                 | VolumeCmd::Delete { conn, .. },
             ) => conn,
@@ -856,6 +857,18 @@ Examples:
 Examples:
   corral volume snapshot shop.data")]
     Snapshot {
+        #[arg(value_name = "VOLUME")]
+        id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Back a volume up now, to the target its spec's `backup.to` names.
+    #[command(after_help = "\
+Examples:
+  corral volume backup shop.data")]
+    Backup {
         #[arg(value_name = "VOLUME")]
         id: String,
         #[command(flatten)]

@@ -32,6 +32,9 @@ pub struct ServerFile {
     pub api_token: Option<String>,
     /// HTTP services get `<service>.<domain>`.
     pub domain: Option<String>,
+    /// `[server.backup_targets.NAME]`: where volume backups go.
+    #[serde(default)]
+    pub backup_targets: corral_volumes::backup::BackupTargets,
     pub event_retention: Option<String>,
     pub event_max: Option<u64>,
     pub alloc_gc_threshold: Option<String>,
@@ -193,6 +196,7 @@ pub fn apply_events_and_alerts(
     if let Some(d) = duration("event_retention", &file.event_retention)? {
         sc.event_retention = d;
     }
+    sc.backup_targets = file.backup_targets.clone();
     if let Some(d) = &file.domain {
         sc.domain = d.trim_end_matches('.').to_owned();
     }

@@ -707,6 +707,30 @@ impl Client {
         .await
     }
 
+    pub async fn volume_recover(
+        &self,
+        id: &str,
+        r: &corral_types::api::VolumeRecover,
+    ) -> Result<corral_types::api::VolumeRecovery, ClientError> {
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "volumes", id, "recover"])?,
+            )
+            .json(r),
+        )
+        .await
+    }
+
+    /// Back the volume up now.
+    pub async fn volume_backup(&self, id: &str) -> Result<corral_types::VolumeBackup, ClientError> {
+        self.json(self.req(
+            reqwest::Method::POST,
+            &path(&["v1", "volumes", id, "backup"])?,
+        ))
+        .await
+    }
+
     pub async fn volume_report(
         &self,
         id: &str,

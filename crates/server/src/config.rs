@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub gc: GcConfig,
     /// Every HTTP service gets the host name `<service>.<domain>`.
     pub domain: String,
+    /// Where volume backups go (`[server.backup_targets.NAME]`); a volume's
+    /// `backup.to` names one.
+    pub backup_targets: corral_volumes::backup::BackupTargets,
 }
 
 /// How old finished records must be before garbage collection deletes
@@ -124,6 +127,7 @@ impl ServerConfig {
             alerts: crate::alerts::AlertsConfig::default(),
             gc: GcConfig::default(),
             domain: DEFAULT_DOMAIN.to_owned(),
+            backup_targets: Default::default(),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Core {
     pub index: watch::Sender<Index>,
     pub(crate) applier: mpsc::Sender<PlanRequest>,
     pub(crate) http: reqwest::Client,
+    /// Volume backups in flight (one per volume).
+    pub(crate) backups: crate::backups::InFlight,
     pub shutdown: CancellationToken,
 }
 
@@ -178,6 +180,7 @@ impl Server {
             index,
             applier: plan_tx,
             http: reqwest::Client::new(),
+            backups: Default::default(),
             shutdown: shutdown.clone(),
             store,
             config,
@@ -202,6 +205,7 @@ impl Server {
         }
         tasks.spawn(crate::heartbeat::monitor(core.clone()));
         tasks.spawn(crate::maintenance::run(core.clone()));
+        tasks.spawn(crate::backups::run(core.clone()));
         tasks.spawn(crate::deployments::watcher::run(core.clone()));
         tasks.spawn(crate::alerts::run(core.clone()));
         tasks.close();

@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod api;
 pub mod applier;
+pub mod backups;
 pub mod broker;
 pub mod catalog;
 pub mod config;

@@ -259,3 +259,128 @@ async fn a_volume_keeps_its_data_across_a_crash_a_drain_and_a_node_loss() {
     })
     .await;
 }
+
+/// `on_node_loss: restore`: backups run on schedule (and by hand) to a
+/// directory target; the holding node dies; after the grace the volume is
+/// restored from the newest backup on the other node, the allocation says
+/// which backup and since when writes are lost, and the count goes on
+/// from the backup; the dead node comes back and its copy is set aside
+/// (quarantined), never mounted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_nodes_volume_is_restored_from_its_backup_and_the_old_copy_set_aside() {
+    let test = "volume-restore";
+    if !can_run(test) {
+        return;
+    }
+    if corral_testkit::prereq::find_bin("restic").is_none()
+        && !corral_testkit::prereq::can_run(test, "back up volumes", &["restic".into()])
+    {
+        return;
+    }
+    let backups = tempfile::tempdir().unwrap();
+    let mut opts = ClusterOptions::new(2);
+    opts.server_config = Some(format!(
+        "[server.backup_targets.local]\nkind = \"dir\"\npath = \"{}\"\npassword = \"test-password\"\n",
+        backups.path().display()
+    ));
+    let mut cl = Cluster::start_with(test, opts).await;
+    let c = cl.client.clone();
+    let trace_path = cl.dir().join("trace");
+    let job = counter_job(&trace_path).replace(
+        "volume: {size: 256M}",
+        "volume: {size: 256M, backup: {every: 1h, keep: {last: 3}, to: local}, node_loss_grace: 5s}",
+    );
+    let refused = c
+        .submit(&job.replace("to: local", "to: nowhere"), "vol.yaml")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("no backup target `nowhere`"),
+        "{refused}"
+    );
+    c.submit(&job, "vol.yaml").await.unwrap();
+    wait_running(&c, "vol", 1, D).await;
+    // The schedule backs it up at once (no backup yet), then by hand.
+    let v = wait_volume(&c, "the first scheduled backup", |v| !v.backups.is_empty()).await;
+    wait_count_past(
+        &trace_path,
+        &v.node_id,
+        trace(&trace_path).last().map_or(0, |l| l.2) + 5,
+    )
+    .await;
+    let b = c.volume_backup("vol.data").await.unwrap();
+    let v = wait_volume(&c, "two backups", |v| v.backups.len() == 2).await;
+    assert_eq!(v.backups.last().unwrap().id, b.id);
+    assert!(v.backup_error.is_none(), "{:?}", v.backup_error);
+    let at_backup = trace(&trace_path)
+        .iter()
+        .rev()
+        .find(|l| l.0 / 1_000_000 <= u128::from(b.taken_at))
+        .unwrap()
+        .2;
+    wait_count_past(&trace_path, &v.node_id, at_backup + 10).await;
+
+    // The holder dies; the other node restores the newest backup.
+    let holder = cl
+        .host_of_node(
+            &cl.nodes()
+                .await
+                .unwrap()
+                .iter()
+                .find(|n| n.id == v.node_id)
+                .unwrap()
+                .name,
+        )
+        .unwrap();
+    cl.kill_host(holder);
+    let last_old = trace(&trace_path).last().unwrap().2;
+    let restored = wait_volume(&c, "the volume restored elsewhere", |x| {
+        x.node_id != v.node_id && x.restored_from.is_some()
+    })
+    .await;
+    assert_eq!(restored.restored_from.as_ref().unwrap().id, b.id);
+    assert_eq!(restored.generation, v.generation + 1);
+    wait_count_past(&trace_path, &restored.node_id, 0).await;
+    let t = trace(&trace_path);
+    let first_new = t.iter().find(|l| l.1 == restored.node_id).unwrap().2;
+    eprintln!(
+        "restored from the backup: the count was {last_old} on the lost node, {at_backup} at the backup, goes on at {first_new}"
+    );
+    assert!(
+        first_new >= at_backup && first_new <= at_backup + 3 && first_new <= last_old,
+        "the restored volume holds the backup's data: {at_backup} at the backup, {first_new} after"
+    );
+
+    // The lost node returns: its copy is older than the store's and is
+    // set aside, not mounted, not deleted.
+    cl.restart_agent(holder);
+    cl.wait_node_status(holder, "ready", D).await;
+    let quarantine = cl
+        .host(holder)
+        .data_dir()
+        .join("volumes")
+        .join(".quarantine");
+    eventually("the returning copy quarantined", D, || async {
+        let names: Vec<String> = std::fs::read_dir(&quarantine)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.iter().any(|n| n.starts_with("vol.data.")) && !volume_dir(&cl, holder).exists() {
+            Ok(names)
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await;
+    let now = volume(&c, "vol.data").await;
+    assert_eq!(
+        now.node_id, restored.node_id,
+        "the restored copy stays the live one"
+    );
+    cl.assert_no_duplicates("vol").await;
+    stop_and_wait(&c, "vol", D).await;
+    c.volume_delete("vol.data", false).await.unwrap();
+}

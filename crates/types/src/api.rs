@@ -411,6 +411,9 @@ pub struct VolumeClaim {
     /// How long the move kept the allocation from starting, if it moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_ms: Option<u64>,
+    /// The copy was restored from this backup (its node was lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<crate::model::VolumeBackup>,
 }
 
 /// `POST /v1/volumes/{id}/report` (agents): the holder's snapshots and use.
@@ -428,4 +431,40 @@ pub struct VolumeReport {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VolumeRestoreRequest {
     pub snapshot: String,
+}
+
+/// `POST /v1/agent/volumes/{id}/backup` (server to agent): back the
+/// volume up to `target` (its config table, secrets included: this
+/// travels only between the server and its agents) and apply `keep`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeBackupJob {
+    /// The target's name (`backup.to`).
+    pub to: String,
+    pub target: serde_json::Value,
+    pub keep: crate::spec::BackupKeep,
+}
+
+/// The agent's answer: the new backup and every backup the target keeps
+/// for the volume after `keep` was applied, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeBackupDone {
+    pub backup: crate::model::VolumeBackup,
+    pub kept: Vec<crate::model::VolumeBackup>,
+}
+
+/// `POST /v1/volumes/{id}/recover` (agents): allocation `alloc` on `node`
+/// needs a volume whose node is lost; the server answers with the backup
+/// to restore (and its target) once `on_node_loss: restore` allows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeRecover {
+    pub node: String,
+    pub alloc: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRecovery {
+    pub backup: crate::model::VolumeBackup,
+    pub target: serde_json::Value,
+    /// The generation to claim (the lost copy's).
+    pub generation: u64,
 }

@@ -183,6 +183,7 @@ impl NodeVolumes {
         downtime_ms: Option<u64>,
     ) -> Result<Volume, VolumesError> {
         let c = VolumeClaim {
+            restored_from: Default::default(),
             node: self.node_id.clone(),
             alloc: alloc.id.clone(),
             generation,
@@ -217,17 +218,27 @@ impl NodeVolumes {
                 source,
             })?;
         if holder.status == "down" {
-            progress.report(
-                VolumeSync {
-                    phase: VolumePhase::Copying,
-                    bytes: 0,
-                },
-                format!(
-                    "volume {id} is on node {}, which is down; waiting for it to come back",
-                    holder.name
-                ),
-            );
-            return Err(peer(id, &holder.name, "the node is down".into()));
+            let ask = corral_types::api::VolumeRecover {
+                node: self.node_id.clone(),
+                alloc: alloc.id.clone(),
+            };
+            return match self.client.volume_recover(id, &ask).await {
+                Ok(r) => self.recover_here(alloc, spec, v, r, progress).await,
+                Err(corral_client::ClientError::Api { status: 409, error }) => {
+                    progress.report(
+                        VolumeSync {
+                            phase: VolumePhase::Copying,
+                            bytes: 0,
+                        },
+                        error.error.clone(),
+                    );
+                    Err(peer(id, &holder.name, error.error))
+                }
+                Err(source) => Err(VolumesError::Server {
+                    vol: id.to_owned(),
+                    source,
+                }),
+            };
         }
         // A stale copy here (this node held it before) is set aside first.
         if self.meta.get(id).is_some() {
@@ -325,6 +336,63 @@ impl NodeVolumes {
         self.release(v, &holder.address).await;
         tracing::info!(volume = id, from = %holder.name, downtime_ms, total_ms = started.elapsed().as_millis() as u64, bytes = copied.load(Ordering::Relaxed), "volume moved here");
         Ok(Some(()))
+    }
+
+    /// The volume's node is lost and the server says to restore `r.backup`
+    /// here: restore it, then claim the volume past the lost copy's
+    /// generation (so that copy is set aside if its node returns).
+    async fn recover_here(
+        &self,
+        alloc: &Allocation,
+        spec: &VolumeSpec,
+        v: &Volume,
+        r: corral_types::api::VolumeRecovery,
+        progress: &dyn Progress,
+    ) -> Result<Option<()>, VolumesError> {
+        let id = v.id.as_str();
+        let when = corral_types::civil::utc(r.backup.taken_at);
+        progress.report(
+            VolumeSync {
+                phase: VolumePhase::Finishing,
+                bytes: 0,
+            },
+            format!(
+                "volume {id}: its node is lost; restoring backup {} of {when} from target {} (writes after {when} are lost)",
+                short(&r.backup.id),
+                r.backup.target
+            ),
+        );
+        let started = Instant::now();
+        self.restore_backup(id, spec.size, &r.backup, r.target)
+            .await?;
+        self.meta
+            .set(id, r.generation)
+            .map_err(|e| state(id, format!("cannot record its generation: {e}")))?;
+        let c = VolumeClaim {
+            node: self.node_id.clone(),
+            alloc: alloc.id.clone(),
+            generation: Some(r.generation),
+            provider: self.kind_name(),
+            downtime_ms: None,
+            restored_from: Some(r.backup.clone()),
+        };
+        match self.client.volume_claim(id, &c).await {
+            Ok(nv) => {
+                self.meta
+                    .set(id, nv.generation)
+                    .map_err(|e| state(id, format!("cannot record its generation: {e}")))?;
+                tracing::warn!(volume = id, backup = %r.backup.id, taken = %when, took_ms = started.elapsed().as_millis() as u64, "volume restored from a backup: its node is lost; writes after the backup are lost");
+                Ok(Some(()))
+            }
+            Err(source) => {
+                let _ = self.blocking(id, |p, v| p.delete(v)).await;
+                self.meta.remove(id);
+                Err(VolumesError::Server {
+                    vol: id.to_owned(),
+                    source,
+                })
+            }
+        }
     }
 
     /// Tell the old holder its copy can go (best effort: its sweep
@@ -462,6 +530,10 @@ impl<R: Read> Read for Counting<R> {
         self.n.fetch_add(k as u64, Ordering::Relaxed);
         Ok(k)
     }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 fn state(vol: &str, message: String) -> VolumesError {

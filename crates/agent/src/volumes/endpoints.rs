@@ -208,3 +208,24 @@ pub async fn export(
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
+
+/// Back the volume up now (the server's schedule, or `corral volume
+/// backup`), to the target the request carries.
+pub async fn backup(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<GenQuery>,
+    Json(job): Json<corral_types::api::VolumeBackupJob>,
+) -> Response {
+    let v = match volumes(&shared) {
+        Ok(v) => v.clone(),
+        Err(r) => return r,
+    };
+    if let Err(r) = current(&v, &id, q.generation) {
+        return r;
+    }
+    match v.backup(&id, job).await {
+        Ok(done) => Json(done).into_response(),
+        Err(e) => failed(e),
+    }
+}

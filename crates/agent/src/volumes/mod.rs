@@ -10,6 +10,7 @@
 //! aside, never mounted.
 
 mod acquire;
+mod backup;
 pub mod endpoints;
 mod meta;
 pub mod upkeep;
@@ -226,7 +227,9 @@ impl NodeVolumes {
             .map(|u| u.used);
         let mut snapshots: Vec<VolumeSnapshot> = snaps
             .into_iter()
-            .filter(|s| !s.name.starts_with(MOVE_PREFIX))
+            .filter(|s| {
+                !s.name.starts_with(MOVE_PREFIX) && !s.name.starts_with(backup::BACKUP_PREFIX)
+            })
             .map(|s| VolumeSnapshot {
                 scheduled: s.name.starts_with(AUTO_PREFIX),
                 took_ms: self.meta.took(id, &s.name),

@@ -45,7 +45,8 @@ pub async fn sweep(v: &NodeVolumes) {
             }
             Ok(rec) => {
                 let clean = rec.moved_from.as_deref() == Some(v.node_id.as_str())
-                    && rec.generation == local + 1;
+                    && rec.generation == local + 1
+                    && rec.restored_from.is_none();
                 if clean {
                     match v.delete(&id).await {
                         Ok(()) => {

@@ -25,6 +25,21 @@ pub async fn run(cmd: VolumeCmd) -> Result<()> {
             }
             Ok(())
         }
+        VolumeCmd::Backup { id, out, conn } => {
+            let c = conn.client()?;
+            eprintln!("backing up volume {id} (restic, from a read-only snapshot)...");
+            let b = c.volume_backup(&id).await?;
+            if !out.out().data(&b, || vec![b.id.clone()])? {
+                println!(
+                    "backup {} of volume {id} in target {}: {} added in {} ms",
+                    short(&b.id),
+                    b.target,
+                    corral_types::units::Bytes(b.bytes_added),
+                    b.took_ms
+                );
+            }
+            Ok(())
+        }
         VolumeCmd::Snapshots { id, out, conn } => snapshots(&conn.client()?, &id, out.out()).await,
         VolumeCmd::Restore {
             id,
@@ -150,7 +165,27 @@ async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
     println!("created       {}", ago(v.created_at));
     println!("snapshots     {}", v.snapshots.len());
     if let Some(s) = v.snapshots.last() {
-        println!("newest        {} ({})", s.name, ago(s.created_at));
+        println!("  newest      {} ({})", s.name, ago(s.created_at));
+    }
+    println!("backups       {}", v.backups.len());
+    if let Some(b) = v.backups.last() {
+        println!(
+            "  newest      {} in {} ({}, data as of {})",
+            short(&b.id),
+            b.target,
+            ago(b.taken_at),
+            corral_types::civil::utc(b.taken_at)
+        );
+    }
+    if let Some(e) = &v.backup_error {
+        println!("  last error  {e}");
+    }
+    if let Some(r) = &v.restored_from {
+        println!(
+            "restored      from backup {} of {} after its node was lost: writes after that time were lost",
+            short(&r.id),
+            corral_types::civil::utc(r.taken_at)
+        );
     }
     Ok(())
 }

@@ -74,6 +74,8 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/volumes/{id}/snapshot", post(volumes::snapshot))
         .route("/v1/volumes/{id}/restore", post(volumes::restore))
         .route("/v1/volumes/{id}/claim", post(volumes::claim))
+        .route("/v1/volumes/{id}/backup", post(volumes::backup))
+        .route("/v1/volumes/{id}/recover", post(volumes::recover))
         .route("/v1/volumes/{id}/report", post(volumes::report))
         .route("/v1/events", get(events::events))
         .route("/v1/alerts", get(alerts::list))

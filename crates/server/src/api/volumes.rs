@@ -7,16 +7,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use corral_types::api::{VolumeClaim, VolumeReport, VolumeRestoreRequest};
-use corral_types::{NodeStatus, Volume, VolumeSnapshot};
+use corral_types::{Volume, VolumeSnapshot};
 use serde::Deserialize;
 
 use crate::ServerError;
 use crate::core::Core;
 use crate::error::Resource;
 use crate::ops::volumes as ops;
-
-/// How long an agent may take for a snapshot, a restore or a delete.
-const AGENT_ANSWER: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -78,7 +75,7 @@ pub async fn snapshot(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ServerError> {
     let v = find(&core, &id)?;
-    let resp = agent_call(&core, &v, reqwest::Method::POST, "snapshot", None).await?;
+    let resp = ops::agent_call(&core, &v, reqwest::Method::POST, "snapshot", None).await?;
     Ok(Json(resp))
 }
 
@@ -99,7 +96,7 @@ pub async fn restore(
         )));
     }
     let body = serde_json::to_value(&r).map_err(|e| ServerError::Internal(e.to_string()))?;
-    let resp = agent_call(&core, &v, reqwest::Method::POST, "restore", Some(body)).await?;
+    let resp = ops::agent_call(&core, &v, reqwest::Method::POST, "restore", Some(body)).await?;
     Ok(Json(resp))
 }
 
@@ -121,7 +118,7 @@ pub async fn delete(
     if let Some(why) = ops::in_use(&core.store.snapshot(), &v) {
         return Err(ServerError::Conflict(why));
     }
-    match agent_call(&core, &v, reqwest::Method::DELETE, "", None).await {
+    match ops::agent_call(&core, &v, reqwest::Method::DELETE, "", None).await {
         Ok(_) => {}
         Err(e @ ServerError::Agent { .. }) if !q.force => {
             return Err(ServerError::Conflict(format!(
@@ -135,61 +132,19 @@ pub async fn delete(
     Ok(Json(serde_json::json!({ "deleted": id })))
 }
 
-/// Ask the agent holding `v` (`/v1/agent/volumes/{id}/{action}`).
-async fn agent_call(
-    core: &Core,
-    v: &Volume,
-    method: reqwest::Method,
-    action: &str,
-    body: Option<serde_json::Value>,
-) -> Result<serde_json::Value, ServerError> {
-    let node = core
-        .store
-        .snapshot()
-        .node_by_id(&v.node_id)
-        .map(|n| (**n).clone())
-        .ok_or_else(|| ServerError::not_found(Resource::Node, &v.node_id))?;
-    let agent_err = |message: String| ServerError::Agent {
-        node: node.name.clone(),
-        message,
-    };
-    if node.status == NodeStatus::Down {
-        return Err(agent_err(format!("is down; volume {} lives there", v.id)));
-    }
-    let mut url = format!(
-        "{}/v1/agent/volumes/{}",
-        node.address.trim_end_matches('/'),
-        v.id
-    );
-    if !action.is_empty() {
-        url = format!("{url}/{action}");
-    }
-    let mut req = core
-        .http
-        .request(method, &url)
-        .query(&[("generation", v.generation)])
-        .timeout(AGENT_ANSWER);
-    if let Some(t) = &core.config.api_token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| agent_err(format!("cannot reach the agent at {}: {e}", node.address)))?;
-    let status = resp.status();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| agent_err(format!("reading the agent's answer: {e}")))?;
-    if !status.is_success() {
-        return Err(if status == reqwest::StatusCode::CONFLICT {
-            ServerError::Conflict(text.trim().to_owned())
-        } else {
-            agent_err(text.trim().to_owned())
-        });
-    }
-    serde_json::from_str(&text).map_err(|e| agent_err(format!("answer is not JSON: {e}")))
+/// Back the volume up now (to its spec's target).
+pub async fn backup(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+) -> Result<Json<corral_types::VolumeBackup>, ServerError> {
+    crate::backups::run_now(&core, &id).await.map(Json)
+}
+
+/// An agent asks what to restore for a lost node's volume.
+pub async fn recover(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    Json(r): Json<corral_types::api::VolumeRecover>,
+) -> Result<Json<corral_types::api::VolumeRecovery>, ServerError> {
+    ops::recovery(&core, &id, &r).map(Json)
 }

@@ -20,12 +20,13 @@ pub async fn submit(
     let now = now_ms();
     let jobs: Vec<LocatedJob> = jobs.into_iter().map(Into::into).collect();
     let domain = core.config.domain.clone();
+    let targets = core.config.backup_targets.clone();
     let (index, jobs) = core
         .write(move |state, _| {
             // Checked inside the write: two submissions racing for one
             // route cannot both pass.
             super::claims::check(state, &jobs, &domain)?;
-            super::volumes::check_sizes(state, &jobs)?;
+            super::volumes::check(state, &jobs, &targets)?;
             let mut writes = Vec::new();
             let mut out = Vec::new();
             for LocatedJob { spec, claims } in jobs {

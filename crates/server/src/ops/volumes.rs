@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use corral_store::{State, Write};
 use corral_types::api::{VolumeClaim, VolumeReport};
-use corral_types::{GroupSpec, Volume, now_ms};
+use corral_types::{GroupSpec, NodeStatus, Volume, now_ms};
 
 use crate::ServerError;
 use crate::core::Core;
@@ -104,11 +104,18 @@ fn claimed(state: &State, id: &str, c: &VolumeClaim, now: u64) -> Result<Volume,
             "volume {id} is still in use by allocation {holder}; it is taken over once that one has stopped"
         )));
     }
+    if c.restored_from.is_some() {
+        recoverable(state, cur, spec, now)?;
+    }
     let mut v = (**cur).clone();
     v.alloc_id = Some(alloc.id.clone());
     v.size = v.size.max(spec.size);
     v.modified_at = now;
     if cur.node_id != c.node {
+        // A restore marks the record, so the lost node's copy is set
+        // aside when it returns (not deleted as after a clean move); the
+        // next clean move clears it.
+        v.restored_from = c.restored_from.clone();
         v.moved_from = Some(cur.node_id.clone());
         v.node_id = c.node.clone();
         v.generation += 1;
@@ -180,16 +187,33 @@ pub async fn forget(core: &Arc<Core>, id: &str) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Refuse a job version that shrinks an existing volume: images and
-/// filesystems grow in place, they do not shrink.
-pub fn check_sizes(
+/// Refuse a job version that shrinks an existing volume (images and
+/// filesystems grow in place, they do not shrink) or backs up to a target
+/// the server does not know.
+pub fn check(
     state: &State,
     jobs: &[corral_types::spec::LocatedJob],
+    targets: &corral_volumes::backup::BackupTargets,
 ) -> Result<(), ServerError> {
     let mut errors = Vec::new();
     for j in jobs {
         for (gi, g) in j.spec.groups.iter().enumerate() {
             for (vi, spec) in g.volumes.iter().enumerate() {
+                if let Some(b) = &spec.backup
+                    && targets.get(&b.to).is_none()
+                {
+                    let known: Vec<&str> = targets.0.keys().map(String::as_str).collect();
+                    errors.push(format!(
+                        "job {}: groups[{gi}].volumes[{vi}].backup.to: the server has no backup target `{}`; {}",
+                        j.spec.name,
+                        b.to,
+                        if known.is_empty() {
+                            "define one as [server.backup_targets.NAME] in the server config (see docs/VOLUMES.md)".to_owned()
+                        } else {
+                            format!("its targets are {}", known.join(", "))
+                        }
+                    ));
+                }
                 let biggest = state
                     .volumes()
                     .filter(|v| v.job == j.spec.name && v.group == g.name && v.name == spec.name)
@@ -210,4 +234,213 @@ pub fn check_sizes(
     } else {
         Err(ServerError::BadRequest(errors.join("\n")))
     }
+}
+
+/// The volume's spec in its job's current version, if the job still has it.
+pub fn current_spec<'s>(state: &'s State, v: &Volume) -> Option<&'s corral_types::VolumeSpec> {
+    let job = state.job(&v.job)?;
+    job.spec
+        .groups
+        .iter()
+        .find(|g| g.name == v.group)?
+        .volumes
+        .iter()
+        .find(|s| s.name == v.name)
+}
+
+/// Whether a lost node's volume may be restored from a backup now: its
+/// node is down for longer than the spec's grace, the spec says
+/// `on_node_loss: restore`, and there is a backup. `Err` says why not
+/// (what the waiting allocation shows).
+fn recoverable(
+    state: &State,
+    v: &Volume,
+    spec: &corral_types::VolumeSpec,
+    now: u64,
+) -> Result<corral_types::VolumeBackup, ServerError> {
+    let node = state.node_by_id(&v.node_id);
+    let name = node.map_or(v.node_id.as_str(), |n| n.name.as_str());
+    let down_since = node.and_then(|n| {
+        (n.status == corral_types::NodeStatus::Down)
+            .then_some(n.down_since.unwrap_or(n.last_heartbeat))
+    });
+    let Some(since) = down_since.or(node.is_none().then_some(0)) else {
+        return Err(ServerError::Conflict(format!(
+            "volume {} is on node {name}, which is up: it is moved, not restored",
+            v.id
+        )));
+    };
+    if spec.on_node_loss == corral_types::OnNodeLoss::Wait {
+        return Err(ServerError::Conflict(format!(
+            "volume {} is on node {name}, which is down; waiting for it to come back (on_node_loss: wait)",
+            v.id
+        )));
+    }
+    let Some(newest) = v.backups.iter().max_by_key(|b| b.taken_at) else {
+        return Err(ServerError::Conflict(format!(
+            "volume {} is on node {name}, which is down, and has no backup to restore; waiting for the node",
+            v.id
+        )));
+    };
+    let due = spec.node_loss_grace.after(since);
+    if now < due {
+        return Err(ServerError::Conflict(format!(
+            "volume {} is on node {name}, which is down; restoring backup {} (taken {}) at {} unless the node is back",
+            v.id,
+            short(&newest.id),
+            corral_types::civil::utc(newest.taken_at),
+            corral_types::civil::utc(due)
+        )));
+    }
+    Ok(newest.clone())
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// What an agent restores for allocation `r.alloc` when the volume's node
+/// is lost, or why it must wait.
+pub fn recovery(
+    core: &Core,
+    id: &str,
+    r: &corral_types::api::VolumeRecover,
+) -> Result<corral_types::api::VolumeRecovery, ServerError> {
+    let state = core.store.snapshot();
+    let v = state
+        .volume(id)
+        .ok_or_else(|| ServerError::not_found(Resource::Volume, id))?;
+    let alloc = state
+        .alloc(&r.alloc)
+        .filter(|a| a.node_id == r.node && a.is_live())
+        .ok_or_else(|| {
+            ServerError::Conflict(format!("allocation {} may not take volume {id}", r.alloc))
+        })?;
+    let _ = alloc;
+    let spec = current_spec(&state, v).ok_or_else(|| {
+        ServerError::Conflict(format!("job {} no longer has volume {}", v.job, v.name))
+    })?;
+    let backup = recoverable(&state, v, spec, now_ms())?;
+    let target = core
+        .config
+        .backup_targets
+        .get(&backup.target)
+        .ok_or_else(|| {
+            ServerError::Conflict(format!(
+                "backup {} of volume {id} is in target `{}`, which the server config no longer has",
+                short(&backup.id),
+                backup.target
+            ))
+        })?;
+    Ok(corral_types::api::VolumeRecovery {
+        backup,
+        target: target.to_wire(),
+        generation: v.generation,
+    })
+}
+
+/// Record a backup run's outcome on the volume (if it is still the same
+/// copy).
+pub async fn record_backup(
+    core: &Arc<Core>,
+    id: &str,
+    generation: u64,
+    outcome: Result<corral_types::api::VolumeBackupDone, String>,
+) -> Result<(), ServerError> {
+    let id = id.to_owned();
+    let now = now_ms();
+    core.write(move |state, _| {
+        let Some(cur) = state.volume(&id) else {
+            return Ok((Vec::new(), ()));
+        };
+        if cur.generation != generation {
+            return Ok((Vec::new(), ()));
+        }
+        let mut v = (**cur).clone();
+        match outcome {
+            Ok(done) => {
+                // Keep what was recorded of older backups (how long they
+                // took); restic lists only their ids and times.
+                let before = std::mem::take(&mut v.backups);
+                v.backups = done
+                    .kept
+                    .into_iter()
+                    .map(|k| before.iter().find(|b| b.id == k.id).cloned().unwrap_or(k))
+                    .collect();
+                if !v.backups.iter().any(|b| b.id == done.backup.id) {
+                    v.backups.push(done.backup);
+                }
+                v.backups.sort_by_key(|b| b.taken_at);
+                v.backup_error = None;
+            }
+            Err(e) => v.backup_error = Some(e),
+        }
+        v.modified_at = now;
+        Ok((vec![Write::Volume(v)], ()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// How long an agent may take for a snapshot, a restore, a delete or a
+/// backup (restic over a slow link).
+const AGENT_ANSWER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Ask the agent holding `v` (`/v1/agent/volumes/{id}/{action}`).
+pub async fn agent_call(
+    core: &Core,
+    v: &Volume,
+    method: reqwest::Method,
+    action: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, ServerError> {
+    let node = core
+        .store
+        .snapshot()
+        .node_by_id(&v.node_id)
+        .map(|n| (**n).clone())
+        .ok_or_else(|| ServerError::not_found(Resource::Node, &v.node_id))?;
+    let agent_err = |message: String| ServerError::Agent {
+        node: node.name.clone(),
+        message,
+    };
+    if node.status == NodeStatus::Down {
+        return Err(agent_err(format!("is down; volume {} lives there", v.id)));
+    }
+    let mut url = format!(
+        "{}/v1/agent/volumes/{}",
+        node.address.trim_end_matches('/'),
+        v.id
+    );
+    if !action.is_empty() {
+        url = format!("{url}/{action}");
+    }
+    let mut req = core
+        .http
+        .request(method, &url)
+        .query(&[("generation", v.generation)])
+        .timeout(AGENT_ANSWER);
+    if let Some(t) = &core.config.api_token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| agent_err(format!("cannot reach the agent at {}: {e}", node.address)))?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| agent_err(format!("reading the agent's answer: {e}")))?;
+    if !status.is_success() {
+        return Err(if status == reqwest::StatusCode::CONFLICT {
+            ServerError::Conflict(text.trim().to_owned())
+        } else {
+            agent_err(text.trim().to_owned())
+        });
+    }
+    serde_json::from_str(&text).map_err(|e| agent_err(format!("answer is not JSON: {e}")))
 }

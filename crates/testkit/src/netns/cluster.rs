@@ -36,6 +36,8 @@ pub struct ClusterOptions {
     pub log: String,
     /// Extra environment of every agent process (e.g. a kill point).
     pub agent_env: Vec<(String, String)>,
+    /// The server's config file (TOML), if any (`corral server --config`).
+    pub server_config: Option<String>,
 }
 
 impl ClusterOptions {
@@ -45,6 +47,7 @@ impl ClusterOptions {
             zones: ["a", "b", "c"].map(String::from).to_vec(),
             log: std::env::var("CORRAL_LOG").unwrap_or_else(|_| "info".into()),
             agent_env: Vec::new(),
+            server_config: None,
         }
     }
 }
@@ -61,6 +64,7 @@ pub struct Cluster {
     log: String,
     /// Extra environment of the agents started from now on.
     pub agent_env: Vec<(String, String)>,
+    server_config: Option<String>,
     /// Allocation ids seen by [`Cluster::no_duplicates`]: their cgroups
     /// are removed on drop even when no agent recorded them.
     seen_allocs: std::sync::Mutex<BTreeSet<String>>,
@@ -85,6 +89,7 @@ impl Cluster {
             server: None,
             log: opts.log.clone(),
             agent_env: opts.agent_env.clone(),
+            server_config: opts.server_config.clone(),
             seen_allocs: Default::default(),
             slot,
         };
@@ -177,6 +182,12 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.slot.dir.join("server"))
             .args(["--addr", &addr]);
+        if let Some(text) = &self.server_config {
+            let path = self.slot.dir.join("server.toml");
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("{}: cannot write the server config: {e}", self.name));
+            cmd.arg("--config").arg(path);
+        }
         self.prepare(&mut cmd, self.slot.dir.join("server.log"));
         let child = cmd
             .spawn()

@@ -3,18 +3,18 @@
 //!
 //! # Config shape
 //!
-//! The server config holds one table per target under `backup_targets`; the
-//! table key is the target's name (what a volume's `backup.target` says):
+//! The server config holds one table per target under `[server.backup_targets]`;
+//! the table key is the target's name (what a volume's `backup.to` says):
 //!
 //! ```toml
 //! # A directory: local disk, or an NFS share mounted on every node.
-//! [backup_targets.nas]
+//! [server.backup_targets.nas]
 //! kind = "dir"
 //! path = "/mnt/backups/corral"              # absolute
 //! password_file = "/etc/corral/restic.pass" # or: password = "..."
 //!
 //! # SFTP through OpenSSH (`ssh -s sftp`), key authentication only.
-//! [backup_targets.offsite]
+//! [server.backup_targets.offsite]
 //! kind = "sftp"
 //! user = "backup"
 //! host = "backup.example.com"
@@ -25,7 +25,7 @@
 //! password = "..."
 //!
 //! # S3-compatible object storage.
-//! [backup_targets.s3]
+//! [server.backup_targets.s3]
 //! kind = "s3"
 //! endpoint = "https://s3.example.com"        # http:// or https://
 //! bucket = "corral-backups"
@@ -266,6 +266,62 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl BackupTarget {
+    /// The target as its config table, secrets included, for the one
+    /// place it travels: from the server to the agent that runs restic,
+    /// over the cluster's authenticated API. Never log or show it; reading
+    /// it back (`serde_json::from_value::<BackupTarget>`) gives the target.
+    pub fn to_wire(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("password".into(), self.password.expose().into());
+        match &self.kind {
+            TargetKind::Dir { path } => {
+                m.insert("kind".into(), "dir".into());
+                m.insert("path".into(), path.display().to_string().into());
+            }
+            TargetKind::Sftp {
+                user,
+                host,
+                port,
+                path,
+                identity_file,
+                known_hosts,
+            } => {
+                m.insert("kind".into(), "sftp".into());
+                m.insert("user".into(), user.clone().into());
+                m.insert("host".into(), host.clone().into());
+                m.insert("port".into(), (*port).into());
+                m.insert("path".into(), path.clone().into());
+                if let Some(f) = identity_file {
+                    m.insert("identity_file".into(), f.display().to_string().into());
+                }
+                if let Some(f) = known_hosts {
+                    m.insert("known_hosts".into(), f.display().to_string().into());
+                }
+            }
+            TargetKind::S3 {
+                endpoint,
+                bucket,
+                prefix,
+                region,
+                access_key,
+                secret_key,
+            } => {
+                m.insert("kind".into(), "s3".into());
+                m.insert("endpoint".into(), endpoint.clone().into());
+                m.insert("bucket".into(), bucket.clone().into());
+                if !prefix.is_empty() {
+                    m.insert("prefix".into(), prefix.clone().into());
+                }
+                if let Some(r) = region {
+                    m.insert("region".into(), r.clone().into());
+                }
+                m.insert("access_key".into(), access_key.expose().into());
+                m.insert("secret_key".into(), secret_key.expose().into());
+            }
+        }
+        serde_json::Value::Object(m)
+    }
+
     fn from_raw(name: String, raw: RawTarget) -> Result<Self, String> {
         if !name.is_empty() && !valid_name(&name) {
             return Err(format!(
@@ -596,6 +652,13 @@ password = "pw3"
         assert_eq!(s3.restic_options(), ["s3.region=eu-1"]);
         let env = s3.restic_env();
         assert!(env.contains(&("AWS_SECRET_ACCESS_KEY", "SK")));
+        // What the server hands the agent reads back as the same target.
+        for t in [nas, off, s3] {
+            let mut back: BackupTarget =
+                serde_json::from_value(t.to_wire()).map_err(|e| e.to_string())?;
+            back.name = t.name.clone();
+            assert_eq!(&back, t);
+        }
         Ok(())
     }
 
