@@ -336,7 +336,7 @@ pub struct Alert {
     pub id: String,
     pub rule: AlertRule,
     /// What the alert is about, unique within the rule: `job/group/task`,
-    /// a node id, a job name, `alloc/task`, `data_dir`.
+    /// a node id, a job name, `alloc/task`, `data_dir`, a volume id.
     pub subject: String,
     pub status: AlertStatus,
     pub summary: String,
@@ -400,16 +400,20 @@ pub enum AlertRule {
     MemoryHigh,
     /// The server's data dir is nearly full.
     DiskFull,
+    /// A volume whose spec asks for backups has none recent enough, or
+    /// its last backup failed.
+    VolumeBackup,
 }
 
 impl AlertRule {
-    pub const ALL: [AlertRule; 6] = [
+    pub const ALL: [AlertRule; 7] = [
         AlertRule::CrashLoop,
         AlertRule::OomKill,
         AlertRule::NodeDown,
         AlertRule::DeploymentFailed,
         AlertRule::MemoryHigh,
         AlertRule::DiskFull,
+        AlertRule::VolumeBackup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -420,6 +424,7 @@ impl AlertRule {
             AlertRule::DeploymentFailed => "deployment_failed",
             AlertRule::MemoryHigh => "memory_high",
             AlertRule::DiskFull => "disk_full",
+            AlertRule::VolumeBackup => "volume_backup",
         }
     }
 }
