@@ -276,8 +276,8 @@ Examples:
         /// Keep streaming new events.
         #[arg(short, long)]
         follow: bool,
-        /// job, allocation, node, deployment, check, alert (repeat or
-        /// separate with commas).
+        /// job, allocation, node, deployment, check, alert, volume
+        /// (repeat or separate with commas).
         #[arg(long = "topic", value_name = "TOPIC")]
         topics: Vec<String>,
         /// Only events about this job (repeat for more).

@@ -68,6 +68,8 @@ pub struct AlertsFile {
     pub memory: ThresholdFile,
     #[serde(default)]
     pub disk: ThresholdFile,
+    #[serde(default)]
+    pub volume_backup: ToggleFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +280,7 @@ pub fn apply_events_and_alerts(
     );
     threshold(&mut c.memory, "alerts.memory", &f.memory)?;
     threshold(&mut c.disk, "alerts.disk", &f.disk)?;
+    set(&mut c.volume_backup.enabled, f.volume_backup.enabled);
     Ok(())
 }
 
@@ -370,6 +373,8 @@ threshold_percent = 80
 for = "10m"
 [server.alerts.disk]
 enabled = false
+[server.alerts.volume_backup]
+enabled = false
 "#,
         )
         .unwrap();
@@ -393,6 +398,13 @@ enabled = false
         assert_eq!((a.memory.threshold, a.memory.for_duration), (0.8, s(600)));
         assert!(!a.disk.enabled);
         assert_eq!(a.disk.threshold, 0.9, "untouched keys keep their default");
+        assert!(!a.volume_backup.enabled);
+        assert!(
+            corral_server::alerts::AlertsConfig::default()
+                .volume_backup
+                .enabled,
+            "on by default"
+        );
 
         std::fs::write(&p, "[server.alerts.crash_loop]\nwindw = \"1m\"\n").unwrap();
         let e = load(Some(&p)).unwrap_err().to_string();

@@ -3,7 +3,7 @@
 //! Two kinds of metrics: those the server counts as things happen (the
 //! latency [`Histogram`]s, counters of evaluations, placements and API
 //! requests, all in [`Metrics`]), and those derived from state at scrape
-//! time (node capacity, allocated and used resources, blocked
+//! time (node capacity, allocated and used resources, volumes, blocked
 //! evaluations, deployments by status), computed by the collector in
 //! [`collect`] from a store snapshot, the broker and [`crate::usage`].
 //! The names are listed in docs/METRICS.md.

@@ -26,6 +26,9 @@ pub struct AlertsConfig {
     pub deployment_failed: ToggleRule,
     pub memory: ThresholdRule,
     pub disk: ThresholdRule,
+    /// A volume whose job's spec asks for backups: its last backup
+    /// failed, or its newest is older than twice the spec's `every`.
+    pub volume_backup: ToggleRule,
 }
 
 /// `restarts` restarts of one task (across its job's allocations) within
@@ -101,6 +104,7 @@ impl Default for AlertsConfig {
                 threshold: 0.9,
                 for_duration: Duration::ZERO,
             },
+            volume_backup: ToggleRule { enabled: true },
         }
     }
 }

@@ -11,7 +11,8 @@
 //! Rules and defaults (`[server.alerts]`, docs/CONFIG.md): crash loop (3
 //! restarts of a task in 10m), OOM kill, node down, deployment failed or
 //! reverted, memory above 90% of the limit in every sample over 5m, data dir above 90%
-//! full. After a restart the engine replays the events of the last
+//! full, a volume's backups failing or late (older than twice its spec's
+//! `every`). After a restart the engine replays the events of the last
 //! `lookback` so its windows are whole again; events already counted in
 //! a stored alert are skipped.
 

@@ -21,8 +21,8 @@ use std::time::Duration;
 use corral_store::State;
 use corral_types::units::Millis;
 use corral_types::{
-    Alert, AlertRule, AlertStatus, ClientStatus, DeploymentStatus, Event, EventType, NodeStatus,
-    TaskLifecycle, UnixMillis,
+    Alert, AlertRule, AlertStatus, BackupPolicy, ClientStatus, DeploymentStatus, Event, EventType,
+    NodeStatus, TaskLifecycle, UnixMillis, Volume,
 };
 
 use super::config::AlertsConfig;
@@ -321,6 +321,7 @@ impl Engine {
         self.node_down(&mut ev);
         self.memory(&mut ev);
         self.disk(&mut ev);
+        self.volume_backup(&mut ev);
         ev.out
     }
 
@@ -741,6 +742,93 @@ impl Engine {
         }
     }
 
+    /// Volumes whose job's current spec asks for backups: the last backup
+    /// failed, or the newest is older than twice the schedule (none at
+    /// all, and the volume is that old). A stopped job's volumes are left
+    /// alone: nothing runs to back them up.
+    fn volume_backup(&mut self, ev: &mut Evaluation<'_, '_>) {
+        if !self.cfg.volume_backup.enabled {
+            ev.resolve_all(
+                AlertRule::VolumeBackup,
+                "the volume backup rule was disabled",
+            );
+            return;
+        }
+        let state = ev.inp.state;
+        let now = ev.inp.now;
+        let mut holding = Vec::new();
+        // Why each volume that does not hold is fine (or no longer asked).
+        let mut fine = HashMap::new();
+        for v in state.volumes() {
+            let every = match backup_policy(state, v) {
+                Ok(p) => p.every.0,
+                Err(why) => {
+                    fine.insert(v.id.clone(), why);
+                    continue;
+                }
+            };
+            let newest = v.backups.iter().max_by_key(|b| b.taken_at);
+            let late = every.saturating_mul(2);
+            let message = if let Some(err) = &v.backup_error {
+                Some(format!("volume {}: its last backup failed: {err}", v.id))
+            } else {
+                match newest {
+                    Some(b) if now.saturating_sub(b.taken_at) > late => Some(format!(
+                        "volume {}: its newest backup ({}) is {} old, more than twice its schedule (every {})",
+                        v.id,
+                        b.id,
+                        rough(now.saturating_sub(b.taken_at)),
+                        Millis(every)
+                    )),
+                    Some(_) => None,
+                    None if now.saturating_sub(v.created_at) > late => Some(format!(
+                        "volume {}: no backup yet, {} after it was made (backups every {})",
+                        v.id,
+                        rough(now.saturating_sub(v.created_at)),
+                        Millis(every)
+                    )),
+                    None => None,
+                }
+            };
+            let Some(message) = message else {
+                let why = match newest {
+                    Some(b) => format!("backup {} of volume {} succeeded", b.id, v.id),
+                    None => format!("volume {} is not due for a backup yet", v.id),
+                };
+                fine.insert(v.id.clone(), why);
+                continue;
+            };
+            holding.push((
+                v.id.clone(),
+                Seen {
+                    index: 0,
+                    time: now,
+                    subject: v.id.clone(),
+                    job: v.job.clone(),
+                    alloc: v.alloc_id.clone(),
+                    node: Some(v.node_id.clone()),
+                    deployment: None,
+                    task: None,
+                    job_version: state.job(&v.job).map(|j| j.version),
+                    message,
+                },
+            ));
+        }
+        self.condition(ev, AlertRule::VolumeBackup, Duration::ZERO, holding);
+        for key in ev.firing_of(AlertRule::VolumeBackup) {
+            if ev.changed(&key) {
+                continue;
+            }
+            let why = match state.volume(&key.1) {
+                None => Some(format!("volume {} was deleted", key.1)),
+                Some(_) => fine.remove(&key.1),
+            };
+            if let Some(why) = why {
+                ev.resolve(&key, why);
+            }
+        }
+    }
+
     /// A condition rule: `holding` lists the subjects whose condition
     /// holds now; each fires once it held for `for_duration`.
     fn condition(
@@ -803,6 +891,38 @@ fn runs_fine(
                             .is_some_and(|s| now.saturating_sub(s) >= settle)
                 })
         })
+}
+
+/// The backup policy the current spec of the volume's job gives it, or
+/// why there is none to hold it to.
+fn backup_policy<'s>(state: &'s State, v: &Volume) -> Result<&'s BackupPolicy, String> {
+    let Some(job) = state.job(&v.job) else {
+        return Err(format!("job {} was purged", v.job));
+    };
+    if job.stopped {
+        return Err(format!("job {} was stopped", v.job));
+    }
+    job.spec
+        .groups
+        .iter()
+        .find(|g| g.name == v.group)
+        .and_then(|g| g.volumes.iter().find(|s| s.name == v.name))
+        .and_then(|s| s.backup.as_ref())
+        .ok_or_else(|| {
+            format!(
+                "the spec of job {} no longer asks for backups of volume {}",
+                v.job, v.id
+            )
+        })
+}
+
+/// A duration to the minute (to the second below one).
+fn rough(ms: u64) -> Millis {
+    if ms >= 60_000 {
+        Millis(ms / 60_000 * 60_000)
+    } else {
+        Millis(ms / 1000 * 1000)
+    }
 }
 
 fn new_alert(rule: AlertRule, s: &Seen, count: usize, summary: String) -> Alert {

@@ -877,3 +877,204 @@ fn a_stop_resolves_even_when_the_job_runs_again_before_the_rules_look() {
         [(AlertRule::CrashLoop, Transition::Fired)]
     );
 }
+
+/// Job `db` (version `version`) with volume `data`, backed up every
+/// hour when `backup`.
+fn db(version: u64, backup: bool) -> Job {
+    let mut j = job(
+        "db",
+        version,
+        vec![group("db", 1).env("V", &version.to_string()).build()],
+    );
+    j.spec.groups[0].volumes.push(corral_types::VolumeSpec {
+        name: "data".into(),
+        size: corral_types::units::Bytes(1 << 30),
+        mount: "/data".into(),
+        read_only: false,
+        per_alloc: false,
+        snapshots: None,
+        backup: backup.then(|| corral_types::BackupPolicy {
+            every: Millis(60 * MIN),
+            keep: Default::default(),
+            to: "s3".into(),
+        }),
+        on_node_loss: Default::default(),
+        node_loss_grace: corral_types::spec::default_node_loss_grace(),
+    });
+    j
+}
+
+fn db_volume(created_at: UnixMillis) -> Volume {
+    Volume {
+        id: "db.data".into(),
+        job: "db".into(),
+        group: "db".into(),
+        name: "data".into(),
+        slot: None,
+        size: corral_types::units::Bytes(1 << 30),
+        provider: "btrfs-image".into(),
+        node_id: "n1".into(),
+        generation: 1,
+        alloc_id: Some("a0".into()),
+        moved_from: None,
+        last_move_downtime_ms: None,
+        snapshots: Vec::new(),
+        backups: Vec::new(),
+        backup_error: None,
+        restored_from: None,
+        used: None,
+        created_at,
+        modified_at: created_at,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn backup(id: &str, taken_at: UnixMillis) -> corral_types::VolumeBackup {
+    corral_types::VolumeBackup {
+        id: id.into(),
+        target: "s3".into(),
+        taken_at,
+        took_ms: 1000,
+        bytes_added: 1,
+    }
+}
+
+#[test]
+fn volume_backup_fires_when_backups_are_late_or_fail_and_resolves_on_success() {
+    let mut w = World::new(|_| {});
+    let v1 = db(1, true);
+    let mut v = db_volume(T0);
+    w.commit(vec![Write::Job(v1), Write::Volume(v.clone())]);
+    // No backup yet, but not twice the schedule old either.
+    assert!(w.eval(T0 + 60 * MIN).is_empty());
+    assert!(w.eval(T0 + 120 * MIN).is_empty());
+    let c = w.eval(T0 + 121 * MIN);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::VolumeBackup, Transition::Fired)]
+    );
+    let a = &c[0].alert;
+    assert_eq!(a.subject, "db.data");
+    assert_eq!(a.job.as_deref(), Some("db"));
+    assert_eq!(a.node.as_deref(), Some("n1"));
+    assert_eq!(
+        a.summary,
+        "volume db.data: no backup yet, 121m after it was made (backups every 1h)"
+    );
+    // Seen again: still the one alert.
+    assert!(w.eval(T0 + 122 * MIN).is_empty());
+
+    // A backup succeeds.
+    v.backups = vec![backup("b1", T0 + 122 * MIN)];
+    w.commit(vec![Write::Volume(v.clone())]);
+    let c = w.eval(T0 + 123 * MIN);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::VolumeBackup, Transition::Resolved)]
+    );
+    assert_eq!(
+        c[0].alert.resolution,
+        "backup b1 of volume db.data succeeded"
+    );
+
+    // Then none for more than two hours.
+    assert!(w.eval(T0 + 242 * MIN).is_empty());
+    let c = w.eval(T0 + 243 * MIN);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::VolumeBackup, Transition::Fired)]
+    );
+    assert_eq!(
+        c[0].alert.summary,
+        "volume db.data: its newest backup (b1) is 121m old, more than twice its schedule (every 1h)"
+    );
+    v.backups.push(backup("b2", T0 + 244 * MIN));
+    w.commit(vec![Write::Volume(v.clone())]);
+    assert_eq!(
+        transitions(&w.eval(T0 + 245 * MIN)),
+        [(AlertRule::VolumeBackup, Transition::Resolved)]
+    );
+
+    // A failed backup fires at once, however recent the last good one.
+    v.backup_error = Some("restic: repository is locked".into());
+    w.commit(vec![Write::Volume(v.clone())]);
+    let c = w.eval(T0 + 246 * MIN);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::VolumeBackup, Transition::Fired)]
+    );
+    assert_eq!(
+        c[0].alert.summary,
+        "volume db.data: its last backup failed: restic: repository is locked"
+    );
+    assert_eq!(w.firing().len(), 1);
+    // The next success clears the error.
+    v.backup_error = None;
+    v.backups.push(backup("b3", T0 + 300 * MIN));
+    w.commit(vec![Write::Volume(v)]);
+    let c = w.eval(T0 + 301 * MIN);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::VolumeBackup, Transition::Resolved)]
+    );
+    assert_eq!(
+        c[0].alert.resolution,
+        "backup b3 of volume db.data succeeded"
+    );
+}
+
+#[test]
+fn volume_backup_follows_the_current_spec_the_job_and_the_volume() {
+    let mut w = World::new(|_| {});
+    // No backup policy: an old volume without backups is fine.
+    let mut v = db_volume(T0);
+    w.commit(vec![Write::Job(db(1, false)), Write::Volume(v.clone())]);
+    assert!(w.eval(T0 + 600 * MIN).is_empty());
+    // A version that asks for backups: late at once.
+    w.commit(vec![Write::Job(db(2, true))]);
+    assert_eq!(
+        transitions(&w.eval(T0 + 601 * MIN)),
+        [(AlertRule::VolumeBackup, Transition::Fired)]
+    );
+    // A version that no longer does resolves it.
+    w.commit(vec![Write::Job(db(3, false))]);
+    let c = w.eval(T0 + 602 * MIN);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::VolumeBackup, Transition::Resolved)]
+    );
+    assert_eq!(
+        c[0].alert.resolution,
+        "the spec of job db no longer asks for backups of volume db.data"
+    );
+
+    // A stopped job's volume is left alone.
+    w.commit(vec![Write::Job(db(4, true))]);
+    v.backup_error = Some("boom".into());
+    w.commit(vec![Write::Volume(v.clone())]);
+    assert_eq!(w.eval(T0 + 603 * MIN).len(), 1);
+    let mut stopped = db(4, true);
+    stopped.stopped = true;
+    w.commit(vec![Write::Job(stopped)]);
+    let c = w.eval(T0 + 604 * MIN);
+    assert_eq!(c[0].alert.resolution, "job db was stopped");
+
+    // Deleted while firing; and the rule disabled.
+    w.commit(vec![Write::Job(db(5, true))]);
+    assert_eq!(w.eval(T0 + 605 * MIN).len(), 1);
+    w.commit(vec![Write::DeleteVolume("db.data".into())]);
+    let c = w.eval(T0 + 606 * MIN);
+    assert_eq!(c[0].alert.resolution, "volume db.data was deleted");
+    w.commit(vec![Write::Volume(v)]);
+    assert_eq!(w.eval(T0 + 607 * MIN).len(), 1);
+    let mut cfg = AlertsConfig::default();
+    cfg.volume_backup.enabled = false;
+    w.engine = Engine::new(cfg);
+    let c = w.eval(T0 + 608 * MIN);
+    assert_eq!(
+        transitions(&c),
+        [(AlertRule::VolumeBackup, Transition::Resolved)]
+    );
+    assert_eq!(c[0].alert.resolution, "the volume backup rule was disabled");
+}

@@ -1,15 +1,16 @@
 //! The state diff → events function. Pure: a commit's [`Diff`] (the state
 //! before and after, and the records written) and a time in, the events
 //! of the change out, in a stable order (jobs, deployments,
-//! allocations, nodes, alerts; each in key order).
+//! allocations, nodes, volumes, alerts; each in write order).
 
 use std::collections::BTreeSet;
 
 use corral_store::State;
 use corral_store::changes::{Change, Diff};
+use corral_types::units::{Bytes, Millis};
 use corral_types::{
     Alert, AlertStatus, Allocation, CheckStatus, ClientStatus, Deployment, DeploymentStatus,
-    DesiredStatus, Event, EventType, Job, Node, NodeStatus, UnixMillis,
+    DesiredStatus, Event, EventType, Job, Node, NodeStatus, UnixMillis, Volume,
 };
 
 /// Restart events for one task in one report, at most.
@@ -36,6 +37,9 @@ pub fn diff(d: &Diff<'_>, now: UnixMillis) -> Vec<Event> {
     }
     for c in d.nodes() {
         node(c, now, &mut out);
+    }
+    for c in d.volumes() {
+        volume(c, before, after, now, &mut out);
     }
     for c in d.alerts() {
         alert(c, now, &mut out);
@@ -391,6 +395,170 @@ fn node(c: Change<'_, Node>, now: UnixMillis, out: &mut Vec<Event>) {
             format!("node {} removed", n.name),
         )),
     }
+}
+
+/// Volume events: its creation, a move or a restore (a new node), each
+/// new snapshot and backup, a backup failure, its deletion. Volumes
+/// change rarely, so node names are looked up for every message.
+fn volume(
+    c: Change<'_, Volume>,
+    before: &State,
+    after: &State,
+    now: UnixMillis,
+    out: &mut Vec<Event>,
+) {
+    let node_name = |id: &str| -> String {
+        after
+            .node_by_id(id)
+            .or_else(|| before.node_by_id(id))
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let ev = |kind: EventType, v: &Volume, msg: String| {
+        let e = Event::new(kind, now, msg)
+            .job(&v.job)
+            .node(&v.node_id)
+            .volume(&v.id);
+        match &v.alloc_id {
+            Some(a) => e.alloc(a),
+            None => e,
+        }
+    };
+    let (old, v) = match c {
+        Change::Added(v) => {
+            out.push(ev(
+                EventType::VolumeCreated,
+                v,
+                format!(
+                    "volume {} created on node {} ({}, {})",
+                    v.id,
+                    node_name(&v.node_id),
+                    v.size,
+                    v.provider
+                ),
+            ));
+            (None, v)
+        }
+        Change::Updated { old, new } => (Some(old), new),
+        Change::Removed(v) => {
+            out.push(ev(
+                EventType::VolumeDeleted,
+                v,
+                format!(
+                    "volume {} deleted (its live copy was on node {})",
+                    v.id,
+                    node_name(&v.node_id)
+                ),
+            ));
+            return;
+        }
+    };
+    let restored = v
+        .restored_from
+        .as_ref()
+        .filter(|b| old.is_none_or(|o| o.restored_from.as_ref() != Some(*b)));
+    if let Some(b) = restored {
+        let from = old
+            .map(|o| o.node_id.as_str())
+            .filter(|n| *n != v.node_id)
+            .or(v.moved_from.as_deref());
+        let lost = from
+            .map(|n| format!(" after node {} was lost", node_name(n)))
+            .unwrap_or_default();
+        out.push(ev(
+            EventType::VolumeRestored,
+            v,
+            format!(
+                "volume {} restored on node {}{lost}, from backup {} of {} taken at {}: writes after that time are lost",
+                v.id,
+                node_name(&v.node_id),
+                b.id,
+                b.target,
+                utc(b.taken_at)
+            ),
+        ));
+    }
+    let Some(old) = old else {
+        return;
+    };
+    if restored.is_none() && old.node_id != v.node_id {
+        let mut msg = format!(
+            "volume {} moved from node {} to node {} (generation {})",
+            v.id,
+            node_name(&old.node_id),
+            node_name(&v.node_id),
+            v.generation
+        );
+        if let Some(ms) = v.last_move_downtime_ms {
+            msg.push_str(&format!(
+                "; its allocation waited {} for the last copy",
+                Millis(ms)
+            ));
+        }
+        out.push(ev(EventType::VolumeMoved, v, msg));
+    }
+    if old.snapshots != v.snapshots {
+        for s in &v.snapshots {
+            if old.snapshots.iter().any(|o| o.name == s.name) {
+                continue;
+            }
+            let how = if s.scheduled { "scheduled" } else { "manual" };
+            out.push(ev(
+                EventType::VolumeSnapshotTaken,
+                v,
+                format!(
+                    "volume {}: {how} snapshot {} taken on node {} in {}",
+                    v.id,
+                    s.name,
+                    node_name(&v.node_id),
+                    Millis(s.took_ms)
+                ),
+            ));
+        }
+    }
+    if old.backups != v.backups {
+        for b in &v.backups {
+            if old.backups.iter().any(|o| o.id == b.id) {
+                continue;
+            }
+            out.push(ev(
+                EventType::VolumeBackupDone,
+                v,
+                format!(
+                    "volume {} backed up to {} (backup {} of its state at {}, {} added, in {})",
+                    v.id,
+                    b.target,
+                    b.id,
+                    utc(b.taken_at),
+                    Bytes(b.bytes_added),
+                    Millis(b.took_ms)
+                ),
+            ));
+        }
+    }
+    if let Some(err) = &v.backup_error
+        && old.backup_error.as_ref() != Some(err)
+    {
+        out.push(ev(
+            EventType::VolumeBackupFailed,
+            v,
+            format!("volume {}: backup failed: {err}", v.id),
+        ));
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SSZ` of Unix milliseconds (as `corral events`
+/// prints times).
+fn utc(ms: UnixMillis) -> String {
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = corral_types::civil::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn alert(c: Change<'_, Alert>, now: UnixMillis, out: &mut Vec<Event>) {

@@ -5,9 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use corral_scheduler::testing::{alloc, group, job, node};
 use corral_store::{MemoryStore, StateStore, Write};
+use corral_types::units::Bytes;
 use corral_types::{
     Alert, AlertRule, AlertStatus, CheckState, CheckStatus, ClientStatus, DeploymentStatus,
-    DesiredStatus, Event, EventTopic, EventType, NodeStatus, TaskState,
+    DesiredStatus, Event, EventTopic, EventType, NodeStatus, TaskState, Volume, VolumeBackup,
+    VolumeSnapshot,
 };
 
 use super::{EventFilter, diff};
@@ -411,4 +413,188 @@ fn filters_by_topic_and_job() {
     assert!(!f.matches(&Event::new(EventType::NodeUp, T, "n")));
     let err = f.add_topics("nodes").expect_err("unknown topic");
     assert!(err.contains("use job, allocation, node"), "{err}");
+}
+
+fn volume(id: &str, node: &str) -> Volume {
+    Volume {
+        id: id.into(),
+        job: "db".into(),
+        group: "db".into(),
+        name: "data".into(),
+        slot: None,
+        size: Bytes(1 << 30),
+        provider: "btrfs-image".into(),
+        node_id: node.into(),
+        generation: 1,
+        alloc_id: Some("a0".into()),
+        moved_from: None,
+        last_move_downtime_ms: None,
+        snapshots: Vec::new(),
+        backups: Vec::new(),
+        backup_error: None,
+        restored_from: None,
+        used: None,
+        created_at: T,
+        modified_at: T,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn backup(id: &str, taken_at: u64) -> VolumeBackup {
+    VolumeBackup {
+        id: id.into(),
+        target: "s3".into(),
+        taken_at,
+        took_ms: 2500,
+        bytes_added: 3 << 20,
+    }
+}
+
+#[test]
+fn volumes_created_snapshotted_backed_up_moved_and_deleted() {
+    let f = Fixture::new();
+    for (id, name) in [("n1", "alpha"), ("n2", "beta")] {
+        let mut n = node(id).build();
+        n.name = name.into();
+        f.change(vec![Write::Node(n)]);
+    }
+    let mut v = volume("db.data", "n1");
+    let ev = f.change(vec![Write::Volume(v.clone())]);
+    assert_eq!(kinds(&ev), [EventType::VolumeCreated]);
+    assert_eq!(ev[0].topic, EventTopic::Volume);
+    assert_eq!(ev[0].volume.as_deref(), Some("db.data"));
+    assert_eq!(ev[0].job.as_deref(), Some("db"));
+    assert_eq!(ev[0].node.as_deref(), Some("n1"));
+    assert_eq!(ev[0].alloc.as_deref(), Some("a0"));
+    assert_eq!(
+        ev[0].message,
+        "volume db.data created on node alpha (1GiB, btrfs-image)"
+    );
+
+    // A usage report alone is no event.
+    v.used = Some(Bytes(5 << 20));
+    assert!(f.change(vec![Write::Volume(v.clone())]).is_empty());
+
+    // Two snapshots in one report: one event each; the next report
+    // repeats one and adds none.
+    let snap = |name: &str, scheduled: bool, took_ms: u64| VolumeSnapshot {
+        name: name.into(),
+        created_at: T,
+        scheduled,
+        took_ms,
+    };
+    v.snapshots = vec![
+        snap("hourly-1", true, 120),
+        snap("before-upgrade", false, 80),
+    ];
+    let ev = f.change(vec![Write::Volume(v.clone())]);
+    assert_eq!(
+        kinds(&ev),
+        [
+            EventType::VolumeSnapshotTaken,
+            EventType::VolumeSnapshotTaken
+        ]
+    );
+    assert_eq!(
+        ev[0].message,
+        "volume db.data: scheduled snapshot hourly-1 taken on node alpha in 120ms"
+    );
+    assert!(ev[1].message.contains("manual snapshot before-upgrade"));
+    // The schedule prunes the oldest: no event for what went.
+    v.snapshots = vec![snap("before-upgrade", false, 80)];
+    assert!(f.change(vec![Write::Volume(v.clone())]).is_empty());
+
+    // A backup fails, fails again with the same error (no event), with
+    // another (an event), then succeeds.
+    v.backup_error = Some("restic: repository is locked".into());
+    let ev = f.change(vec![Write::Volume(v.clone())]);
+    assert_eq!(kinds(&ev), [EventType::VolumeBackupFailed]);
+    assert_eq!(
+        ev[0].message,
+        "volume db.data: backup failed: restic: repository is locked"
+    );
+    v.modified_at += 1;
+    assert!(f.change(vec![Write::Volume(v.clone())]).is_empty());
+    v.backup_error = Some("restic: connection refused".into());
+    assert_eq!(
+        kinds(&f.change(vec![Write::Volume(v.clone())])),
+        [EventType::VolumeBackupFailed]
+    );
+    v.backup_error = None;
+    v.backups = vec![backup("b1", 1_700_000_100_000)];
+    let ev = f.change(vec![Write::Volume(v.clone())]);
+    assert_eq!(kinds(&ev), [EventType::VolumeBackupDone]);
+    assert_eq!(
+        ev[0].message,
+        "volume db.data backed up to s3 (backup b1 of its state at 2023-11-14 22:15:00Z, 3MiB added, in 2500ms)"
+    );
+    // Retention drops b1 as b2 comes: one event, for b2.
+    v.backups = vec![backup("b2", 1_700_000_200_000)];
+    let ev = f.change(vec![Write::Volume(v.clone())]);
+    assert_eq!(kinds(&ev), [EventType::VolumeBackupDone]);
+    assert!(ev[0].message.contains("backup b2"), "{}", ev[0].message);
+
+    // A move: a new node and generation, the snapshots stay behind.
+    v.node_id = "n2".into();
+    v.moved_from = Some("n1".into());
+    v.generation = 2;
+    v.last_move_downtime_ms = Some(1500);
+    v.alloc_id = Some("a1".into());
+    v.snapshots.clear();
+    let ev = f.change(vec![Write::Volume(v.clone())]);
+    assert_eq!(kinds(&ev), [EventType::VolumeMoved]);
+    assert_eq!(ev[0].node.as_deref(), Some("n2"));
+    assert_eq!(ev[0].alloc.as_deref(), Some("a1"));
+    assert_eq!(
+        ev[0].message,
+        "volume db.data moved from node alpha to node beta (generation 2); its allocation waited 1500ms for the last copy"
+    );
+
+    let ev = f.change(vec![Write::DeleteVolume("db.data".into())]);
+    assert_eq!(kinds(&ev), [EventType::VolumeDeleted]);
+    assert_eq!(
+        ev[0].message,
+        "volume db.data deleted (its live copy was on node beta)"
+    );
+    assert_eq!(ev[0].volume.as_deref(), Some("db.data"));
+}
+
+#[test]
+fn a_volume_restored_after_its_node_was_lost_says_what_is_lost() {
+    let f = Fixture::new();
+    for (id, name) in [("n1", "alpha"), ("n2", "beta")] {
+        let mut n = node(id).build();
+        n.name = name.into();
+        f.change(vec![Write::Node(n)]);
+    }
+    let mut v = volume("db.data", "n1");
+    v.backups = vec![backup("b7", 1_700_000_100_000)];
+    f.change(vec![Write::Volume(v.clone())]);
+
+    // Restored on another node: one event (not also a move), naming the
+    // backup and the time after which writes are lost.
+    v.node_id = "n2".into();
+    v.moved_from = Some("n1".into());
+    v.generation = 2;
+    v.alloc_id = Some("a1".into());
+    v.restored_from = Some(backup("b7", 1_700_000_100_000));
+    let ev = f.change(vec![Write::Volume(v.clone())]);
+    assert_eq!(kinds(&ev), [EventType::VolumeRestored]);
+    assert_eq!(ev[0].node.as_deref(), Some("n2"));
+    assert_eq!(
+        ev[0].message,
+        "volume db.data restored on node beta after node alpha was lost, from backup b7 of s3 taken at 2023-11-14 22:15:00Z: writes after that time are lost"
+    );
+    // Later reports keep `restored_from`: no second event.
+    v.used = Some(Bytes(1));
+    assert!(f.change(vec![Write::Volume(v.clone())]).is_empty());
+    // A later plain move is a move.
+    v.node_id = "n1".into();
+    v.moved_from = Some("n2".into());
+    v.generation = 3;
+    assert_eq!(
+        kinds(&f.change(vec![Write::Volume(v)])),
+        [EventType::VolumeMoved]
+    );
 }

@@ -50,6 +50,7 @@ impl Collector for ServerCollector {
         let state = core.store.snapshot();
 
         nodes(&mut enc, &state, &core.usage.node_totals())?;
+        volumes(&mut enc, &state, crate::core::now_ms())?;
 
         let outcomes: Vec<_> = EvalOutcome::ALL
             .iter()
@@ -227,6 +228,82 @@ fn nodes(
         "corral_node_memory_used_bytes",
         "Memory the node's running tasks use (from the agents' 10 s usage pushes).",
         &used_mem,
+    )
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    volume: String,
+    job: String,
+    /// The name of the node with its live copy (its id when the node is
+    /// gone).
+    node: String,
+}
+
+/// One series per stored volume; `used` only once its agent measured it,
+/// the backup age only once it has a backup.
+fn volumes(enc: &mut DescriptorEncoder, state: &State, now: u64) -> fmt::Result {
+    let mut size = Vec::new();
+    let mut used = Vec::new();
+    let mut snapshots = Vec::new();
+    let mut backups = Vec::new();
+    let mut backup_age = Vec::new();
+    let mut generation = Vec::new();
+    for v in state.volumes() {
+        let labels = VolumeLabels {
+            volume: v.id.clone(),
+            job: v.job.clone(),
+            node: state
+                .node_by_id(&v.node_id)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| v.node_id.clone()),
+        };
+        size.push((labels.clone(), v.size.0 as f64));
+        if let Some(u) = v.used {
+            used.push((labels.clone(), u.0 as f64));
+        }
+        snapshots.push((labels.clone(), v.snapshots.len() as f64));
+        backups.push((labels.clone(), v.backups.len() as f64));
+        if let Some(newest) = v.backups.iter().map(|b| b.taken_at).max() {
+            backup_age.push((labels.clone(), now.saturating_sub(newest) as f64 / 1e3));
+        }
+        generation.push((labels, v.generation as f64));
+    }
+    gauges(
+        enc,
+        "corral_volume_size_bytes",
+        "The volume's size (its limit).",
+        &size,
+    )?;
+    gauges(
+        enc,
+        "corral_volume_used_bytes",
+        "What the volume's agent last measured in use.",
+        &used,
+    )?;
+    gauges(
+        enc,
+        "corral_volume_snapshots",
+        "Snapshots kept on the volume's node.",
+        &snapshots,
+    )?;
+    gauges(
+        enc,
+        "corral_volume_backups",
+        "Backups kept in the volume's backup target.",
+        &backups,
+    )?;
+    gauges(
+        enc,
+        "corral_volume_last_backup_age_seconds",
+        "Time since the state in the volume's newest backup was taken.",
+        &backup_age,
+    )?;
+    gauges(
+        enc,
+        "corral_volume_generation",
+        "The volume's generation: one more at every move to another node.",
+        &generation,
     )
 }
 

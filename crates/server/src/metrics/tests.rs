@@ -348,3 +348,125 @@ async fn node_statuses_are_the_documented_ones() {
     let documented: BTreeSet<&str> = row.split('`').skip(1).step_by(2).skip(2).collect();
     assert_eq!(emitted, documented, "docs/METRICS.md: {row}");
 }
+
+fn volume(id: &str, node: &str) -> corral_types::Volume {
+    corral_types::Volume {
+        id: id.into(),
+        job: "db".into(),
+        group: "db".into(),
+        name: "data".into(),
+        slot: None,
+        size: Bytes(1 << 30),
+        provider: "btrfs-image".into(),
+        node_id: node.into(),
+        generation: 1,
+        alloc_id: None,
+        moved_from: None,
+        last_move_downtime_ms: None,
+        snapshots: Vec::new(),
+        backups: Vec::new(),
+        backup_error: None,
+        restored_from: None,
+        used: None,
+        created_at: 1,
+        modified_at: 1,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+#[tokio::test]
+async fn volumes_have_size_use_snapshots_backups_and_generation() {
+    let (server, _dir) = server().await;
+    let core = server.core.clone();
+    crate::ops::nodes::register(&core, registration("n-1", "alpha"))
+        .await
+        .expect("register");
+    let now = crate::core::now_ms();
+    let mut a = volume("db.data", "n-1");
+    a.used = Some(Bytes(5 << 20));
+    a.generation = 3;
+    a.snapshots = vec![corral_types::VolumeSnapshot {
+        name: "hourly-1".into(),
+        created_at: now,
+        scheduled: true,
+        took_ms: 10,
+    }];
+    let backup = |id: &str, taken_at: u64| corral_types::VolumeBackup {
+        id: id.into(),
+        target: "s3".into(),
+        taken_at,
+        took_ms: 1,
+        bytes_added: 1,
+    };
+    a.backups = vec![backup("b1", now - 7_200_000), backup("b2", now - 60_000)];
+    // Never measured, never backed up, on a node the server forgot.
+    let b = volume("db.logs", "n-gone");
+    core.store
+        .commit(vec![
+            corral_store::Write::Volume(a),
+            corral_store::Write::Volume(b),
+        ])
+        .expect("commit");
+    let text = encode(&core).await.expect("encodes");
+
+    let l = "{volume=\"db.data\",job=\"db\",node=\"alpha\"}";
+    assert_eq!(
+        value(&text, &format!("corral_volume_size_bytes{l}")),
+        Some((1u64 << 30) as f64)
+    );
+    assert_eq!(
+        value(&text, &format!("corral_volume_used_bytes{l}")),
+        Some((5u64 << 20) as f64)
+    );
+    assert_eq!(
+        value(&text, &format!("corral_volume_snapshots{l}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, &format!("corral_volume_backups{l}")),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, &format!("corral_volume_generation{l}")),
+        Some(3.0)
+    );
+    // From the newest backup's snapshot time, not the oldest's.
+    let age =
+        value(&text, &format!("corral_volume_last_backup_age_seconds{l}")).expect("a backup age");
+    assert!((60.0..120.0).contains(&age), "{age}");
+
+    let l = "{volume=\"db.logs\",job=\"db\",node=\"n-gone\"}";
+    assert_eq!(
+        value(&text, &format!("corral_volume_backups{l}")),
+        Some(0.0)
+    );
+    assert_eq!(value(&text, &format!("corral_volume_used_bytes{l}")), None);
+    assert_eq!(
+        value(&text, &format!("corral_volume_last_backup_age_seconds{l}")),
+        None
+    );
+}
+
+/// Every `corral_volume_*` metric the server emits has a row in
+/// docs/METRICS.md, and every row there is emitted.
+#[tokio::test]
+async fn volume_metrics_are_the_documented_ones() {
+    let (server, _dir) = server().await;
+    let core = server.core.clone();
+    let text = encode(&core).await.expect("encodes");
+    let emitted: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|n| n.starts_with("corral_volume_"))
+        .collect();
+    let doc = include_str!("../../../../docs/METRICS.md");
+    let documented: BTreeSet<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .filter(|n| n.starts_with("corral_volume_"))
+        .collect();
+    assert_eq!(emitted.len(), 6, "{emitted:?}");
+    assert_eq!(emitted, documented);
+}

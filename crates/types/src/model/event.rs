@@ -37,6 +37,9 @@ pub struct Event {
     /// The alert's id (alert events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<String>,
+    /// The volume's id (volume events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     pub message: String,
 }
 
@@ -57,6 +60,7 @@ impl Event {
             task: None,
             check: None,
             alert: None,
+            volume: None,
             message: message.into(),
         }
     }
@@ -95,6 +99,11 @@ impl Event {
         self.alert = Some(alert.to_string());
         self
     }
+
+    pub fn volume(mut self, volume: &str) -> Event {
+        self.volume = Some(volume.to_string());
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,16 +115,18 @@ pub enum EventTopic {
     Deployment,
     Check,
     Alert,
+    Volume,
 }
 
 impl EventTopic {
-    pub const ALL: [EventTopic; 6] = [
+    pub const ALL: [EventTopic; 7] = [
         EventTopic::Job,
         EventTopic::Allocation,
         EventTopic::Node,
         EventTopic::Deployment,
         EventTopic::Check,
         EventTopic::Alert,
+        EventTopic::Volume,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -126,11 +137,12 @@ impl EventTopic {
             EventTopic::Deployment => "deployment",
             EventTopic::Check => "check",
             EventTopic::Alert => "alert",
+            EventTopic::Volume => "volume",
         }
     }
 
     /// `job`, `allocation` (or `alloc`), `node`, `deployment`, `check`,
-    /// `alert`.
+    /// `alert`, `volume`.
     pub fn parse(s: &str) -> Option<EventTopic> {
         let s = s.trim();
         if s == "alloc" {
@@ -221,6 +233,27 @@ pub enum EventType {
     AlertFiring,
     #[serde(rename = "alert.resolved")]
     AlertResolved,
+    /// Its first claim: made on a node.
+    #[serde(rename = "volume.created")]
+    VolumeCreated,
+    /// Its live copy moved to another node (a new generation).
+    #[serde(rename = "volume.moved")]
+    VolumeMoved,
+    /// Its node was lost and it was restored on another node from a
+    /// backup: what was written after the backup's snapshot is lost.
+    #[serde(rename = "volume.restored")]
+    VolumeRestored,
+    /// Its agent took a snapshot (one event per snapshot).
+    #[serde(rename = "volume.snapshot_taken")]
+    VolumeSnapshotTaken,
+    /// A backup was written to its target (one event per backup).
+    #[serde(rename = "volume.backup_done")]
+    VolumeBackupDone,
+    /// A scheduled backup failed (or failed again with another error).
+    #[serde(rename = "volume.backup_failed")]
+    VolumeBackupFailed,
+    #[serde(rename = "volume.deleted")]
+    VolumeDeleted,
 }
 
 impl EventType {
@@ -240,6 +273,8 @@ impl EventType {
             | DeploymentReverted => EventTopic::Deployment,
             CheckFailing | CheckPassing => EventTopic::Check,
             AlertFiring | AlertResolved => EventTopic::Alert,
+            VolumeCreated | VolumeMoved | VolumeRestored | VolumeSnapshotTaken
+            | VolumeBackupDone | VolumeBackupFailed | VolumeDeleted => EventTopic::Volume,
         }
     }
 
@@ -276,6 +311,13 @@ impl EventType {
             CheckPassing => "check.passing",
             AlertFiring => "alert.firing",
             AlertResolved => "alert.resolved",
+            VolumeCreated => "volume.created",
+            VolumeMoved => "volume.moved",
+            VolumeRestored => "volume.restored",
+            VolumeSnapshotTaken => "volume.snapshot_taken",
+            VolumeBackupDone => "volume.backup_done",
+            VolumeBackupFailed => "volume.backup_failed",
+            VolumeDeleted => "volume.deleted",
         }
     }
 }
@@ -294,7 +336,7 @@ pub struct Alert {
     pub id: String,
     pub rule: AlertRule,
     /// What the alert is about, unique within the rule: `job/group/task`,
-    /// a node id, a job name, `alloc/task`, `data_dir`.
+    /// a node id, a job name, `alloc/task`, `data_dir`, a volume id.
     pub subject: String,
     pub status: AlertStatus,
     pub summary: String,
@@ -358,16 +400,20 @@ pub enum AlertRule {
     MemoryHigh,
     /// The server's data dir is nearly full.
     DiskFull,
+    /// A volume whose spec asks for backups has none recent enough, or
+    /// its last backup failed.
+    VolumeBackup,
 }
 
 impl AlertRule {
-    pub const ALL: [AlertRule; 6] = [
+    pub const ALL: [AlertRule; 7] = [
         AlertRule::CrashLoop,
         AlertRule::OomKill,
         AlertRule::NodeDown,
         AlertRule::DeploymentFailed,
         AlertRule::MemoryHigh,
         AlertRule::DiskFull,
+        AlertRule::VolumeBackup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -378,6 +424,7 @@ impl AlertRule {
             AlertRule::DeploymentFailed => "deployment_failed",
             AlertRule::MemoryHigh => "memory_high",
             AlertRule::DiskFull => "disk_full",
+            AlertRule::VolumeBackup => "volume_backup",
         }
     }
 }
@@ -421,6 +468,8 @@ mod tests {
             EventType::DeploymentReverted,
             EventType::AlertFiring,
             EventType::NodeEligibility,
+            EventType::VolumeSnapshotTaken,
+            EventType::VolumeRestored,
         ] {
             let json = serde_json::to_string(&t).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", t.as_str()));
@@ -445,5 +494,6 @@ mod tests {
         assert_eq!(EventTopic::parse("alloc"), Some(EventTopic::Allocation));
         assert_eq!(EventTopic::parse(" node "), Some(EventTopic::Node));
         assert_eq!(EventTopic::parse("nodes"), None);
+        assert_eq!(EventTopic::parse("volume"), Some(EventTopic::Volume));
     }
 }
