@@ -34,24 +34,33 @@ fn err(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     (status, format!("{msg}\n")).into_response()
 }
 
-fn volumes(shared: &Shared) -> Result<&Arc<NodeVolumes>, Response> {
+/// Why a request is refused before anything is done.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        err(self.0, self.1)
+    }
+}
+
+fn volumes(shared: &Shared) -> Result<&Arc<NodeVolumes>, Refusal> {
     shared.volumes.as_ref().ok_or_else(|| {
-        err(
+        Refusal(
             StatusCode::NOT_FOUND,
-            "this node has no volumes (volumes are off)",
+            "this node has no volumes (volumes are off)".into(),
         )
     })
 }
 
 /// The copy must be here at the generation the caller saw.
-fn current(v: &NodeVolumes, id: &str, generation: u64) -> Result<(), Response> {
+fn current(v: &NodeVolumes, id: &str, generation: u64) -> Result<(), Refusal> {
     match v.local_generation(id) {
         Some(g) if g == generation => Ok(()),
-        Some(g) => Err(err(
+        Some(g) => Err(Refusal(
             StatusCode::CONFLICT,
             format!("volume {id}: this node's copy is at generation {g}, not {generation}"),
         )),
-        None => Err(err(
+        None => Err(Refusal(
             StatusCode::NOT_FOUND,
             format!("volume {id}: no copy on this node"),
         )),
@@ -69,10 +78,10 @@ pub async fn snapshot(
 ) -> Response {
     let v = match volumes(&shared) {
         Ok(v) => v.clone(),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = current(&v, &id, q.generation) {
-        return r;
+        return r.into_response();
     }
     if !v.provider.capabilities().snapshots {
         return err(
@@ -102,10 +111,10 @@ pub async fn restore(
 ) -> Response {
     let v = match volumes(&shared) {
         Ok(v) => v.clone(),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = current(&v, &id, q.generation) {
-        return r;
+        return r.into_response();
     }
     match v.restore(&id, &r.snapshot).await {
         Ok(()) => Json(serde_json::json!({"volume": id, "restored": r.snapshot})).into_response(),
@@ -120,7 +129,7 @@ pub async fn delete(
 ) -> Response {
     let v = match volumes(&shared) {
         Ok(v) => v.clone(),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match v.local_generation(&id) {
         Some(g) if g != q.generation => {
@@ -149,10 +158,10 @@ pub async fn export(
 ) -> Response {
     let v = match volumes(&shared) {
         Ok(v) => v.clone(),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = current(&v, &id, q.generation) {
-        return r;
+        return r.into_response();
     }
     let lock = v.lock(&id);
     let guard = lock.lock_owned().await;
@@ -219,10 +228,10 @@ pub async fn backup(
 ) -> Response {
     let v = match volumes(&shared) {
         Ok(v) => v.clone(),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = current(&v, &id, q.generation) {
-        return r;
+        return r.into_response();
     }
     match v.backup(&id, job).await {
         Ok(done) => Json(done).into_response(),
