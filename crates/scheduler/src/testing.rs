@@ -25,6 +25,7 @@ pub struct MemState {
     pub nodes: Vec<Node>,
     /// In creation order; the last one of a job is its latest.
     pub deployments: Vec<Deployment>,
+    pub volumes: Vec<corral_types::Volume>,
 }
 
 impl StateView for MemState {
@@ -64,6 +65,9 @@ impl StateView for MemState {
     }
     fn latest_deployment(&self, job: &str) -> Option<&Deployment> {
         self.deployments.iter().rev().find(|d| d.job == job)
+    }
+    fn volume(&self, id: &str) -> Option<&corral_types::Volume> {
+        self.volumes.iter().find(|v| v.id == id)
     }
 }
 
@@ -255,6 +259,11 @@ impl NodeBuilder {
         self.0.port_range = (lo, hi);
         self
     }
+    /// Volume space the node offers.
+    pub fn disk_mb(mut self, mb: u64) -> Self {
+        self.0.resources.disk = Bytes(mb * MB);
+        self
+    }
     pub fn build(mut self) -> Node {
         self.0.class = self.0.computed_class();
         self.0
@@ -357,6 +366,21 @@ impl GroupBuilder {
         self.0.network = mode;
         self
     }
+    /// A volume `name` of `mb` MiB mounted at `/name`.
+    pub fn volume(mut self, name: &str, mb: u64, per_alloc: bool) -> Self {
+        self.0.volumes.push(corral_types::VolumeSpec {
+            name: name.to_owned(),
+            size: Bytes(mb * MB),
+            mount: format!("/{name}"),
+            read_only: false,
+            per_alloc,
+            snapshots: None,
+            backup: None,
+            on_node_loss: Default::default(),
+            node_loss_grace: corral_types::spec::default_node_loss_grace(),
+        });
+        self
+    }
     pub fn build(self) -> GroupSpec {
         self.0
     }
@@ -414,5 +438,33 @@ pub fn alloc(id: &str, job: &Job, group: &str, index: u32, node: &str) -> Alloca
         modified_at: 0,
         create_index: 1,
         modify_index: 1,
+    }
+}
+
+/// The record of volume `id` held by `node` (as the server keeps it once
+/// an agent created it there).
+pub fn volume_on(id: &str, node: &str) -> corral_types::Volume {
+    corral_types::Volume {
+        id: id.to_owned(),
+        job: String::new(),
+        group: String::new(),
+        name: String::new(),
+        slot: None,
+        size: Bytes(0),
+        provider: "btrfs-image".to_owned(),
+        node_id: node.to_owned(),
+        generation: 1,
+        alloc_id: None,
+        moved_from: None,
+        last_move_downtime_ms: None,
+        snapshots: Vec::new(),
+        backups: Vec::new(),
+        backup_error: None,
+        restored_from: None,
+        used: None,
+        created_at: 0,
+        modified_at: 0,
+        create_index: 0,
+        modify_index: 0,
     }
 }

@@ -6,3 +6,4 @@ mod prop_tests;
 mod rank_tests;
 mod reconcile_tests;
 mod rollout_cases;
+mod volume_tests;
