@@ -7,3 +7,5 @@ pub mod jobs;
 pub mod nodes;
 pub mod plan;
 pub mod volumes;
+#[cfg(test)]
+mod volumes_tests;
