@@ -215,15 +215,20 @@ Examples:
     #[command(after_help = "\
 Examples:
   corral stop web
-  corral stop web --purge --detach")]
+  corral stop web --purge --detach
+  corral stop db --purge --delete-volumes   # and its volumes' data, for good")]
     Stop {
         /// The job to stop.
         #[arg(value_name = "JOB")]
         job: String,
         /// Also forget the job and its versions (it can be run again from
-        /// scratch).
+        /// scratch). Its volumes are kept unless --delete-volumes.
         #[arg(long)]
         purge: bool,
+        /// With --purge: also delete the job's volumes and their data, once
+        /// its allocations have stopped (not undone).
+        #[arg(long, requires = "purge", conflicts_with = "detach")]
+        delete_volumes: bool,
         /// Return once the stop is stored, without waiting for the
         /// allocations to stop.
         #[arg(long)]

@@ -242,10 +242,23 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Stop {
             job,
             purge,
+            delete_volumes,
             detach,
             out,
             conn,
-        } => cmd::job::stop(&conn.client()?, &job, purge, detach, out.out()).await,
+        } => {
+            cmd::job::stop(
+                &conn.client()?,
+                &job,
+                cmd::job::StopHow {
+                    purge,
+                    delete_volumes,
+                    detach,
+                },
+                out.out(),
+            )
+            .await
+        }
         Cmd::Logs { args, conn } => cmd::logs::logs(&conn.client()?, args).await,
         Cmd::Alloc(AllocCmd::Ls { job, out, conn }) => {
             cmd::alloc::list(&conn.client()?, job.as_deref(), out.out()).await

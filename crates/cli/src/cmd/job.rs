@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use corral_client::Client;
 use corral_types::api::JobVersionView;
 use serde::Serialize;
@@ -177,20 +177,45 @@ pub async fn inspect(
 
 /// `corral stop JOB`: store the stop, then (unless `detach`) wait until
 /// every allocation of the job has stopped, showing how many are left.
-pub async fn stop(c: &Client, job: &str, purge: bool, detach: bool, out: Out) -> Result<()> {
-    let r = c.stop(job, purge).await?;
-    let what = if purge {
+pub struct StopHow {
+    pub purge: bool,
+    pub delete_volumes: bool,
+    pub detach: bool,
+}
+
+pub async fn stop(c: &Client, job: &str, how: StopHow, out: Out) -> Result<()> {
+    let volumes = c.volumes(Some(job)).await.unwrap_or_default();
+    let r = c.stop(job, how.purge).await?;
+    let what = if how.purge {
         "stopped and purged"
     } else {
         "stopped"
     };
-    if !detach {
+    if !how.detach {
         wait_stopped(c, job).await?;
+    }
+    let mut deleted = Vec::new();
+    if how.delete_volumes {
+        for v in &volumes {
+            c.volume_delete(&v.id, false)
+                .await
+                .with_context(|| format!("job {job} is {what}, but deleting volume {}", v.id))?;
+            deleted.push(v.id.clone());
+        }
     }
     if out.data(&r, || vec![job.to_string()])? {
         return Ok(());
     }
     println!("job {job} {what}");
+    if !deleted.is_empty() {
+        println!("volumes deleted: {}", deleted.join(", "));
+    } else if !volumes.is_empty() {
+        let ids: Vec<&str> = volumes.iter().map(|v| v.id.as_str()).collect();
+        println!(
+            "its volumes are kept ({}): `corral run` gets them back; delete them with `corral volume delete ID --yes`",
+            ids.join(", ")
+        );
+    }
     Ok(())
 }
 
