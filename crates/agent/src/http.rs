@@ -23,6 +23,10 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
         .route("/v1/agent/allocations/{id}/logs", get(alloc_logs))
         .route("/metrics", get(crate::metrics::serve))
         .route(
+            "/v1/agent/volumes/quarantined",
+            get(crate::volumes::endpoints::quarantined),
+        )
+        .route(
             "/v1/agent/volumes/{id}",
             axum::routing::delete(crate::volumes::endpoints::delete),
         )

@@ -833,11 +833,16 @@ pub enum VolumeCmd {
     #[command(after_help = "\
 Examples:
   corral volume ls
-  corral volume ls --job shop --json")]
+  corral volume ls --job shop --json
+  corral volume ls --quarantined")]
     Ls {
         /// Only the volumes of this job.
         #[arg(long)]
         job: Option<String>,
+        /// The stale copies nodes set aside instead (a node back after
+        /// its volume was moved or restored elsewhere).
+        #[arg(long, conflicts_with = "job")]
+        quarantined: bool,
         #[command(flatten)]
         out: OutputArgs,
         #[command(flatten)]

@@ -649,6 +649,13 @@ impl Client {
         self.json(rb).await
     }
 
+    pub async fn quarantined_volumes(
+        &self,
+    ) -> Result<Vec<corral_types::api::QuarantinedCopy>, ClientError> {
+        self.json(self.req(reqwest::Method::GET, "/v1/volumes/quarantined"))
+            .await
+    }
+
     pub async fn volume(&self, id: &str) -> Result<corral_types::Volume, ClientError> {
         self.json(self.req(reqwest::Method::GET, &path(&["v1", "volumes", id])?))
             .await

@@ -468,3 +468,12 @@ pub struct VolumeRecovery {
     /// The generation to claim (the lost copy's).
     pub generation: u64,
 }
+
+/// `GET /v1/volumes/quarantined`: a stale copy a node set aside.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuarantinedCopy {
+    pub node_id: String,
+    pub node: String,
+    /// `<volume id>.gen<G>-<unix ms>` under the node's `<volumes_dir>/.quarantine`.
+    pub name: String,
+}

@@ -183,6 +183,10 @@ fn parse_time_ms(t: &str) -> Option<u64> {
 }
 
 impl VolumeProvider for BtrfsImage {
+    fn quarantined_copies(&self) -> Result<Vec<String>, VolumeError> {
+        self.quarantined()
+    }
+
     fn kind(&self) -> ProviderKind {
         ProviderKind::BtrfsImage
     }

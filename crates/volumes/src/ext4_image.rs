@@ -51,6 +51,10 @@ impl Ext4Image {
 }
 
 impl VolumeProvider for Ext4Image {
+    fn quarantined_copies(&self) -> Result<Vec<String>, VolumeError> {
+        self.quarantined()
+    }
+
     fn kind(&self) -> ProviderKind {
         ProviderKind::Ext4Image
     }

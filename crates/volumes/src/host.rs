@@ -84,6 +84,10 @@ fn apparent_size(vol: &str, dir: &Path) -> Result<u64, VolumeError> {
 }
 
 impl VolumeProvider for HostDir {
+    fn quarantined_copies(&self) -> Result<Vec<String>, VolumeError> {
+        self.quarantined()
+    }
+
     fn kind(&self) -> ProviderKind {
         ProviderKind::Host
     }

@@ -104,6 +104,8 @@ pub trait VolumeProvider: Send + Sync {
     fn list(&self) -> Result<Vec<VolumeRef>, VolumeError>;
     /// Set the volume aside under a new name: never mounted or served again.
     fn quarantine(&self, vol: &VolumeRef, suffix: &str) -> Result<(), VolumeError>;
+    /// What was set aside, as `<vol>.<suffix>`.
+    fn quarantined_copies(&self) -> Result<Vec<String>, VolumeError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -238,3 +238,17 @@ pub async fn backup(
         Err(e) => failed(e),
     }
 }
+
+/// The copies this node set aside.
+pub async fn quarantined(State(shared): State<Arc<Shared>>) -> Response {
+    let v = match volumes(&shared) {
+        Ok(v) => v.clone(),
+        Err(_) => return Json(Vec::<String>::new()).into_response(),
+    };
+    let p = v.provider.clone();
+    match tokio::task::spawn_blocking(move || p.quarantined_copies()).await {
+        Ok(Ok(names)) => Json(names).into_response(),
+        Ok(Err(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}

@@ -9,7 +9,15 @@ use crate::output::{Out, ago, short, table};
 
 pub async fn run(cmd: VolumeCmd) -> Result<()> {
     match cmd {
-        VolumeCmd::Ls { job, out, conn } => list(&conn.client()?, job.as_deref(), out.out()).await,
+        VolumeCmd::Ls {
+            quarantined: true,
+            out,
+            conn,
+            ..
+        } => list_quarantined(&conn.client()?, out.out()).await,
+        VolumeCmd::Ls { job, out, conn, .. } => {
+            list(&conn.client()?, job.as_deref(), out.out()).await
+        }
         VolumeCmd::Status { id, out, conn } => status(&conn.client()?, &id, out.out()).await,
         VolumeCmd::Snapshot { id, out, conn } => {
             let c = conn.client()?;
@@ -127,6 +135,26 @@ async fn list(c: &Client, job: Option<&str>, out: Out) -> Result<()> {
             ],
             rows
         )
+    );
+    Ok(())
+}
+
+async fn list_quarantined(c: &Client, out: Out) -> Result<()> {
+    let copies = c.quarantined_volumes().await?;
+    if out.data(&copies, || copies.iter().map(|q| q.name.clone()).collect())? {
+        return Ok(());
+    }
+    if copies.is_empty() {
+        println!("no quarantined copies on the nodes that answered");
+        return Ok(());
+    }
+    let rows = copies
+        .iter()
+        .map(|q| vec![q.node.clone(), q.name.clone()])
+        .collect();
+    println!(
+        "{}",
+        table(&["node", "copy (under <volumes_dir>/.quarantine)"], rows)
     );
     Ok(())
 }

@@ -66,6 +66,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/services", get(services::list))
         .route("/v1/services/{service}", get(services::get))
         .route("/v1/volumes", get(volumes::list))
+        .route("/v1/volumes/quarantined", get(volumes::quarantined))
         .route(
             "/v1/volumes/{id}",
             get(volumes::get).delete(volumes::delete),

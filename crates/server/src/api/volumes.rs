@@ -148,3 +148,38 @@ pub async fn recover(
 ) -> Result<Json<corral_types::api::VolumeRecovery>, ServerError> {
     ops::recovery(&core, &id, &r).map(Json)
 }
+
+/// Stale copies set aside on every node that answers (`corral volume ls
+/// --quarantined`); nodes that are down are skipped.
+pub async fn quarantined(
+    State(core): State<Arc<Core>>,
+) -> Result<Json<Vec<corral_types::api::QuarantinedCopy>>, ServerError> {
+    let nodes: Vec<_> = core
+        .store
+        .snapshot()
+        .nodes_iter()
+        .filter(|n| n.status != corral_types::NodeStatus::Down)
+        .map(|n| (**n).clone())
+        .collect();
+    let mut out = Vec::new();
+    for n in nodes {
+        match ops::agent_get(&core, &n, "/v1/agent/volumes/quarantined").await {
+            Ok(v) => {
+                let names: Vec<String> = serde_json::from_value(v).unwrap_or_default();
+                out.extend(
+                    names
+                        .into_iter()
+                        .map(|name| corral_types::api::QuarantinedCopy {
+                            node_id: n.id.clone(),
+                            node: n.name.clone(),
+                            name,
+                        }),
+                );
+            }
+            Err(e) => {
+                tracing::debug!(node = %n.name, error = %e, "cannot list quarantined volumes")
+            }
+        }
+    }
+    Ok(Json(out))
+}

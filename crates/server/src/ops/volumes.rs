@@ -444,3 +444,28 @@ pub async fn agent_call(
     }
     serde_json::from_str(&text).map_err(|e| agent_err(format!("answer is not JSON: {e}")))
 }
+
+/// GET `path` on `node`'s agent (with the cluster's token), as JSON.
+pub async fn agent_get(
+    core: &Core,
+    node: &corral_types::Node,
+    path: &str,
+) -> Result<serde_json::Value, ServerError> {
+    let url = format!("{}{path}", node.address.trim_end_matches('/'));
+    let mut req = core
+        .http
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(10));
+    if let Some(t) = &core.config.api_token {
+        req = req.bearer_auth(t);
+    }
+    let agent_err = |message: String| ServerError::Agent {
+        node: node.name.clone(),
+        message,
+    };
+    let resp = req.send().await.map_err(|e| agent_err(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(agent_err(format!("answered {}", resp.status())));
+    }
+    resp.json().await.map_err(|e| agent_err(e.to_string()))
+}
