@@ -181,6 +181,18 @@ async fn a_volume_keeps_its_data_across_a_crash_a_drain_and_a_node_loss() {
         moved.last_move_downtime_ms.unwrap_or(0)
     );
     assert_eq!(moved.moved_from.as_deref(), Some(v.node_id.as_str()));
+    let q = corral_client::EventQuery {
+        topics: vec!["volume".into()],
+        ..Default::default()
+    };
+    let moves: Vec<_> = c
+        .events(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.as_str() == "volume.moved")
+        .collect();
+    assert_eq!(moves.len(), 1, "{moves:?}");
     // The old copy goes once the move is done (the agent's sweep).
     let old_dir = volume_dir(&cl, first);
     eventually("the old copy deleted", D, || async {
@@ -349,6 +361,26 @@ async fn a_lost_nodes_volume_is_restored_from_its_backup_and_the_old_copy_set_as
     assert!(
         first_new >= at_backup && first_new <= at_backup + 3 && first_new <= last_old,
         "the restored volume holds the backup's data: {at_backup} at the backup, {first_new} after"
+    );
+
+    // The events say what happened, and what was lost.
+    let q = corral_client::EventQuery {
+        topics: vec!["volume".into()],
+        ..Default::default()
+    };
+    let events = c.events(&q).await.unwrap();
+    let kinds: Vec<String> = events.iter().map(|e| e.kind.as_str().to_owned()).collect();
+    for k in ["volume.created", "volume.backup_done", "volume.restored"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} in {kinds:?}");
+    }
+    let restored_event = events
+        .iter()
+        .find(|e| e.kind.as_str() == "volume.restored")
+        .unwrap();
+    assert!(
+        restored_event.message.contains(&b.id[..8]) && restored_event.message.contains("lost"),
+        "{}",
+        restored_event.message
     );
 
     // The lost node returns: its copy is older than the store's and is
