@@ -20,13 +20,17 @@ use corral_testkit::{TestCluster, eventually};
 const D: Duration = Duration::from_secs(60);
 
 fn job(image: &str, script: &str) -> String {
+    sized(image, script, "256M")
+}
+
+fn sized(image: &str, script: &str, size: &str) -> String {
     format!(
         "name: store
 image: {image}
 command: [/bin/sh, -c, {script:?}]
 kill_timeout: 1s
 restart: {{attempts: 0, mode: fail}}
-volume: {{size: 256M, mount: /srv/store}}
+volume: {{size: {size}, mount: /srv/store}}
 "
     )
 }
@@ -52,7 +56,9 @@ async fn a_container_sees_its_volume_with_its_size_and_cannot_write_past_it() {
         .await;
     let c = cluster.client.clone();
     let mut image = busybox_image("corral.local/volprobe:1", &[]);
-    for tool in ["df", "dd", "cat", "ls", "wc", "rm", "mount", "grep"] {
+    for tool in [
+        "df", "dd", "cat", "ls", "wc", "rm", "mount", "grep", "tail", "sed",
+    ] {
         image.files.push(corral_agent::image::ImageFile::symlink(
             &format!("bin/{tool}"),
             "busybox",
@@ -63,7 +69,8 @@ async fn a_container_sees_its_volume_with_its_size_and_cannot_write_past_it() {
     // Fill it: the writes stop at the volume's size, and df says that size.
     let fill = "df -k /srv/store; echo hello > /srv/store/keep; \
                 dd if=/dev/zero of=/srv/store/big bs=1M count=400 2>&1; \
-                echo \"== written $(($(wc -c < /srv/store/big) / 1048576)) MiB\"; exec sleep 3600";
+                echo \"== written $(($(wc -c < /srv/store/big) / 1048576)) MiB\"; \
+                while true; do df -k /srv/store | tail -1 | sed 's/^/df: /'; sleep 1; done";
     c.submit(&job(&image, fill), "store.yaml").await.unwrap();
     let j = wait_running(&c, "store", 1, D).await;
     let out = log_containing(&c, &j.allocations[0].id, "stdout", "== written", D).await;
@@ -87,13 +94,39 @@ async fn a_container_sees_its_volume_with_its_size_and_cannot_write_past_it() {
         .unwrap();
     assert!(written < 256, "wrote {written} MiB into a 256M volume");
 
+    // A new version that grows the volume: in place, the task keeps
+    // running and sees the new size.
+    let grown = sized(&image, fill, "512M");
+    c.submit(&grown, "store.yaml").await.unwrap();
+    let alloc = j.allocations[0].id.clone();
+    let out = log_containing(&c, &alloc, "stdout", " 5000", D).await;
+    let last = out.lines().rev().find(|l| l.starts_with("df: ")).unwrap();
+    let kib: u64 = last.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        (450 * 1024..=512 * 1024).contains(&kib),
+        "after growing to 512M: {last}"
+    );
+    let j2 = c.job("store", None).await.unwrap();
+    assert_eq!(running(&j2)[0].id, alloc, "grown in place, not replaced");
+    eventually("the record has the new size", D, || async {
+        let v = c.volume("store.data").await.map_err(|e| e.to_string())?;
+        if v.size.0 == 512_000_000 {
+            Ok(())
+        } else {
+            Err(format!("{}", v.size))
+        }
+    })
+    .await;
+
     // A snapshot now, then the data changes; stopped, the job's volume
     // goes back to the snapshot and the next run sees the old data.
     let snap = c.volume_snapshot("store.data").await.unwrap();
     let snap = snap["name"].as_str().unwrap().to_owned();
     stop_and_wait(&c, "store", D).await;
     let show = "cat /srv/store/keep 2>&1; ls /srv/store 2>&1; mount 2>&1 | grep store; echo '== shown'; exec sleep 3600";
-    c.submit(&job(&image, show), "store.yaml").await.unwrap();
+    c.submit(&sized(&image, show, "512M"), "store.yaml")
+        .await
+        .unwrap();
     let j = wait_running(&c, "store", 1, D).await;
     let out = log_containing(&c, &running(&j)[0].id, "stdout", "== shown", D).await;
     assert!(
@@ -102,21 +135,26 @@ async fn a_container_sees_its_volume_with_its_size_and_cannot_write_past_it() {
     );
     let write =
         "rm /srv/store/big; echo changed > /srv/store/keep; echo '== changed'; exec sleep 3600";
-    c.submit(&job(&image, write), "store.yaml").await.unwrap();
-    eventually("the change ran", D, || async {
+    let sub = c
+        .submit(&sized(&image, write, "512M"), "store.yaml")
+        .await
+        .unwrap();
+    let version = sub.jobs[0].version;
+    let a = eventually("the new version runs", D, || async {
         let j = c.job("store", None).await.map_err(|e| e.to_string())?;
-        let a = j
-            .allocations
+        j.allocations
             .iter()
-            .find(|a| a.job_version == 3 && a.state.as_str() == "running")
-            .ok_or("not yet")?;
-        log_containing(&c, &a.id, "stdout", "== changed", Duration::from_secs(5)).await;
-        Ok::<_, String>(())
+            .find(|a| a.job_version == version && a.state.as_str() == "running")
+            .map(|a| a.id.clone())
+            .ok_or_else(|| "not yet".to_string())
     })
     .await;
+    log_containing(&c, &a, "stdout", "== changed", D).await;
     stop_and_wait(&c, "store", D).await;
     c.volume_restore("store.data", &snap).await.unwrap();
-    c.submit(&job(&image, show), "store.yaml").await.unwrap();
+    c.submit(&sized(&image, show, "512M"), "store.yaml")
+        .await
+        .unwrap();
     let j = wait_running(&c, "store", 1, D).await;
     let out = log_containing(&c, &running(&j)[0].id, "stdout", "== shown", D).await;
     assert!(

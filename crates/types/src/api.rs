@@ -424,6 +424,9 @@ pub struct VolumeReport {
     pub snapshots: Vec<crate::model::VolumeSnapshot>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used: Option<crate::units::Bytes>,
+    /// The size the provider gives it now (it grows in place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<crate::units::Bytes>,
 }
 
 /// `POST /v1/volumes/{id}/restore`: replace the volume's data with a

@@ -220,11 +220,7 @@ impl NodeVolumes {
         } else {
             Vec::new()
         };
-        let used = self
-            .blocking(id, |p, v| p.usage(v))
-            .await
-            .ok()
-            .map(|u| u.used);
+        let usage = self.blocking(id, |p, v| p.usage(v)).await.ok();
         let mut snapshots: Vec<VolumeSnapshot> = snaps
             .into_iter()
             .filter(|s| {
@@ -242,7 +238,8 @@ impl NodeVolumes {
             node: self.node_id.clone(),
             generation,
             snapshots,
-            used,
+            used: usage.map(|u| u.used),
+            size: usage.map(|u| u.size),
         };
         self.client
             .volume_report(id, &report)
@@ -337,5 +334,52 @@ impl NodeVolumes {
             .entry(id.to_owned())
             .or_default()
             .insert(alloc.to_owned());
+    }
+}
+
+impl NodeVolumes {
+    /// Grow the volumes of `alloc` to what its job version asks (an
+    /// in-place update); failures are logged, the task keeps running.
+    pub async fn grow_to(&self, alloc: &corral_types::Allocation) {
+        let versions = match self.client.job_versions(&alloc.job).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(alloc = %alloc.id, error = %e, "cannot read the new job version to grow its volumes");
+                return;
+            }
+        };
+        let Some(group) = versions
+            .iter()
+            .find(|v| v.version == alloc.job_version)
+            .and_then(|v| v.spec.groups.iter().find(|g| g.name == alloc.group))
+        else {
+            return;
+        };
+        for spec in &group.volumes {
+            let id = corral_types::GroupSpec::volume_id(&alloc.job, spec, alloc.index);
+            let size = spec.size;
+            let lock = self.lock(&id);
+            let _g = lock.lock().await;
+            let grown = self
+                .blocking(&id, move |p, v| {
+                    if p.usage(v)?.size < size {
+                        p.grow(v, size)?;
+                        return Ok(true);
+                    }
+                    Ok(false)
+                })
+                .await;
+            match grown {
+                Ok(true) => {
+                    tracing::info!(volume = %id, size = %size, "volume grown in place");
+                    drop(_g);
+                    if let Err(e) = self.report(&id).await {
+                        tracing::debug!(volume = %id, error = %e, "cannot report the volume");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(volume = %id, error = %e, "cannot grow the volume"),
+            }
+        }
     }
 }

@@ -143,12 +143,14 @@ pub async fn report(core: &Arc<Core>, id: &str, r: VolumeReport) -> Result<Volum
                     cur.node_id, cur.generation, r.node, r.generation
                 )));
             }
-            if cur.snapshots == r.snapshots && cur.used == r.used {
+            let size = r.size.map_or(cur.size, |s| s.max(cur.size));
+            if cur.snapshots == r.snapshots && cur.used == r.used && cur.size == size {
                 return Ok((Vec::new(), (**cur).clone()));
             }
             let mut v = (**cur).clone();
             v.snapshots = r.snapshots;
             v.used = r.used;
+            v.size = size;
             v.modified_at = now;
             Ok((vec![Write::Volume(v.clone())], v))
         })

@@ -18,6 +18,8 @@ use crate::volumes::{NodeVolumes, Progress};
 pub struct Volumes {
     held: Vec<String>,
     schedules: Option<CancellationToken>,
+    /// The job version the volumes were made ready for.
+    version: u64,
 }
 
 /// Reports a move's progress with the allocation (its tasks still pending).
@@ -67,6 +69,7 @@ impl AllocHook for Volumes {
             ));
         };
         let alloc = view.alloc.borrow().clone();
+        self.version = alloc.job_version;
         let reporter = Reporter {
             alloc: alloc.id.clone(),
             tasks: view
@@ -89,6 +92,18 @@ impl AllocHook for Volumes {
         }
         self.schedule(view, &vols, &alloc);
         Ok(())
+    }
+
+    /// A new job version in place (a volume's size or snapshot schedule
+    /// changed, nothing that needs a restart): grow what grew.
+    async fn update(&mut self, view: &AllocView, alloc: &corral_types::Allocation) {
+        if self.held.is_empty() || alloc.job_version == self.version {
+            return;
+        }
+        self.version = alloc.job_version;
+        if let Some(vols) = view.env.shared.volumes.clone() {
+            vols.grow_to(alloc).await;
+        }
     }
 
     async fn destroy(&mut self, view: &AllocView) {
