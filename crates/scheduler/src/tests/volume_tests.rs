@@ -56,7 +56,8 @@ fn per_alloc_volumes_follow_their_own_slot() {
 #[test]
 fn a_volume_moves_when_its_node_cannot_take_the_group() {
     // Ineligible, draining, down, or full (cpu): placed elsewhere.
-    let cases: Vec<(&str, Box<dyn Fn(&mut corral_types::Node)>)> = vec![
+    type Change = Box<dyn Fn(&mut corral_types::Node)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("ineligible", Box::new(|n| n.eligible = false)),
         ("draining", Box::new(|n| n.draining = true)),
         (
