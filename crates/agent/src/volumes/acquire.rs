@@ -46,6 +46,7 @@ impl NodeVolumes {
         cancel: &CancellationToken,
     ) -> Result<PathBuf, VolumesError> {
         let vol = id.to_owned();
+        let _busy = self.mark_busy(id);
         let mut last_err = String::new();
         loop {
             if cancel.is_cancelled() {
@@ -112,12 +113,21 @@ impl NodeVolumes {
     ) -> Result<Option<()>, VolumesError> {
         let lock = self.lock(id);
         let _g = lock.lock().await;
-        if self.meta.get(id).is_some() {
+        match self.meta.get(id) {
+            // Made here for a creation the store never recorded: empty,
+            // never mounted for a task.
+            Some(0) => {
+                self.blocking(id, |p, v| p.delete(v)).await?;
+                self.meta.remove(id);
+            }
             // A copy the store does not know (deleted while this node was
-            // away, or a claim lost): never reuse it.
-            drop(_g);
-            self.quarantine(id, "the store has no record of it").await?;
-            return Ok(None);
+            // away): never reused.
+            Some(_) => {
+                drop(_g);
+                self.quarantine(id, "the store has no record of it").await?;
+                return Ok(None);
+            }
+            None => {}
         }
         let size = spec.size;
         self.blocking(id, move |p, v| p.create(v, size)).await?;
@@ -132,12 +142,15 @@ impl NodeVolumes {
                 tracing::info!(volume = id, size = %spec.size, provider = %self.kind_name(), "volume created");
                 Ok(Some(()))
             }
-            Err(e) => {
+            Err(e) if refused(&e) => {
                 // Someone else created it meanwhile: this empty one goes.
                 self.blocking(id, |p, v| p.delete(v)).await?;
                 self.meta.remove(id);
                 Err(e)
             }
+            // No answer: the claim may have been stored. Kept (generation
+            // 0); the next look at the record settles it (`take_over`).
+            Err(e) => Err(e),
         }
     }
 
@@ -152,6 +165,16 @@ impl NodeVolumes {
         let _ = spec;
         match self.meta.get(&v.id) {
             Some(g) if g == v.generation => {}
+            // This allocation's own claim was stored but its answer lost
+            // (the server restarted, the connection broke): the copy here
+            // is the one the store names.
+            Some(g)
+                if g + 1 == v.generation && v.alloc_id.as_deref() == Some(alloc.id.as_str()) =>
+            {
+                self.meta
+                    .set(&v.id, v.generation)
+                    .map_err(|e| state(&v.id, format!("cannot record its generation: {e}")))?;
+            }
             Some(g) => {
                 return Err(state(
                     &v.id,
@@ -322,11 +345,14 @@ impl NodeVolumes {
                     .set(id, nv.generation)
                     .map_err(|e| state(id, format!("cannot record its generation: {e}")))?;
             }
-            Err(e) => {
+            Err(e) if refused(&e) => {
                 let _ = self.blocking(id, |p, v| p.delete(v)).await;
                 self.meta.remove(id);
                 return Err(e);
             }
+            // No answer: kept; if the claim was stored, the next look at
+            // the record finds this node holding it (`take_over`).
+            Err(e) => return Err(e),
         }
         for s in [first, last] {
             let _ = self
@@ -385,12 +411,15 @@ impl NodeVolumes {
                 Ok(Some(()))
             }
             Err(source) => {
-                let _ = self.blocking(id, |p, v| p.delete(v)).await;
-                self.meta.remove(id);
-                Err(VolumesError::Server {
+                let e = VolumesError::Server {
                     vol: id.to_owned(),
                     source,
-                })
+                };
+                if refused(&e) {
+                    let _ = self.blocking(id, |p, v| p.delete(v)).await;
+                    self.meta.remove(id);
+                }
+                Err(e)
             }
         }
     }
@@ -530,6 +559,18 @@ impl<R: Read> Read for Counting<R> {
         self.n.fetch_add(k as u64, Ordering::Relaxed);
         Ok(k)
     }
+}
+
+/// The server answered and said no (as opposed to no answer at all, when
+/// the claim may have been stored).
+fn refused(e: &VolumesError) -> bool {
+    matches!(
+        e,
+        VolumesError::Server {
+            source: corral_client::ClientError::Api { status, .. },
+            ..
+        } if (400..500).contains(status)
+    )
 }
 
 fn short(id: &str) -> &str {

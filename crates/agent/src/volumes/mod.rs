@@ -83,6 +83,9 @@ pub struct NodeVolumes {
     /// to end unmounts it (a new allocation may have mounted it before the
     /// one it replaces finished its teardown).
     users: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
+    /// Volumes an allocation is acquiring (creating, moving, restoring):
+    /// the sweep leaves them alone until the claim is settled.
+    busy: Mutex<HashMap<String, usize>>,
 }
 
 impl NodeVolumes {
@@ -110,6 +113,7 @@ impl NodeVolumes {
             node_id,
             locks: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
         })
     }
 
@@ -381,5 +385,38 @@ impl NodeVolumes {
                 Err(e) => tracing::warn!(volume = %id, error = %e, "cannot grow the volume"),
             }
         }
+    }
+}
+
+/// Marks a volume busy while it lives (see `NodeVolumes::busy`).
+pub(crate) struct Busy<'a> {
+    v: &'a NodeVolumes,
+    id: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut b = self.v.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = b.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                b.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl NodeVolumes {
+    pub(crate) fn mark_busy(&self, id: &str) -> Busy<'_> {
+        let mut b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        *b.entry(id.to_owned()).or_default() += 1;
+        Busy {
+            v: self,
+            id: id.to_owned(),
+        }
+    }
+
+    pub(crate) fn is_busy(&self, id: &str) -> bool {
+        self.busy.lock().map(|b| b.contains_key(id)).unwrap_or(true)
     }
 }

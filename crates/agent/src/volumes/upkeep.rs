@@ -26,8 +26,8 @@ pub async fn run(v: Arc<NodeVolumes>, interval: Duration, shutdown: Cancellation
 pub async fn sweep(v: &NodeVolumes) {
     for id in v.meta.ids() {
         let local = v.meta.get(&id).unwrap_or(0);
-        if local == 0 {
-            // Being created (its claim not answered yet).
+        if local == 0 || v.is_busy(&id) {
+            // Being created, moved or restored: its claim is not settled.
             continue;
         }
         match v.client.volume(&id).await {
@@ -36,6 +36,9 @@ pub async fn sweep(v: &NodeVolumes) {
                     tracing::debug!(volume = %id, error = %e, "cannot report the volume");
                 }
             }
+            // A claim of this node stored without its answer: the next
+            // acquire settles it.
+            Ok(rec) if rec.node_id == v.node_id && rec.generation == local + 1 => {}
             Ok(rec) if rec.node_id == v.node_id => {
                 let why = format!(
                     "the store is at generation {}, this copy at {local}",
