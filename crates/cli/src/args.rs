@@ -867,6 +867,7 @@ Examples:
 Examples:
   corral volume snapshot shop.data")]
     Snapshot {
+        /// The volume's id (`corral volume ls`).
         #[arg(value_name = "VOLUME")]
         id: String,
         #[command(flatten)]
@@ -879,6 +880,7 @@ Examples:
 Examples:
   corral volume backup shop.data")]
     Backup {
+        /// The volume's id (`corral volume ls`).
         #[arg(value_name = "VOLUME")]
         id: String,
         #[command(flatten)]
@@ -892,6 +894,7 @@ Examples:
   corral volume snapshots shop.data
   corral volume snapshots shop.data --json")]
     Snapshots {
+        /// The volume's id (`corral volume ls`).
         #[arg(value_name = "VOLUME")]
         id: String,
         #[command(flatten)]
@@ -905,6 +908,7 @@ Examples:
 Examples:
   corral stop shop && corral volume restore shop.data auto-1765100000000 && corral run shop.yaml")]
     Restore {
+        /// The volume's id (`corral volume ls`).
         #[arg(value_name = "VOLUME")]
         id: String,
         /// The snapshot's name (`corral volume snapshots VOLUME`).
@@ -920,6 +924,7 @@ Examples:
 Examples:
   corral volume delete shop.data --yes")]
     Delete {
+        /// The volume's id (`corral volume ls`).
         #[arg(value_name = "VOLUME")]
         id: String,
         /// Confirm: the data is gone for good.

@@ -502,6 +502,9 @@ impl NodeVolumes {
         ];
         if let Some(b) = base {
             q.push(("base", b.to_owned()));
+            if let Some(h) = &v.alloc_id {
+                q.push(("holder", h.clone()));
+            }
         }
         let mut req = self.peers.get(&url).query(&q);
         if let Some(t) = &self.token {

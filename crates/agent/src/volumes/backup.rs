@@ -56,6 +56,21 @@ impl NodeVolumes {
         job: VolumeBackupJob,
     ) -> Result<VolumeBackupDone, VolumesError> {
         let target = Self::target(id, &job.to, job.target)?;
+        // A directory target that is missing (an NFS share not mounted)
+        // must fail, not get a fresh repository on the local disk that
+        // hides the real one.
+        if let corral_volumes::backup::TargetKind::Dir { path } = &target.kind
+            && !path.is_dir()
+        {
+            return Err(VolumesError::State {
+                vol: id.to_owned(),
+                message: format!(
+                    "backup target {}: {} is not a directory on this node (is the share mounted?)",
+                    target.name,
+                    path.display()
+                ),
+            });
+        }
         let restic = self.restic()?;
         let keep = retention(job.keep);
         let lock = self.lock(id);

@@ -28,6 +28,11 @@ pub struct ExportQuery {
     snapshot: String,
     #[serde(default)]
     base: Option<String>,
+    /// The allocation that held the volume here: the last copy (with a
+    /// `base`) is refused while it still has a runner on this node (its
+    /// tasks may still write, whatever the store says).
+    #[serde(default)]
+    holder: Option<String>,
 }
 
 fn err(status: StatusCode, msg: impl std::fmt::Display) -> Response {
@@ -162,6 +167,17 @@ pub async fn export(
     };
     if let Err(r) = current(&v, &id, q.generation) {
         return r.into_response();
+    }
+    if q.base.is_some()
+        && let Some(h) = &q.holder
+        && shared.is_active(h)
+    {
+        return err(
+            StatusCode::CONFLICT,
+            format!(
+                "volume {id}: allocation {h} still runs on this node; the last copy waits for it to stop"
+            ),
+        );
     }
     let lock = v.lock(&id);
     let guard = lock.lock_owned().await;

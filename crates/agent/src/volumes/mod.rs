@@ -331,8 +331,9 @@ impl NodeVolumes {
         }
     }
 
-    /// Called with the volume's lock held, once it is mounted for `alloc`.
-    fn mounted_for(&self, id: &str, alloc: &str) {
+    /// Called once the volume is mounted for `alloc` (or may be: an
+    /// adopted allocation's tasks).
+    pub(crate) fn mounted_for(&self, id: &str, alloc: &str) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         users
             .entry(id.to_owned())

@@ -82,15 +82,36 @@ impl AllocHook for Volumes {
         };
         for spec in &view.group.volumes {
             let id = GroupSpec::volume_id(&alloc.job, spec, alloc.index);
-            vols.acquire(&alloc, spec, &id, &reporter, &view.stop)
-                .await
-                .map_err(|e| err(e.to_string()))?;
+            // Adopted only to be stopped: its tasks may still run on the
+            // volume and must stop before anything else touches it; the
+            // runner stops them, the volume is only unmounted after.
+            if view.recovering && view.stop.is_cancelled() {
+                vols.mounted_for(&id, &alloc.id);
+                self.held.push(id);
+                continue;
+            }
+            if let Err(e) = vols.acquire(&alloc, spec, &id, &reporter, &view.stop).await {
+                if !view.recovering {
+                    return Err(err(e.to_string()));
+                }
+                // Adopted tasks may be running on a copy this node may not
+                // write any more (or the allocation is being stopped):
+                // failing here would leave them running unwatched. They
+                // are stopped instead.
+                tracing::warn!(alloc = %alloc.id, volume = %id, error = %e, "an adopted allocation cannot keep its volume; its tasks are stopped");
+                view.stop.cancel();
+                vols.mounted_for(&id, &alloc.id);
+                self.held.push(id);
+                continue;
+            }
             self.held.push(id.clone());
             if let Err(e) = vols.report(&id).await {
                 tracing::debug!(volume = %id, error = %e, "cannot report the volume");
             }
         }
-        self.schedule(view, &vols, &alloc);
+        if !view.stop.is_cancelled() {
+            self.schedule(view, &vols, &alloc);
+        }
         Ok(())
     }
 
