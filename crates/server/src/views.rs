@@ -170,6 +170,7 @@ pub fn node_view(state: &State, n: &Node) -> NodeView {
         if a.is_live() {
             allocated.cpu.0 += a.resources.cpu.0;
             allocated.memory.0 += a.resources.memory.0;
+            allocated.disk.0 += a.resources.disk.0;
             count += 1;
         }
     }

@@ -416,3 +416,97 @@ async fn a_lost_nodes_volume_is_restored_from_its_backup_and_the_old_copy_set_as
     stop_and_wait(&c, "vol", D).await;
     c.volume_delete("vol.data", false).await.unwrap();
 }
+
+/// The old holder's agent is killed (-9) right after the replacement
+/// copied the volume, so the old task keeps writing with no agent to stop
+/// it; the store then gives the old allocation up as lost. The last copy
+/// must wait until the returning agent has stopped that task: after the
+/// new node's first count, the old node never writes again, and no count
+/// is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_waits_for_the_old_task_even_when_its_agent_died_mid_move() {
+    let test = "volume-kill";
+    if !can_run(test) {
+        return;
+    }
+    let mut cl = Cluster::start_with(test, ClusterOptions::new(2)).await;
+    let c = cl.client.clone();
+    let trace_path = cl.dir().join("trace");
+    // A task that ignores SIGTERM and a long kill_timeout: its stop takes
+    // 30 s, long enough to kill its agent in the middle of it.
+    let job = counter_job(&trace_path)
+        .replace(
+            "'d=$CORRAL_VOLUME_DATA;",
+            "'trap \"\" TERM; d=$CORRAL_VOLUME_DATA;",
+        )
+        .replace("kill_timeout: 1s", "kill_timeout: 30s");
+    assert!(job.contains("trap") && job.contains("30s"), "{job}");
+    c.submit(&job, "vol.yaml").await.unwrap();
+    wait_running(&c, "vol", 1, D).await;
+    let v = wait_volume(&c, "the volume created", |v| v.generation == 1).await;
+    wait_count_past(&trace_path, &v.node_id, 5).await;
+    let old = cl
+        .host_of_node(
+            &cl.nodes()
+                .await
+                .unwrap()
+                .iter()
+                .find(|n| n.id == v.node_id)
+                .unwrap()
+                .name,
+        )
+        .unwrap();
+    c.drain(&v.node_id, true, None).await.unwrap();
+    eventually("the replacement copied the volume", D, || async {
+        let j = c.job("vol", None).await.map_err(|e| e.to_string())?;
+        j.allocations
+            .iter()
+            .find(|a| {
+                a.node_id != v.node_id
+                    && a.volume_sync
+                        .as_ref()
+                        .is_some_and(|s| s.phase >= corral_types::VolumePhase::Copied)
+            })
+            .map(|_| ())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    // The old allocation is told to stop; its task ignores the signal.
+    eventually("the old allocation told to stop", D, || async {
+        let j = c.job("vol", None).await.map_err(|e| e.to_string())?;
+        j.allocations
+            .iter()
+            .find(|a| a.node_id == v.node_id && a.desired == corral_types::DesiredStatus::Stop)
+            .map(|_| ())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cl.kill_agent(old);
+    // The old task runs on, unwatched, until its agent is back.
+    let before = trace(&trace_path).last().unwrap().2;
+    wait_count_past(&trace_path, &v.node_id, before + 10).await;
+    // The store gives the old allocation up (its node is down) while
+    // the task still writes.
+    cl.wait_node_status(old, "down", Duration::from_secs(90)).await;
+    let lost_at = trace(&trace_path).last().unwrap().2;
+    wait_count_past(&trace_path, &v.node_id, lost_at + 3).await;
+    cl.restart_agent(old);
+    let moved = wait_volume(&c, "the volume moved", |x| x.generation == 2).await;
+    wait_count_past(&trace_path, &moved.node_id, 0).await;
+    wait_count_past(
+        &trace_path,
+        &moved.node_id,
+        trace(&trace_path).last().unwrap().2 + 5,
+    )
+    .await;
+    let t = trace(&trace_path);
+    let first_new = t.iter().position(|l| l.1 == moved.node_id).unwrap();
+    let late: Vec<_> = t[first_new..].iter().filter(|l| l.1 == v.node_id).collect();
+    assert!(
+        late.is_empty(),
+        "the old task wrote after the new one started: {late:?}"
+    );
+    assert_counts_on(&t);
+    cl.assert_no_duplicates("vol").await;
+}

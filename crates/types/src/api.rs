@@ -209,6 +209,9 @@ pub struct AllocView {
     /// Health checks by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub checks: BTreeMap<String, crate::CheckState>,
+    /// How far its agent got with the group's volumes (a move's progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_sync: Option<crate::VolumeSync>,
     pub created_at: UnixMillis,
     pub modified_at: UnixMillis,
 }
@@ -252,6 +255,7 @@ impl AllocView {
             canary: a.canary,
             health: a.health.clone(),
             checks: a.checks.clone(),
+            volume_sync: a.volume_sync.clone(),
             created_at: a.created_at,
             modified_at: a.modified_at,
         }
