@@ -488,7 +488,8 @@ async fn a_move_waits_for_the_old_task_even_when_its_agent_died_mid_move() {
     wait_count_past(&trace_path, &v.node_id, before + 10).await;
     // The store gives the old allocation up (its node is down) while
     // the task still writes.
-    cl.wait_node_status(old, "down", Duration::from_secs(90)).await;
+    cl.wait_node_status(old, "down", Duration::from_secs(90))
+        .await;
     let lost_at = trace(&trace_path).last().unwrap().2;
     wait_count_past(&trace_path, &v.node_id, lost_at + 3).await;
     cl.restart_agent(old);
