@@ -902,8 +902,9 @@ Examples:
         #[command(flatten)]
         conn: Conn,
     },
-    /// Put a volume's data back as it was at a snapshot. The volume must
-    /// not be in use: stop its job first.
+    /// Put a volume's data back as it was at a snapshot, or at a backup
+    /// (its id, at least 8 digits). The volume must not be in use: stop its
+    /// job first.
     #[command(after_help = "\
 Examples:
   corral stop shop && corral volume restore shop.data auto-1765100000000 && corral run shop.yaml")]
@@ -911,8 +912,9 @@ Examples:
         /// The volume's id (`corral volume ls`).
         #[arg(value_name = "VOLUME")]
         id: String,
-        /// The snapshot's name (`corral volume snapshots VOLUME`).
-        #[arg(value_name = "SNAPSHOT")]
+        /// The snapshot's name (`corral volume snapshots VOLUME`) or a
+        /// backup's id (`corral volume status VOLUME -o json`).
+        #[arg(value_name = "SNAPSHOT|BACKUP")]
         snapshot: String,
         #[command(flatten)]
         out: OutputArgs,

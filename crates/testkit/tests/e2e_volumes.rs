@@ -413,6 +413,35 @@ async fn a_lost_nodes_volume_is_restored_from_its_backup_and_the_old_copy_set_as
         "the restored copy stays the live one"
     );
     cl.assert_no_duplicates("vol").await;
+
+    // Stopped, the volume goes back to its first backup (restored in
+    // place from the target) and the next run counts on from there.
+    stop_and_wait(&c, "vol", D).await;
+    let now = volume(&c, "vol.data").await;
+    let first = now.backups.first().unwrap().clone();
+    let at_first = trace(&trace_path)
+        .iter()
+        .rev()
+        .find(|l| l.0 / 1_000_000 <= u128::from(first.taken_at))
+        .unwrap()
+        .2;
+    c.volume_restore("vol.data", &first.id[..12]).await.unwrap();
+    let before_run = trace(&trace_path).len();
+    c.submit(&job, "vol.yaml").await.unwrap();
+    wait_running(&c, "vol", 1, D).await;
+    eventually("the re-run counts", D, || async {
+        if trace(&trace_path).len() > before_run {
+            Ok(())
+        } else {
+            Err("not yet".to_string())
+        }
+    })
+    .await;
+    let rerun = trace(&trace_path)[before_run].2;
+    assert!(
+        rerun >= at_first && rerun <= at_first + 3,
+        "restored to the first backup ({at_first}); the re-run starts at {rerun}"
+    );
     stop_and_wait(&c, "vol", D).await;
     c.volume_delete("vol.data", false).await.unwrap();
 }

@@ -484,3 +484,16 @@ pub struct QuarantinedCopy {
     /// `<volume id>.gen<G>-<unix ms>` under the node's `<volumes_dir>/.quarantine`.
     pub name: String,
 }
+
+/// `POST /v1/agent/volumes/{id}/restore` (server to agent): put the data
+/// back as it was at `snapshot`, or restore `backup` from `target` (its
+/// config table, secrets included).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRestoreJob {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::model::VolumeBackup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<serde_json::Value>,
+}

@@ -137,6 +137,54 @@ impl NodeVolumes {
         .await
     }
 
+    /// Put the volume's data back as it was in `backup` (the volume is not
+    /// in use: the server checked). Where the provider takes snapshots,
+    /// the data as it was is kept first as snapshot `before-restore-<ms>`.
+    pub async fn restore_backup_in_place(
+        &self,
+        id: &str,
+        backup: &VolumeBackup,
+        wire: serde_json::Value,
+    ) -> Result<(), VolumesError> {
+        let target = Self::target(id, &backup.target, wire)?;
+        let restic = self.restic()?;
+        let lock = self.lock(id);
+        let _g = lock.lock().await;
+        let snapshots = self.provider.capabilities().snapshots;
+        let backup_id = backup.id.clone();
+        self.blocking(id, move |p, v| {
+            if snapshots {
+                p.snapshot(v, &format!("before-restore-{}", corral_types::now_ms()))?;
+            }
+            let dir = p.mount(v)?;
+            let io = |e: std::io::Error| corral_volumes::VolumeError::Io {
+                vol: v.0.clone(),
+                op: "empty the data directory for a restore".into(),
+                source: e,
+            };
+            for entry in std::fs::read_dir(&dir).map_err(io)? {
+                let path = entry.map_err(io)?.path();
+                if path.is_dir() && !path.is_symlink() {
+                    std::fs::remove_dir_all(&path).map_err(io)?;
+                } else {
+                    std::fs::remove_file(&path).map_err(io)?;
+                }
+            }
+            restic.restore(&target, v, &backup_id, &dir).map_err(|e| {
+                corral_volumes::VolumeError::Invalid {
+                    vol: v.0.clone(),
+                    detail: e.to_string(),
+                }
+            })
+        })
+        .await?;
+        drop(_g);
+        if let Err(e) = self.report(id).await {
+            tracing::debug!(volume = id, error = %e, "cannot report the volume");
+        }
+        Ok(())
+    }
+
     /// Make a fresh copy of the volume here from `backup` (its node is
     /// lost): the data dir is filled by restic before anything mounts it
     /// for a task.

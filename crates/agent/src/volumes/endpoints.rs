@@ -11,7 +11,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use corral_types::api::VolumeRestoreRequest;
 use serde::Deserialize;
 
 use super::{NodeVolumes, VolumesError};
@@ -112,7 +111,7 @@ pub async fn restore(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     Query(q): Query<GenQuery>,
-    Json(r): Json<VolumeRestoreRequest>,
+    Json(r): Json<corral_types::api::VolumeRestoreJob>,
 ) -> Response {
     let v = match volumes(&shared) {
         Ok(v) => v.clone(),
@@ -121,8 +120,18 @@ pub async fn restore(
     if let Err(r) = current(&v, &id, q.generation) {
         return r.into_response();
     }
-    match v.restore(&id, &r.snapshot).await {
-        Ok(()) => Json(serde_json::json!({"volume": id, "restored": r.snapshot})).into_response(),
+    let done = match (&r.snapshot, r.backup, r.target) {
+        (Some(s), _, _) => v.restore(&id, s).await.map(|()| s.clone()),
+        (None, Some(b), Some(t)) => v.restore_backup_in_place(&id, &b, t).await.map(|()| b.id),
+        _ => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "a restore needs a snapshot, or a backup and its target",
+            );
+        }
+    };
+    match done {
+        Ok(what) => Json(serde_json::json!({"volume": id, "restored": what})).into_response(),
         Err(e) => failed(e),
     }
 }

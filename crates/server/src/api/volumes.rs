@@ -89,13 +89,42 @@ pub async fn restore(
     if let Some(why) = ops::in_use(&core.store.snapshot(), &v) {
         return Err(ServerError::Conflict(why));
     }
-    if !v.snapshots.iter().any(|s| s.name == r.snapshot) {
-        return Err(ServerError::BadRequest(format!(
-            "volume {id} has no snapshot {:?}; list them with `corral volume snapshots {id}`",
-            r.snapshot
-        )));
-    }
-    let body = serde_json::to_value(&r).map_err(|e| ServerError::Internal(e.to_string()))?;
+    let job = if v.snapshots.iter().any(|s| s.name == r.snapshot) {
+        corral_types::api::VolumeRestoreJob {
+            snapshot: Some(r.snapshot.clone()),
+            backup: None,
+            target: None,
+        }
+    } else {
+        // A backup, by its id or a unique prefix of at least 8 digits.
+        let found: Vec<&corral_types::VolumeBackup> = v
+            .backups
+            .iter()
+            .filter(|b| r.snapshot.len() >= 8 && b.id.starts_with(&r.snapshot))
+            .collect();
+        let [backup] = found.as_slice() else {
+            return Err(ServerError::BadRequest(format!(
+                "volume {id} has no snapshot or backup {:?}; list them with `corral volume snapshots {id}` and `corral volume status {id}` (a backup by its id, at least 8 digits)",
+                r.snapshot
+            )));
+        };
+        let target = core
+            .config
+            .backup_targets
+            .get(&backup.target)
+            .ok_or_else(|| {
+                ServerError::Conflict(format!(
+                    "backup {} is in target `{}`, which the server config does not have",
+                    r.snapshot, backup.target
+                ))
+            })?;
+        corral_types::api::VolumeRestoreJob {
+            snapshot: None,
+            backup: Some((*backup).clone()),
+            target: Some(target.to_wire()),
+        }
+    };
+    let body = serde_json::to_value(&job).map_err(|e| ServerError::Internal(e.to_string()))?;
     let resp = ops::agent_call(&core, &v, reqwest::Method::POST, "restore", Some(body)).await?;
     Ok(Json(resp))
 }
