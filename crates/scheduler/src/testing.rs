@@ -369,6 +369,7 @@ impl GroupBuilder {
     /// A volume `name` of `mb` MiB mounted at `/name`.
     pub fn volume(mut self, name: &str, mb: u64, per_alloc: bool) -> Self {
         self.0.volumes.push(corral_types::VolumeSpec {
+            hooks: Default::default(),
             name: name.to_owned(),
             size: Bytes(mb * MB),
             mount: format!("/{name}"),

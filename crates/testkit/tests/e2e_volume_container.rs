@@ -30,7 +30,12 @@ image: {image}
 command: [/bin/sh, -c, {script:?}]
 kill_timeout: 1s
 restart: {{attempts: 0, mode: fail}}
-volume: {{size: {size}, mount: /srv/store}}
+volume:
+  size: {size}
+  mount: /srv/store
+  hooks:
+    pre_snapshot: [/bin/sh, -c, 'test ! -e /srv/store/nohook && echo pre >> /srv/store/hooks.log']
+    post_snapshot: [/bin/sh, -c, 'echo post >> /srv/store/hooks.log']
 "
     )
 }
@@ -123,7 +128,7 @@ async fn a_container_sees_its_volume_with_its_size_and_cannot_write_past_it() {
     let snap = c.volume_snapshot("store.data").await.unwrap();
     let snap = snap["name"].as_str().unwrap().to_owned();
     stop_and_wait(&c, "store", D).await;
-    let show = "cat /srv/store/keep 2>&1; ls /srv/store 2>&1; mount 2>&1 | grep store; echo '== shown'; exec sleep 3600";
+    let show = "cat /srv/store/keep 2>&1; ls /srv/store 2>&1; cat /srv/store/hooks.log 2>&1; mount 2>&1 | grep store; echo '== shown'; exec sleep 3600";
     c.submit(&sized(&image, show, "512M"), "store.yaml")
         .await
         .unwrap();
@@ -160,6 +165,33 @@ async fn a_container_sees_its_volume_with_its_size_and_cannot_write_past_it() {
     assert!(
         out.contains("hello") && out.contains("big"),
         "restored: {out}"
+    );
+    // The snapshot holds what the pre_snapshot hook wrote, not the post's.
+    assert!(
+        out.contains("pre") && !out.contains("post"),
+        "hooks.log in the snapshot: {out}"
+    );
+    // A failing pre_snapshot hook takes no snapshot.
+    let before = c.volume("store.data").await.unwrap().snapshots.len();
+    let fail = "touch /srv/store/nohook; echo '== touched'; exec sleep 3600";
+    c.submit(&sized(&image, fail, "512M"), "store.yaml")
+        .await
+        .unwrap();
+    let a = eventually("the failing-hook version runs", D, || async {
+        let j = c.job("store", None).await.map_err(|e| e.to_string())?;
+        let r = running(&j);
+        match r.first() {
+            Some(a) if a.job_version == j.version => Ok(a.id.clone()),
+            _ => Err("not yet".to_string()),
+        }
+    })
+    .await;
+    log_containing(&c, &a, "stdout", "== touched", D).await;
+    let e = c.volume_snapshot("store.data").await.unwrap_err();
+    assert!(e.to_string().contains("pre_snapshot hook failed"), "{e}");
+    assert_eq!(
+        c.volume("store.data").await.unwrap().snapshots.len(),
+        before
     );
 
     stop_and_wait(&c, "store", D).await;

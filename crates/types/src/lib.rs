@@ -21,5 +21,5 @@ pub use spec::{
     BackupKeep, BackupPolicy, CheckKind, CheckRestart, CheckSpec, Constraint, ConstraintOp,
     DriverKind, GroupSpec, HealthCheckMode, JobSpec, LogPolicy, NetworkMode, OnNodeLoss,
     PullPolicy, Resources, RestartMode, RestartPolicy, RouteSpec, SecuritySpec, ServiceKind,
-    ServiceSpec, SnapshotPolicy, Spread, TaskSpec, UpdatePolicy, VolumeSpec,
+    ServiceSpec, SnapshotHooks, SnapshotPolicy, Spread, TaskSpec, UpdatePolicy, VolumeSpec,
 };

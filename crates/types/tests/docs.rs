@@ -193,6 +193,15 @@ fn wrap(block: &str, mut f: Map<String, Value>) -> Result<Value, String> {
             add(&mut f, "to", json!("nas"));
             seed("volume", json!({"size": "1G", "backup": Value::Object(f)}))
         }
+        "hooks" => {
+            if !f.contains_key("pre_snapshot") && !f.contains_key("post_snapshot") {
+                f.insert("pre_snapshot".into(), json!(["sync"]));
+            }
+            if f.get("task") == Some(&json!("db")) {
+                f.remove("task");
+            }
+            seed("volume", json!({"size": "1G", "hooks": Value::Object(f)}))
+        }
         "keep" => {
             if f.is_empty() {
                 f.insert("last".into(), json!(7));

@@ -79,18 +79,22 @@ impl NodeVolumes {
         let snap = format!("{BACKUP_PREFIX}{}", corral_types::now_ms());
         let s = snap.clone();
         let target_name = target.name.clone();
+        let started = std::time::Instant::now();
+        // Just before the snapshot, in milliseconds (btrfs keeps seconds):
+        // every write before this is in the backup.
+        let taken_at = corral_types::now_ms();
+        if snapshots {
+            let s = snap.clone();
+            self.with_hooks(id, self.blocking(id, move |p, v| p.snapshot(v, &s)))
+                .await?;
+        }
         self.blocking(id, move |p, v| {
-            let started = std::time::Instant::now();
             // Without snapshots (ext4, host) the live files are read as
             // they are: consistent only if the task is quiet.
-            let (src, taken_at) = if snapshots {
-                // Just before the snapshot, in milliseconds (btrfs keeps
-                // seconds): every write before this is in the backup.
-                let at = corral_types::now_ms();
-                p.snapshot(v, &s)?;
-                (p.snapshot_dir(v, &s)?, at)
+            let src = if snapshots {
+                p.snapshot_dir(v, &s)?
             } else {
-                (p.mount(v)?, corral_types::now_ms())
+                p.mount(v)?
             };
             let run = || -> Result<VolumeBackupDone, String> {
                 restic.ensure_repo(&target, v).map_err(|e| e.to_string())?;

@@ -86,6 +86,16 @@ pub struct NodeVolumes {
     /// Volumes an allocation is acquiring (creating, moving, restoring):
     /// the sweep leaves them alone until the claim is settled.
     busy: Mutex<HashMap<String, usize>>,
+    /// The spec's snapshot hooks of each volume an allocation runs with.
+    hooks: Mutex<HashMap<String, Arc<dyn SnapshotHookRunner>>>,
+}
+
+/// Runs a volume's `hooks` in its task around a snapshot.
+#[async_trait::async_trait]
+pub trait SnapshotHookRunner: Send + Sync {
+    /// `Err`: the snapshot is not taken.
+    async fn pre(&self) -> Result<(), String>;
+    async fn post(&self);
 }
 
 impl NodeVolumes {
@@ -114,6 +124,7 @@ impl NodeVolumes {
             locks: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
+            hooks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -178,7 +189,9 @@ impl NodeVolumes {
         );
         let started = std::time::Instant::now();
         let n = name.clone();
-        let info = self.blocking(id, move |p, v| p.snapshot(v, &n)).await?;
+        let info = self
+            .with_hooks(id, self.blocking(id, move |p, v| p.snapshot(v, &n)))
+            .await?;
         let took_ms = started.elapsed().as_millis() as u64;
         self.meta.set_took(id, &name, took_ms);
         Ok(VolumeSnapshot {
@@ -343,23 +356,28 @@ impl NodeVolumes {
 }
 
 impl NodeVolumes {
-    /// Grow the volumes of `alloc` to what its job version asks (an
-    /// in-place update); failures are logged, the task keeps running.
-    pub async fn grow_to(&self, alloc: &corral_types::Allocation) {
+    /// Grow the volumes of `alloc` to what `group` (its new job version)
+    /// asks (an in-place update); failures are logged, the task keeps
+    /// running.
+    /// The group as `alloc`'s job version has it.
+    pub async fn group_of(
+        &self,
+        alloc: &corral_types::Allocation,
+    ) -> Option<corral_types::GroupSpec> {
         let versions = match self.client.job_versions(&alloc.job).await {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(alloc = %alloc.id, error = %e, "cannot read the new job version to grow its volumes");
-                return;
+                tracing::warn!(alloc = %alloc.id, error = %e, "cannot read the new job version of an allocation updated in place");
+                return None;
             }
         };
-        let Some(group) = versions
-            .iter()
+        versions
+            .into_iter()
             .find(|v| v.version == alloc.job_version)
-            .and_then(|v| v.spec.groups.iter().find(|g| g.name == alloc.group))
-        else {
-            return;
-        };
+            .and_then(|v| v.spec.groups.into_iter().find(|g| g.name == alloc.group))
+    }
+
+    pub async fn grow_to(&self, alloc: &corral_types::Allocation, group: &corral_types::GroupSpec) {
         for spec in &group.volumes {
             let id = corral_types::GroupSpec::volume_id(&alloc.job, spec, alloc.index);
             let size = spec.size;
@@ -419,5 +437,45 @@ impl NodeVolumes {
 
     pub(crate) fn is_busy(&self, id: &str) -> bool {
         self.busy.lock().map(|b| b.contains_key(id)).unwrap_or(true)
+    }
+}
+
+impl NodeVolumes {
+    /// The hooks volume `id`'s allocation runs around snapshots (`None`:
+    /// none any more).
+    pub fn set_hooks(&self, id: &str, hooks: Option<Arc<dyn SnapshotHookRunner>>) {
+        let mut h = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        match hooks {
+            Some(r) => h.insert(id.to_owned(), r),
+            None => h.remove(id),
+        };
+    }
+
+    /// `snapshot` between the volume's `pre_snapshot` and `post_snapshot`
+    /// hooks, when it has some: a failed `pre_snapshot` takes no snapshot;
+    /// `post_snapshot` runs whatever happened after a `pre_snapshot`.
+    pub(crate) async fn with_hooks<T>(
+        &self,
+        id: &str,
+        snapshot: impl std::future::Future<Output = Result<T, VolumesError>>,
+    ) -> Result<T, VolumesError> {
+        let hooks = self
+            .hooks
+            .lock()
+            .map(|h| h.get(id).cloned())
+            .unwrap_or_default();
+        let Some(hooks) = hooks else {
+            return snapshot.await;
+        };
+        if let Err(e) = hooks.pre().await {
+            hooks.post().await;
+            return Err(VolumesError::State {
+                vol: id.to_owned(),
+                message: format!("the pre_snapshot hook failed, no snapshot taken: {e}"),
+            });
+        }
+        let r = snapshot.await;
+        hooks.post().await;
+        r
     }
 }

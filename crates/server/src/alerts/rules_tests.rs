@@ -887,6 +887,7 @@ fn db(version: u64, backup: bool) -> Job {
         vec![group("db", 1).env("V", &version.to_string()).build()],
     );
     j.spec.groups[0].volumes.push(corral_types::VolumeSpec {
+        hooks: Default::default(),
         name: "data".into(),
         size: corral_types::units::Bytes(1 << 30),
         mount: "/data".into(),

@@ -105,6 +105,7 @@ impl GroupSpec {
             v.backup = None;
             v.on_node_loss = OnNodeLoss::default();
             v.node_loss_grace = Millis(0);
+            v.hooks = None;
         }
         a != b
     }
@@ -340,6 +341,22 @@ pub struct VolumeSpec {
     pub on_node_loss: OnNodeLoss,
     #[serde(default = "default_node_loss_grace")]
     pub node_loss_grace: Millis,
+    /// Commands run in a task around each snapshot (and the snapshot a
+    /// backup is made from), for application-level consistency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<SnapshotHooks>,
+}
+
+/// `hooks: {pre_snapshot: [...], post_snapshot: [...], timeout: 30s, task: db}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHooks {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_snapshot: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_snapshot: Vec<String>,
+    pub timeout: Millis,
+    /// The task they run in (the group's first task when not given).
+    pub task: String,
 }
 
 pub fn default_node_loss_grace() -> Millis {

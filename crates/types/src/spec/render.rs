@@ -90,6 +90,18 @@ fn volume(v: &crate::spec::VolumeSpec) -> Value {
     if v.on_node_loss == crate::spec::OnNodeLoss::Wait {
         m.insert("on_node_loss".into(), json!("wait"));
     }
+    if let Some(h) = &v.hooks {
+        let mut hm = Map::new();
+        if !h.pre_snapshot.is_empty() {
+            hm.insert("pre_snapshot".into(), json!(h.pre_snapshot));
+        }
+        if !h.post_snapshot.is_empty() {
+            hm.insert("post_snapshot".into(), json!(h.post_snapshot));
+        }
+        hm.insert("timeout".into(), json!(h.timeout.to_string()));
+        hm.insert("task".into(), json!(h.task));
+        m.insert("hooks".into(), Value::Object(hm));
+    }
     if v.node_loss_grace != crate::spec::default_node_loss_grace() {
         m.insert(
             "node_loss_grace".into(),

@@ -105,6 +105,7 @@ impl AllocHook for Volumes {
                 continue;
             }
             self.held.push(id.clone());
+            vols.set_hooks(&id, task_hooks(view, spec, &alloc.id));
             if let Err(e) = vols.report(&id).await {
                 tracing::debug!(volume = %id, error = %e, "cannot report the volume");
             }
@@ -122,8 +123,19 @@ impl AllocHook for Volumes {
             return;
         }
         self.version = alloc.job_version;
-        if let Some(vols) = view.env.shared.volumes.clone() {
-            vols.grow_to(alloc).await;
+        let Some(vols) = view.env.shared.volumes.clone() else {
+            return;
+        };
+        let Some(group) = vols.group_of(alloc).await else {
+            return;
+        };
+        vols.grow_to(alloc, &group).await;
+        // The snapshot hooks of the new version.
+        for spec in &group.volumes {
+            let id = GroupSpec::volume_id(&alloc.job, spec, alloc.index);
+            if self.held.contains(&id) {
+                vols.set_hooks(&id, task_hooks(view, spec, &alloc.id));
+            }
         }
     }
 
@@ -135,6 +147,7 @@ impl AllocHook for Volumes {
             return;
         };
         for id in self.held.drain(..) {
+            vols.set_hooks(&id, None);
             if let Err(e) = vols.unmount(&id, &view.ctx.alloc_id).await {
                 tracing::warn!(volume = %id, error = %e, "cannot unmount the volume");
             }
@@ -195,5 +208,68 @@ impl Volumes {
             });
         }
         self.schedules = Some(cancel);
+    }
+}
+
+/// The runner of `spec`'s hooks in its task, if it has hooks.
+fn task_hooks(
+    view: &AllocView,
+    spec: &corral_types::VolumeSpec,
+    alloc: &str,
+) -> Option<Arc<dyn crate::volumes::SnapshotHookRunner>> {
+    let h = spec.hooks.as_ref()?;
+    let task = view.tasks.get(&h.task)?;
+    Some(Arc::new(TaskHooks {
+        driver: task.driver.clone(),
+        handle: task.handle.clone(),
+        spec: h.clone(),
+        alloc: alloc.to_owned(),
+    }))
+}
+
+/// A volume's `hooks`, run in its task through the task's driver.
+struct TaskHooks {
+    driver: Arc<dyn crate::driver::Driver>,
+    handle: watch::Receiver<Option<crate::driver::TaskHandle>>,
+    spec: corral_types::SnapshotHooks,
+    alloc: String,
+}
+
+impl TaskHooks {
+    async fn run(&self, which: &str, command: &[String]) -> Result<(), String> {
+        if command.is_empty() {
+            return Ok(());
+        }
+        // The task does not run: nothing to quiesce.
+        let Some(handle) = self.handle.borrow().clone() else {
+            return Ok(());
+        };
+        match self
+            .driver
+            .exec(&handle, command, self.spec.timeout.as_std())
+            .await
+        {
+            Ok(out) if out.exit_code == 0 => Ok(()),
+            Ok(out) => Err(format!(
+                "{which} in task {} exited {}: {}",
+                self.spec.task,
+                out.exit_code,
+                out.output.trim()
+            )),
+            Err(e) => Err(format!("{which} in task {}: {e}", self.spec.task)),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::volumes::SnapshotHookRunner for TaskHooks {
+    async fn pre(&self) -> Result<(), String> {
+        self.run("pre_snapshot", &self.spec.pre_snapshot).await
+    }
+
+    async fn post(&self) {
+        if let Err(e) = self.run("post_snapshot", &self.spec.post_snapshot).await {
+            tracing::warn!(alloc = %self.alloc, error = %e, "the post_snapshot hook failed");
+        }
     }
 }

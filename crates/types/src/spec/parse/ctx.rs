@@ -108,7 +108,7 @@ impl<'n> Fields<'n> {
 }
 
 /// Fields of the design that corral does not support yet.
-pub(super) const NOT_YET: &[&str] = &["hooks"];
+pub(super) const NOT_YET: &[&str] = &[];
 
 /// Names users bring from other tools, and what they are called here.
 const ALIASES: &[(&str, &str)] = &[

@@ -247,7 +247,7 @@ fn seed_group(
     }];
     let mut tasks = vec![task];
     let services = service::group_services(ctx, f, &mut tasks, checks, &ports);
-    let volumes = volume::group_volumes(ctx, f, &facts(settings.count, update));
+    let volumes = volume::group_volumes(ctx, f, &facts(settings.count, update, &tasks));
     GroupSpec {
         name: job_name.to_owned(),
         count: settings.count,
@@ -263,10 +263,11 @@ fn seed_group(
 }
 
 /// What the volume checks need of a group.
-fn facts(count: u32, update: &UpdatePolicy) -> volume::GroupFacts {
+fn facts<'t>(count: u32, update: &UpdatePolicy, tasks: &'t [TaskSpec]) -> volume::GroupFacts<'t> {
     volume::GroupFacts {
         count,
         canaries: update.canary,
+        tasks: tasks.iter().map(|t| t.name.as_str()).collect(),
     }
 }
 
@@ -407,7 +408,7 @@ fn group(
         }
     };
     let services = service::group_services(ctx, &f, &mut tasks.specs, tasks.checks, &tasks.ports);
-    let volumes = volume::group_volumes(ctx, &f, &facts(settings.count, &update));
+    let volumes = volume::group_volumes(ctx, &f, &facts(settings.count, &update, &tasks.specs));
     Named {
         spec: GroupSpec {
             name: display_name,

@@ -120,6 +120,10 @@ pub const SPEC_BLOCKS: &[SpecBlock] = &[
         name: "keep",
         fields: volume::BACKUP_KEEP_FIELDS,
     },
+    SpecBlock {
+        name: "hooks",
+        fields: volume::HOOK_FIELDS,
+    },
 ];
 
 /// Group fields the seed form takes at the top level (`restart` there is

@@ -1,12 +1,14 @@
 //! `volume:` (one, the seed form) and `volumes:` (a list) of a group.
 
 use crate::spec::{
-    BackupKeep, BackupPolicy, OnNodeLoss, SnapshotPolicy, VolumeSpec, default_node_loss_grace,
+    BackupKeep, BackupPolicy, OnNodeLoss, SnapshotHooks, SnapshotPolicy, VolumeSpec,
+    default_node_loss_grace,
 };
 use crate::units::Millis;
 
 use super::ctx::{
-    Ctx, Fields, boolean, choice, duration, fields, index, list, name, size, text, uint, word,
+    Ctx, Fields, boolean, choice, duration, fields, index, list, name, size, strings, text, uint,
+    word,
 };
 use super::tree::{Node, Pos, Value};
 
@@ -20,7 +22,9 @@ pub(super) const VOLUME_FIELDS: &[&str] = &[
     "backup",
     "on_node_loss",
     "node_loss_grace",
+    "hooks",
 ];
+pub(super) const HOOK_FIELDS: &[&str] = &["pre_snapshot", "post_snapshot", "timeout", "task"];
 pub(super) const SNAPSHOT_FIELDS: &[&str] = &["every", "keep"];
 pub(super) const BACKUP_FIELDS: &[&str] = &["every", "keep", "to"];
 pub(super) const BACKUP_KEEP_FIELDS: &[&str] = &["last", "hourly", "daily", "weekly", "monthly"];
@@ -37,12 +41,18 @@ const RESERVED_MOUNTS: &[&str] = &[
 const MIN_EVERY: Millis = Millis(60_000);
 
 /// What the volume checks need to know about the group.
-pub(super) struct GroupFacts {
+pub(super) struct GroupFacts<'t> {
     pub count: u32,
     pub canaries: u32,
+    /// The group's task names, in order.
+    pub tasks: Vec<&'t str>,
 }
 
-pub(super) fn group_volumes(ctx: &mut Ctx<'_>, f: &Fields<'_>, g: &GroupFacts) -> Vec<VolumeSpec> {
+pub(super) fn group_volumes(
+    ctx: &mut Ctx<'_>,
+    f: &Fields<'_>,
+    g: &GroupFacts<'_>,
+) -> Vec<VolumeSpec> {
     let mut nodes: Vec<(&Node, String)> = Vec::new();
     match (f.get("volume"), f.get("volumes")) {
         (Some(_), Some(x)) => {
@@ -98,7 +108,7 @@ fn volume(
     node: &Node,
     path: &str,
     single: bool,
-    g: &GroupFacts,
+    g: &GroupFacts<'_>,
     before: &[(VolumeSpec, Pos, String)],
 ) -> Option<(VolumeSpec, Pos, String)> {
     let expected = "a volume like {size: 1G} or {name: data, size: 1G, mount: /data}";
@@ -191,6 +201,7 @@ fn volume(
         .get("node_loss_grace")
         .and_then(|x| duration(ctx, x.node, &x.path))
         .unwrap_or_else(default_node_loss_grace);
+    let hooks = vf.get("hooks").and_then(|x| hooks(ctx, x.node, &x.path, g));
     if g.count > 1 && !per_alloc {
         ctx.error(vf.pos, path, format!("the group's count is {} but volume `{}` is one volume with one writer; add `per_alloc: true` to it to give each copy its own, or set count: 1", g.count, name_v.as_deref().unwrap_or("data")));
     }
@@ -205,6 +216,7 @@ fn volume(
             backup,
             on_node_loss,
             node_loss_grace,
+            hooks,
         },
         vf.pos,
         path.to_owned(),
@@ -321,6 +333,71 @@ fn backup(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<BackupPolicy> {
         every: every?,
         keep,
         to: to?,
+    })
+}
+
+fn hooks(ctx: &mut Ctx<'_>, node: &Node, path: &str, g: &GroupFacts<'_>) -> Option<SnapshotHooks> {
+    let expected =
+        "hooks like {pre_snapshot: [sh, -c, \"...\"], post_snapshot: [...], timeout: 30s}";
+    let f = fields(ctx, node, path, HOOK_FIELDS, expected)?;
+    let command = |ctx: &mut Ctx<'_>, name: &str| -> Vec<String> {
+        let Some(x) = f.get(name) else {
+            return Vec::new();
+        };
+        let c = strings(
+            ctx,
+            x.node,
+            &x.path,
+            "a command as a list, like [sh, -c, \"sync\"]",
+        )
+        .unwrap_or_default();
+        if c.is_empty() || c[0].is_empty() {
+            ctx.error(
+                x.node.pos,
+                &x.path,
+                format!("`{name}` is empty; give the command as a list, like [sh, -c, \"sync\"]"),
+            );
+        }
+        c
+    };
+    let pre_snapshot = command(ctx, "pre_snapshot");
+    let post_snapshot = command(ctx, "post_snapshot");
+    if !f.has("pre_snapshot") && !f.has("post_snapshot") {
+        ctx.error(
+            f.pos,
+            path,
+            "`hooks` needs `pre_snapshot` or `post_snapshot` (or both)",
+        );
+    }
+    let timeout = match f.get("timeout") {
+        Some(x) => duration(ctx, x.node, &x.path).unwrap_or(Millis(30_000)),
+        None => Millis(30_000),
+    };
+    let task = match f.get("task") {
+        Some(x) => {
+            let t = text(ctx, x.node, &x.path, "the name of a task of the group");
+            if let Some(t) = &t
+                && !g.tasks.is_empty()
+                && !g.tasks.contains(&t.as_str())
+            {
+                ctx.error(
+                    x.node.pos,
+                    &x.path,
+                    format!(
+                        "the group has no task `{t}`; its tasks are {}",
+                        g.tasks.join(", ")
+                    ),
+                );
+            }
+            t.unwrap_or_default()
+        }
+        None => g.tasks.first().map(|t| (*t).to_owned()).unwrap_or_default(),
+    };
+    Some(SnapshotHooks {
+        pre_snapshot,
+        post_snapshot,
+        timeout,
+        task,
     })
 }
 
