@@ -56,6 +56,13 @@ fn volumes(shared: &Shared) -> Result<&Arc<NodeVolumes>, Refusal> {
     })
 }
 
+/// The node's volumes, when its copy of `id` is at `generation`.
+fn held(shared: &Shared, id: &str, generation: u64) -> Result<Arc<NodeVolumes>, Refusal> {
+    let v = volumes(shared)?;
+    current(v, id, generation)?;
+    Ok(v.clone())
+}
+
 /// The copy must be here at the generation the caller saw.
 fn current(v: &NodeVolumes, id: &str, generation: u64) -> Result<(), Refusal> {
     match v.local_generation(id) {
@@ -80,13 +87,10 @@ pub async fn snapshot(
     Path(id): Path<String>,
     Query(q): Query<GenQuery>,
 ) -> Response {
-    let v = match volumes(&shared) {
-        Ok(v) => v.clone(),
+    let v = match held(&shared, &id, q.generation) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = current(&v, &id, q.generation) {
-        return r.into_response();
-    }
     if !v.provider.capabilities().snapshots {
         return err(
             StatusCode::BAD_REQUEST,
@@ -113,13 +117,10 @@ pub async fn restore(
     Query(q): Query<GenQuery>,
     Json(r): Json<corral_types::api::VolumeRestoreJob>,
 ) -> Response {
-    let v = match volumes(&shared) {
-        Ok(v) => v.clone(),
+    let v = match held(&shared, &id, q.generation) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = current(&v, &id, q.generation) {
-        return r.into_response();
-    }
     let done = match (&r.snapshot, r.backup, r.target) {
         (Some(s), _, _) => v.restore(&id, s).await.map(|()| s.clone()),
         (None, Some(b), Some(t)) => v.restore_backup_in_place(&id, &b, t).await.map(|()| b.id),
@@ -170,13 +171,10 @@ pub async fn export(
     Path(id): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> Response {
-    let v = match volumes(&shared) {
-        Ok(v) => v.clone(),
+    let v = match held(&shared, &id, q.generation) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = current(&v, &id, q.generation) {
-        return r.into_response();
-    }
     if q.base.is_some()
         && let Some(h) = &q.holder
         && shared.is_active(h)
@@ -251,13 +249,10 @@ pub async fn backup(
     Query(q): Query<GenQuery>,
     Json(job): Json<corral_types::api::VolumeBackupJob>,
 ) -> Response {
-    let v = match volumes(&shared) {
-        Ok(v) => v.clone(),
+    let v = match held(&shared, &id, q.generation) {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = current(&v, &id, q.generation) {
-        return r.into_response();
-    }
     match v.backup(&id, job).await {
         Ok(done) => Json(done).into_response(),
         Err(e) => failed(e),
