@@ -121,6 +121,7 @@ async fn backup(core: &Arc<Core>, v: &Volume) -> Result<VolumeBackup, ServerErro
         to: policy.to.clone(),
         target: target.to_wire(),
         keep: policy.keep,
+        expect_repository: v.backups.iter().any(|b| b.target == policy.to),
     };
     let body = serde_json::to_value(&job).map_err(|e| ServerError::Internal(e.to_string()));
     let answer = match body {

@@ -449,6 +449,10 @@ pub struct VolumeBackupJob {
     pub to: String,
     pub target: serde_json::Value,
     pub keep: crate::spec::BackupKeep,
+    /// The volume has backups there already: a repository that is not
+    /// there any more is an error, not one to make afresh.
+    #[serde(default)]
+    pub expect_repository: bool,
 }
 
 /// The agent's answer: the new backup and every backup the target keeps

@@ -312,25 +312,61 @@ impl NodeVolumes {
             },
             message("copying the last changes"),
         );
+        // The task is down from here until the new one starts.
         let downtime = Instant::now();
         let base = incremental.then_some(first.as_str());
-        if let Err(e) = self
-            .fetch(
-                v,
-                &holder.address,
-                &holder.name,
-                &last,
-                base,
-                spec,
-                &copied,
-                progress,
-                cancel,
-            )
-            .await
-        {
-            let _ = self.blocking(id, |p, v| p.delete(v)).await;
-            self.meta.remove(id);
-            return Err(e);
+        let mut failures = 0u32;
+        loop {
+            let e = match self
+                .fetch(
+                    v,
+                    &holder.address,
+                    &holder.name,
+                    &last,
+                    base,
+                    spec,
+                    &copied,
+                    progress,
+                    cancel,
+                )
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            // The holder's runner may still be tearing down (409: the
+            // store had it stopped first), or its agent restarting: the
+            // same last copy is asked again, the full copy is kept. Only
+            // other failures that repeat, a stop, or a store that moved
+            // on start over.
+            failures += 1;
+            let waiting = e.to_string().contains("409");
+            let moved_on = match self.client.volume(id).await {
+                Ok(now) => now.generation != v.generation || now.node_id != v.node_id,
+                Err(_) => false,
+            };
+            if matches!(e, VolumesError::Cancelled { .. })
+                || moved_on
+                || (!waiting && failures >= 5)
+            {
+                let _ = self.blocking(id, |p, v| p.delete(v)).await;
+                self.meta.remove(id);
+                return Err(e);
+            }
+            progress.report(
+                VolumeSync {
+                    phase: VolumePhase::Finishing,
+                    bytes: copied.load(Ordering::Relaxed),
+                },
+                message(&format!("the last copy waits ({e})")),
+            );
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = self.blocking(id, |p, v| p.delete(v)).await;
+                    return Err(VolumesError::Cancelled { vol: id.to_owned() });
+                }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
         }
         let downtime_ms = downtime.elapsed().as_millis() as u64;
         self.meta

@@ -73,6 +73,7 @@ impl NodeVolumes {
         }
         let restic = self.restic()?;
         let keep = retention(job.keep);
+        let expect_repository = job.expect_repository;
         let lock = self.lock(id);
         let _g = lock.lock().await;
         let snapshots = self.provider.capabilities().snapshots;
@@ -97,7 +98,13 @@ impl NodeVolumes {
                 p.mount(v)?
             };
             let run = || -> Result<VolumeBackupDone, String> {
-                restic.ensure_repo(&target, v).map_err(|e| e.to_string())?;
+                let made = restic.ensure_repo(&target, v).map_err(|e| e.to_string())?;
+                if made && expect_repository {
+                    return Err(format!(
+                        "the repository of this volume in target {} was not there (its earlier backups are gone or the target changed); an empty one was made, this backup is not taken; check the target, then back up again",
+                        target.name
+                    ));
+                }
                 let info = restic
                     .backup(&target, v, &src, &[])
                     .map_err(|e| e.to_string())?;

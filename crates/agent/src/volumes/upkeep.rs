@@ -22,8 +22,13 @@ pub async fn run(v: Arc<NodeVolumes>, interval: Duration, shutdown: Cancellation
     }
 }
 
+/// `move-*` snapshots a move left behind (the move gave up) go after this
+/// long: a move waits at most for its old allocation's stop.
+const STALE_MOVE_SNAPSHOT_MS: u64 = 3_600_000;
+
 /// One pass over the local copies.
 pub async fn sweep(v: &NodeVolumes) {
+    unclaimed(v).await;
     for id in v.meta.ids() {
         let local = v.meta.get(&id).unwrap_or(0);
         if local == 0 || v.is_busy(&id) {
@@ -32,6 +37,7 @@ pub async fn sweep(v: &NodeVolumes) {
         }
         match v.client.volume(&id).await {
             Ok(rec) if rec.node_id == v.node_id && rec.generation == local => {
+                old_move_snapshots(v, &id).await;
                 if let Err(e) = v.report(&id).await {
                     tracing::debug!(volume = %id, error = %e, "cannot report the volume");
                 }
@@ -68,6 +74,60 @@ pub async fn sweep(v: &NodeVolumes) {
                 let _ = v.quarantine(&id, "the store has no record of it").await;
             }
             Err(e) => tracing::debug!(volume = %id, error = %e, "cannot read the volume's record"),
+        }
+    }
+}
+
+/// Copies with no generation here were being received (a move or a
+/// restore that did not finish: the job stopped, the volume was deleted,
+/// the receiving node drained): never live on this node, they go unless
+/// the store names this node (then the next acquire settles it).
+async fn unclaimed(v: &NodeVolumes) {
+    let p = v.provider.clone();
+    let Ok(Ok(local)) = tokio::task::spawn_blocking(move || p.list()).await else {
+        return;
+    };
+    for vol in local {
+        let id = vol.0;
+        if v.meta.get(&id).is_some() || v.is_busy(&id) {
+            continue;
+        }
+        let gone = match v.client.volume(&id).await {
+            Ok(rec) => rec.node_id != v.node_id,
+            Err(e) => e.status() == Some(404),
+        };
+        if gone && !v.is_busy(&id) {
+            match v.delete(&id).await {
+                Ok(()) => {
+                    tracing::info!(volume = %id, "a copy that never became live here is deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %id, error = %e, "cannot delete an unfinished copy")
+                }
+            }
+        }
+    }
+}
+
+async fn old_move_snapshots(v: &NodeVolumes, id: &str) {
+    if !v.provider.capabilities().snapshots {
+        return;
+    }
+    let Ok(snaps) = v.blocking(id, |p, vol| p.snapshots(vol)).await else {
+        return;
+    };
+    let now = corral_types::now_ms();
+    for s in snaps {
+        if s.name.starts_with(super::MOVE_PREFIX)
+            && s.created_at.saturating_add(STALE_MOVE_SNAPSHOT_MS) < now
+        {
+            let name = s.name.clone();
+            if let Err(e) = v
+                .blocking(id, move |p, vol| p.delete_snapshot(vol, &name))
+                .await
+            {
+                tracing::debug!(volume = %id, error = %e, "cannot delete an old move snapshot");
+            }
         }
     }
 }

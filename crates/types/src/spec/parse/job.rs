@@ -305,6 +305,23 @@ fn groups(
                 format!("duplicate group name `{n}`; give each group its own name"),
             );
         }
+        // A volume's id is `<job>.<name>`: two groups cannot both have
+        // one of a name.
+        for v in &g.spec.volumes {
+            if let Some(other) = out
+                .iter()
+                .find(|o| o.spec.volumes.iter().any(|w| w.name == v.name))
+            {
+                ctx.error(
+                    item.pos,
+                    &join(&index(&fl.path, i), "volumes"),
+                    format!(
+                        "group `{}` has a volume `{}` already, and its id `{job_name}.{}` belongs to one group; give this one another name",
+                        other.spec.name, v.name, v.name
+                    ),
+                );
+            }
+        }
         out.push(g);
     }
     out.into_iter().map(|g| g.spec).collect()
