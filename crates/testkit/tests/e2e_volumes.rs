@@ -102,6 +102,13 @@ async fn wait_volume(c: &Client, what: &str, f: impl Fn(&Volume) -> bool) -> Vol
     .await
 }
 
+/// The index of the host whose node is `node_id`.
+async fn host_of(cl: &Cluster, node_id: &str) -> usize {
+    let nodes = cl.nodes().await.unwrap();
+    let name = &nodes.iter().find(|n| n.id == node_id).unwrap().name;
+    cl.host_of_node(name).unwrap()
+}
+
 fn volume_dir(cl: &Cluster, host: usize) -> PathBuf {
     cl.host(host).data_dir().join("volumes").join("vol.data")
 }
@@ -131,17 +138,7 @@ async fn a_volume_keeps_its_data_across_a_crash_a_drain_and_a_node_loss() {
         .unwrap();
     wait_running(&c, "vol", 1, D).await;
     let v = wait_volume(&c, "the volume created", |v| v.generation == 1).await;
-    let first = cl
-        .host_of_node(
-            &cl.nodes()
-                .await
-                .unwrap()
-                .iter()
-                .find(|n| n.id == v.node_id)
-                .unwrap()
-                .name,
-        )
-        .unwrap();
+    let first = host_of(&cl, &v.node_id).await;
     assert!(volume_dir(&cl, first).join("image").exists());
     wait_count_past(&trace_path, &v.node_id, 5).await;
 
@@ -333,17 +330,7 @@ async fn a_lost_nodes_volume_is_restored_from_its_backup_and_the_old_copy_set_as
     wait_count_past(&trace_path, &v.node_id, at_backup + 10).await;
 
     // The holder dies; the other node restores the newest backup.
-    let holder = cl
-        .host_of_node(
-            &cl.nodes()
-                .await
-                .unwrap()
-                .iter()
-                .find(|n| n.id == v.node_id)
-                .unwrap()
-                .name,
-        )
-        .unwrap();
+    let holder = host_of(&cl, &v.node_id).await;
     cl.kill_host(holder);
     let last_old = trace(&trace_path).last().unwrap().2;
     let restored = wait_volume(&c, "the volume restored elsewhere", |x| {
@@ -474,17 +461,7 @@ async fn a_move_waits_for_the_old_task_even_when_its_agent_died_mid_move() {
     wait_running(&c, "vol", 1, D).await;
     let v = wait_volume(&c, "the volume created", |v| v.generation == 1).await;
     wait_count_past(&trace_path, &v.node_id, 5).await;
-    let old = cl
-        .host_of_node(
-            &cl.nodes()
-                .await
-                .unwrap()
-                .iter()
-                .find(|n| n.id == v.node_id)
-                .unwrap()
-                .name,
-        )
-        .unwrap();
+    let old = host_of(&cl, &v.node_id).await;
     c.drain(&v.node_id, true, None).await.unwrap();
     eventually("the replacement copied the volume", D, || async {
         let j = c.job("vol", None).await.map_err(|e| e.to_string())?;
