@@ -35,7 +35,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use corral_types::units::{Bytes, parse_size};
 use corral_volumes::backup::{BackupStats, BackupTarget, Restic, Secret, TargetKind};
@@ -205,28 +205,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let mut mounts = mounts_under(&self.path);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-        for m in mounts {
-            let ok = Command::new("umount")
-                .arg(&m)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("bench: cleanup: lazy unmount of {}", m.display());
-                let _ = Command::new("umount").arg("-l").arg(&m).status();
-            }
-        }
-        // Autoclear detaches after umount returns; give it a moment.
-        for _ in 0..100 {
-            if loops_under(&self.path).is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        for dev in loops_under(&self.path) {
-            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
-        }
+        corral_volumes::release::release_under(&self.path);
         if let Some(tmp) = self.tmp.take() {
             let path = tmp.path().to_path_buf();
             if let Err(e) = tmp.close() {
@@ -234,29 +213,6 @@ impl Drop for Scratch {
             }
         }
     }
-}
-
-/// Mount points at or under `dir` (from /proc/self/mountinfo).
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect()
-}
-
-/// Loop devices whose backing file is under `dir` (from `losetup -a`).
-fn loops_under(dir: &Path) -> Vec<String> {
-    let Ok(out) = Command::new("losetup").arg("-a").output() else {
-        return Vec::new();
-    };
-    let needle = format!("({}/", dir.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .filter_map(|l| l.split(':').next().map(str::to_string))
-        .collect()
 }
 
 /// Run a command to success, with its stderr in the error.

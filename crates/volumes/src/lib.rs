@@ -14,6 +14,7 @@ pub mod host;
 mod image;
 pub mod names;
 pub mod provider;
+pub mod release;
 mod tar;
 
 use std::path::PathBuf;

@@ -208,24 +208,10 @@ pub(crate) fn teardown(n: u8, dir: &Path, extra_allocs: &BTreeSet<String>) {
     }
 }
 
-/// Unmount every mount point under `dir` (their loop devices go with them).
+/// Unmount every mount point under `dir` and detach the loop devices of
+/// files in it (volumes an agent left: a killed agent releases nothing).
 pub fn unmount_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .map(str::to_owned)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        if let Err(e) = run("umount", &[&p]) {
-            eprintln!("warning: {e}");
-            let _ = run("umount", &["-l", &p]);
-        }
-    }
+    corral_volumes::release::release_under(dir);
 }
 
 /// Tears down every slot whose owner process is gone (a test process

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
@@ -70,44 +69,12 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        let mut mounts = mounts_under(&self.path);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-        for m in mounts {
-            let ok = Command::new("umount")
-                .arg(&m)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                let _ = Command::new("umount").arg("-l").arg(&m).status();
-            }
-        }
-        for dev in loops_under(&self.path) {
-            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
-        }
+        corral_volumes::release::release_under(&self.path);
     }
 }
 
-/// Mount points at or under `dir` (from /proc/self/mountinfo).
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect()
-}
-
-/// Loop devices whose backing file is under `dir` (from `losetup -a`).
-pub fn loops_under(dir: &Path) -> Vec<String> {
-    let out = Command::new("losetup").arg("-a").output();
-    let Ok(out) = out else { return Vec::new() };
-    let needle = format!("({}/", dir.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .filter_map(|l| l.split(':').next().map(str::to_string))
-        .collect()
-}
+#[allow(unused_imports)] // not every test binary counts mounts and loops
+pub use corral_volumes::release::{loops_under, mounts_under};
 
 /// Every path under `dir` (files and directories), relative, sorted.
 pub fn paths_under(dir: &Path) -> Vec<PathBuf> {
