@@ -53,7 +53,7 @@ impl NodeVolumes {
                 return Err(VolumesError::Cancelled { vol });
             }
             let step = match self.client.volume(id).await {
-                Ok(v) if v.node_id == self.node_id => self.take_over(alloc, spec, &v).await,
+                Ok(v) if v.node_id == self.node_id => self.take_over(alloc, &v).await,
                 Ok(v) => self.move_here(alloc, spec, &v, progress, cancel).await,
                 Err(e) if e.status() == Some(404) => self.create(alloc, spec, id).await,
                 Err(source) => Err(VolumesError::Server {
@@ -156,13 +156,7 @@ impl NodeVolumes {
 
     /// The copy is here: claim it for this allocation (the store refuses
     /// while the previous allocation may still run).
-    async fn take_over(
-        &self,
-        alloc: &Allocation,
-        spec: &VolumeSpec,
-        v: &Volume,
-    ) -> Result<Option<()>, VolumesError> {
-        let _ = spec;
+    async fn take_over(&self, alloc: &Allocation, v: &Volume) -> Result<Option<()>, VolumesError> {
         match self.meta.get(&v.id) {
             Some(g) if g == v.generation => {}
             // This allocation's own claim was stored but its answer lost

@@ -190,9 +190,17 @@ pub async fn quarantined(
         .filter(|n| n.status != corral_types::NodeStatus::Down)
         .map(|n| (**n).clone())
         .collect();
+    // Every node at once: one slow or silent node costs its timeout once.
+    let core = &core;
+    let asks = nodes.iter().map(|n| async move {
+        (
+            n,
+            ops::agent_get(core, n, "/v1/agent/volumes/quarantined").await,
+        )
+    });
     let mut out = Vec::new();
-    for n in nodes {
-        match ops::agent_get(&core, &n, "/v1/agent/volumes/quarantined").await {
+    for (n, answer) in futures::future::join_all(asks).await {
+        match answer {
             Ok(v) => {
                 let names: Vec<String> = serde_json::from_value(v).unwrap_or_default();
                 out.extend(

@@ -312,13 +312,15 @@ pub fn recovery(
     let v = state
         .volume(id)
         .ok_or_else(|| ServerError::not_found(Resource::Volume, id))?;
-    let alloc = state
+    if !state
         .alloc(&r.alloc)
-        .filter(|a| a.node_id == r.node && a.is_live())
-        .ok_or_else(|| {
-            ServerError::Conflict(format!("allocation {} may not take volume {id}", r.alloc))
-        })?;
-    let _ = alloc;
+        .is_some_and(|a| a.node_id == r.node && a.is_live())
+    {
+        return Err(ServerError::Conflict(format!(
+            "allocation {} may not take volume {id}",
+            r.alloc
+        )));
+    }
     let spec = current_spec(&state, v).ok_or_else(|| {
         ServerError::Conflict(format!("job {} no longer has volume {}", v.job, v.name))
     })?;
@@ -402,26 +404,61 @@ pub async fn agent_call(
         .node_by_id(&v.node_id)
         .map(|n| (**n).clone())
         .ok_or_else(|| ServerError::not_found(Resource::Node, &v.node_id))?;
+    if node.status == NodeStatus::Down {
+        return Err(ServerError::Agent {
+            node: node.name.clone(),
+            message: format!("is down; volume {} lives there", v.id),
+        });
+    }
+    let mut path = format!("/v1/agent/volumes/{}", v.id);
+    if !action.is_empty() {
+        path = format!("{path}/{action}");
+    }
+    let generation = v.generation.to_string();
+    agent_request(
+        core,
+        &node,
+        method,
+        &path,
+        &[("generation", &generation)],
+        body,
+        AGENT_ANSWER,
+    )
+    .await
+}
+
+/// GET `path` on `node`'s agent, as JSON (quick questions).
+pub async fn agent_get(
+    core: &Core,
+    node: &corral_types::Node,
+    path: &str,
+) -> Result<serde_json::Value, ServerError> {
+    let quick = std::time::Duration::from_secs(10);
+    agent_request(core, node, reqwest::Method::GET, path, &[], None, quick).await
+}
+
+/// One request to `node`'s agent with the cluster's token; its JSON
+/// answer. A 409 stays a conflict (the agent's reason), anything else
+/// that is not a success is the agent's error.
+async fn agent_request(
+    core: &Core,
+    node: &corral_types::Node,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<serde_json::Value>,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, ServerError> {
     let agent_err = |message: String| ServerError::Agent {
         node: node.name.clone(),
         message,
     };
-    if node.status == NodeStatus::Down {
-        return Err(agent_err(format!("is down; volume {} lives there", v.id)));
-    }
-    let mut url = format!(
-        "{}/v1/agent/volumes/{}",
-        node.address.trim_end_matches('/'),
-        v.id
-    );
-    if !action.is_empty() {
-        url = format!("{url}/{action}");
-    }
+    let url = format!("{}{path}", node.address.trim_end_matches('/'));
     let mut req = core
         .http
         .request(method, &url)
-        .query(&[("generation", v.generation)])
-        .timeout(AGENT_ANSWER);
+        .query(query)
+        .timeout(timeout);
     if let Some(t) = &core.config.api_token {
         req = req.bearer_auth(t);
     }
@@ -445,29 +482,4 @@ pub async fn agent_call(
         });
     }
     serde_json::from_str(&text).map_err(|e| agent_err(format!("answer is not JSON: {e}")))
-}
-
-/// GET `path` on `node`'s agent (with the cluster's token), as JSON.
-pub async fn agent_get(
-    core: &Core,
-    node: &corral_types::Node,
-    path: &str,
-) -> Result<serde_json::Value, ServerError> {
-    let url = format!("{}{path}", node.address.trim_end_matches('/'));
-    let mut req = core
-        .http
-        .get(&url)
-        .timeout(std::time::Duration::from_secs(10));
-    if let Some(t) = &core.config.api_token {
-        req = req.bearer_auth(t);
-    }
-    let agent_err = |message: String| ServerError::Agent {
-        node: node.name.clone(),
-        message,
-    };
-    let resp = req.send().await.map_err(|e| agent_err(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(agent_err(format!("answered {}", resp.status())));
-    }
-    resp.json().await.map_err(|e| agent_err(e.to_string()))
 }
