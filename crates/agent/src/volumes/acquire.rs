@@ -86,9 +86,7 @@ impl NodeVolumes {
             .blocking(id, move |p, v| {
                 let path = p.mount(v)?;
                 // A new version may ask for more: grow in place.
-                if p.usage(v)?.size < size {
-                    p.grow(v, size)?;
-                }
+                super::grow_if_smaller(p, v, size)?;
                 Ok(path)
             })
             .await?;

@@ -384,13 +384,7 @@ impl NodeVolumes {
             let lock = self.lock(&id);
             let _g = lock.lock().await;
             let grown = self
-                .blocking(&id, move |p, v| {
-                    if p.usage(v)?.size < size {
-                        p.grow(v, size)?;
-                        return Ok(true);
-                    }
-                    Ok(false)
-                })
+                .blocking(&id, move |p, v| grow_if_smaller(p, v, size))
                 .await;
             match grown {
                 Ok(true) => {
@@ -478,4 +472,17 @@ impl NodeVolumes {
         hooks.post().await;
         r
     }
+}
+
+/// Grow the volume to `size` if it is smaller; whether it grew.
+pub(crate) fn grow_if_smaller(
+    p: &dyn VolumeProvider,
+    v: &VolumeRef,
+    size: corral_types::units::Bytes,
+) -> Result<bool, corral_volumes::VolumeError> {
+    if p.usage(v)?.size < size {
+        p.grow(v, size)?;
+        return Ok(true);
+    }
+    Ok(false)
 }

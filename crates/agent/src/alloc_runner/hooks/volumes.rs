@@ -111,13 +111,14 @@ impl AllocHook for Volumes {
             }
         }
         if !view.stop.is_cancelled() {
-            self.schedule(view, &vols, &alloc);
+            self.schedule(view, &vols, &alloc, &view.group.volumes);
         }
         Ok(())
     }
 
-    /// A new job version in place (a volume's size or snapshot schedule
-    /// changed, nothing that needs a restart): grow what grew.
+    /// A new job version in place (a volume's size, snapshot schedule or
+    /// hooks changed, nothing that needs a restart): grow what grew, and
+    /// take the new schedule and hooks.
     async fn update(&mut self, view: &AllocView, alloc: &corral_types::Allocation) {
         if self.held.is_empty() || alloc.job_version == self.version {
             return;
@@ -130,12 +131,14 @@ impl AllocHook for Volumes {
             return;
         };
         vols.grow_to(alloc, &group).await;
-        // The snapshot hooks of the new version.
         for spec in &group.volumes {
             let id = GroupSpec::volume_id(&alloc.job, spec, alloc.index);
             if self.held.contains(&id) {
                 vols.set_hooks(&id, task_hooks(view, spec, &alloc.id));
             }
+        }
+        if !view.stop.is_cancelled() {
+            self.schedule(view, &vols, alloc, &group.volumes);
         }
     }
 
@@ -159,14 +162,19 @@ impl Volumes {
     /// One task per volume with `snapshots`: take one every `every`
     /// (counted from the newest scheduled one, so an agent restart does
     /// not reset the clock), keep the newest `keep`, report.
+    /// Replaces the schedules running.
     fn schedule(
         &mut self,
         view: &AllocView,
         vols: &Arc<NodeVolumes>,
         alloc: &corral_types::Allocation,
+        specs: &[corral_types::VolumeSpec],
     ) {
+        if let Some(old) = self.schedules.take() {
+            old.cancel();
+        }
         let cancel = view.stop.child_token();
-        for spec in &view.group.volumes {
+        for spec in specs {
             let Some(policy) = spec.snapshots else {
                 continue;
             };
