@@ -258,6 +258,52 @@ pub(super) fn fields<'n>(
     })
 }
 
+/// The items of a block that takes one (`one: {...}`) or several
+/// (`many: [...]`), with their paths; `noun` names one item in messages,
+/// `example` shows the list. Both given: an error and none.
+pub(super) fn one_or_many<'n>(
+    ctx: &mut Ctx<'_>,
+    f: &Fields<'n>,
+    (one, many): (&str, &str),
+    noun: &str,
+    example: &str,
+) -> Vec<(&'n Node, String)> {
+    let mut nodes = Vec::new();
+    match (f.get(one), f.get(many)) {
+        (Some(_), Some(x)) => ctx.error(
+            x.key_pos,
+            &x.path,
+            format!("give either `{one}` (one) or `{many}` (a list), not both"),
+        ),
+        (Some(x), None) => match &x.node.value {
+            Value::Seq(_) => ctx.error(
+                x.node.pos,
+                &x.path,
+                format!("`{one}` takes one {noun}; for a list of {noun}s write `{many}:`"),
+            ),
+            _ => nodes.push((x.node, x.path)),
+        },
+        (None, Some(x)) => {
+            if let Value::Map(_) = &x.node.value {
+                ctx.error(
+                    x.node.pos,
+                    &x.path,
+                    format!("`{many}` takes a list of {noun}s; for one {noun} write `{one}:`"),
+                );
+            } else if let Some(items) = list(ctx, x.node, &x.path, example) {
+                nodes.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (n, index(&x.path, i))),
+                );
+            }
+        }
+        (None, None) => {}
+    }
+    nodes
+}
+
 /// A list; reports anything else as `expected`.
 pub(super) fn list<'n>(
     ctx: &mut Ctx<'_>,

@@ -19,8 +19,8 @@ use crate::spec::{CheckKind, CheckRestart, CheckSpec, ServiceSpec, TaskSpec};
 use crate::units::Millis;
 
 use super::ctx::{
-    Ctx, Fields, choice, closest, duration, entries, fields, index, join, list, name, one_of, text,
-    uint, word,
+    Ctx, Fields, choice, closest, duration, entries, fields, index, join, list, name, one_of,
+    one_or_many, text, uint, word,
 };
 use super::policy::{self, PortDecl};
 use super::tree::{Node, Pos, Value};
@@ -236,47 +236,13 @@ fn services(
     group: &Group<'_>,
     parsed: &mut Vec<(Slot, Parsed)>,
 ) -> Vec<ServiceSpec> {
-    let mut nodes: Vec<(&Node, String)> = Vec::new();
-    match (f.get("service"), f.get("services")) {
-        (Some(_), Some(x)) => {
-            ctx.error(
-                x.key_pos,
-                &x.path,
-                "give either `service` (one) or `services` (a list), not both",
-            );
-            return Vec::new();
-        }
-        (Some(x), None) => match &x.node.value {
-            Value::Seq(_) => ctx.error(
-                x.node.pos,
-                &x.path,
-                "`service` takes one service; for a list of services write `services:`",
-            ),
-            _ => nodes.push((x.node, x.path)),
-        },
-        (None, Some(x)) => {
-            if let Value::Map(_) = &x.node.value {
-                ctx.error(
-                    x.node.pos,
-                    &x.path,
-                    "`services` takes a list of services; for one service write `service:`",
-                );
-            } else if let Some(items) = list(
-                ctx,
-                x.node,
-                &x.path,
-                "a list of services like [{name: web, port: http}]",
-            ) {
-                nodes.extend(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| (n, index(&x.path, i))),
-                );
-            }
-        }
-        (None, None) => {}
-    }
+    let nodes = one_or_many(
+        ctx,
+        f,
+        ("service", "services"),
+        "service",
+        "a list of services like [{name: web, port: http}]",
+    );
     let mut out: Vec<ServiceSpec> = Vec::new();
     for (node, path) in nodes {
         let expected =

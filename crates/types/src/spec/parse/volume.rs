@@ -7,10 +7,10 @@ use crate::spec::{
 use crate::units::Millis;
 
 use super::ctx::{
-    Ctx, Fields, boolean, choice, duration, fields, index, list, name, size, strings, text, uint,
+    Ctx, Fields, boolean, choice, duration, fields, name, one_or_many, size, strings, text, uint,
     word,
 };
-use super::tree::{Node, Pos, Value};
+use super::tree::{Node, Pos};
 
 pub(super) const VOLUME_FIELDS: &[&str] = &[
     "name",
@@ -53,41 +53,13 @@ pub(super) fn group_volumes(
     f: &Fields<'_>,
     g: &GroupFacts<'_>,
 ) -> Vec<VolumeSpec> {
-    let mut nodes: Vec<(&Node, String)> = Vec::new();
-    match (f.get("volume"), f.get("volumes")) {
-        (Some(_), Some(x)) => {
-            ctx.error(
-                x.key_pos,
-                &x.path,
-                "give either `volume` (one) or `volumes` (a list), not both",
-            );
-            return Vec::new();
-        }
-        (Some(x), None) => match &x.node.value {
-            Value::Seq(_) => ctx.error(
-                x.node.pos,
-                &x.path,
-                "`volume` takes one volume; for a list of volumes write `volumes:`",
-            ),
-            _ => nodes.push((x.node, x.path)),
-        },
-        (None, Some(x)) => {
-            if let Some(items) = list(
-                ctx,
-                x.node,
-                &x.path,
-                "a list of volumes like [{name: data, size: 1G, mount: /data}]",
-            ) {
-                nodes.extend(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| (n, index(&x.path, i))),
-                );
-            }
-        }
-        (None, None) => {}
-    }
+    let nodes = one_or_many(
+        ctx,
+        f,
+        ("volume", "volumes"),
+        "volume",
+        "a list of volumes like [{name: data, size: 1G, mount: /data}]",
+    );
     if g.canaries > 0
         && let Some((n, p)) = nodes.first()
     {
