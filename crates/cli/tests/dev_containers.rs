@@ -22,9 +22,7 @@ use corral_agent::driver::cri::client::CriClient;
 use corral_agent::driver::cri::{CriConfig, CriDriver};
 use corral_agent::image::DEMO_IMAGE;
 use corral_client::Client;
-use corral_testkit::containers::{
-    NetworkClaim, can_run, claim_network, free_port, hostport_chains_present, remove_portmap_chains,
-};
+use corral_testkit::containers::{NetworkClaim, can_run, claim_network, free_port};
 use corral_testkit::eventually;
 
 #[path = "common/web.rs"]
@@ -46,7 +44,8 @@ struct DevWorld {
     router: String,
     client: Client,
     network: NetworkClaim,
-    chains_before: bool,
+    /// Counted among the pod users whose last removes portmap's chains.
+    portmap_user: bool,
     dev: Option<DevProcess>,
     runs: u32,
 }
@@ -73,7 +72,10 @@ impl DevWorld {
             addr,
             router: format!("127.0.0.1:{}", free_port()),
             network: claim_network(),
-            chains_before: hostport_chains_present(),
+            portmap_user: {
+                corral_testkit::containers::portmap_user();
+                true
+            },
             dir,
             dev: None,
             runs: 0,
@@ -287,8 +289,8 @@ impl Drop for DevWorld {
             }
         }
         let _ = corral_agent::containerd::remove_bridge(&self.network.bridge);
-        if !self.chains_before {
-            remove_portmap_chains();
+        if self.portmap_user {
+            corral_testkit::containers::portmap_user_done();
         }
     }
 }

@@ -159,9 +159,6 @@ pub struct ContainerNode {
     pub containerd: PrivateContainerd,
     pub cri: CriClient,
     pub dir: tempfile::TempDir,
-    /// Whether portmap's chains existed before this node started (they
-    /// outlive every pod; removed at the end only when not).
-    hostport_chains_before: bool,
     finished: bool,
     // Last: the bridge and subnet stay claimed until everything is gone.
     _network: NetworkClaim,
@@ -180,7 +177,7 @@ impl ContainerNode {
             .expect("tempdir in /tmp");
         let network = claim_network();
         let (bridge, subnet) = (network.bridge.clone(), network.subnet.clone());
-        let hostport_chains_before = hostport_chains_present();
+        portmap_user();
         let cfg = ContainerdConfig::new(dir.path().join("c"), &bridge, &subnet, PAUSE_IMAGE);
         let t = std::time::Instant::now();
         let containerd = PrivateContainerd::start(cfg)
@@ -199,7 +196,6 @@ impl ContainerNode {
             dir,
             containerd,
             cri,
-            hostport_chains_before,
             finished: false,
             _network: network,
         }
@@ -534,9 +530,7 @@ impl ContainerNode {
         );
         let procs = self.processes();
         assert!(procs.is_empty(), "processes left: {procs:?}");
-        if !self.hostport_chains_before {
-            remove_portmap_chains();
-        }
+        portmap_user_done();
         self.finished = true;
     }
 }
@@ -580,9 +574,7 @@ impl Drop for ContainerNode {
             }
         }
         let _ = self.containerd.remove_bridge();
-        if !self.hostport_chains_before {
-            remove_portmap_chains();
-        }
+        portmap_user_done();
     }
 }
 
@@ -664,6 +656,32 @@ pub fn restore_leases(leases: &[(PathBuf, String)], age: Duration) {
             .open(path)
             .expect("lease opened");
         f.set_modified(when).expect("lease backdated");
+    }
+}
+
+/// The container nodes alive in this test process (tests of one binary
+/// run in parallel; binaries one after another), and whether portmap's
+/// chains were there before the first of them. Only the last node removes
+/// the chains, under this lock: one removed while another node's portmap
+/// was adding to them failed that pod ("No chain/target/match").
+static PORTMAP_USERS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+/// A test that starts pods (and so portmap) says so; see [`portmap_user_done`].
+pub fn portmap_user() {
+    let mut u = PORTMAP_USERS.lock().unwrap_or_else(|e| e.into_inner());
+    if u.0 == 0 {
+        u.1 = hostport_chains_present();
+    }
+    u.0 += 1;
+}
+
+/// The last one in this process removes portmap's chains when they were
+/// not there before the first.
+pub fn portmap_user_done() {
+    let mut u = PORTMAP_USERS.lock().unwrap_or_else(|e| e.into_inner());
+    u.0 = u.0.saturating_sub(1);
+    if u.0 == 0 && !u.1 {
+        remove_portmap_chains();
     }
 }
 

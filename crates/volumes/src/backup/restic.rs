@@ -61,7 +61,9 @@ pub const SNAPSHOT_HOST: &str = "corral";
 const STDERR_KEEP: usize = 4000;
 
 /// Runs restic. `cache_dir` is restic's local cache of repository metadata
-/// (one subdirectory per repository); it may be deleted at any time.
+/// (one subdirectory per repository); it may be deleted at any time. Its
+/// `tmp` subdirectory takes restic's temporary pack files, which would
+/// otherwise fill `/tmp` (often a small tmpfs) during a large backup.
 #[derive(Debug, Clone)]
 pub struct Restic {
     pub binary: PathBuf,
@@ -342,13 +344,14 @@ impl Restic {
         args: &[String],
     ) -> Result<Output, BackupError> {
         check_volume(vol).map_err(|e| self.err(target, vol, op, BackupErrorKind::Invalid(e)))?;
-        std::fs::create_dir_all(&self.cache_dir).map_err(|source| {
+        let tmp = self.cache_dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|source| {
             self.err(
                 target,
                 vol,
                 op,
                 BackupErrorKind::Io {
-                    path: self.cache_dir.display().to_string(),
+                    path: tmp.display().to_string(),
                     source,
                 },
             )
@@ -416,6 +419,7 @@ impl Restic {
         // UTC so that `--time` means what we formatted and restic's own
         // times come back with a `Z`.
         cmd.env("TZ", "UTC");
+        cmd.env("TMPDIR", &tmp);
         for (k, v) in target.restic_env() {
             cmd.env(k, v);
         }
