@@ -46,6 +46,10 @@ pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
             "/v1/agent/volumes/{id}/restore",
             axum::routing::post(crate::volumes::endpoints::restore),
         )
+        .route(
+            "/v1/agent/volumes/{id}/restore-new",
+            axum::routing::post(crate::volumes::endpoints::restore_new),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
             require_token,

@@ -904,10 +904,12 @@ Examples:
     },
     /// Put a volume's data back as it was at a snapshot, or at a backup
     /// (its id, at least 8 digits). The volume must not be in use: stop its
-    /// job first.
+    /// job first. With --as, make a new volume from it instead, beside the
+    /// one in use.
     #[command(after_help = "\
 Examples:
-  corral stop shop && corral volume restore shop.data auto-1765100000000 && corral run shop.yaml")]
+  corral stop shop && corral volume restore shop.data auto-1765100000000 && corral run shop.yaml
+  corral volume restore shop.data auto-1765100000000 --as shop-copy.data   # a job `shop-copy` with volume `data` then uses it")]
     Restore {
         /// The volume's id (`corral volume ls`).
         #[arg(value_name = "VOLUME")]
@@ -916,6 +918,11 @@ Examples:
         /// backup's id (`corral volume status VOLUME -o json`).
         #[arg(value_name = "SNAPSHOT|BACKUP")]
         snapshot: String,
+        /// Make a new volume of this id (`<job>.<volume>`, or
+        /// `<job>.<volume>.<index>` for a per_alloc volume) instead: the
+        /// volume itself is left alone and may stay in use.
+        #[arg(long = "as", value_name = "NEW_VOLUME")]
+        as_volume: Option<String>,
         #[command(flatten)]
         out: OutputArgs,
         #[command(flatten)]

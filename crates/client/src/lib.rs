@@ -123,6 +123,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an agent's register, heartbeat or status report may take.
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A backup or a restore moves a volume's data: as long as the server
+/// gives its agent.
+pub const VOLUME_DATA_TIMEOUT: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Clone)]
 pub struct Client {
     addr: String,
@@ -670,10 +674,13 @@ impl Client {
         .await
     }
 
+    /// Restore volume `id` in place to a snapshot or backup, or, with
+    /// `as_volume`, make a new volume of that id from it.
     pub async fn volume_restore(
         &self,
         id: &str,
         snapshot: &str,
+        as_volume: Option<&str>,
     ) -> Result<serde_json::Value, ClientError> {
         self.json(
             self.req(
@@ -682,7 +689,9 @@ impl Client {
             )
             .json(&corral_types::api::VolumeRestoreRequest {
                 snapshot: snapshot.to_owned(),
-            }),
+                as_volume: as_volume.map(str::to_owned),
+            })
+            .timeout(VOLUME_DATA_TIMEOUT),
         )
         .await
     }
@@ -731,10 +740,13 @@ impl Client {
 
     /// Back the volume up now.
     pub async fn volume_backup(&self, id: &str) -> Result<corral_types::VolumeBackup, ClientError> {
-        self.json(self.req(
-            reqwest::Method::POST,
-            &path(&["v1", "volumes", id, "backup"])?,
-        ))
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "volumes", id, "backup"])?,
+            )
+            .timeout(VOLUME_DATA_TIMEOUT),
+        )
         .await
     }
 

@@ -446,6 +446,7 @@ pub fn alloc(id: &str, job: &Job, group: &str, index: u32, node: &str) -> Alloca
 /// an agent created it there).
 pub fn volume_on(id: &str, node: &str) -> corral_types::Volume {
     corral_types::Volume {
+        origin: None,
         id: id.to_owned(),
         job: String::new(),
         group: String::new(),

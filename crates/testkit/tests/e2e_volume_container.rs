@@ -2,7 +2,8 @@
 //! real agent with btrfs image volumes, a container that sees its volume
 //! at the spec's `mount` with the spec's size (`df`), and whose writes
 //! past that size fail with "No space left on device". The data survives
-//! the job's stop and a new run; a restore brings back a snapshot.
+//! the job's stop and a new run; a restore brings back a snapshot, in
+//! place or as a new volume beside the one in use.
 //!
 //! Needs root, containerd, runc, the CNI plugins, busybox-static, btrfs
 //! and btrfs-progs; skipped with a message when missing, a failure with
@@ -156,7 +157,7 @@ async fn a_container_sees_its_volume_with_its_size_and_cannot_write_past_it() {
     .await;
     log_containing(&c, &a, "stdout", "== changed", D).await;
     stop_and_wait(&c, "store", D).await;
-    c.volume_restore("store.data", &snap).await.unwrap();
+    c.volume_restore("store.data", &snap, None).await.unwrap();
     c.submit(&sized(&image, show, "512M"), "store.yaml")
         .await
         .unwrap();
@@ -193,6 +194,50 @@ async fn a_container_sees_its_volume_with_its_size_and_cannot_write_past_it() {
         c.volume("store.data").await.unwrap().snapshots.len(),
         before
     );
+
+    // While `store` runs (and its data has moved on): an in-place restore
+    // is refused and says how to restore beside it; restored as a new
+    // volume, a second job sees the snapshot's data and `store` keeps
+    // running on its own.
+    let e = c
+        .volume_restore("store.data", &snap, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("--as"), "{e}");
+    let made = c
+        .volume_restore("store.data", &snap, Some("copy.data"))
+        .await
+        .unwrap();
+    eprintln!("[{test}] restore --as: {made}");
+    let v = c.volume("copy.data").await.unwrap();
+    let origin = v.origin.clone().unwrap();
+    assert!(
+        origin.done && origin.snapshot.as_deref() == Some(snap.as_str()),
+        "{v:?}"
+    );
+    assert_eq!(
+        (v.size.0, v.generation, v.alloc_id.clone()),
+        (512_000_000, 1, None)
+    );
+    let copy = sized(&image, show, "512M").replace("name: store", "name: copy");
+    c.submit(&copy, "copy.yaml").await.unwrap();
+    let j = wait_running(&c, "copy", 1, D).await;
+    let out = log_containing(&c, &running(&j)[0].id, "stdout", "== shown", D).await;
+    assert!(
+        out.contains("hello") && out.contains("big") && !out.contains("nohook"),
+        "the copy: {out}"
+    );
+    let v = c.volume("copy.data").await.unwrap();
+    assert_eq!(v.alloc_id.as_deref(), Some(running(&j)[0].id.as_str()));
+    assert_eq!(running(&c.job("store", None).await.unwrap())[0].id, a);
+    // Its id is taken now.
+    let e = c
+        .volume_restore("store.data", &snap, Some("copy.data"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("exists"), "{e}");
+    stop_and_wait(&c, "copy", D).await;
+    c.volume_delete("copy.data", false).await.unwrap();
 
     stop_and_wait(&c, "store", D).await;
     c.volume_delete("store.data", false).await.unwrap();

@@ -208,7 +208,7 @@ async fn a_volume_keeps_its_data_across_a_crash_a_drain_and_a_node_loss() {
     let name = snap["name"].as_str().unwrap().to_owned();
     let listed = volume(&c, "vol.data").await.snapshots;
     assert!(listed.iter().any(|s| s.name == name), "{listed:?}");
-    let refused = c.volume_restore("vol.data", &name).await.unwrap_err();
+    let refused = c.volume_restore("vol.data", &name, None).await.unwrap_err();
     assert_eq!(refused.status(), Some(409), "{refused}");
     assert!(refused.to_string().contains("corral stop vol"), "{refused}");
 
@@ -257,7 +257,7 @@ async fn a_volume_keeps_its_data_across_a_crash_a_drain_and_a_node_loss() {
     stop_and_wait(&c, "vol", D).await;
     let taken = c.volume_snapshot("vol.data").await.unwrap();
     let taken = taken["name"].as_str().unwrap().to_owned();
-    c.volume_restore("vol.data", &taken).await.unwrap();
+    c.volume_restore("vol.data", &taken, None).await.unwrap();
     c.volume_delete("vol.data", false).await.unwrap();
     assert_eq!(c.volume("vol.data").await.unwrap_err().status(), Some(404));
     eventually("no copy left on any node", D, || async {
@@ -412,7 +412,9 @@ async fn a_lost_nodes_volume_is_restored_from_its_backup_and_the_old_copy_set_as
         .find(|l| l.0 / 1_000_000 <= u128::from(first.taken_at))
         .unwrap()
         .2;
-    c.volume_restore("vol.data", &first.id[..12]).await.unwrap();
+    c.volume_restore("vol.data", &first.id[..12], None)
+        .await
+        .unwrap();
     let before_run = trace(&trace_path).len();
     c.submit(&job, "vol.yaml").await.unwrap();
     wait_running(&c, "vol", 1, D).await;
@@ -430,7 +432,50 @@ async fn a_lost_nodes_volume_is_restored_from_its_backup_and_the_old_copy_set_as
         "restored to the first backup ({at_first}); the re-run starts at {rerun}"
     );
     stop_and_wait(&c, "vol", D).await;
-    c.volume_delete("vol.data", false).await.unwrap();
+
+    // The volume's node is lost for good: a backup is restored as a new
+    // volume on the node that is left, and a job of that name counts on
+    // from the backup's count there.
+    let now = volume(&c, "vol.data").await;
+    let gone = host_of(&cl, &now.node_id).await;
+    cl.kill_host(gone);
+    cl.wait_node_status(gone, "down", D).await;
+    let made = c
+        .volume_restore("vol.data", &b.id[..10], Some("copy.data"))
+        .await
+        .unwrap();
+    eprintln!("restore --as while the source's node is down: {made}");
+    let copy = c.volume("copy.data").await.unwrap();
+    assert_ne!(copy.node_id, now.node_id);
+    assert_eq!(
+        copy.origin
+            .as_ref()
+            .and_then(|o| o.backup.as_ref())
+            .map(|x| &x.id),
+        Some(&b.id)
+    );
+    let before_copy = trace(&trace_path).len();
+    c.submit(&job.replace("name: vol", "name: copy"), "copy.yaml")
+        .await
+        .unwrap();
+    wait_running(&c, "copy", 1, D).await;
+    wait_count_past(&trace_path, &copy.node_id, 0).await;
+    let first_copy = trace(&trace_path)[before_copy].2;
+    assert!(
+        first_copy >= at_backup && first_copy <= at_backup + 3,
+        "the copy holds backup {}'s count ({at_backup}); it starts at {first_copy}",
+        &b.id[..8]
+    );
+    let events = c.events(&q).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.kind.as_str() == "volume.created"
+            && e.message.contains("copy.data")
+            && e.message.contains(&b.id)),
+        "no creation event for the copy"
+    );
+    stop_and_wait(&c, "copy", D).await;
+    c.volume_delete("copy.data", false).await.unwrap();
+    c.volume_delete("vol.data", true).await.unwrap();
 }
 
 /// The old holder's agent is killed (-9) right after the replacement

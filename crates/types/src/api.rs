@@ -434,10 +434,14 @@ pub struct VolumeReport {
 }
 
 /// `POST /v1/volumes/{id}/restore`: replace the volume's data with a
-/// snapshot's (the volume must not be in use).
+/// snapshot's or a backup's (the volume must not be in use), or, with
+/// `as`, make a new volume of that id from it (the volume may be in use).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VolumeRestoreRequest {
+    /// A snapshot's name, or a backup's id (at least its first 8 digits).
     pub snapshot: String,
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub as_volume: Option<String>,
 }
 
 /// `POST /v1/agent/volumes/{id}/backup` (server to agent): back the
@@ -500,4 +504,17 @@ pub struct VolumeRestoreJob {
     pub backup: Option<crate::model::VolumeBackup>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<serde_json::Value>,
+}
+
+/// `POST /v1/agent/volumes/{id}/restore-new` (server to agent): make
+/// volume `id` here, of `size`, from volume `source`'s snapshot (held here
+/// at `source_generation`) or backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRestoreNew {
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_generation: Option<u64>,
+    pub size: crate::units::Bytes,
+    #[serde(flatten)]
+    pub from: VolumeRestoreJob,
 }

@@ -53,6 +53,20 @@ impl NodeVolumes {
                 return Err(VolumesError::Cancelled { vol });
             }
             let step = match self.client.volume(id).await {
+                // `corral volume restore --as` is still filling it.
+                Ok(v) if v.restoring() => {
+                    progress.report(
+                        VolumeSync {
+                            phase: VolumePhase::Copying,
+                            bytes: 0,
+                        },
+                        format!(
+                            "volume {id} is still being restored from volume {}; waiting",
+                            v.origin.as_ref().map_or("?", |o| o.volume.as_str())
+                        ),
+                    );
+                    Ok(None)
+                }
                 Ok(v) if v.node_id == self.node_id => self.take_over(alloc, &v).await,
                 Ok(v) => self.move_here(alloc, spec, &v, progress, cancel).await,
                 Err(e) if e.status() == Some(404) => self.create(alloc, spec, id).await,

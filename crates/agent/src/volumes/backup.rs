@@ -196,9 +196,9 @@ impl NodeVolumes {
         Ok(())
     }
 
-    /// Make a fresh copy of the volume here from `backup` (its node is
-    /// lost): the data dir is filled by restic before anything mounts it
-    /// for a task.
+    /// Make a fresh copy of the volume here from its own `backup` (its node
+    /// is lost): the data dir is filled by restic before anything mounts
+    /// it for a task.
     pub async fn restore_backup(
         &self,
         id: &str,
@@ -206,21 +206,35 @@ impl NodeVolumes {
         backup: &VolumeBackup,
         wire: serde_json::Value,
     ) -> Result<PathBuf, VolumesError> {
-        let target = Self::target(id, &backup.target, wire)?;
-        let restic = self.restic()?;
         if self.meta.get(id).is_some() {
             self.quarantine(id, "a stale copy where a backup is restored")
                 .await?;
         }
         let lock = self.lock(id);
         let _g = lock.lock().await;
+        self.fill_from_backup(id, id, size, backup, wire).await
+    }
+
+    /// Make volume `id` here and fill it from `backup` of volume `repo`
+    /// (the caller holds `id`'s lock); nothing is left if it fails.
+    pub(super) async fn fill_from_backup(
+        &self,
+        id: &str,
+        repo: &str,
+        size: corral_types::units::Bytes,
+        backup: &VolumeBackup,
+        wire: serde_json::Value,
+    ) -> Result<PathBuf, VolumesError> {
+        let target = Self::target(id, &backup.target, wire)?;
+        let restic = self.restic()?;
         let backup_id = backup.id.clone();
+        let repo = VolumeRef(repo.to_owned());
         let made = self
             .blocking(id, move |p, v| {
                 p.create(v, size)?;
                 let dir = p.mount(v)?;
                 restic
-                    .restore(&target, &VolumeRef(v.0.clone()), &backup_id, &dir)
+                    .restore(&target, &repo, &backup_id, &dir)
                     .map_err(|e| corral_volumes::VolumeError::Invalid {
                         vol: v.0.clone(),
                         detail: e.to_string(),

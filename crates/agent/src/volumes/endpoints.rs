@@ -137,6 +137,26 @@ pub async fn restore(
     }
 }
 
+/// Make volume `id` here from another volume's snapshot or backup.
+pub async fn restore_new(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Json(job): Json<corral_types::api::VolumeRestoreNew>,
+) -> Response {
+    let v = match volumes(&shared) {
+        Ok(v) => v.clone(),
+        Err(r) => return r.into_response(),
+    };
+    // Its own task: the server hanging up does not stop it halfway.
+    let provider = v.kind_name();
+    let vol = id.clone();
+    match tokio::spawn(async move { v.restore_new(&vol, job).await }).await {
+        Ok(Ok(())) => Json(serde_json::json!({"volume": id, "provider": provider})).into_response(),
+        Ok(Err(e)) => failed(e),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 pub async fn delete(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,

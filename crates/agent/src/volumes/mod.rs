@@ -13,6 +13,7 @@ mod acquire;
 mod backup;
 pub mod endpoints;
 mod meta;
+mod restore_new;
 pub mod upkeep;
 
 use std::collections::HashMap;

@@ -52,15 +52,34 @@ pub async fn run(cmd: VolumeCmd) -> Result<()> {
         VolumeCmd::Restore {
             id,
             snapshot,
+            as_volume: Some(new_id),
             out,
             conn,
         } => {
             let c = conn.client()?;
-            let r = c.volume_restore(&id, &snapshot).await?;
-            if !out.out().data(&r, || vec![id.clone()])? {
+            eprintln!("restoring {snapshot} of volume {id} as a new volume {new_id}...");
+            let r = c.volume_restore(&id, &snapshot, Some(&new_id)).await?;
+            if !out.out().data(&r, || vec![new_id.clone()])? {
+                let (job, name) = new_id.split_once('.').unwrap_or((&new_id, "data"));
+                let name = name.split('.').next().unwrap_or(name);
                 println!(
-                    "volume {id} restored to snapshot {snapshot}; run its job again to use it"
+                    "volume {new_id} made from {snapshot} of volume {id} on node {}; a job `{job}` with volume `{name}` uses it",
+                    r["node"].as_str().unwrap_or("?")
                 );
+            }
+            Ok(())
+        }
+        VolumeCmd::Restore {
+            id,
+            snapshot,
+            as_volume: None,
+            out,
+            conn,
+        } => {
+            let c = conn.client()?;
+            let r = c.volume_restore(&id, &snapshot, None).await?;
+            if !out.out().data(&r, || vec![id.clone()])? {
+                println!("volume {id} restored to {snapshot}; run its job again to use it");
             }
             Ok(())
         }
@@ -170,7 +189,11 @@ async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
         .map(|n| format!("{} ({})", n.name, n.status))
         .unwrap_or_else(|_| v.node_id.clone());
     println!("id            {}", v.id);
-    println!("job           {} (group {})", v.job, v.group);
+    if v.group.is_empty() {
+        println!("job           {} (no allocation has taken it yet)", v.job);
+    } else {
+        println!("job           {} (group {})", v.job, v.group);
+    }
     println!("node          {node}");
     println!("provider      {}{}", v.provider, limit_note(&v.provider));
     println!("size          {}", v.size);
@@ -214,6 +237,27 @@ async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
             short(&r.id),
             corral_types::civil::utc(r.taken_at)
         );
+    }
+    if let Some(o) = &v.origin {
+        let what = match (&o.snapshot, &o.backup) {
+            (Some(s), _) => format!("snapshot {s}"),
+            (None, Some(b)) => format!(
+                "backup {} of {} (data as of {})",
+                short(&b.id),
+                b.target,
+                corral_types::civil::utc(b.taken_at)
+            ),
+            (None, None) => "?".to_owned(),
+        };
+        let state = if o.done {
+            String::new()
+        } else {
+            format!(
+                "; still being restored (if that was interrupted, delete it with `corral volume delete {} --yes` and restore again)",
+                v.id
+            )
+        };
+        println!("origin        {what} of volume {}{state}", o.volume);
     }
     Ok(())
 }

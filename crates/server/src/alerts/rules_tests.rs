@@ -907,6 +907,7 @@ fn db(version: u64, backup: bool) -> Job {
 
 fn db_volume(created_at: UnixMillis) -> Volume {
     Volume {
+        origin: None,
         id: "db.data".into(),
         job: "db".into(),
         group: "db".into(),

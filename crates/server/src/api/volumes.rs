@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::ServerError;
 use crate::core::Core;
 use crate::error::Resource;
+use crate::ops::volume_restore as restore;
 use crate::ops::volumes as ops;
 
 #[derive(Debug, Deserialize)]
@@ -79,51 +80,37 @@ pub async fn snapshot(
     Ok(Json(resp))
 }
 
-/// Replace the volume's data with a snapshot's; refused while in use.
+/// Replace the volume's data with a snapshot's or a backup's (refused
+/// while in use), or make a new volume from it (`as`).
 pub async fn restore(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
     Json(r): Json<VolumeRestoreRequest>,
 ) -> Result<Json<serde_json::Value>, ServerError> {
     let v = find(&core, &id)?;
-    if let Some(why) = ops::in_use(&core.store.snapshot(), &v) {
-        return Err(ServerError::Conflict(why));
+    if let Some(new_id) = &r.as_volume {
+        let job = restore::source(&core, &v, &r.snapshot)?;
+        let made = restore::restore_as(&core, &v, job, new_id).await?;
+        let node = core
+            .store
+            .snapshot()
+            .node_by_id(&made.node_id)
+            .map_or(made.node_id.clone(), |n| n.name.clone());
+        return Ok(Json(serde_json::json!({
+            "volume": made.id,
+            "restored": r.snapshot,
+            "from": id,
+            "node": node,
+            "size": made.size,
+        })));
     }
-    let job = if v.snapshots.iter().any(|s| s.name == r.snapshot) {
-        corral_types::api::VolumeRestoreJob {
-            snapshot: Some(r.snapshot.clone()),
-            backup: None,
-            target: None,
-        }
-    } else {
-        // A backup, by its id or a unique prefix of at least 8 digits.
-        let found: Vec<&corral_types::VolumeBackup> = v
-            .backups
-            .iter()
-            .filter(|b| r.snapshot.len() >= 8 && b.id.starts_with(&r.snapshot))
-            .collect();
-        let [backup] = found.as_slice() else {
-            return Err(ServerError::BadRequest(format!(
-                "volume {id} has no snapshot or backup {:?}; list them with `corral volume snapshots {id}` and `corral volume status {id}` (a backup by its id, at least 8 digits)",
-                r.snapshot
-            )));
-        };
-        let target = core
-            .config
-            .backup_targets
-            .get(&backup.target)
-            .ok_or_else(|| {
-                ServerError::Conflict(format!(
-                    "backup {} is in target `{}`, which the server config does not have",
-                    r.snapshot, backup.target
-                ))
-            })?;
-        corral_types::api::VolumeRestoreJob {
-            snapshot: None,
-            backup: Some((*backup).clone()),
-            target: Some(target.to_wire()),
-        }
-    };
+    if let Some(why) = ops::in_use(&core.store.snapshot(), &v) {
+        return Err(ServerError::Conflict(format!(
+            "{why}; or restore it as a new volume beside it with `corral volume restore {id} {} --as <job>.<volume>`",
+            r.snapshot
+        )));
+    }
+    let job = restore::source(&core, &v, &r.snapshot)?;
     let body = serde_json::to_value(&job).map_err(|e| ServerError::Internal(e.to_string()))?;
     let resp = ops::agent_call(&core, &v, reqwest::Method::POST, "restore", Some(body)).await?;
     Ok(Json(resp))

@@ -430,11 +430,19 @@ fn volume(
                 EventType::VolumeCreated,
                 v,
                 format!(
-                    "volume {} created on node {} ({}, {})",
+                    "volume {} created on node {} ({}, {}){}",
                     v.id,
                     node_name(&v.node_id),
                     v.size,
-                    v.provider
+                    v.provider,
+                    v.origin.as_ref().map_or_else(String::new, |o| {
+                        let what = match (&o.snapshot, &o.backup) {
+                            (Some(s), _) => format!("snapshot {s}"),
+                            (None, Some(b)) => format!("backup {} of {}", b.id, b.target),
+                            (None, None) => "a copy".to_owned(),
+                        };
+                        format!(" from {what} of volume {}", o.volume)
+                    })
                 ),
             ));
             (None, v)

@@ -417,6 +417,7 @@ fn filters_by_topic_and_job() {
 
 fn volume(id: &str, node: &str) -> Volume {
     Volume {
+        origin: None,
         id: id.into(),
         job: "db".into(),
         group: "db".into(),

@@ -351,6 +351,7 @@ async fn node_statuses_are_the_documented_ones() {
 
 fn volume(id: &str, node: &str) -> corral_types::Volume {
     corral_types::Volume {
+        origin: None,
         id: id.into(),
         job: "db".into(),
         group: "db".into(),

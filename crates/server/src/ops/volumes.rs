@@ -67,6 +67,7 @@ fn claimed(state: &State, id: &str, c: &VolumeClaim, now: u64) -> Result<Volume,
             )));
         }
         return Ok(Volume {
+            origin: None,
             backup_error: Default::default(),
             backups: Default::default(),
             restored_from: Default::default(),
@@ -90,6 +91,12 @@ fn claimed(state: &State, id: &str, c: &VolumeClaim, now: u64) -> Result<Volume,
             modify_index: 0,
         });
     };
+    if cur.restoring() {
+        return Err(ServerError::Conflict(format!(
+            "volume {id} is still being restored from volume {}; the allocation waits for it",
+            cur.origin.as_ref().map_or("?", |o| o.volume.as_str())
+        )));
+    }
     if c.generation != Some(cur.generation) {
         return Err(ServerError::Conflict(format!(
             "volume {id} is at generation {}, the claim saw {:?}; read it again",
@@ -109,6 +116,11 @@ fn claimed(state: &State, id: &str, c: &VolumeClaim, now: u64) -> Result<Volume,
     }
     let mut v = (**cur).clone();
     v.alloc_id = Some(alloc.id.clone());
+    // A volume restored under a new id learns its group from the first
+    // allocation that takes it.
+    if v.group.is_empty() {
+        v.group = alloc.group.clone();
+    }
     v.size = v.size.max(spec.size);
     v.modified_at = now;
     if cur.node_id != c.node {
@@ -144,13 +156,20 @@ pub async fn report(core: &Arc<Core>, id: &str, r: VolumeReport) -> Result<Volum
                 )));
             }
             let size = r.size.map_or(cur.size, |s| s.max(cur.size));
-            if cur.snapshots == r.snapshots && cur.used == r.used && cur.size == size {
+            // The holder reports only a copy that is whole: one restored
+            // under a new id is done.
+            let restoring = cur.restoring();
+            if cur.snapshots == r.snapshots && cur.used == r.used && cur.size == size && !restoring
+            {
                 return Ok((Vec::new(), (**cur).clone()));
             }
             let mut v = (**cur).clone();
             v.snapshots = r.snapshots;
             v.used = r.used;
             v.size = size;
+            if let Some(o) = v.origin.as_mut() {
+                o.done = true;
+            }
             v.modified_at = now;
             Ok((vec![Write::Volume(v.clone())], v))
         })
@@ -218,7 +237,13 @@ pub fn check(
                 }
                 let biggest = state
                     .volumes()
-                    .filter(|v| v.job == j.spec.name && v.group == g.name && v.name == spec.name)
+                    .filter(|v| {
+                        // A volume restored under a new id has no group
+                        // until an allocation takes it.
+                        v.job == j.spec.name
+                            && (v.group == g.name || v.group.is_empty())
+                            && v.name == spec.name
+                    })
                     .max_by_key(|v| v.size);
                 if let Some(v) = biggest
                     && v.size > spec.size

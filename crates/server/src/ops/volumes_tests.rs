@@ -200,3 +200,117 @@ async fn a_job_may_not_shrink_a_volume_or_back_up_to_an_unknown_target() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `corral volume restore VOL SNAP --as NEW`: the new record exists while
+/// its agent fills it, but no allocation may claim it until its first
+/// report; a restore whose agent fails takes its record back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_restored_under_a_new_id_is_claimed_only_once_whole() {
+    use super::volume_restore::{restore_as, source};
+    let server = TestServer::start().await;
+    let core = server.core.clone();
+    let mut n1 = node("n1").build();
+    // Nothing listens there: the agent call fails at once.
+    n1.address = "http://127.0.0.1:1".into();
+    let v1 = db(1, 200);
+    let a = alloc("a", &v1, "db", 0, "n1");
+    let copy = job(
+        "copy",
+        1,
+        vec![group("web", 1).volume("data", 100, false).build()],
+    );
+    let c = alloc("c", &copy, "web", 0, "n1");
+    core.commit(vec![
+        Write::Node(n1),
+        Write::Job(v1.clone()),
+        Write::Alloc(a),
+    ])
+    .await
+    .unwrap();
+    let mut src = claim(&core, "db.data", ask("n1", "a", None)).await.unwrap();
+    src.snapshots.push(corral_types::VolumeSnapshot {
+        name: "auto-1".into(),
+        created_at: 1,
+        scheduled: true,
+        took_ms: 1,
+    });
+    core.commit(vec![Write::Volume(src.clone())]).await.unwrap();
+
+    // Bad ids and names are refused before anything is stored.
+    for bad in ["copy", "copy.Data", "copy.data.x", "a.b.c.d"] {
+        let from = source(&core, &src, "auto-1").unwrap();
+        match restore_as(&core, &src, from, bad).await {
+            Err(ServerError::BadRequest(m)) => assert!(m.contains(bad), "{m}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        source(&core, &src, "auto-2"),
+        Err(ServerError::BadRequest(_))
+    ));
+    // An id that exists is refused.
+    let from = source(&core, &src, "auto-1").unwrap();
+    match restore_as(&core, &src, from, "db.data").await {
+        Err(ServerError::Conflict(m)) => assert!(m.contains("exists"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // The agent cannot be reached: an error, and no record left behind.
+    let from = source(&core, &src, "auto-1").unwrap();
+    let e = restore_as(&core, &src, from, "copy.data")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ServerError::Agent { .. }), "{e:?}");
+    assert!(core.store.snapshot().volume("copy.data").is_none());
+
+    // As the restore stores it while the agent works.
+    let mut made = src.clone();
+    made.id = "copy.data".into();
+    made.job = "copy".into();
+    made.group = String::new();
+    made.alloc_id = None;
+    made.snapshots.clear();
+    made.origin = Some(corral_types::VolumeOrigin {
+        volume: "db.data".into(),
+        snapshot: Some("auto-1".into()),
+        backup: None,
+        done: false,
+    });
+    core.commit(vec![
+        Write::Volume(made),
+        Write::Job(copy.clone()),
+        Write::Alloc(c),
+    ])
+    .await
+    .unwrap();
+    let m = conflict(claim(&core, "copy.data", ask("n1", "c", Some(1))).await);
+    assert!(
+        m.contains("still being restored from volume db.data"),
+        "{m}"
+    );
+    // A smaller size in the job that will use it is a shrink.
+    let state = core.store.snapshot();
+    let located = corral_types::spec::LocatedJob {
+        spec: copy.spec.clone(),
+        claims: Vec::new(),
+    };
+    match check(&state, &[located], &Default::default()) {
+        Err(ServerError::BadRequest(m)) => assert!(m.contains("cannot shrink"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Its agent's report: whole.
+    let r = corral_types::api::VolumeReport {
+        node: "n1".into(),
+        generation: 1,
+        snapshots: Vec::new(),
+        used: None,
+        size: None,
+    };
+    let v = super::volumes::report(&core, "copy.data", r).await.unwrap();
+    assert!(!v.restoring());
+    let v = claim(&core, "copy.data", ask("n1", "c", Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(v.alloc_id.as_deref(), Some("c"));
+    assert_eq!(v.group, "web");
+    assert_eq!(v.generation, 1);
+}

@@ -50,6 +50,10 @@ pub struct Volume {
     /// was lost: which backup, so the writes after it are known lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<VolumeBackup>,
+    /// Made by `corral volume restore --as` from another volume's snapshot
+    /// or backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<VolumeOrigin>,
     /// What its agent last measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used: Option<Bytes>,
@@ -59,6 +63,57 @@ pub struct Volume {
     pub create_index: Index,
     #[serde(default)]
     pub modify_index: Index,
+}
+
+/// Where a volume made from another one's snapshot or backup came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeOrigin {
+    pub volume: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<VolumeBackup>,
+    /// Its node has all the data (its first report): until then no
+    /// allocation may claim it.
+    #[serde(default)]
+    pub done: bool,
+}
+
+impl Volume {
+    /// Still being filled from its origin: not to be mounted yet.
+    pub fn restoring(&self) -> bool {
+        self.origin.as_ref().is_some_and(|o| !o.done)
+    }
+}
+
+/// The parts of a volume id `<job>.<name>[.<index>]`, or why it is not
+/// one.
+pub fn parse_volume_id(id: &str) -> Result<(String, String, Option<u32>), String> {
+    let parts: Vec<&str> = id.split('.').collect();
+    let (job, name, slot) = match parts.as_slice() {
+        [job, name] => (*job, *name, None),
+        [job, name, index] => {
+            let slot = index
+                .parse::<u32>()
+                .ok()
+                .filter(|_| !index.starts_with('+'))
+                .ok_or_else(|| {
+                    format!("volume id `{id}`: `{index}` is not an allocation index (0, 1, ...)")
+                })?;
+            (*job, *name, Some(slot))
+        }
+        _ => {
+            return Err(format!(
+                "`{id}` is not a volume id; use `<job>.<volume>` or, for a per_alloc volume, `<job>.<volume>.<index>` (e.g. `db-copy.data`)"
+            ));
+        }
+    };
+    for (what, part) in [("job", job), ("volume name", name)] {
+        if let Some(problem) = crate::spec::name_problem(part) {
+            return Err(format!("volume id `{id}`: {what}: {problem}"));
+        }
+    }
+    Ok((job.to_owned(), name.to_owned(), slot))
 }
 
 /// A snapshot its agent took and keeps on the volume's node.
@@ -113,4 +168,35 @@ pub struct VolumeBackup {
     /// Bytes restic added to the repository for it.
     #[serde(default)]
     pub bytes_added: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_volume_id;
+
+    #[test]
+    fn volume_ids_parse_into_job_name_and_slot() {
+        assert_eq!(
+            parse_volume_id("db.data"),
+            Ok(("db".into(), "data".into(), None))
+        );
+        assert_eq!(
+            parse_volume_id("db-copy.data.2"),
+            Ok(("db-copy".into(), "data".into(), Some(2)))
+        );
+        for bad in [
+            "db",
+            "db.",
+            ".data",
+            "db.data.x",
+            "db.data.+1",
+            "a.b.1.2",
+            "Db.data",
+            "db.da/ta",
+            "db.../x",
+        ] {
+            let e = parse_volume_id(bad).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
 }
