@@ -168,6 +168,7 @@ fn job_spec(j: usize, s: &Scenario) -> JobSpec {
     JobSpec {
         name: format!("job-{j:05}"),
         groups: vec![GroupSpec {
+            reschedule: Default::default(),
             volumes: Default::default(),
             name: "g".into(),
             count: s.allocs_per_job,

@@ -97,6 +97,7 @@ pub fn schedule_with(
         stop: rec.stops,
         in_place: rec.in_place,
         deployments: rec.deployments,
+        wake_at: rec.wake_at,
         ..Plan::default()
     };
     if let Some(job) = state.job(&eval.job)

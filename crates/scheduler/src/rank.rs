@@ -43,6 +43,11 @@ pub fn anti_affinity(collisions: u32, desired: u32) -> f64 {
     f64::from(collisions) / f64::from(desired.max(1))
 }
 
+/// Subtracted from the fit of the node a rescheduled allocation failed on:
+/// more than any fit difference (fit is in `[0, 1]`), so another feasible
+/// node always wins (Nomad's reschedule penalty).
+pub const RESCHEDULE_PENALTY: f64 = 2.0;
+
 /// Allocations of one group per value of the spread attribute (snapshot
 /// plus this plan).
 #[derive(Debug, Clone, Default)]

@@ -245,7 +245,7 @@ impl<'a, 'n> GroupPlacer<'a, 'n> {
             self.spread_update(state, old, false);
         }
         let held = self.holder(req, state, usage);
-        let Some(pos) = held.or_else(|| self.select(usage)) else {
+        let Some(pos) = held.or_else(|| self.select(usage, req.avoid_node.as_deref())) else {
             match req.replaces {
                 Some(old) => {
                     usage.add(old);
@@ -302,7 +302,9 @@ impl<'a, 'n> GroupPlacer<'a, 'n> {
 
     /// Walk the nodes from the cursor; the best of the first `limit`
     /// feasible ones, or none (with the reasons kept for the report).
-    fn select(&mut self, usage: &mut PlanUsage<'_>) -> Option<usize> {
+    /// `avoid` (where a rescheduled allocation failed) scores lower than
+    /// any other feasible node, so it is taken only when alone.
+    fn select(&mut self, usage: &mut PlanUsage<'_>, avoid: Option<&str>) -> Option<usize> {
         let n = self.nodes.len();
         let limit = if self.spread.is_some() { n } else { self.limit };
         self.scan.clear();
@@ -327,7 +329,11 @@ impl<'a, 'n> GroupPlacer<'a, 'n> {
             let scored = verdict.and_then(|()| {
                 let u = usage.node(&node.id);
                 feasible::check_usage(self.group, self.need, node, u)?;
-                Ok(self.score(node, u))
+                let mut score = self.score(node, u);
+                if avoid == Some(node.id.as_str()) {
+                    score.fit -= rank::RESCHEDULE_PENALTY;
+                }
+                Ok(score)
             });
             match scored {
                 Err(r) => self.scan.push(r),
@@ -381,6 +387,7 @@ fn new_alloc(
 ) -> Allocation {
     Allocation {
         volume_sync: Default::default(),
+        reschedules: req.reschedules.clone(),
         id,
         job: job.name.clone(),
         job_version: job.version,

@@ -8,7 +8,7 @@ use corral_types::units::{Bytes, MilliCpu};
 use corral_types::{
     Allocation, ClientStatus, Constraint, ConstraintOp, Deployment, DesiredStatus, DriverKind,
     EvalStatus, EvalTrigger, Evaluation, GroupSpec, Index, Job, JobSpec, NetworkMode, Node,
-    NodeStatus, Plan, Resources, Spread, TaskSpec, UpdatePolicy,
+    NodeStatus, Plan, Resources, Spread, TaskSpec, UnixMillis, UpdatePolicy,
 };
 
 use crate::{PlanContext, SchedulerConfig, StateView};
@@ -156,10 +156,25 @@ impl MemState {
     }
 
     pub fn schedule_with(&self, config: &SchedulerConfig, eval_id: &str, job: &str) -> Plan {
+        self.schedule_full(config, eval_id, job, 1_000)
+    }
+
+    /// Schedule `job` at time `now`.
+    pub fn schedule_at(&self, eval_id: &str, job: &str, now: UnixMillis) -> Plan {
+        self.schedule_full(&SchedulerConfig::default(), eval_id, job, now)
+    }
+
+    fn schedule_full(
+        &self,
+        config: &SchedulerConfig,
+        eval_id: &str,
+        job: &str,
+        now: UnixMillis,
+    ) -> Plan {
         let mut next = ids(eval_id);
         let mut ctx = PlanContext {
             new_id: &mut next,
-            now: 1_000,
+            now,
         };
         crate::schedule_with(config, self, &eval(eval_id, job), &mut ctx)
     }
@@ -177,6 +192,7 @@ pub fn ids(prefix: &str) -> impl FnMut() -> String + use<> {
 
 pub fn eval(id: &str, job: &str) -> Evaluation {
     Evaluation {
+        wait_until: None,
         id: id.to_owned(),
         job: job.to_owned(),
         trigger: EvalTrigger::JobRegister,
@@ -298,6 +314,7 @@ pub fn task(name: &str) -> TaskSpec {
 /// A group with one task named like the group.
 pub fn group(name: &str, count: u32) -> GroupBuilder {
     GroupBuilder(GroupSpec {
+        reschedule: Default::default(),
         volumes: Default::default(),
         name: name.to_owned(),
         count,
@@ -417,6 +434,7 @@ pub fn alloc(id: &str, job: &Job, group: &str, index: u32, node: &str) -> Alloca
         .unwrap_or(Resources::ZERO);
     Allocation {
         volume_sync: Default::default(),
+        reschedules: Default::default(),
         id: id.to_owned(),
         job: job.name.clone(),
         job_version: job.version,

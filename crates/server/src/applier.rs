@@ -297,6 +297,7 @@ mod tests {
             in_place: vec![],
             failed: vec![],
             deployments: vec![],
+            wake_at: None,
         };
         let eval = pending_eval();
         let (writes, result) = evaluate(&s.snapshot(), &plan, eval, 1, true);

@@ -1,6 +1,7 @@
 //! The evaluation broker: a queue of evaluations with at most one in
-//! flight per job (two workers never reconcile the same job at once), and
-//! the set of blocked evaluations waiting for capacity.
+//! flight per job (two workers never reconcile the same job at once), the
+//! set of blocked evaluations waiting for capacity, and evaluations held
+//! until their `wait_until` (a reschedule delay).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -18,7 +19,37 @@ struct Inner {
     waiting: HashMap<String, VecDeque<Evaluation>>,
     /// Latest blocked evaluation per job.
     blocked: HashMap<String, Evaluation>,
+    /// Held until their `wait_until`.
+    delayed: Vec<Evaluation>,
     closed: bool,
+}
+
+impl Inner {
+    /// Queue the held evaluations that are due; when the next one is.
+    fn release_due(&mut self, now: corral_types::UnixMillis) -> Option<corral_types::UnixMillis> {
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+            .into_iter()
+            .partition(|e| e.wait_until.is_none_or(|t| t <= now));
+        self.delayed = held;
+        for e in due {
+            self.queue(e);
+        }
+        self.delayed.iter().filter_map(|e| e.wait_until).min()
+    }
+
+    fn queue(&mut self, eval: Evaluation) {
+        self.arrived
+            .entry(eval.id.clone())
+            .or_insert_with(std::time::Instant::now);
+        if self.inflight.contains(&eval.job) {
+            self.waiting
+                .entry(eval.job.clone())
+                .or_default()
+                .push_back(eval);
+        } else {
+            self.ready.push_back(eval);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -41,35 +72,43 @@ impl Broker {
 
     pub fn enqueue(&self, eval: Evaluation) {
         let mut inner = self.lock();
+        if eval.wait_until.is_some_and(|t| t > corral_types::now_ms()) {
+            inner.delayed.push(eval);
+            drop(inner);
+            // A waiting worker takes the new deadline into account.
+            self.notify.notify_waiters();
+            return;
+        }
         // A newer evaluation of the job supersedes a blocked one: the worker
         // reconciles the whole job anyway.
         inner.blocked.remove(&eval.job);
-        inner
-            .arrived
-            .entry(eval.id.clone())
-            .or_insert_with(std::time::Instant::now);
-        if inner.inflight.contains(&eval.job) {
-            inner
-                .waiting
-                .entry(eval.job.clone())
-                .or_default()
-                .push_back(eval);
-        } else {
-            inner.ready.push_back(eval);
-        }
+        inner.queue(eval);
         drop(inner);
         self.notify.notify_one();
+    }
+
+    /// The earliest time an evaluation of `job` is held until, if any.
+    pub fn delayed_until(&self, job: &str) -> Option<corral_types::UnixMillis> {
+        self.lock()
+            .delayed
+            .iter()
+            .filter(|e| e.job == job)
+            .filter_map(|e| e.wait_until)
+            .min()
     }
 
     /// The next evaluation whose job is not in flight; `None` once closed.
     pub async fn dequeue(&self) -> Option<Evaluation> {
         loop {
             let notified = self.notify.notified();
+            let next_due;
             {
                 let mut inner = self.lock();
                 if inner.closed {
                     return None;
                 }
+                let now = corral_types::now_ms();
+                next_due = inner.release_due(now).map(|t| t.saturating_sub(now));
                 if let Some(pos) = inner
                     .ready
                     .iter()
@@ -83,7 +122,15 @@ impl Broker {
                     return Some(e);
                 }
             }
-            notified.await;
+            match next_due {
+                Some(ms) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(ms.max(1))) => {}
+                    }
+                }
+                None => notified.await,
+            }
         }
     }
 
@@ -138,6 +185,10 @@ impl Broker {
         inner.ready.len() + inner.waiting.values().map(VecDeque::len).sum::<usize>()
     }
 
+    pub fn delayed_count(&self) -> usize {
+        self.lock().delayed.len()
+    }
+
     pub fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_waiters();
@@ -177,6 +228,25 @@ mod tests {
         assert_eq!(b.dequeue().await.unwrap().status, EvalStatus::Pending);
         b.close();
         assert!(b.dequeue().await.is_none());
+    }
+
+    /// An evaluation with a `wait_until` is handed out only once due.
+    #[tokio::test]
+    async fn a_delayed_eval_waits_for_its_time() {
+        let b = Broker::new();
+        let mut e = Core::new_eval("a", EvalTrigger::Reschedule, 0);
+        e.wait_until = Some(corral_types::now_ms() + 300);
+        b.enqueue(e);
+        assert_eq!((b.delayed_count(), b.pending_count()), (1, 0));
+        assert!(b.delayed_until("a").is_some() && b.delayed_until("b").is_none());
+        let early = tokio::time::timeout(std::time::Duration::from_millis(100), b.dequeue()).await;
+        assert!(early.is_err(), "handed out before its time");
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), b.dequeue())
+            .await
+            .expect("handed out once due")
+            .unwrap();
+        assert_eq!(e.trigger, EvalTrigger::Reschedule);
+        assert_eq!(b.delayed_count(), 0);
     }
 
     /// An evaluation that blocks while a newer one of its job waits is

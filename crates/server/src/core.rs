@@ -103,6 +103,7 @@ impl Core {
     /// A new pending evaluation for a job.
     pub fn new_eval(job: &str, trigger: EvalTrigger, now: UnixMillis) -> Evaluation {
         Evaluation {
+            wait_until: None,
             id: new_id(),
             job: job.to_string(),
             trigger,

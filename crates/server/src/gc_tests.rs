@@ -233,11 +233,17 @@ fn nodes_down_long_enough() {
 
 /// Found by a hostile run: collecting a down node deleted the failed
 /// allocation holding its slot, and the scheduler placed the failing spec
-/// again. It stays (its node gone), and the job's plan places nothing.
+/// again. It stays (its node gone), and the job's plan places nothing
+/// while its reschedule policy allows no more attempts.
 #[test]
 fn a_failed_allocation_holding_its_slot_outlives_its_node() {
     let s = store();
-    let web = job("web", 1, vec![group("web", 1).build()]);
+    let mut web = job("web", 1, vec![group("web", 1).build()]);
+    web.spec.groups[0].reschedule = corral_types::ReschedulePolicy {
+        unlimited: false,
+        attempts: 0,
+        ..Default::default()
+    };
     let mut dead = node("gone").build();
     dead.status = NodeStatus::Down;
     dead.down_since = Some(NOW - 25 * HOUR);

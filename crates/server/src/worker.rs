@@ -37,6 +37,7 @@ pub async fn run(core: Arc<Core>, worker: usize) {
 }
 
 async fn process(core: &Arc<Core>, mut eval: Evaluation) -> Result<(), crate::ServerError> {
+    let job = eval.job.clone();
     for attempt in 1..=MAX_ATTEMPTS {
         let snapshot = core.store.snapshot();
         let now = now_ms();
@@ -49,6 +50,7 @@ async fn process(core: &Arc<Core>, mut eval: Evaluation) -> Result<(), crate::Se
             corral_scheduler::schedule(snapshot.as_ref(), &eval, &mut ctx)
         };
         let last = attempt == MAX_ATTEMPTS;
+        let wake_at = plan.wake_at;
         let (tx, rx) = oneshot::channel();
         let failed = plan.failed.clone();
         eval.modified_at = now;
@@ -92,9 +94,30 @@ async fn process(core: &Arc<Core>, mut eval: Evaluation) -> Result<(), crate::Se
             } else {
                 core.metrics.eval_done(EvalOutcome::Complete);
             }
+            if let Some(at) = wake_at {
+                wake_later(core, &job, at).await?;
+            }
             return Ok(());
         }
         tracing::debug!(attempt, refused = ?result.refused_nodes, "plan partly refused; re-planning");
     }
+    Ok(())
+}
+
+/// The job needs another look at `at` (a reschedule delay ends): an
+/// evaluation stored now and held by the broker until then, unless one
+/// is held already for that time or earlier (which looks again anyway).
+async fn wake_later(
+    core: &Arc<Core>,
+    job: &str,
+    at: corral_types::UnixMillis,
+) -> Result<(), crate::ServerError> {
+    if core.broker.delayed_until(job).is_some_and(|t| t <= at) {
+        return Ok(());
+    }
+    let mut e = Core::new_eval(job, EvalTrigger::Reschedule, now_ms());
+    e.wait_until = Some(at);
+    core.commit(vec![Write::Eval(e.clone())]).await?;
+    core.enqueue([e]);
     Ok(())
 }

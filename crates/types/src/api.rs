@@ -212,6 +212,10 @@ pub struct AllocView {
     /// How far its agent got with the group's volumes (a move's progress).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_sync: Option<crate::VolumeSync>,
+    /// The failed allocations of its slot rescheduled before it, oldest
+    /// first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reschedules: Vec<crate::RescheduleEvent>,
     pub created_at: UnixMillis,
     pub modified_at: UnixMillis,
 }
@@ -256,6 +260,7 @@ impl AllocView {
             health: a.health.clone(),
             checks: a.checks.clone(),
             volume_sync: a.volume_sync.clone(),
+            reschedules: a.reschedules.clone(),
             created_at: a.created_at,
             modified_at: a.modified_at,
         }

@@ -19,7 +19,8 @@ pub mod units;
 pub use model::*;
 pub use spec::{
     BackupKeep, BackupPolicy, CheckKind, CheckRestart, CheckSpec, Constraint, ConstraintOp,
-    DriverKind, GroupSpec, HealthCheckMode, JobSpec, LogPolicy, NetworkMode, OnNodeLoss,
-    PullPolicy, Resources, RestartMode, RestartPolicy, RouteSpec, SecuritySpec, ServiceKind,
-    ServiceSpec, SnapshotHooks, SnapshotPolicy, Spread, TaskSpec, UpdatePolicy, VolumeSpec,
+    DelayFunction, DriverKind, GroupSpec, HealthCheckMode, JobSpec, LogPolicy, NetworkMode,
+    OnNodeLoss, PullPolicy, ReschedulePolicy, Resources, RestartMode, RestartPolicy, RouteSpec,
+    SecuritySpec, ServiceKind, ServiceSpec, SnapshotHooks, SnapshotPolicy, Spread, TaskSpec,
+    UpdatePolicy, VolumeSpec,
 };

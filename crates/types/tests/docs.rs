@@ -161,7 +161,7 @@ fn wrap(block: &str, mut f: Map<String, Value>) -> Result<Value, String> {
             add(&mut f, "name", json!("app"));
             full(json!({"name": "web", "tasks": [Value::Object(f)]}))
         }
-        "restart" | "update" | "spread" | "resources" | "security" | "logs" => {
+        "restart" | "reschedule" | "update" | "spread" | "resources" | "security" | "logs" => {
             seed(block, Value::Object(f))
         }
         "constraint" => {

@@ -132,6 +132,30 @@ pub async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
             )
         );
     }
+    if !a.reschedules.is_empty() {
+        // The slot's history: each failed allocation this one follows.
+        println!();
+        println!(
+            "rescheduled {} time(s) after failures:",
+            a.reschedules.len()
+        );
+        let rows = a
+            .reschedules
+            .iter()
+            .map(|r| {
+                vec![
+                    short(&r.prev_alloc).to_owned(),
+                    short(&r.prev_node).to_owned(),
+                    corral_types::units::Millis(r.delay_ms).to_string(),
+                    ago(r.at),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            table(&["failed alloc", "on node", "waited", "rescheduled"], rows)
+        );
+    }
     Ok(())
 }
 

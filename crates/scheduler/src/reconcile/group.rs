@@ -383,6 +383,8 @@ impl<'a> GroupCtx<'a, '_> {
                     w.out.stop(self.state, a, &why);
                 }
                 w.out.places.push(self.fresh(index, Some(last)));
+            } else {
+                self.reschedule(index, last, w);
             }
             return;
         }
@@ -411,6 +413,30 @@ impl<'a> GroupCtx<'a, '_> {
             reason: String::new(),
             deployment_id: self.deployment_id(),
             canary: false,
+            reschedules: Vec::new(),
+            avoid_node: None,
+        }
+    }
+
+    /// A failed allocation whose restart policy gave up: replaced by the
+    /// group's reschedule policy once its delay is over.
+    fn reschedule(&self, index: u32, failed: &'a Allocation, w: &mut Work<'a, '_>) {
+        let latest = self.state.latest_deployment(&self.job.name);
+        match super::reschedule::decide(&self.g.reschedule, failed, latest, self.now) {
+            super::reschedule::Decision::Hold => {}
+            super::reschedule::Decision::Wait(at) => {
+                w.out.wake_at = Some(w.out.wake_at.map_or(at, |t| t.min(at)));
+            }
+            super::reschedule::Decision::Now(event) => {
+                let mut reschedules = failed.reschedules.clone();
+                reschedules.push(event);
+                let place = PlaceRequest {
+                    reschedules,
+                    avoid_node: Some(failed.node_id.clone()),
+                    ..self.replacement(index, failed, w)
+                };
+                w.out.places.push(place);
+            }
         }
     }
 

@@ -9,9 +9,12 @@
 //!   its slot; duplicates are stopped, the preferred one is kept;
 //! - a live allocation on a down or missing node is stopped as lost and its
 //!   slot filled again;
-//! - a failed allocation of the same spec holds its slot: the restart
-//!   policy gave up, and placing the same spec again would loop (rescheduling
-//!   is a later policy). A spec change frees it: the new version may fix it;
+//! - a failed allocation of the same spec holds its slot until the group's
+//!   reschedule policy replaces it: after its delay (growing with each
+//!   reschedule of the slot), preferring another node, within its attempts
+//!   (see [`reschedule`]); one that failed in a deployment still under way
+//!   or failed is left to the deployment's rules. A spec change frees it
+//!   at once: the new version may fix it;
 //! - complete and lost allocations free their slot: a service should run;
 //! - a live allocation on a draining node is migrated: a replacement is
 //!   placed beside it (at most `update.max_parallel` migrations in flight
@@ -35,12 +38,13 @@
 //!   allocations are healthy; allocations kept in place join it.
 
 mod group;
+mod reschedule;
 mod slots;
 mod spec;
 
 use corral_types::{
     Allocation, ClientStatus, Deployment, DeploymentStatus, GroupSpec, InPlaceUpdate, Job,
-    NodeStatus, StopAlloc, UnixMillis,
+    NodeStatus, RescheduleEvent, StopAlloc, UnixMillis,
 };
 
 use crate::StateView;
@@ -66,6 +70,10 @@ pub struct PlaceRequest<'a> {
     /// The deployment the new allocation belongs to.
     pub deployment_id: Option<String>,
     pub canary: bool,
+    /// Placed by the reschedule policy: the slot's history, this one last.
+    pub reschedules: Vec<RescheduleEvent>,
+    /// A node to place it elsewhere than if another fits (where it failed).
+    pub avoid_node: Option<String>,
 }
 
 /// The reconciler's verdict; placements are ordered by group (spec order)
@@ -77,6 +85,9 @@ pub struct Reconciled<'a> {
     pub places: Vec<PlaceRequest<'a>>,
     /// Deployments to create or end.
     pub deployments: Vec<Deployment>,
+    /// When a failed allocation's reschedule delay ends: the job needs
+    /// another look then.
+    pub wake_at: Option<UnixMillis>,
 }
 
 impl Reconciled<'_> {

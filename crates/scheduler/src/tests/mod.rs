@@ -5,5 +5,6 @@ mod feasible_tests;
 mod prop_tests;
 mod rank_tests;
 mod reconcile_tests;
+mod reschedule_tests;
 mod rollout_cases;
 mod volume_tests;

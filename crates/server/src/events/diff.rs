@@ -227,11 +227,26 @@ fn alloc(c: Change<'_, Allocation>, after: &State, now: UnixMillis, out: &mut Ve
             if a.desired == DesiredStatus::Run {
                 // The node is in the event's `node`; its name is looked up
                 // only for rare events (a lookup per placement costs).
-                let mut msg = format!("{} placed", a.name());
-                if a.canary {
-                    msg.push_str(" as a canary");
+                if let Some(r) = a.reschedules.last() {
+                    let from = after
+                        .node_by_id(&r.prev_node)
+                        .map_or(r.prev_node.as_str(), |n| n.name.as_str());
+                    let msg = format!(
+                        "{} rescheduled to node {} after allocation {} failed on node {from} (reschedule {}, {} after the failure)",
+                        a.name(),
+                        node_name(a),
+                        r.prev_alloc.get(..8).unwrap_or(&r.prev_alloc),
+                        a.reschedules.len(),
+                        corral_types::units::Millis(r.delay_ms)
+                    );
+                    out.push(ev(EventType::AllocationRescheduled, a, msg));
+                } else {
+                    let mut msg = format!("{} placed", a.name());
+                    if a.canary {
+                        msg.push_str(" as a canary");
+                    }
+                    out.push(ev(EventType::AllocationPlaced, a, msg));
                 }
-                out.push(ev(EventType::AllocationPlaced, a, msg));
             }
         }
         Change::Updated { old, new: a } => {

@@ -154,6 +154,7 @@ pub async fn update_allocations(
             let mut freed = false;
             let mut migrations = std::collections::BTreeSet::new();
             let mut stopped = std::collections::BTreeSet::new();
+            let mut failed = std::collections::BTreeSet::new();
             let mut seen = BTreeMap::new();
             let mut rolling = Rolling::default();
             for u in updates {
@@ -239,10 +240,24 @@ pub async fn update_allocations(
                 {
                     stopped.insert(a.job.clone());
                 }
+                // Its restart policy gave up: the reschedule policy decides
+                // (the plan asks for a later look when it must wait).
+                if cur.client != a.client
+                    && a.client == ClientStatus::Failed
+                    && a.desired == corral_types::DesiredStatus::Run
+                {
+                    failed.insert(a.job.clone());
+                }
                 writes.push(Write::Alloc(a));
             }
-            // One evaluation per job: a migration's does the refill too.
+            // One evaluation per job: a migration's does the refill and the
+            // reschedule too.
             let refill: Vec<_> = stopped.difference(&migrations).cloned().collect();
+            let reschedule: Vec<_> = failed
+                .iter()
+                .filter(|j| !migrations.contains(*j) && !stopped.contains(*j))
+                .cloned()
+                .collect();
             let evals: Vec<_> = migrations
                 .into_iter()
                 .map(|j| Core::new_eval(&j, EvalTrigger::NodeDrain, now))
@@ -250,6 +265,11 @@ pub async fn update_allocations(
                     refill
                         .into_iter()
                         .map(|j| Core::new_eval(&j, EvalTrigger::AllocStopped, now)),
+                )
+                .chain(
+                    reschedule
+                        .into_iter()
+                        .map(|j| Core::new_eval(&j, EvalTrigger::AllocFailed, now)),
                 )
                 .collect();
             writes.extend(evals.iter().cloned().map(Write::Eval));

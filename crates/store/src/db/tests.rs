@@ -13,6 +13,7 @@ fn job(name: &str, version: u64, count: u32) -> Job {
         spec: JobSpec {
             name: name.into(),
             groups: vec![GroupSpec {
+                reschedule: Default::default(),
                 volumes: Default::default(),
                 name: name.into(),
                 count,
@@ -39,6 +40,7 @@ fn job(name: &str, version: u64, count: u32) -> Job {
 fn alloc(id: &str, job: &str, node: &str) -> Allocation {
     Allocation {
         volume_sync: Default::default(),
+        reschedules: Default::default(),
         id: id.into(),
         job: job.into(),
         job_version: 1,
@@ -308,6 +310,7 @@ fn old_format_keys_move_to_ordered_keys_on_open() {
         let mut a = alloc("a1", "web", "n1");
         (a.create_index, a.modify_index) = (7, 7);
         let e = Evaluation {
+            wait_until: None,
             id: "e1".into(),
             job: "web".into(),
             trigger: EvalTrigger::JobRegister,
@@ -554,6 +557,7 @@ fn an_unknown_commit_outcome_stops_writes() {
 
 fn eval(id: &str, job: &str) -> Evaluation {
     Evaluation {
+        wait_until: None,
         id: id.into(),
         job: job.into(),
         trigger: EvalTrigger::JobRegister,

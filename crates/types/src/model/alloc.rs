@@ -31,6 +31,10 @@ pub struct Allocation {
     /// the deployment is promoted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub canary: bool,
+    /// The failed allocations of this slot rescheduled before it, oldest
+    /// first; the last is the one this allocation replaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reschedules: Vec<RescheduleEvent>,
 
     // Desired state: written by the server only.
     pub desired: DesiredStatus,
@@ -61,7 +65,27 @@ pub struct Allocation {
     pub modify_index: Index,
 }
 
+/// One failed allocation replaced by the reschedule policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RescheduleEvent {
+    /// When the replacement was placed.
+    pub at: UnixMillis,
+    pub prev_alloc: String,
+    pub prev_node: String,
+    /// How long after the failure it was placed, in milliseconds.
+    pub delay_ms: u64,
+}
+
 impl Allocation {
+    /// When it failed: its last task's end, else its last update.
+    pub fn failed_at(&self) -> UnixMillis {
+        self.tasks
+            .values()
+            .filter_map(|t| t.finished_at)
+            .max()
+            .unwrap_or(self.modified_at)
+    }
+
     /// `job.group[index]`, the name people read.
     pub fn name(&self) -> String {
         format!("{}.{}[{}]", self.job, self.group, self.index)

@@ -17,6 +17,9 @@ pub struct Evaluation {
     /// For a blocked evaluation: the node/capacity index it last saw.
     #[serde(default)]
     pub snapshot_index: Index,
+    /// Not to be processed before this time (a reschedule delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_until: Option<UnixMillis>,
     pub created_at: UnixMillis,
     pub modified_at: UnixMillis,
     pub create_index: Index,
@@ -42,6 +45,8 @@ pub enum EvalTrigger {
     /// A deployment moved on: an allocation became healthy, canaries were
     /// promoted, or the deployment ended.
     Deployment,
+    /// A failed allocation's reschedule delay ended.
+    Reschedule,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -171,6 +171,9 @@ pub enum EventType {
     JobPurged,
     #[serde(rename = "allocation.placed")]
     AllocationPlaced,
+    /// Placed by the reschedule policy after its slot's allocation failed.
+    #[serde(rename = "allocation.rescheduled")]
+    AllocationRescheduled,
     /// The agent reports it running.
     #[serde(rename = "allocation.started")]
     AllocationStarted,
@@ -261,10 +264,15 @@ impl EventType {
         use EventType::*;
         match self {
             JobRegistered | JobStopped | JobPurged => EventTopic::Job,
-            AllocationPlaced | AllocationStarted | AllocationRestarted | AllocationOomKilled
-            | AllocationFailed | AllocationCompleted | AllocationLost | AllocationStopped => {
-                EventTopic::Allocation
-            }
+            AllocationPlaced
+            | AllocationRescheduled
+            | AllocationStarted
+            | AllocationRestarted
+            | AllocationOomKilled
+            | AllocationFailed
+            | AllocationCompleted
+            | AllocationLost
+            | AllocationStopped => EventTopic::Allocation,
             NodeUp | NodeDown | NodeDraining | NodeDrained | NodeEligibility | NodeRemoved => {
                 EventTopic::Node
             }
@@ -285,6 +293,7 @@ impl EventType {
             JobStopped => "job.stopped",
             JobPurged => "job.purged",
             AllocationPlaced => "allocation.placed",
+            AllocationRescheduled => "allocation.rescheduled",
             AllocationStarted => "allocation.started",
             AllocationRestarted => "allocation.restarted",
             AllocationOomKilled => "allocation.oom_killed",

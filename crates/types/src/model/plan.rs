@@ -23,6 +23,10 @@ pub struct Plan {
     /// (superseded by a newer version).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deployments: Vec<super::Deployment>,
+    /// The job needs another evaluation at this time (a failed
+    /// allocation's reschedule delay ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<super::UnixMillis>,
 }
 
 impl Plan {

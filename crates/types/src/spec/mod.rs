@@ -43,6 +43,9 @@ pub struct GroupSpec {
     pub count: u32,
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// What happens once the restart policy gave up on an allocation.
+    #[serde(default)]
+    pub reschedule: ReschedulePolicy,
     #[serde(default)]
     pub constraints: Vec<Constraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -443,6 +446,66 @@ impl Default for RestartPolicy {
             mode: RestartMode::Fail,
         }
     }
+}
+
+/// Once the restart policy gave up on an allocation (it failed), a
+/// replacement is placed after `delay` (growing by `delay_function` up to
+/// `max_delay` with each reschedule), preferring another node; without
+/// `unlimited`, at most `attempts` times within `interval`. Nomad's
+/// semantics and its service-job defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReschedulePolicy {
+    pub attempts: u32,
+    pub interval: Millis,
+    pub delay: Millis,
+    pub delay_function: DelayFunction,
+    pub max_delay: Millis,
+    pub unlimited: bool,
+}
+
+impl Default for ReschedulePolicy {
+    fn default() -> Self {
+        ReschedulePolicy {
+            attempts: 0,
+            interval: Millis(0),
+            delay: Millis::from_secs(30),
+            delay_function: DelayFunction::Exponential,
+            max_delay: Millis::from_secs(3600),
+            unlimited: true,
+        }
+    }
+}
+
+impl ReschedulePolicy {
+    /// The wait before reschedule number `n + 1`, after `n` earlier ones:
+    /// `delay`, then doubled (exponential) or the sum of the two before
+    /// (fibonacci) each time, at most `max_delay`.
+    pub fn delay_after(&self, n: usize) -> Millis {
+        let d = self.delay.0;
+        let grown = match self.delay_function {
+            DelayFunction::Constant => d,
+            DelayFunction::Exponential => {
+                d.saturating_mul(1u64.checked_shl(n.min(63) as u32).unwrap_or(u64::MAX))
+            }
+            DelayFunction::Fibonacci => {
+                let (mut a, mut b) = (d, d);
+                for _ in 1..n.min(100) {
+                    (a, b) = (b, a.saturating_add(b));
+                }
+                b
+            }
+        };
+        Millis(grown.min(self.max_delay.0.max(d)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DelayFunction {
+    Constant,
+    #[default]
+    Exponential,
+    Fibonacci,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -6,8 +6,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::spec::{
-    CheckKind, CheckSpec, Constraint, ConstraintOp, GroupSpec, JobSpec, LogPolicy, NetworkMode,
-    PullPolicy, RestartMode, RestartPolicy, SecuritySpec, ServiceSpec, TaskSpec, UpdatePolicy,
+    CheckKind, CheckSpec, Constraint, ConstraintOp, DelayFunction, GroupSpec, JobSpec, LogPolicy,
+    NetworkMode, PullPolicy, ReschedulePolicy, RestartMode, RestartPolicy, SecuritySpec,
+    ServiceSpec, TaskSpec, UpdatePolicy,
 };
 use crate::units::Bytes;
 
@@ -28,6 +29,7 @@ fn group(g: &GroupSpec) -> Value {
     m.insert("name".into(), json!(g.name));
     m.insert("count".into(), json!(g.count));
     m.insert("restart".into(), restart(&g.restart));
+    m.insert("reschedule".into(), reschedule(&g.reschedule));
     if !g.constraints.is_empty() {
         m.insert(
             "constraints".into(),
@@ -275,6 +277,29 @@ fn restart(r: &RestartPolicy) -> Value {
             RestartMode::Delay => "delay",
         },
     })
+}
+
+/// `attempts` and `interval` only when limited (with `unlimited: true`
+/// they would be refused).
+fn reschedule(r: &ReschedulePolicy) -> Value {
+    let mut m = Map::new();
+    if r.unlimited {
+        m.insert("unlimited".into(), json!(true));
+    } else {
+        m.insert("attempts".into(), json!(r.attempts));
+        m.insert("interval".into(), json!(r.interval.to_string()));
+    }
+    m.insert("delay".into(), json!(r.delay.to_string()));
+    m.insert(
+        "delay_function".into(),
+        json!(match r.delay_function {
+            DelayFunction::Constant => "constant",
+            DelayFunction::Exponential => "exponential",
+            DelayFunction::Fibonacci => "fibonacci",
+        }),
+    );
+    m.insert("max_delay".into(), json!(r.max_delay.to_string()));
+    Value::Object(m)
 }
 
 fn update(u: &UpdatePolicy) -> Value {

@@ -32,6 +32,7 @@ fn view(eval_status: &str, allocs: Vec<(u64, ClientStatus, DesiredStatus)>) -> J
             .enumerate()
             .map(|(i, (v, s, d))| AllocView {
                 volume_sync: Default::default(),
+                reschedules: Default::default(),
                 id: format!("a{i}"),
                 name: format!("web.web[{i}]"),
                 job: "web".into(),

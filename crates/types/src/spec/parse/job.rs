@@ -2,7 +2,7 @@
 
 use crate::spec::{
     Constraint, ConstraintOp, DriverKind, GroupSpec, JobSpec, NetworkMode, PullPolicy,
-    RestartPolicy, TaskSpec, UpdatePolicy, default_kill_timeout,
+    ReschedulePolicy, RestartPolicy, TaskSpec, UpdatePolicy, default_kill_timeout,
 };
 
 use super::ctx::{
@@ -19,6 +19,7 @@ use super::volume;
 pub(super) const GROUP_LEVEL: &[&str] = &[
     "count",
     "restart",
+    "reschedule",
     "constraints",
     "spread",
     "distinct_hosts",
@@ -60,6 +61,7 @@ pub(super) const TOP_FIELDS: &[&str] = &[
     "resources",
     "ports",
     "restart",
+    "reschedule",
     "constraints",
     "spread",
     "distinct_hosts",
@@ -82,6 +84,7 @@ pub(super) const GROUP_FIELDS: &[&str] = &[
     "name",
     "count",
     "restart",
+    "reschedule",
     "constraints",
     "spread",
     "distinct_hosts",
@@ -252,6 +255,7 @@ fn seed_group(
         name: job_name.to_owned(),
         count: settings.count,
         restart: settings.restart,
+        reschedule: settings.reschedule,
         constraints: settings.constraints,
         spread: settings.spread,
         update: *update,
@@ -330,6 +334,7 @@ fn groups(
 struct GroupSettings {
     count: u32,
     restart: RestartPolicy,
+    reschedule: ReschedulePolicy,
     constraints: Vec<Constraint>,
     spread: Option<crate::spec::Spread>,
     network: NetworkMode,
@@ -344,6 +349,10 @@ fn group_settings(ctx: &mut Ctx<'_>, f: &Fields<'_>) -> GroupSettings {
     let restart = match f.get("restart") {
         Some(x) => policy::restart(ctx, &x, &RestartPolicy::default()),
         None => RestartPolicy::default(),
+    };
+    let reschedule = match f.get("reschedule") {
+        Some(x) => policy::reschedule(ctx, &x),
+        None => ReschedulePolicy::default(),
     };
     let mut constraints = match f.get("constraints") {
         Some(x) => policy::constraints(ctx, &x),
@@ -372,6 +381,7 @@ fn group_settings(ctx: &mut Ctx<'_>, f: &Fields<'_>) -> GroupSettings {
     GroupSettings {
         count,
         restart,
+        reschedule,
         constraints,
         spread,
         network,
@@ -392,6 +402,7 @@ fn group(
                 name: String::new(),
                 count: 0,
                 restart: RestartPolicy::default(),
+                reschedule: ReschedulePolicy::default(),
                 constraints: Vec::new(),
                 spread: None,
                 update: *job_update,
@@ -431,6 +442,7 @@ fn group(
             name: display_name,
             count: settings.count,
             restart: settings.restart,
+            reschedule: settings.reschedule,
             constraints: settings.constraints,
             spread: settings.spread,
             update,

@@ -65,6 +65,10 @@ pub const SPEC_BLOCKS: &[SpecBlock] = &[
         fields: policy::RESTART_FIELDS,
     },
     SpecBlock {
+        name: "reschedule",
+        fields: policy::RESCHEDULE_FIELDS,
+    },
+    SpecBlock {
         name: "update",
         fields: policy::UPDATE_FIELDS,
     },

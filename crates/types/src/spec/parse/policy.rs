@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::spec::{
-    Constraint, ConstraintOp, GroupSpec, HealthCheckMode, Resources, RestartMode, RestartPolicy,
-    SecuritySpec, Spread, UpdatePolicy,
+    Constraint, ConstraintOp, DelayFunction, GroupSpec, HealthCheckMode, ReschedulePolicy,
+    Resources, RestartMode, RestartPolicy, SecuritySpec, Spread, UpdatePolicy,
 };
 use crate::units::Bytes;
 
@@ -64,6 +64,78 @@ pub(super) fn restart(ctx: &mut Ctx<'_>, fl: &Field<'_>, base: &RestartPolicy) -
                 ),
             );
         }
+    }
+    p
+}
+
+pub(super) const RESCHEDULE_FIELDS: &[&str] = &[
+    "attempts",
+    "interval",
+    "delay",
+    "delay_function",
+    "max_delay",
+    "unlimited",
+];
+
+/// A reschedule block (Nomad's fields and service defaults). `attempts` or
+/// `interval` without `unlimited` mean a limit: `unlimited` becomes false.
+pub(super) fn reschedule(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> ReschedulePolicy {
+    let before = ctx.errors.len();
+    let expected = "a reschedule policy like {delay: 30s, delay_function: exponential, max_delay: 1h, unlimited: true} or {attempts: 3, interval: 1h}";
+    let mut p = ReschedulePolicy::default();
+    let Some(f) = fields(ctx, fl.node, &fl.path, RESCHEDULE_FIELDS, expected) else {
+        return p;
+    };
+    let limited = f.get("attempts").is_some() || f.get("interval").is_some();
+    if limited {
+        // Nomad's batch defaults for what is not given.
+        p.unlimited = false;
+        p.attempts = 1;
+        p.interval = crate::units::Millis::from_secs(24 * 3600);
+    }
+    if let Some(x) = f.get("attempts") {
+        p.attempts = uint(ctx, x.node, &x.path, "attempts", 0).unwrap_or(p.attempts);
+    }
+    if let Some(x) = f.get("interval") {
+        p.interval = duration(ctx, x.node, &x.path).unwrap_or(p.interval);
+    }
+    if let Some(x) = f.get("delay") {
+        p.delay = duration(ctx, x.node, &x.path).unwrap_or(p.delay);
+    }
+    if let Some(x) = f.get("max_delay") {
+        p.max_delay = duration(ctx, x.node, &x.path).unwrap_or(p.max_delay);
+    }
+    if let Some(x) = f.get("delay_function") {
+        let kinds = &["constant", "exponential", "fibonacci"];
+        p.delay_function = match choice(ctx, x.node, &x.path, "delay_function", kinds) {
+            Some(0) => DelayFunction::Constant,
+            Some(1) => DelayFunction::Exponential,
+            Some(_) => DelayFunction::Fibonacci,
+            None => p.delay_function,
+        };
+    }
+    if let Some(x) = f.get("unlimited") {
+        let unlimited = boolean(ctx, x.node, &x.path);
+        if unlimited == Some(true) && limited {
+            let (pos, path) = at(&f, &["attempts", "interval"]);
+            ctx.error(
+                pos,
+                &path,
+                "`attempts` and `interval` limit reschedules, and `unlimited: true` has no limit; drop one or the other",
+            );
+        }
+        p.unlimited = unlimited.unwrap_or(p.unlimited);
+    }
+    if ctx.errors.len() == before && p.max_delay < p.delay {
+        let (pos, path) = at(&f, &["max_delay", "delay"]);
+        ctx.error(
+            pos,
+            &path,
+            format!(
+                "max_delay {} is shorter than delay {}; raise `max_delay` or lower `delay`",
+                p.max_delay, p.delay
+            ),
+        );
     }
     p
 }

@@ -460,3 +460,61 @@ fn security_is_for_containers_only() {
         "{e}"
     );
 }
+
+/// Issue 17: `reschedule` with Nomad's fields; service defaults when not
+/// given; `attempts`/`interval` alone mean a limit.
+#[test]
+fn reschedule_policies() {
+    use crate::spec::{DelayFunction, ReschedulePolicy};
+    use crate::units::Millis;
+    let job = one("image: a:1\n", "j.yaml");
+    assert_eq!(job.groups[0].reschedule, ReschedulePolicy::default());
+    assert!(job.groups[0].reschedule.unlimited);
+    let job = one(
+        "image: a:1\nreschedule: {delay: 10s, delay_function: fibonacci, max_delay: 5m}\n",
+        "j.yaml",
+    );
+    let r = job.groups[0].reschedule;
+    assert_eq!(
+        (r.delay, r.delay_function, r.max_delay, r.unlimited),
+        (
+            Millis::from_secs(10),
+            DelayFunction::Fibonacci,
+            Millis::from_secs(300),
+            true
+        )
+    );
+    let text = "groups:\n  - name: g\n    reschedule: {attempts: 3, interval: 1h}\n    tasks: [{image: x}]\n";
+    let r = one(text, "j.yaml").groups[0].reschedule;
+    assert_eq!(
+        (r.attempts, r.interval, r.unlimited),
+        (3, Millis::from_secs(3600), false)
+    );
+    assert_eq!(
+        lines(
+            "image: a\nreschedule: {attempts: 2, unlimited: true}\n",
+            "j.yaml"
+        ),
+        [
+            "j.yaml:2:24: reschedule.attempts: `attempts` and `interval` limit reschedules, and `unlimited: true` has no limit; drop one or the other"
+        ]
+    );
+    assert_eq!(
+        lines(
+            "image: a\nreschedule: {delay: 2m, max_delay: 1m}\n",
+            "j.yaml"
+        ),
+        [
+            "j.yaml:2:36: reschedule.max_delay: max_delay 1m is shorter than delay 2m; raise `max_delay` or lower `delay`"
+        ]
+    );
+    let e = lines("image: a\nreschedule: {delay_function: linear}\n", "j.yaml");
+    assert!(
+        e.len() == 1
+            && e[0].starts_with("j.yaml:2:30: reschedule.delay_function:")
+            && e[0].contains("fibonacci"),
+        "{e:?}"
+    );
+    let e = lines("image: a\nreschedule: {tries: 2}\n", "j.yaml");
+    assert!(e.len() == 1 && e[0].contains("reschedule.tries"), "{e:?}");
+}

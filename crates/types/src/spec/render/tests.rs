@@ -65,6 +65,7 @@ groups:
   - name: web
     count: 0
     restart: {attempts: 5, interval: 10m, delay: 3s, mode: delay}
+    reschedule: {attempts: 2, interval: 2h, delay: 5s, delay_function: constant, max_delay: 1m}
     constraints:
       - {attr: node.labels.zone, op: "!=", value: b}
       - {attr: node.attr.os, op: in, values: [linux, freebsd]}
