@@ -74,6 +74,8 @@ impl Cmd {
             | Cmd::Agent(_)
             | Cmd::Router(_)
             | Cmd::Bench(_)
+            | Cmd::Completion { .. }
+            | Cmd::Job(JobCmd::Init { .. })
             | Cmd::Logmon { .. } => {
                 return None;
             }
@@ -113,7 +115,8 @@ impl Cmd {
             Cmd::Job(
                 JobCmd::History { conn, .. }
                 | JobCmd::Inspect { conn, .. }
-                | JobCmd::Revert { conn, .. },
+                | JobCmd::Revert { conn, .. }
+                | JobCmd::Scale { conn, .. },
             ) => conn,
             Cmd::System(SystemCmd::Gc { conn, .. }) => conn,
         })
@@ -315,6 +318,16 @@ Examples:
         out: OutputArgs,
         #[command(flatten)]
         conn: Conn,
+    },
+    /// Shell completion: prints the script for bash, zsh or fish.
+    #[command(after_help = "\
+Examples:
+  corral completion bash > /etc/bash_completion.d/corral
+  corral completion zsh > \"${fpath[1]}/_corral\"
+  corral completion fish > ~/.config/fish/completions/corral.fish")]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// The capture process of an exec task's run, started by the agent.
     #[command(name = corral_agent::logs::capture::SUBCOMMAND, hide = true)]
@@ -673,6 +686,50 @@ Examples:
         out: OutputArgs,
         #[command(flatten)]
         conn: Conn,
+    },
+    /// Change a group's count: the current spec with only `count` changed,
+    /// stored as the next version (running allocations are kept, nothing
+    /// restarts), and follow it as `corral run` does.
+    #[command(after_help = "\
+Examples:
+  corral job scale web 5
+  corral job scale shop api 3      # a job with several groups names one
+  corral job scale web 0 --detach")]
+    Scale {
+        /// The job (its name).
+        #[arg(value_name = "JOB")]
+        job: String,
+        /// `[GROUP] COUNT`: the group may be left out when the job has one.
+        #[arg(value_name = "GROUP] [COUNT", num_args = 1..=2, required = true)]
+        rest: Vec<String>,
+        /// Return once stored, without following the rollout.
+        #[arg(long)]
+        detach: bool,
+        /// Give up waiting after this long (e.g. 5m).
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
+        timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write an example job file, every field commented (`--short`: the
+    /// three-line seed form).
+    #[command(after_help = "\
+Examples:
+  corral job init                 # writes job.yaml
+  corral job init web.yaml --short
+  corral job init - | less")]
+    Init {
+        /// Where to write it (`-`: standard output).
+        #[arg(value_name = "FILE", default_value = "job.yaml")]
+        file: PathBuf,
+        /// The smallest job: image, env, count.
+        #[arg(long)]
+        short: bool,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 

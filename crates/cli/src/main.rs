@@ -192,6 +192,21 @@ async fn dispatch(cli: Cli) -> Result<()> {
             out,
             conn,
         }) => cmd::job::revert(&conn.client()?, &job, version, detach, out.out(), timeout).await,
+        Cmd::Job(JobCmd::Scale {
+            job,
+            rest,
+            detach,
+            timeout,
+            out,
+            conn,
+        }) => cmd::job::scale(&conn.client()?, &job, &rest, detach, out.out(), timeout).await,
+        Cmd::Job(JobCmd::Init { file, short, force }) => cmd::job_init::run(&file, short, force),
+        Cmd::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut command = args::Cli::command();
+            clap_complete::generate(shell, &mut command, "corral", &mut std::io::stdout());
+            Ok(())
+        }
         Cmd::Events {
             follow,
             topics,

@@ -410,6 +410,26 @@ impl Client {
         .await
     }
 
+    /// Store the current spec with `group`'s count set to `count`.
+    pub async fn scale(
+        &self,
+        name: &str,
+        group: Option<&str>,
+        count: u32,
+    ) -> Result<SubmitResponse, ClientError> {
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "jobs", name, "scale"])?,
+            )
+            .json(&corral_types::api::ScaleRequest {
+                group: group.map(str::to_owned),
+                count,
+            }),
+        )
+        .await
+    }
+
     // Deployments.
 
     /// Set a deployment allocation's health by hand.

@@ -333,6 +333,16 @@ pub struct RevertRequest {
     pub version: u64,
 }
 
+/// `POST /v1/jobs/{name}/scale`: store the current spec with one group's
+/// count changed as a new version (`group` may be left out when the job
+/// has one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScaleRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub count: u32,
+}
+
 /// What `POST /v1/jobs/{name}/deployment/{action}` can ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

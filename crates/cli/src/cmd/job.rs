@@ -260,3 +260,58 @@ async fn wait_stopped(c: &Client, job: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// `corral job scale JOB [GROUP] COUNT`.
+pub async fn scale(
+    c: &Client,
+    job: &str,
+    rest: &[String],
+    detach: bool,
+    out: Out,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    let (group, count) = match rest {
+        [count] => (None, count),
+        [group, count] => (Some(group.as_str()), count),
+        _ => anyhow::bail!(
+            "give the count, and the group first when the job has several: `corral job scale {job} [GROUP] COUNT`"
+        ),
+    };
+    let count: u32 = count.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "count: `{count}` is not a whole number (0 or more); e.g. `corral job scale {job} 3`"
+        )
+    })?;
+    let resp = c.scale(job, group, count).await?;
+    if detach && out.data(&resp, || resp.jobs.iter().map(|j| j.name.clone()).collect())? {
+        return Ok(());
+    }
+    for j in &resp.jobs {
+        if j.changed {
+            eprintln!(
+                "job {}: count {count}, stored as version {}",
+                j.name, j.version
+            );
+        } else {
+            eprintln!(
+                "job {}: the count is {count} already (version {}); nothing to do",
+                j.name, j.version
+            );
+        }
+    }
+    if !detach {
+        for j in resp.jobs.iter().filter(|j| j.changed) {
+            let sub = Submitted {
+                name: &j.name,
+                version: j.version,
+                changed: j.changed,
+                eval_id: &j.eval_id,
+            };
+            follow(c, &sub, timeout).await?;
+        }
+    }
+    if !detach && out.is_data() {
+        crate::cmd::status::print_jobs(c, resp.jobs.iter().map(|j| j.name.as_str()), out).await?;
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@ pub mod deploy;
 pub mod dev;
 pub mod events;
 pub mod job;
+pub mod job_init;
 pub mod logs;
 pub mod node;
 pub mod router;

@@ -133,3 +133,14 @@ pub async fn stop(
         serde_json::json!({"index": index, "eval_id": eval_id}),
     ))
 }
+
+/// `POST /v1/jobs/{name}/scale` with `{"group": G, "count": N}`.
+pub async fn scale(
+    State(core): State<Arc<Core>>,
+    Path(name): Path<String>,
+    Json(req): Json<corral_types::api::ScaleRequest>,
+) -> Result<Json<corral_types::api::SubmitResponse>, ServerError> {
+    crate::ops::scale::scale(&core, &name, req.group, req.count)
+        .await
+        .map(Json)
+}

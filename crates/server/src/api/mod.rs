@@ -40,6 +40,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/jobs/{name}", get(jobs::get).delete(jobs::stop))
         .route("/v1/jobs/{name}/versions", get(jobs::versions))
         .route("/v1/jobs/{name}/revert", post(deployments::revert))
+        .route("/v1/jobs/{name}/scale", post(jobs::scale))
         .route("/v1/jobs/{name}/deployment", get(deployments::latest))
         .route("/v1/jobs/{name}/deployments", get(deployments::list))
         .route(

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod jobs;
 pub mod nodes;
 pub mod plan;
+pub mod scale;
 pub mod volume_restore;
 pub mod volumes;
 #[cfg(test)]
