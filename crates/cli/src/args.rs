@@ -86,7 +86,11 @@ impl Cmd {
             | Cmd::Logs { conn, .. }
             | Cmd::Events { conn, .. }
             | Cmd::Alerts { conn, .. } => conn,
-            Cmd::Alloc(AllocCmd::Ls { conn, .. } | AllocCmd::Status { conn, .. }) => conn,
+            Cmd::Alloc(
+                AllocCmd::Ls { conn, .. }
+                | AllocCmd::Status { conn, .. }
+                | AllocCmd::Stop { conn, .. },
+            ) => conn,
             Cmd::Service(ServiceCmd::Ls { conn, .. } | ServiceCmd::Status { conn, .. }) => conn,
             Cmd::Volume(
                 VolumeCmd::Ls { conn, .. }
@@ -832,6 +836,24 @@ Examples:
         /// The allocation's id or an id prefix.
         #[arg(value_name = "ALLOC")]
         id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop one allocation; the scheduler places a new one for its slot
+    /// (on any node that fits). Waits until the replacement runs.
+    #[command(after_help = "\
+Examples:
+  corral alloc stop 3f2a9c1e
+  corral alloc stop 3f2a9c1e --detach")]
+    Stop {
+        /// The allocation's id or an id prefix.
+        #[arg(value_name = "ALLOC")]
+        id: String,
+        /// Return once the stop is stored.
+        #[arg(long)]
+        detach: bool,
         #[command(flatten)]
         out: OutputArgs,
         #[command(flatten)]

@@ -281,6 +281,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Alloc(AllocCmd::Status { id, out, conn }) => {
             cmd::alloc::status(&conn.client()?, &id, out.out()).await
         }
+        Cmd::Alloc(AllocCmd::Stop {
+            id,
+            detach,
+            out,
+            conn,
+        }) => cmd::alloc::stop(&conn.client()?, &id, detach, out.out()).await,
         Cmd::Bench(b) => bench(b).await,
         Cmd::Service(ServiceCmd::Ls { out, conn }) => {
             cmd::service::list(&conn.client()?, out.out()).await

@@ -1,7 +1,8 @@
 //! Issue 17's everyday verbs through the real binary against a real server
 //! and exec agent: `corral job scale` changes the count without restarting
 //! anything (the same allocations, the same processes), refuses what a
-//! job file would; `corral job init` writes a job that runs;
+//! job file would; `corral alloc stop` ends one allocation and its slot
+//! runs again; `corral job init` writes a job that runs;
 //! `corral completion` prints a script for each shell.
 
 #![allow(clippy::unwrap_used)]
@@ -141,6 +142,32 @@ async fn job_scale_changes_the_count_and_restarts_nothing() {
     let hist = corral(&url, &["job", "history", "scaled", "-o", "json"]).await;
     let versions: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
     assert_eq!(versions.as_array().unwrap().len(), 3);
+
+    // `alloc stop`: that process ends, a new allocation runs in its slot.
+    let (old, index) = left[0].clone();
+    let pid_before = task_pids();
+    let out = corral(&url, &["alloc", "stop", &old[..8]]).await;
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        text(&out.stdout).contains("runs again as allocation"),
+        "{}",
+        text(&out.stdout)
+    );
+    let now = running(&url, "scaled").await;
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].0, old);
+    assert_eq!(now[0].1, index);
+    let pid_after = task_pids();
+    assert_eq!(pid_after.len(), 1, "{pid_after:?}");
+    assert!(!pid_before.contains(&pid_after[0]), "a new process runs it");
+    // Stopping it again is refused with why.
+    let out = corral(&url, &["alloc", "stop", &old]).await;
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nothing to stop"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -430,6 +430,15 @@ impl Client {
         .await
     }
 
+    /// Stop one allocation; the scheduler fills its slot again.
+    pub async fn alloc_stop(&self, id: &str) -> Result<AllocView, ClientError> {
+        self.json(self.req(
+            reqwest::Method::POST,
+            &path(&["v1", "allocations", id, "stop"])?,
+        ))
+        .await
+    }
+
     // Deployments.
 
     /// Set a deployment allocation's health by hand.

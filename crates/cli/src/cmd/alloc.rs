@@ -225,3 +225,64 @@ mod tests {
         assert_eq!(health_line(Some(&h)), "unhealthy (-): task app died");
     }
 }
+
+/// `corral alloc stop ID`: stop it, then wait for the replacement in its
+/// slot to run (unless `detach`).
+pub async fn stop(c: &Client, id: &str, detach: bool, out: Out) -> Result<()> {
+    let a = c.alloc_stop(id).await?;
+    eprintln!(
+        "allocation {} ({}) stopping; its slot is filled again",
+        a.name,
+        short(&a.id)
+    );
+    if detach {
+        out.data(&a, || vec![a.id.clone()])?;
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let allocs = c.allocs(Some(&a.job)).await?;
+        let replacement = allocs.iter().find(|x| {
+            x.id != a.id
+                && x.group == a.group
+                && x.index == a.index
+                && x.created_at >= a.modified_at
+                && x.desired == corral_types::DesiredStatus::Run
+        });
+        let old_done = allocs
+            .iter()
+            .find(|x| x.id == a.id)
+            .is_none_or(|x| x.status.is_terminal());
+        match replacement {
+            Some(r) if r.status == corral_types::ClientStatus::Running && old_done => {
+                if !out.data(r, || vec![r.id.clone()])? {
+                    println!(
+                        "{} runs again as allocation {} on node {}",
+                        r.name,
+                        short(&r.id),
+                        r.node
+                    );
+                }
+                return Ok(());
+            }
+            Some(r) if r.status.is_terminal() => {
+                anyhow::bail!(
+                    "the replacement {} ended {}: {}; see `corral alloc status {}`",
+                    short(&r.id),
+                    r.status.as_str(),
+                    r.reason,
+                    short(&r.id)
+                );
+            }
+            _ => {}
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "no replacement of {} runs after 2m; see `corral status {}` for why",
+                a.name,
+                a.job
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}

@@ -66,6 +66,66 @@ pub async fn get(
     Ok(Json(views::alloc_view(&s, a)))
 }
 
+/// `POST /v1/allocations/{id}/stop`: stop one allocation; the scheduler
+/// fills its slot again (as `nomad alloc stop`). The id may be a prefix.
+pub async fn stop(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+) -> Result<Json<AllocView>, ServerError> {
+    let full = {
+        let s = core.store.snapshot();
+        by_prefix(
+            Resource::Allocation,
+            &id,
+            s.alloc(&id),
+            s.allocs().map(|a| (a.id.as_str(), a)),
+        )?
+        .id
+        .clone()
+    };
+    let now = crate::core::now_ms();
+    let (_, eval) = core
+        .write(move |state, _| {
+            let a = state
+                .alloc(&full)
+                .ok_or_else(|| ServerError::not_found(Resource::Allocation, &full))?;
+            if !a.is_live() {
+                return Err(ServerError::Conflict(format!(
+                    "allocation {} ({}) is not running ({}, desired {}); nothing to stop",
+                    a.name(),
+                    &a.id[..8.min(a.id.len())],
+                    a.client.as_str(),
+                    if a.desired == corral_types::DesiredStatus::Run {
+                        "run"
+                    } else {
+                        "stop"
+                    }
+                )));
+            }
+            let mut a = (**a).clone();
+            a.desired = corral_types::DesiredStatus::Stop;
+            a.desired_reason =
+                "stopped by a user (corral alloc stop); its slot is filled again".into();
+            a.modified_at = now;
+            let eval = Core::new_eval(&a.job, corral_types::EvalTrigger::AllocStopped, now);
+            Ok((
+                vec![
+                    corral_store::Write::Alloc(a),
+                    corral_store::Write::Eval(eval.clone()),
+                ],
+                eval,
+            ))
+        })
+        .await?;
+    core.enqueue([eval]);
+    let s = core.store.snapshot();
+    let a = s
+        .alloc(&id)
+        .or_else(|| s.allocs().find(|a| a.id.starts_with(&id)))
+        .ok_or_else(|| ServerError::not_found(Resource::Allocation, &id))?;
+    Ok(Json(views::alloc_view(&s, a)))
+}
+
 /// `GET /v1/allocations/{id}/logs`: streamed from the agent that runs (or
 /// ran) the allocation: its files live on that node. An allocation the
 /// server no longer knows (its job purged) may still have logs on a node
