@@ -194,38 +194,6 @@ fn check_rows(checks: &BTreeMap<String, CheckState>) -> Vec<Vec<String>> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use corral_types::CheckStatus;
-
-    use super::*;
-
-    #[test]
-    fn check_rows_and_health() {
-        let checks = BTreeMap::from([(
-            "web-http".to_string(),
-            CheckState {
-                task: "app".into(),
-                status: CheckStatus::Failing,
-                output: format!("GET http://10.0.0.2:8080/healthz: {}", "x".repeat(100)),
-                consecutive_failures: 3,
-                at: 0,
-            },
-        )]);
-        let rows = check_rows(&checks);
-        assert_eq!(rows[0][..5], ["web-http", "app", "failing", "3", "-"]);
-        assert_eq!(rows[0][5].chars().count(), 72);
-        assert!(rows[0][5].ends_with("..."));
-        assert_eq!(health_line(None), "not decided yet");
-        let h = AllocHealth {
-            healthy: false,
-            at: 0,
-            message: "task app died".into(),
-        };
-        assert_eq!(health_line(Some(&h)), "unhealthy (-): task app died");
-    }
-}
-
 /// `corral alloc stop ID`: stop it, then wait for the replacement in its
 /// slot to run (unless `detach`).
 pub async fn stop(c: &Client, id: &str, detach: bool, out: Out) -> Result<()> {
@@ -284,5 +252,37 @@ pub async fn stop(c: &Client, id: &str, detach: bool, out: Out) -> Result<()> {
             );
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_types::CheckStatus;
+
+    use super::*;
+
+    #[test]
+    fn check_rows_and_health() {
+        let checks = BTreeMap::from([(
+            "web-http".to_string(),
+            CheckState {
+                task: "app".into(),
+                status: CheckStatus::Failing,
+                output: format!("GET http://10.0.0.2:8080/healthz: {}", "x".repeat(100)),
+                consecutive_failures: 3,
+                at: 0,
+            },
+        )]);
+        let rows = check_rows(&checks);
+        assert_eq!(rows[0][..5], ["web-http", "app", "failing", "3", "-"]);
+        assert_eq!(rows[0][5].chars().count(), 72);
+        assert!(rows[0][5].ends_with("..."));
+        assert_eq!(health_line(None), "not decided yet");
+        let h = AllocHealth {
+            healthy: false,
+            at: 0,
+            message: "task app died".into(),
+        };
+        assert_eq!(health_line(Some(&h)), "unhealthy (-): task app died");
     }
 }
