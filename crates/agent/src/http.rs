@@ -21,6 +21,10 @@ use crate::node::Shared;
 pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
     let guarded = Router::new()
         .route("/v1/agent/allocations/{id}/logs", get(alloc_logs))
+        .route(
+            "/v1/agent/allocations/{id}/restart",
+            axum::routing::post(alloc_restart),
+        )
         .route("/metrics", get(crate::metrics::serve))
         .route(
             "/v1/agent/volumes/quarantined",
@@ -196,4 +200,25 @@ fn open_logs(
     let s2 = shared.clone();
     let id2 = id.to_string();
     logs::read::stream(&alloc_dir, &task, &q, Arc::new(move || !s2.is_active(&id2)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RestartBody {
+    #[serde(default)]
+    task: Option<String>,
+}
+
+/// Restart one task of a running allocation (every task without `task`)
+/// in place, as a user asked: `corral alloc restart`.
+async fn alloc_restart(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    axum::Json(body): axum::Json<RestartBody>,
+) -> Response {
+    match shared.request_restart(&id, body.task.as_deref()) {
+        Ok(tasks) => {
+            axum::Json(serde_json::json!({"alloc": id, "restarted": tasks})).into_response()
+        }
+        Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    }
 }

@@ -150,6 +150,15 @@ impl RestartTracker {
         }
     }
 
+    /// A restart a user asked for: at once, counted in the restarts, not
+    /// in the policy's window (Nomad's `alloc restart`).
+    pub fn on_requested(&mut self) -> RestartDecision {
+        self.restarts += 1;
+        RestartDecision::Restart {
+            after: Duration::ZERO,
+        }
+    }
+
     /// `delay * 2^(n-1)`, capped at `max(MAX_BACKOFF, delay)`.
     fn backoff(&self, n: u32) -> Duration {
         let delay = self.policy.delay.as_std();
@@ -181,6 +190,22 @@ mod tests {
         RestartDecision::Restart {
             after: Duration::from_secs(s),
         }
+    }
+
+    /// A user's restart is immediate and leaves the window alone: the
+    /// policy still allows its attempts afterwards.
+    #[test]
+    fn a_requested_restart_does_not_use_an_attempt() {
+        let mut t = RestartTracker::new(policy(1, 600, 2, RestartMode::Fail));
+        assert_eq!(t.on_requested(), restart(0));
+        assert_eq!(t.on_requested(), restart(0));
+        assert_eq!(t.restarts(), 2);
+        assert_eq!(t.on_exit(1_000, &fail()), restart(2));
+        assert!(matches!(
+            t.on_exit(2_000, &fail()),
+            RestartDecision::Fail { .. }
+        ));
+        assert_eq!(t.restarts(), 3);
     }
 
     /// An agent restart in the middle of a window continues it: the

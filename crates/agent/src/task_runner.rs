@@ -116,6 +116,16 @@ impl TaskStore for MemorySink {
     }
 }
 
+/// A request to restart a task in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartRequest {
+    pub reason: String,
+    /// From a user (`corral alloc restart`): at once, counted in the task's
+    /// restarts but not against its restart policy (a check's request goes
+    /// through the policy like an exit).
+    pub by_user: bool,
+}
+
 /// The live view of one task that the allocation's hooks get (checks,
 /// health, metrics): its state, its current run's handle, its driver, and
 /// a way to ask for a restart.
@@ -125,8 +135,8 @@ pub struct TaskView {
     pub state: watch::Receiver<TaskState>,
     /// The task's current handle (`None` while it does not run).
     pub handle: watch::Receiver<Option<TaskHandle>>,
-    /// Restart requests to the task's runner (the reason).
-    pub restart: mpsc::UnboundedSender<String>,
+    /// Restart requests to the task's runner.
+    pub restart: mpsc::UnboundedSender<RestartRequest>,
 }
 
 /// How a runner ended. Either way the task is Dead and nothing of it runs.
@@ -159,7 +169,7 @@ pub struct TaskRunner {
     /// The handle of the run in progress, for health checks.
     handle: watch::Sender<Option<TaskHandle>>,
     /// Restart requests (their reason), from `check_restart`.
-    restart_requests: Option<mpsc::UnboundedReceiver<String>>,
+    restart_requests: Option<mpsc::UnboundedReceiver<RestartRequest>>,
     /// Why the task is being restarted, when a request did it: said again
     /// in the message of the next start.
     restart_cause: Option<String>,
@@ -179,8 +189,8 @@ pub struct TaskRunner {
 enum Waited {
     Exited(ExitResult),
     Cancelled,
-    /// A restart was requested, for this reason.
-    Restart(String),
+    /// A restart was requested.
+    Restart(RestartRequest),
 }
 
 /// An exit to decide on, and the run to destroy once the decision is
@@ -188,6 +198,9 @@ enum Waited {
 struct Exit {
     result: ExitResult,
     run: Option<TaskHandle>,
+    /// A user's restart request ended the run: restarted at once, not
+    /// counted against the policy.
+    by_user: bool,
 }
 
 impl TaskRunner {
@@ -283,7 +296,7 @@ impl TaskRunner {
     /// Restart requests: each one received while the task runs stops it
     /// (kill_timeout honoured) and counts as an exit whose message is the
     /// request's reason. Requests from an earlier run are dropped.
-    pub fn with_restart_requests(mut self, rx: mpsc::UnboundedReceiver<String>) -> Self {
+    pub fn with_restart_requests(mut self, rx: mpsc::UnboundedReceiver<RestartRequest>) -> Self {
         self.restart_requests = Some(rx);
         self
     }
@@ -321,9 +334,10 @@ impl TaskRunner {
                     Waited::Exited(result) => Exit {
                         result,
                         run: Some(h),
+                        by_user: false,
                     },
                     Waited::Cancelled => return self.stop_and_finish(h).await,
-                    Waited::Restart(reason) => self.stop_for_restart(h, reason).await,
+                    Waited::Restart(req) => self.stop_for_restart(h, req).await,
                 }
             } else {
                 if self.cancel.is_cancelled() {
@@ -335,7 +349,11 @@ impl TaskRunner {
                         continue;
                     }
                     Ok(None) => return self.finish_stopped("stopped before it started", None),
-                    Err(result) => Exit { result, run: None },
+                    Err(result) => Exit {
+                        result,
+                        run: None,
+                        by_user: false,
+                    },
                 }
             };
             if let Some(outcome) = self.decide(exit).await {
@@ -393,6 +411,7 @@ impl TaskRunner {
                         ..ExitResult::default()
                     },
                     run: Some(h),
+                    by_user: false,
                 })
             }
         }
@@ -451,9 +470,17 @@ impl TaskRunner {
     /// the run that ended, then waits for the restart (`None`: go on) or
     /// ends the runner.
     async fn decide(&mut self, exit: Exit) -> Option<TaskOutcome> {
-        let Exit { result: exit, run } = exit;
+        let Exit {
+            result: exit,
+            run,
+            by_user,
+        } = exit;
         let now = now_unix_ms();
-        let decision = self.tracker.on_exit(self.clock_ms(), &exit);
+        let decision = if by_user {
+            self.tracker.on_requested()
+        } else {
+            self.tracker.on_exit(self.clock_ms(), &exit)
+        };
         tracing::info!(task = %self.ctx.describe(), exit = %exit.message, ?decision, "task exited");
         let mut rec = self.tracker.record(None);
         match &decision {
@@ -565,14 +592,15 @@ impl TaskRunner {
                 message: format!("lost track of the task: {e}"),
                 ..ExitResult::default()
             })),
-            reason = requested => Waited::Restart(reason),
+            req = requested => Waited::Restart(req),
         }
     }
 
     /// Stops the task for a requested restart; the exit carries the
     /// request's reason (the run is destroyed after the decision).
-    async fn stop_for_restart(&mut self, h: TaskHandle, reason: String) -> Exit {
-        tracing::info!(task = %self.ctx.describe(), %reason, "restart requested");
+    async fn stop_for_restart(&mut self, h: TaskHandle, req: RestartRequest) -> Exit {
+        let reason = req.reason;
+        tracing::info!(task = %self.ctx.describe(), %reason, by_user = req.by_user, "restart requested");
         let stopped = self.stop_run(&h, Duration::ZERO).await.unwrap_or_default();
         self.restart_cause = Some(reason.clone());
         Exit {
@@ -581,6 +609,7 @@ impl TaskRunner {
                 ..stopped
             },
             run: Some(h),
+            by_user: req.by_user,
         }
     }
 

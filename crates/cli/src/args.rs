@@ -89,7 +89,8 @@ impl Cmd {
             Cmd::Alloc(
                 AllocCmd::Ls { conn, .. }
                 | AllocCmd::Status { conn, .. }
-                | AllocCmd::Stop { conn, .. },
+                | AllocCmd::Stop { conn, .. }
+                | AllocCmd::Restart { conn, .. },
             ) => conn,
             Cmd::Service(ServiceCmd::Ls { conn, .. } | ServiceCmd::Status { conn, .. }) => conn,
             Cmd::Volume(
@@ -330,6 +331,7 @@ Examples:
   corral completion zsh > \"${fpath[1]}/_corral\"
   corral completion fish > ~/.config/fish/completions/corral.fish")]
     Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -836,6 +838,25 @@ Examples:
         /// The allocation's id or an id prefix.
         #[arg(value_name = "ALLOC")]
         id: String,
+        #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Restart a running allocation's tasks in place, at once (counted in
+    /// the task's restarts, not against its restart policy). Waits until
+    /// they run again.
+    #[command(after_help = "\
+Examples:
+  corral alloc restart 3f2a9c1e
+  corral alloc restart 3f2a9c1e --task app")]
+    Restart {
+        /// The allocation's id or an id prefix.
+        #[arg(value_name = "ALLOC")]
+        id: String,
+        /// Only this task.
+        #[arg(long, value_name = "TASK")]
+        task: Option<String>,
         #[command(flatten)]
         out: OutputArgs,
         #[command(flatten)]

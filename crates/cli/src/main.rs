@@ -281,6 +281,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Alloc(AllocCmd::Status { id, out, conn }) => {
             cmd::alloc::status(&conn.client()?, &id, out.out()).await
         }
+        Cmd::Alloc(AllocCmd::Restart {
+            id,
+            task,
+            out,
+            conn,
+        }) => cmd::alloc::restart(&conn.client()?, &id, task.as_deref(), out.out()).await,
         Cmd::Alloc(AllocCmd::Stop {
             id,
             detach,

@@ -1,8 +1,9 @@
 //! Issue 17's everyday verbs through the real binary against a real server
 //! and exec agent: `corral job scale` changes the count without restarting
 //! anything (the same allocations, the same processes), refuses what a
-//! job file would; `corral alloc stop` ends one allocation and its slot
-//! runs again; `corral job init` writes a job that runs;
+//! job file would; `corral alloc restart` restarts a task in place at
+//! once, outside its restart policy; `corral alloc stop` ends one
+//! allocation and its slot runs again; `corral job init` writes a job that runs;
 //! `corral completion` prints a script for each shell.
 
 #![allow(clippy::unwrap_used)]
@@ -26,6 +27,7 @@ fn text(b: &[u8]) -> String {
 
 const SPEC: &str = "driver: exec
 command: [/bin/sh, -c, 'while true; do sleep 1; done', scaled]
+restart: {attempts: 0, mode: fail}
 count: 2
 resources: {cpu: 20m, memory: 16M}
 kill_timeout: 1s
@@ -143,8 +145,32 @@ async fn job_scale_changes_the_count_and_restarts_nothing() {
     let versions: serde_json::Value = serde_json::from_slice(&hist.stdout).unwrap();
     assert_eq!(versions.as_array().unwrap().len(), 3);
 
-    // `alloc stop`: that process ends, a new allocation runs in its slot.
+    // `alloc restart`: the same allocation, a new process, counted in its
+    // restarts but not against its policy (attempts: 0 would fail it).
     let (old, index) = left[0].clone();
+    let pid_before = task_pids();
+    for n in 1..=2 {
+        let out = corral(&url, &["alloc", "restart", &old[..8]]).await;
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            text(&out.stdout).contains(&format!("task scaled runs again (restart {n})")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    assert_eq!(running(&url, "scaled").await, vec![(old.clone(), index)]);
+    let pid_now = task_pids();
+    assert_eq!(pid_now.len(), 1, "{pid_now:?}");
+    assert!(!pid_before.contains(&pid_now[0]), "a new process runs it");
+    let out = corral(&url, &["alloc", "restart", &old, "--task", "nope"]).await;
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no task `nope`"),
+        "{err}"
+    );
+
+    // `alloc stop`: that process ends, a new allocation runs in its slot.
     let pid_before = task_pids();
     let out = corral(&url, &["alloc", "stop", &old[..8]]).await;
     let err = text(&out.stderr);

@@ -430,6 +430,23 @@ impl Client {
         .await
     }
 
+    /// Restart a running allocation's task (every task without `task`)
+    /// in place.
+    pub async fn alloc_restart(
+        &self,
+        id: &str,
+        task: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.json(
+            self.req(
+                reqwest::Method::POST,
+                &path(&["v1", "allocations", id, "restart"])?,
+            )
+            .json(&serde_json::json!({ "task": task })),
+        )
+        .await
+    }
+
     /// Stop one allocation; the scheduler fills its slot again.
     pub async fn alloc_stop(&self, id: &str) -> Result<AllocView, ClientError> {
         self.json(self.req(

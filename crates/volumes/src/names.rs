@@ -4,11 +4,13 @@
 
 use crate::provider::{VolumeError, VolumeRef};
 
-/// Longest accepted name: well under NAME_MAX (255) so suffixes such as
-/// `.creating-` or a quarantine suffix still fit in one path component.
-pub const MAX_NAME_LEN: usize = 128;
+/// Longest accepted name: every id a job spec can make fits (a 63-byte
+/// job, a 63-byte volume name, a slot index: 138 bytes), and it stays well
+/// under NAME_MAX (255) so suffixes such as `.creating-` or a quarantine
+/// suffix still fit in one path component.
+pub const MAX_NAME_LEN: usize = 160;
 
-/// Checks a volume, snapshot or quarantine-suffix name: 1..=128 bytes of
+/// Checks a volume, snapshot or quarantine-suffix name: 1..=160 bytes of
 /// `[A-Za-z0-9._-]`, starting with a letter or digit (so never `.`, `..`,
 /// a hidden name, or something that looks like a command-line option).
 /// No `/`, so a name is always exactly one path component. The server's
@@ -61,7 +63,7 @@ mod tests {
 
     #[test]
     fn accepts_server_keys() {
-        for ok in ["shop-data-0", "a", "db_1.v2", "0", "x".repeat(128).as_str()] {
+        for ok in ["shop-data-0", "a", "db_1.v2", "0", "x".repeat(160).as_str()] {
             assert!(check_name(ok).is_ok(), "{ok}");
             assert!(VolumeRef(ok.to_string()).validate().is_ok());
         }
@@ -69,7 +71,7 @@ mod tests {
 
     #[test]
     fn rejects_escapes_and_odd_names() {
-        let long = "x".repeat(129);
+        let long = "x".repeat(161);
         for bad in [
             "",
             ".",

@@ -118,6 +118,13 @@ fn prepare(
             runners.push((spec.name.clone(), r));
         }
     }
+    env.shared.set_restarts(
+        &alloc.id,
+        views
+            .iter()
+            .map(|(n, v): (&String, &crate::task_runner::TaskView)| (n.clone(), v.restart.clone()))
+            .collect(),
+    );
     let view = AllocView {
         env,
         dir,

@@ -361,7 +361,10 @@ async fn run_check(
         }
         if let Some(reason) = rec.restart {
             tracing::warn!(check = %c.spec.name, task = %c.task, %reason, "restarting the task");
-            let _ = link.restart.send(reason);
+            let _ = link.restart.send(crate::task_runner::RestartRequest {
+                reason,
+                by_user: false,
+            });
         }
         loop {
             tokio::select! {

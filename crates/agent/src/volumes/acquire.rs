@@ -48,6 +48,10 @@ impl NodeVolumes {
         let vol = id.to_owned();
         let _busy = self.mark_busy(id);
         let mut last_err = String::new();
+        // Seen being restored under this id (`restore --as`): if its record
+        // then goes (the restore failed, or it was deleted), this
+        // allocation was promised that data and must not start empty.
+        let mut awaited: Option<String> = None;
         loop {
             if cancel.is_cancelled() {
                 return Err(VolumesError::Cancelled { vol });
@@ -55,6 +59,7 @@ impl NodeVolumes {
             let step = match self.client.volume(id).await {
                 // `corral volume restore --as` is still filling it.
                 Ok(v) if v.restoring() => {
+                    awaited = v.origin.as_ref().map(|o| o.volume.clone());
                     progress.report(
                         VolumeSync {
                             phase: VolumePhase::Copying,
@@ -69,7 +74,17 @@ impl NodeVolumes {
                 }
                 Ok(v) if v.node_id == self.node_id => self.take_over(alloc, &v).await,
                 Ok(v) => self.move_here(alloc, spec, &v, progress, cancel).await,
-                Err(e) if e.status() == Some(404) => self.create(alloc, spec, id).await,
+                Err(e) if e.status() == Some(404) => {
+                    if let Some(src) = &awaited {
+                        return Err(state(
+                            id,
+                            format!(
+                                "its restore from volume {src} was abandoned (it failed, or the volume was deleted) before this allocation could take it; restore it again with `corral volume restore {src} SNAPSHOT|BACKUP --as {id}`: the allocation is rescheduled and takes it then"
+                            ),
+                        ));
+                    }
+                    self.create(alloc, spec, id).await
+                }
                 Err(source) => Err(VolumesError::Server {
                     vol: vol.clone(),
                     source,

@@ -91,7 +91,10 @@ impl NodeVolumes {
             let src = VolumeRef(source);
             let mut export = p.export(&src, &snapshot, None)?;
             p.import(new, &snapshot, size, &mut export)?;
-            export.finish()
+            export.finish()?;
+            // The snapshot received is the source's history, not the new
+            // volume's: its data is live now, the copy of it goes.
+            p.delete_snapshot(new, &snapshot)
         })
         .await
     }

@@ -255,6 +255,63 @@ pub async fn stop(c: &Client, id: &str, detach: bool, out: Out) -> Result<()> {
     }
 }
 
+/// `corral alloc restart ID [--task T]`: ask, then wait until each task
+/// restarted runs again (its restart count went up).
+pub async fn restart(c: &Client, id: &str, task: Option<&str>, out: Out) -> Result<()> {
+    let before = c.alloc(id).await?;
+    let r = c.alloc_restart(&before.id, task).await?;
+    let asked: Vec<String> = r["restarted"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "allocation {} ({}): restarting {}",
+        before.name,
+        short(&before.id),
+        asked.join(", ")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let a = c.alloc(&before.id).await?;
+        let done = asked.iter().all(|t| {
+            let was = before.tasks.get(t).map_or(0, |s| s.restarts);
+            a.tasks.get(t).is_some_and(|s| {
+                s.restarts > was && s.state == corral_types::TaskLifecycle::Running
+            })
+        });
+        if done {
+            if !out.data(&a, || vec![a.id.clone()])? {
+                for t in &asked {
+                    let s = &a.tasks[t];
+                    println!("task {t} runs again (restart {})", s.restarts);
+                }
+            }
+            return Ok(());
+        }
+        if a.status.is_terminal() {
+            anyhow::bail!(
+                "allocation {} ended {} while restarting: {}; see `corral alloc status {}`",
+                a.name,
+                a.status.as_str(),
+                a.reason,
+                short(&a.id)
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the tasks of {} do not run again after 2m; see `corral alloc status {}`",
+                a.name,
+                short(&a.id)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use corral_types::CheckStatus;

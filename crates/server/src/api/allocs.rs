@@ -126,6 +126,62 @@ pub async fn stop(
     Ok(Json(views::alloc_view(&s, a)))
 }
 
+#[derive(Debug, Deserialize, Default)]
+pub struct RestartBody {
+    #[serde(default)]
+    task: Option<String>,
+}
+
+/// `POST /v1/allocations/{id}/restart` with `{"task": T}` (optional): the
+/// allocation's node restarts the task (every task) in place, at once;
+/// counted in its restarts, not against its restart policy.
+pub async fn restart(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+    Json(body): Json<RestartBody>,
+) -> Result<Json<serde_json::Value>, ServerError> {
+    let (a, node) = {
+        let s = core.store.snapshot();
+        let a = by_prefix(
+            Resource::Allocation,
+            &id,
+            s.alloc(&id),
+            s.allocs().map(|a| (a.id.as_str(), a)),
+        )?;
+        let node = s
+            .node_by_id(&a.node_id)
+            .map(|n| (**n).clone())
+            .ok_or_else(|| ServerError::not_found(Resource::Node, &a.node_id))?;
+        ((**a).clone(), node)
+    };
+    if !a.is_live() || a.client != corral_types::ClientStatus::Running {
+        return Err(ServerError::Conflict(format!(
+            "allocation {} is not running ({}); only a running allocation restarts in place (`corral alloc stop` replaces one)",
+            a.name(),
+            a.client.as_str()
+        )));
+    }
+    if node.status == NodeStatus::Down {
+        return Err(ServerError::Conflict(format!(
+            "allocation {} is on node {}, which is down",
+            a.name(),
+            node.name
+        )));
+    }
+    let path = format!("/v1/agent/allocations/{}/restart", a.id);
+    let answer = crate::ops::volumes::agent_request(
+        &core,
+        &node,
+        reqwest::Method::POST,
+        &path,
+        &[],
+        Some(serde_json::json!({ "task": body.task })),
+        AGENT_ANSWER,
+    )
+    .await?;
+    Ok(Json(answer))
+}
+
 /// `GET /v1/allocations/{id}/logs`: streamed from the agent that runs (or
 /// ran) the allocation: its files live on that node. An allocation the
 /// server no longer knows (its job purged) may still have logs on a node

@@ -48,7 +48,10 @@ pub async fn submit(
     let jobs = parse_jobs_located(text, &file, format).map_err(ServerError::Spec)?;
     use axum::response::IntoResponse;
     if q.plan {
-        ops::claims::check(&core.store.snapshot(), &jobs, &core.config.domain)?;
+        let state = core.store.snapshot();
+        ops::claims::check(&state, &jobs, &core.config.domain)?;
+        // What `corral run` refuses, the plan refuses too (a shrink).
+        ops::volumes::check(&state, &jobs, &core.config.backup_targets)?;
         let specs: Vec<_> = jobs.into_iter().map(|j| j.spec).collect();
         return Ok(Json(ops::plan::plan(&core, &specs)).into_response());
     }

@@ -50,6 +50,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/allocations", get(allocs::list))
         .route("/v1/allocations/{id}", get(allocs::get))
         .route("/v1/allocations/{id}/stop", post(allocs::stop))
+        .route("/v1/allocations/{id}/restart", post(allocs::restart))
         .route("/v1/allocations/{id}/health", post(deployments::set_health))
         .route("/v1/allocations/{id}/logs", get(allocs::logs))
         .route("/v1/evaluations", get(evals::list))

@@ -465,7 +465,7 @@ pub async fn agent_get(
 /// One request to `node`'s agent with the cluster's token; its JSON
 /// answer. A 409 stays a conflict (the agent's reason), anything else
 /// that is not a success is the agent's error.
-async fn agent_request(
+pub(crate) async fn agent_request(
     core: &Core,
     node: &corral_types::Node,
     method: reqwest::Method,

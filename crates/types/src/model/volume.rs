@@ -93,10 +93,12 @@ pub fn parse_volume_id(id: &str) -> Result<(String, String, Option<u32>), String
     let (job, name, slot) = match parts.as_slice() {
         [job, name] => (*job, *name, None),
         [job, name, index] => {
+            // Canonical only (`0`, `12`; not `00` or `+1`): the id a slot
+            // looks up is spelled that way.
             let slot = index
                 .parse::<u32>()
                 .ok()
-                .filter(|_| !index.starts_with('+'))
+                .filter(|n| n.to_string() == *index)
                 .ok_or_else(|| {
                     format!("volume id `{id}`: `{index}` is not an allocation index (0, 1, ...)")
                 })?;
