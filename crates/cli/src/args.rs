@@ -696,17 +696,20 @@ Examples:
     /// Change a group's count: the current spec with only `count` changed,
     /// stored as the next version (running allocations are kept, nothing
     /// restarts), and follow it as `corral run` does.
-    #[command(after_help = "\
+    #[command(
+        after_help = "\
 Examples:
   corral job scale web 5
   corral job scale shop api 3      # a job with several groups names one
-  corral job scale web 0 --detach")]
+  corral job scale web 0 --detach",
+        override_usage = "corral job scale [OPTIONS] <JOB> [GROUP] <COUNT>"
+    )]
     Scale {
         /// The job (its name).
         #[arg(value_name = "JOB")]
         job: String,
         /// `[GROUP] COUNT`: the group may be left out when the job has one.
-        #[arg(value_name = "GROUP] [COUNT", num_args = 1..=2, required = true)]
+        #[arg(value_name = "COUNT", num_args = 1..=2, required = true)]
         rest: Vec<String>,
         /// Return once stored, without following the rollout.
         #[arg(long)]

@@ -27,13 +27,13 @@ const RETRY_AFTER: u64 = 5 * 60_000;
 pub struct InFlight(Mutex<HashSet<String>>);
 
 impl InFlight {
-    fn start(&self, id: &str) -> bool {
+    pub(crate) fn start(&self, id: &str) -> bool {
         self.0
             .lock()
             .map(|mut s| s.insert(id.to_owned()))
             .unwrap_or(false)
     }
-    fn done(&self, id: &str) {
+    pub(crate) fn done(&self, id: &str) {
         if let Ok(mut s) = self.0.lock() {
             s.remove(id);
         }

@@ -31,6 +31,9 @@ pub struct Core {
     pub(crate) http: reqwest::Client,
     /// Volume backups in flight (one per volume).
     pub(crate) backups: crate::backups::InFlight,
+    /// Volumes this server is restoring under a new id (`restore --as`):
+    /// a record marked restoring that is not here was interrupted.
+    pub(crate) restores: crate::backups::InFlight,
     pub shutdown: CancellationToken,
 }
 
@@ -182,6 +185,7 @@ impl Server {
             applier: plan_tx,
             http: reqwest::Client::new(),
             backups: Default::default(),
+            restores: Default::default(),
             shutdown: shutdown.clone(),
             store,
             config,

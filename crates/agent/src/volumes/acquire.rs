@@ -65,10 +65,19 @@ impl NodeVolumes {
                             phase: VolumePhase::Copying,
                             bytes: 0,
                         },
-                        format!(
-                            "volume {id} is still being restored from volume {}; waiting",
-                            v.origin.as_ref().map_or("?", |o| o.volume.as_str())
-                        ),
+                        match v.origin.as_ref() {
+                            Some(o) => match &o.error {
+                                Some(e) => format!(
+                                    "volume {id}: its restore from volume {} failed ({e}); waiting until it is restored again",
+                                    o.volume
+                                ),
+                                None => format!(
+                                    "volume {id} is still being restored from volume {}; waiting",
+                                    o.volume
+                                ),
+                            },
+                            None => format!("volume {id} is still being restored; waiting"),
+                        },
                     );
                     Ok(None)
                 }

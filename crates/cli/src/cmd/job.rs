@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use corral_client::Client;
-use corral_types::api::JobVersionView;
+use corral_types::api::{JobVersionView, SubmittedJob};
 use serde::Serialize;
 
 use crate::cmd::run::{Submitted, follow};
@@ -115,21 +115,38 @@ pub async fn revert(
     timeout: Option<Duration>,
 ) -> Result<()> {
     let resp = c.revert(job, version).await?;
-    if detach && out.data(&resp, || resp.jobs.iter().map(|j| j.name.clone()).collect())? {
+    let said = |j: &SubmittedJob| {
+        if j.changed {
+            format!(
+                "job {}: version {version} stored again as version {}",
+                j.name, j.version
+            )
+        } else {
+            format!(
+                "job {}: version {version} is the current spec already (version {}); nothing to do",
+                j.name, j.version
+            )
+        }
+    };
+    stored_then_follow(c, &resp, said, detach, out, timeout).await
+}
+
+/// What `revert` and `scale` do with the version they stored: say it
+/// (`said`), then follow its rollout as `corral run` does unless
+/// `detach`; the jobs' status as data at the end with `-o json|yaml`.
+async fn stored_then_follow(
+    c: &Client,
+    resp: &corral_types::api::SubmitResponse,
+    said: impl Fn(&SubmittedJob) -> String,
+    detach: bool,
+    out: Out,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    if detach && out.data(resp, || resp.jobs.iter().map(|j| j.name.clone()).collect())? {
         return Ok(());
     }
     for j in &resp.jobs {
-        if j.changed {
-            eprintln!(
-                "job {}: version {version} stored again as version {}",
-                j.name, j.version
-            );
-        } else {
-            eprintln!(
-                "job {}: version {version} is the current spec already (version {}); nothing to do",
-                j.name, j.version
-            );
-        }
+        eprintln!("{}", said(j));
     }
     if !detach {
         for j in resp.jobs.iter().filter(|j| j.changed) {
@@ -277,41 +294,25 @@ pub async fn scale(
             "give the count, and the group first when the job has several: `corral job scale {job} [GROUP] COUNT`"
         ),
     };
-    let count: u32 = count.parse().map_err(|_| {
+    let max = corral_types::spec::MAX_COUNT;
+    let count: u32 = count.parse().ok().filter(|n| *n <= max).ok_or_else(|| {
         anyhow::anyhow!(
-            "count: `{count}` is not a whole number (0 or more); e.g. `corral job scale {job} 3`"
+            "count: `{count}` is not a count from 0 to {max}; e.g. `corral job scale {job} 3`"
         )
     })?;
     let resp = c.scale(job, group, count).await?;
-    if detach && out.data(&resp, || resp.jobs.iter().map(|j| j.name.clone()).collect())? {
-        return Ok(());
-    }
-    for j in &resp.jobs {
+    let said = |j: &SubmittedJob| {
         if j.changed {
-            eprintln!(
+            format!(
                 "job {}: count {count}, stored as version {}",
                 j.name, j.version
-            );
+            )
         } else {
-            eprintln!(
+            format!(
                 "job {}: the count is {count} already (version {}); nothing to do",
                 j.name, j.version
-            );
+            )
         }
-    }
-    if !detach {
-        for j in resp.jobs.iter().filter(|j| j.changed) {
-            let sub = Submitted {
-                name: &j.name,
-                version: j.version,
-                changed: j.changed,
-                eval_id: &j.eval_id,
-            };
-            follow(c, &sub, timeout).await?;
-        }
-    }
-    if !detach && out.is_data() {
-        crate::cmd::status::print_jobs(c, resp.jobs.iter().map(|j| j.name.as_str()), out).await?;
-    }
-    Ok(())
+    };
+    stored_then_follow(c, &resp, said, detach, out, timeout).await
 }

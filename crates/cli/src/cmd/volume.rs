@@ -249,13 +249,21 @@ async fn status(c: &Client, id: &str, out: Out) -> Result<()> {
             ),
             (None, None) => "?".to_owned(),
         };
-        let state = if o.done {
-            String::new()
-        } else {
-            format!(
-                "; still being restored (if that was interrupted, delete it with `corral volume delete {} --yes` and restore again)",
-                v.id
-            )
+        let again = format!(
+            "`corral volume restore {} {} --as {}`",
+            o.volume,
+            o.snapshot
+                .clone()
+                .or_else(|| o.backup.as_ref().map(|b| short(&b.id).to_owned()))
+                .unwrap_or_default(),
+            v.id
+        );
+        let state = match (&o.error, o.done) {
+            (_, true) => String::new(),
+            (Some(e), false) => format!("; the restore failed ({e}); run {again} again"),
+            (None, false) => {
+                format!("; still being restored (if that was interrupted, run {again} again)")
+            }
         };
         println!("origin        {what} of volume {}{state}", o.volume);
     }

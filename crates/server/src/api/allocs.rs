@@ -30,6 +30,19 @@ pub struct ListQuery {
     node: Option<String>,
 }
 
+/// The allocation `id` names: its full id or a unique prefix.
+fn find<'s>(
+    s: &'s corral_store::State,
+    id: &str,
+) -> Result<&'s Arc<corral_types::Allocation>, ServerError> {
+    by_prefix(
+        Resource::Allocation,
+        id,
+        s.alloc(id),
+        s.allocs().map(|a| (a.id.as_str(), a)),
+    )
+}
+
 pub async fn list(
     State(core): State<Arc<Core>>,
     Query(q): Query<ListQuery>,
@@ -57,12 +70,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<AllocView>, ServerError> {
     let s = core.store.snapshot();
-    let a = by_prefix(
-        Resource::Allocation,
-        &id,
-        s.alloc(&id),
-        s.allocs().map(|a| (a.id.as_str(), a)),
-    )?;
+    let a = find(&s, &id)?;
     Ok(Json(views::alloc_view(&s, a)))
 }
 
@@ -74,14 +82,7 @@ pub async fn stop(
 ) -> Result<Json<AllocView>, ServerError> {
     let full = {
         let s = core.store.snapshot();
-        by_prefix(
-            Resource::Allocation,
-            &id,
-            s.alloc(&id),
-            s.allocs().map(|a| (a.id.as_str(), a)),
-        )?
-        .id
-        .clone()
+        find(&s, &id)?.id.clone()
     };
     let now = crate::core::now_ms();
     let (_, eval) = core
@@ -142,12 +143,7 @@ pub async fn restart(
 ) -> Result<Json<serde_json::Value>, ServerError> {
     let (a, node) = {
         let s = core.store.snapshot();
-        let a = by_prefix(
-            Resource::Allocation,
-            &id,
-            s.alloc(&id),
-            s.allocs().map(|a| (a.id.as_str(), a)),
-        )?;
+        let a = find(&s, &id)?;
         let node = s
             .node_by_id(&a.node_id)
             .map(|n| (**n).clone())

@@ -134,6 +134,16 @@ pub async fn delete(
     if let Some(why) = ops::in_use(&core.store.snapshot(), &v) {
         return Err(ServerError::Conflict(why));
     }
+    // An allocation waiting for a restore would start empty without it.
+    if v.restoring()
+        && let Some(a) = restore::awaited_by(&core.store.snapshot(), &id)
+    {
+        let o = v.origin.as_ref().map_or("VOL", |o| o.volume.as_str());
+        return Err(ServerError::Conflict(format!(
+            "volume {id} is being restored and allocation {a} waits for it; restore it again with `corral volume restore {o} SNAPSHOT|BACKUP --as {id}`, or stop its job first (`corral stop {}`)",
+            v.job
+        )));
+    }
     match ops::agent_call(&core, &v, reqwest::Method::DELETE, "", None).await {
         Ok(_) => {}
         Err(e @ ServerError::Agent { .. }) if !q.force => {

@@ -98,8 +98,20 @@ fn scaled(spec: &JobSpec, group: Option<&str>, count: u32) -> Result<JobSpec, Se
     let text = serde_json::to_string(&corral_types::spec::render::document(&out))
         .map_err(|e| ServerError::Internal(e.to_string()))?;
     let file = format!("{}.json", spec.name);
-    let mut parsed = corral_types::spec::parse_jobs(&text, &file, SourceFormat::Json)
-        .map_err(|e| ServerError::BadRequest(format!("count {count} for group {target}: {e}")))?;
+    // The rendered file is not the user's: say the field, not its place.
+    let mut parsed =
+        corral_types::spec::parse_jobs(&text, &file, SourceFormat::Json).map_err(|e| {
+            let why: Vec<String> = e
+                .errors
+                .iter()
+                .map(|x| format!("{}: {}", x.path, x.message))
+                .collect();
+            ServerError::BadRequest(format!(
+                "job {}: count {count} for group {target}: {}",
+                spec.name,
+                why.join("; ")
+            ))
+        })?;
     parsed
         .pop()
         .ok_or_else(|| ServerError::Internal("the scaled spec parsed to no job".into()))

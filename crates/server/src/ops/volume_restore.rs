@@ -5,7 +5,10 @@
 //! allocation may claim it), then made by an agent: from a snapshot on the
 //! node that holds the snapshot, from a backup on the source's node or,
 //! when that node is down, on another one with room. The agent's first
-//! report marks it done; a restore that fails takes its record back.
+//! report marks it done. A restore that fails takes its record back
+//! unless an allocation waits for the volume: then the record stays,
+//! marked restoring with the error, and the same command restores it
+//! again (as it does after a crash interrupted one).
 
 use std::sync::Arc;
 
@@ -72,6 +75,7 @@ pub async fn restore_as(
         snapshot: from.snapshot.clone(),
         backup: from.backup.clone(),
         done: false,
+        error: None,
     };
     let now = now_ms();
     let record = Volume {
@@ -100,13 +104,21 @@ pub async fn restore_as(
         create_index: 0,
         modify_index: 0,
     };
+    // One restore of an id at a time; a record marked restoring that no
+    // restore here is filling was interrupted (a crash) or failed, and
+    // may be restored again.
+    let guard = Restoring::start(core, new_id)?;
     let (_, record) = core
         .write(move |state, _| {
-            if state.volume(&record.id).is_some() {
-                return Err(ServerError::Conflict(format!(
-                    "volume {} exists; pick another id with --as, or delete it first with `corral volume delete {} --yes`",
-                    record.id, record.id
-                )));
+            match state.volume(&record.id) {
+                None => {}
+                Some(cur) if cur.restoring() && cur.alloc_id.is_none() => {}
+                Some(_) => {
+                    return Err(ServerError::Conflict(format!(
+                        "volume {} exists; pick another id with --as, or delete it first with `corral volume delete {} --yes`",
+                        record.id, record.id
+                    )));
+                }
             }
             Ok((vec![Write::Volume(record.clone())], record.clone()))
         })
@@ -124,6 +136,7 @@ pub async fn restore_as(
         let core = core.clone();
         let record = record.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             let made = super::volumes::agent_call(
                 &core,
                 &record,
@@ -132,8 +145,8 @@ pub async fn restore_as(
                 Some(body),
             )
             .await;
-            if made.is_err() {
-                take_back(&core, &record.id).await;
+            if let Err(e) = &made {
+                give_up(&core, &record.id, e.to_string()).await;
             }
             made
         })
@@ -223,26 +236,75 @@ async fn finished(
     Ok(v)
 }
 
-/// Take back the record of a restore that failed, if it is still that
-/// unfinished one (its agent deleted what it had made).
-async fn take_back(core: &Arc<Core>, id: &str) {
+/// A failed restore: its record goes, unless an allocation waits for the
+/// volume. Then it stays marked restoring, with the error, so that
+/// allocation keeps waiting (it must not start on an empty volume) until
+/// the volume is restored again.
+async fn give_up(core: &Arc<Core>, id: &str, error: String) {
     let id = id.to_owned();
     let undone = core
         .write(move |state, _| {
-            let gone = state
+            let Some(cur) = state
                 .volume(&id)
-                .is_some_and(|v| v.restoring() && v.alloc_id.is_none());
-            Ok((
-                if gone {
-                    vec![Write::DeleteVolume(id.clone())]
-                } else {
-                    Vec::new()
-                },
-                (),
-            ))
+                .filter(|v| v.restoring() && v.alloc_id.is_none())
+            else {
+                return Ok((Vec::new(), ()));
+            };
+            if awaited_by(state, &id).is_none() {
+                return Ok((vec![Write::DeleteVolume(id.clone())], ()));
+            }
+            let mut v = (**cur).clone();
+            if let Some(o) = v.origin.as_mut() {
+                o.error = Some(error.clone());
+            }
+            v.modified_at = now_ms();
+            Ok((vec![Write::Volume(v)], ()))
         })
         .await;
     if let Err(e) = undone {
-        tracing::warn!(error = %e, "cannot take back the record of a failed restore");
+        tracing::warn!(error = %e, "cannot record the end of a failed restore");
+    }
+}
+
+/// The live allocation that uses volume `id`, if one does: its name.
+pub fn awaited_by(state: &corral_store::State, id: &str) -> Option<String> {
+    let (job, _, _) = parse_volume_id(id).ok()?;
+    state.job_allocs(&job).into_iter().find_map(|a| {
+        if !a.is_live() {
+            return None;
+        }
+        let version = corral_scheduler::StateView::job_version(state, &a.job, a.job_version)?;
+        let g = version.spec.groups.iter().find(|g| g.name == a.group)?;
+        g.volumes
+            .iter()
+            .any(|v| corral_types::GroupSpec::volume_id(&a.job, v, a.index) == id)
+            .then(|| a.name())
+    })
+}
+
+/// The id is being restored by this server; released when the restore
+/// ends, however it ends.
+struct Restoring {
+    core: Arc<Core>,
+    id: String,
+}
+
+impl Restoring {
+    fn start(core: &Arc<Core>, id: &str) -> Result<Restoring, ServerError> {
+        if !core.restores.start(id) {
+            return Err(ServerError::Conflict(format!(
+                "volume {id} is being restored already; wait for that restore to end (`corral volume status {id}`)"
+            )));
+        }
+        Ok(Restoring {
+            core: core.clone(),
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for Restoring {
+    fn drop(&mut self) {
+        self.core.restores.done(&self.id);
     }
 }

@@ -262,6 +262,26 @@ async fn a_volume_restored_under_a_new_id_is_claimed_only_once_whole() {
     assert!(matches!(e, ServerError::Agent { .. }), "{e:?}");
     assert!(core.store.snapshot().volume("copy.data").is_none());
 
+    // With an allocation waiting for it, a failed restore keeps the record
+    // (restoring, with the error), so that allocation does not start on an
+    // empty volume; the same command may restore it again.
+    core.commit(vec![Write::Job(copy.clone()), Write::Alloc(c.clone())])
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let from = source(&core, &src, "auto-1").unwrap();
+        let e = restore_as(&core, &src, from, "copy.data").await.unwrap_err();
+        assert!(matches!(e, ServerError::Agent { .. }), "{e:?}");
+        let v = core.store.snapshot().volume("copy.data").cloned().unwrap();
+        assert!(v.restoring(), "{v:?}");
+        let o = v.origin.clone().unwrap();
+        assert!(o.error.as_deref().is_some_and(|e| e.contains("cannot reach")), "{o:?}");
+    }
+    assert_eq!(
+        super::volume_restore::awaited_by(&core.store.snapshot(), "copy.data").as_deref(),
+        Some("copy.web[0]")
+    );
+
     // As the restore stores it while the agent works.
     let mut made = src.clone();
     made.id = "copy.data".into();
@@ -274,14 +294,9 @@ async fn a_volume_restored_under_a_new_id_is_claimed_only_once_whole() {
         snapshot: Some("auto-1".into()),
         backup: None,
         done: false,
+        error: None,
     });
-    core.commit(vec![
-        Write::Volume(made),
-        Write::Job(copy.clone()),
-        Write::Alloc(c),
-    ])
-    .await
-    .unwrap();
+    core.commit(vec![Write::Volume(made)]).await.unwrap();
     let m = conflict(claim(&core, "copy.data", ask("n1", "c", Some(1))).await);
     assert!(
         m.contains("still being restored from volume db.data"),

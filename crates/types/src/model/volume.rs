@@ -77,6 +77,10 @@ pub struct VolumeOrigin {
     /// allocation may claim it.
     #[serde(default)]
     pub done: bool,
+    /// Why the last attempt failed, when it did and an allocation waits
+    /// for the volume (the record stays until it is restored again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Volume {

@@ -21,8 +21,9 @@ pub use claims::{
 };
 pub use error::{SpecError, SpecErrors};
 pub use parse::{
-    LocatedJob, NOT_YET_FIELDS, SEED_GROUP_FIELDS, SEED_TASK_FIELDS, SPEC_BLOCKS, STDIN_NAME,
-    SourceFormat, SpecBlock, host_problem, name_problem, parse_jobs, parse_jobs_located,
+    LocatedJob, MAX_COUNT, NOT_YET_FIELDS, SEED_GROUP_FIELDS, SEED_TASK_FIELDS, SPEC_BLOCKS,
+    STDIN_NAME, SourceFormat, SpecBlock, host_problem, name_problem, parse_jobs,
+    parse_jobs_located,
 };
 
 /// A validated job: at least one group, every name unique, every count >= 0.

@@ -331,6 +331,11 @@ fn groups(
     out.into_iter().map(|g| g.spec).collect()
 }
 
+/// The most allocations one group may ask for: the scheduler plans a
+/// group's slots in one pass (a count of 4 billion made a plan that never
+/// ended).
+pub const MAX_COUNT: u32 = 100_000;
+
 struct GroupSettings {
     count: u32,
     restart: RestartPolicy,
@@ -344,7 +349,20 @@ struct GroupSettings {
 fn group_settings(ctx: &mut Ctx<'_>, f: &Fields<'_>) -> GroupSettings {
     let count = f
         .get("count")
-        .and_then(|x| uint(ctx, x.node, &x.path, "count", 0))
+        .and_then(|x| {
+            let n = uint(ctx, x.node, &x.path, "count", 0)?;
+            if n > MAX_COUNT {
+                ctx.error(
+                    x.node.pos,
+                    &x.path,
+                    format!(
+                        "count {n} is more than {MAX_COUNT}; split the group, or ask for fewer"
+                    ),
+                );
+                return None;
+            }
+            Some(n)
+        })
         .unwrap_or(1);
     let restart = match f.get("restart") {
         Some(x) => policy::restart(ctx, &x, &RestartPolicy::default()),

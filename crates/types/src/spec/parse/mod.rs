@@ -29,6 +29,7 @@ mod tests;
 use super::{JobSpec, ServiceClaim, SpecErrors, clash_error, clashes};
 use ctx::Ctx;
 pub use ctx::name_problem;
+pub use job::MAX_COUNT;
 pub use route::host_problem;
 use tree::Pos;
 

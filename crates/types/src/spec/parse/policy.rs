@@ -87,7 +87,10 @@ pub(super) fn reschedule(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> ReschedulePolicy 
         return p;
     };
     let limited = f.get("attempts").is_some() || f.get("interval").is_some();
-    if limited {
+    let said_limited = f
+        .get("unlimited")
+        .is_some_and(|x| matches!(x.node.value, super::tree::Value::Bool(false)));
+    if limited || said_limited {
         // Nomad's batch defaults for what is not given.
         p.unlimited = false;
         p.attempts = 1;
@@ -125,6 +128,14 @@ pub(super) fn reschedule(ctx: &mut Ctx<'_>, fl: &Field<'_>) -> ReschedulePolicy 
             );
         }
         p.unlimited = unlimited.unwrap_or(p.unlimited);
+    }
+    if ctx.errors.len() == before && !p.unlimited && p.interval.0 == 0 {
+        let (pos, path) = at(&f, &["interval", "attempts"]);
+        ctx.error(
+            pos,
+            &path,
+            "`interval` is the window the attempts are counted in and must be longer than 0s, e.g. `interval: 1h`",
+        );
     }
     if ctx.errors.len() == before && p.max_delay < p.delay {
         let (pos, path) = at(&f, &["max_delay", "delay"]);
