@@ -131,8 +131,14 @@ async fn job_scale_changes_the_count_and_restarts_nothing() {
             vec!["job", "scale", "scaled", "nope", "2"],
             "has no group `nope`",
         ),
-        (vec!["job", "scale", "scaled", "two"], "not a count from 0 to 100000"),
-        (vec!["job", "scale", "scaled", "4294967295"], "not a count from 0 to 100000"),
+        (
+            vec!["job", "scale", "scaled", "two"],
+            "not a count from 0 to 100000",
+        ),
+        (
+            vec!["job", "scale", "scaled", "4294967295"],
+            "not a count from 0 to 100000",
+        ),
         (vec!["job", "scale", "missing", "2"], "missing"),
     ] {
         let out = corral(&url, &args).await;

@@ -138,9 +138,19 @@ pub async fn delete(
     if v.restoring()
         && let Some(a) = restore::awaited_by(&core.store.snapshot(), &id)
     {
-        let o = v.origin.as_ref().map_or("VOL", |o| o.volume.as_str());
+        let (src, what) = v
+            .origin
+            .as_ref()
+            .map_or(("VOL".into(), "SNAPSHOT|BACKUP".into()), |o| {
+                let what = o
+                    .snapshot
+                    .clone()
+                    .or_else(|| o.backup.as_ref().map(|b| b.id.chars().take(8).collect()))
+                    .unwrap_or_else(|| "SNAPSHOT|BACKUP".into());
+                (o.volume.clone(), what)
+            });
         return Err(ServerError::Conflict(format!(
-            "volume {id} is being restored and allocation {a} waits for it; restore it again with `corral volume restore {o} SNAPSHOT|BACKUP --as {id}`, or stop its job first (`corral stop {}`)",
+            "volume {id} is being restored and allocation {a} waits for it; restore it again with `corral volume restore {src} {what} --as {id}`, or stop its job first (`corral stop {}`)",
             v.job
         )));
     }

@@ -270,12 +270,19 @@ async fn a_volume_restored_under_a_new_id_is_claimed_only_once_whole() {
         .unwrap();
     for _ in 0..2 {
         let from = source(&core, &src, "auto-1").unwrap();
-        let e = restore_as(&core, &src, from, "copy.data").await.unwrap_err();
+        let e = restore_as(&core, &src, from, "copy.data")
+            .await
+            .unwrap_err();
         assert!(matches!(e, ServerError::Agent { .. }), "{e:?}");
         let v = core.store.snapshot().volume("copy.data").cloned().unwrap();
         assert!(v.restoring(), "{v:?}");
         let o = v.origin.clone().unwrap();
-        assert!(o.error.as_deref().is_some_and(|e| e.contains("cannot reach")), "{o:?}");
+        assert!(
+            o.error
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot reach")),
+            "{o:?}"
+        );
     }
     assert_eq!(
         super::volume_restore::awaited_by(&core.store.snapshot(), "copy.data").as_deref(),

@@ -516,12 +516,19 @@ fn reschedule_policies() {
         "{e:?}"
     );
     assert_eq!(
-        lines("image: a\nreschedule: {attempts: 1, interval: 0s}\n", "j.yaml"),
-        ["j.yaml:2:37: reschedule.interval: `interval` is the window the attempts are counted in and must be longer than 0s, e.g. `interval: 1h`"]
+        lines(
+            "image: a\nreschedule: {attempts: 1, interval: 0s}\n",
+            "j.yaml"
+        ),
+        [
+            "j.yaml:2:37: reschedule.interval: `interval` is the window the attempts are counted in and must be longer than 0s, e.g. `interval: 1h`"
+        ]
     );
     assert_eq!(
         lines("image: a\ncount: 4294967295\n", "j.yaml"),
-        ["j.yaml:2:8: count: count 4294967295 is more than 100000; split the group, or ask for fewer"]
+        [
+            "j.yaml:2:8: count: count 4294967295 is more than 100000; split the group, or ask for fewer"
+        ]
     );
     let e = lines("image: a\nreschedule: {tries: 2}\n", "j.yaml");
     assert!(e.len() == 1 && e[0].contains("reschedule.tries"), "{e:?}");
