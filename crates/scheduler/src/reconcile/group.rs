@@ -430,12 +430,31 @@ impl<'a> GroupCtx<'a, '_> {
             super::reschedule::Decision::Now(event) => {
                 let mut reschedules = failed.reschedules.clone();
                 reschedules.push(event);
-                let place = PlaceRequest {
+                // An older version's failure is replaced by its own version
+                // while the rollout may not replace it yet (a canary phase,
+                // a paused deployment), even when the specs are the same:
+                // nothing of the new version spreads before promotion.
+                let held = self
+                    .rollout
+                    .is_some_and(|r| !(r.may_replace() && w.budget.rolling > 0));
+                let base = if held && failed.job_version < self.job.version {
+                    match old_group(self.state, self.job, failed.job_version, &self.g.name) {
+                        Some((job, group)) => PlaceRequest {
+                            job,
+                            group,
+                            deployment_id: None,
+                            ..self.fresh(index, Some(failed))
+                        },
+                        None => return,
+                    }
+                } else {
+                    self.replacement(index, failed, w)
+                };
+                w.out.places.push(PlaceRequest {
                     reschedules,
                     avoid_node: Some(failed.node_id.clone()),
-                    ..self.replacement(index, failed, w)
-                };
-                w.out.places.push(place);
+                    ..base
+                });
             }
         }
     }
