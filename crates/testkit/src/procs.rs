@@ -9,16 +9,34 @@ pub fn live_with_marker(marker: &str) -> Vec<u32> {
         return vec![];
     };
     let me = std::process::id();
-    rd.filter_map(Result::ok)
+    let marked = |pid: u32| {
+        let dir = Path::new("/proc").join(pid.to_string());
+        let cmd = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        cmd.contains(marker) && !is_zombie(&dir)
+    };
+    let found: Vec<u32> = rd
+        .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter(|pid| *pid != me)
-        .filter(|pid| {
-            let dir = Path::new("/proc").join(pid.to_string());
-            let cmd = std::fs::read(dir.join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(marker) && !is_zombie(&dir)
-        })
+        .filter(|pid| marked(*pid))
+        .collect();
+    // A server forking a child per request (busybox httpd answering a
+    // health check) is one task, not two: children of a marked process
+    // are not counted.
+    found
+        .iter()
+        .copied()
+        .filter(|pid| parent(*pid).is_none_or(|pp| !found.contains(&pp)))
         .collect()
+}
+
+/// The parent pid, from `/proc/<pid>/stat` (the field after the
+/// parenthesised command name).
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Waits (up to `deadline`, stretched by the harness's patience) until
